@@ -1,0 +1,97 @@
+//! Word-wise byte comparisons used on the per-page hot path.
+//!
+//! Written with safe 8-byte chunks that the compiler turns into wide loads.
+
+/// Index of the first byte at or after `from` where `a` and `b` differ, or the common length.
+#[inline]
+pub fn mismatch(a: &[u8], b: &[u8], from: usize) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = from.min(n);
+    // bytewise up to the next 8-byte boundary of the slice
+    while i < n && i % 8 != 0 {
+        if a[i] != b[i] {
+            return i;
+        }
+        i += 1;
+    }
+    let mut ca = a[i..n].chunks_exact(32);
+    let mut cb = b[i..n].chunks_exact(32);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        if x != y {
+            break;
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let d = x ^ y;
+        if d != 0 {
+            return i + (d.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n {
+        if a[i] != b[i] {
+            return i;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// True when every byte is zero.
+#[inline]
+pub fn is_zero(data: &[u8]) -> bool {
+    let mut chunks = data.chunks_exact(64);
+    for c in &mut chunks {
+        let mut acc = 0u64;
+        for w in c.chunks_exact(8) {
+            acc |= u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        }
+        if acc != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| b == 0)
+}
+
+/// XORs `src` into `dst` (same length).
+#[inline]
+pub fn xor_into(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d ^= *s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatch_finds_every_position() {
+        let a = [7u8; 100];
+        for p in 0..100 {
+            let mut b = a;
+            b[p] ^= 0x10;
+            assert_eq!(mismatch(&a, &b, 0), p);
+            assert_eq!(mismatch(&a, &b, p), p);
+            assert_eq!(mismatch(&a, &b, p + 1), 100);
+        }
+        assert_eq!(mismatch(&a, &a, 0), 100);
+        assert_eq!(mismatch(&a, &a, 500), 100);
+    }
+
+    #[test]
+    fn zero_test() {
+        let mut z = [0u8; 4096];
+        assert!(is_zero(&z));
+        for p in [0, 63, 64, 4095] {
+            z[p] = 1;
+            assert!(!is_zero(&z));
+            z[p] = 0;
+        }
+        assert!(is_zero(&[]));
+        assert!(!is_zero(&[0, 0, 3]));
+    }
+}

@@ -1,0 +1,276 @@
+//! Stream configuration, its validation, the storage it needs, and the stream header that
+//! carries it on the wire.
+
+use crate::crc32c;
+use crate::error::{Error, Result};
+
+/// Magic bytes that open every pagewire stream.
+pub const MAGIC: [u8; 4] = *b"PGWR";
+/// Wire format version written by this crate (see `docs/FORMAT.md`).
+pub const FORMAT_VERSION: u8 = 1;
+/// Length of the stream header in bytes.
+pub const HEADER_LEN: usize = 32;
+
+/// Smallest supported page size.
+pub const MIN_PAGE_SIZE: u32 = 4096;
+/// Largest supported page size.
+pub const MAX_PAGE_SIZE: u32 = 65536;
+/// Largest cache: 2^26 pages (256 GiB of 4 KiB pages).
+pub const MAX_CACHE_PAGES: u32 = 1 << 26;
+/// Largest frame body.
+pub const MAX_FRAME_BYTES: u32 = 1 << 24;
+/// Worst-case bytes a page record adds to a frame beyond the page itself.
+pub const RECORD_OVERHEAD: usize = 32;
+
+const FLAG_LZ4: u8 = 1;
+
+/// Everything both ends must agree on. Carried in the stream header, so the decoder learns it
+/// from the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Page size in bytes: a power of two from 4096 to 65536.
+    pub page_size: u32,
+    /// Blocks per page for content-based redundancy elimination: 1, 2, 4 or 8.
+    pub blocks_per_page: u8,
+    /// Capacity of the FIFO page cache both ends keep, in pages (at least 1).
+    pub cache_pages: u32,
+    /// Largest XOR/RLE whole-page delta worth sending, in bytes; bigger deltas go out as
+    /// blocks or raw. At most `page_size`.
+    pub delta_threshold: u32,
+    /// Largest uncompressed frame body in bytes; must hold one worst-case page record.
+    pub frame_bytes: u32,
+    /// Store frame bodies LZ4-compressed when that saves bytes.
+    pub lz4: bool,
+    /// Identifies the stream so that frames of another stream are rejected.
+    pub stream_id: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+const fn align8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+const fn next_pow2(n: usize) -> usize {
+    if n <= 1 {
+        1
+    } else {
+        n.next_power_of_two()
+    }
+}
+
+impl Config {
+    /// 4 KiB pages, 4 blocks of 1 KiB, a 64 MiB cache, deltas up to 2 KiB, 64 KiB frames, LZ4
+    /// on. `docs/FORMAT.md` says how the defaults were measured.
+    pub const DEFAULT: Config = Config {
+        page_size: 4096,
+        blocks_per_page: 4,
+        cache_pages: 16384,
+        delta_threshold: 2048,
+        frame_bytes: 65536,
+        lz4: true,
+        stream_id: 0,
+    };
+
+    /// Checks every field; the message names the field that is out of range.
+    pub const fn validate(&self) -> Result<()> {
+        if self.page_size < MIN_PAGE_SIZE
+            || self.page_size > MAX_PAGE_SIZE
+            || !self.page_size.is_power_of_two()
+        {
+            return Err(Error::InvalidConfig("page_size must be a power of two from 4096 to 65536"));
+        }
+        if !matches!(self.blocks_per_page, 1 | 2 | 4 | 8) {
+            return Err(Error::InvalidConfig("blocks_per_page must be 1, 2, 4 or 8"));
+        }
+        if self.cache_pages == 0 || self.cache_pages > MAX_CACHE_PAGES {
+            return Err(Error::InvalidConfig("cache_pages must be from 1 to 2^26"));
+        }
+        if self.delta_threshold > self.page_size {
+            return Err(Error::InvalidConfig("delta_threshold must not exceed page_size"));
+        }
+        if (self.frame_bytes as usize) < self.page_size as usize + RECORD_OVERHEAD
+            || self.frame_bytes > MAX_FRAME_BYTES
+        {
+            return Err(Error::InvalidConfig(
+                "frame_bytes must hold one page record (page_size + 32) and be at most 16 MiB",
+            ));
+        }
+        // The cache must be addressable on this target (matters on 32-bit cores).
+        if (self.cache_pages as usize).checked_mul(self.page_size as usize).is_none() {
+            return Err(Error::InvalidConfig("cache does not fit this target's address space"));
+        }
+        Ok(())
+    }
+
+    /// Bytes per block.
+    pub const fn block_size(&self) -> usize {
+        self.page_size as usize / self.blocks_per_page as usize
+    }
+
+    /// Bytes of the page cache itself.
+    pub const fn cache_len(&self) -> usize {
+        self.cache_pages as usize * self.page_size as usize
+    }
+
+    /// Entries of the encoder's content index (block hash -> slot/block): twice the cached
+    /// blocks, rounded up to a power of two, so the lossy table keeps most entries.
+    pub const fn content_index_entries(&self) -> usize {
+        next_pow2(self.cache_pages as usize * self.blocks_per_page as usize * 2)
+    }
+
+    /// Entries of the encoder's address index (pfn -> latest cached version).
+    pub const fn address_index_entries(&self) -> usize {
+        next_pow2(self.cache_pages as usize * 2)
+    }
+
+    /// Largest opaque blob one `append_blob` call may carry.
+    pub const fn max_blob_len(&self) -> usize {
+        self.frame_bytes as usize - RECORD_OVERHEAD
+    }
+
+    /// Worst-case length of one frame on the wire (header, body stored or LZ4, CRC).
+    pub const fn max_frame_len(&self) -> usize {
+        crate::frame::FRAME_HEADER_LEN + lz4_flex::block::get_maximum_output_size(self.frame_bytes as usize) + 4
+    }
+
+    /// Smallest output buffer every encoder call accepts: each call writes at most one frame.
+    pub const fn max_output_len(&self) -> usize {
+        let frame = self.max_frame_len();
+        if frame > HEADER_LEN {
+            frame
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Storage an [`Encoder`](crate::Encoder) needs for this configuration (includes slack
+    /// for aligning the index tables, so any `&mut [u8]` of this length works).
+    pub const fn encoder_storage_len(&self) -> usize {
+        8 + align8(self.cache_len())
+            + self.content_index_entries() * 8
+            + self.address_index_entries() * 16
+            + align8(self.frame_bytes as usize)
+            + align8(2 * self.page_size as usize)
+    }
+
+    /// Storage a [`Decoder`](crate::Decoder) needs for this configuration.
+    pub const fn decoder_storage_len(&self) -> usize {
+        self.cache_len() + self.frame_bytes as usize + 2 * self.page_size as usize
+    }
+
+    /// The 32-byte stream header for this configuration.
+    pub fn header_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..4].copy_from_slice(&MAGIC);
+        h[4] = FORMAT_VERSION;
+        h[5] = if self.lz4 { FLAG_LZ4 } else { 0 };
+        h[6] = self.blocks_per_page;
+        h[7] = 0;
+        h[8..12].copy_from_slice(&self.page_size.to_le_bytes());
+        h[12..16].copy_from_slice(&self.cache_pages.to_le_bytes());
+        h[16..20].copy_from_slice(&self.frame_bytes.to_le_bytes());
+        h[20..24].copy_from_slice(&self.delta_threshold.to_le_bytes());
+        h[24..28].copy_from_slice(&self.stream_id.to_le_bytes());
+        let crc = crc32c(&h[..28]);
+        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Parses and checks a stream header (magic, version, CRC, reserved bits, ranges).
+    pub fn from_header(bytes: &[u8]) -> Result<Config> {
+        if bytes.len() < 4 {
+            return Err(Error::Truncated);
+        }
+        if bytes[0..4] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        if bytes.len() < 5 {
+            return Err(Error::Truncated);
+        }
+        if bytes[4] != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion(bytes[4]));
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        if crc32c(&bytes[..28]) != u32_at(28) {
+            return Err(Error::CrcMismatch);
+        }
+        if bytes[5] & !FLAG_LZ4 != 0 || bytes[7] != 0 {
+            return Err(Error::Malformed("reserved header bits set"));
+        }
+        let cfg = Config {
+            page_size: u32_at(8),
+            blocks_per_page: bytes[6],
+            cache_pages: u32_at(12),
+            delta_threshold: u32_at(20),
+            frame_bytes: u32_at(16),
+            lz4: bytes[5] & FLAG_LZ4 != 0,
+            stream_id: u32_at(24),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_round_trips() {
+        let c = Config { stream_id: 0xdead_beef, ..Config::DEFAULT };
+        c.validate().unwrap();
+        assert_eq!(Config::from_header(&c.header_bytes()), Ok(c));
+    }
+
+    #[test]
+    fn rejects_each_bad_field() {
+        let bad = [
+            Config { page_size: 2048, ..Config::DEFAULT },
+            Config { page_size: 6000, ..Config::DEFAULT },
+            Config { page_size: 131072, ..Config::DEFAULT },
+            Config { blocks_per_page: 3, ..Config::DEFAULT },
+            Config { blocks_per_page: 16, ..Config::DEFAULT },
+            Config { cache_pages: 0, ..Config::DEFAULT },
+            Config { cache_pages: MAX_CACHE_PAGES + 1, ..Config::DEFAULT },
+            Config { delta_threshold: 4097, ..Config::DEFAULT },
+            Config { frame_bytes: 4096, ..Config::DEFAULT },
+            Config { frame_bytes: MAX_FRAME_BYTES + 1, ..Config::DEFAULT },
+        ];
+        for c in bad {
+            assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn header_errors_are_named() {
+        let h = Config::DEFAULT.header_bytes();
+        assert_eq!(Config::from_header(&h[..3]), Err(Error::Truncated));
+        assert_eq!(Config::from_header(&h[..31]), Err(Error::Truncated));
+        let mut m = h;
+        m[0] = b'X';
+        assert_eq!(Config::from_header(&m), Err(Error::BadMagic));
+        let mut v = h;
+        v[4] = 2;
+        assert_eq!(Config::from_header(&v), Err(Error::UnsupportedVersion(2)));
+        let mut c = h;
+        c[9] ^= 1;
+        assert_eq!(Config::from_header(&c), Err(Error::CrcMismatch));
+    }
+
+    #[test]
+    fn storage_sizes_grow_with_cache() {
+        let small = Config { cache_pages: 1, ..Config::DEFAULT };
+        let big = Config { cache_pages: 1024, ..Config::DEFAULT };
+        assert!(small.encoder_storage_len() < big.encoder_storage_len());
+        assert!(big.decoder_storage_len() >= 1024 * 4096);
+        assert!(Config::DEFAULT.max_output_len() > Config::DEFAULT.frame_bytes as usize);
+    }
+}

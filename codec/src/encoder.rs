@@ -1,0 +1,430 @@
+//! The encoder: turns (pfn, page) pairs into frames of records, choosing per page the
+//! smallest of zero page, cached duplicate, per-block mix, XOR/RLE delta and raw page.
+
+use crate::bytes::is_zero;
+use crate::cache::PageCache;
+use crate::config::{Config, HEADER_LEN, RECORD_OVERHEAD};
+use crate::crc32c;
+use crate::delta;
+use crate::error::{Error, Result};
+use crate::frame::{block_kind, tag, FrameHeader, FRAME_HEADER_LEN};
+use crate::index::{AddressIndex, ContentIndex};
+use crate::stats::EncoderStats;
+use crate::storage::Carver;
+use crate::varint::{self, varint_len, zigzag};
+
+/// Room kept free for one non-page record (iteration end, end of stream).
+const SMALL_RECORD: usize = 1 + 2 * varint::MAX_VARINT_LEN;
+
+/// Hashes a block for the content index.
+#[inline]
+pub fn block_hash(block: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(block)
+}
+
+/// The source side of a stream, over storage the caller owns.
+pub struct Encoder<'a> {
+    cfg: Config,
+    cache: PageCache<'a>,
+    content: ContentIndex<'a>,
+    address: AddressIndex<'a>,
+    body: &'a mut [u8],
+    body_len: usize,
+    scratch: &'a mut [u8],
+    next_pfn: u64,
+    frame_seq: u32,
+    iteration: u64,
+    header_pending: bool,
+    finished: bool,
+    stats: EncoderStats,
+}
+
+/// The per-block plan of a BLOCKS record.
+struct BlockPlan {
+    kinds: [u8; 8],
+    refs: [u64; 8],
+    hashes: [u64; 8],
+    delta_len: [usize; 8],
+}
+
+impl<'a> Encoder<'a> {
+    /// Builds an encoder for `cfg` over `storage` (at least `cfg.encoder_storage_len()`
+    /// bytes). The stream header goes out with the first frame.
+    pub fn new(cfg: Config, storage: &'a mut [u8]) -> Result<Self> {
+        cfg.validate()?;
+        let needed = cfg.encoder_storage_len();
+        if storage.len() < needed {
+            return Err(Error::InsufficientStorage { needed, given: storage.len() });
+        }
+        let mut carve = Carver::new(storage);
+        let cache = PageCache::new(carve.bytes(cfg.cache_len())?, cfg.page_size as usize);
+        let content = ContentIndex::new(carve.words(cfg.content_index_entries())?);
+        let address = AddressIndex::new(carve.words(cfg.address_index_entries() * 2)?);
+        let body = carve.bytes(cfg.frame_bytes as usize)?;
+        let scratch = carve.bytes(2 * cfg.page_size as usize)?;
+        Ok(Encoder {
+            cfg,
+            cache,
+            content,
+            address,
+            body,
+            body_len: 0,
+            scratch,
+            next_pfn: 0,
+            frame_seq: 0,
+            iteration: 0,
+            header_pending: true,
+            finished: false,
+            stats: EncoderStats::default(),
+        })
+    }
+
+    /// The configuration this encoder writes into the stream header.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &EncoderStats {
+        &self.stats
+    }
+
+    /// The iteration now being encoded (0 for the first pass).
+    pub fn iteration(&self) -> u64 {
+        self.iteration
+    }
+
+    /// Encodes one page. Returns how many bytes of finished stream were written to the front
+    /// of `out` (the stream header and/or a full frame; usually 0). `out` must hold
+    /// `Config::max_output_len()` bytes.
+    pub fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut [u8]) -> Result<usize> {
+        self.check_call(out)?;
+        let ps = self.cfg.page_size as usize;
+        if page.len() != ps {
+            return Err(Error::WrongPageLength { expected: ps, got: page.len() });
+        }
+        let mut written = self.take_header(out);
+        if self.room() < ps + RECORD_OVERHEAD {
+            written += self.flush(&mut out[written..]);
+        }
+        self.write_page_record(pfn, page);
+        self.stats.bytes_in += ps as u64;
+        Ok(written)
+    }
+
+    /// Marks the end of the current pre-copy iteration and flushes the frame, so the
+    /// destination has every page of the iteration. Returns the bytes written to `out`.
+    pub fn end_iteration(&mut self, out: &mut [u8]) -> Result<usize> {
+        self.check_call(out)?;
+        let mut written = self.take_header(out);
+        if self.room() < SMALL_RECORD {
+            written += self.flush(&mut out[written..]);
+        }
+        let it = self.iteration;
+        self.put_small(tag::ITERATION_END, it);
+        self.iteration += 1;
+        self.stats.iterations += 1;
+        written += self.flush(&mut out[written..]);
+        Ok(written)
+    }
+
+    /// Appends an opaque blob (vCPU or device state) tagged `blob_tag`, of at most
+    /// `Config::max_blob_len()` bytes. Returns the bytes written to `out`.
+    pub fn append_blob(&mut self, blob_tag: u32, data: &[u8], out: &mut [u8]) -> Result<usize> {
+        self.check_call(out)?;
+        let max = self.cfg.max_blob_len();
+        if data.len() > max {
+            return Err(Error::BlobTooLarge { len: data.len(), max });
+        }
+        let mut written = self.take_header(out);
+        if self.room() < data.len() + SMALL_RECORD {
+            written += self.flush(&mut out[written..]);
+        }
+        let mut p = self.body_len;
+        self.body[p] = tag::BLOB;
+        p += 1;
+        varint::put(self.body, &mut p, u64::from(blob_tag));
+        varint::put(self.body, &mut p, data.len() as u64);
+        self.body[p..p + data.len()].copy_from_slice(data);
+        self.body_len = p + data.len();
+        self.stats.blobs += 1;
+        self.stats.blob_bytes += data.len() as u64;
+        Ok(written)
+    }
+
+    /// Writes the end-of-stream record and the last frame. The encoder accepts nothing after.
+    pub fn finish(&mut self, out: &mut [u8]) -> Result<usize> {
+        self.check_call(out)?;
+        let mut written = self.take_header(out);
+        if self.room() < SMALL_RECORD {
+            written += self.flush(&mut out[written..]);
+        }
+        let pages = self.stats.pages();
+        self.put_small(tag::END, pages);
+        written += self.flush(&mut out[written..]);
+        self.finished = true;
+        Ok(written)
+    }
+
+    fn check_call(&self, out: &[u8]) -> Result<()> {
+        if self.finished {
+            return Err(Error::Finished);
+        }
+        let needed = self.cfg.max_output_len() + HEADER_LEN;
+        if out.len() < needed {
+            return Err(Error::OutputTooSmall { needed, given: out.len() });
+        }
+        Ok(())
+    }
+
+    fn take_header(&mut self, out: &mut [u8]) -> usize {
+        if !self.header_pending {
+            return 0;
+        }
+        self.header_pending = false;
+        out[..HEADER_LEN].copy_from_slice(&self.cfg.header_bytes());
+        self.stats.bytes_out += HEADER_LEN as u64;
+        HEADER_LEN
+    }
+
+    #[inline]
+    fn room(&self) -> usize {
+        self.body.len() - self.body_len
+    }
+
+    fn put_small(&mut self, record_tag: u8, value: u64) {
+        let mut p = self.body_len;
+        self.body[p] = record_tag;
+        p += 1;
+        varint::put(self.body, &mut p, value);
+        self.body_len = p;
+    }
+
+    /// Seals the current body into a frame at the front of `out`; returns its length.
+    fn flush(&mut self, out: &mut [u8]) -> usize {
+        if self.body_len == 0 {
+            return 0;
+        }
+        let body = &self.body[..self.body_len];
+        let mut wire_len = body.len();
+        let mut lz4 = false;
+        if self.cfg.lz4 {
+            if let Ok(n) = lz4_flex::block::compress_into(body, &mut out[FRAME_HEADER_LEN..]) {
+                if n < body.len() {
+                    wire_len = n;
+                    lz4 = true;
+                }
+            }
+        }
+        if !lz4 {
+            out[FRAME_HEADER_LEN..FRAME_HEADER_LEN + wire_len].copy_from_slice(body);
+        }
+        let header = FrameHeader {
+            lz4,
+            stream_id: self.cfg.stream_id,
+            seq: self.frame_seq,
+            wire_len: wire_len as u32,
+            raw_len: body.len() as u32,
+        };
+        header.write(out);
+        let end = FRAME_HEADER_LEN + wire_len;
+        let crc = crc32c(&out[..end]);
+        out[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        let total = end + 4;
+        self.stats.frames += 1;
+        self.stats.frames_lz4 += u64::from(lz4);
+        self.stats.bytes_out += total as u64;
+        self.body_len = 0;
+        self.next_pfn = 0;
+        self.frame_seq = self.frame_seq.wrapping_add(1);
+        total
+    }
+
+    /// Chooses the smallest record for the page, writes it into the body and updates the
+    /// cache and indexes exactly as the decoder will.
+    fn write_page_record(&mut self, pfn: u64, page: &[u8]) {
+        let bpp = self.cfg.blocks_per_page as usize;
+        let bs = self.cfg.block_size();
+        let ps = page.len();
+        let pfn_code = zigzag(pfn.wrapping_sub(self.next_pfn) as i64);
+        let head = 1 + varint_len(pfn_code);
+        self.next_pfn = pfn.wrapping_add(1);
+
+        let mut plan = BlockPlan { kinds: [block_kind::LITERAL; 8], refs: [0; 8], hashes: [0; 8], delta_len: [0; 8] };
+        let mut zero_blocks = 0;
+        for b in 0..bpp {
+            if is_zero(&page[b * bs..(b + 1) * bs]) {
+                plan.kinds[b] = block_kind::ZERO;
+                zero_blocks += 1;
+            }
+        }
+        if zero_blocks == bpp {
+            let start = self.begin_record(tag::ZERO, pfn_code);
+            self.stats.zero.add(self.body_len - start);
+            return;
+        }
+
+        // The latest cached version of this pfn: a duplicate, or the base for deltas.
+        let base = self
+            .address
+            .get(pfn)
+            .and_then(|seq| self.cache.age_of_seq(seq))
+            .and_then(|age| self.cache.slot_for_age(age).ok().map(|slot| (age, slot)));
+        if let Some((age, slot)) = base {
+            if self.cache.page(slot) == page {
+                self.write_dup(pfn, pfn_code, age);
+                return;
+            }
+        }
+
+        // Content lookups, block by block.
+        let mut first_ref_slot = None;
+        for b in 0..bpp {
+            if plan.kinds[b] == block_kind::ZERO {
+                continue;
+            }
+            let block = &page[b * bs..(b + 1) * bs];
+            let h = block_hash(block);
+            plan.hashes[b] = h;
+            let Some(loc) = self.content.get(h) else { continue };
+            let (slot, cb) = ((loc as usize) / bpp, (loc as usize) % bpp);
+            let Some(age) = self.cache.age_of_slot(slot) else { continue };
+            if &self.cache.page(slot)[cb * bs..(cb + 1) * bs] == block {
+                plan.kinds[b] = block_kind::REF;
+                plan.refs[b] = (age - 1) * bpp as u64 + cb as u64;
+                first_ref_slot.get_or_insert((slot, age));
+            }
+        }
+        if let Some((slot, age)) = first_ref_slot {
+            if self.cache.page(slot) == page {
+                self.write_dup(pfn, pfn_code, age);
+                return;
+            }
+        }
+
+        // Deltas against the base: per literal block, and for the whole page.
+        let mut page_delta = None;
+        if let Some((_, slot)) = base {
+            let (whole, blocks) = self.scratch.split_at_mut(ps);
+            let base_page = self.cache.page(slot);
+            for b in 0..bpp {
+                if plan.kinds[b] != block_kind::LITERAL {
+                    continue;
+                }
+                let r = b * bs..(b + 1) * bs;
+                if let Some(n) = delta::encode(&page[r.clone()], &base_page[r], &mut blocks[b * bs..], bs - 1) {
+                    plan.kinds[b] = block_kind::DELTA;
+                    plan.delta_len[b] = n;
+                }
+            }
+            page_delta = delta::encode(page, base_page, whole, self.cfg.delta_threshold as usize);
+        }
+
+        // Sizes of the candidates.
+        let base_age = base.map_or(0, |(age, _)| age);
+        let any_delta = plan.kinds[..bpp].contains(&block_kind::DELTA);
+        let mut blocks_len = head + bpp.div_ceil(4) + if any_delta { varint_len(base_age) } else { 0 };
+        for b in 0..bpp {
+            blocks_len += match plan.kinds[b] {
+                block_kind::ZERO => 0,
+                block_kind::REF => varint_len(plan.refs[b]),
+                block_kind::DELTA => plan.delta_len[b],
+                _ => bs,
+            };
+        }
+        let delta_len = page_delta.map_or(usize::MAX, |n| head + varint_len(base_age) + n);
+        let raw_len = head + ps;
+
+        let start = self.body_len;
+        if delta_len <= blocks_len && delta_len <= raw_len {
+            let n = page_delta.unwrap_or(0);
+            self.begin_record(tag::DELTA, pfn_code);
+            varint::put(self.body, &mut self.body_len, base_age);
+            self.body[self.body_len..self.body_len + n].copy_from_slice(&self.scratch[..n]);
+            self.body_len += n;
+            self.stats.delta.add(self.body_len - start);
+            self.stats.delta_uses += 1;
+        } else if blocks_len < raw_len {
+            self.write_blocks(pfn_code, page, &plan, any_delta.then_some(base_age));
+            self.stats.blocks.add(self.body_len - start);
+            self.stats.delta_uses += u64::from(any_delta);
+        } else {
+            self.begin_record(tag::RAW, pfn_code);
+            self.body[self.body_len..self.body_len + ps].copy_from_slice(page);
+            self.body_len += ps;
+            self.stats.raw.add(self.body_len - start);
+        }
+        self.insert(pfn, page, &plan);
+    }
+
+    fn begin_record(&mut self, record_tag: u8, pfn_code: u64) -> usize {
+        let start = self.body_len;
+        self.body[start] = record_tag;
+        self.body_len += 1;
+        varint::put(self.body, &mut self.body_len, pfn_code);
+        start
+    }
+
+    fn write_dup(&mut self, pfn: u64, pfn_code: u64, age: u64) {
+        let start = self.begin_record(tag::DUP, pfn_code);
+        varint::put(self.body, &mut self.body_len, age);
+        self.stats.dup.add(self.body_len - start);
+        self.stats.cache_hits += 1;
+        self.address.put(pfn, self.cache.inserted() - age);
+    }
+
+    fn write_blocks(&mut self, pfn_code: u64, page: &[u8], plan: &BlockPlan, base_age: Option<u64>) {
+        let bpp = self.cfg.blocks_per_page as usize;
+        let bs = self.cfg.block_size();
+        let ps = page.len();
+        self.begin_record(tag::BLOCKS, pfn_code);
+        let mut packed = [0u8; 2];
+        for b in 0..bpp {
+            packed[b / 4] |= plan.kinds[b] << (2 * (b % 4));
+        }
+        for &k in &packed[..bpp.div_ceil(4)] {
+            self.body[self.body_len] = k;
+            self.body_len += 1;
+        }
+        if let Some(age) = base_age {
+            varint::put(self.body, &mut self.body_len, age);
+        }
+        for b in 0..bpp {
+            let p = self.body_len;
+            match plan.kinds[b] {
+                block_kind::ZERO => self.stats.block_zero += 1,
+                block_kind::REF => {
+                    varint::put(self.body, &mut self.body_len, plan.refs[b]);
+                    self.stats.block_ref += 1;
+                    self.stats.cache_hits += 1;
+                }
+                block_kind::DELTA => {
+                    let n = plan.delta_len[b];
+                    let src = ps + b * bs;
+                    self.body[p..p + n].copy_from_slice(&self.scratch[src..src + n]);
+                    self.body_len += n;
+                    self.stats.block_delta += 1;
+                }
+                _ => {
+                    self.body[p..p + bs].copy_from_slice(&page[b * bs..(b + 1) * bs]);
+                    self.body_len += bs;
+                    self.stats.block_literal += 1;
+                }
+            }
+        }
+    }
+
+    /// The cache insertion rule: RAW, DELTA and BLOCKS pages enter the cache at the head.
+    fn insert(&mut self, pfn: u64, page: &[u8], plan: &BlockPlan) {
+        let bpp = self.cfg.blocks_per_page as usize;
+        let slot = self.cache.head_slot();
+        self.cache.page_mut(slot).copy_from_slice(page);
+        let seq = self.cache.advance();
+        for b in 0..bpp {
+            if plan.kinds[b] != block_kind::ZERO {
+                self.content.put(plan.hashes[b], (slot * bpp + b) as u32);
+            }
+        }
+        self.address.put(pfn, seq);
+    }
+}

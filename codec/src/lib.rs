@@ -1,0 +1,81 @@
+//! # pagewire
+//!
+//! An allocation-free `no_std` codec for the memory of a live-migrating virtual machine.
+//! Per page it sends the smallest of: a zero-page tag, a reference to an identical page in a
+//! FIFO cache both ends keep in lockstep, a per-block mix (zero blocks, references to cached
+//! blocks, literal blocks, XOR/RLE block deltas), an XOR/RLE delta against the previous
+//! version of the same page, or the raw page. Records are grouped into frames, each with a
+//! CRC-32C and, where it saves bytes, an LZ4-compressed body.
+//!
+//! The caller owns all memory: [`Encoder::new`] and [`Decoder::new`] take a `&mut [u8]` of
+//! [`Config::encoder_storage_len`] / [`Config::decoder_storage_len`] bytes (both `const fn`),
+//! and every output goes to a caller buffer of [`Config::max_output_len`] bytes.
+//!
+//! ```
+//! use pagewire::{Config, Decoder, Encoder, Sink};
+//!
+//! let cfg = Config { cache_pages: 64, ..Config::DEFAULT };
+//! let mut enc_mem = vec![0u8; cfg.encoder_storage_len()];
+//! let mut dec_mem = vec![0u8; cfg.decoder_storage_len()];
+//! let mut out = vec![0u8; cfg.max_output_len() + pagewire::HEADER_LEN];
+//! let mut wire = Vec::new();
+//!
+//! let mut enc = Encoder::new(cfg, &mut enc_mem).unwrap();
+//! let page = [7u8; 4096];
+//! for pfn in 0..10 {
+//!     let n = enc.encode_page(pfn, &page, &mut out).unwrap();
+//!     wire.extend_from_slice(&out[..n]);
+//! }
+//! let n = enc.finish(&mut out).unwrap();
+//! wire.extend_from_slice(&out[..n]);
+//!
+//! struct Count(usize);
+//! impl Sink for Count {
+//!     fn page(&mut self, _pfn: u64, data: &[u8]) {
+//!         assert_eq!(data, &[7u8; 4096][..]);
+//!         self.0 += 1;
+//!     }
+//! }
+//! let (mut dec, used) = Decoder::from_header(&wire, &mut dec_mem).unwrap();
+//! let mut sink = Count(0);
+//! dec.decode(&wire[used..], &mut sink).unwrap();
+//! dec.check_complete().unwrap();
+//! assert_eq!(sink.0, 10);
+//! ```
+//!
+//! The wire format is specified byte by byte in `docs/FORMAT.md`.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod bytes;
+mod cache;
+mod config;
+pub mod delta;
+mod decoder;
+mod encoder;
+mod error;
+pub mod frame;
+mod index;
+mod record;
+mod stats;
+mod storage;
+pub mod varint;
+
+pub use config::{
+    Config, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE, MIN_PAGE_SIZE,
+    RECORD_OVERHEAD,
+};
+pub use decoder::{Decoder, Sink};
+pub use encoder::{block_hash, Encoder};
+pub use error::{Error, Result};
+pub use stats::{DecoderStats, EncoderStats, KindStats};
+
+/// CRC-32C (Castagnoli), the checksum of stream headers and frames.
+pub const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// CRC-32C of `data`.
+#[inline]
+pub fn crc32c(data: &[u8]) -> u32 {
+    CRC32C.checksum(data)
+}

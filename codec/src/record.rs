@@ -1,0 +1,131 @@
+//! Parsing of the records inside a frame body. Every check a record needs happens here, so
+//! the decoder's validation pass and its apply pass see exactly the same verdicts.
+
+use crate::cache::slot_for_age;
+use crate::delta;
+use crate::error::{Error, Result};
+use crate::frame::{block_kind, tag};
+use crate::varint::{self, unzigzag};
+
+/// What a record parser needs to know about the stream so far; advanced record by record.
+#[derive(Clone, Copy)]
+pub struct ParseState {
+    pub page_size: usize,
+    pub blocks_per_page: usize,
+    pub capacity: u64,
+    /// Pages inserted into the cache before the record being parsed.
+    pub inserted: u64,
+    /// The pfn a record's zigzag delta is relative to (0 at the start of every frame).
+    pub next_pfn: u64,
+}
+
+/// One parsed record, borrowing its payload from the frame body.
+#[derive(Debug)]
+pub enum Record<'b> {
+    Zero { pfn: u64 },
+    Dup { pfn: u64, age: u64 },
+    Raw { pfn: u64, bytes: &'b [u8] },
+    Delta { pfn: u64, age: u64, rle: &'b [u8] },
+    Blocks { pfn: u64, kinds: [u8; 8], base_age: Option<u64>, payload: &'b [u8] },
+    IterationEnd { iteration: u64 },
+    Blob { tag: u32, data: &'b [u8] },
+    End { page_records: u64 },
+}
+
+/// One block of a BLOCKS record.
+pub enum BlockItem<'b> {
+    Zero,
+    Ref { age: u64, block: usize },
+    Literal(&'b [u8]),
+    Delta(&'b [u8]),
+}
+
+fn take<'b>(body: &'b [u8], pos: &mut usize, len: usize) -> Result<&'b [u8]> {
+    let end = pos.checked_add(len).ok_or(Error::LengthOutOfRange)?;
+    let s = body.get(*pos..end).ok_or(Error::Truncated)?;
+    *pos = end;
+    Ok(s)
+}
+
+fn age(body: &[u8], pos: &mut usize, st: &ParseState) -> Result<u64> {
+    let age = varint::get(body, pos)?;
+    slot_for_age(st.inserted, st.capacity, age)?;
+    Ok(age)
+}
+
+/// Reads block `b`'s item from a BLOCKS payload at `*pos`, checking it fully.
+pub fn block_item<'b>(payload: &'b [u8], pos: &mut usize, kind: u8, st: &ParseState) -> Result<BlockItem<'b>> {
+    let bs = st.page_size / st.blocks_per_page;
+    Ok(match kind {
+        block_kind::ZERO => BlockItem::Zero,
+        block_kind::REF => {
+            let v = varint::get(payload, pos)?;
+            let bpp = st.blocks_per_page as u64;
+            let age = v / bpp + 1;
+            slot_for_age(st.inserted, st.capacity, age)?;
+            BlockItem::Ref { age, block: (v % bpp) as usize }
+        }
+        block_kind::LITERAL => BlockItem::Literal(take(payload, pos, bs)?),
+        _ => {
+            let n = delta::check(&payload[*pos..], bs)?;
+            BlockItem::Delta(take(payload, pos, n)?)
+        }
+    })
+}
+
+/// Parses the record at `*pos`, checks it against `st` and advances both.
+pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result<Record<'b>> {
+    let t = *body.get(*pos).ok_or(Error::Truncated)?;
+    *pos += 1;
+    let is_page = matches!(t, tag::ZERO | tag::DUP | tag::RAW | tag::DELTA | tag::BLOCKS);
+    let pfn = if is_page {
+        let code = varint::get(body, pos)?;
+        let pfn = st.next_pfn.wrapping_add(unzigzag(code) as u64);
+        st.next_pfn = pfn.wrapping_add(1);
+        pfn
+    } else {
+        0
+    };
+    let rec = match t {
+        tag::ZERO => Record::Zero { pfn },
+        tag::DUP => Record::Dup { pfn, age: age(body, pos, st)? },
+        tag::RAW => Record::Raw { pfn, bytes: take(body, pos, st.page_size)? },
+        tag::DELTA => {
+            let age = age(body, pos, st)?;
+            let n = delta::check(&body[*pos..], st.page_size)?;
+            Record::Delta { pfn, age, rle: take(body, pos, n)? }
+        }
+        tag::BLOCKS => {
+            let bpp = st.blocks_per_page;
+            let mut kinds = [0u8; 8];
+            for (b, k) in kinds[..bpp].iter_mut().enumerate() {
+                let byte = *body.get(*pos + b / 4).ok_or(Error::Truncated)?;
+                *k = (byte >> (2 * (b % 4))) & 3;
+            }
+            let packed_len = bpp.div_ceil(4);
+            let last = body[*pos + packed_len - 1];
+            if bpp < 4 && last >> (2 * bpp) != 0 {
+                return Err(Error::Malformed("unused block kind bits set"));
+            }
+            *pos += packed_len;
+            let base_age = if kinds[..bpp].contains(&block_kind::DELTA) { Some(age(body, pos, st)?) } else { None };
+            let start = *pos;
+            for &k in &kinds[..bpp] {
+                block_item(body, pos, k, st)?;
+            }
+            Record::Blocks { pfn, kinds, base_age, payload: &body[start..*pos] }
+        }
+        tag::ITERATION_END => Record::IterationEnd { iteration: varint::get(body, pos)? },
+        tag::BLOB => {
+            let blob_tag = varint::get_max(body, pos, u64::from(u32::MAX))? as u32;
+            let len = varint::get_max(body, pos, body.len() as u64)? as usize;
+            Record::Blob { tag: blob_tag, data: take(body, pos, len)? }
+        }
+        tag::END => Record::End { page_records: varint::get(body, pos)? },
+        _ => return Err(Error::Malformed("unknown record tag")),
+    };
+    if matches!(rec, Record::Raw { .. } | Record::Delta { .. } | Record::Blocks { .. }) {
+        st.inserted += 1;
+    }
+    Ok(rec)
+}
