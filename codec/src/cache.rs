@@ -31,7 +31,12 @@ impl<'a> PageCache<'a> {
     /// Builds an empty cache over `slots`, which holds exactly `capacity` pages.
     pub fn new(slots: &'a mut [u8], page_size: usize) -> Self {
         let capacity = (slots.len() / page_size) as u64;
-        PageCache { slots, page_size, capacity, inserted: 0 }
+        PageCache {
+            slots,
+            page_size,
+            capacity,
+            inserted: 0,
+        }
     }
 
     /// Number of pages inserted since the start of the stream.
@@ -94,7 +99,14 @@ impl<'a> PageCache<'a> {
 
     /// Copies `len` bytes at `src_off` of slot `src` to `dst_off` of slot `dst`.
     #[inline]
-    pub fn copy_between(&mut self, src: usize, src_off: usize, dst: usize, dst_off: usize, len: usize) {
+    pub fn copy_between(
+        &mut self,
+        src: usize,
+        src_off: usize,
+        dst: usize,
+        dst_off: usize,
+        len: usize,
+    ) {
         let s = src * self.page_size + src_off;
         let d = dst * self.page_size + dst_off;
         self.slots.copy_within(s..s + len, d);

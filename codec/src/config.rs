@@ -82,7 +82,9 @@ impl Config {
             || self.page_size > MAX_PAGE_SIZE
             || !self.page_size.is_power_of_two()
         {
-            return Err(Error::InvalidConfig("page_size must be a power of two from 4096 to 65536"));
+            return Err(Error::InvalidConfig(
+                "page_size must be a power of two from 4096 to 65536",
+            ));
         }
         if !matches!(self.blocks_per_page, 1 | 2 | 4 | 8) {
             return Err(Error::InvalidConfig("blocks_per_page must be 1, 2, 4 or 8"));
@@ -91,7 +93,9 @@ impl Config {
             return Err(Error::InvalidConfig("cache_pages must be from 1 to 2^26"));
         }
         if self.delta_threshold > self.page_size {
-            return Err(Error::InvalidConfig("delta_threshold must not exceed page_size"));
+            return Err(Error::InvalidConfig(
+                "delta_threshold must not exceed page_size",
+            ));
         }
         if (self.frame_bytes as usize) < self.page_size as usize + RECORD_OVERHEAD
             || self.frame_bytes > MAX_FRAME_BYTES
@@ -101,8 +105,13 @@ impl Config {
             ));
         }
         // The cache must be addressable on this target (matters on 32-bit cores).
-        if (self.cache_pages as usize).checked_mul(self.page_size as usize).is_none() {
-            return Err(Error::InvalidConfig("cache does not fit this target's address space"));
+        if (self.cache_pages as usize)
+            .checked_mul(self.page_size as usize)
+            .is_none()
+        {
+            return Err(Error::InvalidConfig(
+                "cache does not fit this target's address space",
+            ));
         }
         Ok(())
     }
@@ -135,7 +144,9 @@ impl Config {
 
     /// Worst-case length of one frame on the wire (header, body stored or LZ4, CRC).
     pub const fn max_frame_len(&self) -> usize {
-        crate::frame::FRAME_HEADER_LEN + lz4_flex::block::get_maximum_output_size(self.frame_bytes as usize) + 4
+        crate::frame::FRAME_HEADER_LEN
+            + lz4_flex::block::get_maximum_output_size(self.frame_bytes as usize)
+            + 4
     }
 
     /// Smallest output buffer every encoder call accepts: each call writes at most one frame.
@@ -198,7 +209,8 @@ impl Config {
         if bytes.len() < HEADER_LEN {
             return Err(Error::Truncated);
         }
-        let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         if crc32c(&bytes[..28]) != u32_at(28) {
             return Err(Error::CrcMismatch);
         }
@@ -225,7 +237,10 @@ mod tests {
 
     #[test]
     fn default_is_valid_and_round_trips() {
-        let c = Config { stream_id: 0xdead_beef, ..Config::DEFAULT };
+        let c = Config {
+            stream_id: 0xdead_beef,
+            ..Config::DEFAULT
+        };
         c.validate().unwrap();
         assert_eq!(Config::from_header(&c.header_bytes()), Ok(c));
     }
@@ -233,19 +248,52 @@ mod tests {
     #[test]
     fn rejects_each_bad_field() {
         let bad = [
-            Config { page_size: 2048, ..Config::DEFAULT },
-            Config { page_size: 6000, ..Config::DEFAULT },
-            Config { page_size: 131072, ..Config::DEFAULT },
-            Config { blocks_per_page: 3, ..Config::DEFAULT },
-            Config { blocks_per_page: 16, ..Config::DEFAULT },
-            Config { cache_pages: 0, ..Config::DEFAULT },
-            Config { cache_pages: MAX_CACHE_PAGES + 1, ..Config::DEFAULT },
-            Config { delta_threshold: 4097, ..Config::DEFAULT },
-            Config { frame_bytes: 4096, ..Config::DEFAULT },
-            Config { frame_bytes: MAX_FRAME_BYTES + 1, ..Config::DEFAULT },
+            Config {
+                page_size: 2048,
+                ..Config::DEFAULT
+            },
+            Config {
+                page_size: 6000,
+                ..Config::DEFAULT
+            },
+            Config {
+                page_size: 131072,
+                ..Config::DEFAULT
+            },
+            Config {
+                blocks_per_page: 3,
+                ..Config::DEFAULT
+            },
+            Config {
+                blocks_per_page: 16,
+                ..Config::DEFAULT
+            },
+            Config {
+                cache_pages: 0,
+                ..Config::DEFAULT
+            },
+            Config {
+                cache_pages: MAX_CACHE_PAGES + 1,
+                ..Config::DEFAULT
+            },
+            Config {
+                delta_threshold: 4097,
+                ..Config::DEFAULT
+            },
+            Config {
+                frame_bytes: 4096,
+                ..Config::DEFAULT
+            },
+            Config {
+                frame_bytes: MAX_FRAME_BYTES + 1,
+                ..Config::DEFAULT
+            },
         ];
         for c in bad {
-            assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{c:?}");
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig(_))),
+                "{c:?}"
+            );
         }
     }
 
@@ -267,8 +315,14 @@ mod tests {
 
     #[test]
     fn storage_sizes_grow_with_cache() {
-        let small = Config { cache_pages: 1, ..Config::DEFAULT };
-        let big = Config { cache_pages: 1024, ..Config::DEFAULT };
+        let small = Config {
+            cache_pages: 1,
+            ..Config::DEFAULT
+        };
+        let big = Config {
+            cache_pages: 1024,
+            ..Config::DEFAULT
+        };
         assert!(small.encoder_storage_len() < big.encoder_storage_len());
         assert!(big.decoder_storage_len() >= 1024 * 4096);
         assert!(Config::DEFAULT.max_output_len() > Config::DEFAULT.frame_bytes as usize);

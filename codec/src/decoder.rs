@@ -48,7 +48,10 @@ impl<'a> Decoder<'a> {
         cfg.validate()?;
         let needed = cfg.decoder_storage_len();
         if storage.len() < needed {
-            return Err(Error::InsufficientStorage { needed, given: storage.len() });
+            return Err(Error::InsufficientStorage {
+                needed,
+                given: storage.len(),
+            });
         }
         let ps = cfg.page_size as usize;
         let (cache, rest) = storage.split_at_mut(cfg.cache_len());
@@ -177,15 +180,26 @@ impl<'a> Decoder<'a> {
             return Err(Error::WrongStream);
         }
         if fh.seq != self.expected_seq {
-            return Err(Error::FrameOutOfOrder { expected: self.expected_seq, got: fh.seq });
+            return Err(Error::FrameOutOfOrder {
+                expected: self.expected_seq,
+                got: fh.seq,
+            });
         }
         let wire = &frame[FRAME_HEADER_LEN..FRAME_HEADER_LEN + fh.wire_len as usize];
         let raw_len = fh.raw_len as usize;
         let st = self.parse_state();
-        let Decoder { cache, body: body_buf, scratch, zero, .. } = self;
+        let Decoder {
+            cache,
+            body: body_buf,
+            scratch,
+            zero,
+            ..
+        } = self;
         let body: &[u8] = if fh.lz4 {
             if !self.cfg.lz4 {
-                return Err(Error::Malformed("LZ4 frame in a stream whose header disables LZ4"));
+                return Err(Error::Malformed(
+                    "LZ4 frame in a stream whose header disables LZ4",
+                ));
             }
             match lz4_flex::block::decompress_into(wire, &mut body_buf[..raw_len]) {
                 Ok(n) if n == raw_len => &body_buf[..raw_len],
@@ -208,13 +222,18 @@ impl<'a> Decoder<'a> {
             match parse(body, &mut pos, &mut check)? {
                 Record::IterationEnd { iteration: got } => {
                     if got != iteration {
-                        return Err(Error::IterationOutOfOrder { expected: iteration, got });
+                        return Err(Error::IterationOutOfOrder {
+                            expected: iteration,
+                            got,
+                        });
                     }
                     iteration += 1;
                 }
                 Record::End { page_records: n } => {
                     if n != page_records {
-                        return Err(Error::Malformed("end record page count differs from pages received"));
+                        return Err(Error::Malformed(
+                            "end record page count differs from pages received",
+                        ));
                     }
                     ended = true;
                 }
@@ -251,7 +270,12 @@ impl<'a> Decoder<'a> {
                     cache.advance();
                     sink.page(pfn, cache.page(head));
                 }
-                Record::Blocks { pfn, kinds, base_age, payload } => {
+                Record::Blocks {
+                    pfn,
+                    kinds,
+                    base_age,
+                    payload,
+                } => {
                     build_blocks(cache, scratch, &st_before(&st), &kinds, base_age, payload)?;
                     let head = cache.head_slot();
                     cache.advance();
@@ -288,7 +312,10 @@ impl<'a> Decoder<'a> {
 /// The parse state as it was before the BLOCKS record just parsed (which counted its own
 /// insertion).
 fn st_before(st: &ParseState) -> ParseState {
-    ParseState { inserted: st.inserted - 1, ..*st }
+    ParseState {
+        inserted: st.inserted - 1,
+        ..*st
+    }
 }
 
 /// Rebuilds a BLOCKS page into the head slot. When the record refers to the page it is
@@ -327,12 +354,17 @@ fn build_blocks(
         };
         if let Some(src) = src {
             if conflict {
-                scratch[at..at + bs].copy_from_slice(&cache.page(src)[src_block * bs..(src_block + 1) * bs]);
+                scratch[at..at + bs]
+                    .copy_from_slice(&cache.page(src)[src_block * bs..(src_block + 1) * bs]);
             } else {
                 cache.copy_between(src, src_block * bs, head, at, bs);
             }
         }
-        let dst = if conflict { &mut scratch[at..at + bs] } else { &mut cache.page_mut(head)[at..at + bs] };
+        let dst = if conflict {
+            &mut scratch[at..at + bs]
+        } else {
+            &mut cache.page_mut(head)[at..at + bs]
+        };
         match item {
             BlockItem::Zero => dst.fill(0),
             BlockItem::Literal(bytes) => dst.copy_from_slice(bytes),

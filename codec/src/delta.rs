@@ -82,7 +82,11 @@ fn write_run(
     }
     varint::put(out, &mut o, skip as u64);
     varint::put(out, &mut o, code);
-    for ((d, a), b) in out[o..o + len].iter_mut().zip(&new[start..end]).zip(&base[start..end]) {
+    for ((d, a), b) in out[o..o + len]
+        .iter_mut()
+        .zip(&new[start..end])
+        .zip(&base[start..end])
+    {
         *d = a ^ b;
     }
     Some(o + len)
@@ -98,7 +102,9 @@ pub fn check(rle: &[u8], len: usize) -> Result<usize> {
 /// On error `dst` may be partly modified; callers check first.
 pub fn apply(rle: &[u8], dst: &mut [u8]) -> Result<usize> {
     let len = dst.len();
-    walk(rle, len, |at, xor| crate::bytes::xor_into(&mut dst[at..at + xor.len()], xor))
+    walk(rle, len, |at, xor| {
+        crate::bytes::xor_into(&mut dst[at..at + xor.len()], xor)
+    })
 }
 
 #[inline]
@@ -198,7 +204,10 @@ mod tests {
         assert_eq!(check(&[0x00], 8), Err(Error::Truncated));
         // huge skip varint
         assert_eq!(
-            check(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x03, 1], 8),
+            check(
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x03, 1],
+                8
+            ),
             Err(Error::BadDelta)
         );
     }

@@ -54,7 +54,10 @@ impl<'a> Encoder<'a> {
         cfg.validate()?;
         let needed = cfg.encoder_storage_len();
         if storage.len() < needed {
-            return Err(Error::InsufficientStorage { needed, given: storage.len() });
+            return Err(Error::InsufficientStorage {
+                needed,
+                given: storage.len(),
+            });
         }
         let mut carve = Carver::new(storage);
         let cache = PageCache::new(carve.bytes(cfg.cache_len())?, cfg.page_size as usize);
@@ -101,7 +104,10 @@ impl<'a> Encoder<'a> {
         self.check_call(out)?;
         let ps = self.cfg.page_size as usize;
         if page.len() != ps {
-            return Err(Error::WrongPageLength { expected: ps, got: page.len() });
+            return Err(Error::WrongPageLength {
+                expected: ps,
+                got: page.len(),
+            });
         }
         let mut written = self.take_header(out);
         if self.room() < ps + RECORD_OVERHEAD {
@@ -134,7 +140,10 @@ impl<'a> Encoder<'a> {
         self.check_call(out)?;
         let max = self.cfg.max_blob_len();
         if data.len() > max {
-            return Err(Error::BlobTooLarge { len: data.len(), max });
+            return Err(Error::BlobTooLarge {
+                len: data.len(),
+                max,
+            });
         }
         let mut written = self.take_header(out);
         if self.room() < data.len() + SMALL_RECORD {
@@ -172,7 +181,10 @@ impl<'a> Encoder<'a> {
         }
         let needed = self.cfg.max_output_len() + HEADER_LEN;
         if out.len() < needed {
-            return Err(Error::OutputTooSmall { needed, given: out.len() });
+            return Err(Error::OutputTooSmall {
+                needed,
+                given: out.len(),
+            });
         }
         Ok(())
     }
@@ -250,7 +262,12 @@ impl<'a> Encoder<'a> {
         let head = 1 + varint_len(pfn_code);
         self.next_pfn = pfn.wrapping_add(1);
 
-        let mut plan = BlockPlan { kinds: [block_kind::LITERAL; 8], refs: [0; 8], hashes: [0; 8], delta_len: [0; 8] };
+        let mut plan = BlockPlan {
+            kinds: [block_kind::LITERAL; 8],
+            refs: [0; 8],
+            hashes: [0; 8],
+            delta_len: [0; 8],
+        };
         let mut zero_blocks = 0;
         for b in 0..bpp {
             if is_zero(&page[b * bs..(b + 1) * bs]) {
@@ -277,8 +294,9 @@ impl<'a> Encoder<'a> {
             }
         }
 
-        // Content lookups, block by block.
-        let mut first_ref_slot = None;
+        // Content lookups, block by block. A hit at the same block offset names a page that
+        // may be a whole duplicate: remember up to two such pages to compare.
+        let mut dup_candidates = [None; 2];
         for b in 0..bpp {
             if plan.kinds[b] == block_kind::ZERO {
                 continue;
@@ -286,17 +304,25 @@ impl<'a> Encoder<'a> {
             let block = &page[b * bs..(b + 1) * bs];
             let h = block_hash(block);
             plan.hashes[b] = h;
-            let Some(loc) = self.content.get(h) else { continue };
-            let (slot, cb) = ((loc as usize) / bpp, (loc as usize) % bpp);
-            let Some(age) = self.cache.age_of_slot(slot) else { continue };
-            if &self.cache.page(slot)[cb * bs..(cb + 1) * bs] == block {
-                plan.kinds[b] = block_kind::REF;
-                plan.refs[b] = (age - 1) * bpp as u64 + cb as u64;
-                first_ref_slot.get_or_insert((slot, age));
+            for loc in self.content.get(h).into_iter().flatten() {
+                let (slot, cb) = ((loc as usize) / bpp, (loc as usize) % bpp);
+                let Some(age) = self.cache.age_of_slot(slot) else {
+                    continue;
+                };
+                if &self.cache.page(slot)[cb * bs..(cb + 1) * bs] == block {
+                    plan.kinds[b] = block_kind::REF;
+                    plan.refs[b] = (age - 1) * bpp as u64 + cb as u64;
+                    if cb == b && !dup_candidates.contains(&Some((slot, age))) {
+                        if let Some(free) = dup_candidates.iter_mut().find(|c| c.is_none()) {
+                            *free = Some((slot, age));
+                        }
+                    }
+                    break;
+                }
             }
         }
-        if let Some((slot, age)) = first_ref_slot {
-            if self.cache.page(slot) == page {
+        for (slot, age) in dup_candidates.into_iter().flatten() {
+            if Some(slot) != base.map(|(_, s)| s) && self.cache.page(slot) == page {
                 self.write_dup(pfn, pfn_code, age);
                 return;
             }
@@ -312,7 +338,12 @@ impl<'a> Encoder<'a> {
                     continue;
                 }
                 let r = b * bs..(b + 1) * bs;
-                if let Some(n) = delta::encode(&page[r.clone()], &base_page[r], &mut blocks[b * bs..], bs - 1) {
+                if let Some(n) = delta::encode(
+                    &page[r.clone()],
+                    &base_page[r],
+                    &mut blocks[b * bs..],
+                    bs - 1,
+                ) {
                     plan.kinds[b] = block_kind::DELTA;
                     plan.delta_len[b] = n;
                 }
@@ -323,7 +354,8 @@ impl<'a> Encoder<'a> {
         // Sizes of the candidates.
         let base_age = base.map_or(0, |(age, _)| age);
         let any_delta = plan.kinds[..bpp].contains(&block_kind::DELTA);
-        let mut blocks_len = head + bpp.div_ceil(4) + if any_delta { varint_len(base_age) } else { 0 };
+        let mut blocks_len =
+            head + bpp.div_ceil(4) + if any_delta { varint_len(base_age) } else { 0 };
         for b in 0..bpp {
             blocks_len += match plan.kinds[b] {
                 block_kind::ZERO => 0,
@@ -373,7 +405,13 @@ impl<'a> Encoder<'a> {
         self.address.put(pfn, self.cache.inserted() - age);
     }
 
-    fn write_blocks(&mut self, pfn_code: u64, page: &[u8], plan: &BlockPlan, base_age: Option<u64>) {
+    fn write_blocks(
+        &mut self,
+        pfn_code: u64,
+        page: &[u8],
+        plan: &BlockPlan,
+        base_age: Option<u64>,
+    ) {
         let bpp = self.cfg.blocks_per_page as usize;
         let bs = self.cfg.block_size();
         let ps = page.len();

@@ -73,7 +73,10 @@ impl FrameHeader {
 
 /// Checks the CRC trailer of a complete frame.
 pub fn check_crc(frame: &[u8]) -> Result<()> {
-    let split = frame.len().checked_sub(FRAME_TRAILER_LEN).ok_or(Error::Truncated)?;
+    let split = frame
+        .len()
+        .checked_sub(FRAME_TRAILER_LEN)
+        .ok_or(Error::Truncated)?;
     let (data, crc) = frame.split_at(split);
     if crc32c(data).to_le_bytes() != crc {
         return Err(Error::CrcMismatch);

@@ -2,32 +2,46 @@
 //! comparing bytes (content index) or by checking the page is still cached (address index),
 //! so a stale or colliding entry only costs a missed match, never a wrong page.
 
-/// Block hash -> (slot, block). Direct-mapped; a new entry replaces whatever was there.
+/// Block hash -> (slot, block). Two-way set-associative: a new entry goes into the first
+/// way and pushes the older one into the second, so the two most recent blocks of a bucket
+/// stay findable.
 pub struct ContentIndex<'a> {
     entries: &'a mut [u64],
     mask: u64,
 }
 
 impl<'a> ContentIndex<'a> {
-    /// Builds an empty index over `entries` (a power-of-two length).
+    /// Builds an empty index over `entries` (a power-of-two length of at least 2).
     pub fn new(entries: &'a mut [u64]) -> Self {
         entries.fill(0);
-        let mask = entries.len() as u64 - 1;
+        let mask = (entries.len() / 2).max(1) as u64 - 1;
         ContentIndex { entries, mask }
     }
 
-    /// The candidate location recorded for `hash`: `slot * blocks_per_page + block`.
     #[inline]
-    pub fn get(&self, hash: u64) -> Option<u32> {
-        let e = self.entries[(hash & self.mask) as usize];
-        let (tag, loc) = ((e >> 32) as u32, e as u32);
-        (loc != 0 && tag == (hash >> 32) as u32).then(|| loc - 1)
+    fn bucket(&self, hash: u64) -> usize {
+        ((hash & self.mask) * 2) as usize
+    }
+
+    /// The candidate locations recorded for `hash` (`slot * blocks_per_page + block`),
+    /// newest first.
+    #[inline]
+    pub fn get(&self, hash: u64) -> [Option<u32>; 2] {
+        let i = self.bucket(hash);
+        let tag = (hash >> 32) as u32;
+        let probe = |e: u64| ((e as u32) != 0 && (e >> 32) as u32 == tag).then(|| e as u32 - 1);
+        [probe(self.entries[i]), probe(self.entries[i + 1])]
     }
 
     /// Records that the block with `hash` is at `loc`.
     #[inline]
     pub fn put(&mut self, hash: u64, loc: u32) {
-        self.entries[(hash & self.mask) as usize] = (hash >> 32 << 32) | u64::from(loc + 1);
+        let i = self.bucket(hash);
+        let entry = (hash >> 32 << 32) | u64::from(loc + 1);
+        if self.entries[i] != entry {
+            self.entries[i + 1] = self.entries[i];
+            self.entries[i] = entry;
+        }
     }
 }
 
@@ -67,17 +81,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_index_replaces_and_checks_tag() {
+    fn content_index_keeps_two_ways_and_checks_tag() {
         let mut buf = [0u64; 8];
         let mut idx = ContentIndex::new(&mut buf);
-        assert_eq!(idx.get(0x1234_0000_0003), None);
-        idx.put(0x1234_0000_0003, 0);
-        assert_eq!(idx.get(0x1234_0000_0003), Some(0));
-        // same bucket, different tag: a miss, then a replacement
-        assert_eq!(idx.get(0x9999_0000_0003), None);
-        idx.put(0x9999_0000_0003, 41);
-        assert_eq!(idx.get(0x9999_0000_0003), Some(41));
-        assert_eq!(idx.get(0x1234_0000_0003), None);
+        let (a, b, c) = (0x1234_0000_0003u64, 0x9999_0000_0003, 0x7777_0000_0003);
+        assert_eq!(idx.get(a), [None, None]);
+        idx.put(a, 0);
+        assert_eq!(idx.get(a), [Some(0), None]);
+        // same bucket, different tag: a miss, then both kept
+        assert_eq!(idx.get(b), [None, None]);
+        idx.put(b, 41);
+        assert_eq!(idx.get(b), [Some(41), None]);
+        assert_eq!(idx.get(a), [None, Some(0)]);
+        // a third one pushes the oldest out
+        idx.put(c, 5);
+        assert_eq!(idx.get(a), [None, None]);
+        assert_eq!(idx.get(b), [None, Some(41)]);
     }
 
     #[test]

@@ -51,8 +51,8 @@
 mod bytes;
 mod cache;
 mod config;
-pub mod delta;
 mod decoder;
+pub mod delta;
 mod encoder;
 mod error;
 pub mod frame;
@@ -63,8 +63,8 @@ mod storage;
 pub mod varint;
 
 pub use config::{
-    Config, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE, MIN_PAGE_SIZE,
-    RECORD_OVERHEAD,
+    Config, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE,
+    MIN_PAGE_SIZE, RECORD_OVERHEAD,
 };
 pub use decoder::{Decoder, Sink};
 pub use encoder::{block_hash, Encoder};

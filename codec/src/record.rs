@@ -22,14 +22,38 @@ pub struct ParseState {
 /// One parsed record, borrowing its payload from the frame body.
 #[derive(Debug)]
 pub enum Record<'b> {
-    Zero { pfn: u64 },
-    Dup { pfn: u64, age: u64 },
-    Raw { pfn: u64, bytes: &'b [u8] },
-    Delta { pfn: u64, age: u64, rle: &'b [u8] },
-    Blocks { pfn: u64, kinds: [u8; 8], base_age: Option<u64>, payload: &'b [u8] },
-    IterationEnd { iteration: u64 },
-    Blob { tag: u32, data: &'b [u8] },
-    End { page_records: u64 },
+    Zero {
+        pfn: u64,
+    },
+    Dup {
+        pfn: u64,
+        age: u64,
+    },
+    Raw {
+        pfn: u64,
+        bytes: &'b [u8],
+    },
+    Delta {
+        pfn: u64,
+        age: u64,
+        rle: &'b [u8],
+    },
+    Blocks {
+        pfn: u64,
+        kinds: [u8; 8],
+        base_age: Option<u64>,
+        payload: &'b [u8],
+    },
+    IterationEnd {
+        iteration: u64,
+    },
+    Blob {
+        tag: u32,
+        data: &'b [u8],
+    },
+    End {
+        page_records: u64,
+    },
 }
 
 /// One block of a BLOCKS record.
@@ -54,7 +78,12 @@ fn age(body: &[u8], pos: &mut usize, st: &ParseState) -> Result<u64> {
 }
 
 /// Reads block `b`'s item from a BLOCKS payload at `*pos`, checking it fully.
-pub fn block_item<'b>(payload: &'b [u8], pos: &mut usize, kind: u8, st: &ParseState) -> Result<BlockItem<'b>> {
+pub fn block_item<'b>(
+    payload: &'b [u8],
+    pos: &mut usize,
+    kind: u8,
+    st: &ParseState,
+) -> Result<BlockItem<'b>> {
     let bs = st.page_size / st.blocks_per_page;
     Ok(match kind {
         block_kind::ZERO => BlockItem::Zero,
@@ -63,7 +92,10 @@ pub fn block_item<'b>(payload: &'b [u8], pos: &mut usize, kind: u8, st: &ParseSt
             let bpp = st.blocks_per_page as u64;
             let age = v / bpp + 1;
             slot_for_age(st.inserted, st.capacity, age)?;
-            BlockItem::Ref { age, block: (v % bpp) as usize }
+            BlockItem::Ref {
+                age,
+                block: (v % bpp) as usize,
+            }
         }
         block_kind::LITERAL => BlockItem::Literal(take(payload, pos, bs)?),
         _ => {
@@ -77,7 +109,10 @@ pub fn block_item<'b>(payload: &'b [u8], pos: &mut usize, kind: u8, st: &ParseSt
 pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result<Record<'b>> {
     let t = *body.get(*pos).ok_or(Error::Truncated)?;
     *pos += 1;
-    let is_page = matches!(t, tag::ZERO | tag::DUP | tag::RAW | tag::DELTA | tag::BLOCKS);
+    let is_page = matches!(
+        t,
+        tag::ZERO | tag::DUP | tag::RAW | tag::DELTA | tag::BLOCKS
+    );
     let pfn = if is_page {
         let code = varint::get(body, pos)?;
         let pfn = st.next_pfn.wrapping_add(unzigzag(code) as u64);
@@ -88,12 +123,22 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
     };
     let rec = match t {
         tag::ZERO => Record::Zero { pfn },
-        tag::DUP => Record::Dup { pfn, age: age(body, pos, st)? },
-        tag::RAW => Record::Raw { pfn, bytes: take(body, pos, st.page_size)? },
+        tag::DUP => Record::Dup {
+            pfn,
+            age: age(body, pos, st)?,
+        },
+        tag::RAW => Record::Raw {
+            pfn,
+            bytes: take(body, pos, st.page_size)?,
+        },
         tag::DELTA => {
             let age = age(body, pos, st)?;
             let n = delta::check(&body[*pos..], st.page_size)?;
-            Record::Delta { pfn, age, rle: take(body, pos, n)? }
+            Record::Delta {
+                pfn,
+                age,
+                rle: take(body, pos, n)?,
+            }
         }
         tag::BLOCKS => {
             let bpp = st.blocks_per_page;
@@ -108,23 +153,42 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
                 return Err(Error::Malformed("unused block kind bits set"));
             }
             *pos += packed_len;
-            let base_age = if kinds[..bpp].contains(&block_kind::DELTA) { Some(age(body, pos, st)?) } else { None };
+            let base_age = if kinds[..bpp].contains(&block_kind::DELTA) {
+                Some(age(body, pos, st)?)
+            } else {
+                None
+            };
             let start = *pos;
             for &k in &kinds[..bpp] {
                 block_item(body, pos, k, st)?;
             }
-            Record::Blocks { pfn, kinds, base_age, payload: &body[start..*pos] }
+            Record::Blocks {
+                pfn,
+                kinds,
+                base_age,
+                payload: &body[start..*pos],
+            }
         }
-        tag::ITERATION_END => Record::IterationEnd { iteration: varint::get(body, pos)? },
+        tag::ITERATION_END => Record::IterationEnd {
+            iteration: varint::get(body, pos)?,
+        },
         tag::BLOB => {
             let blob_tag = varint::get_max(body, pos, u64::from(u32::MAX))? as u32;
             let len = varint::get_max(body, pos, body.len() as u64)? as usize;
-            Record::Blob { tag: blob_tag, data: take(body, pos, len)? }
+            Record::Blob {
+                tag: blob_tag,
+                data: take(body, pos, len)?,
+            }
         }
-        tag::END => Record::End { page_records: varint::get(body, pos)? },
+        tag::END => Record::End {
+            page_records: varint::get(body, pos)?,
+        },
         _ => return Err(Error::Malformed("unknown record tag")),
     };
-    if matches!(rec, Record::Raw { .. } | Record::Delta { .. } | Record::Blocks { .. }) {
+    if matches!(
+        rec,
+        Record::Raw { .. } | Record::Delta { .. } | Record::Blocks { .. }
+    ) {
         st.inserted += 1;
     }
     Ok(rec)

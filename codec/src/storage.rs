@@ -11,7 +11,9 @@ impl<'a> Carver<'a> {
     /// Starts at the first 8-byte-aligned address of `buf`.
     pub fn new(buf: &'a mut [u8]) -> Self {
         let pad = buf.as_ptr().align_offset(8).min(buf.len());
-        Carver { rest: &mut buf[pad..] }
+        Carver {
+            rest: &mut buf[pad..],
+        }
     }
 
     /// The next `len` bytes (rounded up to keep 8-byte alignment for what follows).
@@ -19,7 +21,10 @@ impl<'a> Carver<'a> {
         let padded = (len + 7) & !7;
         let given = self.rest.len();
         if padded > given {
-            return Err(Error::InsufficientStorage { needed: padded, given });
+            return Err(Error::InsufficientStorage {
+                needed: padded,
+                given,
+            });
         }
         let (head, tail) = core::mem::take(&mut self.rest).split_at_mut(padded);
         self.rest = tail;
@@ -29,6 +34,9 @@ impl<'a> Carver<'a> {
     /// The next `count` 64-bit words.
     pub fn words(&mut self, count: usize) -> Result<&'a mut [u64]> {
         let bytes = self.bytes(count * 8)?;
-        bytemuck::try_cast_slice_mut(bytes).map_err(|_| Error::InsufficientStorage { needed: count * 8, given: 0 })
+        bytemuck::try_cast_slice_mut(bytes).map_err(|_| Error::InsufficientStorage {
+            needed: count * 8,
+            given: 0,
+        })
     }
 }

@@ -1,0 +1,160 @@
+//! Shared helpers for the codec's integration tests: encode page sequences into a wire
+//! stream, decode a wire stream into the pages it delivers, and make memory-like pages.
+#![allow(dead_code)]
+
+use pagewire::{Config, Decoder, Encoder, Result, Sink};
+
+/// One step of a migration stream.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Page(u64, Vec<u8>),
+    EndIteration,
+    Blob(u32, Vec<u8>),
+}
+
+/// Encodes `steps` and finishes the stream; returns the wire bytes and the encoder stats.
+pub fn encode(cfg: Config, steps: &[Step]) -> (Vec<u8>, pagewire::EncoderStats) {
+    let mut mem = vec![0u8; cfg.encoder_storage_len()];
+    let mut out = vec![0u8; cfg.max_output_len() + pagewire::HEADER_LEN];
+    let mut enc = Encoder::new(cfg, &mut mem).expect("encoder");
+    let mut wire = Vec::new();
+    for s in steps {
+        let n = match s {
+            Step::Page(pfn, page) => enc.encode_page(*pfn, page, &mut out),
+            Step::EndIteration => enc.end_iteration(&mut out),
+            Step::Blob(tag, data) => enc.append_blob(*tag, data, &mut out),
+        }
+        .expect("encode");
+        wire.extend_from_slice(&out[..n]);
+    }
+    let n = enc.finish(&mut out).expect("finish");
+    wire.extend_from_slice(&out[..n]);
+    (wire, *enc.stats())
+}
+
+/// What a decoder handed out, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Page(u64, Vec<u8>),
+    IterationEnd(u64),
+    Blob(u32, Vec<u8>),
+    End,
+}
+
+#[derive(Default)]
+pub struct Collect(pub Vec<Event>);
+
+impl Sink for Collect {
+    fn page(&mut self, pfn: u64, data: &[u8]) {
+        self.0.push(Event::Page(pfn, data.to_vec()));
+    }
+    fn iteration_end(&mut self, iteration: u64) {
+        self.0.push(Event::IterationEnd(iteration));
+    }
+    fn blob(&mut self, tag: u32, data: &[u8]) {
+        self.0.push(Event::Blob(tag, data.to_vec()));
+    }
+    fn end_of_stream(&mut self) {
+        self.0.push(Event::End);
+    }
+}
+
+/// Decodes a whole stream: every event handed out (even on failure) and the verdict.
+pub fn decode(wire: &[u8]) -> (Vec<Event>, Result<()>) {
+    decode_with_storage(wire, None)
+}
+
+/// Like [`decode`], with a storage size override.
+pub fn decode_with_storage(wire: &[u8], storage: Option<usize>) -> (Vec<Event>, Result<()>) {
+    let mut sink = Collect::default();
+    let cfg = match Config::from_header(wire) {
+        Ok(c) => c,
+        Err(e) => return (sink.0, Err(e)),
+    };
+    let mut mem = vec![0u8; storage.unwrap_or(cfg.decoder_storage_len())];
+    let (mut dec, used) = match Decoder::from_header(wire, &mut mem) {
+        Ok(d) => d,
+        Err(e) => return (sink.0, Err(e)),
+    };
+    let r = dec.decode(&wire[used..], &mut sink).and_then(|n| {
+        if used + n != wire.len() && !dec.is_complete() {
+            return Err(pagewire::Error::Truncated);
+        }
+        if used + n != wire.len() {
+            return Err(pagewire::Error::TrailingData);
+        }
+        dec.check_complete()
+    });
+    (sink.0, r)
+}
+
+/// The events a correct decoder must hand out for `steps`.
+pub fn expected_events(steps: &[Step]) -> Vec<Event> {
+    let mut it = 0;
+    let mut v: Vec<Event> = steps
+        .iter()
+        .map(|s| match s {
+            Step::Page(p, d) => Event::Page(*p, d.clone()),
+            Step::EndIteration => {
+                it += 1;
+                Event::IterationEnd(it - 1)
+            }
+            Step::Blob(t, d) => Event::Blob(*t, d.clone()),
+        })
+        .collect();
+    v.push(Event::End);
+    v
+}
+
+/// splitmix64: a tiny deterministic generator for test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the", "page", "kernel", "cache", "migrate", "struct", "return", "0x7f", "buffer", "lock",
+];
+
+/// A page of text-like bytes.
+pub fn text_page(rng: &mut Rng, size: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(size);
+    while p.len() < size {
+        p.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
+        p.push(b' ');
+    }
+    p.truncate(size);
+    p
+}
+
+/// A page of pointer-like u64 values near a few bases, with zero gaps.
+pub fn pointer_page(rng: &mut Rng, size: usize) -> Vec<u8> {
+    let bases = [
+        0xffff_8880_0000_0000u64,
+        0x0000_7f3a_1200_0000,
+        0xffff_ffff_8100_0000,
+    ];
+    let mut p = vec![0u8; size];
+    for w in p.chunks_exact_mut(8) {
+        if rng.below(4) != 0 {
+            let v = bases[rng.below(3) as usize] + rng.below(1 << 20) * 8;
+            w.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    p
+}
+
+/// A page of random bytes.
+pub fn random_page(rng: &mut Rng, size: usize) -> Vec<u8> {
+    (0..size).map(|_| rng.next() as u8).collect()
+}
