@@ -79,3 +79,12 @@ pub const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 pub fn crc32c(data: &[u8]) -> u32 {
     CRC32C.checksum(data)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc32c_check_value() {
+        // the check value named in docs/FORMAT.md
+        assert_eq!(super::crc32c(b"123456789"), 0xE306_9283);
+    }
+}
