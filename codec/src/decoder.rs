@@ -379,3 +379,69 @@ fn build_blocks(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameHeader;
+
+    struct Nothing;
+    impl Sink for Nothing {
+        fn page(&mut self, _pfn: u64, _data: &[u8]) {}
+    }
+
+    const CFG: Config = Config {
+        cache_pages: 2,
+        frame_bytes: 8192,
+        lz4: false,
+        ..Config::DEFAULT
+    };
+
+    fn frame(seq: u32, body: &[u8], out: &mut [u8]) -> usize {
+        FrameHeader {
+            lz4: false,
+            stream_id: 0,
+            seq,
+            wire_len: body.len() as u32,
+            raw_len: body.len() as u32,
+        }
+        .write(out);
+        let end = FRAME_HEADER_LEN + body.len();
+        out[FRAME_HEADER_LEN..end].copy_from_slice(body);
+        let c = crate::crc32c(&out[..end]);
+        out[end..end + 4].copy_from_slice(&c.to_le_bytes());
+        end + 4
+    }
+
+    #[test]
+    fn errors_are_final() {
+        let mut mem = [0u8; CFG.decoder_storage_len()];
+        let mut dec = Decoder::new(CFG, &mut mem).unwrap();
+        let mut buf = [0u8; 64];
+        let n = frame(0, &[0x02, 0x00, 0x01], &mut buf); // DUP of an empty slot
+        assert_eq!(dec.frame_len(&buf), Ok(n));
+        assert_eq!(
+            dec.decode_frame(&buf[..n], &mut Nothing),
+            Err(Error::EmptySlot)
+        );
+        let n = frame(0, &[0x01, 0x00], &mut buf);
+        assert_eq!(
+            dec.decode_frame(&buf[..n], &mut Nothing),
+            Err(Error::Finished)
+        );
+        assert_eq!(dec.check_complete(), Err(Error::Finished));
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more_input() {
+        let mut mem = [0u8; CFG.decoder_storage_len()];
+        let mut dec = Decoder::new(CFG, &mut mem).unwrap();
+        let mut buf = [0u8; 64];
+        let n = frame(0, &[0x01, 0x00, 0x12, 0x01], &mut buf);
+        assert_eq!(dec.decode(&buf[..n - 1], &mut Nothing), Ok(0));
+        assert_eq!(dec.check_complete(), Err(Error::Truncated));
+        assert_eq!(dec.decode(&buf[..n], &mut Nothing), Ok(n));
+        assert!(dec.is_complete());
+        assert_eq!(dec.stats().pages, 1);
+    }
+}

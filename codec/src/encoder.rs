@@ -466,3 +466,56 @@ impl<'a> Encoder<'a> {
         self.address.put(pfn, seq);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: Config = Config {
+        cache_pages: 8,
+        frame_bytes: 16384,
+        lz4: false,
+        ..Config::DEFAULT
+    };
+
+    #[test]
+    fn header_once_and_frames_at_iteration_ends() {
+        let mut mem = [0u8; CFG.encoder_storage_len()];
+        let mut out = [0u8; CFG.max_output_len() + HEADER_LEN];
+        let mut enc = Encoder::new(CFG, &mut mem).unwrap();
+        assert_eq!(
+            enc.encode_page(0, &[0; 4096], &mut out).unwrap(),
+            HEADER_LEN
+        );
+        assert_eq!(&out[..4], b"PGWR");
+        assert_eq!(enc.encode_page(1, &[0; 4096], &mut out).unwrap(), 0);
+        // ZERO, ZERO, ITERATION_END 0 in one frame
+        let n = enc.end_iteration(&mut out).unwrap();
+        assert_eq!(n, FRAME_HEADER_LEN + 6 + 4);
+        assert_eq!(
+            &out[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 6],
+            &[0x01, 0x00, 0x01, 0x00, 0x10, 0x00]
+        );
+        assert_eq!(enc.iteration(), 1);
+        assert_eq!(enc.stats().zero.pages, 2);
+        assert_eq!(enc.stats().bytes_out, (HEADER_LEN + n) as u64);
+    }
+
+    #[test]
+    fn a_full_frame_is_sealed_before_the_next_page() {
+        let mut mem = [0u8; CFG.encoder_storage_len()];
+        let mut out = [0u8; CFG.max_output_len() + HEADER_LEN];
+        let mut enc = Encoder::new(CFG, &mut mem).unwrap();
+        let mut sealed = 0;
+        for pfn in 0..8u64 {
+            let page: [u8; 4096] =
+                core::array::from_fn(|i| (i as u64 * 31 + pfn * 17) as u8 ^ (i >> 7) as u8);
+            if enc.encode_page(pfn, &page, &mut out).unwrap() > HEADER_LEN {
+                sealed += 1;
+            }
+        }
+        // 16 KiB frames hold three raw pages; the fourth forces a frame out
+        assert!(sealed >= 2, "{:?}", enc.stats());
+        assert_eq!(enc.stats().raw.pages, 8);
+    }
+}

@@ -115,3 +115,71 @@ pub mod block_kind {
     /// XOR/RLE delta against the same block of the record's base page.
     pub const DELTA: u8 = 3;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> FrameHeader {
+        FrameHeader {
+            lz4: true,
+            stream_id: 9,
+            seq: 3,
+            wire_len: 100,
+            raw_len: 300,
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let mut b = [0u8; FRAME_HEADER_LEN];
+        header().write(&mut b);
+        assert_eq!(FrameHeader::parse(&b, 65536), Ok(header()));
+        assert_eq!(header().frame_len(), 124);
+    }
+
+    #[test]
+    fn header_limits() {
+        let mut b = [0u8; FRAME_HEADER_LEN];
+        header().write(&mut b);
+        assert_eq!(FrameHeader::parse(&b[..19], 65536), Err(Error::Truncated));
+        assert_eq!(FrameHeader::parse(&b, 200), Err(Error::LengthOutOfRange)); // raw > frame_bytes
+        let mut t = b;
+        t[0] = 2;
+        assert_eq!(
+            FrameHeader::parse(&t, 65536),
+            Err(Error::Malformed("unknown frame type"))
+        );
+        let mut r = b;
+        r[2] = 1;
+        assert!(matches!(
+            FrameHeader::parse(&r, 65536),
+            Err(Error::Malformed(_))
+        ));
+        let stored = FrameHeader {
+            lz4: false,
+            ..header()
+        };
+        stored.write(&mut b);
+        assert_eq!(FrameHeader::parse(&b, 65536), Err(Error::LengthOutOfRange)); // wire != raw
+        let empty = FrameHeader {
+            lz4: false,
+            wire_len: 0,
+            raw_len: 0,
+            ..header()
+        };
+        empty.write(&mut b);
+        assert_eq!(FrameHeader::parse(&b, 65536), Err(Error::LengthOutOfRange));
+    }
+
+    #[test]
+    fn crc_trailer() {
+        let mut f = [1u8, 2, 3, 0, 0, 0, 0];
+        let c = crate::crc32c(&f[..3]);
+        f[3..].copy_from_slice(&c.to_le_bytes());
+        assert_eq!(check_crc(&f), Ok(()));
+        f[0] ^= 1;
+        assert_eq!(check_crc(&f), Err(Error::CrcMismatch));
+        assert_eq!(check_crc(&f[..2]), Err(Error::Truncated));
+    }
+}

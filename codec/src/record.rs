@@ -193,3 +193,87 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
     }
     Ok(rec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(inserted: u64) -> ParseState {
+        ParseState {
+            page_size: 4096,
+            blocks_per_page: 4,
+            capacity: 2,
+            inserted,
+            next_pfn: 0,
+        }
+    }
+
+    #[test]
+    fn pfns_are_relative_within_a_frame() {
+        // ZERO pfn 10, ZERO pfn 11, ZERO pfn 5 (zigzag(-7) = 13)
+        let body = [0x01, 20, 0x01, 0, 0x01, 13];
+        let mut s = st(0);
+        let mut pos = 0;
+        let mut pfns = [0u64; 3];
+        for p in &mut pfns {
+            match parse(&body, &mut pos, &mut s) {
+                Ok(Record::Zero { pfn }) => *p = pfn,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(pfns, [10, 11, 5]);
+        assert_eq!(pos, body.len());
+    }
+
+    #[test]
+    fn inserting_records_advance_the_cache_counter() {
+        let mut body = [1u8; 4101];
+        body[..2].copy_from_slice(&[0x03, 0x00]);
+        body[4098..].copy_from_slice(&[0x02, 0x00, 0x01]); // DUP age 1: valid after the RAW
+        let mut s = st(0);
+        let mut pos = 0;
+        assert!(matches!(
+            parse(&body, &mut pos, &mut s),
+            Ok(Record::Raw { pfn: 0, .. })
+        ));
+        assert_eq!(s.inserted, 1);
+        assert!(matches!(
+            parse(&body, &mut pos, &mut s),
+            Ok(Record::Dup { pfn: 1, age: 1 })
+        ));
+        assert_eq!(s.inserted, 1);
+    }
+
+    #[test]
+    fn blocks_kinds_and_base() {
+        // kinds: block0 literal... use zero, zero, zero, delta -> 0b11_00_00_00, base age 1,
+        // delta "00 01" (unchanged)
+        let body = [0x05, 0x00, 0xc0, 0x01, 0x00, 0x01];
+        let mut pos = 0;
+        match parse(&body, &mut pos, &mut st(1)) {
+            Ok(Record::Blocks {
+                kinds,
+                base_age,
+                payload,
+                ..
+            }) => {
+                assert_eq!(&kinds[..4], &[0, 0, 0, 3]);
+                assert_eq!(base_age, Some(1));
+                assert_eq!(payload, &[0x00, 0x01]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // the same with no page cached: the base is an empty slot
+        assert_eq!(
+            parse(&body, &mut 0, &mut st(0)).err(),
+            Some(Error::EmptySlot)
+        );
+        // unused kind bits set with 2 blocks per page
+        let mut two = st(1);
+        two.blocks_per_page = 2;
+        assert!(matches!(
+            parse(&[0x05, 0x00, 0x10], &mut 0, &mut two),
+            Err(Error::Malformed(_))
+        ));
+    }
+}

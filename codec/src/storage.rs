@@ -40,3 +40,25 @@ impl<'a> Carver<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carves_aligned_pieces_from_any_offset() {
+        let mut buf = [0u8; 100];
+        for skew in 0..8 {
+            let mut c = Carver::new(&mut buf[skew..]);
+            let a = c.bytes(5).unwrap();
+            assert_eq!(a.len(), 5);
+            let w = c.words(3).unwrap();
+            assert_eq!(w.len(), 3);
+            assert_eq!(w.as_ptr() as usize % 8, 0);
+            assert!(matches!(
+                c.bytes(1000),
+                Err(Error::InsufficientStorage { .. })
+            ));
+        }
+    }
+}
