@@ -57,6 +57,7 @@ mod encoder;
 mod error;
 pub mod frame;
 mod index;
+pub mod policy;
 mod record;
 mod stats;
 mod storage;
