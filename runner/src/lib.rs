@@ -1,0 +1,22 @@
+//! pagewire's std side. For now: `pagewire replay`, which streams a series of guest memory
+//! snapshots through the codec's encoder and decoder in one process, verifies that the
+//! destination ends up with exactly the source's memory after every pass, and reports bytes
+//! on the wire and codec speed.
+//!
+//! * [`manifest`]: the snapshot series folder (`manifest.json` + raw snapshots);
+//! * [`synthetic`]: a deterministic synthetic workload, for machines without traces;
+//! * [`settings`]: command-line codec settings to [`pagewire::Config`];
+//! * [`replay`]: the replay and its verification;
+//! * [`report`]: the measurements, as a table and as JSON.
+
+pub mod manifest;
+pub mod replay;
+pub mod report;
+pub mod settings;
+pub mod synthetic;
+
+pub use manifest::{Manifest, SnapshotDir};
+pub use replay::{replay, Progress, SnapshotSource, VerifyError};
+pub use report::{Counts, PassReport, ReplayReport};
+pub use settings::CodecSettings;
+pub use synthetic::{SyntheticParams, SyntheticSeries};
