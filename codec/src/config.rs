@@ -149,14 +149,10 @@ impl Config {
             + 4
     }
 
-    /// Smallest output buffer every encoder call accepts: each call writes at most one frame.
+    /// Smallest output buffer every encoder call accepts: a call writes at most the stream
+    /// header (first call only) and one frame.
     pub const fn max_output_len(&self) -> usize {
-        let frame = self.max_frame_len();
-        if frame > HEADER_LEN {
-            frame
-        } else {
-            HEADER_LEN
-        }
+        HEADER_LEN + self.max_frame_len()
     }
 
     /// Storage an [`Encoder`](crate::Encoder) needs for this configuration (includes slack

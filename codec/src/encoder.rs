@@ -179,7 +179,7 @@ impl<'a> Encoder<'a> {
         if self.finished {
             return Err(Error::Finished);
         }
-        let needed = self.cfg.max_output_len() + HEADER_LEN;
+        let needed = self.cfg.max_output_len();
         if out.len() < needed {
             return Err(Error::OutputTooSmall {
                 needed,
@@ -481,7 +481,7 @@ mod tests {
     #[test]
     fn header_once_and_frames_at_iteration_ends() {
         let mut mem = [0u8; CFG.encoder_storage_len()];
-        let mut out = [0u8; CFG.max_output_len() + HEADER_LEN];
+        let mut out = [0u8; CFG.max_output_len()];
         let mut enc = Encoder::new(CFG, &mut mem).unwrap();
         assert_eq!(
             enc.encode_page(0, &[0; 4096], &mut out).unwrap(),
@@ -504,7 +504,7 @@ mod tests {
     #[test]
     fn a_full_frame_is_sealed_before_the_next_page() {
         let mut mem = [0u8; CFG.encoder_storage_len()];
-        let mut out = [0u8; CFG.max_output_len() + HEADER_LEN];
+        let mut out = [0u8; CFG.max_output_len()];
         let mut enc = Encoder::new(CFG, &mut mem).unwrap();
         let mut sealed = 0;
         for pfn in 0..8u64 {

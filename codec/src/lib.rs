@@ -17,7 +17,7 @@
 //! let cfg = Config { cache_pages: 64, ..Config::DEFAULT };
 //! let mut enc_mem = vec![0u8; cfg.encoder_storage_len()];
 //! let mut dec_mem = vec![0u8; cfg.decoder_storage_len()];
-//! let mut out = vec![0u8; cfg.max_output_len() + pagewire::HEADER_LEN];
+//! let mut out = vec![0u8; cfg.max_output_len()];
 //! let mut wire = Vec::new();
 //!
 //! let mut enc = Encoder::new(cfg, &mut enc_mem).unwrap();
@@ -73,7 +73,11 @@ pub use error::{Error, Result};
 pub use stats::{DecoderStats, EncoderStats, KindStats};
 
 /// CRC-32C (Castagnoli), the checksum of stream headers and frames.
-pub const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+///
+/// Slice-by-16 tables (16 KiB of read-only data): the bytewise table ran at about 430 MB/s
+/// here and capped the whole codec; slice-by-16 runs at about 2.2 GB/s.
+pub const CRC32C: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// CRC-32C of `data`.
 #[inline]

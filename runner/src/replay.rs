@@ -289,7 +289,7 @@ pub fn replay(
 
     let mut enc_mem = zeroed(cfg.encoder_storage_len(), "encoder storage")?;
     let mut dec_mem = zeroed(cfg.decoder_storage_len(), "decoder storage")?;
-    let mut out = vec![0u8; cfg.max_output_len() + HEADER_LEN];
+    let mut out = vec![0u8; cfg.max_output_len()];
     let mut enc = Encoder::new(cfg, &mut enc_mem)?;
     let mut rx = Receiver::new(&mut dec_mem);
     let mut dest = Destination {

@@ -15,7 +15,7 @@ pub enum Step {
 /// Encodes `steps` and finishes the stream; returns the wire bytes and the encoder stats.
 pub fn encode(cfg: Config, steps: &[Step]) -> (Vec<u8>, pagewire::EncoderStats) {
     let mut mem = vec![0u8; cfg.encoder_storage_len()];
-    let mut out = vec![0u8; cfg.max_output_len() + pagewire::HEADER_LEN];
+    let mut out = vec![0u8; cfg.max_output_len()];
     let mut enc = Encoder::new(cfg, &mut mem).expect("encoder");
     let mut wire = Vec::new();
     for s in steps {
