@@ -62,6 +62,10 @@ configs=(
     "--frame-kib 64|--frame-kib 64"
     "--frame-kib 128|--frame-kib 128"
     "--frame-kib 256|--frame-kib 256"
+    "--cache-mib 16|--cache-mib 16"
+    "--cache-mib 64|--cache-mib 64"
+    "--cache-mib 128|--cache-mib 128"
+    "--cache-mib 256|--cache-mib 256"
 )
 
 tmp=$(mktemp -d)
