@@ -22,9 +22,36 @@ pub fn block_hash(block: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(block)
 }
 
+/// Which redundancy the encoder looks for. Not part of the wire format: any combination
+/// produces streams every decoder reads. Zero pages are always detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Features {
+    /// Content-based redundancy elimination: whole-page duplicates and block references
+    /// found through the content index.
+    pub cbr: bool,
+    /// Deltas against the previous version of the same pfn (and whole-page duplicates of it).
+    pub delta: bool,
+}
+
+impl Features {
+    /// Everything on.
+    pub const ALL: Features = Features {
+        cbr: true,
+        delta: true,
+    };
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features::ALL
+    }
+}
+
 /// The source side of a stream, over storage the caller owns.
 pub struct Encoder<'a> {
     cfg: Config,
+    features: Features,
     cache: PageCache<'a>,
     content: ContentIndex<'a>,
     address: AddressIndex<'a>,
@@ -67,6 +94,7 @@ impl<'a> Encoder<'a> {
         let scratch = carve.bytes(2 * cfg.page_size as usize)?;
         Ok(Encoder {
             cfg,
+            features: Features::ALL,
             cache,
             content,
             address,
@@ -85,6 +113,16 @@ impl<'a> Encoder<'a> {
     /// The configuration this encoder writes into the stream header.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Chooses which redundancy to look for (all by default); may change between pages.
+    pub fn set_features(&mut self, features: Features) {
+        self.features = features;
+    }
+
+    /// The redundancy the encoder looks for.
+    pub fn features(&self) -> Features {
+        self.features
     }
 
     /// Counters so far.
@@ -285,6 +323,7 @@ impl<'a> Encoder<'a> {
         let base = self
             .address
             .get(pfn)
+            .filter(|_| self.features.delta)
             .and_then(|seq| self.cache.age_of_seq(seq))
             .and_then(|age| self.cache.slot_for_age(age).ok().map(|slot| (age, slot)));
         if let Some((age, slot)) = base {
@@ -304,6 +343,9 @@ impl<'a> Encoder<'a> {
             let block = &page[b * bs..(b + 1) * bs];
             let h = block_hash(block);
             plan.hashes[b] = h;
+            if !self.features.cbr {
+                continue;
+            }
             for loc in self.content.get(h).into_iter().flatten() {
                 let (slot, cb) = ((loc as usize) / bpp, (loc as usize) % bpp);
                 let Some(age) = self.cache.age_of_slot(slot) else {

@@ -68,7 +68,7 @@ pub use config::{
     MIN_PAGE_SIZE, RECORD_OVERHEAD,
 };
 pub use decoder::{Decoder, Sink};
-pub use encoder::{block_hash, Encoder};
+pub use encoder::{block_hash, Encoder, Features};
 pub use error::{Error, Result};
 pub use stats::{DecoderStats, EncoderStats, KindStats};
 

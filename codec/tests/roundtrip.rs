@@ -114,12 +114,24 @@ fn build(cfg: &Config, ops: &[Op], seed: u64) -> Vec<Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn pages_come_back_exactly(cfg in config(), ops in prop::collection::vec(op(), 0..120), seed in any::<u64>()) {
+    fn pages_come_back_exactly(
+        cfg in config(),
+        ops in prop::collection::vec(op(), 0..120),
+        seed in any::<u64>(),
+        cbr in any::<bool>(),
+        delta in any::<bool>(),
+    ) {
         let steps = build(&cfg, &ops, seed);
-        let (wire, stats) = encode(cfg, &steps);
+        let (wire, stats) = encode_with(cfg, pagewire::Features { cbr, delta }, &steps);
+        if !cbr {
+            prop_assert_eq!(stats.block_ref, 0);
+        }
+        if !delta {
+            prop_assert_eq!(stats.delta_uses, 0);
+        }
         let (events, r) = decode(&wire);
         prop_assert_eq!(r, Ok(()));
         prop_assert_eq!(events, expected_events(&steps));
@@ -225,4 +237,33 @@ fn capacity_one_cache_with_heavy_eviction() {
     let (events, r) = decode(&wire);
     r.unwrap();
     assert_eq!(events, expected_events(&steps));
+}
+
+#[test]
+fn features_select_the_redundancy_looked_for() {
+    let cfg = Config {
+        lz4: false,
+        ..Config::DEFAULT
+    };
+    let mut rng = Rng(5);
+    let page = text_page(&mut rng, 4096);
+    let mut edited = page.clone();
+    edited[7] ^= 1;
+    // pfn 0, the same page at pfn 1 (content duplicate), then pfn 0 edited (delta)
+    let steps = vec![
+        Step::Page(0, page.clone()),
+        Step::Page(1, page),
+        Step::Page(0, edited),
+    ];
+    let run = |cbr, delta| {
+        let (wire, stats) = encode_with(cfg, pagewire::Features { cbr, delta }, &steps);
+        let (events, r) = decode(&wire);
+        r.unwrap();
+        assert_eq!(events, expected_events(&steps));
+        (stats.dup.pages, stats.delta_uses, stats.raw.pages)
+    };
+    assert_eq!(run(true, true), (1, 1, 1));
+    assert_eq!(run(true, false), (1, 0, 1)); // the edit still shares 3 blocks: BLOCKS of refs
+    assert_eq!(run(false, true), (0, 1, 2));
+    assert_eq!(run(false, false), (0, 0, 3));
 }

@@ -14,9 +14,19 @@ pub enum Step {
 
 /// Encodes `steps` and finishes the stream; returns the wire bytes and the encoder stats.
 pub fn encode(cfg: Config, steps: &[Step]) -> (Vec<u8>, pagewire::EncoderStats) {
+    encode_with(cfg, pagewire::Features::ALL, steps)
+}
+
+/// Like [`encode`], looking only for the given redundancy.
+pub fn encode_with(
+    cfg: Config,
+    features: pagewire::Features,
+    steps: &[Step],
+) -> (Vec<u8>, pagewire::EncoderStats) {
     let mut mem = vec![0u8; cfg.encoder_storage_len()];
     let mut out = vec![0u8; cfg.max_output_len()];
     let mut enc = Encoder::new(cfg, &mut mem).expect("encoder");
+    enc.set_features(features);
     let mut wire = Vec::new();
     for s in steps {
         let n = match s {
