@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod replay;
 pub mod report;
 pub mod settings;
+pub mod simulate;
 pub mod synthetic;
 
 pub use manifest::{Manifest, SnapshotDir};

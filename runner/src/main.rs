@@ -26,6 +26,10 @@ enum Command {
     /// Replay a snapshot series through the encoder and decoder, verify every page, and
     /// report wire bytes and codec speed per pass.
     Replay(ReplayArgs),
+    /// Simulate pre-copy migrations over a WAN link for every stop policy and codec
+    /// setting, on a snapshot series or the built-in workloads; print a table, write SVG
+    /// plots (and JSON).
+    Simulate(SimulateArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +69,131 @@ struct ReplayArgs {
     /// Synthetic workload: random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Snapshot series folder (manifest.json + raw snapshots, e.g. an expanded real trace).
+    /// Without it, the built-in workloads run.
+    dir: Option<PathBuf>,
+    /// Built-in workloads to run (hot-set, database, compile, idle) [default: all four].
+    #[arg(long = "workload", value_name = "NAME", value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Memory of each built-in workload's VM, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    mem_mib: u64,
+    /// Seed of the built-in workloads.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Link bandwidth, e.g. 100mbit, 1gbit, 12.5MB/s.
+    #[arg(long, default_value = "100mbit")]
+    bandwidth: String,
+    /// Round-trip time, e.g. 20ms.
+    #[arg(long, default_value = "20ms")]
+    rtt: String,
+    /// TCP window in MiB: throughput is at most window / RTT.
+    #[arg(long, value_name = "MIB", default_value_t = 4.0)]
+    window_mib: f64,
+    /// Codec cache capacity in MiB (both ends).
+    #[arg(long, value_name = "N")]
+    cache_mib: Option<u64>,
+    /// Smart Stop's window, in iterations (1 to 16).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    smart_window: usize,
+    /// The downtime-limit policy's limit in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    downtime_ms: u64,
+    /// Skip the Synchronized Arrival group run.
+    #[arg(long)]
+    no_group: bool,
+    /// Folder for the SVG plots.
+    #[arg(long, value_name = "DIR", default_value = "simulate-out")]
+    out: PathBuf,
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn run_simulate(a: &SimulateArgs) -> Result<()> {
+    use pagewire_runner::simulate::{self, link, plot, workload, Builtin, Link, SimOptions};
+    if a.window_mib.is_nan() || a.window_mib <= 0.0 {
+        bail!("--window-mib must be positive");
+    }
+    let link = Link {
+        bytes_per_s: link::parse_bandwidth(&a.bandwidth)?,
+        rtt_s: link::parse_duration(&a.rtt)?,
+        window_bytes: a.window_mib * (1u64 << 20) as f64,
+    };
+    let builtins: Vec<Builtin> = if a.workloads.is_empty() {
+        Builtin::ALL.to_vec()
+    } else {
+        a.workloads
+            .iter()
+            .map(|n| Builtin::parse(n))
+            .collect::<Result<_>>()?
+    };
+    let mem_bytes =
+        usize::try_from(a.mem_mib.saturating_mul(1 << 20)).context("--mem-mib is too large")?;
+    let mut workloads = workload::open(a.dir.as_deref(), &builtins, mem_bytes, a.seed)?;
+    let page_size = workloads.first().map_or(4096, |w| w.page_size());
+    let settings = CodecSettings {
+        cache_mib: a.cache_mib,
+        ..CodecSettings::default()
+    };
+    let codec = settings.config(page_size)?;
+    // The group: a web tier half the size of the database tier it serves (or of the trace).
+    let mut group: Vec<Box<dyn workload::Workload>> = Vec::new();
+    if !a.no_group {
+        let big = workloads.first().map_or(mem_bytes, |w| w.mem_bytes());
+        let page = 1usize << 20;
+        let half = (big / 2 / page).max(1) * page;
+        group.push(Box::new(simulate::SyntheticWorkload::new(
+            Builtin::HotSet,
+            half,
+            a.seed + 1,
+        )?));
+        match &a.dir {
+            Some(d) => group.push(Box::new(simulate::SnapshotWorkload::open(d)?)),
+            None => group.push(Box::new(simulate::SyntheticWorkload::new(
+                Builtin::Database,
+                big,
+                a.seed,
+            )?)),
+        }
+    }
+    let opts = SimOptions {
+        link,
+        codec,
+        smart_window: a.smart_window,
+        downtime_limit_ms: a.downtime_ms,
+    };
+    let bar = ProgressBar::new(simulate::run_count(workloads.len(), group.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let result = simulate::run_all(&mut workloads, &mut group, &opts, |what| {
+        bar.inc(1);
+        bar.set_message(what.to_owned());
+    });
+    bar.finish_and_clear();
+    let report = result?;
+    print!("{}", report.table());
+    let files = plot::write_all(&report, &a.out)?;
+    println!(
+        "\nplots: {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(path) = &a.json {
+        report.write_json(path)?;
+    }
+    Ok(())
 }
 
 /// Draws a progress bar over the passes on stderr (hidden when stderr is not a terminal).
@@ -149,6 +278,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.command {
         Command::Replay(a) => run_replay(a),
+        Command::Simulate(a) => run_simulate(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

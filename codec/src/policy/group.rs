@@ -35,8 +35,10 @@ struct Member {
 /// A group of up to `N` members. Each member runs its own stop policy and reports every
 /// iteration with that policy's decision. A member becomes *ready* when its policy says stop
 /// or when it reaches the crossover (pages dirtied >= pages sent). No member stops until all
-/// members still migrating are ready; then each gets `StopAndCopy` at its next report. A
-/// member held for `max_hold` iterations is released regardless, so the group always ends.
+/// members still migrating are ready; then each gets `StopAndCopy` at its next report.
+/// Every member's own policy has an iteration ceiling, so every member becomes ready in the
+/// end; `max_hold` only guards against a member that stops reporting without `leave`: a
+/// member held for that many iterations is released regardless.
 #[derive(Debug, Clone)]
 pub struct SynchronizedArrival<const N: usize> {
     members: [Member; N],
@@ -52,7 +54,8 @@ impl<const N: usize> Default for SynchronizedArrival<N> {
 }
 
 impl<const N: usize> SynchronizedArrival<N> {
-    /// An empty group; members are held at most 30 iterations.
+    /// An empty group; members are held at most 1000 iterations (a small VM's iterations can
+    /// be very short while a large one converges).
     pub const fn new() -> Self {
         SynchronizedArrival {
             members: [Member {
@@ -62,7 +65,7 @@ impl<const N: usize> SynchronizedArrival<N> {
                 stopped: false,
             }; N],
             released: false,
-            max_hold: 30,
+            max_hold: 1000,
         }
     }
 

@@ -1,0 +1,233 @@
+//! `pagewire simulate`: a model of pre-copy live migration over a WAN link, fed by real
+//! memory traces or built-in synthetic workloads, run for every combination of stop policy
+//! and codec setting. See `docs/SIMULATOR.md` for the model and its limits.
+
+pub mod guest;
+pub mod link;
+pub mod migration;
+pub mod plot;
+pub mod report;
+pub mod sender;
+pub mod workload;
+
+use anyhow::Result;
+use pagewire::policy::{
+    DowntimeLimit, SmartStop, StopPolicy, SynchronizedArrival, XenClassic, XenToday,
+};
+use pagewire::Config;
+
+pub use link::Link;
+pub use migration::{IterationRow, Migration, RunResult};
+pub use report::{GroupMember, GroupRun, Row, SimReport};
+pub use sender::{CodecMode, Sender};
+pub use workload::{Builtin, SnapshotWorkload, SyntheticWorkload, Workload};
+
+use guest::Guest;
+
+/// The single-VM stop policies compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    XenClassic,
+    XenToday,
+    DowntimeLimit,
+    SmartStop,
+}
+
+impl PolicyKind {
+    /// All of them, in report order.
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::XenClassic,
+        PolicyKind::XenToday,
+        PolicyKind::DowntimeLimit,
+        PolicyKind::SmartStop,
+    ];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::XenClassic => "xen-classic",
+            PolicyKind::XenToday => "xen-today",
+            PolicyKind::DowntimeLimit => "downtime-limit",
+            PolicyKind::SmartStop => "smart-stop",
+        }
+    }
+}
+
+/// Everything a simulation run needs besides the workload.
+#[derive(Debug, Clone, Copy)]
+pub struct SimOptions {
+    pub link: Link,
+    /// Codec configuration for the codec settings that use pagewire.
+    pub codec: Config,
+    /// Smart Stop's window.
+    pub smart_window: usize,
+    /// The downtime limit policy's limit, in milliseconds.
+    pub downtime_limit_ms: u64,
+}
+
+impl SimOptions {
+    fn policy(&self, kind: PolicyKind, vm_pages: u64) -> Box<dyn StopPolicy> {
+        match kind {
+            PolicyKind::XenClassic => Box::new(XenClassic::new(vm_pages)),
+            PolicyKind::XenToday => Box::new(XenToday::default()),
+            PolicyKind::DowntimeLimit => {
+                let mut p = DowntimeLimit::new(u64::from(self.codec.page_size));
+                p.limit_us = self.downtime_limit_ms.saturating_mul(1000);
+                Box::new(p)
+            }
+            PolicyKind::SmartStop => Box::new(SmartStop::new(self.smart_window)),
+        }
+    }
+}
+
+/// Migrates one VM running `workload` under `policy` with codec setting `codec`.
+pub fn run_one(
+    workload: &mut dyn Workload,
+    policy: PolicyKind,
+    codec: CodecMode,
+    opts: &SimOptions,
+) -> Result<RunResult> {
+    let cfg = Config {
+        page_size: workload.page_size() as u32,
+        ..opts.codec
+    };
+    let mut storage = vec![0u8; sender::storage_len(codec, cfg)];
+    let sender = Sender::new(codec, cfg, &mut storage)?;
+    let guest = Guest::start(workload)?;
+    let vm_pages = guest.pages() as u64;
+    let mut p = opts.policy(policy, vm_pages);
+    Migration::new(guest, sender, opts.link).run(p.as_mut())
+}
+
+/// Migrates several VMs at once over one link (an equal share each), every member under
+/// Smart Stop; with `synchronized`, a Synchronized Arrival group holds back each member's
+/// stop-and-copy until all have reached the crossover.
+pub fn run_group(
+    workloads: &mut [Box<dyn Workload>],
+    codec: CodecMode,
+    opts: &SimOptions,
+    synchronized: bool,
+) -> Result<GroupRun> {
+    let n = workloads.len();
+    let link = opts.link.share(n);
+    let cfgs: Vec<Config> = workloads
+        .iter()
+        .map(|w| Config {
+            page_size: w.page_size() as u32,
+            ..opts.codec
+        })
+        .collect();
+    let names: Vec<String> = workloads.iter().map(|w| w.name().to_owned()).collect();
+    let mem: Vec<usize> = workloads.iter().map(|w| w.mem_bytes()).collect();
+    let mut storages: Vec<Vec<u8>> = cfgs
+        .iter()
+        .map(|&c| vec![0u8; sender::storage_len(codec, c)])
+        .collect();
+    let mut running: Vec<Option<Migration>> = Vec::with_capacity(n);
+    for ((w, storage), &cfg) in workloads.iter_mut().zip(storages.iter_mut()).zip(&cfgs) {
+        let sender = Sender::new(codec, cfg, storage)?;
+        running.push(Some(Migration::new(
+            Guest::start(w.as_mut())?,
+            sender,
+            link,
+        )));
+    }
+    let mut policies: Vec<SmartStop> = (0..n).map(|_| SmartStop::new(opts.smart_window)).collect();
+    let mut group = SynchronizedArrival::<16>::new();
+    let ids: Vec<usize> = (0..n).map(|_| group.join().unwrap_or(usize::MAX)).collect();
+    let mut results: Vec<Option<RunResult>> = vec![None; n];
+    // Advance whichever member is furthest behind in simulated time, one iteration at a time.
+    while let Some(i) = (0..n).filter(|&i| running[i].is_some()).min_by(|&a, &b| {
+        let t = |i: usize| running[i].as_ref().map_or(f64::INFINITY, |m| m.now());
+        t(a).total_cmp(&t(b))
+    }) {
+        let Some(m) = running[i].as_mut() else { break };
+        let report = m.iterate()?;
+        let own = policies[i].decide(&report);
+        let decision = if synchronized {
+            group.report(ids[i], own, &report).decision()
+        } else {
+            own
+        };
+        if decision == pagewire::policy::Decision::StopAndCopy {
+            if let Some(m) = running[i].take() {
+                results[i] = Some(m.stop_and_copy()?);
+            }
+        }
+    }
+    let members: Vec<GroupMember> = names
+        .into_iter()
+        .zip(mem)
+        .zip(results)
+        .map(|((name, mem_bytes), r)| GroupMember {
+            name,
+            mem_bytes,
+            result: r.unwrap_or_else(empty_result),
+        })
+        .collect();
+    Ok(GroupRun::new(synchronized, codec, members))
+}
+
+fn empty_result() -> RunResult {
+    RunResult {
+        iterations: 0,
+        total_s: 0.0,
+        downtime_s: 0.0,
+        bytes: 0,
+        final_start_s: 0.0,
+        rows: Vec::new(),
+    }
+}
+
+/// Runs every policy x codec combination on each workload, then the group comparison
+/// (Synchronized Arrival against independent Smart Stop) on `group`. `progress` hears a line
+/// per finished run.
+pub fn run_all(
+    workloads: &mut [Box<dyn Workload>],
+    group: &mut [Box<dyn Workload>],
+    opts: &SimOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<SimReport> {
+    let mut rows = Vec::new();
+    for w in workloads.iter_mut() {
+        for policy in PolicyKind::ALL {
+            for codec in CodecMode::ALL {
+                let result = run_one(w.as_mut(), policy, codec, opts)?;
+                progress(&format!(
+                    "{} / {} / {}",
+                    w.name(),
+                    policy.name(),
+                    codec.name()
+                ));
+                rows.push(Row {
+                    workload: w.name().to_owned(),
+                    policy: policy.name().to_owned(),
+                    codec,
+                    result,
+                });
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    if group.len() >= 2 {
+        for synchronized in [false, true] {
+            groups.push(run_group(group, CodecMode::All, opts, synchronized)?);
+            progress(if synchronized {
+                "group / synchronized arrival"
+            } else {
+                "group / independent"
+            });
+        }
+    }
+    Ok(SimReport {
+        bandwidth_bytes_per_s: opts.link.bytes_per_s,
+        rtt_s: opts.link.rtt_s,
+        rows,
+        groups,
+    })
+}
+
+/// Runs `run_all` would make for these inputs (for a progress bar).
+pub fn run_count(workloads: usize, group: usize) -> usize {
+    workloads * PolicyKind::ALL.len() * CodecMode::ALL.len() + if group >= 2 { 2 } else { 0 }
+}
