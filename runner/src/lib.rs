@@ -7,9 +7,14 @@
 //! * [`synthetic`]: a deterministic synthetic workload, for machines without traces;
 //! * [`settings`]: command-line codec settings to [`pagewire::Config`];
 //! * [`replay`]: the replay and its verification;
-//! * [`report`]: the measurements, as a table and as JSON.
+//! * [`report`]: the measurements, as a table and as JSON;
+//! * [`qmp`], [`capture`], [`launch`]: `pagewire trace capture`, snapshot series of a real
+//!   QEMU guest through QMP.
 
+pub mod capture;
+pub mod launch;
 pub mod manifest;
+pub mod qmp;
 pub mod replay;
 pub mod report;
 pub mod settings;

@@ -10,6 +10,8 @@ use pagewire_runner::replay::{replay, Progress, SnapshotSource};
 use pagewire_runner::report::PassReport;
 use pagewire_runner::{CodecSettings, SnapshotDir, SyntheticParams, SyntheticSeries};
 
+mod trace_cli;
+
 #[derive(Parser)]
 #[command(
     name = "pagewire",
@@ -30,6 +32,8 @@ enum Command {
     /// setting, on a snapshot series or the built-in workloads; print a table, write SVG
     /// plots (and JSON).
     Simulate(SimulateArgs),
+    /// Record real memory traces (`trace capture`: snapshots of a QEMU guest through QMP).
+    Trace(trace_cli::TraceArgs),
 }
 
 #[derive(Args)]
@@ -279,6 +283,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Replay(a) => run_replay(a),
         Command::Simulate(a) => run_simulate(a),
+        Command::Trace(a) => trace_cli::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
