@@ -102,7 +102,7 @@ struct SimulateArgs {
     #[arg(long, value_name = "N")]
     cache_mib: Option<u64>,
     /// Smart Stop's window, in iterations (1 to 16).
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = pagewire::policy::DEFAULT_WINDOW)]
     smart_window: usize,
     /// The downtime-limit policy's limit in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 300)]

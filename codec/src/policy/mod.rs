@@ -10,7 +10,7 @@ mod xen;
 
 pub use downtime::DowntimeLimit;
 pub use group::{GroupDecision, SynchronizedArrival};
-pub use smart_stop::SmartStop;
+pub use smart_stop::{SmartStop, DEFAULT_WINDOW};
 pub use xen::{XenClassic, XenToday};
 
 /// What one pre-copy iteration did.

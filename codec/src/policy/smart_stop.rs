@@ -23,10 +23,16 @@ pub struct SmartStop {
 }
 
 impl Default for SmartStop {
+    /// A window of 2: in the simulator's sweep (`docs/SIMULATOR.md`) every workload had the
+    /// same downtime for windows 1 to 12 while each extra window iteration cost time and
+    /// bytes; 2 still ignores a single noisy iteration.
     fn default() -> Self {
-        SmartStop::new(5)
+        SmartStop::new(DEFAULT_WINDOW)
     }
 }
+
+/// The default window (see `Default`).
+pub const DEFAULT_WINDOW: usize = 2;
 
 impl SmartStop {
     /// Smart Stop with the given window (clamped to 1..=16) and a ceiling of 30 iterations.
