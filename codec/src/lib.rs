@@ -62,6 +62,7 @@ mod record;
 mod stats;
 mod storage;
 pub mod varint;
+pub mod xbzrle;
 
 pub use config::{
     Config, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE,

@@ -267,3 +267,29 @@ fn features_select_the_redundancy_looked_for() {
     assert_eq!(run(false, true), (0, 1, 2));
     assert_eq!(run(false, false), (0, 0, 3));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// XBZRLE gives back the new page from the old one for any set of edits, or declines.
+    #[test]
+    fn xbzrle_round_trips(seed in any::<u64>(), edits in prop::collection::vec((0usize..4096, 1usize..300, any::<u8>()), 0..40)) {
+        let mut rng = Rng(seed);
+        let old = pointer_page(&mut rng, 4096);
+        let mut new = old.clone();
+        for (at, len, v) in edits {
+            for b in &mut new[at..(at + len).min(4096)] {
+                *b = b.wrapping_add(v | 1);
+            }
+        }
+        let mut out = vec![0u8; 4096];
+        match pagewire::xbzrle::encode(&new, &old, &mut out, 4096) {
+            Some(n) => {
+                let mut page = old.clone();
+                prop_assert_eq!(pagewire::xbzrle::decode(&out[..n], &mut page), Ok(()));
+                prop_assert_eq!(page, new);
+            }
+            None => prop_assert!(new.iter().zip(&old).filter(|(a, b)| a != b).count() > 1000),
+        }
+    }
+}
