@@ -1,0 +1,430 @@
+//! The source side: an encoder in caller memory (or allocated), fed pages one at a time or
+//! in batches, writing finished stream bytes to a caller buffer.
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+
+use pagewire::{Config, Encoder, Error};
+
+use crate::config::{pagewire_config, sizes_of};
+use crate::error::{Fail, Res};
+use crate::guard::guard;
+use crate::pagewire_result;
+use crate::place::{allocate, carve, deallocate, handle_ref, release, with_slot, Common, Slot};
+use crate::ptr::{arg, bytes, bytes_mut, items, Out};
+use crate::stats::pagewire_encoder_stats;
+
+/// An encoder: the source side of one stream. Opaque; lives in the memory given to
+/// `pagewire_encoder_init` (or allocated by `pagewire_encoder_new`).
+///
+/// Thread-safety: not thread-safe. Use it from one thread at a time (it may move between
+/// threads, e.g. with a lock around it); a VMM's migration thread usually owns it alone.
+pub struct pagewire_encoder {
+    _opaque: [u8; 0],
+}
+
+/// One page of a batch for `pagewire_encoder_encode_pages`. 16 bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct pagewire_page_in {
+    /// Guest page frame number.
+    pub pfn: u64,
+    /// `page_size` readable bytes: the page's current content.
+    pub data: *const u8,
+}
+
+/// What a handle points to.
+#[repr(C)]
+pub(crate) struct EncoderSlot {
+    common: Common,
+    inner: Encoder<'static>,
+}
+
+// SAFETY: repr(C), Common first; alignment 8 (asserted below).
+unsafe impl Slot for EncoderSlot {
+    const MAGIC: u64 = u64::from_le_bytes(*b"pwENCODR");
+    const WRONG_RELEASE: [&'static str; 2] = [
+        "this encoder was made by pagewire_encoder_new: release it with pagewire_encoder_free",
+        "this encoder was made by pagewire_encoder_init: release it with pagewire_encoder_deinit",
+    ];
+    fn common(&self) -> &Common {
+        &self.common
+    }
+}
+
+const _: () = assert!(align_of::<EncoderSlot>() <= crate::place::ALLOC_ALIGN);
+
+fn slot(p: *mut pagewire_encoder) -> *mut EncoderSlot {
+    p.cast()
+}
+
+/// Builds an encoder in `len` bytes at `mem`.
+///
+/// # Safety
+/// `mem` is valid for `len` bytes, used by nothing else until the encoder is released.
+unsafe fn build(
+    cfg: Config,
+    mem: NonNull<u8>,
+    len: usize,
+    allocated: usize,
+) -> Res<*mut EncoderSlot> {
+    let needed = sizes_of(&cfg).encoder_storage;
+    if len < needed {
+        return Err(Error::InsufficientStorage { needed, given: len }.into());
+    }
+    // SAFETY: forwarded contract.
+    let carved = unsafe { carve::<EncoderSlot>(mem, len) };
+    // `needed` includes the slot and its worst-case alignment padding.
+    let c = carved.ok_or_else(|| Fail::from(Error::InsufficientStorage { needed, given: len }))?;
+    let inner = Encoder::new(cfg, c.rest)?;
+    Ok(c.place.fill(EncoderSlot {
+        common: Common::new(EncoderSlot::MAGIC, allocated),
+        inner,
+    }))
+}
+
+/// Builds an encoder for `*cfg` in `storage_len` bytes at `storage` (any alignment; at least
+/// `pagewire_sizes.encoder_storage` bytes) and writes its handle to `*out`. The memory
+/// belongs to the encoder until `pagewire_encoder_deinit`; the handle points inside it.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_init(
+    cfg: *const pagewire_config,
+    storage: *mut c_void,
+    storage_len: usize,
+    out: *mut *mut pagewire_encoder,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules: `cfg` readable, `out` writable, or NULL.
+        let (cfg, out) = unsafe { (arg(cfg, "cfg")?, Out::new(out, "out")?) };
+        let cfg = cfg.to_codec()?;
+        let mem = NonNull::new(storage.cast::<u8>()).ok_or_else(|| Fail::null("storage"))?;
+        // SAFETY: pointer rules: `storage_len` bytes at `storage` belong to the encoder
+        // until it is released.
+        let h = unsafe { build(cfg, mem, storage_len, 0)? };
+        out.write(h.cast());
+        Ok(())
+    })
+}
+
+/// Like `pagewire_encoder_init`, with memory from the allocator (one allocation of
+/// `pagewire_sizes.encoder_storage` bytes). Release with `pagewire_encoder_free`.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_new(
+    cfg: *const pagewire_config,
+    out: *mut *mut pagewire_encoder,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules.
+        let (cfg, out) = unsafe { (arg(cfg, "cfg")?, Out::new(out, "out")?) };
+        let cfg = cfg.to_codec()?;
+        let len = sizes_of(&cfg).encoder_storage;
+        let mem = allocate(len)?;
+        // SAFETY: a fresh allocation of `len` bytes, owned by the encoder from here on.
+        match unsafe { build(cfg, mem, len, len) } {
+            Ok(h) => {
+                out.write(h.cast());
+                Ok(())
+            }
+            Err(e) => {
+                // SAFETY: nothing was built in it.
+                unsafe { deallocate(mem, len) };
+                Err(e)
+            }
+        }
+    })
+}
+
+/// Releases an encoder made by `pagewire_encoder_init`; its memory is the caller's again.
+/// An encoder made by `pagewire_encoder_new` is refused (`PAGEWIRE_INVALID_HANDLE`).
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_deinit(enc: *mut pagewire_encoder) -> pagewire_result {
+    // SAFETY: pointer rules: `enc` is a handle from this library; not used after success.
+    guard(|| unsafe { release(slot(enc), "enc", false) })
+}
+
+/// Releases an encoder made by `pagewire_encoder_new` and frees its memory. NULL is
+/// accepted and ignored, like `free(NULL)`.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_free(enc: *mut pagewire_encoder) -> pagewire_result {
+    if enc.is_null() {
+        return pagewire_result::PAGEWIRE_OK;
+    }
+    // SAFETY: pointer rules: `enc` is a handle from this library; not used after success.
+    guard(|| unsafe { release(slot(enc), "enc", true) })
+}
+
+/// Encodes page `pfn` (`page_len` must be the page size). Finished stream bytes, usually
+/// none, go to the front of `out` (at least `pagewire_sizes.max_output` bytes); their count
+/// goes to `*written`. Send `out[0 .. *written]` before the next call reuses `out`.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_encode_page(
+    enc: *mut pagewire_encoder,
+    pfn: u64,
+    page: *const u8,
+    page_len: usize,
+    out: *mut u8,
+    out_len: usize,
+    written: *mut usize,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules: `page_len` readable bytes at `page`, `out_len` writable
+        // bytes at `out`, not overlapping; `written` writable.
+        let (page, out, written) = unsafe {
+            (
+                bytes(page, page_len, "page")?,
+                bytes_mut(out, out_len, "out")?,
+                Out::new(written, "written")?,
+            )
+        };
+        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
+        unsafe {
+            with_slot(slot(enc), "enc", |s| {
+                written.write(s.inner.encode_page(pfn, page, out)?);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Encodes pages of a batch in order while `out` has room for another call's worst case,
+/// so that one call can write several frames. Writes how many pages it took to
+/// `*pages_done` (at least 1 when `count` > 0, since `out_len` must be at least
+/// `pagewire_sizes.max_output`) and the stream bytes written to the front of `out` to
+/// `*written`. Call again with the rest of the batch after sending `out[0 .. *written]`.
+/// Every `data` pointer is checked before anything is encoded: on `PAGEWIRE_NULL_ARGUMENT`
+/// nothing was.
+///
+/// # Safety
+/// The pointer rules at the top of this header; each `pages[i].data` has page-size
+/// readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_encode_pages(
+    enc: *mut pagewire_encoder,
+    pages: *const pagewire_page_in,
+    count: usize,
+    out: *mut u8,
+    out_len: usize,
+    pages_done: *mut usize,
+    written: *mut usize,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules: `count` entries at `pages`, `out_len` writable bytes at
+        // `out`; `pages_done` and `written` writable.
+        let (list, out, done_out, written_out) = unsafe {
+            (
+                items(pages, count, "pages")?,
+                bytes_mut(out, out_len, "out")?,
+                Out::new(pages_done, "pages_done")?,
+                Out::new(written, "written")?,
+            )
+        };
+        let work = |s: &mut EncoderSlot| -> Res {
+            let page_size = s.inner.config().page_size as usize;
+            let need = s.inner.config().max_output_len();
+            if out.len() < need {
+                return Err(Error::OutputTooSmall {
+                    needed: need,
+                    given: out.len(),
+                }
+                .into());
+            }
+            if list.iter().any(|p| p.data.is_null()) {
+                return Err(Fail::null("pages[i].data"));
+            }
+            let (mut done, mut n) = (0, 0);
+            for p in list {
+                if out.len() - n < need {
+                    break;
+                }
+                // SAFETY: non-NULL (checked above); page-size readable bytes by the pointer
+                // rules.
+                let page = unsafe { bytes(p.data, page_size, "pages[i].data")? };
+                // Only the first page can fail (a finished encoder): the checks above rule
+                // out every other error, so no written bytes are lost.
+                n += s.inner.encode_page(p.pfn, page, &mut out[n..])?;
+                done += 1;
+            }
+            done_out.write(done);
+            written_out.write(n);
+            Ok(())
+        };
+        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
+        unsafe { with_slot(slot(enc), "enc", work) }
+    })
+}
+
+/// Ends the current pre-copy iteration and flushes the frame, so that the destination has
+/// every page of it once it has decoded these bytes. Writes to `out` as `encode_page` does.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_end_iteration(
+    enc: *mut pagewire_encoder,
+    out: *mut u8,
+    out_len: usize,
+    written: *mut usize,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules.
+        let (out, written) = unsafe {
+            (
+                bytes_mut(out, out_len, "out")?,
+                Out::new(written, "written")?,
+            )
+        };
+        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
+        unsafe {
+            with_slot(slot(enc), "enc", |s| {
+                written.write(s.inner.end_iteration(out)?);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Appends an opaque blob (vCPU registers, device state) of at most
+/// `pagewire_sizes.max_blob` bytes, tagged `tag`; the destination gets it in stream order.
+/// Writes to `out` as `encode_page` does.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_append_blob(
+    enc: *mut pagewire_encoder,
+    tag: u32,
+    data: *const u8,
+    data_len: usize,
+    out: *mut u8,
+    out_len: usize,
+    written: *mut usize,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules.
+        let (data, out, written) = unsafe {
+            (
+                bytes(data, data_len, "data")?,
+                bytes_mut(out, out_len, "out")?,
+                Out::new(written, "written")?,
+            )
+        };
+        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
+        unsafe {
+            with_slot(slot(enc), "enc", |s| {
+                written.write(s.inner.append_blob(tag, data, out)?);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Ends the stream: writes the end record and the last frame. Every later call on the
+/// encoder fails with `PAGEWIRE_FINISHED`; release it when done.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_finish(
+    enc: *mut pagewire_encoder,
+    out: *mut u8,
+    out_len: usize,
+    written: *mut usize,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules.
+        let (out, written) = unsafe {
+            (
+                bytes_mut(out, out_len, "out")?,
+                Out::new(written, "written")?,
+            )
+        };
+        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
+        unsafe {
+            with_slot(slot(enc), "enc", |s| {
+                written.write(s.inner.finish(out)?);
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Writes the encoder's counters to `*out`.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_stats(
+    enc: *const pagewire_encoder,
+    out: *mut pagewire_encoder_stats,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules: `enc` a live handle not changed meanwhile; `out` writable.
+        let (s, out) = unsafe {
+            (
+                handle_ref::<EncoderSlot>(enc.cast(), "enc")?,
+                Out::new(out, "out")?,
+            )
+        };
+        out.write(s.inner.stats().into());
+        Ok(())
+    })
+}
+
+/// Writes the number of the iteration being encoded (0 for the first pass) to `*out`.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_iteration(
+    enc: *const pagewire_encoder,
+    out: *mut u64,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: as for pagewire_encoder_stats.
+        let (s, out) = unsafe {
+            (
+                handle_ref::<EncoderSlot>(enc.cast(), "enc")?,
+                Out::new(out, "out")?,
+            )
+        };
+        out.write(s.inner.iteration());
+        Ok(())
+    })
+}
+
+/// Writes the encoder's configuration to `*out`.
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_config(
+    enc: *const pagewire_encoder,
+    out: *mut pagewire_config,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: as for pagewire_encoder_stats.
+        let (s, out) = unsafe {
+            (
+                handle_ref::<EncoderSlot>(enc.cast(), "enc")?,
+                Out::new(out, "out")?,
+            )
+        };
+        out.write(pagewire_config::from_codec(s.inner.config()));
+        Ok(())
+    })
+}
