@@ -85,7 +85,6 @@ pub fn capture(
     if opts.count == 0 {
         bail!("--count must be at least 1");
     }
-    let dir = prepare_dir(&opts.out)?;
     let qemu_version = qemu_version(qmp)?;
     let status = qmp.execute("query-status", None)?;
     if status["running"] != Value::Bool(true) {
@@ -104,6 +103,7 @@ pub fn capture(
     if mem_bytes == 0 || mem_bytes % PAGE_SIZE != 0 {
         bail!("mem_bytes {mem_bytes} is not a positive multiple of the page size {PAGE_SIZE}");
     }
+    let dir = prepare_dir(&opts.out)?;
 
     let mut series = Series {
         dir: dir.clone(),

@@ -126,14 +126,9 @@ impl fmt::Display for QmpError {
     }
 }
 
-impl std::error::Error for QmpError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            QmpError::Connect { source, .. } | QmpError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+/// The messages already include the underlying I/O error, so there is no separate source
+/// (which `{:#}` would print twice).
+impl std::error::Error for QmpError {}
 
 /// A byte stream whose reads can time out: unix or TCP socket.
 trait Conn: Read + Write + Send {
