@@ -1,0 +1,195 @@
+//! Criterion benchmarks of every codec stage on one core, in bytes of page input per second.
+//!
+//!     cargo bench -p pagewire-benches
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use pagewire::xbzrle;
+use pagewire::{block_hash, delta, Config, Decoder, Encoder, Features, Sink};
+use pagewire_benches::PageSet;
+
+const PS: usize = 4096;
+
+struct Discard;
+impl Sink for Discard {
+    fn page(&mut self, _pfn: u64, data: &[u8]) {
+        black_box(data);
+    }
+}
+
+fn set() -> PageSet {
+    PageSet::synthetic(32, 4, 7).expect("synthetic pages")
+}
+
+fn first_nonzero(set: &PageSet) -> Vec<u8> {
+    set.passes[0]
+        .iter()
+        .map(|&(_, o)| set.page(o))
+        .find(|p| p.iter().any(|&b| b != 0))
+        .unwrap_or(&[1; PS])
+        .to_vec()
+}
+
+fn stages(c: &mut Criterion) {
+    let set = set();
+    let page = first_nonzero(&set);
+    let zero = vec![0u8; PS];
+    let mut edited = page.clone();
+    for i in (0..PS).step_by(397) {
+        edited[i] ^= 0x21;
+    }
+
+    let mut g = c.benchmark_group("stage");
+    g.throughput(Throughput::Bytes(PS as u64));
+    g.bench_function("zero test (zero page)", |b| {
+        b.iter(|| black_box(zero.iter().all(|&x| x == 0)))
+    });
+    g.bench_function("block hash (4 x 1 KiB)", |b| {
+        b.iter(|| {
+            for blk in page.chunks_exact(1024) {
+                black_box(block_hash(blk));
+            }
+        })
+    });
+    let mut out = vec![0u8; 2 * PS];
+    g.bench_function("delta encode (10 edits)", |b| {
+        b.iter(|| black_box(delta::encode(&edited, &page, &mut out, PS)))
+    });
+    let n = delta::encode(&edited, &page, &mut out, PS).unwrap_or(0);
+    let rle = out[..n].to_vec();
+    g.bench_function("delta decode (10 edits)", |b| {
+        b.iter_batched_ref(
+            || page.clone(),
+            |dst| black_box(delta::apply(&rle, dst)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("xbzrle encode (10 edits)", |b| {
+        b.iter(|| black_box(xbzrle::encode(&edited, &page, &mut out, PS)))
+    });
+    g.finish();
+
+    // whole-page encode by record kind: a warm encoder that sees the same situation each time
+    let mut g = c.benchmark_group("encode page");
+    g.throughput(Throughput::Bytes(PS as u64));
+    let cfg = Config {
+        lz4: false,
+        ..Config::DEFAULT
+    };
+    let mut mem = vec![0u8; cfg.encoder_storage_len()];
+    let mut enc = Encoder::new(cfg, &mut mem).expect("encoder");
+    let mut out = vec![0u8; cfg.max_output_len()];
+    let mut pfn = 1u64 << 20;
+    g.bench_function("zero", |b| b.iter(|| enc.encode_page(0, &zero, &mut out)));
+    enc.encode_page(7, &page, &mut out).ok();
+    g.bench_function("dup (unchanged page)", |b| {
+        b.iter(|| enc.encode_page(7, &page, &mut out))
+    });
+    g.bench_function("delta (edited page, alternating)", |b| {
+        let mut flip = false;
+        b.iter(|| {
+            flip = !flip;
+            enc.encode_page(9, if flip { &edited } else { &page }, &mut out)
+        })
+    });
+    let randoms: Vec<Vec<u8>> = (0..64u64)
+        .map(|i| {
+            (0..PS)
+                .map(|j| ((j as u64 * 2654435761 + i * 97) >> 7) as u8)
+                .collect()
+        })
+        .collect();
+    g.bench_function("raw (new incompressible pages)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            pfn += 1;
+            enc.encode_page(pfn, &randoms[i % 64], &mut out)
+        })
+    });
+    g.finish();
+
+    // full encoder and decoder on mixed page sets
+    let mut g = c.benchmark_group("stream");
+    g.sample_size(10);
+    let first = &set.passes[0];
+    let later: Vec<(u64, usize)> = set.passes[1..].iter().flatten().copied().collect();
+    for (lz4, name) in [(false, "no LZ4"), (true, "LZ4")] {
+        let cfg = Config {
+            lz4,
+            ..Config::DEFAULT
+        };
+        g.throughput(Throughput::Bytes((first.len() * PS) as u64));
+        g.bench_function(format!("encode first pass, {name}"), |b| {
+            b.iter_batched_ref(
+                || vec![0u8; cfg.encoder_storage_len()],
+                |mem| {
+                    let mut e = Encoder::new(cfg, mem).expect("encoder");
+                    e.set_features(Features::ALL);
+                    let mut out = vec![0u8; cfg.max_output_len()];
+                    for &(p, o) in first {
+                        black_box(e.encode_page(p, set.page(o), &mut out).ok());
+                    }
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        // later passes: encode after the first pass (untimed), then the later pages
+        g.throughput(Throughput::Bytes((later.len() * PS) as u64));
+        g.bench_function(format!("encode later passes, {name}"), |b| {
+            b.iter_batched_ref(
+                || {
+                    let mut mem = vec![0u8; cfg.encoder_storage_len()];
+                    {
+                        let mut e = Encoder::new(cfg, &mut mem).expect("encoder");
+                        let mut out = vec![0u8; cfg.max_output_len()];
+                        for &(p, o) in first {
+                            e.encode_page(p, set.page(o), &mut out).ok();
+                        }
+                    }
+                    mem
+                },
+                |mem| {
+                    // a fresh encoder over a primed cache would not be in lockstep with any
+                    // decoder; here only the work per page is measured
+                    let mut e = Encoder::new(cfg, mem).expect("encoder");
+                    let mut out = vec![0u8; cfg.max_output_len()];
+                    for &(p, o) in &later {
+                        black_box(e.encode_page(p, set.page(o), &mut out).ok());
+                    }
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        // decoder: a whole stream of all passes
+        let mut emem = vec![0u8; cfg.encoder_storage_len()];
+        let mut e = Encoder::new(cfg, &mut emem).expect("encoder");
+        let mut out = vec![0u8; cfg.max_output_len()];
+        let mut wire = Vec::new();
+        for pass in &set.passes {
+            for &(p, o) in pass {
+                let n = e.encode_page(p, set.page(o), &mut out).unwrap_or(0);
+                wire.extend_from_slice(&out[..n]);
+            }
+            let n = e.end_iteration(&mut out).unwrap_or(0);
+            wire.extend_from_slice(&out[..n]);
+        }
+        let n = e.finish(&mut out).unwrap_or(0);
+        wire.extend_from_slice(&out[..n]);
+        let total: usize = set.passes.iter().map(Vec::len).sum();
+        g.throughput(Throughput::Bytes((total * PS) as u64));
+        g.bench_function(format!("decode all passes, {name}"), |b| {
+            b.iter_batched_ref(
+                || vec![0u8; cfg.decoder_storage_len()],
+                |mem| {
+                    let (mut d, used) = Decoder::from_header(&wire, mem).expect("header");
+                    black_box(d.decode(&wire[used..], &mut Discard).ok());
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

@@ -1,0 +1,452 @@
+//! Side-by-side comparison of page codecs on the same pages, in one process: wire bytes per
+//! raw byte, and encode/decode speed in GB/s of page input on one core, against the memory
+//! bandwidth ceiling measured in the same run. Every codec's output is decoded and checked
+//! against the source pages.
+//!
+//!     cargo run --release -p pagewire-benches --bin compare -- [SNAPSHOT_DIR] [--json FILE]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use pagewire::{Config, Features};
+use pagewire_benches::codecs::{Block, Codec, Copy, Lz, Pagewire, Raw, Xbzrle};
+use pagewire_benches::PageSet;
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(about = "Compare page codecs side by side on the same pages")]
+struct Args {
+    /// Snapshot series folder (manifest.json + raw snapshots); built-in synthetic series if absent.
+    dir: Option<PathBuf>,
+    /// Passes (snapshots) to use.
+    #[arg(long, default_value_t = 8)]
+    passes: usize,
+    /// Synthetic series memory size in MiB.
+    #[arg(long, default_value_t = 64)]
+    synthetic_mib: usize,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Repeat each measurement and keep the fastest.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+}
+
+#[derive(Serialize, Clone, Default)]
+struct Part {
+    raw_bytes: u64,
+    wire_bytes: u64,
+    ratio_percent: f64,
+    encode_gb_s: f64,
+    decode_gb_s: f64,
+}
+
+#[derive(Serialize, Clone)]
+struct Row {
+    codec: String,
+    all_passes: Part,
+    later_passes: Part,
+}
+
+#[derive(Serialize)]
+struct Report {
+    pages: String,
+    rows: Vec<Row>,
+    zero_pages: Vec<Row>,
+    lanes: Vec<(usize, f64)>,
+    best_by_link: Vec<(String, String, f64)>,
+}
+
+fn part(raw: u64, wire: u64, enc: Duration, dec: Duration) -> Part {
+    let gb = |d: Duration| {
+        if d.is_zero() {
+            0.0
+        } else {
+            raw as f64 / d.as_secs_f64() / 1e9
+        }
+    };
+    Part {
+        raw_bytes: raw,
+        wire_bytes: wire,
+        ratio_percent: if raw == 0 {
+            0.0
+        } else {
+            wire as f64 * 100.0 / raw as f64
+        },
+        encode_gb_s: gb(enc),
+        decode_gb_s: gb(dec),
+    }
+}
+
+/// Runs one codec over every pass; verifies the destination after each pass.
+fn measure(codec: &mut dyn Codec, set: &PageSet, verify: bool) -> Result<Row> {
+    let ps = set.page_size;
+    let mut mem = vec![1u8; set.mem_bytes];
+    let mut wire = pagewire_benches::codecs::touched(set.mem_bytes + set.mem_bytes / 4);
+    wire.clear();
+    let (mut enc_all, mut dec_all, mut enc_later, mut dec_later) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    let (mut wire_all, mut wire_later) = (0u64, 0u64);
+    let n = set.passes.len();
+    for (i, pass) in set.passes.iter().enumerate() {
+        wire.clear();
+        let t = Instant::now();
+        codec.encode_pass(set, pass, i + 1 == n, &mut wire)?;
+        let e = t.elapsed();
+        let t = Instant::now();
+        codec.decode_pass(&wire, &mut mem)?;
+        let d = t.elapsed();
+        if verify {
+            for &(pfn, off) in pass {
+                let at = pfn as usize * ps;
+                if mem[at..at + ps] != *set.page(off) {
+                    bail!(
+                        "{}: pass {i}: page {pfn} differs after decoding",
+                        codec.name()
+                    );
+                }
+            }
+        }
+        enc_all += e;
+        dec_all += d;
+        wire_all += wire.len() as u64;
+        if i > 0 {
+            enc_later += e;
+            dec_later += d;
+            wire_later += wire.len() as u64;
+        }
+    }
+    let raw_all = (set.pages_in(0..n) * ps) as u64;
+    let raw_later = (set.pages_in(1..n) * ps) as u64;
+    Ok(Row {
+        codec: codec.name(),
+        all_passes: part(raw_all, wire_all, enc_all, dec_all),
+        later_passes: part(raw_later, wire_later, enc_later, dec_later),
+    })
+}
+
+fn best_of(
+    repeat: usize,
+    mut make: impl FnMut() -> Result<Box<dyn Codec>>,
+    set: &PageSet,
+    verify: bool,
+) -> Result<Row> {
+    let mut best: Option<Row> = None;
+    for _ in 0..repeat.max(1) {
+        let mut codec = make()?;
+        codec.prepare()?;
+        let r = measure(codec.as_mut(), set, verify)?;
+        best = Some(match best {
+            None => r,
+            Some(b) => {
+                let pick = |x: f64, y: f64| x.max(y);
+                let mut m = b.clone();
+                m.all_passes.encode_gb_s = pick(b.all_passes.encode_gb_s, r.all_passes.encode_gb_s);
+                m.all_passes.decode_gb_s = pick(b.all_passes.decode_gb_s, r.all_passes.decode_gb_s);
+                m.later_passes.encode_gb_s =
+                    pick(b.later_passes.encode_gb_s, r.later_passes.encode_gb_s);
+                m.later_passes.decode_gb_s =
+                    pick(b.later_passes.decode_gb_s, r.later_passes.decode_gb_s);
+                m
+            }
+        });
+    }
+    best.ok_or_else(|| anyhow::anyhow!("no run"))
+}
+
+type Maker = Box<dyn Fn() -> Result<Box<dyn Codec>>>;
+
+fn makers(ps: usize) -> Vec<(bool, Maker)> {
+    let base = Config {
+        page_size: ps as u32,
+        ..Config::DEFAULT
+    };
+    let no_lz4 = Config { lz4: false, ..base };
+    let zero_only = Features {
+        cbr: false,
+        delta: false,
+    };
+    let pw =
+        move |label: &'static str, cfg: Config, f: Features, z: Option<i32>| -> (bool, Maker) {
+            (
+                true,
+                Box::new(move || Ok(Box::new(Pagewire::new(label, cfg, f, z)) as Box<dyn Codec>)),
+            )
+        };
+    let block = move |lz: Lz, batch: usize| -> (bool, Maker) {
+        (
+            true,
+            Box::new(move || Ok(Box::new(Block::new(lz, batch, ps)?) as Box<dyn Codec>)),
+        )
+    };
+    let slots = base.cache_pages as usize;
+    vec![
+        (false, Box::new(|| Ok(Box::new(Copy) as Box<dyn Codec>))),
+        (
+            true,
+            Box::new(move || Ok(Box::new(Raw(ps)) as Box<dyn Codec>)),
+        ),
+        (
+            true,
+            Box::new(move || Ok(Box::new(Xbzrle::new(slots, ps)) as Box<dyn Codec>)),
+        ),
+        block(Lz::Zstd(1), 1),
+        block(Lz::Zstd(3), 1),
+        block(Lz::Lz4, 1),
+        block(Lz::Zstd(1), 64),
+        block(Lz::Zstd(3), 64),
+        block(Lz::Lz4, 16),
+        pw("pagewire zero pages only", no_lz4, zero_only, None),
+        pw(
+            "pagewire cbr only",
+            no_lz4,
+            Features {
+                cbr: true,
+                delta: false,
+            },
+            None,
+        ),
+        pw(
+            "pagewire deltas only",
+            no_lz4,
+            Features {
+                cbr: false,
+                delta: true,
+            },
+            None,
+        ),
+        pw("pagewire all, no LZ4", no_lz4, Features::ALL, None),
+        pw("pagewire zero + LZ4", base, zero_only, None),
+        pw("pagewire all + LZ4", base, Features::ALL, None),
+        pw(
+            "pagewire all, no LZ4, + zstd-1",
+            no_lz4,
+            Features::ALL,
+            Some(1),
+        ),
+        pw("pagewire all + LZ4 + zstd-1", base, Features::ALL, Some(1)),
+    ]
+}
+
+/// N encoder lanes (pages split by pfn) on N threads: aggregate encode GB/s.
+fn lanes(set: &PageSet, n: usize) -> Result<f64> {
+    let ps = set.page_size;
+    let cfg = Config {
+        page_size: ps as u32,
+        ..Config::DEFAULT
+    };
+    let split: Vec<Vec<Vec<(u64, usize)>>> = (0..n)
+        .map(|lane| {
+            set.passes
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .copied()
+                        .filter(|(pfn, _)| (*pfn as usize) % n == lane)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let mut codecs: Vec<Pagewire> = (0..n)
+        .map(|_| Pagewire::new("lane", cfg, Features::ALL, None))
+        .collect();
+    for c in &mut codecs {
+        c.prepare()?;
+    }
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = codecs
+            .iter_mut()
+            .zip(&split)
+            .map(|(c, passes)| {
+                s.spawn(move || -> Result<()> {
+                    let mut wire = Vec::new();
+                    for (i, pass) in passes.iter().enumerate() {
+                        wire.clear();
+                        c.encode_pass(set, pass, i + 1 == passes.len(), &mut wire)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("lane panicked"))??;
+        }
+        Ok(())
+    })?;
+    let raw = (set.pages_in(0..set.passes.len()) * ps) as f64;
+    Ok(raw / t.elapsed().as_secs_f64() / 1e9)
+}
+
+fn print_rows(title: &str, rows: &[Row]) {
+    println!("\n{title}");
+    println!(
+        "{:<34} {:>9} {:>8} {:>8}   {:>9} {:>8} {:>8}",
+        "codec", "all: wire", "enc GB/s", "dec GB/s", "later: wire", "enc GB/s", "dec GB/s"
+    );
+    for r in rows {
+        let (a, l) = (&r.all_passes, &r.later_passes);
+        println!(
+            "{:<34} {:>8.1}% {:>8.2} {:>8.2}   {:>10.1}% {:>8.2} {:>8.2}",
+            r.codec,
+            a.ratio_percent,
+            a.encode_gb_s,
+            a.decode_gb_s,
+            l.ratio_percent,
+            l.encode_gb_s,
+            l.decode_gb_s
+        );
+    }
+}
+
+fn check(label: &str, ok: bool, detail: String) {
+    println!(
+        "  [{}] {label}: {detail}",
+        if ok { "met" } else { "NOT met" }
+    );
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let set = match &args.dir {
+        Some(d) => PageSet::from_dir(d, args.passes)?,
+        None => PageSet::synthetic(args.synthetic_mib, args.passes, 1)?,
+    };
+    let ps = set.page_size;
+    let label = format!(
+        "{}: {} passes, {} pages ({} MiB) of input",
+        set.name,
+        set.passes.len(),
+        set.pages_in(0..set.passes.len()),
+        (set.pages_in(0..set.passes.len()) * ps) >> 20
+    );
+    println!("{label}");
+    let mut rows = Vec::new();
+    for (verify, make) in makers(ps) {
+        let r = best_of(args.repeat, &make, &set, verify)?;
+        eprintln!("measured {}", r.codec);
+        rows.push(r);
+    }
+    print_rows(
+        "one core; ratio = wire bytes / raw page bytes; GB/s of page input",
+        &rows,
+    );
+
+    // zero pages alone, against the copy ceiling on the same pages
+    let pages = 16384;
+    let zero = PageSet {
+        name: "zero pages".into(),
+        page_size: ps,
+        mem_bytes: pages * ps,
+        passes: vec![(0..pages).map(|p| (p as u64, p * ps)).collect()],
+        data: vec![0u8; pages * ps],
+    };
+    let mut zero_rows = Vec::new();
+    for (verify, make) in makers(ps).into_iter().filter(|(_, _)| true) {
+        let c = make()?;
+        let name = c.name();
+        if name == "memcpy (ceiling)"
+            || name.starts_with("pagewire all")
+            || name.starts_with("xbzrle")
+        {
+            zero_rows.push(best_of(args.repeat.max(3), &make, &zero, verify)?);
+        }
+    }
+    print_rows(&format!("{pages} zero pages"), &zero_rows);
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut lane_rows = Vec::new();
+    for n in 1..=cores {
+        lane_rows.push((n, lanes(&set, n)?));
+    }
+    println!("\nencoder lanes (pagewire all + LZ4, pages split by pfn), aggregate encode GB/s:");
+    for (n, g) in &lane_rows {
+        println!("  {n} lane(s): {g:.2}");
+    }
+
+    // Which setting moves memory fastest over a given link: limited either by the encoder
+    // or by the link carrying the encoded bytes.
+    let mut best_by_link = Vec::new();
+    println!(
+        "\nfastest setting per link (memory moved per second = min(encode speed, link / ratio)):"
+    );
+    for (name, bytes_per_s) in [
+        ("100 Mbit/s", 12.5e6),
+        ("1 Gbit/s", 125e6),
+        ("10 Gbit/s", 1.25e9),
+        ("100 Gbit/s", 12.5e9),
+    ] {
+        let eff = |r: &Row| {
+            let a = &r.all_passes;
+            (a.encode_gb_s * 1e9).min(bytes_per_s / (a.ratio_percent / 100.0).max(1e-9))
+        };
+        if let Some(best) = rows
+            .iter()
+            .filter(|r| r.codec != "memcpy (ceiling)")
+            .max_by(|a, b| eff(a).total_cmp(&eff(b)))
+        {
+            println!(
+                "  {name:<11} {:<34} {:.2} GB/s of memory",
+                best.codec,
+                eff(best) / 1e9
+            );
+            best_by_link.push((name.to_owned(), best.codec.clone(), eff(best) / 1e9));
+        }
+    }
+
+    println!("\nspeed targets (ratios within this run):");
+    let find = |name: &str| rows.iter().find(|r| r.codec == name);
+    let zfind = |name: &str| zero_rows.iter().find(|r| r.codec == name);
+    if let (Some(copy), Some(z)) = (zfind("memcpy (ceiling)"), zfind("pagewire all + LZ4")) {
+        let r = z.all_passes.encode_gb_s / copy.all_passes.encode_gb_s;
+        check("zero pages >= 0.9x copy", r >= 0.9, format!("{:.2}x", r));
+    }
+    if let (Some(pw), Some(xb)) = (find("pagewire all, no LZ4"), find("xbzrle (QEMU-style)")) {
+        let (p, x) = (&pw.later_passes, &xb.later_passes);
+        check(
+            "encoder without LZ4, later passes: as fast as XBZRLE, fewer bytes",
+            p.encode_gb_s >= x.encode_gb_s && p.wire_bytes < x.wire_bytes,
+            format!(
+                "{:.2} vs {:.2} GB/s, {:.1}% vs {:.1}%",
+                p.encode_gb_s, x.encode_gb_s, p.ratio_percent, x.ratio_percent
+            ),
+        );
+    }
+    if let (Some(pw), Some(z)) = (find("pagewire all + LZ4"), find("zstd-1 per page")) {
+        let (p, q) = (&pw.all_passes, &z.all_passes);
+        check(
+            "encoder with LZ4: no more bytes than zstd-1 per page, >= 5x faster",
+            p.wire_bytes <= q.wire_bytes && p.encode_gb_s >= 5.0 * q.encode_gb_s,
+            format!(
+                "{:.1}% vs {:.1}%, {:.1}x faster",
+                p.ratio_percent,
+                q.ratio_percent,
+                p.encode_gb_s / q.encode_gb_s
+            ),
+        );
+    }
+    if let (Some(pw), Some(copy)) = (find("pagewire all + LZ4"), find("memcpy (ceiling)")) {
+        let r = pw.all_passes.decode_gb_s / copy.all_passes.decode_gb_s;
+        check("decoder >= 0.7x copy", r >= 0.7, format!("{r:.2}x"));
+    }
+
+    if let Some(path) = &args.json {
+        let report = Report {
+            pages: label,
+            rows,
+            zero_pages: zero_rows,
+            lanes: lane_rows,
+            best_by_link,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! The page codecs the comparison harness runs side by side. Each encodes a pass of pages
+//! into wire bytes and decodes wire bytes into a destination memory image.
+
+use anyhow::{bail, Context, Result};
+use pagewire::xbzrle::{self, XbzrleCache, XbzrlePage};
+use pagewire::{Config, Decoder, Encoder, Features, Sink};
+
+use crate::PageSet;
+
+/// A codec under comparison.
+pub trait Codec {
+    /// Row label.
+    fn name(&self) -> String;
+    /// Allocates and touches all state before anything is timed.
+    fn prepare(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Encodes one pass; appends its wire bytes (for the last pass, the end of the stream too).
+    fn encode_pass(
+        &mut self,
+        set: &PageSet,
+        pass: &[(u64, usize)],
+        last: bool,
+        wire: &mut Vec<u8>,
+    ) -> Result<()>;
+    /// Decodes one pass's wire bytes into `mem`.
+    fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()>;
+}
+
+fn put_u64(w: &mut Vec<u8>, v: u64) {
+    w.extend_from_slice(&v.to_le_bytes());
+}
+
+fn get_u64(w: &[u8], p: &mut usize) -> Result<u64> {
+    let b = w.get(*p..*p + 8).context("truncated")?;
+    *p += 8;
+    Ok(u64::from_le_bytes(b.try_into()?))
+}
+
+fn dest(mem: &mut [u8], pfn: u64, ps: usize) -> Result<&mut [u8]> {
+    let at = pfn as usize * ps;
+    mem.get_mut(at..at + ps).context("pfn out of range")
+}
+
+/// A plain copy of every page: the memory-bandwidth ceiling.
+pub struct Copy;
+
+impl Codec for Copy {
+    fn name(&self) -> String {
+        "memcpy (ceiling)".into()
+    }
+    fn encode_pass(
+        &mut self,
+        set: &PageSet,
+        pass: &[(u64, usize)],
+        _last: bool,
+        wire: &mut Vec<u8>,
+    ) -> Result<()> {
+        wire.reserve(pass.len() * set.page_size);
+        for &(_, off) in pass {
+            wire.extend_from_slice(set.page(off));
+        }
+        Ok(())
+    }
+    fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()> {
+        // the pfns are implied by the pass; the harness copies into a scratch image
+        let n = wire.len().min(mem.len());
+        mem[..n].copy_from_slice(&wire[..n]);
+        Ok(())
+    }
+}
+
+/// No encoding: every page whole behind an 8-byte pfn header.
+pub struct Raw(pub usize);
+
+impl Codec for Raw {
+    fn name(&self) -> String {
+        "raw pages + header".into()
+    }
+    fn encode_pass(
+        &mut self,
+        set: &PageSet,
+        pass: &[(u64, usize)],
+        _last: bool,
+        wire: &mut Vec<u8>,
+    ) -> Result<()> {
+        wire.reserve(pass.len() * (set.page_size + 8));
+        for &(pfn, off) in pass {
+            put_u64(wire, pfn);
+            wire.extend_from_slice(set.page(off));
+        }
+        Ok(())
+    }
+    fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()> {
+        let ps = self.0;
+        let mut p = 0;
+        while p < wire.len() {
+            let pfn = get_u64(wire, &mut p)?;
+            dest(mem, pfn, ps)?.copy_from_slice(wire.get(p..p + ps).context("truncated")?);
+            p += ps;
+        }
+        Ok(())
+    }
+}
+
+const XB_RAW: u64 = 0;
+const XB_ZERO: u64 = 1 << 62;
+const XB_DELTA: u64 = 2 << 62;
+const XB_FLAGS: u64 = 3 << 62;
+
+/// QEMU-style: zero-page check, then XBZRLE against a pfn-keyed cache of previous versions,
+/// raw when not cached or when the encoding overflows a page; unchanged pages send nothing.
+pub struct Xbzrle {
+    storage: Vec<u8>,
+    slots: usize,
+    ps: usize,
+    out: Vec<u8>,
+}
+
+impl Xbzrle {
+    /// A cache of `slots` pages.
+    pub fn new(slots: usize, ps: usize) -> Self {
+        Xbzrle {
+            storage: touched(XbzrleCache::storage_len(slots, ps)),
+            slots,
+            ps,
+            out: vec![0; ps],
+        }
+    }
+}
+
+impl Codec for Xbzrle {
+    fn name(&self) -> String {
+        "xbzrle (QEMU-style)".into()
+    }
+    fn encode_pass(
+        &mut self,
+        set: &PageSet,
+        pass: &[(u64, usize)],
+        _last: bool,
+        wire: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut cache =
+            XbzrleCache::new(&mut self.storage, self.slots, self.ps).context("cache")?;
+        for &(pfn, off) in pass {
+            let page = set.page(off);
+            if page.iter().all(|&b| b == 0) {
+                put_u64(wire, pfn | XB_ZERO);
+                continue;
+            }
+            match cache.encode_page(pfn, page, &mut self.out) {
+                XbzrlePage::Unchanged => {}
+                XbzrlePage::Delta(n) => {
+                    put_u64(wire, pfn | XB_DELTA);
+                    wire.extend_from_slice(&(n as u16).to_le_bytes());
+                    wire.extend_from_slice(&self.out[..n]);
+                }
+                XbzrlePage::Raw => {
+                    put_u64(wire, pfn | XB_RAW);
+                    wire.extend_from_slice(page);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()> {
+        let ps = self.ps;
+        let mut p = 0;
+        while p < wire.len() {
+            let h = get_u64(wire, &mut p)?;
+            let page = dest(mem, h & !XB_FLAGS, ps)?;
+            match h & XB_FLAGS {
+                XB_ZERO => page.fill(0),
+                XB_DELTA => {
+                    let n = u16::from_le_bytes(wire.get(p..p + 2).context("truncated")?.try_into()?)
+                        as usize;
+                    p += 2;
+                    xbzrle::decode(wire.get(p..p + n).context("truncated")?, page)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    p += n;
+                }
+                _ => {
+                    page.copy_from_slice(wire.get(p..p + ps).context("truncated")?);
+                    p += ps;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The general-purpose compressors compared.
+#[derive(Clone, Copy)]
+pub enum Lz {
+    Zstd(i32),
+    Lz4,
+}
+
+/// zstd or lz4 over single pages (`batch` 1) or over runs of `batch` pages.
+pub struct Block {
+    pub lz: Lz,
+    pub batch: usize,
+    pub ps: usize,
+    comp: zstd::bulk::Compressor<'static>,
+    decomp: zstd::bulk::Decompressor<'static>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Block {
+    /// A compressor of runs of `batch` pages.
+    pub fn new(lz: Lz, batch: usize, ps: usize) -> Result<Self> {
+        let level = if let Lz::Zstd(l) = lz { l } else { 1 };
+        Ok(Block {
+            lz,
+            batch,
+            ps,
+            comp: zstd::bulk::Compressor::new(level)?,
+            decomp: zstd::bulk::Decompressor::new()?,
+            buf: Vec::new(),
+            out: vec![0; lz4_flex::block::get_maximum_output_size(batch * ps) + batch * ps],
+        })
+    }
+}
+
+impl Codec for Block {
+    fn name(&self) -> String {
+        let what = match self.lz {
+            Lz::Zstd(l) => format!("zstd-{l}"),
+            Lz::Lz4 => "lz4".into(),
+        };
+        if self.batch == 1 {
+            format!("{what} per page")
+        } else {
+            format!("{what}, {} KiB batches", self.batch * self.ps / 1024)
+        }
+    }
+    fn encode_pass(
+        &mut self,
+        set: &PageSet,
+        pass: &[(u64, usize)],
+        _last: bool,
+        wire: &mut Vec<u8>,
+    ) -> Result<()> {
+        for chunk in pass.chunks(self.batch) {
+            self.buf.clear();
+            put_u64(wire, chunk.len() as u64);
+            for &(pfn, off) in chunk {
+                put_u64(wire, pfn);
+                self.buf.extend_from_slice(set.page(off));
+            }
+            let n = match self.lz {
+                Lz::Zstd(_) => self.comp.compress_to_buffer(&self.buf, &mut self.out[..])?,
+                Lz::Lz4 => lz4_flex::block::compress_into(&self.buf, &mut self.out)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            };
+            wire.extend_from_slice(&(n as u32).to_le_bytes());
+            wire.extend_from_slice(&self.out[..n]);
+        }
+        Ok(())
+    }
+    fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()> {
+        let ps = self.ps;
+        let mut p = 0;
+        while p < wire.len() {
+            let count = get_u64(wire, &mut p)? as usize;
+            if count > self.batch {
+                bail!("batch too large");
+            }
+            let pfns_at = p;
+            p += 8 * count;
+            let n =
+                u32::from_le_bytes(wire.get(p..p + 4).context("truncated")?.try_into()?) as usize;
+            p += 4;
+            let src = wire.get(p..p + n).context("truncated")?;
+            p += n;
+            let raw = &mut self.out[..count * ps];
+            let got = match self.lz {
+                Lz::Zstd(_) => self.decomp.decompress_to_buffer(src, raw)?,
+                Lz::Lz4 => lz4_flex::block::decompress_into(src, raw)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            };
+            if got != count * ps {
+                bail!("short block");
+            }
+            let mut q = pfns_at;
+            for i in 0..count {
+                let pfn = get_u64(wire, &mut q)?;
+                dest(mem, pfn, ps)?.copy_from_slice(&raw[i * ps..(i + 1) * ps]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// pagewire with a choice of features and LZ4, optionally with every pass's wire bytes
+/// compressed once more by zstd.
+pub struct Pagewire {
+    pub cfg: Config,
+    pub features: Features,
+    pub zstd: Option<i32>,
+    label: String,
+    out: Vec<u8>,
+    // Encoder and decoder live across passes over storage leaked once per row: the harness
+    // keeps every row's state for the whole run anyway.
+    enc: Option<Encoder<'static>>,
+    dec: Option<Decoder<'static>>,
+}
+
+fn leak(len: usize) -> &'static mut [u8] {
+    Box::leak(touched(len).into_boxed_slice())
+}
+
+/// A buffer whose pages are already mapped, so first-touch page faults are not measured.
+pub fn touched(len: usize) -> Vec<u8> {
+    vec![0x5au8; len]
+}
+
+impl Pagewire {
+    /// A pagewire row.
+    pub fn new(label: &str, cfg: Config, features: Features, zstd: Option<i32>) -> Self {
+        Pagewire {
+            cfg,
+            features,
+            zstd,
+            label: label.into(),
+            out: vec![0; cfg.max_output_len()],
+            enc: None,
+            dec: None,
+        }
+    }
+}
+
+struct Into<'m> {
+    mem: &'m mut [u8],
+    ps: usize,
+}
+
+impl Sink for Into<'_> {
+    fn page(&mut self, pfn: u64, data: &[u8]) {
+        let at = pfn as usize * self.ps;
+        if let Some(d) = self.mem.get_mut(at..at + self.ps) {
+            d.copy_from_slice(data);
+        }
+    }
+}
+
+impl Codec for Pagewire {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+    fn prepare(&mut self) -> Result<()> {
+        let mut e = Encoder::new(self.cfg, leak(self.cfg.encoder_storage_len()))?;
+        e.set_features(self.features);
+        self.enc = Some(e);
+        self.dec = Some(Decoder::new(
+            self.cfg,
+            leak(self.cfg.decoder_storage_len()),
+        )?);
+        Ok(())
+    }
+    fn encode_pass(
+        &mut self,
+        set: &PageSet,
+        pass: &[(u64, usize)],
+        last: bool,
+        wire: &mut Vec<u8>,
+    ) -> Result<()> {
+        let enc = self.enc.as_mut().context("encoder")?;
+        let out = &mut self.out;
+        let mut staged = Vec::new();
+        let dst: &mut Vec<u8> = if self.zstd.is_some() {
+            &mut staged
+        } else {
+            wire
+        };
+        for &(pfn, off) in pass {
+            let n = enc.encode_page(pfn, set.page(off), out)?;
+            dst.extend_from_slice(&out[..n]);
+        }
+        let n = enc.end_iteration(out)?;
+        dst.extend_from_slice(&out[..n]);
+        if last {
+            let n = enc.finish(out)?;
+            dst.extend_from_slice(&out[..n]);
+        }
+        if let Some(level) = self.zstd {
+            let packed = zstd::bulk::compress(&staged, level)?;
+            put_u64(wire, staged.len() as u64);
+            wire.extend_from_slice(&packed);
+        }
+        Ok(())
+    }
+    fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()> {
+        let unpacked;
+        let mut input: &[u8] = match self.zstd {
+            Some(_) => {
+                let mut p = 0;
+                let n = get_u64(wire, &mut p)? as usize;
+                unpacked = zstd::bulk::decompress(&wire[p..], n)?;
+                &unpacked
+            }
+            None => wire,
+        };
+        let dec = self.dec.as_mut().context("decoder")?;
+        if dec.stats().frames == 0 && input.starts_with(&pagewire::MAGIC) {
+            if Config::from_header(input)? != self.cfg {
+                bail!("stream header does not match the configuration");
+            }
+            input = &input[pagewire::HEADER_LEN..];
+        }
+        let mut sink = Into {
+            mem,
+            ps: self.cfg.page_size as usize,
+        };
+        let used = dec.decode(input, &mut sink)?;
+        if used != input.len() {
+            bail!("pagewire: {} bytes left undecoded", input.len() - used);
+        }
+        Ok(())
+    }
+}
