@@ -473,7 +473,7 @@ typedef struct pagewire_kind_stats {
 } pagewire_kind_stats;
 
 /**
- * What an encoder has done so far. 200 bytes.
+ * What an encoder has done so far. 192 bytes.
  */
 typedef struct pagewire_encoder_stats {
   /**
@@ -785,7 +785,7 @@ pagewire_result pagewire_decoder_check_complete(const struct pagewire_decoder *d
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_decoder_stats(const struct pagewire_decoder *dec, struct pagewire_decoder_stats *out);
+pagewire_result pagewire_decoder_get_stats(const struct pagewire_decoder *dec, struct pagewire_decoder_stats *out);
 
 /**
  * Writes the decoder's configuration (from the stream header) to `*out`.
@@ -793,7 +793,7 @@ pagewire_result pagewire_decoder_stats(const struct pagewire_decoder *dec, struc
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_decoder_config(const struct pagewire_decoder *dec, struct pagewire_config *out);
+pagewire_result pagewire_decoder_get_config(const struct pagewire_decoder *dec, struct pagewire_config *out);
 
 /**
  * Builds an encoder for `*cfg` in `storage_len` bytes at `storage` (any alignment; at least
@@ -891,7 +891,7 @@ pagewire_result pagewire_encoder_finish(struct pagewire_encoder *enc, uint8_t *o
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_encoder_stats(const struct pagewire_encoder *enc, struct pagewire_encoder_stats *out);
+pagewire_result pagewire_encoder_get_stats(const struct pagewire_encoder *enc, struct pagewire_encoder_stats *out);
 
 /**
  * Writes the number of the iteration being encoded (0 for the first pass) to `*out`.
@@ -907,7 +907,7 @@ pagewire_result pagewire_encoder_iteration(const struct pagewire_encoder *enc, u
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_encoder_config(const struct pagewire_encoder *enc, struct pagewire_config *out);
+pagewire_result pagewire_encoder_get_config(const struct pagewire_encoder *enc, struct pagewire_config *out);
 
 /**
  * The C identifier of result `r` (for example `"PAGEWIRE_CRC_MISMATCH"`), as a static

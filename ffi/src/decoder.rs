@@ -487,7 +487,7 @@ pub unsafe extern "C" fn pagewire_decoder_check_complete(
 /// # Safety
 /// The pointer rules at the top of this header.
 #[no_mangle]
-pub unsafe extern "C" fn pagewire_decoder_stats(
+pub unsafe extern "C" fn pagewire_decoder_get_stats(
     dec: *const pagewire_decoder,
     out: *mut pagewire_decoder_stats,
 ) -> pagewire_result {
@@ -509,7 +509,7 @@ pub unsafe extern "C" fn pagewire_decoder_stats(
 /// # Safety
 /// The pointer rules at the top of this header.
 #[no_mangle]
-pub unsafe extern "C" fn pagewire_decoder_config(
+pub unsafe extern "C" fn pagewire_decoder_get_config(
     dec: *const pagewire_decoder,
     out: *mut pagewire_config,
 ) -> pagewire_result {

@@ -368,7 +368,7 @@ pub unsafe extern "C" fn pagewire_encoder_finish(
 /// # Safety
 /// The pointer rules at the top of this header.
 #[no_mangle]
-pub unsafe extern "C" fn pagewire_encoder_stats(
+pub unsafe extern "C" fn pagewire_encoder_get_stats(
     enc: *const pagewire_encoder,
     out: *mut pagewire_encoder_stats,
 ) -> pagewire_result {
@@ -395,7 +395,7 @@ pub unsafe extern "C" fn pagewire_encoder_iteration(
     out: *mut u64,
 ) -> pagewire_result {
     guard(|| {
-        // SAFETY: as for pagewire_encoder_stats.
+        // SAFETY: as for pagewire_encoder_get_stats.
         let (s, out) = unsafe {
             (
                 handle_ref::<EncoderSlot>(enc.cast(), "enc")?,
@@ -412,12 +412,12 @@ pub unsafe extern "C" fn pagewire_encoder_iteration(
 /// # Safety
 /// The pointer rules at the top of this header.
 #[no_mangle]
-pub unsafe extern "C" fn pagewire_encoder_config(
+pub unsafe extern "C" fn pagewire_encoder_get_config(
     enc: *const pagewire_encoder,
     out: *mut pagewire_config,
 ) -> pagewire_result {
     guard(|| {
-        // SAFETY: as for pagewire_encoder_stats.
+        // SAFETY: as for pagewire_encoder_get_stats.
         let (s, out) = unsafe {
             (
                 handle_ref::<EncoderSlot>(enc.cast(), "enc")?,

@@ -12,7 +12,7 @@ pub struct pagewire_kind_stats {
     pub bytes: u64,
 }
 
-/// What an encoder has done so far. 200 bytes.
+/// What an encoder has done so far. 192 bytes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct pagewire_encoder_stats {

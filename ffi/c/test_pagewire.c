@@ -1,0 +1,1036 @@
+/*
+ * C tests of libpagewire, built by tests/c_api.rs against the static and the shared
+ * library, plain and under -fsanitize=address,undefined. Prints one line per test and a
+ * closing "N passed, N failed"; exits non-zero on any failure.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "pagewire.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            failures++;                                                              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_RC(call, want)                                                       \
+    do {                                                                           \
+        pagewire_result rc_ = (call);                                              \
+        if (rc_ != (pagewire_result)(want)) {                                      \
+            char msg_[256];                                                        \
+            pagewire_last_error_message(msg_, sizeof msg_, NULL);                  \
+            failures++;                                                            \
+            fprintf(stderr, "%s:%d: %s returned %s (%s), wanted %s\n", __FILE__,   \
+                    __LINE__, #call, pagewire_result_name(rc_), msg_,              \
+                    pagewire_result_name(want));                                   \
+        }                                                                          \
+    } while (0)
+
+#define OK(call) CHECK_RC(call, PAGEWIRE_OK)
+
+#define PAGE 4096u
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next_rand(void) {
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+
+/* Guest-like page content: zero pages, repeated text, random bytes, copies. */
+static void fill_page(uint8_t *ram, size_t pages, size_t pfn) {
+    uint8_t *p = ram + pfn * PAGE;
+    switch (next_rand() % 5) {
+    case 0:
+        memset(p, 0, PAGE);
+        break;
+    case 1:
+        for (size_t i = 0; i < PAGE; i++)
+            p[i] = (uint8_t)"the quick brown fox jumps over the lazy dog "[(i + pfn) % 44];
+        break;
+    case 2:
+        for (size_t i = 0; i < PAGE; i += 8) {
+            uint64_t r = next_rand();
+            memcpy(p + i, &r, 8);
+        }
+        break;
+    case 3:
+        memcpy(p, ram + (next_rand() % pages) * PAGE, PAGE);
+        break;
+    default:
+        memset(p, 0, PAGE);
+        for (size_t i = 0; i < 64; i++)
+            p[next_rand() % PAGE] = (uint8_t)next_rand();
+    }
+}
+
+/* Small writes to a page, as a running guest does. */
+static void dirty_page(uint8_t *ram, size_t pages, size_t pfn) {
+    uint8_t *p = ram + pfn * PAGE;
+    if (next_rand() % 4 == 0) {
+        fill_page(ram, pages, pfn);
+        return;
+    }
+    size_t n = 1 + next_rand() % 40;
+    for (size_t i = 0; i < n; i++)
+        p[next_rand() % PAGE] ^= (uint8_t)(1 + next_rand() % 255);
+}
+
+/* A growing byte buffer for a stream. */
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} bytes;
+
+static void append(bytes *b, const uint8_t *p, size_t n) {
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2;
+        b->data = realloc(b->data, b->cap);
+        if (!b->data) {
+            perror("realloc");
+            exit(2);
+        }
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static pagewire_config small_config(void) {
+    pagewire_config cfg;
+    if (pagewire_config_default(&cfg) != PAGEWIRE_OK)
+        exit(2);
+    cfg.cache_pages = 1024;
+    cfg.stream_id = 7;
+    return cfg;
+}
+
+/* Encodes a stream of `pages` pages over `iterations` passes (RAM left in `ram`). */
+static bytes make_stream(const pagewire_config *cfg, uint8_t *ram, size_t pages,
+                         int iterations) {
+    bytes s = {0};
+    pagewire_sizes sz;
+    pagewire_encoder *enc = NULL;
+    OK(pagewire_config_sizes(cfg, &sz));
+    OK(pagewire_encoder_new(cfg, &enc));
+    uint8_t *out = malloc(sz.max_output);
+    size_t n = 0;
+    for (size_t pfn = 0; pfn < pages; pfn++)
+        fill_page(ram, pages, pfn);
+    for (int it = 0; it < iterations; it++) {
+        for (size_t pfn = 0; pfn < pages; pfn++) {
+            if (it > 0) {
+                if (next_rand() % 10)
+                    continue;
+                dirty_page(ram, pages, pfn);
+            }
+            OK(pagewire_encoder_encode_page(enc, pfn, ram + pfn * PAGE, PAGE, out,
+                                            sz.max_output, &n));
+            append(&s, out, n);
+        }
+        OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
+        append(&s, out, n);
+    }
+    OK(pagewire_encoder_finish(enc, out, sz.max_output, &n));
+    append(&s, out, n);
+    OK(pagewire_encoder_free(enc));
+    free(out);
+    return s;
+}
+
+/* What a decoder delivered. */
+typedef struct {
+    uint8_t *ram;
+    size_t pages;
+    uint64_t pages_seen, iterations_seen;
+    int out_of_order, ended, fail_after;
+    uint8_t blob[256];
+    size_t blob_len;
+    uint32_t blob_tag;
+} dest;
+
+static int on_page(void *user, uint64_t pfn, const uint8_t *data, size_t len) {
+    dest *d = user;
+    if (d->fail_after && d->pages_seen + 1 >= (uint64_t)d->fail_after)
+        return 1;
+    if (pfn >= d->pages || len != PAGE)
+        return -1;
+    memcpy(d->ram + pfn * PAGE, data, len);
+    d->pages_seen++;
+    return 0;
+}
+
+static int on_iteration_end(void *user, uint64_t iteration) {
+    dest *d = user;
+    if (iteration != d->iterations_seen)
+        d->out_of_order = 1;
+    d->iterations_seen++;
+    return 0;
+}
+
+static int on_blob(void *user, uint32_t tag, const uint8_t *data, size_t len) {
+    dest *d = user;
+    if (len > sizeof d->blob)
+        return -1;
+    memcpy(d->blob, data, len);
+    d->blob_len = len;
+    d->blob_tag = tag;
+    return 0;
+}
+
+static int on_end(void *user) {
+    ((dest *)user)->ended = 1;
+    return 0;
+}
+
+static pagewire_sink sink_for(dest *d) {
+    pagewire_sink s = {d, on_page, on_iteration_end, on_blob, on_end};
+    return s;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_version(void) {
+    CHECK(pagewire_version_number() == PAGEWIRE_VERSION_NUMBER);
+    CHECK(strcmp(pagewire_version(), PAGEWIRE_VERSION) == 0);
+    CHECK(PAGEWIRE_VERSION_NUMBER ==
+          ((PAGEWIRE_VERSION_MAJOR << 16) | (PAGEWIRE_VERSION_MINOR << 8) | PAGEWIRE_VERSION_PATCH));
+    CHECK(PAGEWIRE_HEADER_LEN == 32 && PAGEWIRE_FRAME_HEADER_LEN == 20);
+}
+
+static void test_every_result_has_a_name(void) {
+    static const struct {
+        pagewire_result r;
+        const char *name;
+    } all[] = {
+#define R(x) {x, #x}
+        R(PAGEWIRE_OK), R(PAGEWIRE_INVALID_CONFIG), R(PAGEWIRE_INSUFFICIENT_STORAGE),
+        R(PAGEWIRE_OUTPUT_TOO_SMALL), R(PAGEWIRE_BLOB_TOO_LARGE), R(PAGEWIRE_WRONG_PAGE_LENGTH),
+        R(PAGEWIRE_FINISHED), R(PAGEWIRE_BAD_MAGIC), R(PAGEWIRE_UNSUPPORTED_VERSION),
+        R(PAGEWIRE_CRC_MISMATCH), R(PAGEWIRE_TRUNCATED), R(PAGEWIRE_WRONG_STREAM),
+        R(PAGEWIRE_FRAME_OUT_OF_ORDER), R(PAGEWIRE_MALFORMED), R(PAGEWIRE_LENGTH_OUT_OF_RANGE),
+        R(PAGEWIRE_VARINT_OVERFLOW), R(PAGEWIRE_EMPTY_SLOT), R(PAGEWIRE_EVICTED_SLOT),
+        R(PAGEWIRE_BAD_DELTA), R(PAGEWIRE_BAD_COMPRESSION), R(PAGEWIRE_ITERATION_OUT_OF_ORDER),
+        R(PAGEWIRE_TRAILING_DATA), R(PAGEWIRE_OTHER_CODEC_ERROR), R(PAGEWIRE_NULL_ARGUMENT),
+        R(PAGEWIRE_BUFFER_TOO_SMALL), R(PAGEWIRE_PANIC), R(PAGEWIRE_INVALID_HANDLE),
+        R(PAGEWIRE_INVALID_ARGUMENT), R(PAGEWIRE_PFN_OUT_OF_RANGE), R(PAGEWIRE_CALLBACK_FAILED),
+        R(PAGEWIRE_OUT_OF_MEMORY), R(PAGEWIRE_GROUP_FULL),
+#undef R
+    };
+    size_t n = sizeof all / sizeof all[0];
+    for (size_t i = 0; i < n; i++) {
+        CHECK(strcmp(pagewire_result_name(all[i].r), all[i].name) == 0);
+        for (size_t j = 0; j < i; j++)
+            CHECK(all[i].r != all[j].r);
+    }
+    size_t named = 0;
+    for (uint32_t r = 0; r < 1000; r++)
+        named += strcmp(pagewire_result_name(r), "PAGEWIRE_UNKNOWN_RESULT") != 0;
+    CHECK(named == n);
+    CHECK(strcmp(pagewire_result_name(0xffffffffu), "PAGEWIRE_UNKNOWN_RESULT") == 0);
+}
+
+static void test_config_and_sizes(void) {
+    pagewire_config cfg;
+    OK(pagewire_config_default(&cfg));
+    CHECK(cfg.page_size == 4096 && cfg.blocks_per_page == 4 && cfg.cache_pages == 16384);
+    CHECK(cfg.frame_bytes == 65536 && cfg.lz4 == 1 && cfg.delta_threshold == 2048);
+    OK(pagewire_config_validate(&cfg));
+
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+    CHECK(sz.encoder_storage > (size_t)cfg.cache_pages * cfg.page_size);
+    CHECK(sz.decoder_storage > (size_t)cfg.cache_pages * cfg.page_size);
+    CHECK(sz.max_output > sz.max_frame && sz.max_frame > cfg.frame_bytes);
+    CHECK(sz.max_blob == cfg.frame_bytes - 32);
+
+    /* a bad field: named in the message, outputs untouched */
+    pagewire_config bad = cfg;
+    bad.page_size = 5000;
+    pagewire_sizes before = {1, 2, 3, 4, 5}, after = before;
+    CHECK_RC(pagewire_config_sizes(&bad, &after), PAGEWIRE_INVALID_CONFIG);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+    char msg[256];
+    size_t msg_len = 0;
+    OK(pagewire_last_error_message(msg, sizeof msg, &msg_len));
+    CHECK(strstr(msg, "page_size") != NULL);
+    CHECK(msg_len == strlen(msg));
+    bad = cfg;
+    bad.reserved[1] = 1;
+    CHECK_RC(pagewire_config_validate(&bad), PAGEWIRE_INVALID_CONFIG);
+    bad = cfg;
+    bad.lz4 = 2;
+    CHECK_RC(pagewire_config_validate(&bad), PAGEWIRE_INVALID_CONFIG);
+    bad = cfg;
+    bad.blocks_per_page = 3;
+    CHECK_RC(pagewire_config_validate(&bad), PAGEWIRE_INVALID_CONFIG);
+
+    /* the header carries the configuration */
+    uint8_t header[PAGEWIRE_HEADER_LEN];
+    pagewire_config back;
+    cfg.stream_id = 99;
+    OK(pagewire_config_header(&cfg, header, sizeof header));
+    OK(pagewire_config_from_header(header, sizeof header, &back));
+    CHECK(memcmp(&back, &cfg, sizeof cfg) == 0);
+    CHECK_RC(pagewire_config_from_header(header, 31, &back), PAGEWIRE_TRUNCATED);
+    CHECK_RC(pagewire_config_header(&cfg, header, 31), PAGEWIRE_OUTPUT_TOO_SMALL);
+
+    /* the compile-time bounds hold for a spread of configurations */
+    static const uint32_t page_sizes[] = {4096, 8192, 65536};
+    static const uint8_t bpps[] = {1, 2, 4, 8};
+    static const uint32_t caches[] = {1, 3, 64, 1000, 16384};
+    for (size_t a = 0; a < 3; a++)
+        for (size_t b = 0; b < 4; b++)
+            for (size_t c = 0; c < 5; c++) {
+                pagewire_config k = cfg;
+                k.page_size = page_sizes[a];
+                k.blocks_per_page = bpps[b];
+                k.cache_pages = caches[c];
+                k.delta_threshold = k.page_size / 2;
+                k.frame_bytes = k.page_size * 4;
+                OK(pagewire_config_sizes(&k, &sz));
+                size_t eb = PAGEWIRE_ENCODER_STORAGE_BOUND(k.page_size, k.blocks_per_page,
+                                                           k.cache_pages, k.frame_bytes);
+                size_t db = PAGEWIRE_DECODER_STORAGE_BOUND(k.page_size, k.cache_pages,
+                                                           k.frame_bytes);
+                CHECK(eb >= sz.encoder_storage && eb <= 2 * sz.encoder_storage + 4096);
+                CHECK(db >= sz.decoder_storage && db <= sz.decoder_storage + 1024);
+                CHECK(PAGEWIRE_MAX_OUTPUT_BOUND(k.frame_bytes) >= sz.max_output);
+            }
+}
+
+/* The round trip: a few thousand pages over four passes, encoded one page at a time and
+ * in batches, decoded with callbacks (streamed in odd-sized chunks) and into RAM. */
+static void test_round_trip(void) {
+    enum { PAGES = 3000 };
+    pagewire_config cfg = small_config();
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+
+    uint8_t *src = calloc(PAGES, PAGE);
+    uint8_t *enc_mem = malloc(sz.encoder_storage + 3);
+    uint8_t *out = malloc(2 * sz.max_output);
+    bytes stream = {0};
+    pagewire_encoder *enc = NULL;
+    /* storage of odd alignment on purpose */
+    OK(pagewire_encoder_init(&cfg, enc_mem + 3, sz.encoder_storage, &enc));
+
+    for (size_t pfn = 0; pfn < PAGES; pfn++)
+        fill_page(src, PAGES, pfn);
+    /* pass 1 in batches of 64 pages */
+    pagewire_page_in batch[64];
+    size_t n = 0, done = 0, encoded = 0;
+    for (size_t first = 0; first < PAGES; first += 64) {
+        size_t count = PAGES - first < 64 ? PAGES - first : 64;
+        for (size_t i = 0; i < count; i++) {
+            batch[i].pfn = first + i;
+            batch[i].data = src + (first + i) * PAGE;
+        }
+        for (size_t at = 0; at < count; at += done) {
+            done = 0;
+            OK(pagewire_encoder_encode_pages(enc, batch + at, count - at, out, 2 * sz.max_output,
+                                             &done, &n));
+            CHECK(done >= 1);
+            if (done == 0)
+                break;
+            append(&stream, out, n);
+        }
+        encoded += count;
+    }
+    OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
+    append(&stream, out, n);
+    /* passes 2-4: dirty about a tenth, one page at a time */
+    for (int it = 1; it < 4; it++) {
+        for (size_t pfn = 0; pfn < PAGES; pfn++) {
+            if (next_rand() % 10)
+                continue;
+            dirty_page(src, PAGES, pfn);
+            OK(pagewire_encoder_encode_page(enc, pfn, src + pfn * PAGE, PAGE, out, sz.max_output,
+                                            &n));
+            append(&stream, out, n);
+            encoded++;
+        }
+        OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
+        append(&stream, out, n);
+    }
+    uint8_t vcpu[200];
+    for (size_t i = 0; i < sizeof vcpu; i++)
+        vcpu[i] = (uint8_t)(i * 7);
+    OK(pagewire_encoder_append_blob(enc, 0x76637075u, vcpu, sizeof vcpu, out, sz.max_output, &n));
+    append(&stream, out, n);
+    OK(pagewire_encoder_finish(enc, out, sz.max_output, &n));
+    append(&stream, out, n);
+
+    pagewire_encoder_stats es;
+    OK(pagewire_encoder_get_stats(enc, &es));
+    CHECK(es.pages == encoded);
+    CHECK(es.zero.pages + es.dup.pages + es.raw.pages + es.delta.pages + es.blocks.pages ==
+          encoded);
+    CHECK(es.bytes_out == stream.len);
+    CHECK(es.iterations == 4 && es.blobs == 1);
+    CHECK(es.delta_uses > 0 && es.zero.pages > 0 && es.cache_hits > 0);
+    CHECK(stream.len < (size_t)encoded * PAGE / 2); /* it compresses */
+    uint64_t it_no = 0;
+    OK(pagewire_encoder_iteration(enc, &it_no));
+    CHECK(it_no == 4);
+    pagewire_config back;
+    OK(pagewire_encoder_get_config(enc, &back));
+    CHECK(memcmp(&back, &cfg, sizeof cfg) == 0);
+    CHECK_RC(pagewire_encoder_encode_page(enc, 0, src, PAGE, out, sz.max_output, &n),
+             PAGEWIRE_FINISHED);
+    OK(pagewire_encoder_deinit(enc));
+
+    /* decoder 1: header first, then the stream in odd-sized chunks, callbacks */
+    pagewire_config from_stream;
+    OK(pagewire_config_from_header(stream.data, stream.len, &from_stream));
+    CHECK(from_stream.stream_id == 7);
+    pagewire_sizes dsz;
+    OK(pagewire_config_sizes(&from_stream, &dsz));
+    uint8_t *dec_mem = malloc(dsz.decoder_storage + 5);
+    pagewire_decoder *dec = NULL;
+    size_t used = 0;
+    OK(pagewire_decoder_init_from_header(stream.data, stream.len, dec_mem + 5, dsz.decoder_storage,
+                                         &dec, &used));
+    CHECK(used == PAGEWIRE_HEADER_LEN);
+    dest d = {0};
+    d.ram = calloc(PAGES, PAGE);
+    d.pages = PAGES;
+    pagewire_sink sink = sink_for(&d);
+    size_t pos = used, avail = used;
+    while (pos < stream.len) {
+        avail += 1 + next_rand() % 30000;
+        if (avail > stream.len)
+            avail = stream.len;
+        size_t consumed = 0;
+        OK(pagewire_decoder_decode(dec, stream.data + pos, avail - pos, &sink, &consumed));
+        pos += consumed;
+        if (avail == stream.len && consumed == 0)
+            break;
+    }
+    CHECK(pos == stream.len);
+    OK(pagewire_decoder_check_complete(dec));
+    CHECK(memcmp(d.ram, src, (size_t)PAGES * PAGE) == 0);
+    CHECK(d.pages_seen == encoded);
+    CHECK(d.iterations_seen == 4 && !d.out_of_order && d.ended);
+    CHECK(d.blob_tag == 0x76637075u && d.blob_len == sizeof vcpu &&
+          memcmp(d.blob, vcpu, sizeof vcpu) == 0);
+    pagewire_decoder_stats ds;
+    OK(pagewire_decoder_get_stats(dec, &ds));
+    CHECK(ds.pages == encoded && ds.bytes_in == stream.len && ds.iterations == 4 &&
+          ds.blobs == 1);
+    CHECK(ds.frames == es.frames);
+    OK(pagewire_decoder_get_config(dec, &back));
+    CHECK(memcmp(&back, &cfg, sizeof cfg) == 0);
+    OK(pagewire_decoder_deinit(dec));
+
+    /* decoder 2: allocated, frame by frame as a network reader would, straight into RAM
+     * split into two regions with a hole-free boundary at pfn 1000 */
+    pagewire_decoder *dec2 = NULL;
+    OK(pagewire_decoder_new_from_header(stream.data, stream.len, &dec2, &used));
+    uint8_t *ram2 = calloc(PAGES, PAGE);
+    pagewire_ram_region regions[2] = {
+        {1000, PAGES - 1000, ram2 + 1000 * (size_t)PAGE},
+        {0, 1000, ram2},
+    };
+    dest events = {0};
+    pagewire_sink ev = sink_for(&events);
+    ev.page = NULL;
+    pos = used;
+    size_t frames = 0, stored = 0;
+    while (pos < stream.len) {
+        size_t flen = 0, pages = 0;
+        OK(pagewire_decoder_frame_len(dec2, stream.data + pos, PAGEWIRE_FRAME_HEADER_LEN, &flen));
+        CHECK(flen <= dsz.max_frame && pos + flen <= stream.len);
+        if (flen == 0 || pos + flen > stream.len)
+            break;
+        OK(pagewire_decoder_decode_frame_to_ram(dec2, stream.data + pos, flen, regions, 2, &ev,
+                                                &pages));
+        stored += pages;
+        pos += flen;
+        frames++;
+    }
+    CHECK(frames == es.frames && stored == encoded);
+    OK(pagewire_decoder_check_complete(dec2));
+    CHECK(memcmp(ram2, src, (size_t)PAGES * PAGE) == 0);
+    CHECK(events.iterations_seen == 4 && events.ended && events.blob_len == sizeof vcpu);
+    OK(pagewire_decoder_free(dec2));
+
+    free(ram2);
+    free(d.ram);
+    free(dec_mem);
+    free(stream.data);
+    free(out);
+    free(enc_mem);
+    free(src);
+}
+
+static pagewire_decoder *decoder_for(const bytes *s) {
+    pagewire_decoder *dec = NULL;
+    size_t used = 0;
+    OK(pagewire_decoder_new_from_header(s->data, s->len, &dec, &used));
+    return dec;
+}
+
+/* Corruption, reordering, truncation and stream mix-ups are named, and final. */
+static void test_corruption_is_rejected(void) {
+    enum { PAGES = 400 };
+    pagewire_config cfg = small_config();
+    cfg.lz4 = 0; /* so that a flipped body byte reaches the CRC check as such */
+    uint8_t *ram = calloc(PAGES, PAGE);
+    bytes s = make_stream(&cfg, ram, PAGES, 2);
+    uint8_t *body = s.data + PAGEWIRE_HEADER_LEN;
+    size_t body_len = s.len - PAGEWIRE_HEADER_LEN;
+    dest d = {0};
+    d.ram = calloc(PAGES, PAGE);
+    d.pages = PAGES;
+    pagewire_sink sink = sink_for(&d);
+    size_t consumed = 12345, pages = 0;
+
+    /* the clean stream decodes */
+    pagewire_decoder *dec = decoder_for(&s);
+    OK(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed));
+    CHECK(consumed == body_len);
+    OK(pagewire_decoder_check_complete(dec));
+    CHECK(memcmp(d.ram, ram, (size_t)PAGES * PAGE) == 0);
+    /* anything after the end is trailing data */
+    size_t f0 = 0;
+    OK(pagewire_decoder_frame_len(dec, body, body_len, &f0));
+    CHECK_RC(pagewire_decoder_decode_frame(dec, body, f0, &sink, &pages), PAGEWIRE_TRAILING_DATA);
+    OK(pagewire_decoder_free(dec));
+
+    /* one flipped bit in a frame body */
+    body[100] ^= 0x10;
+    dec = decoder_for(&s);
+    consumed = 12345;
+    d.pages_seen = 0;
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed),
+             PAGEWIRE_CRC_MISMATCH);
+    CHECK(consumed == 12345); /* outputs untouched on failure */
+    CHECK(d.pages_seen == 0); /* nothing of the bad frame was delivered */
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed), PAGEWIRE_FINISHED);
+    CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_FINISHED);
+    OK(pagewire_decoder_free(dec));
+    body[100] ^= 0x10;
+
+    /* frames out of order: the second frame first */
+    dec = decoder_for(&s);
+    size_t f1 = 0;
+    OK(pagewire_decoder_frame_len(dec, body + f0, body_len - f0, &f1));
+    CHECK_RC(pagewire_decoder_decode_frame(dec, body + f0, f1, &sink, &pages),
+             PAGEWIRE_FRAME_OUT_OF_ORDER);
+    char msg[256];
+    OK(pagewire_last_error_message(msg, sizeof msg, NULL));
+    CHECK(strstr(msg, "frame 1 arrived where frame 0 was expected") != NULL);
+    OK(pagewire_decoder_free(dec));
+
+    /* truncated: all but the last bytes decode, and the stream is not complete */
+    dec = decoder_for(&s);
+    OK(pagewire_decoder_decode(dec, body, body_len - 3, &sink, &consumed));
+    CHECK(consumed < body_len - 3);
+    CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_TRUNCATED);
+    /* a frame passed with a wrong length */
+    CHECK_RC(pagewire_decoder_decode_frame(dec, body + consumed, body_len - consumed - 3, &sink,
+                                           &pages),
+             PAGEWIRE_TRUNCATED);
+    OK(pagewire_decoder_free(dec));
+
+    /* a frame of another stream */
+    pagewire_config other = cfg;
+    other.stream_id = 8;
+    pagewire_decoder *dec2 = NULL;
+    OK(pagewire_decoder_new(&other, &dec2));
+    CHECK_RC(pagewire_decoder_decode_frame(dec2, body, f0, &sink, &pages), PAGEWIRE_WRONG_STREAM);
+    OK(pagewire_decoder_free(dec2));
+
+    /* broken stream headers */
+    uint8_t header[PAGEWIRE_HEADER_LEN];
+    pagewire_config got;
+    memcpy(header, s.data, sizeof header);
+    header[0] = 'X';
+    CHECK_RC(pagewire_config_from_header(header, sizeof header, &got), PAGEWIRE_BAD_MAGIC);
+    memcpy(header, s.data, sizeof header);
+    header[4] = 2;
+    CHECK_RC(pagewire_decoder_new_from_header(header, sizeof header, &dec2, &consumed),
+             PAGEWIRE_UNSUPPORTED_VERSION);
+    memcpy(header, s.data, sizeof header);
+    header[13] ^= 1;
+    CHECK_RC(pagewire_decoder_new_from_header(header, sizeof header, &dec2, &consumed),
+             PAGEWIRE_CRC_MISMATCH);
+    /* a frame header with an absurd length is refused before anything is read */
+    dec = decoder_for(&s);
+    uint8_t fh[PAGEWIRE_FRAME_HEADER_LEN];
+    memcpy(fh, body, sizeof fh);
+    fh[15] = 0x7f; /* wire_len */
+    CHECK_RC(pagewire_decoder_frame_len(dec, fh, sizeof fh, &f1), PAGEWIRE_LENGTH_OUT_OF_RANGE);
+    OK(pagewire_decoder_free(dec));
+
+    /* a callback that refuses: delivery stops and the decoder is done */
+    dec = decoder_for(&s);
+    d.pages_seen = 0;
+    d.fail_after = 10;
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed),
+             PAGEWIRE_CALLBACK_FAILED);
+    CHECK(d.pages_seen == 9);
+    d.fail_after = 0;
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed), PAGEWIRE_FINISHED);
+    OK(pagewire_decoder_free(dec));
+
+    /* a page outside every RAM region */
+    dec = decoder_for(&s);
+    pagewire_ram_region half = {0, PAGES / 2, d.ram};
+    CHECK_RC(pagewire_decoder_decode_to_ram(dec, body, body_len, &half, 1, NULL, &consumed),
+             PAGEWIRE_PFN_OUT_OF_RANGE);
+    CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_FINISHED);
+    OK(pagewire_decoder_free(dec));
+
+    free(d.ram);
+    free(s.data);
+    free(ram);
+}
+
+static void test_null_and_undersized_arguments(void) {
+    pagewire_config cfg = small_config();
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+    uint8_t *mem = malloc(sz.encoder_storage);
+    uint8_t *out = malloc(sz.max_output);
+    uint8_t page[PAGE] = {1};
+    size_t n = 777;
+    pagewire_encoder *enc = (pagewire_encoder *)(uintptr_t)0x1234; /* sentinel */
+
+    CHECK_RC(pagewire_config_default(NULL), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_config_validate(NULL), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_config_sizes(&cfg, NULL), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_config_sizes(NULL, &sz), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_config_from_header(NULL, 32, &cfg), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_init(NULL, mem, sz.encoder_storage, &enc), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_init(&cfg, NULL, sz.encoder_storage, &enc), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_init(&cfg, mem, sz.encoder_storage, NULL), PAGEWIRE_NULL_ARGUMENT);
+    char msg[128];
+    OK(pagewire_last_error_message(msg, sizeof msg, NULL));
+    CHECK(strcmp(msg, "argument `out` is NULL") == 0);
+    CHECK_RC(pagewire_encoder_new(&cfg, NULL), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_decoder_init(&cfg, NULL, sz.decoder_storage, NULL), PAGEWIRE_NULL_ARGUMENT);
+
+    /* undersized storage: refused, handle untouched */
+    CHECK_RC(pagewire_encoder_init(&cfg, mem, sz.encoder_storage - 1, &enc),
+             PAGEWIRE_INSUFFICIENT_STORAGE);
+    CHECK(enc == (pagewire_encoder *)(uintptr_t)0x1234);
+    OK(pagewire_last_error_message(msg, sizeof msg, NULL));
+    CHECK(strstr(msg, "storage too small") != NULL);
+    pagewire_decoder *dec = NULL;
+    uint8_t *dmem = malloc(sz.decoder_storage);
+    CHECK_RC(pagewire_decoder_init(&cfg, dmem, sz.decoder_storage - 1, &dec),
+             PAGEWIRE_INSUFFICIENT_STORAGE);
+    CHECK_RC(pagewire_decoder_init(&cfg, dmem, 3, &dec), PAGEWIRE_INSUFFICIENT_STORAGE);
+    CHECK(dec == NULL);
+    OK(pagewire_decoder_init(&cfg, dmem, sz.decoder_storage, &dec));
+
+    OK(pagewire_encoder_init(&cfg, mem, sz.encoder_storage, &enc));
+    CHECK_RC(pagewire_encoder_encode_page(NULL, 0, page, PAGE, out, sz.max_output, &n),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_encode_page(enc, 0, NULL, PAGE, out, sz.max_output, &n),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_encode_page(enc, 0, page, PAGE, NULL, sz.max_output, &n),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_encode_page(enc, 0, page, PAGE, out, sz.max_output, NULL),
+             PAGEWIRE_NULL_ARGUMENT);
+    /* undersized output: refused, nothing written */
+    CHECK_RC(pagewire_encoder_encode_page(enc, 0, page, PAGE, out, sz.max_output - 1, &n),
+             PAGEWIRE_OUTPUT_TOO_SMALL);
+    CHECK(n == 777);
+    CHECK_RC(pagewire_encoder_encode_page(enc, 0, page, 100, out, sz.max_output, &n),
+             PAGEWIRE_WRONG_PAGE_LENGTH);
+    CHECK_RC(pagewire_encoder_end_iteration(enc, out, 10, &n), PAGEWIRE_OUTPUT_TOO_SMALL);
+    CHECK_RC(pagewire_encoder_finish(enc, out, 10, &n), PAGEWIRE_OUTPUT_TOO_SMALL);
+    uint8_t *big = calloc(1, sz.max_blob + 1);
+    CHECK_RC(pagewire_encoder_append_blob(enc, 1, big, sz.max_blob + 1, out, sz.max_output, &n),
+             PAGEWIRE_BLOB_TOO_LARGE);
+    CHECK_RC(pagewire_encoder_append_blob(enc, 1, NULL, 5, out, sz.max_output, &n),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK(n == 777);
+    /* a batch with one NULL page encodes nothing */
+    pagewire_page_in batch[4] = {{0, page}, {1, page}, {2, NULL}, {3, page}};
+    size_t done = 555;
+    CHECK_RC(pagewire_encoder_encode_pages(enc, batch, 4, out, sz.max_output, &done, &n),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_encode_pages(enc, NULL, 4, out, sz.max_output, &done, &n),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_encode_pages(enc, batch, 2, out, sz.max_output - 1, &done, &n),
+             PAGEWIRE_OUTPUT_TOO_SMALL);
+    CHECK(done == 555 && n == 777);
+    pagewire_encoder_stats es;
+    OK(pagewire_encoder_get_stats(enc, &es));
+    CHECK(es.pages == 0 && es.bytes_out == 0);
+    /* with room for one call's worst case only, a call that wrote bytes takes one page */
+    OK(pagewire_encoder_encode_pages(enc, batch, 2, out, sz.max_output, &done, &n));
+    CHECK(done == 1 && n == PAGEWIRE_HEADER_LEN);
+    OK(pagewire_encoder_encode_pages(enc, batch + 1, 1, out, sz.max_output, &done, &n));
+    CHECK(done == 1 && n == 0);
+    CHECK_RC(pagewire_encoder_get_stats(enc, NULL), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_encoder_get_stats(NULL, &es), PAGEWIRE_NULL_ARGUMENT);
+
+    /* decoder arguments */
+    size_t flen = 0;
+    CHECK_RC(pagewire_decoder_frame_len(dec, out, 5, &flen), PAGEWIRE_TRUNCATED);
+    CHECK_RC(pagewire_decoder_frame_len(dec, NULL, 20, &flen), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_decoder_decode(dec, out, 0, NULL, &flen), PAGEWIRE_NULL_ARGUMENT);
+    pagewire_sink empty = {0};
+    OK(pagewire_decoder_decode(dec, NULL, 0, &empty, &flen));
+    CHECK(flen == 0);
+    pagewire_ram_region bad = {0, 4, NULL};
+    CHECK_RC(pagewire_decoder_decode_to_ram(dec, out, 0, &bad, 1, NULL, &flen),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_decoder_decode_to_ram(dec, out, 0, NULL, 1, NULL, &flen),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_decoder_check_complete(NULL), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_TRUNCATED);
+
+    /* the message buffer: truncated like snprintf, full length reported */
+    CHECK_RC(pagewire_encoder_init(&cfg, NULL, 1, &enc), PAGEWIRE_NULL_ARGUMENT);
+    char tiny[8];
+    size_t full = 0;
+    OK(pagewire_last_error_message(tiny, sizeof tiny, &full));
+    CHECK(full == strlen("argument `storage` is NULL"));
+    CHECK(strcmp(tiny, "argumen") == 0);
+    OK(pagewire_last_error_message(NULL, 0, &full));
+    CHECK_RC(pagewire_last_error_message(NULL, 4, &full), PAGEWIRE_NULL_ARGUMENT);
+
+    OK(pagewire_encoder_deinit(enc));
+    OK(pagewire_decoder_deinit(dec));
+    free(big);
+    free(dmem);
+    free(out);
+    free(mem);
+}
+
+static void test_handles_are_checked(void) {
+    pagewire_config cfg = small_config();
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+    uint8_t *mem = malloc(sz.encoder_storage);
+    uint8_t *out = malloc(sz.max_output);
+    uint8_t page[PAGE] = {0};
+    size_t n = 0;
+    pagewire_encoder *enc = NULL, *enc2 = NULL;
+    pagewire_decoder *dec = NULL;
+    OK(pagewire_encoder_init(&cfg, mem, sz.encoder_storage, &enc));
+    OK(pagewire_encoder_new(&cfg, &enc2));
+    OK(pagewire_decoder_new(&cfg, &dec));
+
+    /* another kind of object, or a misaligned pointer */
+    CHECK_RC(pagewire_encoder_encode_page((pagewire_encoder *)(void *)dec, 0, page, PAGE, out,
+                                          sz.max_output, &n),
+             PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_decoder_check_complete((pagewire_decoder *)(void *)enc),
+             PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_encoder_encode_page((pagewire_encoder *)((char *)enc + 1), 0, page, PAGE,
+                                          out, sz.max_output, &n),
+             PAGEWIRE_INVALID_HANDLE);
+    /* the wrong release function */
+    CHECK_RC(pagewire_encoder_free(enc), PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_encoder_deinit(enc2), PAGEWIRE_INVALID_HANDLE);
+    char msg[200];
+    OK(pagewire_last_error_message(msg, sizeof msg, NULL));
+    CHECK(strstr(msg, "pagewire_encoder_free") != NULL);
+    OK(pagewire_encoder_free(NULL));
+    OK(pagewire_decoder_free(NULL));
+    /* use after release */
+    OK(pagewire_encoder_deinit(enc));
+    CHECK_RC(pagewire_encoder_encode_page(enc, 0, page, PAGE, out, sz.max_output, &n),
+             PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_encoder_deinit(enc), PAGEWIRE_INVALID_HANDLE);
+    /* never initialised */
+    memset(mem, 0, sz.encoder_storage);
+    CHECK_RC(pagewire_encoder_finish((pagewire_encoder *)(void *)mem, out, sz.max_output, &n),
+             PAGEWIRE_INVALID_HANDLE);
+    OK(pagewire_encoder_free(enc2));
+    OK(pagewire_decoder_free(dec));
+    free(out);
+    free(mem);
+}
+
+/* State in static memory, sized at compile time. */
+#define S_PAGES 64
+#define S_FRAME 16384
+static uint8_t static_enc[PAGEWIRE_ENCODER_STORAGE_BOUND(PAGE, 4, S_PAGES, S_FRAME)];
+static uint8_t static_dec[PAGEWIRE_DECODER_STORAGE_BOUND(PAGE, S_PAGES, S_FRAME)];
+static uint8_t static_out[PAGEWIRE_MAX_OUTPUT_BOUND(S_FRAME)];
+
+static void test_static_storage(void) {
+    pagewire_config cfg;
+    OK(pagewire_config_default(&cfg));
+    cfg.cache_pages = S_PAGES;
+    cfg.frame_bytes = S_FRAME;
+    pagewire_encoder *enc = NULL;
+    pagewire_decoder *dec = NULL;
+    OK(pagewire_encoder_init(&cfg, static_enc, sizeof static_enc, &enc));
+    OK(pagewire_decoder_init(&cfg, static_dec, sizeof static_dec, &dec));
+    static uint8_t ram[8 * PAGE], got[8 * PAGE];
+    bytes s = {0};
+    size_t n = 0;
+    for (size_t pfn = 0; pfn < 8; pfn++) {
+        fill_page(ram, 8, pfn);
+        OK(pagewire_encoder_encode_page(enc, pfn, ram + pfn * PAGE, PAGE, static_out,
+                                        sizeof static_out, &n));
+        append(&s, static_out, n);
+    }
+    OK(pagewire_encoder_finish(enc, static_out, sizeof static_out, &n));
+    append(&s, static_out, n);
+    pagewire_ram_region r = {0, 8, got};
+    size_t consumed = 0;
+    OK(pagewire_decoder_decode_to_ram(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
+                                      &r, 1, NULL, &consumed));
+    CHECK(consumed == s.len - PAGEWIRE_HEADER_LEN);
+    OK(pagewire_decoder_check_complete(dec));
+    CHECK(memcmp(ram, got, sizeof ram) == 0);
+    OK(pagewire_encoder_deinit(enc));
+    OK(pagewire_decoder_deinit(dec));
+    free(s.data);
+}
+
+static pagewire_iteration_report rep(uint32_t it, uint64_t sent, uint64_t dirtied,
+                                     uint64_t remaining) {
+    pagewire_iteration_report r;
+    memset(&r, 0, sizeof r);
+    r.iteration = it;
+    r.pages_sent = sent;
+    r.pages_dirtied = dirtied;
+    r.pages_remaining = remaining;
+    return r;
+}
+
+static pagewire_decision decide(pagewire_policy *p, pagewire_iteration_report r) {
+    pagewire_decision d = 77;
+    OK(pagewire_policy_decide(p, &r, &d));
+    return d;
+}
+
+/* The same report sequences as the Rust unit tests of codec/src/policy, same answers. */
+static void test_policies_answer_as_in_rust(void) {
+    const pagewire_decision GO = PAGEWIRE_DECISION_CONTINUE, STOP = PAGEWIRE_DECISION_STOP_AND_COPY;
+    pagewire_policy p;
+    uint32_t it;
+
+    OK(pagewire_policy_xen_classic(&p, 1000));
+    CHECK(strcmp(pagewire_policy_name(&p), "xen-classic") == 0);
+    CHECK(decide(&p, rep(1, 1000, 400, 400)) == GO);
+    CHECK(decide(&p, rep(2, 400, 49, 49)) == STOP);
+    OK(pagewire_policy_xen_classic(&p, 1000)); /* 3x memory sent */
+    for (it = 1; decide(&p, rep(it, 1000, 1000, 1000)) == GO; it++) {
+    }
+    CHECK(it == 3);
+    OK(pagewire_policy_xen_classic(&p, 1000000)); /* 30 iterations */
+    for (it = 1; decide(&p, rep(it, 100, 100, 100)) == GO; it++) {
+    }
+    CHECK(it == 30);
+
+    OK(pagewire_policy_xen_today(&p));
+    CHECK(strcmp(pagewire_policy_name(&p), "xen-today") == 0);
+    for (it = 1; decide(&p, rep(it, 5000, 5000, 5000)) == GO; it++) {
+    }
+    CHECK(it == 5);
+    OK(pagewire_policy_xen_today(&p));
+    CHECK(decide(&p, rep(2, 500, 10, 10)) == STOP);
+    OK(pagewire_policy_xen_today(&p));
+    OK(pagewire_policy_set_max_iterations(&p, 2));
+    CHECK(decide(&p, rep(1, 5000, 5000, 5000)) == GO);
+    CHECK(decide(&p, rep(2, 5000, 5000, 5000)) == STOP);
+
+    OK(pagewire_policy_downtime_limit(&p, 300000, 4096));
+    CHECK(strcmp(pagewire_policy_name(&p), "downtime-limit") == 0);
+    pagewire_iteration_report r = rep(2, 1000, 0, 5000); /* 400 ms at 12.5 MB/s */
+    r.bytes_sent = 1000000;
+    r.bandwidth_bytes_per_s = 12500000;
+    CHECK(decide(&p, r) == GO);
+    r.pages_remaining = 3000; /* 240 ms */
+    CHECK(decide(&p, r) == STOP);
+    OK(pagewire_policy_downtime_limit(&p, 300000, 4096));
+    for (it = 1;; it++) {
+        r = rep(it, 100000, 0, 100000);
+        r.bytes_sent = 400000000;
+        r.bandwidth_bytes_per_s = 1000000;
+        if (decide(&p, r) == STOP)
+            break;
+    }
+    CHECK(it == 30);
+
+    static const uint64_t smart[6][3] = {{1000, 150, 150}, {150, 150, 150}, {150, 210, 210},
+                                         {210, 180, 180},  {180, 140, 140}, {140, 200, 200}};
+    OK(pagewire_policy_smart_stop(&p, 3));
+    CHECK(strcmp(pagewire_policy_name(&p), "smart-stop") == 0);
+    for (it = 1; it <= 6; it++)
+        if (decide(&p, rep(it, smart[it - 1][0], smart[it - 1][1], smart[it - 1][2])) == STOP)
+            break;
+    CHECK(it == 5);
+    OK(pagewire_policy_smart_stop(&p, 3)); /* converging: never stops early */
+    static const uint64_t conv[4][3] = {{1000, 300, 300}, {300, 100, 100}, {100, 40, 40},
+                                        {40, 20, 20}};
+    for (it = 1; it <= 4; it++)
+        CHECK(decide(&p, rep(it, conv[it - 1][0], conv[it - 1][1], conv[it - 1][2])) == GO);
+    OK(pagewire_policy_smart_stop(&p, 5)); /* non-converging: the ceiling */
+    for (it = 1; decide(&p, rep(it, 1000, 999, 999)) == GO; it++) {
+    }
+    CHECK(it == 30);
+
+    /* a copy continues from the same history */
+    OK(pagewire_policy_smart_stop(&p, 3));
+    for (it = 1; it <= 4; it++)
+        CHECK(decide(&p, rep(it, smart[it - 1][0], smart[it - 1][1], smart[it - 1][2])) == GO);
+    pagewire_policy copy = p;
+    CHECK(decide(&copy, rep(5, 180, 140, 140)) == STOP);
+    CHECK(decide(&p, rep(5, 180, 140, 140)) == STOP);
+
+    /* bad policies and reports */
+    pagewire_policy zero;
+    memset(&zero, 0, sizeof zero);
+    pagewire_decision d = GO;
+    CHECK_RC(pagewire_policy_decide(&zero, &r, &d), PAGEWIRE_INVALID_HANDLE);
+    CHECK(strcmp(pagewire_policy_name(&zero), "invalid") == 0);
+    CHECK(strcmp(pagewire_policy_name(NULL), "invalid") == 0);
+    CHECK_RC(pagewire_policy_decide(&p, NULL, &d), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_policy_xen_today(NULL), PAGEWIRE_NULL_ARGUMENT);
+}
+
+typedef struct {
+    pagewire_group *g;
+    pthread_barrier_t *round;
+    uint32_t id, ready_at, final;
+    int all_ready_when_stopped;
+} member_arg;
+
+static atomic_int ready_members;
+
+/* A member on its own thread, reporting once per round (rounds in lockstep through a
+ * barrier); it becomes ready at round `ready_at` (dirties as much as it sends from then). */
+static void *member_thread(void *arg) {
+    member_arg *m = arg;
+    for (uint32_t it = 2; it < 40; it++) {
+        if (!m->final) {
+            int ready = it >= m->ready_at;
+            if (it == m->ready_at)
+                atomic_fetch_add(&ready_members, 1);
+            pagewire_iteration_report r = rep(it, 1000, ready ? 1000 : 10, 100);
+            pagewire_group_decision d = PAGEWIRE_GROUP_CONTINUE;
+            if (pagewire_group_report(m->g, m->id, PAGEWIRE_DECISION_CONTINUE, &r, &d) ==
+                    PAGEWIRE_OK &&
+                d == PAGEWIRE_GROUP_STOP_AND_COPY) {
+                m->final = it;
+                m->all_ready_when_stopped = atomic_load(&ready_members);
+            }
+        }
+        pthread_barrier_wait(m->round);
+    }
+    return NULL;
+}
+
+static void test_synchronized_arrival(void) {
+    pagewire_group g;
+    OK(pagewire_group_init(&g, 30));
+    uint32_t small = 99, large = 99;
+    OK(pagewire_group_join(&g, &small));
+    OK(pagewire_group_join(&g, &large));
+    CHECK(small != large);
+    pagewire_group_decision d = 9;
+    pagewire_iteration_report r = rep(2, 100, 10, 10);
+    /* the same steps as the Rust test: the small VM waits for the large one */
+    OK(pagewire_group_report(&g, small, PAGEWIRE_DECISION_STOP_AND_COPY, &r, &d));
+    CHECK(d == PAGEWIRE_GROUP_HOLD);
+    r = rep(2, 10000, 3000, 3000);
+    OK(pagewire_group_report(&g, large, PAGEWIRE_DECISION_CONTINUE, &r, &d));
+    CHECK(d == PAGEWIRE_GROUP_CONTINUE);
+    bool ready = true;
+    OK(pagewire_group_all_ready(&g, &ready));
+    CHECK(!ready);
+    r = rep(3, 3000, 3100, 3100);
+    OK(pagewire_group_report(&g, large, PAGEWIRE_DECISION_CONTINUE, &r, &d));
+    CHECK(d == PAGEWIRE_GROUP_STOP_AND_COPY);
+    r = rep(4, 10, 5, 5);
+    OK(pagewire_group_report(&g, small, PAGEWIRE_DECISION_CONTINUE, &r, &d));
+    CHECK(d == PAGEWIRE_GROUP_STOP_AND_COPY);
+    CHECK_RC(pagewire_group_report(&g, small, 5, &r, &d), PAGEWIRE_INVALID_ARGUMENT);
+    size_t len = 0;
+    OK(pagewire_group_len(&g, &len));
+    CHECK(len == 2);
+    for (size_t i = 2; i < PAGEWIRE_GROUP_CAPACITY; i++)
+        OK(pagewire_group_join(&g, &small));
+    CHECK_RC(pagewire_group_join(&g, &small), PAGEWIRE_GROUP_FULL);
+    OK(pagewire_group_deinit(&g));
+    CHECK_RC(pagewire_group_join(&g, &small), PAGEWIRE_INVALID_HANDLE);
+
+    /* members on their own threads, ready at different rounds, released together: the
+     * last one at the round it is ready, the others then or at their next report */
+    enum { T = 4 };
+    OK(pagewire_group_init(&g, 30));
+    pthread_t th[T];
+    pthread_barrier_t round;
+    member_arg args[T];
+    atomic_store(&ready_members, 0);
+    CHECK(pthread_barrier_init(&round, NULL, T) == 0);
+    for (int i = 0; i < T; i++) {
+        args[i].g = &g;
+        args[i].round = &round;
+        args[i].ready_at = 3 + 5 * (uint32_t)i;
+        args[i].final = 0;
+        args[i].all_ready_when_stopped = -1;
+        OK(pagewire_group_join(&g, &args[i].id));
+    }
+    for (int i = 0; i < T; i++)
+        CHECK(pthread_create(&th[i], NULL, member_thread, &args[i]) == 0);
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    uint32_t last = args[T - 1].ready_at;
+    CHECK(args[T - 1].final == last);
+    for (int i = 0; i < T; i++) {
+        CHECK(args[i].final == last || args[i].final == last + 1);
+        CHECK(args[i].all_ready_when_stopped == T);
+    }
+    pthread_barrier_destroy(&round);
+    OK(pagewire_group_all_ready(&g, &ready));
+    CHECK(ready);
+    OK(pagewire_group_deinit(&g));
+}
+
+/* ---------------------------------------------------------------- main */
+
+int main(void) {
+    static const struct {
+        const char *name;
+        void (*run)(void);
+    } tests[] = {
+        {"version", test_version},
+        {"every_result_has_a_name", test_every_result_has_a_name},
+        {"config_and_sizes", test_config_and_sizes},
+        {"round_trip", test_round_trip},
+        {"corruption_is_rejected", test_corruption_is_rejected},
+        {"null_and_undersized_arguments", test_null_and_undersized_arguments},
+        {"handles_are_checked", test_handles_are_checked},
+        {"static_storage", test_static_storage},
+        {"policies_answer_as_in_rust", test_policies_answer_as_in_rust},
+        {"synchronized_arrival", test_synchronized_arrival},
+    };
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int before = failures;
+        tests[i].run();
+        int ok = failures == before;
+        printf("c test %s ... %s\n", tests[i].name, ok ? "ok" : "FAILED");
+        passed += ok;
+        failed += !ok;
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
