@@ -57,6 +57,7 @@ mod encoder;
 mod error;
 pub mod frame;
 mod index;
+pub mod offload;
 pub mod policy;
 mod record;
 mod stats;
