@@ -20,6 +20,7 @@ pub mod report;
 pub mod settings;
 pub mod simulate;
 pub mod synthetic;
+pub mod vmm;
 
 pub use manifest::{Manifest, SnapshotDir};
 pub use replay::{replay, Progress, SnapshotSource, VerifyError};

@@ -1,0 +1,180 @@
+//! Guest memory: one anonymous mapping the VM sees as physical memory from address 0.
+//!
+//! The guest writes it concurrently while the source reads pages for pre-copy, so reads go
+//! through [`GuestMemory::read_page`] (a raw copy that may see a torn page; the dirty log
+//! reports such a page again) instead of handing out `&[u8]` views of live memory.
+
+use std::ptr::NonNull;
+
+use anyhow::{bail, Result};
+
+/// Guest page size: KVM's dirty log tracks 4 KiB pages on x86-64.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Anonymous, private, lazily backed memory of a fixed size.
+pub struct GuestMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; every access goes through raw
+// copies whose races with the guest are by design (see the module docs).
+unsafe impl Send for GuestMemory {}
+// SAFETY: as above; shared references only perform raw copies.
+unsafe impl Sync for GuestMemory {}
+
+impl GuestMemory {
+    /// Maps `len` bytes (a non-zero multiple of 2 MiB, for the guest's 2 MiB page mappings),
+    /// zero-filled and backed only when touched.
+    pub fn new(len: usize) -> Result<Self> {
+        if len == 0 || len % (2 << 20) != 0 {
+            bail!("guest memory size {len} must be a non-zero multiple of 2 MiB");
+        }
+        // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            bail!(
+                "mmap of {} MiB of guest memory failed: {}",
+                len >> 20,
+                std::io::Error::last_os_error()
+            );
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).expect("mmap returned null");
+        Ok(GuestMemory { ptr, len })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: guest memory is never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Pages of [`PAGE_SIZE`].
+    pub fn pages(&self) -> usize {
+        self.len / PAGE_SIZE
+    }
+
+    /// Host address of the mapping, for `KVM_SET_USER_MEMORY_REGION`.
+    pub fn host_addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    fn check(&self, addr: u64, len: usize) {
+        let end = (addr as usize).checked_add(len);
+        assert!(
+            end.is_some_and(|e| e <= self.len),
+            "guest access {addr:#x}+{len} outside {} bytes of memory",
+            self.len
+        );
+    }
+
+    /// Copies guest bytes at `addr` into `out`.
+    pub fn read(&self, addr: u64, out: &mut [u8]) {
+        self.check(addr, out.len());
+        // SAFETY: the range is inside the mapping (checked above) and `out` is a distinct
+        // host buffer; a concurrent guest write can only make the copy stale or torn.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(addr as usize),
+                out.as_mut_ptr(),
+                out.len(),
+            );
+        }
+    }
+
+    /// Copies page `pfn` into `out` (`PAGE_SIZE` bytes).
+    pub fn read_page(&self, pfn: u64, out: &mut [u8]) {
+        self.read(pfn * PAGE_SIZE as u64, &mut out[..PAGE_SIZE]);
+    }
+
+    /// Writes `data` at guest address `addr` (the VMM lays out the guest and the
+    /// destination fills memory while no vCPU runs; a write the dirty log does not see).
+    pub fn write(&self, addr: u64, data: &[u8]) {
+        self.check(addr, data.len());
+        // SAFETY: in range (checked above); `data` cannot overlap the mapping because the
+        // mapping is never handed out as a slice.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ptr.as_ptr().add(addr as usize),
+                data.len(),
+            );
+        }
+    }
+
+    /// Reads a little-endian u64 at `addr`.
+    pub fn read_u64(&self, addr: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// Writes a little-endian u64 at `addr`.
+    pub fn write_u64(&self, addr: u64, v: u64) {
+        self.write(addr, &v.to_le_bytes());
+    }
+
+    /// A 128-bit digest (XXH3) of all of memory, for checking that the destination holds
+    /// exactly what the source had at the pause. Only meaningful while no vCPU runs.
+    pub fn digest(&self) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < self.len {
+            let n = buf.len().min(self.len - at);
+            self.read(at as u64, &mut buf[..n]);
+            h.update(&buf[..n]);
+            at += n;
+        }
+        h.digest128()
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`; no reference into it outlives
+        // `self` (the VM that registered it is dropped first by its owner).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_writes_and_digests() {
+        let m = GuestMemory::new(2 << 20).unwrap();
+        assert_eq!(m.pages(), 512);
+        let d0 = m.digest();
+        m.write_u64(4096 + 8, 0xdead_beef);
+        assert_eq!(m.read_u64(4096 + 8), 0xdead_beef);
+        let mut page = vec![0u8; PAGE_SIZE];
+        m.read_page(1, &mut page);
+        assert_eq!(&page[8..12], &0xdead_beefu32.to_le_bytes());
+        assert_ne!(m.digest(), d0);
+        assert!(GuestMemory::new(4096).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn out_of_range_access_panics() {
+        let m = GuestMemory::new(2 << 20).unwrap();
+        m.write_u64((2 << 20) - 4, 1);
+    }
+}

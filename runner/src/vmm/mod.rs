@@ -1,0 +1,26 @@
+//! A small VMM on the rust-vmm crates: guest memory with KVM dirty logging, vCPUs that start
+//! directly in 64-bit user mode (CPL 3, IOPL 3), a generated guest program that writes
+//! memory like real programs do and checks its own state, and vCPU state save/restore.
+//!
+//! * [`asm`]: a tiny x86-64 assembler for the guest program;
+//! * [`layout`]: guest physical layout, page tables, GDT/TSS, user-mode registers;
+//! * [`memory`]: the guest memory mapping;
+//! * [`program`]: the guest program and its port protocol;
+//! * [`workload`]: the built-in workloads and the initial memory image;
+//! * [`state`]: vCPU state as a blob for the migration stream;
+//! * [`vcpu`]: vCPU threads, pacing, stopping with `immediate_exit` + a signal;
+//! * [`vm`]: the VM itself.
+
+pub mod asm;
+pub mod layout;
+pub mod memory;
+pub mod program;
+pub mod state;
+pub mod vcpu;
+pub mod vm;
+pub mod workload;
+
+pub use memory::{GuestMemory, PAGE_SIZE};
+pub use state::VcpuState;
+pub use vm::{kvm_available, Vm};
+pub use workload::{GuestSpec, GuestWorkload};
