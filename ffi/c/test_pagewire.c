@@ -763,6 +763,85 @@ static void test_handles_are_checked(void) {
     free(mem);
 }
 
+typedef struct {
+    uint8_t *ram;
+    size_t pages;
+    atomic_int stop;
+} writer_arg;
+
+/* A vCPU: keeps writing into guest pages (plain, racy stores, as guests do). */
+static void *vcpu_writer(void *arg) {
+    writer_arg *w = arg;
+    uint64_t x = 0x1234567u;
+    while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        volatile uint8_t *p = w->ram + (x % 8) * PAGE; /* a hot set of 8 pages */
+        p[(x >> 24) % PAGE] = (uint8_t)(x >> 8);
+        p[(x >> 36) % PAGE] = 0;
+    }
+    return NULL;
+}
+
+/* Live migration encodes pages that vCPUs are writing. Whatever the encoder reads, both
+ * ends' caches must stay in step, so that the last, quiescent pass restores RAM exactly. */
+static void test_pages_written_while_encoding(void) {
+    enum { PAGES = 16, PASSES = 3000 };
+    pagewire_config cfg = small_config();
+    cfg.cache_pages = 64;
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+    uint8_t *ram = calloc(PAGES, PAGE);
+    for (size_t pfn = 0; pfn < PAGES; pfn++) /* 8 hot pages (the writer's), 8 quiet */
+        memset(ram + pfn * PAGE, (int)(pfn % 8), PAGE / 2);
+    pagewire_encoder *enc = NULL;
+    OK(pagewire_encoder_new(&cfg, &enc));
+    uint8_t *out = malloc(4 * sz.max_output);
+    bytes s = {0};
+    size_t n = 0, done = 0;
+    pagewire_page_in batch[PAGES];
+    for (size_t pfn = 0; pfn < PAGES; pfn++) {
+        batch[pfn].pfn = pfn;
+        batch[pfn].data = ram + pfn * PAGE;
+    }
+    writer_arg w = {ram, PAGES, 0};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, vcpu_writer, &w) == 0);
+    for (int pass = 0; pass <= PASSES; pass++) {
+        if (pass == PASSES) { /* stop and copy: the vCPU is paused */
+            atomic_store(&w.stop, 1);
+            pthread_join(th, NULL);
+        }
+        for (size_t at = 0; at < PAGES; at += done) {
+            OK(pagewire_encoder_encode_pages(enc, batch + at, PAGES - at, out, 4 * sz.max_output,
+                                             &done, &n));
+            append(&s, out, n);
+            if (done == 0)
+                break;
+        }
+        OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
+        append(&s, out, n);
+    }
+    OK(pagewire_encoder_finish(enc, out, sz.max_output, &n));
+    append(&s, out, n);
+    OK(pagewire_encoder_free(enc));
+
+    uint8_t *got = calloc(PAGES, PAGE);
+    pagewire_ram_region r = {0, PAGES, got};
+    pagewire_decoder *dec = decoder_for(&s);
+    size_t consumed = 0;
+    OK(pagewire_decoder_decode_to_ram(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
+                                      &r, 1, NULL, &consumed));
+    OK(pagewire_decoder_check_complete(dec));
+    CHECK(memcmp(got, ram, (size_t)PAGES * PAGE) == 0);
+    OK(pagewire_decoder_free(dec));
+    free(got);
+    free(s.data);
+    free(out);
+    free(ram);
+}
+
 /* State in static memory, sized at compile time. */
 #define S_PAGES 64
 #define S_FRAME 16384
@@ -1018,6 +1097,7 @@ int main(void) {
         {"corruption_is_rejected", test_corruption_is_rejected},
         {"null_and_undersized_arguments", test_null_and_undersized_arguments},
         {"handles_are_checked", test_handles_are_checked},
+        {"pages_written_while_encoding", test_pages_written_while_encoding},
         {"static_storage", test_static_storage},
         {"policies_answer_as_in_rust", test_policies_answer_as_in_rust},
         {"synchronized_arrival", test_synchronized_arrival},

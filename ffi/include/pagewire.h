@@ -835,7 +835,9 @@ pagewire_result pagewire_encoder_free(struct pagewire_encoder *enc);
 /**
  * Encodes page `pfn` (`page_len` must be the page size). Finished stream bytes, usually
  * none, go to the front of `out` (at least `pagewire_sizes.max_output` bytes); their count
- * goes to `*written`. Send `out[0 .. *written]` before the next call reuses `out`.
+ * goes to `*written`. Send `out[0 .. *written]` before the next call reuses `out`. The
+ * page may be guest memory that running vCPUs write meanwhile: it is copied once and the
+ * copy encoded (a page torn by a concurrent write is sent again after its dirty bit).
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -849,7 +851,7 @@ pagewire_result pagewire_encoder_encode_page(struct pagewire_encoder *enc, uint6
  * `pagewire_sizes.max_output`) and the stream bytes written to the front of `out` to
  * `*written`. Call again with the rest of the batch after sending `out[0 .. *written]`.
  * Every `data` pointer is checked before anything is encoded: on `PAGEWIRE_NULL_ARGUMENT`
- * nothing was.
+ * nothing was. Pages may be written by running vCPUs meanwhile, as for `encode_page`.
  *
  * # Safety
  * The pointer rules at the top of this header; each `pages[i].data` has page-size
@@ -1083,7 +1085,7 @@ uint32_t pagewire_version_number(void);
 #define PAGEWIRE_ENCODER_STORAGE_BOUND(page_size, blocks_per_page, cache_pages, frame_bytes) \
   ((size_t)PAGEWIRE_STATE_OVERHEAD + 64u + (size_t)(cache_pages) * (size_t)(page_size) + \
    (size_t)(cache_pages) * (size_t)(blocks_per_page) * 32u + (size_t)(cache_pages) * 64u + \
-   (size_t)(frame_bytes) + 2u * (size_t)(page_size))
+   (size_t)(frame_bytes) + 3u * (size_t)(page_size))
 #define PAGEWIRE_DECODER_STORAGE_BOUND(page_size, cache_pages, frame_bytes) \
   ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)(cache_pages) * (size_t)(page_size) + \
    (size_t)(frame_bytes) + 2u * (size_t)(page_size))

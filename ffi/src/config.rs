@@ -101,7 +101,8 @@ pub struct pagewire_sizes {
 /// Sizes for a valid codec configuration.
 pub(crate) fn sizes_of(c: &Config) -> pagewire_sizes {
     pagewire_sizes {
-        encoder_storage: overhead::<EncoderSlot>() + c.encoder_storage_len(),
+        // + one page: the encoder's snapshot of the guest page being encoded
+        encoder_storage: overhead::<EncoderSlot>() + c.page_size as usize + c.encoder_storage_len(),
         decoder_storage: overhead::<DecoderSlot>() + c.decoder_storage_len(),
         max_output: c.max_output_len(),
         max_frame: c.max_frame_len(),

@@ -37,7 +37,37 @@ pub struct pagewire_page_in {
 #[repr(C)]
 pub(crate) struct EncoderSlot {
     common: Common,
+    /// One page: each guest page is copied here once and the copy encoded (see
+    /// [`EncoderSlot::encode_guest_page`]).
+    snapshot: &'static mut [u8],
     inner: Encoder<'static>,
+}
+
+impl EncoderSlot {
+    /// Encodes the page at `page`, which running vCPUs may be writing meanwhile.
+    ///
+    /// The codec reads a page several times (zero test, hashes, compares, delta, the copy
+    /// into its cache) and relies on it not changing in between: a page that changed
+    /// between the delta and the cache copy would leave the two ends' caches out of step
+    /// and corrupt later pages silently. So the page is copied once into `snapshot` and the
+    /// copy is encoded. A torn copy is harmless: the write that tore it also set the page's
+    /// dirty bit, so the page is sent again.
+    ///
+    /// # Safety
+    /// `page` is non-NULL and valid for reads of `page_size` bytes.
+    unsafe fn encode_guest_page(
+        &mut self,
+        pfn: u64,
+        page: *const u8,
+        out: &mut [u8],
+    ) -> Res<usize> {
+        let ps = self.snapshot.len();
+        // SAFETY: `page` has `ps` readable bytes (contract); `snapshot` is our own page and
+        // cannot overlap guest memory. The source may be written concurrently by vCPUs: the
+        // copy is a plain memcpy of whatever bytes are there, taken once.
+        unsafe { core::ptr::copy_nonoverlapping(page, self.snapshot.as_mut_ptr(), ps) };
+        Ok(self.inner.encode_page(pfn, self.snapshot, out)?)
+    }
 }
 
 // SAFETY: repr(C), Common first; alignment 8 (asserted below).
@@ -76,9 +106,11 @@ unsafe fn build(
     let carved = unsafe { carve::<EncoderSlot>(mem, len) };
     // `needed` includes the slot and its worst-case alignment padding.
     let c = carved.ok_or_else(|| Fail::from(Error::InsufficientStorage { needed, given: len }))?;
-    let inner = Encoder::new(cfg, c.rest)?;
+    let (snapshot, rest) = c.rest.split_at_mut(cfg.page_size as usize);
+    let inner = Encoder::new(cfg, rest)?;
     Ok(c.place.fill(EncoderSlot {
         common: Common::new(EncoderSlot::MAGIC, allocated),
+        snapshot,
         inner,
     }))
 }
@@ -167,7 +199,9 @@ pub unsafe extern "C" fn pagewire_encoder_free(enc: *mut pagewire_encoder) -> pa
 
 /// Encodes page `pfn` (`page_len` must be the page size). Finished stream bytes, usually
 /// none, go to the front of `out` (at least `pagewire_sizes.max_output` bytes); their count
-/// goes to `*written`. Send `out[0 .. *written]` before the next call reuses `out`.
+/// goes to `*written`. Send `out[0 .. *written]` before the next call reuses `out`. The
+/// page may be guest memory that running vCPUs write meanwhile: it is copied once and the
+/// copy encoded (a page torn by a concurrent write is sent again after its dirty bit).
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -182,22 +216,32 @@ pub unsafe extern "C" fn pagewire_encoder_encode_page(
     written: *mut usize,
 ) -> pagewire_result {
     guard(|| {
-        // SAFETY: pointer rules: `page_len` readable bytes at `page`, `out_len` writable
-        // bytes at `out`, not overlapping; `written` writable.
-        let (page, out, written) = unsafe {
+        if page.is_null() {
+            return Err(Fail::null("page"));
+        }
+        // SAFETY: pointer rules: `out_len` writable bytes at `out`, `written` writable.
+        let (out, written) = unsafe {
             (
-                bytes(page, page_len, "page")?,
                 bytes_mut(out, out_len, "out")?,
                 Out::new(written, "written")?,
             )
         };
+        let work = |s: &mut EncoderSlot| -> Res {
+            let expected = s.snapshot.len();
+            if page_len != expected {
+                return Err(Error::WrongPageLength {
+                    expected,
+                    got: page_len,
+                }
+                .into());
+            }
+            // SAFETY: non-NULL (checked above) with `page_len` == page size readable bytes
+            // (pointer rules).
+            written.write(unsafe { s.encode_guest_page(pfn, page, out)? });
+            Ok(())
+        };
         // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
-        unsafe {
-            with_slot(slot(enc), "enc", |s| {
-                written.write(s.inner.encode_page(pfn, page, out)?);
-                Ok(())
-            })
-        }
+        unsafe { with_slot(slot(enc), "enc", work) }
     })
 }
 
@@ -207,7 +251,7 @@ pub unsafe extern "C" fn pagewire_encoder_encode_page(
 /// `pagewire_sizes.max_output`) and the stream bytes written to the front of `out` to
 /// `*written`. Call again with the rest of the batch after sending `out[0 .. *written]`.
 /// Every `data` pointer is checked before anything is encoded: on `PAGEWIRE_NULL_ARGUMENT`
-/// nothing was.
+/// nothing was. Pages may be written by running vCPUs meanwhile, as for `encode_page`.
 ///
 /// # Safety
 /// The pointer rules at the top of this header; each `pages[i].data` has page-size
@@ -234,7 +278,6 @@ pub unsafe extern "C" fn pagewire_encoder_encode_pages(
             )
         };
         let work = |s: &mut EncoderSlot| -> Res {
-            let page_size = s.inner.config().page_size as usize;
             let need = s.inner.config().max_output_len();
             if out.len() < need {
                 return Err(Error::OutputTooSmall {
@@ -251,12 +294,11 @@ pub unsafe extern "C" fn pagewire_encoder_encode_pages(
                 if out.len() - n < need {
                     break;
                 }
-                // SAFETY: non-NULL (checked above); page-size readable bytes by the pointer
-                // rules.
-                let page = unsafe { bytes(p.data, page_size, "pages[i].data")? };
                 // Only the first page can fail (a finished encoder): the checks above rule
                 // out every other error, so no written bytes are lost.
-                n += s.inner.encode_page(p.pfn, page, &mut out[n..])?;
+                // SAFETY: non-NULL (checked above); page-size readable bytes by the pointer
+                // rules.
+                n += unsafe { s.encode_guest_page(p.pfn, p.data, &mut out[n..])? };
                 done += 1;
             }
             done_out.write(done);
