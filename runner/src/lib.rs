@@ -14,6 +14,7 @@
 pub mod capture;
 pub mod launch;
 pub mod manifest;
+pub mod migrate;
 pub mod qmp;
 pub mod replay;
 pub mod report;

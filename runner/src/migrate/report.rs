@@ -1,0 +1,172 @@
+//! What a migration measured, as a table for people and JSON for scripts.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// One pre-copy iteration (the stop-and-copy is the last row).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IterationRow {
+    /// 1 for the first full pass.
+    pub iteration: u32,
+    /// Pages sent.
+    pub pages_sent: u64,
+    /// Pages the guest dirtied while they were sent (0 for the stop-and-copy).
+    pub pages_dirtied: u64,
+    /// Pages left to send afterwards.
+    pub pages_remaining: u64,
+    /// Codec stream bytes of this iteration.
+    pub bytes: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// Seconds since the migration started.
+    pub start_s: f64,
+    /// The group's answer, when migrating as part of a group ("continue", "hold", "stop").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<&'static str>,
+}
+
+/// The outcome of one migration, as the source saw it (plus the destination's reply).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationReport {
+    /// Free text: the workload.
+    pub label: String,
+    /// Guest memory in bytes.
+    pub mem_bytes: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Stop policy.
+    pub policy: String,
+    /// Codec setting.
+    pub codec: String,
+    /// Pre-copy iterations before the pause.
+    pub iterations: u32,
+    /// Seconds from the start to the destination's reply that its VM runs.
+    pub total_s: f64,
+    /// Seconds from the pause at the source to the first instruction at the destination.
+    pub downtime_s: f64,
+    /// Seconds from the pause to the reply at the source (an upper bound on downtime that
+    /// needs no clock agreement).
+    pub downtime_at_source_s: f64,
+    /// Codec stream bytes (header, frames).
+    pub stream_bytes: u64,
+    /// Bytes the source wrote to the network (stream, control messages and TLS), where the
+    /// transport counts them; otherwise equal to `stream_bytes` plus control messages.
+    pub wire_bytes: u64,
+    /// Pages sent over all iterations.
+    pub pages_sent: u64,
+    /// Memory digest at the pause (XXH3-128, hex), which the destination matched.
+    pub digest: String,
+    /// Every iteration, the stop-and-copy last.
+    pub rows: Vec<IterationRow>,
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1}", b as f64 / (1u64 << 20) as f64)
+}
+
+impl MigrationReport {
+    /// Human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "migrated {} ({} MiB, {} vCPU) with {} / codec {}",
+            self.label,
+            self.mem_bytes >> 20,
+            self.vcpus,
+            self.policy,
+            self.codec
+        );
+        let _ = writeln!(
+            s,
+            "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "iteration", "sent", "dirtied", "remaining", "MiB", "seconds"
+        );
+        for r in &self.rows {
+            let name = if r.iteration > self.iterations {
+                "stop+copy".to_string()
+            } else {
+                r.iteration.to_string()
+            };
+            let _ = writeln!(
+                s,
+                "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9.3}{}",
+                name,
+                r.pages_sent,
+                r.pages_dirtied,
+                r.pages_remaining,
+                mib(r.bytes),
+                r.seconds,
+                r.group.map(|g| format!("  group: {g}")).unwrap_or_default()
+            );
+        }
+        let _ = writeln!(s, "total time      {:>10.3} s", self.total_s);
+        let _ = writeln!(
+            s,
+            "downtime        {:>10.1} ms  (pause to first instruction at the destination; {:.1} ms to the source's ack)",
+            self.downtime_s * 1e3,
+            self.downtime_at_source_s * 1e3
+        );
+        let _ = writeln!(
+            s,
+            "bytes on wire   {:>10} MiB  (codec stream {} MiB for {} MiB of pages sent)",
+            mib(self.wire_bytes),
+            mib(self.stream_bytes),
+            mib(self.pages_sent * 4096)
+        );
+        let _ = writeln!(s, "iterations      {:>10}", self.iterations);
+        let _ = writeln!(
+            s,
+            "memory digest   {} (verified at the destination)",
+            self.digest
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_and_json_name_every_measure() {
+        let r = MigrationReport {
+            label: "hot-set".into(),
+            mem_bytes: 64 << 20,
+            vcpus: 1,
+            policy: "smart-stop".into(),
+            codec: "on".into(),
+            iterations: 1,
+            total_s: 1.5,
+            downtime_s: 0.02,
+            downtime_at_source_s: 0.03,
+            stream_bytes: 1 << 20,
+            wire_bytes: 2 << 20,
+            pages_sent: 100,
+            digest: "ab".into(),
+            rows: vec![IterationRow {
+                iteration: 2,
+                pages_sent: 5,
+                pages_dirtied: 0,
+                pages_remaining: 0,
+                bytes: 10,
+                seconds: 0.01,
+                start_s: 1.0,
+                group: None,
+            }],
+        };
+        let t = r.table();
+        for w in [
+            "stop+copy",
+            "total time",
+            "downtime",
+            "bytes on wire",
+            "iterations",
+        ] {
+            assert!(t.contains(w), "{w} missing from\n{t}");
+        }
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(j.contains("\"downtime_s\":0.02"));
+    }
+}

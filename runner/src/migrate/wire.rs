@@ -1,0 +1,136 @@
+//! The session around the codec stream: a hello before it (what VM is coming), blobs inside
+//! it (pause information, vCPU states), and the destination's reply after it.
+//!
+//! Source to destination: `PWM1`, then a length-prefixed JSON [`Hello`], then the pagewire
+//! stream (header, frames) ending with its END record. Destination to source: one
+//! length-prefixed JSON [`Reply`] once the VM runs there (or the reason it does not).
+//! A length prefix is 4 bytes little-endian; messages are at most [`MAX_MESSAGE`] bytes.
+
+use std::io::{Read, Write};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Opens every migration session.
+pub const MAGIC: &[u8; 4] = b"PWM1";
+/// Largest control message.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Blob tag of the [`PauseInfo`].
+pub const BLOB_PAUSE: u32 = 1;
+/// Blob tag of vCPU `i`'s state is `BLOB_VCPU + i`.
+pub const BLOB_VCPU: u32 = 0x100;
+
+/// What the source announces before the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Guest memory in bytes.
+    pub mem_bytes: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest page size.
+    pub page_size: u32,
+    /// Free text for logs (workload name, host).
+    pub label: String,
+}
+
+/// Carried in a blob after the last pages, while the VM is paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseInfo {
+    /// XXH3-128 of all guest memory at the pause, hex.
+    pub digest: String,
+    /// Wall-clock time of the pause, microseconds since the Unix epoch (downtime is
+    /// measured against the destination's clock: exact on one host, NTP-accurate across).
+    pub pause_unix_us: u64,
+    /// Pre-copy iterations before the pause.
+    pub iterations: u32,
+}
+
+/// The destination's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Reply {
+    /// True once the VM runs at the destination.
+    pub ok: bool,
+    /// Why not, when `ok` is false.
+    pub error: Option<String>,
+    /// Wall-clock time the destination's vCPUs were started.
+    pub resumed_unix_us: u64,
+    /// `resumed_unix_us - pause_unix_us`.
+    pub downtime_us: u64,
+    /// Time the destination spent after the END record (digest check, restore, start).
+    pub finish_us: u64,
+    /// Stream bytes the destination decoded.
+    pub stream_bytes: u64,
+}
+
+/// Writes a length-prefixed JSON message.
+pub fn write_message<T: Serialize, W: Write>(w: &mut W, msg: &T) -> Result<()> {
+    let body = serde_json::to_vec(msg)?;
+    ensure!(body.len() <= MAX_MESSAGE, "control message too large");
+    w.write_all(&(body.len() as u32).to_le_bytes())?;
+    w.write_all(&body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads a length-prefixed JSON message.
+pub fn read_message<T: for<'de> Deserialize<'de>, R: Read>(r: &mut R) -> Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    ensure!(
+        len <= MAX_MESSAGE,
+        "control message of {len} bytes is too large"
+    );
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body).context("malformed control message")
+}
+
+/// Writes the magic and the hello.
+pub fn write_hello<W: Write>(w: &mut W, h: &Hello) -> Result<()> {
+    w.write_all(MAGIC)?;
+    write_message(w, h)
+}
+
+/// Reads and checks the magic and the hello.
+pub fn read_hello<R: Read>(r: &mut R) -> Result<Hello> {
+    let mut m = [0u8; 4];
+    r.read_exact(&mut m).context("reading the session magic")?;
+    if &m != MAGIC {
+        bail!("not a pagewire migration session (magic {m:02x?})");
+    }
+    read_message(r)
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_bad_input_is_refused() {
+        let h = Hello {
+            mem_bytes: 64 << 20,
+            vcpus: 2,
+            page_size: 4096,
+            label: "t".into(),
+        };
+        let mut buf = Vec::new();
+        write_hello(&mut buf, &h).unwrap();
+        assert_eq!(read_hello(&mut &buf[..]).unwrap(), h);
+        let mut bad = buf.clone();
+        bad[0] = b'X';
+        assert!(read_hello(&mut &bad[..]).is_err());
+        assert!(read_hello(&mut &buf[..buf.len() - 1]).is_err());
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&(u32::MAX).to_le_bytes());
+        assert!(read_hello(&mut &huge[..]).is_err());
+    }
+}
