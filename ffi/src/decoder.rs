@@ -12,7 +12,7 @@ use crate::error::{Fail, Res};
 use crate::guard::guard;
 use crate::pagewire_result;
 use crate::place::{allocate, carve, deallocate, handle_ref, release, with_slot, Common, Slot};
-use crate::ptr::{arg, bytes, items, Out};
+use crate::ptr::{arg, bytes, items, opt_arg, Out};
 use crate::sink::{pagewire_ram_region, pagewire_sink, Events, Ram};
 use crate::stats::pagewire_decoder_stats;
 
@@ -335,7 +335,7 @@ unsafe fn decode_call(
         // SAFETY: as above (a required sink for the callback variants).
         Some(p) if ram.is_none() => Some(unsafe { arg(p, "sink")? }),
         // SAFETY: as above (optional events for the RAM variants).
-        Some(p) => unsafe { p.as_ref() },
+        Some(p) => unsafe { opt_arg(p, "events")? },
         None => None,
     };
     let regions = match ram {

@@ -1,7 +1,7 @@
 //! Version macros and the runtime version, so a program can tell the header it was built
 //! with from the library it runs with.
 
-use core::ffi::c_char;
+use core::ffi::{c_char, CStr};
 
 /// Major version of this library (from Cargo.toml; a test keeps them equal).
 pub const PAGEWIRE_VERSION_MAJOR: u32 = 0;
@@ -18,10 +18,17 @@ pub const PAGEWIRE_VERSION: &str = "0.1.0";
 /// changes whenever a change could break a program built against an older header.
 pub const PAGEWIRE_ABI_VERSION: u32 = 0;
 
+/// The crate version as a C string, from Cargo.toml.
+const VERSION_C: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the crate version contains a NUL byte"),
+    };
+
 /// The library's version ("0.1.0") as a static string. Thread-safe.
 #[no_mangle]
 pub extern "C" fn pagewire_version() -> *const c_char {
-    c"0.1.0".as_ptr()
+    VERSION_C.as_ptr()
 }
 
 /// The library's `PAGEWIRE_VERSION_NUMBER`. Thread-safe.
