@@ -160,22 +160,37 @@ impl RegionParams {
         out_area_len: 0,
     };
 
+    /// Output area bytes for `cfg`: as given, or four worst-case chunks.
+    const fn out_len(&self, cfg: &Config) -> u64 {
+        if self.out_area_len == 0 {
+            (4 * chunk_max(cfg)).next_power_of_two() as u64
+        } else {
+            self.out_area_len as u64
+        }
+    }
+
+    /// Byte offsets of the areas: (submission ring, completion ring, page area, output
+    /// area, end of region).
+    const fn offsets(&self, cfg: &Config) -> [u64; 5] {
+        let sq = CONTROL_LEN as u64;
+        let cq = sq + self.sq_entries as u64 * ENTRY_BYTES as u64;
+        let page = (cq + self.cq_entries as u64 * ENTRY_BYTES as u64 + 4095) & !4095;
+        let out = page + self.page_slots as u64 * cfg.page_size as u64;
+        [sq, cq, page, out, out + self.out_len(cfg)]
+    }
+
+    /// Bytes of the region [`RegionParams::header`] lays out, for sizing a static buffer.
+    pub const fn region_len(&self, cfg: &Config) -> usize {
+        self.offsets(cfg)[4] as usize
+    }
+
     /// The header for `cfg` and `features` with these sizes, laid out back to back after
     /// the control block (page area on a 4 KiB boundary).
     pub fn header(&self, cfg: &Config, features: Features) -> Result<RegionHeader, OffloadError> {
         cfg.validate().map_err(OffloadError::Codec)?;
-        let out_len = if self.out_area_len == 0 {
-            (4 * chunk_max(cfg)).next_power_of_two() as u64
-        } else {
-            u64::from(self.out_area_len)
-        };
-        let sq_offset = CONTROL_LEN as u64;
-        let cq_offset = sq_offset + u64::from(self.sq_entries) * ENTRY_BYTES as u64;
-        let page_offset =
-            (cq_offset + u64::from(self.cq_entries) * ENTRY_BYTES as u64 + 4095) & !4095;
-        let page_len = u64::from(self.page_slots) * u64::from(cfg.page_size);
-        let out_offset = page_offset + page_len;
-        let total = out_offset + out_len;
+        let out_len = self.out_len(cfg);
+        let [sq_offset, cq_offset, page_offset, out_offset, total] = self.offsets(cfg);
+        let page_len = out_offset - page_offset;
         let fit =
             |v: u64| u32::try_from(v).map_err(|_| OffloadError::BadLayout("region over 4 GiB"));
         let mut h = RegionHeader {
