@@ -942,7 +942,7 @@ pagewire_result pagewire_group_deinit(struct pagewire_group *group);
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_group_join(const struct pagewire_group *group, uint32_t *member);
+pagewire_result pagewire_group_join(struct pagewire_group *group, uint32_t *member);
 
 /**
  * Removes a member that failed or gave up, so that it holds nobody back.
@@ -950,7 +950,7 @@ pagewire_result pagewire_group_join(const struct pagewire_group *group, uint32_t
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_group_leave(const struct pagewire_group *group, uint32_t member);
+pagewire_result pagewire_group_leave(struct pagewire_group *group, uint32_t member);
 
 /**
  * Member `member` finished an iteration described by `*report`; `own_decision` is what its
@@ -961,7 +961,7 @@ pagewire_result pagewire_group_leave(const struct pagewire_group *group, uint32_
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_group_report(const struct pagewire_group *group, uint32_t member, uint32_t own_decision, const struct pagewire_iteration_report *report, pagewire_group_decision *out);
+pagewire_result pagewire_group_report(struct pagewire_group *group, uint32_t member, uint32_t own_decision, const struct pagewire_iteration_report *report, pagewire_group_decision *out);
 
 /**
  * Writes whether every member still migrating is ready to `*out`.

@@ -122,7 +122,7 @@ pub unsafe extern "C" fn pagewire_group_deinit(group: *mut pagewire_group) -> pa
 /// The pointer rules at the top of this header.
 #[no_mangle]
 pub unsafe extern "C" fn pagewire_group_join(
-    group: *const pagewire_group,
+    group: *mut pagewire_group,
     member: *mut u32,
 ) -> pagewire_result {
     guard(|| {
@@ -142,7 +142,7 @@ pub unsafe extern "C" fn pagewire_group_join(
 /// The pointer rules at the top of this header.
 #[no_mangle]
 pub unsafe extern "C" fn pagewire_group_leave(
-    group: *const pagewire_group,
+    group: *mut pagewire_group,
     member: u32,
 ) -> pagewire_result {
     // SAFETY: pointer rules.
@@ -163,7 +163,7 @@ pub unsafe extern "C" fn pagewire_group_leave(
 /// The pointer rules at the top of this header.
 #[no_mangle]
 pub unsafe extern "C" fn pagewire_group_report(
-    group: *const pagewire_group,
+    group: *mut pagewire_group,
     member: u32,
     own_decision: u32,
     report: *const pagewire_iteration_report,
@@ -245,15 +245,16 @@ mod tests {
     #[test]
     fn the_small_member_waits_for_the_large_one_as_in_rust() {
         let mut g = pagewire_group { opaque: [0; 64] };
+        let g = &raw mut g;
         // SAFETY: valid pointers to a live group.
         unsafe {
-            assert_eq!(pagewire_group_init(&mut g, 30), PAGEWIRE_OK);
+            assert_eq!(pagewire_group_init(g, 30), PAGEWIRE_OK);
             let (mut small, mut large) = (99, 99);
-            assert_eq!(pagewire_group_join(&g, &mut small), PAGEWIRE_OK);
-            assert_eq!(pagewire_group_join(&g, &mut large), PAGEWIRE_OK);
+            assert_eq!(pagewire_group_join(g, &mut small), PAGEWIRE_OK);
+            assert_eq!(pagewire_group_join(g, &mut large), PAGEWIRE_OK);
             let mut d = PAGEWIRE_GROUP_CONTINUE;
             let mut step = |m: u32, own: u32, r: pagewire_iteration_report| {
-                assert_eq!(pagewire_group_report(&g, m, own, &r, &mut d), PAGEWIRE_OK);
+                assert_eq!(pagewire_group_report(g, m, own, &r, &mut d), PAGEWIRE_OK);
                 d
             };
             assert_eq!(step(small, 1, rep(2, 100, 10)), PAGEWIRE_GROUP_HOLD);
@@ -266,20 +267,20 @@ mod tests {
             assert_eq!(step(small, 0, rep(4, 10, 5)), PAGEWIRE_GROUP_STOP_AND_COPY);
             assert_eq!(step(77, 0, rep(4, 10, 5)), PAGEWIRE_GROUP_STOP_AND_COPY);
             assert_eq!(
-                pagewire_group_report(&g, small, 7, &rep(4, 1, 1), &mut d),
+                pagewire_group_report(g, small, 7, &rep(4, 1, 1), &mut d),
                 PAGEWIRE_INVALID_ARGUMENT
             );
             let mut n = 0;
-            assert_eq!(pagewire_group_len(&g, &mut n), PAGEWIRE_OK);
+            assert_eq!(pagewire_group_len(g, &mut n), PAGEWIRE_OK);
             assert_eq!(n, 2);
             for _ in 2..PAGEWIRE_GROUP_CAPACITY {
-                assert_eq!(pagewire_group_join(&g, &mut small), PAGEWIRE_OK);
+                assert_eq!(pagewire_group_join(g, &mut small), PAGEWIRE_OK);
             }
             let before = small;
-            assert_eq!(pagewire_group_join(&g, &mut small), PAGEWIRE_GROUP_FULL);
+            assert_eq!(pagewire_group_join(g, &mut small), PAGEWIRE_GROUP_FULL);
             assert_eq!(small, before);
-            assert_eq!(pagewire_group_deinit(&mut g), PAGEWIRE_OK);
-            assert_eq!(pagewire_group_join(&g, &mut small), PAGEWIRE_INVALID_HANDLE);
+            assert_eq!(pagewire_group_deinit(g), PAGEWIRE_OK);
+            assert_eq!(pagewire_group_join(g, &mut small), PAGEWIRE_INVALID_HANDLE);
         }
     }
 }

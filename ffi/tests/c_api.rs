@@ -388,4 +388,22 @@ fn install_sh_installs_lib_header_and_pkg_config_into_a_prefix() {
     }
     // the installed library, through pkg-config where it exists
     build_and_run_example(&prefix, "example-release");
+
+    // a staged install: files under DESTDIR, paths in pagewire.pc without it
+    let stage = tmp.path().join("stage");
+    checked(
+        Command::new("bash")
+            .arg(ffi_dir().join("install.sh"))
+            .arg("/opt/pagewire")
+            .env("DESTDIR", &stage)
+            .env("PAGEWIRE_PROFILE", "release")
+            .env("CARGO", env!("CARGO"))
+            .env("CARGO_TARGET_DIR", target_dir()),
+        "install.sh with DESTDIR",
+    );
+    let staged = stage.join("opt/pagewire");
+    assert!(staged.join("lib/libpagewire.a").is_file());
+    assert!(staged.join("include/pagewire.h").is_file());
+    let pc = std::fs::read_to_string(staged.join("lib/pkgconfig/pagewire.pc")).unwrap();
+    assert!(pc.starts_with("prefix=/opt/pagewire\n"), "{pc}");
 }
