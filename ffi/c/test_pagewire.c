@@ -468,6 +468,26 @@ static void test_round_trip(void) {
     CHECK(events.iterations_seen == 4 && events.ended && events.blob_len == sizeof vcpu);
     OK(pagewire_decoder_free(dec2));
 
+    /* decoder 3: through a page table (pages mapped one by one, here in reverse order) */
+    pagewire_decoder *dec3 = NULL;
+    OK(pagewire_decoder_new_from_header(stream.data, stream.len, &dec3, &used));
+    uint8_t *ram3 = calloc(PAGES, PAGE);
+    uint8_t **table = malloc(PAGES * sizeof *table);
+    for (size_t pfn = 0; pfn < PAGES; pfn++)
+        table[pfn] = ram3 + (PAGES - 1 - pfn) * (size_t)PAGE;
+    size_t consumed3 = 0;
+    OK(pagewire_decoder_decode_to_page_table(dec3, stream.data + used, stream.len - used, table,
+                                             PAGES, NULL, &consumed3));
+    CHECK(consumed3 == stream.len - used);
+    OK(pagewire_decoder_check_complete(dec3));
+    size_t same = 0;
+    for (size_t pfn = 0; pfn < PAGES; pfn++)
+        same += memcmp(table[pfn], src + pfn * PAGE, PAGE) == 0;
+    CHECK(same == PAGES);
+    OK(pagewire_decoder_free(dec3));
+    free(table);
+    free(ram3);
+
     free(ram2);
     free(d.ram);
     free(dec_mem);
@@ -595,6 +615,26 @@ static void test_corruption_is_rejected(void) {
              PAGEWIRE_PFN_OUT_OF_RANGE);
     CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_FINISHED);
     OK(pagewire_decoder_free(dec));
+
+    /* a page table with a hole, and one too short */
+    uint8_t **table = malloc(PAGES * sizeof *table);
+    for (size_t pfn = 0; pfn < PAGES; pfn++)
+        table[pfn] = d.ram + pfn * PAGE;
+    table[PAGES / 3] = NULL;
+    dec = decoder_for(&s);
+    CHECK_RC(pagewire_decoder_decode_to_page_table(dec, body, body_len, table, PAGES, NULL,
+                                                   &consumed),
+             PAGEWIRE_PFN_OUT_OF_RANGE);
+    OK(pagewire_decoder_free(dec));
+    table[PAGES / 3] = d.ram;
+    dec = decoder_for(&s);
+    CHECK_RC(pagewire_decoder_decode_to_page_table(dec, body, body_len, table, PAGES - 1, NULL,
+                                                   &consumed),
+             PAGEWIRE_PFN_OUT_OF_RANGE);
+    CHECK_RC(pagewire_decoder_decode_to_page_table(dec, body, body_len, NULL, 0, NULL, &consumed),
+             PAGEWIRE_FINISHED);
+    OK(pagewire_decoder_free(dec));
+    free(table);
 
     free(d.ram);
     free(s.data);

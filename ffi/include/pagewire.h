@@ -771,6 +771,29 @@ pagewire_result pagewire_decoder_decode_frame_to_ram(struct pagewire_decoder *de
 pagewire_result pagewire_decoder_decode_to_ram(struct pagewire_decoder *dec, const uint8_t *input, size_t input_len, const struct pagewire_ram_region *regions, size_t region_count, const struct pagewire_sink *events, size_t *consumed);
 
 /**
+ * Decodes exactly one frame, writing page `pfn` to `page_table[pfn]`: a page table of
+ * `table_len` host pointers indexed by pfn, for guest memory mapped page by page (Xen's
+ * foreign mappings, or any scattered layout). A pfn at or past `table_len`, or whose entry
+ * is NULL, stops delivery with `PAGEWIRE_PFN_OUT_OF_RANGE`. Otherwise as
+ * `pagewire_decoder_decode_frame_to_ram`.
+ *
+ * # Safety
+ * The pointer rules at the top of this header; each non-NULL entry points to `page_size`
+ * writable bytes that overlap no other buffer of the call and no decoder storage.
+ */
+pagewire_result pagewire_decoder_decode_frame_to_page_table(struct pagewire_decoder *dec, const uint8_t *frame, size_t frame_len, uint8_t *const *page_table, size_t table_len, const struct pagewire_sink *events, size_t *pages);
+
+/**
+ * `pagewire_decoder_decode` through a page table, as
+ * `pagewire_decoder_decode_frame_to_page_table` does; writes the bytes consumed to
+ * `*consumed`.
+ *
+ * # Safety
+ * As for `pagewire_decoder_decode_frame_to_page_table`.
+ */
+pagewire_result pagewire_decoder_decode_to_page_table(struct pagewire_decoder *dec, const uint8_t *input, size_t input_len, uint8_t *const *page_table, size_t table_len, const struct pagewire_sink *events, size_t *consumed);
+
+/**
  * `PAGEWIRE_OK` once the end of the stream has been decoded; `PAGEWIRE_TRUNCATED` before
  * (the stream is incomplete: do not resume the guest); `PAGEWIRE_FINISHED` after a failure.
  *

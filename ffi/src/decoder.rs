@@ -310,6 +310,14 @@ fn frames(s: &mut DecoderSlot, input: &[u8], events: &mut Events<'_>) -> Res<usi
     Ok(pos)
 }
 
+/// Where a decode call delivers pages besides the callbacks.
+#[derive(Clone, Copy)]
+enum Target {
+    Callbacks,
+    Regions(*const pagewire_ram_region, usize),
+    Table(*const *mut u8, usize),
+}
+
 /// Checks the arguments common to the decode functions and runs them.
 ///
 /// # Safety
@@ -318,8 +326,8 @@ unsafe fn decode_call(
     dec: *mut pagewire_decoder,
     input: *const u8,
     input_len: usize,
-    sink: Option<*const pagewire_sink>,
-    ram: Option<(*const pagewire_ram_region, usize)>,
+    sink: *const pagewire_sink,
+    target: Target,
     one: bool,
     result: *mut usize,
 ) -> Res {
@@ -331,24 +339,27 @@ unsafe fn decode_call(
             Out::new(result, "result")?,
         )
     };
-    let sink = match sink {
+    let sink = match target {
         // SAFETY: as above (a required sink for the callback variants).
-        Some(p) if ram.is_none() => Some(unsafe { arg(p, "sink")? }),
+        Target::Callbacks => Some(unsafe { arg(sink, "sink")? }),
         // SAFETY: as above (optional events for the RAM variants).
-        Some(p) => unsafe { opt_arg(p, "events")? },
-        None => None,
+        _ => unsafe { opt_arg(sink, "events")? },
     };
-    let regions = match ram {
+    let places = match target {
+        Target::Callbacks => None,
         // SAFETY: pointer rules: `n` regions at `p`.
-        Some((p, n)) => Some(unsafe { items(p, n, "regions")? }),
-        None => None,
+        Target::Regions(p, n) => Some(Ok(unsafe { items(p, n, "regions")? })),
+        // SAFETY: pointer rules: `n` page pointers at `p`.
+        Target::Table(p, n) => Some(Err(unsafe { items(p, n, "page_table")? })),
     };
     // SAFETY: pointer rules: `dec` is a live handle used by this thread alone.
     unsafe {
         with_slot(slot(dec), "dec", |s| {
-            let ram = match regions {
-                Some(r) => Some(Ram::new(r, s.inner.config().page_size as usize)?),
+            let page_size = s.inner.config().page_size as usize;
+            let ram = match places {
                 None => None,
+                Some(Ok(regions)) => Some(Ram::regions(regions, page_size)?),
+                Some(Err(table)) => Some(Ram::table(table, page_size)),
             };
             let mut events = Events::new(sink, ram);
             let n = if one {
@@ -378,7 +389,7 @@ pub unsafe extern "C" fn pagewire_decoder_decode_frame(
     pages: *mut usize,
 ) -> pagewire_result {
     // SAFETY: pointer rules.
-    guard(|| unsafe { decode_call(dec, frame, frame_len, Some(sink), None, true, pages) })
+    guard(|| unsafe { decode_call(dec, frame, frame_len, sink, Target::Callbacks, true, pages) })
 }
 
 /// Decodes every complete frame at the front of `input` (stream bytes after the header),
@@ -396,7 +407,17 @@ pub unsafe extern "C" fn pagewire_decoder_decode(
     consumed: *mut usize,
 ) -> pagewire_result {
     // SAFETY: pointer rules.
-    guard(|| unsafe { decode_call(dec, input, input_len, Some(sink), None, false, consumed) })
+    guard(|| unsafe {
+        decode_call(
+            dec,
+            input,
+            input_len,
+            sink,
+            Target::Callbacks,
+            false,
+            consumed,
+        )
+    })
 }
 
 /// Decodes exactly one frame, writing each page straight into guest RAM: page `pfn` goes
@@ -426,8 +447,8 @@ pub unsafe extern "C" fn pagewire_decoder_decode_frame_to_ram(
             dec,
             frame,
             frame_len,
-            Some(events),
-            Some((regions, region_count)),
+            events,
+            Target::Regions(regions, region_count),
             true,
             pages,
         )
@@ -455,8 +476,71 @@ pub unsafe extern "C" fn pagewire_decoder_decode_to_ram(
             dec,
             input,
             input_len,
-            Some(events),
-            Some((regions, region_count)),
+            events,
+            Target::Regions(regions, region_count),
+            false,
+            consumed,
+        )
+    })
+}
+
+/// Decodes exactly one frame, writing page `pfn` to `page_table[pfn]`: a page table of
+/// `table_len` host pointers indexed by pfn, for guest memory mapped page by page (Xen's
+/// foreign mappings, or any scattered layout). A pfn at or past `table_len`, or whose entry
+/// is NULL, stops delivery with `PAGEWIRE_PFN_OUT_OF_RANGE`. Otherwise as
+/// `pagewire_decoder_decode_frame_to_ram`.
+///
+/// # Safety
+/// The pointer rules at the top of this header; each non-NULL entry points to `page_size`
+/// writable bytes that overlap no other buffer of the call and no decoder storage.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_decoder_decode_frame_to_page_table(
+    dec: *mut pagewire_decoder,
+    frame: *const u8,
+    frame_len: usize,
+    page_table: *const *mut u8,
+    table_len: usize,
+    events: *const pagewire_sink,
+    pages: *mut usize,
+) -> pagewire_result {
+    // SAFETY: pointer rules.
+    guard(|| unsafe {
+        decode_call(
+            dec,
+            frame,
+            frame_len,
+            events,
+            Target::Table(page_table, table_len),
+            true,
+            pages,
+        )
+    })
+}
+
+/// `pagewire_decoder_decode` through a page table, as
+/// `pagewire_decoder_decode_frame_to_page_table` does; writes the bytes consumed to
+/// `*consumed`.
+///
+/// # Safety
+/// As for `pagewire_decoder_decode_frame_to_page_table`.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_decoder_decode_to_page_table(
+    dec: *mut pagewire_decoder,
+    input: *const u8,
+    input_len: usize,
+    page_table: *const *mut u8,
+    table_len: usize,
+    events: *const pagewire_sink,
+    consumed: *mut usize,
+) -> pagewire_result {
+    // SAFETY: pointer rules.
+    guard(|| unsafe {
+        decode_call(
+            dec,
+            input,
+            input_len,
+            events,
+            Target::Table(page_table, table_len),
             false,
             consumed,
         )

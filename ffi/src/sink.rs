@@ -52,17 +52,31 @@ pub struct pagewire_ram_region {
     pub host: *mut u8,
 }
 
-/// Guest RAM as regions, checked once per call.
-pub(crate) struct Ram<'a> {
-    regions: &'a [pagewire_ram_region],
-    page_size: usize,
-    last: usize,
+/// Where the decoder writes pages itself: guest RAM as regions, or a page table (one host
+/// pointer per pfn). Checked once per call.
+pub(crate) enum Ram<'a> {
+    Regions {
+        regions: &'a [pagewire_ram_region],
+        page_size: usize,
+        last: usize,
+    },
+    Table {
+        table: &'a [*mut u8],
+        page_size: usize,
+    },
+}
+
+fn out_of_range() -> Fail {
+    Fail::new(
+        PAGEWIRE_PFN_OUT_OF_RANGE,
+        "the stream holds a page whose pfn has no place in the guest RAM given",
+    )
 }
 
 impl<'a> Ram<'a> {
     /// Checks that each region has a host pointer and a byte size that fits the address
     /// space.
-    pub fn new(regions: &'a [pagewire_ram_region], page_size: usize) -> Res<Ram<'a>> {
+    pub fn regions(regions: &'a [pagewire_ram_region], page_size: usize) -> Res<Ram<'a>> {
         for r in regions {
             if r.page_count == 0 {
                 continue;
@@ -81,45 +95,69 @@ impl<'a> Ram<'a> {
                 ));
             }
         }
-        Ok(Ram {
+        Ok(Ram::Regions {
             regions,
             page_size,
             last: 0,
         })
     }
 
-    /// Copies page `pfn` into its region.
+    /// A page table: page `pfn` goes to `table[pfn]` (NULL: the pfn has no place).
+    pub fn table(table: &'a [*mut u8], page_size: usize) -> Ram<'a> {
+        Ram::Table { table, page_size }
+    }
+
+    /// Where page `pfn` goes: a pointer to `page_size` writable bytes.
+    fn place(&mut self, pfn: u64) -> Res<*mut u8> {
+        match self {
+            Ram::Regions {
+                regions,
+                page_size,
+                last,
+            } => {
+                let holds = |r: &pagewire_ram_region| {
+                    pfn.checked_sub(r.first_pfn).filter(|&i| i < r.page_count)
+                };
+                let hit = match regions
+                    .get(*last)
+                    .and_then(|r| holds(r).map(|i| (*last, i)))
+                {
+                    Some(hit) => Some(hit),
+                    None => regions
+                        .iter()
+                        .enumerate()
+                        .find_map(|(n, r)| holds(r).map(|i| (n, i))),
+                };
+                let (n, index) = hit.ok_or_else(out_of_range)?;
+                *last = n;
+                // index < page_count and page_count * page_size fits (checked in `regions`).
+                let offset = index as usize * *page_size;
+                // SAFETY: `offset + page_size <= page_count * page_size`, inside the region's
+                // host memory (valid by the pointer rules).
+                Ok(unsafe { regions[n].host.add(offset) })
+            }
+            Ram::Table { table, .. } => {
+                let p = usize::try_from(pfn)
+                    .ok()
+                    .and_then(|i| table.get(i).copied())
+                    .unwrap_or(core::ptr::null_mut());
+                if p.is_null() {
+                    return Err(out_of_range());
+                }
+                Ok(p)
+            }
+        }
+    }
+
+    /// Copies page `pfn` to its place.
     fn store(&mut self, pfn: u64, data: &[u8]) -> Res {
-        let holds =
-            |r: &pagewire_ram_region| pfn.checked_sub(r.first_pfn).filter(|&i| i < r.page_count);
-        let hit = match self
-            .regions
-            .get(self.last)
-            .and_then(|r| holds(r).map(|i| (self.last, i)))
-        {
-            Some(hit) => Some(hit),
-            None => self
-                .regions
-                .iter()
-                .enumerate()
-                .find_map(|(n, r)| holds(r).map(|i| (n, i))),
+        let page_size = match self {
+            Ram::Regions { page_size, .. } | Ram::Table { page_size, .. } => *page_size,
         };
-        let Some((n, index)) = hit else {
-            return Err(Fail::new(
-                PAGEWIRE_PFN_OUT_OF_RANGE,
-                "the stream holds a page whose pfn is in none of the RAM regions given",
-            ));
-        };
-        self.last = n;
-        let len = data.len().min(self.page_size);
-        // index < page_count and page_count * page_size fits (checked in `new`).
-        let offset = index as usize * self.page_size;
-        // SAFETY: by the pointer rules `host` is valid for `page_count * page_size` writable
-        // bytes that overlap neither the decoder's storage nor anything Rust holds, and
-        // `offset + len <= page_count * page_size` since index < page_count.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), self.regions[n].host.add(offset), len)
-        };
+        let dst = self.place(pfn)?;
+        // SAFETY: by the pointer rules the place has `page_size` writable bytes that overlap
+        // neither the decoder's storage nor anything Rust holds; `data` is one page.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len().min(page_size)) };
         Ok(())
     }
 }
@@ -229,7 +267,7 @@ mod tests {
                 host: b.as_mut_ptr(),
             },
         ];
-        let mut ram = Ram::new(&regions, 4096).unwrap();
+        let mut ram = Ram::regions(&regions, 4096).unwrap();
         ram.store(11, &[7u8; 4096]).unwrap();
         ram.store(100, &[9u8; 4096]).unwrap();
         for pfn in [0, 9, 12, 99, 101, u64::MAX] {
@@ -241,13 +279,24 @@ mod tests {
         assert!(a[..4096].iter().all(|&x| x == 0));
         assert!(a[4096..].iter().all(|&x| x == 7));
         assert!(b.iter().all(|&x| x == 9));
+        let mut table_page = vec![0u8; 4096];
+        let table = [core::ptr::null_mut(), table_page.as_mut_ptr()];
+        let mut by_table = Ram::table(&table, 4096);
+        by_table.store(1, &[3u8; 4096]).unwrap();
+        for pfn in [0, 2, u64::MAX] {
+            assert_eq!(
+                by_table.store(pfn, &[1u8; 4096]).unwrap_err().code,
+                PAGEWIRE_PFN_OUT_OF_RANGE
+            );
+        }
+        assert!(table_page.iter().all(|&x| x == 3));
         let null = [pagewire_ram_region {
             first_pfn: 0,
             page_count: 1,
             host: core::ptr::null_mut(),
         }];
         assert_eq!(
-            Ram::new(&null, 4096).err().unwrap().code,
+            Ram::regions(&null, 4096).err().unwrap().code,
             PAGEWIRE_NULL_ARGUMENT
         );
         let huge = [pagewire_ram_region {
@@ -256,7 +305,7 @@ mod tests {
             host: a.as_mut_ptr(),
         }];
         assert_eq!(
-            Ram::new(&huge, 4096).err().unwrap().code,
+            Ram::regions(&huge, 4096).err().unwrap().code,
             PAGEWIRE_INVALID_ARGUMENT
         );
     }

@@ -12,8 +12,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use pagewire::{Config, Decoder, Encoder, Sink, HEADER_LEN};
+use pagewire::{Config, Decoder, EncoderStats, Sink, HEADER_LEN};
 
+use crate::encoders::{EncoderChoice, InProcessEncoder, StreamEncoder};
+use crate::offload_host::FirmwareFailure;
 use crate::report::{ConfigReport, Counts, PassReport, ReplayReport};
 use crate::synthetic::SyntheticSeries;
 
@@ -80,6 +82,12 @@ pub trait Progress {
     fn pass_started(&mut self, _pass: usize, _passes: usize, _pages: usize) {}
     /// A pass has been sent, received and verified.
     fn pass_done(&mut self, _row: &PassReport) {}
+    /// The firmware failed in `pass`; a new in-process stream sends the pass again.
+    fn fell_back(&mut self, pass: usize, why: &str) {
+        eprintln!(
+            "warning: pass {pass}: {why}; falling back to the in-process encoder (a new stream from pass {pass} on)"
+        );
+    }
 }
 
 /// No progress reporting.
@@ -147,6 +155,8 @@ struct Destination {
     page_size: usize,
     delivered: Vec<u64>,
     iterations: Vec<u64>,
+    /// Iterations of earlier streams (a fallback stream counts from 0 again).
+    iteration_base: u64,
     ended: bool,
     bad: Option<(u64, usize)>,
 }
@@ -170,7 +180,7 @@ impl Sink for Destination {
     }
 
     fn iteration_end(&mut self, iteration: u64) {
-        self.iterations.push(iteration);
+        self.iterations.push(iteration + self.iteration_base);
     }
 
     fn end_of_stream(&mut self) {
@@ -235,7 +245,7 @@ impl<'a> Receiver<'a> {
 /// Allocates `len` zeroed bytes, or says clearly that the machine has not got them. Every
 /// page of the buffer is touched here, so that first-touch page faults do not land in the
 /// timed codec calls.
-fn zeroed(len: usize, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn zeroed(len: usize, what: &str) -> Result<Vec<u8>> {
     // Probe first: `vec!` aborts the process when an allocation fails.
     let mut probe: Vec<u8> = Vec::new();
     probe.try_reserve_exact(len).map_err(|_| {
@@ -269,6 +279,19 @@ pub fn replay(
     cfg: Config,
     progress: &mut dyn Progress,
 ) -> Result<ReplayReport> {
+    replay_with(source, cfg, &EncoderChoice::InProcess, false, progress)
+}
+
+/// [`replay`] with the encoder `choice`. With `fallback`, a firmware failure in a pass
+/// switches to the in-process encoder: a new stream (next stream id) sends that pass again
+/// and the rest, to a new decoder, as a real destination would.
+pub fn replay_with(
+    source: &mut dyn SnapshotSource,
+    cfg: Config,
+    choice: &EncoderChoice,
+    fallback: bool,
+    progress: &mut dyn Progress,
+) -> Result<ReplayReport> {
     let ps = source.page_size();
     if ps != cfg.page_size as usize {
         bail!(
@@ -287,19 +310,26 @@ pub fn replay(
     }
     let pages = mem / ps;
 
-    let mut enc_mem = zeroed(cfg.encoder_storage_len(), "encoder storage")?;
     let mut dec_mem = zeroed(cfg.decoder_storage_len(), "decoder storage")?;
-    let mut out = vec![0u8; cfg.max_output_len()];
-    let mut enc = Encoder::new(cfg, &mut enc_mem)?;
+    // a fallback stream needs a fresh decoder: its storage is set aside up front
+    let can_fall_back = fallback && matches!(choice, EncoderChoice::Firmware(_));
+    let mut spare_mem = match can_fall_back {
+        true => zeroed(cfg.decoder_storage_len(), "the fallback decoder's storage")?,
+        false => Vec::new(),
+    };
+    let mut spare = Some(&mut spare_mem[..]);
+    let mut enc = choice.start(cfg)?;
     let mut rx = Receiver::new(&mut dec_mem);
     let mut dest = Destination {
         image: zeroed(mem, "the destination image")?,
         page_size: ps,
         delivered: Vec::new(),
         iterations: Vec::new(),
+        iteration_base: 0,
         ended: false,
         bad: None,
     };
+    let mut stream_start_bytes = 0;
     let mut prev = zeroed(mem, "the previous snapshot")?;
     let mut cur = zeroed(mem, "the current snapshot")?;
 
@@ -320,42 +350,35 @@ pub fn replay(
         progress.pass_started(pass, passes, to_send.len());
         let last = pass + 1 == passes;
 
-        let before = *enc.stats();
-        let dec_before = rx.time;
+        let mut before = enc.stats();
+        let mut dec_before = rx.time;
         dest.delivered.clear();
-        let mut enc_time = Duration::ZERO;
-        let mut t = Instant::now();
-        for &pfn in &to_send {
-            let at = pfn as usize * ps;
-            let n = enc
-                .encode_page(pfn, &cur[at..at + ps], &mut out)
-                .with_context(|| format!("pass {pass}: encoding pfn {pfn}"))?;
-            if n > 0 {
-                enc_time += t.elapsed();
-                rx.feed(&out[..n], &mut dest)
-                    .with_context(|| format!("pass {pass}"))?;
-                t = Instant::now();
+        let sent = send_pass(enc.as_mut(), pass, last, &to_send, &cur, &mut rx, &mut dest);
+        let enc_time = match sent {
+            Ok(t) => t,
+            Err(e) if can_fall_back && e.downcast_ref::<FirmwareFailure>().is_some() => {
+                progress.fell_back(pass, &format!("{e:#}"));
+                let cfg2 = Config {
+                    stream_id: cfg.stream_id.wrapping_add(1),
+                    ..cfg
+                };
+                enc = Box::new(InProcessEncoder::new(cfg2)?);
+                let mem = spare.take().context("a second fallback is not possible")?;
+                rx = Receiver::new(mem);
+                dest.delivered.clear();
+                dest.iterations.truncate(pass);
+                dest.iteration_base = pass as u64;
+                before = EncoderStats::default();
+                dec_before = Duration::ZERO;
+                stream_start_bytes = total.wire_bytes;
+                send_pass(enc.as_mut(), pass, last, &to_send, &cur, &mut rx, &mut dest)?
             }
-        }
-        let n = enc
-            .end_iteration(&mut out)
-            .with_context(|| format!("pass {pass}: ending the iteration"))?;
-        enc_time += t.elapsed();
-        rx.feed(&out[..n], &mut dest)
-            .with_context(|| format!("pass {pass}"))?;
-        if last {
-            let t = Instant::now();
-            let n = enc
-                .finish(&mut out)
-                .with_context(|| format!("pass {pass}: finishing the stream"))?;
-            enc_time += t.elapsed();
-            rx.feed(&out[..n], &mut dest)
-                .with_context(|| format!("pass {pass}"))?;
-        }
+            Err(e) => return Err(e),
+        };
 
         verify_pass(pass, last, &to_send, &cur, &dest, &rx)?;
 
-        let mut counts = Counts::between(&before, enc.stats());
+        let mut counts = Counts::between(&before, &enc.stats());
         counts.encode_ns = enc_time.as_nanos() as u64;
         counts.decode_ns = (rx.time - dec_before).as_nanos() as u64;
         total += counts;
@@ -366,7 +389,9 @@ pub fn replay(
     }
 
     let dec_pages = rx.decoder.as_ref().map_or(0, |d| d.stats().pages);
-    if dec_pages != enc.stats().pages() || total.wire_bytes != enc.stats().bytes_out {
+    let stream_bytes = total.wire_bytes - stream_start_bytes;
+    let enc_pages = enc.stats().pages();
+    if dec_pages != enc_pages || stream_bytes != enc.stats().bytes_out {
         bail!(
             "counters disagree: encoder {} pages / {} bytes out, decoder {} pages, passes add up to {} bytes",
             enc.stats().pages(),
@@ -387,6 +412,45 @@ pub fn replay(
         passes: rows,
         total: PassReport::new(None, total),
     })
+}
+
+/// Sends the pages of one pass (and the end of the stream after the last) through `enc`
+/// to the receiver. Returns the time spent in encoder calls.
+fn send_pass(
+    enc: &mut dyn StreamEncoder,
+    pass: usize,
+    last: bool,
+    to_send: &[u64],
+    cur: &[u8],
+    rx: &mut Receiver<'_>,
+    dest: &mut Destination,
+) -> Result<Duration> {
+    let ps = dest.page_size;
+    let mut out = Vec::new();
+    let mut enc_time = Duration::ZERO;
+    for &pfn in to_send {
+        let at = pfn as usize * ps;
+        let t = Instant::now();
+        enc.encode_page(pfn, &cur[at..at + ps], &mut out)
+            .with_context(|| format!("pass {pass}: encoding pfn {pfn}"))?;
+        enc_time += t.elapsed();
+        if !out.is_empty() {
+            rx.feed(&out, dest)
+                .with_context(|| format!("pass {pass}"))?;
+            out.clear();
+        }
+    }
+    let t = Instant::now();
+    enc.end_iteration(&mut out)
+        .with_context(|| format!("pass {pass}: ending the iteration"))?;
+    if last {
+        enc.finish(&mut out)
+            .with_context(|| format!("pass {pass}: finishing the stream"))?;
+    }
+    enc_time += t.elapsed();
+    rx.feed(&out, dest)
+        .with_context(|| format!("pass {pass}"))?;
+    Ok(enc_time)
 }
 
 /// Checks what arrived in `pass` against what was sent and against the snapshot.
@@ -547,6 +611,7 @@ mod tests {
             page_size: 4096,
             delivered: vec![1, 2],
             iterations: vec![0, 1],
+            iteration_base: 0,
             ended: false,
             bad: None,
         };
@@ -584,6 +649,7 @@ mod tests {
             page_size: 4096,
             delivered: Vec::new(),
             iterations: Vec::new(),
+            iteration_base: 0,
             ended: false,
             bad: None,
         };

@@ -1,0 +1,164 @@
+//! Where a stream gets encoded: by the codec in this process, or by the offload firmware in
+//! another process ([`crate::offload_host`]). Both write the same bytes for the same input
+//! and configuration.
+
+use std::mem::ManuallyDrop;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use pagewire::{Config, Encoder, EncoderStats};
+
+use crate::offload_host::{FirmwareEncoder, FirmwareOptions};
+
+/// A stream encoder: every call appends the finished stream bytes it has to `out`.
+pub trait StreamEncoder {
+    /// Encodes one page.
+    fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut Vec<u8>) -> Result<()>;
+    /// Ends the iteration; all of it is in `out` afterwards.
+    fn end_iteration(&mut self, out: &mut Vec<u8>) -> Result<()>;
+    /// Ends the stream; all of it is in `out` afterwards.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
+    /// Counters, exact after `end_iteration` and `finish`.
+    fn stats(&self) -> EncoderStats;
+}
+
+/// Which encoder a replay uses.
+#[derive(Debug, Clone, Default)]
+pub enum EncoderChoice {
+    /// The codec, in this process.
+    #[default]
+    InProcess,
+    /// The offload firmware, as a separate process over shared memory.
+    Firmware(FirmwareOptions),
+}
+
+impl EncoderChoice {
+    /// Starts an encoder for `cfg`.
+    pub fn start(&self, cfg: Config) -> Result<Box<dyn StreamEncoder>> {
+        Ok(match self {
+            EncoderChoice::InProcess => Box::new(InProcessEncoder::new(cfg)?),
+            EncoderChoice::Firmware(opts) => Box::new(FirmwareEncoder::start(cfg, opts)?),
+        })
+    }
+}
+
+/// The encoder options of `pagewire replay`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EncoderArgs {
+    /// Who encodes: `inprocess`, or `firmware` (the offload firmware in its own process,
+    /// fed through the shared-memory rings).
+    #[arg(long, value_name = "WHO", default_value = "inprocess", value_parser = ["inprocess", "firmware"])]
+    pub encoder: String,
+    /// The firmware binary [default: $PAGEWIRE_FIRMWARE, else
+    /// firmware-example/target/release/pagewire-fw].
+    #[arg(long, value_name = "PATH")]
+    pub firmware: Option<PathBuf>,
+    /// Seconds without progress before the firmware counts as hung and is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub firmware_timeout: f64,
+    /// If the firmware crashes or hangs, encode in this process from that pass on (a new
+    /// stream to a new decoder).
+    #[arg(long)]
+    pub fallback: bool,
+    /// Extra firmware argument (its fault injection, e.g. `--crash-after 100`); repeatable.
+    #[arg(
+        long = "firmware-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        hide = true
+    )]
+    pub firmware_args: Vec<String>,
+}
+
+impl EncoderArgs {
+    /// The encoder these options choose.
+    pub fn choice(&self) -> Result<EncoderChoice> {
+        if self.encoder == "inprocess" {
+            if self.fallback || self.firmware.is_some() {
+                bail!("--fallback and --firmware need --encoder firmware");
+            }
+            return Ok(EncoderChoice::InProcess);
+        }
+        if !(self.firmware_timeout.is_finite() && self.firmware_timeout > 0.0) {
+            bail!("--firmware-timeout must be a positive number of seconds");
+        }
+        let mut opts = FirmwareOptions::new(
+            self.firmware
+                .clone()
+                .unwrap_or_else(crate::offload_host::default_firmware_path),
+        );
+        opts.timeout = Duration::from_secs_f64(self.firmware_timeout);
+        opts.extra_args = self.firmware_args.clone();
+        Ok(EncoderChoice::Firmware(opts))
+    }
+}
+
+/// The codec's [`Encoder`] over storage this struct owns.
+pub struct InProcessEncoder {
+    /// Borrows `storage`; dropped before it (see `Drop`).
+    enc: ManuallyDrop<Encoder<'static>>,
+    /// From `Box::into_raw`, freed in `Drop`.
+    storage: *mut [u8],
+    out: Vec<u8>,
+}
+
+impl InProcessEncoder {
+    /// An encoder for `cfg`.
+    pub fn new(cfg: Config) -> Result<Self> {
+        let storage = crate::replay::zeroed(cfg.encoder_storage_len(), "encoder storage")?;
+        let storage = Box::into_raw(storage.into_boxed_slice());
+        // SAFETY: `storage` is a live, exclusively owned heap allocation that is freed only
+        // in `Drop`, after the encoder that borrows it is gone; the reference is the only
+        // access to it meanwhile.
+        let mem: &'static mut [u8] = unsafe { &mut *storage };
+        let enc = match Encoder::new(cfg, mem) {
+            Ok(e) => e,
+            Err(e) => {
+                // SAFETY: from `Box::into_raw` above; the failed `new` kept no reference.
+                drop(unsafe { Box::from_raw(storage) });
+                return Err(e.into());
+            }
+        };
+        Ok(InProcessEncoder {
+            enc: ManuallyDrop::new(enc),
+            storage,
+            out: vec![0u8; cfg.max_output_len()],
+        })
+    }
+}
+
+impl Drop for InProcessEncoder {
+    fn drop(&mut self) {
+        // SAFETY: the encoder goes first, then the storage it borrowed, which came from
+        // `Box::into_raw` in `new` and is freed exactly once, here.
+        unsafe {
+            ManuallyDrop::drop(&mut self.enc);
+            drop(Box::from_raw(self.storage));
+        }
+    }
+}
+
+impl StreamEncoder for InProcessEncoder {
+    fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let n = self.enc.encode_page(pfn, page, &mut self.out)?;
+        out.extend_from_slice(&self.out[..n]);
+        Ok(())
+    }
+
+    fn end_iteration(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let n = self.enc.end_iteration(&mut self.out)?;
+        out.extend_from_slice(&self.out[..n]);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let n = self.enc.finish(&mut self.out)?;
+        out.extend_from_slice(&self.out[..n]);
+        Ok(())
+    }
+
+    fn stats(&self) -> EncoderStats {
+        *self.enc.stats()
+    }
+}
