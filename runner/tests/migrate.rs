@@ -7,6 +7,7 @@ mod common;
 use std::os::unix::net::UnixStream;
 
 use common::*;
+use pagewire_runner::migrate::wire::{read_message, DestMessage, Reply};
 use pagewire_runner::migrate::{
     migrate_in, migrate_out, Codec, DestOptions, NoProgress, Policy, SourceOptions,
 };
@@ -53,25 +54,26 @@ fn two_vcpu_database_guest_migrates_without_the_codec_under_xen_classic() {
     migrate(GuestWorkload::Database, 2, Codec::Off, Policy::XenClassic);
 }
 
-/// A link that records what the source sends and answers with a canned reply.
-struct Recorder {
+/// A link that copies what the source sends.
+struct Tee<L> {
+    inner: L,
     sent: Vec<u8>,
-    reply: std::io::Cursor<Vec<u8>>,
 }
 
-impl std::io::Write for Recorder {
+impl<L: std::io::Write> std::io::Write for Tee<L> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.sent.extend_from_slice(b);
-        Ok(b.len())
+        let n = self.inner.write(b)?;
+        self.sent.extend_from_slice(&b[..n]);
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.inner.flush()
     }
 }
 
-impl std::io::Read for Recorder {
+impl<L: std::io::Read> std::io::Read for Tee<L> {
     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        self.reply.read(b)
+        self.inner.read(b)
     }
 }
 
@@ -97,31 +99,27 @@ impl std::io::Write for Playback {
     }
 }
 
-/// Records a whole migration stream of a small idle guest.
+/// Records a whole migration stream of a small idle guest (migrated for real).
 fn recorded_stream() -> Vec<u8> {
     let mut vm = running_vm(16, 1, GuestWorkload::Idle, 5);
-    let mut reply = Vec::new();
-    pagewire_runner::migrate::wire::write_message(
-        &mut reply,
-        &pagewire_runner::migrate::wire::Reply {
-            ok: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut rec = Recorder {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let dest = std::thread::spawn(move || {
+        migrate_in(&mut b, &DestOptions::default()).map(|mut a| a.vm.pause().unwrap())
+    });
+    let mut tee = Tee {
+        inner: a,
         sent: Vec::new(),
-        reply: std::io::Cursor::new(reply),
     };
     migrate_out(
         &mut vm,
-        &mut rec,
+        &mut tee,
         &SourceOptions::default(),
         None,
         &mut NoProgress,
     )
     .unwrap();
-    rec.sent
+    dest.join().unwrap().unwrap();
+    tee.sent
 }
 
 fn play(stream: Vec<u8>) -> (anyhow::Result<()>, Vec<u8>) {
@@ -135,6 +133,16 @@ fn play(stream: Vec<u8>) -> (anyhow::Result<()>, Vec<u8>) {
     (r, p.replies)
 }
 
+/// The final reply among the destination's messages (acknowledgements come first).
+fn last_reply(mut bytes: &[u8]) -> Reply {
+    loop {
+        match read_message(&mut bytes).unwrap() {
+            DestMessage::Ack(_) => continue,
+            DestMessage::Reply(r) => return r,
+        }
+    }
+}
+
 #[test]
 fn destination_refuses_truncated_or_damaged_streams_and_never_starts_the_vm() {
     if !kvm_or_skip() {
@@ -144,16 +152,13 @@ fn destination_refuses_truncated_or_damaged_streams_and_never_starts_the_vm() {
     // the intact recording arrives and runs
     let (ok, replies) = play(stream.clone());
     ok.unwrap();
-    let reply: pagewire_runner::migrate::wire::Reply =
-        pagewire_runner::migrate::wire::read_message(&mut &replies[..]).unwrap();
-    assert!(reply.ok);
+    assert!(last_reply(&replies).ok);
 
     // cut before the END record: refused, and the source is told why
     let (r, replies) = play(stream[..stream.len() - 10].to_vec());
     let e = format!("{:#}", r.unwrap_err());
     assert!(e.contains("ended"), "{e}");
-    let reply: pagewire_runner::migrate::wire::Reply =
-        pagewire_runner::migrate::wire::read_message(&mut &replies[..]).unwrap();
+    let reply = last_reply(&replies);
     assert!(!reply.ok && reply.error.unwrap().contains("ended"));
 
     // one flipped bit in the middle of the pages: the frame CRC catches it

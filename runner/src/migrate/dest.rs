@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use pagewire::frame::FRAME_HEADER_LEN;
 use pagewire::{Decoder, Sink, HEADER_LEN};
 
-use super::wire::{self, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU};
+use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU};
 use crate::vmm::{GuestMemory, VcpuState, Vm, PAGE_SIZE};
 
 /// Limits on what a source may ask the destination to build.
@@ -47,6 +47,9 @@ pub struct Arrived {
 struct Into<'m> {
     mem: &'m GuestMemory,
     pages: u64,
+    /// Pages written so far: a zero page over a never-written page is skipped, so memory
+    /// the guest never used stays unbacked here too.
+    written: Vec<u64>,
     bad_pfn: Option<u64>,
     pause: Option<Vec<u8>>,
     vcpus: Vec<Option<Vec<u8>>>,
@@ -57,6 +60,11 @@ struct Into<'m> {
 impl Sink for Into<'_> {
     fn page(&mut self, pfn: u64, data: &[u8]) {
         if pfn < self.pages && data.len() == PAGE_SIZE {
+            let (w, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
+            if self.written[w] & bit == 0 && data.iter().all(|&b| b == 0) {
+                return;
+            }
+            self.written[w] |= bit;
             self.mem.write(pfn * PAGE_SIZE as u64, data);
         } else {
             self.bad_pfn.get_or_insert(pfn);
@@ -92,7 +100,7 @@ pub fn migrate_in<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<A
                 error: Some(format!("{e:#}")),
                 ..Reply::default()
             };
-            let _ = wire::write_message(link, &reply);
+            let _ = wire::write_message(link, &DestMessage::Reply(reply));
             Err(e)
         }
     }
@@ -118,6 +126,7 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
         opts.max_vcpus
     );
     let vm = Vm::new(hello.mem_bytes as usize, hello.vcpus as usize)?;
+    vm.memory().prefault_read();
 
     let mut header = [0u8; HEADER_LEN];
     link.read_exact(&mut header)
@@ -141,6 +150,7 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
     let mut sink = Into {
         mem: vm.memory(),
         pages: vm.memory().pages() as u64,
+        written: vec![0; vm.memory().pages().div_ceil(64)],
         bad_pfn: None,
         pause: None,
         vcpus: vec![None; hello.vcpus as usize],
@@ -149,6 +159,7 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
     };
     let mut frame = vec![0u8; cfg.max_frame_len()];
     let mut stream_bytes = HEADER_LEN as u64;
+    let mut acked = 0u64;
     while !dec.is_complete() {
         link.read_exact(&mut frame[..FRAME_HEADER_LEN])
             .context("the stream ended before its END record")?;
@@ -165,6 +176,11 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
         }
         if let Some(tag) = sink.bad_blob {
             bail!("the stream carries an unknown blob (tag {tag})");
+        }
+        while acked < sink.iterations {
+            wire::write_message(link, &DestMessage::Ack(acked))
+                .context("acknowledging an iteration")?;
+            acked += 1;
         }
     }
 
@@ -208,7 +224,7 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
     };
     // The VM runs now; a lost reply does not stop it (the source resumes its own copy and
     // reports the error: see docs/RUNNER.md on this window).
-    let _ = wire::write_message(link, &reply);
+    let _ = wire::write_message(link, &DestMessage::Reply(reply.clone()));
     Ok(Arrived {
         vm,
         hello,

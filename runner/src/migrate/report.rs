@@ -48,6 +48,9 @@ pub struct MigrationReport {
     /// Seconds from the pause to the reply at the source (an upper bound on downtime that
     /// needs no clock agreement).
     pub downtime_at_source_s: f64,
+    /// Part of the downtime the destination spent after the END record: digest check,
+    /// vCPU state restore, start.
+    pub dest_finish_s: f64,
     /// Codec stream bytes (header, frames).
     pub stream_bytes: u64,
     /// Bytes the source wrote to the network (stream, control messages and TLS), where the
@@ -110,6 +113,11 @@ impl MigrationReport {
         );
         let _ = writeln!(
             s,
+            "                 {:>9.1} ms of it at the destination after the last byte (digest check, restore, start)",
+            self.dest_finish_s * 1e3
+        );
+        let _ = writeln!(
+            s,
             "bytes on wire   {:>10} MiB  (codec stream {} MiB for {} MiB of pages sent)",
             mib(self.wire_bytes),
             mib(self.stream_bytes),
@@ -141,6 +149,7 @@ mod tests {
             total_s: 1.5,
             downtime_s: 0.02,
             downtime_at_source_s: 0.03,
+            dest_finish_s: 0.01,
             stream_bytes: 1 << 20,
             wire_bytes: 2 << 20,
             pages_sent: 100,

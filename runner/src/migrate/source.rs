@@ -14,7 +14,7 @@ use pagewire::{Config, Encoder};
 
 use super::policy::{Codec, Policy};
 use super::report::{IterationRow, MigrationReport};
-use super::wire::{self, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU};
+use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU};
 use crate::vmm::{Vm, PAGE_SIZE};
 
 /// A group's say on when this VM stops (Synchronized Arrival); called after the VM's own
@@ -78,6 +78,21 @@ impl<W: Write> Write for Counted<'_, W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Waits for the destination's acknowledgement of iteration `n`; a refusal arrives instead
+/// when the destination gave up.
+fn wait_ack<R: Read>(r: &mut R, n: u64) -> Result<()> {
+    match wire::read_message(r)
+        .context("no acknowledgement from the destination (link down or destination gone)")?
+    {
+        DestMessage::Ack(got) if got == n => Ok(()),
+        DestMessage::Ack(got) => bail!("acknowledgement of iteration {got}, expected {n}"),
+        DestMessage::Reply(Reply { error, .. }) => bail!(
+            "the destination refused the migration: {}",
+            error.unwrap_or_else(|| "no reason given".into())
+        ),
     }
 }
 
@@ -155,6 +170,8 @@ fn run<L: Read + Write>(
         w.write_all(&out[..n]).context("sending pages")?;
         w.flush().context("sending pages")?;
         bytes += n as u64;
+        progress.note("waiting for the destination's acknowledgement");
+        wait_ack(w.inner, u64::from(iteration - 1))?;
         let dirty = vm.take_dirty()?;
         let elapsed = t0.elapsed();
         let report = IterationReport {
@@ -235,8 +252,12 @@ fn run<L: Read + Write>(
     stream_bytes += bytes;
     pages_sent += last.len() as u64;
     progress.note("waiting for the destination");
-    let reply: Reply = wire::read_message(w.inner)
-        .context("no reply from the destination (link down or destination gone)")?;
+    let reply = match wire::read_message(w.inner)
+        .context("no reply from the destination (link down or destination gone)")?
+    {
+        DestMessage::Reply(r) => r,
+        DestMessage::Ack(n) => bail!("unexpected acknowledgement of iteration {n} at the end"),
+    };
     let acked = pause.elapsed();
     if !reply.ok {
         bail!(
@@ -266,6 +287,7 @@ fn run<L: Read + Write>(
         total_s: start.elapsed().as_secs_f64(),
         downtime_s: reply.downtime_us as f64 / 1e6,
         downtime_at_source_s: acked.as_secs_f64(),
+        dest_finish_s: reply.finish_us as f64 / 1e6,
         stream_bytes,
         wire_bytes: w.bytes,
         pages_sent,

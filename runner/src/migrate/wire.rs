@@ -2,8 +2,10 @@
 //! it (pause information, vCPU states), and the destination's reply after it.
 //!
 //! Source to destination: `PWM1`, then a length-prefixed JSON [`Hello`], then the pagewire
-//! stream (header, frames) ending with its END record. Destination to source: one
-//! length-prefixed JSON [`Reply`] once the VM runs there (or the reason it does not).
+//! stream (header, frames) ending with its END record. Destination to source: a
+//! length-prefixed JSON [`DestMessage`] per pre-copy iteration (an acknowledgement: the
+//! source reads the dirty log only once the iteration arrived, as a real link forces it
+//! to), then the final [`Reply`] once the VM runs there, or the reason it does not.
 //! A length prefix is 4 bytes little-endian; messages are at most [`MAX_MESSAGE`] bytes.
 
 use std::io::{Read, Write};
@@ -61,6 +63,15 @@ pub struct Reply {
     pub finish_us: u64,
     /// Stream bytes the destination decoded.
     pub stream_bytes: u64,
+}
+
+/// What the destination sends back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DestMessage {
+    /// Iteration `n` (0-based, as in the stream) has arrived in full.
+    Ack(u64),
+    /// The end: the VM runs here, or why not.
+    Reply(Reply),
 }
 
 /// Writes a length-prefixed JSON message.

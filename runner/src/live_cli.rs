@@ -1,0 +1,253 @@
+//! `pagewire send`, `receive` and `demo`: command-line front ends of [`pagewire_runner::live`].
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};
+use pagewire_runner::migrate::{Codec, DestOptions, MigrationReport, Policy, SourceOptions};
+use pagewire_runner::net::Shape;
+use pagewire_runner::vmm::{GuestSpec, GuestWorkload};
+use pagewire_runner::CodecSettings;
+
+/// The guest and migration settings `send` and `demo` share.
+#[derive(Args, Clone)]
+pub struct SourceArgs {
+    /// Guest workload: hot-set, database, compile or idle.
+    #[arg(long, default_value = "hot-set")]
+    workload: String,
+    /// Guest memory in MiB (64 up to several GiB).
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    mem_mib: u64,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: usize,
+    /// Seed of the guest's memory image and writes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds the guest runs before the migration starts.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    warmup: f64,
+    /// Stop policy: smart-stop, xen-classic, xen-today or downtime-limit.
+    #[arg(long, default_value = "smart-stop")]
+    policy: String,
+    /// Codec: on (zero pages, CBR, deltas, LZ4) or off (zero pages only).
+    #[arg(long, default_value = "on")]
+    codec: String,
+    /// Codec cache in MiB (both ends).
+    #[arg(long, value_name = "N")]
+    cache_mib: Option<u64>,
+}
+
+impl SourceArgs {
+    fn guest(&self) -> Result<GuestConfig> {
+        if self.mem_mib < 16 || self.mem_mib % 2 != 0 {
+            bail!("--mem-mib must be an even number of at least 16");
+        }
+        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+            bail!("--warmup must be a non-negative number of seconds");
+        }
+        Ok(GuestConfig {
+            spec: GuestSpec::new(GuestWorkload::parse(&self.workload)?, self.seed),
+            mem_mib: self.mem_mib,
+            vcpus: self.vcpus,
+            warmup: Duration::from_secs_f64(self.warmup),
+        })
+    }
+
+    fn source(&self) -> Result<SourceOptions> {
+        let config = CodecSettings {
+            cache_mib: self.cache_mib,
+            ..CodecSettings::default()
+        }
+        .config(4096)?;
+        Ok(SourceOptions {
+            config,
+            codec: Codec::parse(&self.codec)?,
+            policy: Policy::parse(&self.policy)?,
+            label: self.workload.clone(),
+        })
+    }
+}
+
+/// The shape of the sending side.
+#[derive(Args, Clone)]
+pub struct ShapeArgs {
+    /// Rate limit of the sending side, e.g. 100mbit, 1gbit, or off.
+    #[arg(long, default_value = "off")]
+    rate: String,
+    /// Added one-way delay on the sending side (the added round-trip time), e.g. 20ms.
+    #[arg(long, default_value = "0ms")]
+    delay: String,
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// Destination address, host:port.
+    #[arg(long, value_name = "ADDR")]
+    to: String,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ReceiveArgs {
+    /// Address to listen on, host:port.
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// Seconds the arrived VM runs before it checks itself and `receive` ends.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    run: f64,
+    /// Largest guest memory accepted, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16384)]
+    max_mem_mib: u64,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Rate limit of the link, e.g. 100mbit, 1gbit, or off.
+    #[arg(long, default_value = "100mbit")]
+    rate: String,
+    /// Added one-way delay (the added round-trip time), e.g. 20ms.
+    #[arg(long, default_value = "20ms")]
+    delay: String,
+    /// Print the result as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn receive_config(run: f64, max_mem_mib: u64) -> Result<ReceiveConfig> {
+    if !(run.is_finite() && run >= 0.0) {
+        bail!("--run must be a non-negative number of seconds");
+    }
+    Ok(ReceiveConfig {
+        dest: DestOptions {
+            max_mem_bytes: max_mem_mib.saturating_mul(1 << 20),
+            ..DestOptions::default()
+        },
+        run_after: Duration::from_secs_f64(run),
+    })
+}
+
+/// Sends; on failure checks that the source VM still runs and says so.
+fn send(cfg: &SendConfig, guest: &GuestConfig, json: bool) -> Result<MigrationReport> {
+    let mut vm = live::boot_guest(guest)?;
+    let mut bar = Bar::new(json);
+    let r = live::send_vm(&mut vm, cfg, None, &mut bar);
+    bar.finish();
+    match r {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            let state = match vm.self_check(Duration::from_secs(30)) {
+                Ok(true) => "the source VM keeps running and passed its self-check".to_string(),
+                Ok(false) => "the source VM runs but FAILED its self-check".to_string(),
+                Err(c) => format!("the source VM is in trouble: {c:#}"),
+            };
+            Err(e.context(format!("migration failed; {state}")))
+        }
+    }
+}
+
+pub fn run_send(a: &SendArgs) -> Result<()> {
+    let cfg = SendConfig {
+        to: a.to.clone(),
+        shape: Shape::parse(&a.shape.rate, &a.shape.delay)?,
+        source: Arc::new(a.source.source()?),
+    };
+    let report = send(&cfg, &a.source.guest()?, a.json)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
+    let cfg = receive_config(a.run, a.max_mem_mib)?;
+    let listener =
+        TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
+    eprintln!("listening on {}", listener.local_addr()?);
+    let r = live::receive_one(&listener, &cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "received {} ({} MiB) in {} iterations; downtime {:.1} ms; guest ran {} rounds here; self-check {}",
+            r.label,
+            r.mem_bytes >> 20,
+            r.iterations,
+            r.reply.downtime_us as f64 / 1e3,
+            r.heartbeats,
+            if r.self_check_ok { "OK" } else { "FAILED" }
+        );
+    }
+    if !r.self_check_ok {
+        bail!("the migrated guest failed its self-check");
+    }
+    Ok(())
+}
+
+pub fn run_demo(a: &DemoArgs) -> Result<()> {
+    let shape = Shape::parse(&a.rate, &a.delay)?;
+    let guest = a.source.guest()?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let rcfg = receive_config(1.0, 1 << 20)?;
+    let dest = std::thread::spawn(move || live::receive_one(&listener, &rcfg));
+    let cfg = SendConfig {
+        to: addr.to_string(),
+        shape,
+        source: Arc::new(a.source.source()?),
+    };
+    if !a.json {
+        eprintln!(
+            "pagewire demo: {} MiB {} guest, {} over loopback ({})",
+            guest.mem_mib,
+            a.source.workload,
+            addr,
+            shape.describe()
+        );
+    }
+    let sent = send(&cfg, &guest, a.json);
+    let received = dest
+        .join()
+        .map_err(|_| anyhow::anyhow!("the receiving side panicked"))?;
+    let report = sent?;
+    let received = received.context("the receiving side")?;
+    if a.json {
+        let j = serde_json::json!({
+            "link": { "rate_bytes_per_s": shape.rate, "delay_ms": shape.delay.as_millis() as u64 },
+            "source": report,
+            "destination": received,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        print!("{}", report.table());
+        println!(
+            "destination     guest ran {} rounds after arrival; self-check {}",
+            received.heartbeats,
+            if received.self_check_ok {
+                "OK"
+            } else {
+                "FAILED"
+            }
+        );
+    }
+    if !received.self_check_ok {
+        bail!("the migrated guest failed its self-check");
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! WAN shaping on the sending side, for runs over loopback: a rate limit and an added
+//! one-way delay, applied to everything written to a TCP stream (so TLS records and control
+//! messages count too). Reads pass through untouched.
+//!
+//! Writes go into a queue with their arrival time; a pump thread releases each chunk
+//! `delay` after it arrived, no faster than `rate`, like a link with that bandwidth and
+//! latency. The queue holds at most one bandwidth-delay product plus 1 MiB (about what
+//! socket buffers hold), so a fast writer is held back as it would be by a slow link.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::simulate::link::{parse_bandwidth, parse_duration};
+
+/// A link shape: bandwidth and added delay. The default shapes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Shape {
+    /// Bytes per second, or `None` for no limit.
+    pub rate: Option<f64>,
+    /// Added one-way delay (on the sending side only, so it is also the added round-trip
+    /// time).
+    pub delay: Duration,
+}
+
+impl Shape {
+    /// Parses `--rate` (e.g. `100mbit`, `off`) and `--delay` (e.g. `20ms`).
+    pub fn parse(rate: &str, delay: &str) -> Result<Self> {
+        let rate = match rate {
+            "off" | "none" | "0" => None,
+            r => Some(parse_bandwidth(r)?),
+        };
+        Ok(Shape {
+            rate,
+            delay: Duration::from_secs_f64(parse_duration(delay)?),
+        })
+    }
+
+    /// True when it changes nothing.
+    pub fn is_none(&self) -> bool {
+        self.rate.is_none() && self.delay.is_zero()
+    }
+
+    /// For reports: "100 Mbit/s, 20 ms".
+    pub fn describe(&self) -> String {
+        let rate = self.rate.map_or("unlimited".to_string(), |r| {
+            format!("{:.0} Mbit/s", r * 8.0 / 1e6)
+        });
+        format!("{rate}, +{} ms", self.delay.as_millis())
+    }
+
+    fn queue_cap(&self) -> usize {
+        let bdp = self
+            .rate
+            .map_or(0.0, |r| r * self.delay.as_secs_f64())
+            .min(256e6);
+        bdp as usize + (1 << 20)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<(Instant, Vec<u8>)>,
+    bytes: usize,
+    closed: bool,
+    error: Option<(io::ErrorKind, String)>,
+}
+
+struct Shared {
+    q: Mutex<Queue>,
+    cv: Condvar,
+}
+
+/// A TCP stream whose writes go through the shape.
+pub struct ShapedStream {
+    read: TcpStream,
+    shared: Arc<Shared>,
+    cap: usize,
+    wire_bytes: Arc<AtomicU64>,
+    pump: Option<JoinHandle<()>>,
+}
+
+impl ShapedStream {
+    /// Wraps `stream`; `wire_bytes` counts what reaches the socket.
+    pub fn new(stream: TcpStream, shape: Shape, wire_bytes: Arc<AtomicU64>) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        let write = stream.try_clone()?;
+        let shared = Arc::new(Shared {
+            q: Mutex::new(Queue::default()),
+            cv: Condvar::new(),
+        });
+        let s = shared.clone();
+        let counter = wire_bytes.clone();
+        let pump = std::thread::Builder::new()
+            .name("shaper".into())
+            .spawn(move || pump(write, shape, &s, &counter))?;
+        Ok(ShapedStream {
+            read: stream,
+            shared,
+            cap: shape.queue_cap(),
+            wire_bytes,
+            pump: Some(pump),
+        })
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The underlying stream (for shutting it down).
+    pub fn tcp(&self) -> &TcpStream {
+        &self.read
+    }
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Queue> {
+    s.q.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pump(mut out: TcpStream, shape: Shape, s: &Shared, wire_bytes: &AtomicU64) {
+    const PIECE: usize = 16 * 1024;
+    let mut link_free = Instant::now();
+    loop {
+        let (arrived, chunk) = {
+            let mut q = lock(s);
+            loop {
+                if let Some(c) = q.chunks.pop_front() {
+                    break c;
+                }
+                if q.closed {
+                    return;
+                }
+                q = s.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        sleep_until(arrived + shape.delay);
+        for piece in chunk.chunks(PIECE) {
+            if let Some(rate) = shape.rate {
+                link_free = link_free.max(Instant::now());
+                sleep_until(link_free);
+                link_free += Duration::from_secs_f64(piece.len() as f64 / rate);
+            }
+            if let Err(e) = out.write_all(piece) {
+                let mut q = lock(s);
+                q.error = Some((e.kind(), e.to_string()));
+                q.chunks.clear();
+                q.bytes = 0;
+                s.cv.notify_all();
+                return;
+            }
+            wire_bytes.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
+        let mut q = lock(s);
+        q.bytes -= chunk.len();
+        s.cv.notify_all();
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+impl Write for ShapedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(64 * 1024);
+        let mut q = lock(&self.shared);
+        loop {
+            if let Some((kind, msg)) = &q.error {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
+            if q.bytes < self.cap {
+                break;
+            }
+            q = self.shared.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.chunks.push_back((Instant::now(), buf[..n].to_vec()));
+        q.bytes += n;
+        self.shared.cv.notify_all();
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &lock(&self.shared).error {
+            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Read for ShapedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.read(buf)
+    }
+}
+
+impl Drop for ShapedStream {
+    /// Lets the pump send what is queued, then stops it.
+    fn drop(&mut self) {
+        lock(&self.shared).closed = true;
+        self.shared.cv.notify_all();
+        if let Some(p) = self.pump.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair(shape: Shape) -> (ShapedStream, TcpStream, Arc<AtomicU64>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        (ShapedStream::new(c, shape, n.clone()).unwrap(), s, n)
+    }
+
+    #[test]
+    fn parses_shapes() {
+        let s = Shape::parse("100mbit", "20ms").unwrap();
+        assert_eq!(s.rate, Some(12.5e6));
+        assert_eq!(s.delay, Duration::from_millis(20));
+        assert!(Shape::parse("off", "0ms").unwrap().is_none());
+        assert!(Shape::parse("fast", "1ms").is_err());
+    }
+
+    #[test]
+    fn rate_and_delay_hold_data_back() {
+        // 2 MB at 40 Mbit/s (5 MB/s) takes about 0.4 s; the first byte arrives after 50 ms
+        let shape = Shape {
+            rate: Some(5e6),
+            delay: Duration::from_millis(50),
+        };
+        let (mut tx, mut rx, counted) = pair(shape);
+        let data = vec![7u8; 2_000_000];
+        let t0 = Instant::now();
+        let writer = std::thread::spawn(move || {
+            tx.write_all(&data).unwrap();
+            drop(tx); // drains the queue
+        });
+        let mut first = [0u8; 1];
+        rx.read_exact(&mut first).unwrap();
+        let first_at = t0.elapsed();
+        let mut rest = Vec::new();
+        rx.read_to_end(&mut rest).unwrap();
+        let all_at = t0.elapsed();
+        writer.join().unwrap();
+        assert_eq!(rest.len() + 1, 2_000_000);
+        assert_eq!(counted.load(Ordering::Relaxed), 2_000_000);
+        assert!(first_at >= Duration::from_millis(45), "{first_at:?}");
+        assert!(all_at >= Duration::from_millis(380), "{all_at:?}");
+        assert!(all_at < Duration::from_millis(1500), "{all_at:?}");
+    }
+
+    #[test]
+    fn a_dead_peer_turns_into_a_write_error() {
+        let (mut tx, rx, _) = pair(Shape::default());
+        drop(rx);
+        let chunk = vec![1u8; 64 * 1024];
+        let mut failed = false;
+        for _ in 0..2000 {
+            if tx.write_all(&chunk).and_then(|()| tx.flush()).is_err() {
+                failed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(failed, "writes to a closed peer kept succeeding");
+    }
+}
