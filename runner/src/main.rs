@@ -12,6 +12,7 @@ use pagewire_runner::{CodecSettings, SnapshotDir, SyntheticParams, SyntheticSeri
 
 mod live_cli;
 mod live_cli;
+mod live_cli;
 mod trace_cli;
 
 #[derive(Parser)]
@@ -27,6 +28,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Live-migrate a real KVM guest between two processes over loopback, with a WAN shape
+    /// (100 Mbit/s, +20 ms by default): both ends in one command.
+    Demo(live_cli::DemoArgs),
+    /// Boot a KVM guest and live-migrate it to a `pagewire receive` at --to.
+    Send(live_cli::SendArgs),
+    /// Wait for one live migration on --listen, resume the VM, let it check itself.
+    Receive(live_cli::ReceiveArgs),
     /// Live-migrate a real KVM guest between two processes over loopback, with a WAN shape
     /// (100 Mbit/s, +20 ms by default): both ends in one command.
     Demo(live_cli::DemoArgs),
@@ -297,6 +305,9 @@ fn run_replay(a: &ReplayArgs) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.command {
+        Command::Demo(a) => live_cli::run_demo(a),
+        Command::Send(a) => live_cli::run_send(a),
+        Command::Receive(a) => live_cli::run_receive(a),
         Command::Demo(a) => live_cli::run_demo(a),
         Command::Send(a) => live_cli::run_send(a),
         Command::Receive(a) => live_cli::run_receive(a),
