@@ -245,11 +245,13 @@ pub unsafe extern "C" fn pagewire_decoder_deinit(dec: *mut pagewire_decoder) -> 
 /// The pointer rules at the top of this header.
 #[no_mangle]
 pub unsafe extern "C" fn pagewire_decoder_free(dec: *mut pagewire_decoder) -> pagewire_result {
-    if dec.is_null() {
-        return pagewire_result::PAGEWIRE_OK;
-    }
-    // SAFETY: pointer rules: `dec` is a handle from this library; not used after success.
-    guard(|| unsafe { release(slot(dec), "dec", true) })
+    guard(|| {
+        if dec.is_null() {
+            return Ok(());
+        }
+        // SAFETY: pointer rules: `dec` is a handle from this library; not used after success.
+        unsafe { release(slot(dec), "dec", true) }
+    })
 }
 
 /// Length of the frame that starts `buf`, from its first `PAGEWIRE_FRAME_HEADER_LEN` bytes,

@@ -190,11 +190,13 @@ pub unsafe extern "C" fn pagewire_encoder_deinit(enc: *mut pagewire_encoder) -> 
 /// The pointer rules at the top of this header.
 #[no_mangle]
 pub unsafe extern "C" fn pagewire_encoder_free(enc: *mut pagewire_encoder) -> pagewire_result {
-    if enc.is_null() {
-        return pagewire_result::PAGEWIRE_OK;
-    }
-    // SAFETY: pointer rules: `enc` is a handle from this library; not used after success.
-    guard(|| unsafe { release(slot(enc), "enc", true) })
+    guard(|| {
+        if enc.is_null() {
+            return Ok(());
+        }
+        // SAFETY: pointer rules: `enc` is a handle from this library; not used after success.
+        unsafe { release(slot(enc), "enc", true) }
+    })
 }
 
 /// Encodes page `pfn` (`page_len` must be the page size). Finished stream bytes, usually

@@ -3,6 +3,8 @@
 
 use core::ffi::{c_char, CStr};
 
+use crate::guard::guard_value;
+
 /// Major version of this library (from Cargo.toml; a test keeps them equal).
 pub const PAGEWIRE_VERSION_MAJOR: u32 = 0;
 /// Minor version of this library.
@@ -28,13 +30,13 @@ const VERSION_C: &CStr =
 /// The library's version ("0.1.0") as a static string. Thread-safe.
 #[no_mangle]
 pub extern "C" fn pagewire_version() -> *const c_char {
-    VERSION_C.as_ptr()
+    guard_value(c"?".as_ptr(), || VERSION_C.as_ptr())
 }
 
 /// The library's `PAGEWIRE_VERSION_NUMBER`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn pagewire_version_number() -> u32 {
-    PAGEWIRE_VERSION_NUMBER
+    guard_value(0, || PAGEWIRE_VERSION_NUMBER)
 }
 
 #[cfg(test)]
