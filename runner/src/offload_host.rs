@@ -186,6 +186,7 @@ pub struct FirmwareEncoder {
     stats: EncoderStats,
     failed: Option<FirmwareFailure>,
     chunk: Vec<u8>,
+    said: String,
 }
 
 impl FirmwareEncoder {
@@ -228,10 +229,16 @@ impl FirmwareEncoder {
             stats: EncoderStats::default(),
             failed: None,
             chunk: Vec::new(),
+            said: String::new(),
         };
         fw.wait_attached()?;
         fw.region.unlink();
         Ok(fw)
+    }
+
+    /// What the firmware wrote to stderr, once it has exited cleanly after `finish`.
+    pub fn firmware_output(&self) -> &str {
+        &self.said
     }
 
     /// The firmware process id, while it runs.
@@ -422,6 +429,8 @@ impl StreamEncoder for FirmwareEncoder {
         let mut wait = Backoff::default();
         while let Some(child) = self.child.as_mut() {
             if let Some(st) = child.try_wait().context("waiting for the firmware")? {
+                // keep what it said (e.g. its --stack-report line)
+                self.said = child_stderr(child);
                 self.child = None;
                 if !st.success() {
                     return Err(FirmwareFailure {

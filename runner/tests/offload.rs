@@ -298,6 +298,29 @@ fn a_configuration_too_big_for_the_firmware_is_refused_at_start() {
 }
 
 #[test]
+fn the_firmware_measures_its_stack() {
+    let Some(fw) = firmware() else { return };
+    // default frames (64 KiB): the largest LZ4 hash table on the stack
+    let cfg = Config {
+        cache_pages: 1024,
+        ..Config::DEFAULT
+    };
+    let mut opts = FirmwareOptions::new(fw);
+    opts.extra_args = vec!["--stack-report".into()];
+    let mut enc = FirmwareEncoder::start(cfg, &opts).unwrap();
+    encode_series(&mut enc, &mut series(2)).unwrap();
+    let said = enc.firmware_output();
+    let bytes: usize = said
+        .split("stack_max_bytes=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no stack report in {said:?}"));
+    println!("host firmware (x86_64 Linux), 64 KiB frames: stack_max_bytes={bytes}");
+    assert!(bytes > 1024 && bytes < 200 << 10, "{bytes}");
+}
+
+#[test]
 fn a_missing_binary_says_how_to_build_it() {
     let opts = FirmwareOptions::new(PathBuf::from("/nonexistent/pagewire-fw"));
     let e = FirmwareEncoder::start(CFG, &opts).err().unwrap();

@@ -1,6 +1,6 @@
 //! The pagewire offload firmware as a freestanding x86_64 Linux process.
 //!
-//! `pagewire-fw REGION_FILE [--crash-after N] [--hang-after N]`
+//! `pagewire-fw REGION_FILE [--crash-after N] [--hang-after N] [--stack-report]`
 //!
 //! Maps REGION_FILE (set up by the host: `pagewire::offload::Host`) shared, attaches the
 //! device end of the offload protocol to it and serves the rings until the stream is
@@ -10,12 +10,14 @@
 //!
 //! `--crash-after N` aborts (SIGABRT) after the N-th descriptor and `--hang-after N` stops
 //! serving (forever) after it: fault injection for the host's crash and hang detection.
+//! `--stack-report` prints the deepest stack use (measured by painting) to stderr at exit.
 
 #![no_std]
 #![no_main]
 #![no_builtins]
 
 mod mem;
+mod stack;
 mod sys;
 
 use core::fmt::Write;
@@ -64,7 +66,16 @@ extern "C" fn start(sp: *const usize) -> ! {
         // the process; the slice includes the NUL.
         *a = unsafe { c_str(*argv.add(i)) };
     }
-    let code = main(&args[..argc.min(args.len())]);
+    let args = &args[..argc.min(args.len())];
+    let report = args.contains(&&b"--stack-report\0"[..]);
+    if report {
+        stack::paint(sp as usize);
+    }
+    let code = main(args);
+    if report {
+        let used = stack::max_used(sp as usize);
+        let _ = writeln!(sys::Fd(2), "pagewire-fw: stack_max_bytes={used}");
+    }
     sys::exit(code)
 }
 
@@ -118,6 +129,7 @@ fn main(args: &[&[u8]]) -> i32 {
                 }
                 i += 2;
             }
+            b"--stack-report\0" => i += 1,
             a if path.is_none() && !a.starts_with(b"-") => {
                 path = Some(a);
                 i += 1;
@@ -127,7 +139,7 @@ fn main(args: &[&[u8]]) -> i32 {
     }
     let Some(path) = path else {
         return err(format_args!(
-            "usage: pagewire-fw REGION_FILE [--crash-after N] [--hang-after N]"
+            "usage: pagewire-fw REGION_FILE [--crash-after N] [--hang-after N] [--stack-report]"
         ));
     };
     let words = match map_region(path) {
