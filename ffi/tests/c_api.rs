@@ -407,3 +407,42 @@ fn install_sh_installs_lib_header_and_pkg_config_into_a_prefix() {
     let pc = std::fs::read_to_string(staged.join("lib/pkgconfig/pagewire.pc")).unwrap();
     assert!(pc.starts_with("prefix=/opt/pagewire\n"), "{pc}");
 }
+
+/// The functions `pagewire.h` declares.
+fn header_functions() -> BTreeSet<String> {
+    let header = std::fs::read_to_string(ffi_dir().join("include/pagewire.h")).unwrap();
+    header
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("typedef") && !l.starts_with('*') && !l.starts_with('/'))
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let before = &l[..l.find('(')?];
+            let name = before.split_whitespace().last()?.trim_start_matches('*');
+            name.starts_with("pagewire_").then(|| name.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn shared_library_exports_exactly_the_header_functions() {
+    if !have("nm") {
+        println!("SKIPPED: export check: nm not found");
+        return;
+    }
+    let so = dev_prefix().join(format!("lib/libpagewire.so.{}", env!("CARGO_PKG_VERSION")));
+    let out = checked(
+        Command::new("nm").args(["-D", "--defined-only"]).arg(&so),
+        "nm",
+    );
+    let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(String::from))
+        .collect();
+    let declared = header_functions();
+    assert!(declared.len() >= 50, "parsed only {declared:?}");
+    assert_eq!(
+        exported, declared,
+        "the shared library must export exactly the functions of pagewire.h"
+    );
+}
