@@ -1,6 +1,7 @@
 //! `pagewire send`, `receive` and `demo`: command-line front ends of [`pagewire_runner::live`].
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{Codec, DestOptions, MigrationReport, Policy, SourceOptions};
-use pagewire_runner::net::Shape;
+use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::vmm::{GuestSpec, GuestWorkload};
 use pagewire_runner::CodecSettings;
 
@@ -84,10 +85,19 @@ pub struct ShapeArgs {
 }
 
 #[derive(Args)]
+pub struct KeygenArgs {
+    /// Folder for ca.pem, receiver.pem/.key and sender.pem/.key.
+    dir: PathBuf,
+}
+
+#[derive(Args)]
 pub struct SendArgs {
     /// Destination address, host:port.
     #[arg(long, value_name = "ADDR")]
     to: String,
+    /// Folder from `pagewire keygen` (ca.pem, sender.pem, sender.key).
+    #[arg(long, value_name = "DIR")]
+    keys: PathBuf,
     #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
@@ -102,6 +112,9 @@ pub struct ReceiveArgs {
     /// Address to listen on, host:port.
     #[arg(long, value_name = "ADDR")]
     listen: String,
+    /// Folder from `pagewire keygen` (ca.pem, receiver.pem, receiver.key).
+    #[arg(long, value_name = "DIR")]
+    keys: PathBuf,
     /// Seconds the arrived VM runs before it checks itself and `receive` ends.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     run: f64,
@@ -128,11 +141,12 @@ pub struct DemoArgs {
     json: bool,
 }
 
-fn receive_config(run: f64, max_mem_mib: u64) -> Result<ReceiveConfig> {
+fn receive_config(run: f64, max_mem_mib: u64, keys: &Path) -> Result<ReceiveConfig> {
     if !(run.is_finite() && run >= 0.0) {
         bail!("--run must be a non-negative number of seconds");
     }
     Ok(ReceiveConfig {
+        tls: Some(tls::server_config(keys)?),
         dest: DestOptions {
             max_mem_bytes: max_mem_mib.saturating_mul(1 << 20),
             ..DestOptions::default()
@@ -165,6 +179,7 @@ pub fn run_send(a: &SendArgs) -> Result<()> {
         to: a.to.clone(),
         shape: Shape::parse(&a.shape.rate, &a.shape.delay)?,
         source: Arc::new(a.source.source()?),
+        tls: Some(tls::client_config(&a.keys)?),
     };
     let report = send(&cfg, &a.source.guest()?, a.json)?;
     if a.json {
@@ -175,8 +190,18 @@ pub fn run_send(a: &SendArgs) -> Result<()> {
     Ok(())
 }
 
+pub fn run_keygen(a: &KeygenArgs) -> Result<()> {
+    tls::keygen(&a.dir)?;
+    println!(
+        "wrote {} into {}: give the receiver ca.pem, receiver.pem, receiver.key and the sender ca.pem, sender.pem, sender.key",
+        tls::FILES.join(", "),
+        a.dir.display()
+    );
+    Ok(())
+}
+
 pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
-    let cfg = receive_config(a.run, a.max_mem_mib)?;
+    let cfg = receive_config(a.run, a.max_mem_mib, &a.keys)?;
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
     eprintln!("listening on {}", listener.local_addr()?);
@@ -203,18 +228,23 @@ pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
 pub fn run_demo(a: &DemoArgs) -> Result<()> {
     let shape = Shape::parse(&a.rate, &a.delay)?;
     let guest = a.source.guest()?;
+    // Both ends authenticate with a fresh key set, as two hosts would with `keygen`'s.
+    let keys = std::env::temp_dir().join(format!("pagewire-demo-keys-{}", std::process::id()));
+    tls::keygen(&keys)?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let rcfg = receive_config(1.0, 1 << 20)?;
+    let rcfg = receive_config(1.0, 1 << 20, &keys)?;
     let dest = std::thread::spawn(move || live::receive_one(&listener, &rcfg));
     let cfg = SendConfig {
         to: addr.to_string(),
         shape,
         source: Arc::new(a.source.source()?),
+        tls: Some(tls::client_config(&keys)?),
     };
+    let _ = std::fs::remove_dir_all(&keys);
     if !a.json {
         eprintln!(
-            "pagewire demo: {} MiB {} guest, {} over loopback ({})",
+            "pagewire demo: {} MiB {} guest, {} over loopback ({}, mutual TLS)",
             guest.mem_mib,
             a.source.workload,
             addr,

@@ -11,8 +11,6 @@ use pagewire_runner::report::PassReport;
 use pagewire_runner::{CodecSettings, SnapshotDir, SyntheticParams, SyntheticSeries};
 
 mod live_cli;
-mod live_cli;
-mod live_cli;
 mod trace_cli;
 
 #[derive(Parser)]
@@ -35,20 +33,8 @@ enum Command {
     Send(live_cli::SendArgs),
     /// Wait for one live migration on --listen, resume the VM, let it check itself.
     Receive(live_cli::ReceiveArgs),
-    /// Live-migrate a real KVM guest between two processes over loopback, with a WAN shape
-    /// (100 Mbit/s, +20 ms by default): both ends in one command.
-    Demo(live_cli::DemoArgs),
-    /// Boot a KVM guest and live-migrate it to a `pagewire receive` at --to.
-    Send(live_cli::SendArgs),
-    /// Wait for one live migration on --listen, resume the VM, let it check itself.
-    Receive(live_cli::ReceiveArgs),
-    /// Live-migrate a real KVM guest between two processes over loopback, with a WAN shape
-    /// (100 Mbit/s, +20 ms by default): both ends in one command.
-    Demo(live_cli::DemoArgs),
-    /// Boot a KVM guest and live-migrate it to a `pagewire receive` at --to.
-    Send(live_cli::SendArgs),
-    /// Wait for one live migration on --listen, resume the VM, let it check itself.
-    Receive(live_cli::ReceiveArgs),
+    /// Make the pre-shared CA and certificates for mutual TLS between send and receive.
+    Keygen(live_cli::KeygenArgs),
     /// Replay a snapshot series through the encoder and decoder, verify every page, and
     /// report wire bytes and codec speed per pass.
     Replay(ReplayArgs),
@@ -308,12 +294,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => live_cli::run_demo(a),
         Command::Send(a) => live_cli::run_send(a),
         Command::Receive(a) => live_cli::run_receive(a),
-        Command::Demo(a) => live_cli::run_demo(a),
-        Command::Send(a) => live_cli::run_send(a),
-        Command::Receive(a) => live_cli::run_receive(a),
-        Command::Demo(a) => live_cli::run_demo(a),
-        Command::Send(a) => live_cli::run_send(a),
-        Command::Receive(a) => live_cli::run_receive(a),
+        Command::Keygen(a) => live_cli::run_keygen(a),
         Command::Replay(a) => run_replay(a),
         Command::Simulate(a) => run_simulate(a),
         Command::Trace(a) => trace_cli::run(a),

@@ -20,6 +20,7 @@ fn migrate_over_tcp(w: GuestWorkload, mib: usize, shape: Shape) -> (MigrationRep
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let rcfg = ReceiveConfig {
+        tls: None,
         dest: DestOptions::default(),
         run_after: Duration::from_millis(300),
     };
@@ -31,6 +32,7 @@ fn migrate_over_tcp(w: GuestWorkload, mib: usize, shape: Shape) -> (MigrationRep
             label: w.name().into(),
             ..SourceOptions::default()
         }),
+        tls: None,
     };
     let report = send_vm(&mut vm, &cfg, None, &mut NoProgress).unwrap();
     let received = dest.join().unwrap().unwrap();

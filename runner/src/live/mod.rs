@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::migrate::{
     self, migrate_in, migrate_out, DestOptions, Gate, MigrationReport, Progress, SourceOptions,
 };
-use crate::net::{Link, Shape, ShapedStream};
+use crate::net::{tls, Link, Shape, ShapedStream};
 use crate::vmm::{GuestSpec, Vm};
 
 /// The guest a `send` boots and migrates.
@@ -55,6 +55,8 @@ pub struct SendConfig {
     pub shape: Shape,
     /// Stop policy, codec, label.
     pub source: Arc<SourceOptions>,
+    /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Connects to the destination and migrates `vm`. On error the source VM runs.
@@ -68,7 +70,10 @@ pub fn send_vm(
         .with_context(|| format!("connecting to the destination {}", cfg.to))?;
     let counter = Arc::new(AtomicU64::new(0));
     let shaped = ShapedStream::new(tcp, cfg.shape, counter.clone())?;
-    let mut link: Box<dyn Link> = Box::new(shaped);
+    let mut link: Box<dyn Link> = match &cfg.tls {
+        Some(t) => Box::new(tls::connect(shaped, t.clone())?),
+        None => Box::new(shaped),
+    };
     let mut report = migrate_out(vm, &mut link, &cfg.source, gate, progress)?;
     drop(link);
     report.wire_bytes = counter.load(Ordering::Relaxed);
@@ -76,8 +81,10 @@ pub fn send_vm(
 }
 
 /// How to receive.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReceiveConfig {
+    /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Limits on the incoming VM.
     pub dest: DestOptions,
     /// How long the arrived VM runs before its self-check and the end of `receive`.
@@ -106,7 +113,12 @@ pub struct Received {
 pub fn receive_one(listener: &TcpListener, cfg: &ReceiveConfig) -> Result<Received> {
     let (tcp, _peer) = listener.accept().context("accepting a connection")?;
     tcp.set_nodelay(true)?;
-    let mut link: Box<dyn Link> = Box::new(tcp);
+    // The handshake (and so the peer's certificate) comes before anything else: an
+    // unauthenticated peer never gets to create a VM.
+    let mut link: Box<dyn Link> = match &cfg.tls {
+        Some(t) => Box::new(tls::accept(tcp, t.clone())?),
+        None => Box::new(tcp),
+    };
     let arrived = migrate_in(&mut link, &cfg.dest)?;
     drop(link);
     let mut vm = arrived.vm;

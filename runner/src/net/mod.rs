@@ -2,6 +2,7 @@
 //! (in [`tls`]) mutual TLS on pre-shared certificates.
 
 pub mod shape;
+pub mod tls;
 
 use std::io::{Read, Write};
 

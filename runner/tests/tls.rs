@@ -1,0 +1,149 @@
+//! Mutual TLS between send and receive: a peer with the wrong certificate, a plain TCP
+//! client and a tampered byte are all refused before the destination VM could run, and the
+//! source VM keeps running. Skipped (with the reason) where /dev/kvm cannot be used.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, Received, SendConfig};
+use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
+use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::vmm::{GuestWorkload, Vm};
+
+fn keys(name: &str) -> std::path::PathBuf {
+    let d = tempfile::tempdir().unwrap().keep().join(name);
+    tls::keygen(&d).unwrap();
+    d
+}
+
+fn receiver(dir: &std::path::Path) -> (String, std::thread::JoinHandle<anyhow::Result<Received>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cfg = ReceiveConfig {
+        tls: Some(tls::server_config(dir).unwrap()),
+        dest: DestOptions::default(),
+        run_after: Duration::from_millis(100),
+    };
+    (
+        addr,
+        std::thread::spawn(move || receive_one(&listener, &cfg)),
+    )
+}
+
+fn send_cfg(to: String, dir: &std::path::Path) -> SendConfig {
+    SendConfig {
+        to,
+        shape: Shape::default(),
+        source: Arc::new(SourceOptions::default()),
+        tls: Some(tls::client_config(dir).unwrap()),
+    }
+}
+
+/// The source VM still runs and its guest still passes its self-check.
+fn source_alive(vm: &Vm) {
+    assert!(vm.is_running(), "the source VM stopped");
+    let hb = vm.monitor().heartbeats();
+    vm.wait_for(WAIT, "source heartbeats", |m| m.heartbeats() > hb + 3)
+        .unwrap();
+    assert!(vm.self_check(WAIT).unwrap());
+}
+
+#[test]
+fn matching_keys_migrate() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let k = keys("k");
+    let (addr, dest) = receiver(&k);
+    let mut vm = running_vm(16, 1, GuestWorkload::HotSet, 1);
+    let r = send_vm(&mut vm, &send_cfg(addr, &k), None, &mut NoProgress).unwrap();
+    assert!(dest.join().unwrap().unwrap().self_check_ok);
+    // TLS adds its records on top of the stream
+    assert!(r.wire_bytes > r.stream_bytes);
+}
+
+#[test]
+fn a_sender_with_another_ca_is_refused() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let (addr, dest) = receiver(&keys("a"));
+    let mut vm = running_vm(16, 1, GuestWorkload::Idle, 1);
+    let e = send_vm(&mut vm, &send_cfg(addr, &keys("b")), None, &mut NoProgress).unwrap_err();
+    assert!(format!("{e:#}").contains("handshake"), "{e:#}");
+    let e = dest.join().unwrap().unwrap_err();
+    assert!(format!("{e:#}").contains("handshake"), "{e:#}");
+    source_alive(&vm);
+}
+
+#[test]
+fn plain_tcp_is_refused() {
+    let (addr, dest) = receiver(&keys("p"));
+    let mut s = TcpStream::connect(&addr).unwrap();
+    // a would-be source that speaks the migration protocol without TLS
+    let _ = s.write_all(b"PWM1\x10\x00\x00\x00{\"mem_bytes\":1}");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let e = dest.join().unwrap().unwrap_err();
+    assert!(format!("{e:#}").contains("handshake"), "{e:#}");
+}
+
+/// Forwards a TCP connection, flipping one byte of the client's data at `at`.
+fn tampering_proxy(to: String, at: u64) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut client, _) = l.accept().unwrap();
+        let mut server = TcpStream::connect(to).unwrap();
+        let mut c2 = client.try_clone().unwrap();
+        let mut s2 = server.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut s2, &mut c2);
+            let _ = c2.shutdown(std::net::Shutdown::Both);
+        });
+        let mut seen = 0u64;
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = match client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if seen <= at && at < seen + n as u64 {
+                buf[(at - seen) as usize] ^= 0x40;
+            }
+            seen += n as u64;
+            if server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = server.shutdown(std::net::Shutdown::Both);
+    });
+    addr
+}
+
+#[test]
+fn a_tampered_byte_is_detected_and_the_source_keeps_running() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let k = keys("t");
+    let (addr, dest) = receiver(&k);
+    let proxy = tampering_proxy(addr, 300_000);
+    let mut vm = running_vm(16, 1, GuestWorkload::HotSet, 2);
+    let e = send_vm(&mut vm, &send_cfg(proxy, &k), None, &mut NoProgress).unwrap_err();
+    let dest_err = format!("{:#}", dest.join().unwrap().unwrap_err());
+    // rustls names the failed record authentication
+    assert!(
+        dest_err.contains("decrypt") || dest_err.contains("Decrypt") || dest_err.contains("MAC"),
+        "{dest_err}"
+    );
+    assert!(!format!("{e:#}").is_empty());
+    source_alive(&vm);
+    assert_eq!(vm.monitor().vcpus[0].checks_bad.load(Ordering::SeqCst), 0);
+}
