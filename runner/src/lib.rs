@@ -14,12 +14,8 @@
 pub mod capture;
 pub mod launch;
 pub mod live;
-pub mod live;
-pub mod live;
 pub mod manifest;
 pub mod migrate;
-pub mod net;
-pub mod net;
 pub mod net;
 pub mod qmp;
 pub mod replay;
