@@ -286,7 +286,7 @@ static void test_config_and_sizes(void) {
     OK(pagewire_config_from_header(header, sizeof header, &back));
     CHECK(memcmp(&back, &cfg, sizeof cfg) == 0);
     CHECK_RC(pagewire_config_from_header(header, 31, &back), PAGEWIRE_TRUNCATED);
-    CHECK_RC(pagewire_config_header(&cfg, header, 31), PAGEWIRE_OUTPUT_TOO_SMALL);
+    CHECK_RC(pagewire_config_header(&cfg, header, 31), PAGEWIRE_BUFFER_TOO_SMALL);
 
     /* the compile-time bounds hold for a spread of configurations */
     static const uint32_t page_sizes[] = {4096, 8192, 65536};

@@ -199,7 +199,8 @@ enum pagewire_result
    */
   PAGEWIRE_NULL_ARGUMENT = 100,
   /**
-   * A caller buffer (other than storage or encoder output) is too small.
+   * A caller buffer other than storage or encoder output (the header buffer of
+   * `pagewire_config_header`) is too small.
    */
   PAGEWIRE_BUFFER_TOO_SMALL = 101,
   /**
@@ -652,7 +653,8 @@ pagewire_result pagewire_config_from_header(const uint8_t *input, size_t input_l
 
 /**
  * Writes the `PAGEWIRE_HEADER_LEN`-byte stream header for `*cfg` into `out` (the encoder
- * sends it by itself with its first output; this is for tools and tests). Thread-safe.
+ * sends it by itself with its first output; this is for tools and tests);
+ * `PAGEWIRE_BUFFER_TOO_SMALL` if `out_len` is less. Thread-safe.
  *
  * # Safety
  * The pointer rules at the top of this header.

@@ -5,9 +5,9 @@ use pagewire::{Config, Error};
 
 use crate::decoder::DecoderSlot;
 use crate::encoder::EncoderSlot;
-use crate::error::Res;
+use crate::error::{Fail, Res};
 use crate::guard::guard;
-use crate::pagewire_result;
+use crate::pagewire_result::{self, PAGEWIRE_BUFFER_TOO_SMALL};
 use crate::place::overhead;
 use crate::ptr::{arg, bytes, bytes_mut, Out};
 
@@ -187,7 +187,8 @@ pub unsafe extern "C" fn pagewire_config_from_header(
 }
 
 /// Writes the `PAGEWIRE_HEADER_LEN`-byte stream header for `*cfg` into `out` (the encoder
-/// sends it by itself with its first output; this is for tools and tests). Thread-safe.
+/// sends it by itself with its first output; this is for tools and tests);
+/// `PAGEWIRE_BUFFER_TOO_SMALL` if `out_len` is less. Thread-safe.
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -202,11 +203,10 @@ pub unsafe extern "C" fn pagewire_config_header(
         let (cfg, out) = unsafe { (arg(cfg, "cfg")?, bytes_mut(out, out_len, "out")?) };
         let header = cfg.to_codec()?.header_bytes();
         let Some(dst) = out.get_mut(..header.len()) else {
-            return Err(Error::OutputTooSmall {
-                needed: header.len(),
-                given: out_len,
-            }
-            .into());
+            return Err(Fail::new(
+                PAGEWIRE_BUFFER_TOO_SMALL,
+                "the header buffer needs PAGEWIRE_HEADER_LEN (32) bytes",
+            ));
         };
         dst.copy_from_slice(&header);
         Ok(())
@@ -238,7 +238,7 @@ mod tests {
             assert_eq!(pagewire_config_header(&c, h.as_mut_ptr(), 40), PAGEWIRE_OK);
             assert_eq!(
                 pagewire_config_header(&c, h.as_mut_ptr(), 31),
-                PAGEWIRE_OUTPUT_TOO_SMALL
+                PAGEWIRE_BUFFER_TOO_SMALL
             );
             assert_eq!(
                 pagewire_config_from_header(h.as_ptr(), 32, &mut back),

@@ -62,7 +62,8 @@ pub enum pagewire_result {
     PAGEWIRE_OTHER_CODEC_ERROR = 99,
     /// A required pointer argument is NULL.
     PAGEWIRE_NULL_ARGUMENT = 100,
-    /// A caller buffer (other than storage or encoder output) is too small.
+    /// A caller buffer other than storage or encoder output (the header buffer of
+    /// `pagewire_config_header`) is too small.
     PAGEWIRE_BUFFER_TOO_SMALL = 101,
     /// A Rust panic was caught at the boundary; the object involved is unusable from now on.
     PAGEWIRE_PANIC = 102,
