@@ -354,7 +354,8 @@ typedef struct pagewire_config {
 } pagewire_config;
 
 /**
- * What a caller allocates for one configuration (from `pagewire_config_sizes`). 40 bytes.
+ * What a caller allocates for one configuration (from `pagewire_config_sizes`). Five
+ * `size_t` (40 bytes on 64-bit targets).
  */
 typedef struct pagewire_sizes {
   /**
@@ -408,7 +409,8 @@ typedef int (*pagewire_end_of_stream_fn)(void *user);
  * of the call, the call returns `PAGEWIRE_CALLBACK_FAILED`, and the decoder refuses all
  * later input (`PAGEWIRE_FINISHED`), because the frame was already applied to its cache.
  * Callbacks run on the calling thread, must return normally (no longjmp, no C++
- * exception), and must not call functions on the same decoder. 40 bytes.
+ * exception), and must not call functions on the same decoder. Five pointers (40 bytes on
+ * 64-bit targets).
  */
 typedef struct pagewire_sink {
   void *user;
@@ -420,7 +422,7 @@ typedef struct pagewire_sink {
 
 /**
  * A range of guest pages and the host memory that holds them (like a KVM memory slot):
- * page `first_pfn + i` lives at `host + i * page_size`. 24 bytes.
+ * page `first_pfn + i` lives at `host + i * page_size`. 24 bytes on 64-bit targets.
  */
 typedef struct pagewire_ram_region {
   uint64_t first_pfn;
@@ -449,7 +451,7 @@ typedef struct pagewire_decoder_stats {
 } pagewire_decoder_stats;
 
 /**
- * One page of a batch for `pagewire_encoder_encode_pages`. 16 bytes.
+ * One page of a batch for `pagewire_encoder_encode_pages`. 16 bytes on 64-bit targets.
  */
 typedef struct pagewire_page_in {
   /**

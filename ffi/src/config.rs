@@ -82,7 +82,8 @@ impl pagewire_config {
     }
 }
 
-/// What a caller allocates for one configuration (from `pagewire_config_sizes`). 40 bytes.
+/// What a caller allocates for one configuration (from `pagewire_config_sizes`). Five
+/// `size_t` (40 bytes on 64-bit targets).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct pagewire_sizes {

@@ -23,7 +23,7 @@ pub struct pagewire_encoder {
     _opaque: [u8; 0],
 }
 
-/// One page of a batch for `pagewire_encoder_encode_pages`. 16 bytes.
+/// One page of a batch for `pagewire_encoder_encode_pages`. 16 bytes on 64-bit targets.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct pagewire_page_in {

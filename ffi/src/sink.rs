@@ -30,7 +30,8 @@ pub type pagewire_end_of_stream_fn = Option<unsafe extern "C" fn(user: *mut c_vo
 /// of the call, the call returns `PAGEWIRE_CALLBACK_FAILED`, and the decoder refuses all
 /// later input (`PAGEWIRE_FINISHED`), because the frame was already applied to its cache.
 /// Callbacks run on the calling thread, must return normally (no longjmp, no C++
-/// exception), and must not call functions on the same decoder. 40 bytes.
+/// exception), and must not call functions on the same decoder. Five pointers (40 bytes on
+/// 64-bit targets).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct pagewire_sink {
@@ -42,7 +43,7 @@ pub struct pagewire_sink {
 }
 
 /// A range of guest pages and the host memory that holds them (like a KVM memory slot):
-/// page `first_pfn + i` lives at `host + i * page_size`. 24 bytes.
+/// page `first_pfn + i` lives at `host + i * page_size`. 24 bytes on 64-bit targets.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct pagewire_ram_region {
