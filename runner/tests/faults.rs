@@ -1,0 +1,153 @@
+//! Faults mid-migration: the link drops, or the destination process dies. The source VM
+//! keeps running (its guest still passes its self-check), `send` fails with a clear error,
+//! and the destination never starts the half-migrated VM. Skipped (with the reason) where
+//! /dev/kvm cannot be used.
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, SendConfig};
+use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
+use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::vmm::{GuestWorkload, Vm};
+
+fn source_alive(vm: &Vm) {
+    assert!(vm.is_running(), "the source VM stopped");
+    let hb = vm.monitor().heartbeats();
+    vm.wait_for(WAIT, "source heartbeats", |m| m.heartbeats() > hb + 3)
+        .unwrap();
+    assert!(
+        vm.self_check(WAIT).unwrap(),
+        "the source guest's self-check failed"
+    );
+}
+
+/// Forwards a connection and cuts both directions after `limit` bytes from the client.
+fn cutting_proxy(to: String, limit: usize) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut client, _) = l.accept().unwrap();
+        let mut server = TcpStream::connect(to).unwrap();
+        let mut c2 = client.try_clone().unwrap();
+        let mut s2 = server.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut s2, &mut c2);
+        });
+        let mut left = limit;
+        let mut buf = vec![0u8; 16384];
+        while left > 0 {
+            let n = match client.read(&mut buf[..left.min(16384)]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            left -= n;
+        }
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        let _ = server.shutdown(std::net::Shutdown::Both);
+    });
+    addr
+}
+
+#[test]
+fn link_drop_mid_migration_leaves_the_source_running_and_the_destination_empty() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let rcfg = ReceiveConfig {
+        tls: None,
+        dest: DestOptions::default(),
+        run_after: Duration::ZERO,
+    };
+    let dest = std::thread::spawn(move || receive_one(&listener, &rcfg));
+    let proxy = cutting_proxy(addr, 4 << 20);
+    let mut vm = running_vm(64, 1, GuestWorkload::HotSet, 4);
+    let cfg = SendConfig {
+        to: proxy,
+        shape: Shape::parse("1gbit", "1ms").unwrap(),
+        source: Arc::new(SourceOptions::default()),
+        tls: None,
+    };
+    let e = format!(
+        "{:#}",
+        send_vm(&mut vm, &cfg, None, &mut NoProgress).unwrap_err()
+    );
+    assert!(
+        e.contains("sending") || e.contains("acknowledgement") || e.contains("reply"),
+        "unclear error: {e}"
+    );
+    // the destination saw the stream end early and built nothing that runs
+    let d = format!("{:#}", dest.join().unwrap().unwrap_err());
+    assert!(d.contains("ended"), "{d}");
+    source_alive(&vm);
+}
+
+#[test]
+fn destination_process_death_leaves_the_source_running() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    tls::keygen(keys.path()).unwrap();
+    // a free port for the child receiver
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pagewire"))
+        .args(["receive", "--listen", &addr, "--keys"])
+        .arg(keys.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait for "listening on ..."
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "receiver said {line:?}");
+    let pid = child.id();
+    // kill the receiver once the (slow) migration is under way
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let mut vm = running_vm(64, 1, GuestWorkload::HotSet, 5);
+    let cfg = SendConfig {
+        to: addr,
+        shape: Shape::parse("100mbit", "5ms").unwrap(),
+        source: Arc::new(SourceOptions::default()),
+        tls: Some(tls::client_config(keys.path()).unwrap()),
+    };
+    let t = std::time::Instant::now();
+    let e = format!(
+        "{:#}",
+        send_vm(&mut vm, &cfg, None, &mut NoProgress).unwrap_err()
+    );
+    killer.join().unwrap();
+    let _ = child.wait();
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "send hung after the peer died"
+    );
+    eprintln!("send error: {e}");
+    assert!(
+        !e.contains("connecting"),
+        "the receiver was not up yet: {e}"
+    );
+    source_alive(&vm);
+}
