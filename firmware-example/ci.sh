@@ -62,6 +62,19 @@ else
   exit 1
 fi
 
+step "largest stack frames (nightly -Z emit-stack-sizes, host build)"
+if cargo +nightly --version >/dev/null 2>&1 && command -v llvm-readobj >/dev/null 2>&1; then
+  if RUSTFLAGS="-Z emit-stack-sizes" CARGO_TARGET_DIR=target/stack-sizes \
+      cargo +nightly build --release -p pagewire-fw-linux --target x86_64-unknown-linux-gnu -q; then
+    llvm-readobj --stack-sizes target/stack-sizes/x86_64-unknown-linux-gnu/release/pagewire-fw \
+      | python3 stack_frames.py
+  else
+    echo "SKIPPED: stack frames: the nightly build failed"
+  fi
+else
+  echo "SKIPPED: stack frames: needs a nightly toolchain and llvm-readobj"
+fi
+
 step "footprint"
 ./footprint.sh "host (x86_64 Linux)" "$HOST_IMAGE" "$host_stack"
 if [ "$arm" = yes ]; then
