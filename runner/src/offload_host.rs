@@ -287,17 +287,12 @@ impl FirmwareEncoder {
         f.into()
     }
 
-    /// Fails if the process has exited.
-    fn check_alive(&mut self, kind_if_clean: FailureKind) -> Result<()> {
+    /// Fails if the process has exited: as `kind` (Start while attaching, else Crashed).
+    fn check_alive(&mut self, kind: FailureKind) -> Result<()> {
         let Some(child) = self.child.as_mut() else {
             return Err(self.dead());
         };
         if let Some(st) = child.try_wait().context("waiting for the firmware")? {
-            let kind = if st.success() {
-                kind_if_clean
-            } else {
-                FailureKind::Crashed
-            };
             return Err(self.fail(kind, describe(st)));
         }
         Ok(())

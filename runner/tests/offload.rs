@@ -321,6 +321,21 @@ fn the_firmware_measures_its_stack() {
 }
 
 #[test]
+fn a_firmware_that_exits_at_start_is_a_start_failure() {
+    let Some(fw) = firmware() else { return };
+    let mut opts = FirmwareOptions::new(fw);
+    opts.extra_args = vec!["--no-such-option".into()];
+    let e = FirmwareEncoder::start(CFG, &opts).err().unwrap();
+    let f = failure(&e);
+    assert_eq!(f.kind, FailureKind::Start);
+    assert!(
+        f.message.contains("exited with status 2") && f.message.contains("--no-such-option"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
 fn a_missing_binary_says_how_to_build_it() {
     let opts = FirmwareOptions::new(PathBuf::from("/nonexistent/pagewire-fw"));
     let e = FirmwareEncoder::start(CFG, &opts).err().unwrap();
