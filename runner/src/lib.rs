@@ -12,6 +12,7 @@
 //!   QEMU guest through QMP.
 
 pub mod capture;
+pub mod coord;
 pub mod launch;
 pub mod live;
 pub mod manifest;

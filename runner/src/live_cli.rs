@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use pagewire_runner::coord::{self, GroupGate};
 use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};
-use pagewire_runner::migrate::{Codec, DestOptions, MigrationReport, Policy, SourceOptions};
+use pagewire_runner::migrate::{Codec, DestOptions, Gate, MigrationReport, Policy, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::vmm::{GuestSpec, GuestWorkload};
 use pagewire_runner::CodecSettings;
@@ -102,9 +103,25 @@ pub struct SendArgs {
     source: SourceArgs,
     #[command(flatten)]
     shape: ShapeArgs,
+    /// Migrate as a member of this Synchronized Arrival group (needs --coordinator).
+    #[arg(long, value_name = "NAME", requires = "coordinator")]
+    group: Option<String>,
+    /// Address of the `pagewire coordinator`.
+    #[arg(long, value_name = "ADDR", requires = "group")]
+    coordinator: Option<String>,
+    /// Members of the group (every member must say the same).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    group_size: usize,
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on, host:port.
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
 }
 
 #[derive(Args)]
@@ -155,11 +172,28 @@ fn receive_config(run: f64, max_mem_mib: u64, keys: &Path) -> Result<ReceiveConf
     })
 }
 
+/// A group membership for `send`: (coordinator, group, size).
+type GroupArgs<'a> = Option<(&'a str, &'a str, usize)>;
+
 /// Sends; on failure checks that the source VM still runs and says so.
-fn send(cfg: &SendConfig, guest: &GuestConfig, json: bool) -> Result<MigrationReport> {
+fn send(
+    cfg: &SendConfig,
+    guest: &GuestConfig,
+    json: bool,
+    group: GroupArgs<'_>,
+) -> Result<MigrationReport> {
     let mut vm = live::boot_guest(guest)?;
+    let mut gate = match group {
+        Some((addr, name, n)) => Some(GroupGate::join(addr, name, &cfg.source.label, n)?),
+        None => None,
+    };
     let mut bar = Bar::new(json);
-    let r = live::send_vm(&mut vm, cfg, None, &mut bar);
+    let r = live::send_vm(
+        &mut vm,
+        cfg,
+        gate.as_mut().map(|g| g as &mut dyn Gate),
+        &mut bar,
+    );
     bar.finish();
     match r {
         Ok(report) => Ok(report),
@@ -181,13 +215,24 @@ pub fn run_send(a: &SendArgs) -> Result<()> {
         source: Arc::new(a.source.source()?),
         tls: Some(tls::client_config(&a.keys)?),
     };
-    let report = send(&cfg, &a.source.guest()?, a.json)?;
+    let group = match (&a.coordinator, &a.group) {
+        (Some(c), Some(g)) => Some((c.as_str(), g.as_str(), a.group_size)),
+        _ => None,
+    };
+    let report = send(&cfg, &a.source.guest()?, a.json, group)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+pub fn run_coordinator(a: &CoordinatorArgs) -> Result<()> {
+    let listener =
+        TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
+    eprintln!("coordinator listening on {}", listener.local_addr()?);
+    coord::serve(listener)
 }
 
 pub fn run_keygen(a: &KeygenArgs) -> Result<()> {
@@ -251,7 +296,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
             shape.describe()
         );
     }
-    let sent = send(&cfg, &guest, a.json);
+    let sent = send(&cfg, &guest, a.json, None);
     let received = dest
         .join()
         .map_err(|_| anyhow::anyhow!("the receiving side panicked"))?;

@@ -35,6 +35,8 @@ enum Command {
     Receive(live_cli::ReceiveArgs),
     /// Make the pre-shared CA and certificates for mutual TLS between send and receive.
     Keygen(live_cli::KeygenArgs),
+    /// Coordinate Synchronized Arrival for `send --group` members on --listen.
+    Coordinator(live_cli::CoordinatorArgs),
     /// Replay a snapshot series through the encoder and decoder, verify every page, and
     /// report wire bytes and codec speed per pass.
     Replay(ReplayArgs),
@@ -295,6 +297,7 @@ fn main() -> ExitCode {
         Command::Send(a) => live_cli::run_send(a),
         Command::Receive(a) => live_cli::run_receive(a),
         Command::Keygen(a) => live_cli::run_keygen(a),
+        Command::Coordinator(a) => live_cli::run_coordinator(a),
         Command::Replay(a) => run_replay(a),
         Command::Simulate(a) => run_simulate(a),
         Command::Trace(a) => trace_cli::run(a),

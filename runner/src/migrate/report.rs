@@ -41,6 +41,8 @@ pub struct MigrationReport {
     pub codec: String,
     /// Pre-copy iterations before the pause.
     pub iterations: u32,
+    /// Wall-clock start, microseconds since the Unix epoch (to line up several migrations).
+    pub start_unix_us: u64,
     /// Seconds from the start to the destination's reply that its VM runs.
     pub total_s: f64,
     /// Seconds from the pause at the source to the first instruction at the destination.
@@ -146,6 +148,7 @@ mod tests {
             policy: "smart-stop".into(),
             codec: "on".into(),
             iterations: 1,
+            start_unix_us: 0,
             total_s: 1.5,
             downtime_s: 0.02,
             downtime_at_source_s: 0.03,

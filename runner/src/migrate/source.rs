@@ -131,6 +131,7 @@ fn run<L: Read + Write>(
     let mut policy: Box<dyn StopPolicy + Send> = opts.policy.build(pages, cfg.page_size);
 
     let start = Instant::now();
+    let start_unix_us = wire::unix_us();
     let mut w = Counted {
         inner: link,
         bytes: 0,
@@ -284,6 +285,7 @@ fn run<L: Read + Write>(
         policy: opts.policy.name().into(),
         codec: opts.codec.name().into(),
         iterations: iteration,
+        start_unix_us,
         total_s: start.elapsed().as_secs_f64(),
         downtime_s: reply.downtime_us as f64 / 1e6,
         downtime_at_source_s: acked.as_secs_f64(),
