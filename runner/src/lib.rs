@@ -10,14 +10,18 @@
 //! * [`report`]: the measurements, as a table and as JSON;
 //! * [`qmp`], [`capture`], [`launch`]: `pagewire trace capture`, snapshot series of a real
 //!   QEMU guest through QMP.
+//! * [`encoders`], [`offload_host`]: the replay's encoder, in process or the offload
+//!   firmware in its own process over shared memory.
 
 pub mod capture;
 pub mod coord;
+pub mod encoders;
 pub mod launch;
 pub mod live;
 pub mod manifest;
 pub mod migrate;
 pub mod net;
+pub mod offload_host;
 pub mod qmp;
 pub mod replay;
 pub mod report;
@@ -27,7 +31,7 @@ pub mod synthetic;
 pub mod vmm;
 
 pub use manifest::{Manifest, SnapshotDir};
-pub use replay::{replay, Progress, SnapshotSource, VerifyError};
+pub use replay::{replay, replay_with, Progress, SnapshotSource, VerifyError};
 pub use report::{Counts, PassReport, ReplayReport};
 pub use settings::CodecSettings;
 pub use synthetic::{SyntheticParams, SyntheticSeries};
