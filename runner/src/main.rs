@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pagewire_runner::replay::{replay, Progress, SnapshotSource};
+use pagewire_runner::replay::{replay_with, Progress, SnapshotSource};
 use pagewire_runner::report::PassReport;
 use pagewire_runner::{CodecSettings, SnapshotDir, SyntheticParams, SyntheticSeries};
 
@@ -85,6 +85,9 @@ struct ReplayArgs {
     /// Synthetic workload: random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+
+    #[command(flatten)]
+    encoder: pagewire_runner::encoders::EncoderArgs,
 }
 
 #[derive(Args)]
@@ -279,7 +282,14 @@ fn run_replay(a: &ReplayArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut progress = Bar(bar);
-    let result = replay(source.as_mut(), cfg, &mut progress);
+    let choice = a.encoder.choice()?;
+    let result = replay_with(
+        source.as_mut(),
+        cfg,
+        &choice,
+        a.encoder.fallback,
+        &mut progress,
+    );
     progress.0.finish_and_clear();
     let report = result?;
 
