@@ -335,6 +335,69 @@ fn a_firmware_that_exits_at_start_is_a_start_failure() {
     );
 }
 
+/// `pagewire replay` with the given extra arguments on 8 MiB of synthetic memory.
+fn replay_cmd(extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pagewire"))
+        .args([
+            "replay",
+            "--synthetic-mib",
+            "8",
+            "--snapshots",
+            "3",
+            "--cache-mib",
+            "4",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_replay_command_encodes_with_the_firmware_and_falls_back() {
+    let Some(fw) = firmware() else { return };
+    let fw = fw.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let total = |name: &str, extra: &[&str]| {
+        let json = dir.path().join(name);
+        let mut args = vec!["--json", json.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = replay_cmd(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        assert!(stdout.contains("verified"), "{stdout}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        (v["total"]["wire_bytes"].clone(), stderr)
+    };
+    let (inproc, _) = total("in.json", &[]);
+    let (offload, _) = total("fw.json", &["--encoder", "firmware", "--firmware", fw]);
+    assert!(inproc.as_u64().unwrap() > 0);
+    assert_eq!(offload, inproc, "same wire bytes");
+
+    let crash = [
+        "--encoder",
+        "firmware",
+        "--firmware",
+        fw,
+        "--firmware-arg=--crash-after",
+    ];
+    let out = replay_cmd(&[&crash[..], &["--firmware-arg=2100"]].concat());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("crashed") && err.contains("SIGABRT"), "{err}");
+
+    let args = [&crash[..], &["--firmware-arg=2100", "--fallback"]].concat();
+    let (_, stderr) = total("fallback.json", &args);
+    assert!(
+        stderr.contains("falling back to the in-process encoder"),
+        "{stderr}"
+    );
+
+    let out = replay_cmd(&["--fallback"]);
+    assert!(!out.status.success(), "--fallback alone is refused");
+}
+
 #[test]
 fn a_missing_binary_says_how_to_build_it() {
     let opts = FirmwareOptions::new(PathBuf::from("/nonexistent/pagewire-fw"));
