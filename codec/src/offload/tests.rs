@@ -707,3 +707,58 @@ fn two_threads_produce_the_same_stream() {
     });
     same(&wire, &want, "ring");
 }
+
+#[test]
+fn host_rejects_what_a_broken_device_writes() {
+    let h = RegionParams::DEFAULT.header(&CFG, Features::ALL).unwrap();
+    let cases: [(Completion, u32, &str); 5] = [
+        (
+            Completion {
+                seq: 1,
+                ..Completion::default()
+            },
+            1,
+            "out of order",
+        ),
+        (
+            Completion {
+                out_offset: h.out_area_len - 4,
+                out_len: 8,
+                out_end: 8,
+                ..Completion::default()
+            },
+            1,
+            "leaves the output area",
+        ),
+        (
+            Completion {
+                out_offset: 2,
+                out_len: 8,
+                out_end: 12,
+                ..Completion::default()
+            },
+            1,
+            "leaves the output area",
+        ),
+        (
+            Completion {
+                out_len: 8,
+                out_end: 4,
+                ..Completion::default()
+            },
+            1,
+            "inconsistent",
+        ),
+        (Completion::default(), 2, "past what was submitted"),
+    ];
+    for (c, tail, why) in cases {
+        let words = region_for(&h);
+        let mut host = Host::create(&words, &h).unwrap();
+        assert!(host.submit_op(flags::END_ITERATION).unwrap());
+        let r = Region::new(&words);
+        r.write_entry(h.cq_offset as usize, &c);
+        r.store(ctrl::CQ_TAIL, tail, Release);
+        let e = host.peek_completion().unwrap_err();
+        assert!(format!("{e}").contains(why), "{c:?}: {e}");
+    }
+}
