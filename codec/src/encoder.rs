@@ -58,6 +58,10 @@ pub struct Encoder<'a> {
     body: &'a mut [u8],
     body_len: usize,
     scratch: &'a mut [u8],
+    /// A private copy of the page being encoded: guest memory may change under the encoder
+    /// (vCPUs keep running during pre-copy), and every decision plus the cache copy must see
+    /// the same bytes or the two caches fall out of step.
+    snapshot: &'a mut [u8],
     next_pfn: u64,
     frame_seq: u32,
     iteration: u64,
@@ -92,6 +96,7 @@ impl<'a> Encoder<'a> {
         let address = AddressIndex::new(carve.words(cfg.address_index_entries() * 2)?);
         let body = carve.bytes(cfg.frame_bytes as usize)?;
         let scratch = carve.bytes(2 * cfg.page_size as usize)?;
+        let snapshot = carve.bytes(cfg.page_size as usize)?;
         Ok(Encoder {
             cfg,
             features: Features::ALL,
@@ -101,6 +106,7 @@ impl<'a> Encoder<'a> {
             body,
             body_len: 0,
             scratch,
+            snapshot,
             next_pfn: 0,
             frame_seq: 0,
             iteration: 0,
@@ -151,7 +157,10 @@ impl<'a> Encoder<'a> {
         if self.room() < ps + RECORD_OVERHEAD {
             written += self.flush(&mut out[written..]);
         }
-        self.write_page_record(pfn, page);
+        let snapshot = core::mem::take(&mut self.snapshot);
+        snapshot.copy_from_slice(page);
+        self.write_page_record(pfn, snapshot);
+        self.snapshot = snapshot;
         self.stats.bytes_in += ps as u64;
         Ok(written)
     }
