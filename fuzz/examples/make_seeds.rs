@@ -1,7 +1,7 @@
 //! Writes the seed corpus of every fuzz target into `fuzz/seeds/<target>/` (checked in,
 //! small). Run from the repository root:
 //!
-//!     cargo run --manifest-path fuzz/Cargo.toml --bin make_seeds
+//!     cargo run --manifest-path fuzz/Cargo.toml --example make_seeds
 
 use std::fs;
 use std::path::Path;
@@ -84,6 +84,7 @@ fn main() {
         let mut s = vec![0x80u8];
         s.extend_from_slice(&wire);
         write("decode_stream", &format!("stream-{i}"), &s);
+        write("c_api", &format!("stream-{i}"), &s);
         // the same frames behind the built-in header variants
         let mut f = vec![(i as u8) * 5];
         f.extend_from_slice(&wire[pagewire::HEADER_LEN..]);

@@ -1,0 +1,121 @@
+//! The C API where it takes buffers and lengths: decoder storage of any size, stream bytes
+//! of any length decoded straight into guest RAM, frame lengths from short buffers, and the
+//! encoder with undersized output and wrong page lengths. Every call returns a result code;
+//! nothing panics, and nothing is written outside the buffers handed in (ASan checks).
+#![no_main]
+
+use core::ffi::c_void;
+use core::mem::MaybeUninit;
+use core::ptr;
+
+use libfuzzer_sys::fuzz_target;
+use pagewire_ffi::config::{
+    pagewire_config_default, pagewire_config_from_header, pagewire_config_sizes,
+};
+use pagewire_ffi::decoder::{
+    pagewire_decoder_check_complete, pagewire_decoder_decode_to_ram, pagewire_decoder_frame_len,
+    pagewire_decoder_init_from_header,
+};
+use pagewire_ffi::encoder::{pagewire_encoder_encode_page, pagewire_encoder_init};
+use pagewire_ffi::{pagewire_config, pagewire_ram_region, pagewire_result, pagewire_sizes};
+
+const RAM_PAGES: u64 = 64;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, input)) = data.split_first() else {
+        return;
+    };
+    let ok = pagewire_result::PAGEWIRE_OK;
+    // SAFETY (whole block): every pointer passed is either NULL on purpose or points to a
+    // live buffer of at least the length passed with it.
+    unsafe {
+        let mut cfg = MaybeUninit::<pagewire_config>::uninit();
+        if pagewire_config_from_header(input.as_ptr(), input.len(), cfg.as_mut_ptr()) == ok {
+            let cfg = cfg.assume_init();
+            let mut sizes = MaybeUninit::<pagewire_sizes>::uninit();
+            if pagewire_config_sizes(&cfg, sizes.as_mut_ptr()) == ok {
+                let sizes = sizes.assume_init();
+                if sizes.decoder_storage <= 32 << 20
+                    && cfg.page_size as usize * RAM_PAGES as usize <= 4 << 20
+                {
+                    // storage: right-sized, or cut short by the selector
+                    let len = sizes
+                        .decoder_storage
+                        .saturating_sub(usize::from(sel & 0x3) * 4096);
+                    let mut storage = vec![0u8; len + 7];
+                    let base = storage.as_mut_ptr().add(usize::from(sel >> 5));
+                    let mut dec = ptr::null_mut();
+                    let mut used = 0usize;
+                    if pagewire_decoder_init_from_header(
+                        input.as_ptr(),
+                        input.len(),
+                        base.cast::<c_void>(),
+                        len,
+                        &mut dec,
+                        &mut used,
+                    ) == ok
+                    {
+                        let mut ram = vec![0u8; cfg.page_size as usize * RAM_PAGES as usize];
+                        let region = pagewire_ram_region {
+                            first_pfn: 0,
+                            page_count: RAM_PAGES,
+                            host: ram.as_mut_ptr(),
+                        };
+                        let rest = &input[used..];
+                        let mut frame = 0usize;
+                        let short = rest.len().min(usize::from(sel & 0x1f));
+                        let _ = pagewire_decoder_frame_len(dec, rest.as_ptr(), short, &mut frame);
+                        let mut consumed = 0usize;
+                        let _ = pagewire_decoder_decode_to_ram(
+                            dec,
+                            rest.as_ptr(),
+                            rest.len(),
+                            &region,
+                            1,
+                            ptr::null(),
+                            &mut consumed,
+                        );
+                        assert!(consumed <= rest.len());
+                        let _ = pagewire_decoder_check_complete(dec);
+                    }
+                }
+            }
+        }
+
+        // the encoder with an output buffer of any size and pages of any length
+        let mut cfg = MaybeUninit::<pagewire_config>::uninit();
+        assert_eq!(pagewire_config_default(cfg.as_mut_ptr()), ok);
+        let mut cfg = cfg.assume_init();
+        cfg.cache_pages = 4;
+        cfg.frame_bytes = 8192;
+        let mut sizes = MaybeUninit::<pagewire_sizes>::uninit();
+        assert_eq!(pagewire_config_sizes(&cfg, sizes.as_mut_ptr()), ok);
+        let sizes = sizes.assume_init();
+        let mut storage = vec![0u8; sizes.encoder_storage];
+        let mut enc = ptr::null_mut();
+        assert_eq!(
+            pagewire_encoder_init(&cfg, storage.as_mut_ptr().cast(), storage.len(), &mut enc),
+            ok
+        );
+        let out_len = usize::from(sel) * 64;
+        let mut out = vec![0u8; out_len];
+        let mut written = 0usize;
+        for chunk in input.chunks(4096).take(4) {
+            let mut page = vec![0u8; 4096];
+            page[..chunk.len()].copy_from_slice(chunk);
+            let page_len = if sel & 0x80 != 0 { chunk.len() } else { 4096 };
+            let r = pagewire_encoder_encode_page(
+                enc,
+                1,
+                page.as_ptr(),
+                page_len,
+                out.as_mut_ptr(),
+                out_len,
+                &mut written,
+            );
+            if r == ok {
+                assert!(written <= out_len);
+            }
+        }
+    }
+});
