@@ -119,6 +119,11 @@ impl<'a> Decoder<'a> {
         let mut pos = 0;
         while pos < input.len() {
             let rest = &input[pos..];
+            if self.state == State::Ended {
+                // anything after the end record, whatever it looks like
+                self.state = State::Failed;
+                return Err(Error::TrailingData);
+            }
             if rest.len() < FRAME_HEADER_LEN {
                 break;
             }

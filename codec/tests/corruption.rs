@@ -166,9 +166,58 @@ fn raw_record(pfn_code: u8, fill: u8) -> Vec<u8> {
     r
 }
 
+/// The stream fails with `want`, and nothing of the frame that carries the fault is handed
+/// out: at most the events of the frames before the last one.
 fn assert_rejected(wire: &[u8], want: Error) {
-    let (_, r) = decode(wire);
+    let (events, r) = decode(wire);
     assert_eq!(r, Err(want));
+    let cfg = Config::from_header(wire).unwrap();
+    let (mut pos, mut last) = (HEADER_LEN, HEADER_LEN);
+    while pos < wire.len() {
+        last = pos;
+        match FrameHeader::parse(&wire[pos..], cfg.frame_bytes) {
+            Ok(h) => pos += h.frame_len(),
+            Err(_) => break,
+        }
+    }
+    let (before, _) = decode(&wire[..last]);
+    assert!(
+        events.len() <= before.len(),
+        "{} events handed out, {} precede the last frame",
+        events.len(),
+        before.len()
+    );
+    assert_eq!(&before[..events.len()], &events[..]);
+}
+
+#[test]
+fn a_stream_replayed_twice_or_restarted_midway_is_rejected() {
+    let (wire, _) = encode(
+        Config {
+            cache_pages: 4,
+            ..Config::DEFAULT
+        },
+        &sample_steps(9, 4096),
+    );
+    // the whole stream again after its end
+    let twice = [wire.clone(), wire.clone()].concat();
+    let (events, r) = decode(&twice);
+    assert_eq!(r, Err(Error::TrailingData));
+    assert_eq!(
+        events,
+        decode(&wire).0,
+        "nothing of the replay is handed out"
+    );
+    // a second stream header where a frame is expected
+    let cfg = Config::from_header(&wire).unwrap();
+    let first = HEADER_LEN
+        + FrameHeader::parse(&wire[HEADER_LEN..], cfg.frame_bytes)
+            .unwrap()
+            .frame_len();
+    let restarted = [&wire[..first], &wire[..]].concat();
+    let (events, r) = decode(&restarted);
+    assert_eq!(r, Err(Error::Malformed("unknown frame type")));
+    assert_eq!(events, decode(&wire[..first]).0);
 }
 
 #[test]
