@@ -34,8 +34,9 @@ impl Link {
     }
 }
 
-/// Parses a rate like `100mbit`, `1gbit`, `12.5MB/s`, `500kbit` into bytes per second.
-pub fn parse_bandwidth(s: &str) -> Result<f64> {
+/// Splits `"12.5mbit"` into its number and its lower-case unit; `what` names the option in
+/// errors, `example` shows a valid value.
+fn number_and_unit(s: &str, what: &str, example: &str) -> Result<(f64, String)> {
     let t = s.trim().to_ascii_lowercase();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -43,8 +44,14 @@ pub fn parse_bandwidth(s: &str) -> Result<f64> {
     let (num, unit) = t.split_at(split);
     let v: f64 = num
         .parse()
-        .with_context(|| format!("bandwidth {s:?}: expected a number and a unit like 100mbit"))?;
-    let bytes = match unit.trim() {
+        .with_context(|| format!("{what} {s:?}: expected a number and a unit like {example}"))?;
+    Ok((v, unit.trim().to_owned()))
+}
+
+/// Parses a rate like `100mbit`, `1gbit`, `12.5MB/s`, `500kbit` into bytes per second.
+pub fn parse_bandwidth(s: &str) -> Result<f64> {
+    let (v, unit) = number_and_unit(s, "bandwidth", "100mbit")?;
+    let bytes = match unit.as_str() {
         "bit" | "bps" => v / 8.0,
         "kbit" | "kbps" => v * 1e3 / 8.0,
         "mbit" | "mbps" => v * 1e6 / 8.0,
@@ -63,15 +70,8 @@ pub fn parse_bandwidth(s: &str) -> Result<f64> {
 
 /// Parses a duration like `20ms`, `0.5s`, `300us` into seconds.
 pub fn parse_duration(s: &str) -> Result<f64> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("duration {s:?}: expected a number and a unit like 20ms"))?;
-    let secs = match unit.trim() {
+    let (v, unit) = number_and_unit(s, "duration", "20ms")?;
+    let secs = match unit.as_str() {
         "s" => v,
         "ms" => v / 1e3,
         "us" => v / 1e6,
