@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use pagewire::{Config, Encoder, EncoderStats};
+use pagewire::{Config, Encoder, EncoderStats, Features};
 
 use crate::offload_host::{FirmwareEncoder, FirmwareOptions};
 
@@ -15,6 +15,8 @@ use crate::offload_host::{FirmwareEncoder, FirmwareOptions};
 pub trait StreamEncoder {
     /// Encodes one page.
     fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut Vec<u8>) -> Result<()>;
+    /// Appends a blob (at most one page long: the offload ring carries a page at a time).
+    fn append_blob(&mut self, tag: u32, data: &[u8], out: &mut Vec<u8>) -> Result<()>;
     /// Ends the iteration; all of it is in `out` afterwards.
     fn end_iteration(&mut self, out: &mut Vec<u8>) -> Result<()>;
     /// Ends the stream; all of it is in `out` afterwards.
@@ -23,7 +25,7 @@ pub trait StreamEncoder {
     fn stats(&self) -> EncoderStats;
 }
 
-/// Which encoder a replay uses.
+/// Which encoder a replay or a migration uses.
 #[derive(Debug, Clone, Default)]
 pub enum EncoderChoice {
     /// The codec, in this process.
@@ -34,16 +36,31 @@ pub enum EncoderChoice {
 }
 
 impl EncoderChoice {
-    /// Starts an encoder for `cfg`.
+    /// Its name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EncoderChoice::InProcess => "inprocess",
+            EncoderChoice::Firmware(_) => "firmware",
+        }
+    }
+
+    /// Starts an encoder for `cfg` with every feature on.
     pub fn start(&self, cfg: Config) -> Result<Box<dyn StreamEncoder>> {
+        self.start_with(cfg, Features::ALL)
+    }
+
+    /// Starts an encoder for `cfg` and `features`.
+    pub fn start_with(&self, cfg: Config, features: Features) -> Result<Box<dyn StreamEncoder>> {
         Ok(match self {
-            EncoderChoice::InProcess => Box::new(InProcessEncoder::new(cfg)?),
-            EncoderChoice::Firmware(opts) => Box::new(FirmwareEncoder::start(cfg, opts)?),
+            EncoderChoice::InProcess => Box::new(InProcessEncoder::with_features(cfg, features)?),
+            EncoderChoice::Firmware(opts) => {
+                Box::new(FirmwareEncoder::start_with(cfg, features, opts)?)
+            }
         })
     }
 }
 
-/// The encoder options of `pagewire replay`.
+/// The encoder options of `pagewire replay`, `send` and `demo`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EncoderArgs {
     /// Who encodes: `inprocess`, or `firmware` (the offload firmware in its own process,
@@ -58,7 +75,7 @@ pub struct EncoderArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub firmware_timeout: f64,
     /// If the firmware crashes or hangs, encode in this process from that pass on (a new
-    /// stream to a new decoder).
+    /// stream to a new decoder; replay only).
     #[arg(long)]
     pub fallback: bool,
     /// Extra firmware argument (its fault injection, e.g. `--crash-after 100`); repeatable.
@@ -104,15 +121,20 @@ pub struct InProcessEncoder {
 }
 
 impl InProcessEncoder {
-    /// An encoder for `cfg`.
+    /// An encoder for `cfg` with every feature on.
     pub fn new(cfg: Config) -> Result<Self> {
+        Self::with_features(cfg, Features::ALL)
+    }
+
+    /// An encoder for `cfg` and `features`.
+    pub fn with_features(cfg: Config, features: Features) -> Result<Self> {
         let storage = crate::replay::zeroed(cfg.encoder_storage_len(), "encoder storage")?;
         let storage = Box::into_raw(storage.into_boxed_slice());
         // SAFETY: `storage` is a live, exclusively owned heap allocation that is freed only
         // in `Drop`, after the encoder that borrows it is gone; the reference is the only
         // access to it meanwhile.
         let mem: &'static mut [u8] = unsafe { &mut *storage };
-        let enc = match Encoder::new(cfg, mem) {
+        let mut enc = match Encoder::new(cfg, mem) {
             Ok(e) => e,
             Err(e) => {
                 // SAFETY: from `Box::into_raw` above; the failed `new` kept no reference.
@@ -120,6 +142,7 @@ impl InProcessEncoder {
                 return Err(e.into());
             }
         };
+        enc.set_features(features);
         Ok(InProcessEncoder {
             enc: ManuallyDrop::new(enc),
             storage,
@@ -142,6 +165,12 @@ impl Drop for InProcessEncoder {
 impl StreamEncoder for InProcessEncoder {
     fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let n = self.enc.encode_page(pfn, page, &mut self.out)?;
+        out.extend_from_slice(&self.out[..n]);
+        Ok(())
+    }
+
+    fn append_blob(&mut self, tag: u32, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let n = self.enc.append_blob(tag, data, &mut self.out)?;
         out.extend_from_slice(&self.out[..n]);
         Ok(())
     }

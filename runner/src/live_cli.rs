@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pagewire_runner::coord::{self, GroupGate};
+use pagewire_runner::encoders::{EncoderArgs, EncoderChoice};
 use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{Codec, DestOptions, Gate, MigrationReport, Policy, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
@@ -41,6 +42,8 @@ pub struct SourceArgs {
     /// Codec cache in MiB (both ends).
     #[arg(long, value_name = "N")]
     cache_mib: Option<u64>,
+    #[command(flatten)]
+    encoder: EncoderArgs,
 }
 
 impl SourceArgs {
@@ -59,6 +62,17 @@ impl SourceArgs {
         })
     }
 
+    fn encoder(&self) -> Result<EncoderChoice> {
+        if self.encoder.fallback {
+            // replay can start a new stream to a new decoder; a migration cannot
+            bail!(
+                "--fallback is for replay: a live migration whose firmware fails stops, leaves the \
+                 source VM running, and can be started again without --encoder firmware"
+            );
+        }
+        self.encoder.choice()
+    }
+
     fn source(&self) -> Result<SourceOptions> {
         let config = CodecSettings {
             cache_mib: self.cache_mib,
@@ -70,6 +84,7 @@ impl SourceArgs {
             codec: Codec::parse(&self.codec)?,
             policy: Policy::parse(&self.policy)?,
             label: self.workload.clone(),
+            encoder: self.encoder()?,
         })
     }
 }

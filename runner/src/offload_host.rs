@@ -190,12 +190,17 @@ pub struct FirmwareEncoder {
 }
 
 impl FirmwareEncoder {
-    /// Sets up the region for `cfg`, starts the firmware on it and waits until it has
-    /// attached.
+    /// Sets up the region for `cfg` (every feature on), starts the firmware on it and
+    /// waits until it has attached.
     pub fn start(cfg: Config, opts: &FirmwareOptions) -> Result<Self> {
+        Self::start_with(cfg, Features::ALL, opts)
+    }
+
+    /// As [`FirmwareEncoder::start`], with these encoder features.
+    pub fn start_with(cfg: Config, features: Features, opts: &FirmwareOptions) -> Result<Self> {
         let header = opts
             .params
-            .header(&cfg, Features::ALL)
+            .header(&cfg, features)
             .map_err(|e| anyhow::anyhow!("offload region: {e}"))?;
         let region = SharedRegion::create(header.region_len as usize)?;
         // SAFETY: the slice borrows the mapping owned by `region`, which moves into the
@@ -409,6 +414,20 @@ impl StreamEncoder for FirmwareEncoder {
             );
         }
         self.submit(out, |h| h.submit_page(pfn, page))?;
+        self.collect(out)?;
+        Ok(())
+    }
+
+    fn append_blob(&mut self, tag: u32, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if data.len() > self.page_size {
+            // the caller's mistake, not the firmware's: refuse before it reaches the ring
+            anyhow::bail!(
+                "blob of {} bytes: the offload ring carries at most a page ({}) per blob",
+                data.len(),
+                self.page_size
+            );
+        }
+        self.submit(out, |h| h.submit_blob(tag, data))?;
         self.collect(out)?;
         Ok(())
     }

@@ -2,10 +2,13 @@
 //! detection, fallback. The firmware is built here (`cargo build --release` in
 //! firmware-example/); where that is impossible the tests print SKIPPED and the reason.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use common::firmware;
 
 use pagewire::{Config, EncoderStats};
 use pagewire_runner::encoders::{EncoderChoice, InProcessEncoder, StreamEncoder};
@@ -15,42 +18,6 @@ use pagewire_runner::offload_host::{
 use pagewire_runner::replay::{replay_with, Progress, SnapshotSource};
 use pagewire_runner::report::PassReport;
 use pagewire_runner::{SyntheticParams, SyntheticSeries};
-
-/// Builds the firmware once per test binary.
-fn firmware() -> Option<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BUILT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-example");
-        let out = Command::new(env!("CARGO"))
-            .current_dir(&dir)
-            .args(["build", "--release", "-p", "pagewire-fw-linux"])
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .map_err(|e| format!("cannot run cargo to build the firmware: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "the firmware does not build here: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ));
-        }
-        Ok(dir.join("target/release/pagewire-fw"))
-    });
-    match r {
-        Ok(p) => Some(p.clone()),
-        Err(why) => {
-            println!("SKIPPED: {why}");
-            None
-        }
-    }
-}
 
 /// A small cache (evictions happen) and small frames (many frames).
 const CFG: Config = Config {

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use pagewire::frame::FRAME_HEADER_LEN;
 use pagewire::{Decoder, Sink, HEADER_LEN};
 
-use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU};
+use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU, MAX_BLOB};
 use crate::vmm::{GuestMemory, VcpuState, Vm, PAGE_SIZE};
 
 /// Limits on what a source may ask the destination to build.
@@ -76,16 +76,24 @@ impl Sink for Into<'_> {
     }
 
     fn blob(&mut self, tag: u32, data: &[u8]) {
-        if tag == BLOB_PAUSE {
-            self.pause = Some(data.to_vec());
+        let slot = if tag == BLOB_PAUSE {
+            &mut self.pause
         } else if let Some(slot) = tag
             .checked_sub(BLOB_VCPU)
             .and_then(|i| self.vcpus.get_mut(i as usize))
         {
-            *slot = Some(data.to_vec());
+            slot
         } else {
             self.bad_blob.get_or_insert(tag);
+            return;
+        };
+        // pieces of one blob arrive back to back (see `wire`): join them, within bounds
+        let whole = slot.get_or_insert_with(Vec::new);
+        if whole.len() + data.len() > MAX_BLOB {
+            self.bad_blob.get_or_insert(tag);
+            return;
         }
+        whole.extend_from_slice(data);
     }
 }
 
@@ -175,7 +183,7 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
             bail!("the stream carries page {pfn}, beyond the VM's memory");
         }
         if let Some(tag) = sink.bad_blob {
-            bail!("the stream carries an unknown blob (tag {tag})");
+            bail!("the stream carries an unknown or oversized blob (tag {tag})");
         }
         while acked < sink.iterations {
             wire::write_message(link, &DestMessage::Ack(acked))
@@ -231,4 +239,43 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
         reply,
         iterations,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_pieces_are_joined_and_oversized_or_unknown_blobs_refused() {
+        let mem = GuestMemory::new(2 << 20).unwrap();
+        let mut sink = Into {
+            mem: &mem,
+            pages: mem.pages() as u64,
+            written: vec![0; mem.pages().div_ceil(64)],
+            bad_pfn: None,
+            pause: None,
+            vcpus: vec![None; 2],
+            bad_blob: None,
+            iterations: 0,
+        };
+        sink.blob(BLOB_VCPU + 1, &[1; 4096]);
+        sink.blob(BLOB_VCPU + 1, &[2; 900]);
+        sink.blob(BLOB_PAUSE, b"{}");
+        let v = sink.vcpus[1].as_deref().unwrap();
+        assert_eq!(v.len(), 4996);
+        assert_eq!((v[4095], v[4096]), (1, 2));
+        assert_eq!(sink.pause.as_deref(), Some(&b"{}"[..]));
+        assert!(sink.vcpus[0].is_none() && sink.bad_blob.is_none());
+
+        sink.blob(BLOB_VCPU + 2, b"no such vCPU");
+        assert_eq!(sink.bad_blob, Some(BLOB_VCPU + 2));
+        sink.bad_blob = None;
+        let piece = vec![0u8; 4096];
+        for _ in 0..MAX_BLOB / 4096 {
+            sink.blob(BLOB_VCPU, &piece);
+        }
+        assert!(sink.bad_blob.is_none());
+        sink.blob(BLOB_VCPU, &[0]);
+        assert_eq!(sink.bad_blob, Some(BLOB_VCPU), "past MAX_BLOB");
+    }
 }

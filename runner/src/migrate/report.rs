@@ -39,6 +39,8 @@ pub struct MigrationReport {
     pub policy: String,
     /// Codec setting.
     pub codec: String,
+    /// Who encoded: "inprocess" or "firmware".
+    pub encoder: String,
     /// Pre-copy iterations before the pause.
     pub iterations: u32,
     /// Wall-clock start, microseconds since the Unix epoch (to line up several migrations).
@@ -76,12 +78,13 @@ impl MigrationReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "migrated {} ({} MiB, {} vCPU) with {} / codec {}",
+            "migrated {} ({} MiB, {} vCPU) with {} / codec {} / encoder {}",
             self.label,
             self.mem_bytes >> 20,
             self.vcpus,
             self.policy,
-            self.codec
+            self.codec,
+            self.encoder
         );
         let _ = writeln!(
             s,
@@ -147,6 +150,7 @@ mod tests {
             vcpus: 1,
             policy: "smart-stop".into(),
             codec: "on".into(),
+            encoder: "firmware".into(),
             iterations: 1,
             start_unix_us: 0,
             total_s: 1.5,
@@ -175,6 +179,7 @@ mod tests {
             "downtime",
             "bytes on wire",
             "iterations",
+            "encoder firmware",
         ] {
             assert!(t.contains(w), "{w} missing from\n{t}");
         }

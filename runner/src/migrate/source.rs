@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use pagewire::policy::{Decision, IterationReport, StopPolicy};
-use pagewire::{Config, Encoder};
+use pagewire::Config;
 
 use super::policy::{Codec, Policy};
 use super::report::{IterationRow, MigrationReport};
-use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU};
+use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_CHUNK, BLOB_PAUSE, BLOB_VCPU};
+use crate::encoders::{EncoderChoice, StreamEncoder};
 use crate::vmm::{Vm, PAGE_SIZE};
 
 /// A group's say on when this VM stops (Synchronized Arrival); called after the VM's own
@@ -51,6 +52,9 @@ pub struct SourceOptions {
     pub policy: Policy,
     /// Free text for the report and the hello.
     pub label: String,
+    /// Who encodes: this process, or the offload firmware. Either way the stream is the
+    /// same; a firmware failure fails the migration (the source VM keeps running).
+    pub encoder: EncoderChoice,
 }
 
 impl Default for SourceOptions {
@@ -60,6 +64,7 @@ impl Default for SourceOptions {
             codec: Codec::On,
             policy: Policy::SmartStop,
             label: String::from("vm"),
+            encoder: EncoderChoice::InProcess,
         }
     }
 }
@@ -79,6 +84,28 @@ impl<W: Write> Write for Counted<'_, W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Appends `data` as blobs of at most [`BLOB_CHUNK`] bytes, all tagged `tag` (the
+/// destination joins them).
+fn append_blob_pieces(
+    enc: &mut dyn StreamEncoder,
+    tag: u32,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    for piece in data.chunks(BLOB_CHUNK) {
+        enc.append_blob(tag, piece, out)?;
+    }
+    Ok(())
+}
+
+/// Writes what the encoder produced and empties the buffer.
+fn send_out<W: Write>(w: &mut W, out: &mut Vec<u8>, what: &'static str) -> Result<u64> {
+    w.write_all(out).context(what)?;
+    let n = out.len() as u64;
+    out.clear();
+    Ok(n)
 }
 
 /// Waits for the destination's acknowledgement of iteration `n`; a refusal arrives instead
@@ -122,10 +149,14 @@ fn run<L: Read + Write>(
     progress: &mut dyn Progress,
 ) -> Result<MigrationReport> {
     let (cfg, features) = opts.codec.apply(opts.config);
-    let mut storage = vec![0u8; cfg.encoder_storage_len()];
-    let mut enc = Encoder::new(cfg, &mut storage)?;
-    enc.set_features(features);
-    let mut out = vec![0u8; cfg.max_output_len()];
+    if let EncoderChoice::Firmware(_) = opts.encoder {
+        progress.note("starting the offload firmware");
+    }
+    let mut enc = opts
+        .encoder
+        .start_with(cfg, features)
+        .context("starting the encoder")?;
+    let mut out = Vec::with_capacity(cfg.max_output_len());
     let mem = vm.memory().clone();
     let pages = mem.pages() as u64;
     let mut policy: Box<dyn StopPolicy + Send> = opts.policy.build(pages, cfg.page_size);
@@ -159,18 +190,16 @@ fn run<L: Read + Write>(
         let mut bytes = 0u64;
         for (k, &pfn) in to_send.iter().enumerate() {
             mem.read_page(pfn, &mut page);
-            let n = enc.encode_page(pfn, &page, &mut out)?;
-            w.write_all(&out[..n]).context("sending pages")?;
-            bytes += n as u64;
+            enc.encode_page(pfn, &page, &mut out)?;
+            bytes += send_out(&mut w, &mut out, "sending pages")?;
             if k % 256 == 255 {
                 progress.pages_sent(256);
             }
         }
         progress.pages_sent(to_send.len() as u64 % 256);
-        let n = enc.end_iteration(&mut out)?;
-        w.write_all(&out[..n]).context("sending pages")?;
+        enc.end_iteration(&mut out)?;
+        bytes += send_out(&mut w, &mut out, "sending pages")?;
         w.flush().context("sending pages")?;
-        bytes += n as u64;
         progress.note("waiting for the destination's acknowledgement");
         wait_ack(w.inner, u64::from(iteration - 1))?;
         let dirty = vm.take_dirty()?;
@@ -226,9 +255,8 @@ fn run<L: Read + Write>(
     let mut bytes = 0u64;
     for &pfn in &last {
         mem.read_page(pfn, &mut page);
-        let n = enc.encode_page(pfn, &page, &mut out)?;
-        w.write_all(&out[..n]).context("sending the last pages")?;
-        bytes += n as u64;
+        enc.encode_page(pfn, &page, &mut out)?;
+        bytes += send_out(&mut w, &mut out, "sending the last pages")?;
     }
     let digest = format!("{:032x}", mem.digest());
     let info = PauseInfo {
@@ -236,20 +264,20 @@ fn run<L: Read + Write>(
         pause_unix_us,
         iterations: iteration,
     };
-    let n = enc.append_blob(BLOB_PAUSE, &serde_json::to_vec(&info)?, &mut out)?;
-    w.write_all(&out[..n])
-        .context("sending the pause information")?;
-    bytes += n as u64;
+    append_blob_pieces(
+        enc.as_mut(),
+        BLOB_PAUSE,
+        &serde_json::to_vec(&info)?,
+        &mut out,
+    )?;
+    bytes += send_out(&mut w, &mut out, "sending the pause information")?;
     for (i, s) in vm.save_state()?.iter().enumerate() {
-        let n = enc.append_blob(BLOB_VCPU + i as u32, &s.to_bytes(), &mut out)?;
-        w.write_all(&out[..n]).context("sending vCPU state")?;
-        bytes += n as u64;
+        append_blob_pieces(enc.as_mut(), BLOB_VCPU + i as u32, &s.to_bytes(), &mut out)?;
+        bytes += send_out(&mut w, &mut out, "sending vCPU state")?;
     }
-    let n = enc.finish(&mut out)?;
-    w.write_all(&out[..n])
-        .context("sending the end of the stream")?;
+    enc.finish(&mut out)?;
+    bytes += send_out(&mut w, &mut out, "sending the end of the stream")?;
     w.flush().context("sending the end of the stream")?;
-    bytes += n as u64;
     stream_bytes += bytes;
     pages_sent += last.len() as u64;
     progress.note("waiting for the destination");
@@ -284,6 +312,7 @@ fn run<L: Read + Write>(
         vcpus: vm.vcpu_count() as u32,
         policy: opts.policy.name().into(),
         codec: opts.codec.name().into(),
+        encoder: opts.encoder.name().into(),
         iterations: iteration,
         start_unix_us,
         total_s: start.elapsed().as_secs_f64(),

@@ -7,6 +7,10 @@
 //! source reads the dirty log only once the iteration arrived, as a real link forces it
 //! to), then the final [`Reply`] once the VM runs there, or the reason it does not.
 //! A length prefix is 4 bytes little-endian; messages are at most [`MAX_MESSAGE`] bytes.
+//!
+//! A blob longer than [`BLOB_CHUNK`] (a vCPU state with its XSAVE area is about 5 KiB)
+//! travels as consecutive blobs of the same tag, at most [`BLOB_CHUNK`] bytes each, that
+//! the destination joins: the offload firmware's ring carries one page per blob.
 
 use std::io::{Read, Write};
 
@@ -17,6 +21,11 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: &[u8; 4] = b"PWM1";
 /// Largest control message.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Largest piece of a blob in the stream (one page).
+pub const BLOB_CHUNK: usize = 4096;
+/// Largest blob the destination joins from pieces.
+pub const MAX_BLOB: usize = 1 << 20;
 
 /// Blob tag of the [`PauseInfo`].
 pub const BLOB_PAUSE: u32 = 1;

@@ -1,7 +1,10 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use pagewire_runner::vmm::{kvm_available, GuestSpec, GuestWorkload, Vm};
@@ -66,4 +69,41 @@ pub fn check_arrived(vm: &Vm, source_rounds: &[u64]) {
         vm.self_check(WAIT).unwrap(),
         "the migrated guest's self-check failed"
     );
+}
+
+/// Builds the offload firmware (once per test binary); `None` after printing `SKIPPED:`
+/// and the reason where it does not build.
+pub fn firmware() -> Option<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = BUILT.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-example");
+        let out = Command::new(env!("CARGO"))
+            .current_dir(&dir)
+            .args(["build", "--release", "-p", "pagewire-fw-linux"])
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .map_err(|e| format!("cannot run cargo to build the firmware: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the firmware does not build here: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+        }
+        Ok(dir.join("target/release/pagewire-fw"))
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            None
+        }
+    }
 }
