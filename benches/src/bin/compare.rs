@@ -32,6 +32,10 @@ struct Args {
     /// Repeat each measurement and keep the fastest.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Measure only the codecs whose name contains this text (and the copy ceiling); for
+    /// profiling one codec.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
 }
 
 #[derive(Serialize, Clone, Default)]
@@ -329,7 +333,13 @@ fn main() -> Result<()> {
     );
     println!("{label}");
     let mut rows = Vec::new();
+    let wanted = |name: &str| {
+        name == "memcpy (ceiling)" || args.only.as_deref().is_none_or(|o| name.contains(o))
+    };
     for (verify, make) in makers(ps) {
+        if !wanted(&make()?.name()) {
+            continue;
+        }
         let r = best_of(args.repeat, &make, &set, verify)?;
         eprintln!("measured {}", r.codec);
         rows.push(r);
@@ -349,9 +359,12 @@ fn main() -> Result<()> {
         data: vec![0u8; pages * ps],
     };
     let mut zero_rows = Vec::new();
-    for (verify, make) in makers(ps).into_iter().filter(|(_, _)| true) {
+    for (verify, make) in makers(ps) {
         let c = make()?;
         let name = c.name();
+        if !wanted(&name) {
+            continue;
+        }
         if name == "memcpy (ceiling)"
             || name.starts_with("pagewire all")
             || name.starts_with("xbzrle")
