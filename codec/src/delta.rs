@@ -13,6 +13,9 @@ use crate::varint;
 /// two bytes, so shorter gaps are cheaper sent as XOR zeros.
 const MERGE_GAP: usize = 3;
 
+/// Length of the empty delta (`new` equals `base`).
+pub const EMPTY_LEN: usize = 2;
+
 /// Encodes the delta of `new` against `base` (same length) into `out`.
 /// Returns its length, or `None` when it would exceed `limit` bytes (or `out`).
 pub fn encode(new: &[u8], base: &[u8], out: &mut [u8], limit: usize) -> Option<usize> {
@@ -52,9 +55,23 @@ pub fn encode(new: &[u8], base: &[u8], out: &mut [u8], limit: usize) -> Option<u
     }
 }
 
-/// End of the run of differing bytes that continues at `from`.
+/// End of the run of differing bytes that continues at `from`: the first equal byte, found
+/// a word at a time (an equal byte is a zero byte of the XOR).
 #[inline]
 fn extend(new: &[u8], base: &[u8], mut from: usize, n: usize) -> usize {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while from + 8 <= n {
+        let a = u64::from_le_bytes(new[from..from + 8].try_into().unwrap_or([0; 8]));
+        let b = u64::from_le_bytes(base[from..from + 8].try_into().unwrap_or([0; 8]));
+        let x = a ^ b;
+        // the lowest set bit marks the first zero byte exactly (later ones may be false)
+        let zero = x.wrapping_sub(LOW) & !x & HIGH;
+        if zero != 0 {
+            return from + (zero.trailing_zeros() / 8) as usize;
+        }
+        from += 8;
+    }
     while from < n && new[from] != base[from] {
         from += 1;
     }
@@ -178,6 +195,26 @@ mod tests {
         let mut last = base;
         last[4095] ^= 1;
         assert!(round_trip(&last, &base) <= 5);
+    }
+
+    #[test]
+    fn extend_stops_at_the_first_equal_byte() {
+        let base = [0u8; 40];
+        for len in 0..40 {
+            for from in 0..=len {
+                let mut new = [0u8; 40];
+                new[..len].iter_mut().for_each(|b| *b = 0x80);
+                // the first equal byte is `len` (or the end)
+                assert_eq!(extend(&new, &base, from, 40), len.max(from).min(40));
+                assert_eq!(extend(&new, &base, from, len), len);
+            }
+        }
+        // bytes that differ by one bit in every position, and a borrow-prone pattern
+        let new: [u8; 16] = core::array::from_fn(|i| if i == 11 { 0 } else { 1 << (i % 8) });
+        assert_eq!(extend(&new, &[0; 16], 0, 16), 11);
+        let new = [1, 0, 1, 1, 1, 1, 1, 1, 1, 1u8];
+        assert_eq!(extend(&new, &[0; 10], 0, 10), 1);
+        assert_eq!(extend(&new, &[0; 10], 2, 10), 10);
     }
 
     #[test]

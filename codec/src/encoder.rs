@@ -13,6 +13,10 @@ use crate::stats::EncoderStats;
 use crate::storage::Carver;
 use crate::varint::{self, varint_len, zigzag};
 
+/// A page delta at most this long is sent without looking for a better block layout (the
+/// best a BLOCKS record could save is a few bytes; `docs/PERFORMANCE.md` has the sweep).
+const SMALL_DELTA: usize = 512;
+
 /// Room kept free for one non-page record (iteration end, end of stream).
 const SMALL_RECORD: usize = 1 + 2 * varint::MAX_VARINT_LEN;
 
@@ -335,10 +339,33 @@ impl<'a> Encoder<'a> {
             .filter(|_| self.features.delta)
             .and_then(|seq| self.cache.age_of_seq(seq))
             .and_then(|age| self.cache.slot_for_age(age).ok().map(|slot| (age, slot)));
+        // The page delta comes first. Empty: the page is unchanged. Small: no block layout
+        // beats it by more than a few bytes, so the content lookups and block deltas are
+        // skipped (the blocks are still hashed, so the new version can be found by content).
+        let mut page_delta = None;
         if let Some((age, slot)) = base {
-            if self.cache.page(slot) == page {
-                self.write_dup(pfn, pfn_code, age);
-                return;
+            let threshold = self.cfg.delta_threshold as usize;
+            // room for the empty delta even under a threshold below it
+            let limit = threshold.max(delta::EMPTY_LEN);
+            let whole = &mut self.scratch[..ps];
+            page_delta = delta::encode(page, self.cache.page(slot), whole, limit);
+            match page_delta {
+                Some(delta::EMPTY_LEN) => {
+                    self.write_dup(pfn, pfn_code, age);
+                    return;
+                }
+                Some(n) if n > threshold => page_delta = None,
+                Some(n) if n <= SMALL_DELTA => {
+                    for b in 0..bpp {
+                        if plan.kinds[b] != block_kind::ZERO {
+                            plan.hashes[b] = block_hash(&page[b * bs..(b + 1) * bs]);
+                        }
+                    }
+                    self.write_delta(pfn_code, age, n);
+                    self.insert(pfn, page, &plan);
+                    return;
+                }
+                _ => {}
             }
         }
 
@@ -379,10 +406,9 @@ impl<'a> Encoder<'a> {
             }
         }
 
-        // Deltas against the base: per literal block, and for the whole page.
-        let mut page_delta = None;
+        // Deltas against the base, per literal block.
         if let Some((_, slot)) = base {
-            let (whole, blocks) = self.scratch.split_at_mut(ps);
+            let blocks = &mut self.scratch[ps..];
             let base_page = self.cache.page(slot);
             for b in 0..bpp {
                 if plan.kinds[b] != block_kind::LITERAL {
@@ -399,7 +425,6 @@ impl<'a> Encoder<'a> {
                     plan.delta_len[b] = n;
                 }
             }
-            page_delta = delta::encode(page, base_page, whole, self.cfg.delta_threshold as usize);
         }
 
         // Sizes of the candidates.
@@ -420,13 +445,7 @@ impl<'a> Encoder<'a> {
 
         let start = self.body_len;
         if delta_len <= blocks_len && delta_len <= raw_len {
-            let n = page_delta.unwrap_or(0);
-            self.begin_record(tag::DELTA, pfn_code);
-            varint::put(self.body, &mut self.body_len, base_age);
-            self.body[self.body_len..self.body_len + n].copy_from_slice(&self.scratch[..n]);
-            self.body_len += n;
-            self.stats.delta.add(self.body_len - start);
-            self.stats.delta_uses += 1;
+            self.write_delta(pfn_code, base_age, page_delta.unwrap_or(0));
         } else if blocks_len < raw_len {
             self.write_blocks(pfn_code, page, &plan, any_delta.then_some(base_age));
             self.stats.blocks.add(self.body_len - start);
@@ -446,6 +465,16 @@ impl<'a> Encoder<'a> {
         self.body_len += 1;
         varint::put(self.body, &mut self.body_len, pfn_code);
         start
+    }
+
+    /// A DELTA record of the page delta in `scratch[..n]` against the page `age` back.
+    fn write_delta(&mut self, pfn_code: u64, age: u64, n: usize) {
+        let start = self.begin_record(tag::DELTA, pfn_code);
+        varint::put(self.body, &mut self.body_len, age);
+        self.body[self.body_len..self.body_len + n].copy_from_slice(&self.scratch[..n]);
+        self.body_len += n;
+        self.stats.delta.add(self.body_len - start);
+        self.stats.delta_uses += 1;
     }
 
     fn write_dup(&mut self, pfn: u64, pfn_code: u64, age: u64) {
