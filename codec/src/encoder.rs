@@ -56,6 +56,8 @@ impl Default for Features {
 pub struct Encoder<'a> {
     cfg: Config,
     features: Features,
+    /// LZ4 on the next frames (`cfg.lz4` allows it; [`Encoder::set_lz4`] switches).
+    lz4: bool,
     cache: PageCache<'a>,
     content: ContentIndex<'a>,
     address: AddressIndex<'a>,
@@ -104,6 +106,7 @@ impl<'a> Encoder<'a> {
         Ok(Encoder {
             cfg,
             features: Features::ALL,
+            lz4: cfg.lz4,
             cache,
             content,
             address,
@@ -128,6 +131,19 @@ impl<'a> Encoder<'a> {
     /// Chooses which redundancy to look for (all by default); may change between pages.
     pub fn set_features(&mut self, features: Features) {
         self.features = features;
+    }
+
+    /// Compresses the frames from the next one on with LZ4 (where it saves bytes), or
+    /// stores them: what a sender picks by how busy its CPU is against its link. Only a
+    /// stream whose header allows LZ4 can have it on; returns whether it is on now.
+    pub fn set_lz4(&mut self, on: bool) -> bool {
+        self.lz4 = on && self.cfg.lz4;
+        self.lz4
+    }
+
+    /// True while frames get LZ4-compressed (see [`Encoder::set_lz4`]).
+    pub fn lz4(&self) -> bool {
+        self.lz4
     }
 
     /// The redundancy the encoder looks for.
@@ -271,7 +287,7 @@ impl<'a> Encoder<'a> {
         let body = &self.body[..self.body_len];
         let mut wire_len = body.len();
         let mut lz4 = false;
-        if self.cfg.lz4 {
+        if self.lz4 {
             if let Ok(n) = lz4_flex::block::compress_into(body, &mut out[FRAME_HEADER_LEN..]) {
                 if n < body.len() {
                     wire_len = n;
@@ -579,6 +595,31 @@ mod tests {
         assert_eq!(enc.iteration(), 1);
         assert_eq!(enc.stats().zero.pages, 2);
         assert_eq!(enc.stats().bytes_out, (HEADER_LEN + n) as u64);
+    }
+
+    #[test]
+    fn lz4_switches_per_frame_and_only_where_the_header_allows_it() {
+        let cfg = Config { lz4: true, ..CFG };
+        let mut mem = [0u8; CFG.encoder_storage_len()];
+        let mut out = [0u8; CFG.max_output_len()];
+        let mut enc = Encoder::new(cfg, &mut mem).unwrap();
+        let text = |k: u8| -> [u8; 4096] { core::array::from_fn(|i| (i % 18) as u8 + 20 * k) };
+        let mut frames = [0u64; 3];
+        for (k, on) in [true, false, true].into_iter().enumerate() {
+            assert!(enc.set_lz4(on) == on && enc.lz4() == on);
+            enc.encode_page(k as u64, &text(k as u8), &mut out).unwrap();
+            enc.end_iteration(&mut out).unwrap();
+            frames[k] = enc.stats().frames_lz4;
+        }
+        // frame 1 compressed, frame 2 stored, frame 3 compressed
+        assert_eq!(frames, [1, 1, 2]);
+
+        let mut mem = [0u8; CFG.encoder_storage_len()];
+        let mut enc = Encoder::new(CFG, &mut mem).unwrap();
+        assert!(!enc.set_lz4(true), "the header disables LZ4");
+        enc.encode_page(0, &text(0), &mut out).unwrap();
+        enc.end_iteration(&mut out).unwrap();
+        assert_eq!(enc.stats().frames_lz4, 0);
     }
 
     #[test]

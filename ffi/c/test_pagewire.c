@@ -352,8 +352,13 @@ static void test_round_trip(void) {
     }
     OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
     append(&stream, out, n);
-    /* passes 2-4: dirty about a tenth, one page at a time */
+    /* passes 2-4: dirty about a tenth, one page at a time; pass 3 without LZ4 */
     for (int it = 1; it < 4; it++) {
+        bool lz4_now = !(it == 2);
+        OK(pagewire_encoder_set_lz4(enc, it != 2, &lz4_now));
+        CHECK(lz4_now == (it != 2));
+        pagewire_encoder_stats before;
+        OK(pagewire_encoder_get_stats(enc, &before));
         for (size_t pfn = 0; pfn < PAGES; pfn++) {
             if (next_rand() % 10)
                 continue;
@@ -365,7 +370,15 @@ static void test_round_trip(void) {
         }
         OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
         append(&stream, out, n);
+        pagewire_encoder_stats after;
+        OK(pagewire_encoder_get_stats(enc, &after));
+        CHECK(after.frames > before.frames);
+        if (it == 2)
+            CHECK(after.frames_lz4 == before.frames_lz4);
+        else
+            CHECK(after.frames_lz4 > before.frames_lz4);
     }
+    CHECK_RC(pagewire_encoder_set_lz4(NULL, true, NULL), PAGEWIRE_NULL_ARGUMENT);
     uint8_t vcpu[200];
     for (size_t i = 0; i < sizeof vcpu; i++)
         vcpu[i] = (uint8_t)(i * 7);

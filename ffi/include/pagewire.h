@@ -915,6 +915,17 @@ pagewire_result pagewire_encoder_append_blob(struct pagewire_encoder *enc, uint3
 pagewire_result pagewire_encoder_finish(struct pagewire_encoder *enc, uint8_t *out, size_t out_len, size_t *written);
 
 /**
+ * Turns LZ4 on the frames on or off from the next frame on (a sender whose CPU, not its
+ * link, is the bottleneck moves memory faster without it; see docs/C-API.md). LZ4 can be on
+ * only in a stream whose configuration has `lz4` set. Writes whether it is on now to
+ * `*now` (may be NULL).
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_encoder_set_lz4(struct pagewire_encoder *enc, bool on, bool *now);
+
+/**
  * Writes the encoder's counters to `*out`.
  *
  * # Safety

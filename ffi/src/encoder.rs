@@ -407,6 +407,35 @@ pub unsafe extern "C" fn pagewire_encoder_finish(
     })
 }
 
+/// Turns LZ4 on the frames on or off from the next frame on (a sender whose CPU, not its
+/// link, is the bottleneck moves memory faster without it; see docs/C-API.md). LZ4 can be on
+/// only in a stream whose configuration has `lz4` set. Writes whether it is on now to
+/// `*now` (may be NULL).
+///
+/// # Safety
+/// The pointer rules at the top of this header.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_set_lz4(
+    enc: *mut pagewire_encoder,
+    on: bool,
+    now: *mut bool,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules: `now` NULL or writable.
+        let now = unsafe { Out::optional(now, "now")? };
+        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
+        unsafe {
+            with_slot(slot(enc), "enc", |s| {
+                let is_on = s.inner.set_lz4(on);
+                if let Some(now) = now {
+                    now.write(is_on);
+                }
+                Ok(())
+            })
+        }
+    })
+}
+
 /// Writes the encoder's counters to `*out`.
 ///
 /// # Safety

@@ -23,6 +23,9 @@ pub trait StreamEncoder {
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
     /// Counters, exact after `end_iteration` and `finish`.
     fn stats(&self) -> EncoderStats;
+    /// Switches LZ4 on the frames from the next one on (where the stream header allows
+    /// it); returns whether it is on now. An encoder that cannot switch keeps its setting.
+    fn set_lz4(&mut self, on: bool) -> bool;
 }
 
 /// Which encoder a replay or a migration uses.
@@ -189,5 +192,9 @@ impl StreamEncoder for InProcessEncoder {
 
     fn stats(&self) -> EncoderStats {
         *self.enc.stats()
+    }
+
+    fn set_lz4(&mut self, on: bool) -> bool {
+        self.enc.set_lz4(on)
     }
 }

@@ -10,7 +10,9 @@ use clap::Args;
 use pagewire_runner::coord::{self, GroupGate};
 use pagewire_runner::encoders::{EncoderArgs, EncoderChoice};
 use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};
-use pagewire_runner::migrate::{Codec, DestOptions, Gate, MigrationReport, Policy, SourceOptions};
+use pagewire_runner::migrate::{
+    Codec, Compression, DestOptions, Gate, MigrationReport, Policy, SourceOptions,
+};
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::vmm::{GuestSpec, GuestWorkload};
 use pagewire_runner::CodecSettings;
@@ -39,6 +41,10 @@ pub struct SourceArgs {
     /// Codec: on (zero pages, CBR, deltas, LZ4) or off (zero pages only).
     #[arg(long, default_value = "on")]
     codec: String,
+    /// LZ4 on the frames: auto (off while the encoder is the bottleneck, on while the link
+    /// is), lz4 or none.
+    #[arg(long, default_value = "auto")]
+    compress: String,
     /// Codec cache in MiB (both ends).
     #[arg(long, value_name = "N")]
     cache_mib: Option<u64>,
@@ -83,6 +89,7 @@ impl SourceArgs {
             config,
             codec: Codec::parse(&self.codec)?,
             policy: Policy::parse(&self.policy)?,
+            compression: Compression::parse(&self.compress)?,
             label: self.workload.clone(),
             encoder: self.encoder()?,
         })

@@ -187,6 +187,8 @@ pub struct FirmwareEncoder {
     failed: Option<FirmwareFailure>,
     chunk: Vec<u8>,
     said: String,
+    /// LZ4 as the region header set it, for the whole stream.
+    lz4: bool,
 }
 
 impl FirmwareEncoder {
@@ -235,6 +237,7 @@ impl FirmwareEncoder {
             failed: None,
             chunk: Vec::new(),
             said: String::new(),
+            lz4: cfg.lz4,
         };
         fw.wait_attached()?;
         fw.region.unlink();
@@ -468,6 +471,11 @@ impl StreamEncoder for FirmwareEncoder {
 
     fn stats(&self) -> EncoderStats {
         self.stats
+    }
+
+    fn set_lz4(&mut self, _on: bool) -> bool {
+        // the firmware reads the codec settings once, from the region header
+        self.lz4
     }
 }
 

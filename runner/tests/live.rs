@@ -49,6 +49,24 @@ fn migrate_over_tcp(w: GuestWorkload, mib: usize, shape: Shape) -> (MigrationRep
 }
 
 #[test]
+fn automatic_compression_keeps_lz4_on_a_slow_link() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let slow = Shape::parse("100mbit", "2ms").unwrap();
+    let (r, _) = migrate_over_tcp(GuestWorkload::HotSet, 64, slow);
+    assert_eq!(r.compression, "auto");
+    // the sender waits for the link most of the first pass
+    assert!(
+        r.rows[0].encoder_s < 0.5 * r.rows[0].seconds,
+        "{:?}",
+        r.rows
+    );
+    assert!(r.rows.iter().all(|row| row.lz4), "{:?}", r.rows);
+    assert_follows_auto(&r);
+}
+
+#[test]
 fn every_workload_migrates_over_shaped_tcp() {
     if !kvm_or_skip() {
         return;

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use common::*;
 use pagewire_runner::migrate::wire::{read_message, DestMessage, Reply};
 use pagewire_runner::migrate::{
-    migrate_in, migrate_out, Codec, DestOptions, NoProgress, Policy, SourceOptions,
+    migrate_in, migrate_out, Codec, Compression, DestOptions, NoProgress, Policy, SourceOptions,
 };
 use pagewire_runner::vmm::GuestWorkload;
 
@@ -170,4 +170,23 @@ fn destination_refuses_truncated_or_damaged_streams_and_never_starts_the_vm() {
         e.contains("frame") || e.contains("CRC") || e.contains("crc"),
         "{e}"
     );
+}
+
+#[test]
+fn automatic_compression_follows_its_rule_on_the_measured_iterations() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // unshaped socket: much of the first pass is spent in the encoder
+    let mut vm = running_vm(128, 1, GuestWorkload::Database, 22);
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
+    let opts = SourceOptions::default();
+    assert_eq!(opts.compression, Compression::Auto);
+    let report = migrate_out(&mut vm, &mut a, &opts, None, &mut NoProgress).unwrap();
+    let mut arrived = dest.join().unwrap().unwrap();
+    check_arrived(&arrived.vm, &rounds(&vm));
+    arrived.vm.pause().unwrap();
+    assert_eq!(report.compression, "auto");
+    assert_follows_auto(&report);
 }

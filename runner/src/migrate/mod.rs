@@ -5,16 +5,19 @@
 //!
 //! * [`wire`]: the session around the codec stream (hello, blobs, reply);
 //! * [`policy`]: stop policies and codec settings by name;
+//! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
 //! * [`source`]: the sending side;
 //! * [`dest`]: the receiving side;
 //! * [`report`]: measurements as a table and JSON.
 
+pub mod compress;
 pub mod dest;
 pub mod policy;
 pub mod report;
 pub mod source;
 pub mod wire;
 
+pub use compress::{AutoLz4, Compression};
 pub use dest::{migrate_in, Arrived, DestOptions};
 pub use policy::{Codec, Policy};
 pub use report::{IterationRow, MigrationReport};

@@ -21,6 +21,11 @@ pub struct IterationRow {
     pub seconds: f64,
     /// Seconds since the migration started.
     pub start_s: f64,
+    /// Seconds of it inside the encoder (the rest waited for the link and the destination);
+    /// not measured for the stop-and-copy (0).
+    pub encoder_s: f64,
+    /// LZ4 on this iteration's frames.
+    pub lz4: bool,
     /// The group's answer, when migrating as part of a group ("continue", "hold", "stop").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<&'static str>,
@@ -41,6 +46,8 @@ pub struct MigrationReport {
     pub codec: String,
     /// Who encoded: "inprocess" or "firmware".
     pub encoder: String,
+    /// Frame compression: "auto", "lz4" or "none".
+    pub compression: String,
     /// Pre-copy iterations before the pause.
     pub iterations: u32,
     /// Wall-clock start, microseconds since the Unix epoch (to line up several migrations).
@@ -78,18 +85,19 @@ impl MigrationReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "migrated {} ({} MiB, {} vCPU) with {} / codec {} / encoder {}",
+            "migrated {} ({} MiB, {} vCPU) with {} / codec {} / compression {} / encoder {}",
             self.label,
             self.mem_bytes >> 20,
             self.vcpus,
             self.policy,
             self.codec,
+            self.compression,
             self.encoder
         );
         let _ = writeln!(
             s,
-            "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9}",
-            "iteration", "sent", "dirtied", "remaining", "MiB", "seconds"
+            "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>5}",
+            "iteration", "sent", "dirtied", "remaining", "MiB", "seconds", "lz4"
         );
         for r in &self.rows {
             let name = if r.iteration > self.iterations {
@@ -99,13 +107,14 @@ impl MigrationReport {
             };
             let _ = writeln!(
                 s,
-                "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9.3}{}",
+                "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9.3} {:>5}{}",
                 name,
                 r.pages_sent,
                 r.pages_dirtied,
                 r.pages_remaining,
                 mib(r.bytes),
                 r.seconds,
+                if r.lz4 { "on" } else { "off" },
                 r.group.map(|g| format!("  group: {g}")).unwrap_or_default()
             );
         }
@@ -151,6 +160,7 @@ mod tests {
             policy: "smart-stop".into(),
             codec: "on".into(),
             encoder: "firmware".into(),
+            compression: "auto".into(),
             iterations: 1,
             start_unix_us: 0,
             total_s: 1.5,
@@ -169,6 +179,8 @@ mod tests {
                 bytes: 10,
                 seconds: 0.01,
                 start_s: 1.0,
+                encoder_s: 0.0,
+                lz4: true,
                 group: None,
             }],
         };
@@ -180,6 +192,7 @@ mod tests {
             "bytes on wire",
             "iterations",
             "encoder firmware",
+            "compression auto",
         ] {
             assert!(t.contains(w), "{w} missing from\n{t}");
         }

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use pagewire::policy::{Decision, IterationReport, StopPolicy};
 use pagewire::Config;
 
+use super::compress::{AutoLz4, Compression};
 use super::policy::{Codec, Policy};
 use super::report::{IterationRow, MigrationReport};
 use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_CHUNK, BLOB_PAUSE, BLOB_VCPU};
@@ -50,6 +51,9 @@ pub struct SourceOptions {
     pub codec: Codec,
     /// Stop policy.
     pub policy: Policy,
+    /// LZ4 on the frames: auto (by the measured CPU headroom), always, never. With the codec
+    /// off there is none.
+    pub compression: Compression,
     /// Free text for the report and the hello.
     pub label: String,
     /// Who encodes: this process, or the offload firmware. Either way the stream is the
@@ -63,6 +67,7 @@ impl Default for SourceOptions {
             config: Config::DEFAULT,
             codec: Codec::On,
             policy: Policy::SmartStop,
+            compression: Compression::Auto,
             label: String::from("vm"),
             encoder: EncoderChoice::InProcess,
         }
@@ -148,7 +153,8 @@ fn run<L: Read + Write>(
     mut gate: Option<&mut dyn Gate>,
     progress: &mut dyn Progress,
 ) -> Result<MigrationReport> {
-    let (cfg, features) = opts.codec.apply(opts.config);
+    let (mut cfg, features) = opts.codec.apply(opts.config);
+    cfg.lz4 &= opts.compression != Compression::None;
     if let EncoderChoice::Firmware(_) = opts.encoder {
         progress.note("starting the offload firmware");
     }
@@ -157,6 +163,7 @@ fn run<L: Read + Write>(
         .start_with(cfg, features)
         .context("starting the encoder")?;
     let mut out = Vec::with_capacity(cfg.max_output_len());
+    let mut auto = (opts.compression == Compression::Auto && cfg.lz4).then(AutoLz4::default);
     let mem = vm.memory().clone();
     let pages = mem.pages() as u64;
     let mut policy: Box<dyn StopPolicy + Send> = opts.policy.build(pages, cfg.page_size);
@@ -187,17 +194,23 @@ fn run<L: Read + Write>(
     loop {
         let t0 = Instant::now();
         progress.iteration_started(iteration, to_send.len() as u64);
+        let lz4 = enc.set_lz4(auto.as_ref().is_none_or(AutoLz4::on) && cfg.lz4);
         let mut bytes = 0u64;
+        let mut in_encoder = std::time::Duration::ZERO;
         for (k, &pfn) in to_send.iter().enumerate() {
             mem.read_page(pfn, &mut page);
+            let e0 = Instant::now();
             enc.encode_page(pfn, &page, &mut out)?;
+            in_encoder += e0.elapsed();
             bytes += send_out(&mut w, &mut out, "sending pages")?;
             if k % 256 == 255 {
                 progress.pages_sent(256);
             }
         }
         progress.pages_sent(to_send.len() as u64 % 256);
+        let e0 = Instant::now();
         enc.end_iteration(&mut out)?;
+        in_encoder += e0.elapsed();
         bytes += send_out(&mut w, &mut out, "sending pages")?;
         w.flush().context("sending pages")?;
         progress.note("waiting for the destination's acknowledgement");
@@ -229,8 +242,17 @@ fn run<L: Read + Write>(
             bytes,
             seconds: elapsed.as_secs_f64(),
             start_s: (t0 - start).as_secs_f64(),
+            encoder_s: in_encoder.as_secs_f64(),
+            lz4,
             group: word,
         };
+        if let Some(a) = auto.as_mut() {
+            a.next(
+                report.pages_sent,
+                elapsed.as_secs_f64(),
+                in_encoder.as_secs_f64(),
+            );
+        }
         progress.iteration_done(&row);
         rows.push(row);
         stream_bytes += bytes;
@@ -252,6 +274,7 @@ fn run<L: Read + Write>(
     last.sort_unstable();
     last.dedup();
     progress.iteration_started(iteration + 1, last.len() as u64);
+    let lz4 = enc.set_lz4(auto.as_ref().is_none_or(AutoLz4::on) && cfg.lz4);
     let mut bytes = 0u64;
     for &pfn in &last {
         mem.read_page(pfn, &mut page);
@@ -302,6 +325,8 @@ fn run<L: Read + Write>(
         bytes,
         seconds: acked.as_secs_f64(),
         start_s: (pause - start).as_secs_f64(),
+        encoder_s: 0.0,
+        lz4,
         group: None,
     };
     progress.iteration_done(&row);
@@ -313,6 +338,12 @@ fn run<L: Read + Write>(
         policy: opts.policy.name().into(),
         codec: opts.codec.name().into(),
         encoder: opts.encoder.name().into(),
+        compression: if cfg.lz4 {
+            opts.compression.name()
+        } else {
+            Compression::None.name()
+        }
+        .into(),
         iterations: iteration,
         start_unix_us,
         total_s: start.elapsed().as_secs_f64(),

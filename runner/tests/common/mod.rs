@@ -107,3 +107,33 @@ pub fn firmware() -> Option<PathBuf> {
         }
     }
 }
+
+/// Checks that a migration with automatic compression switched LZ4 exactly as its rule says
+/// on the iterations it measured (the rule itself is unit-tested in `migrate::compress`).
+pub fn assert_follows_auto(report: &pagewire_runner::migrate::MigrationReport) {
+    let mut auto = pagewire_runner::migrate::AutoLz4::default();
+    let rows = &report.rows;
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{:.2}/{:.2}s:{}",
+                r.pages_sent, r.encoder_s, r.seconds, r.lz4
+            )
+        })
+        .collect();
+    eprintln!("pages:encoder/iteration seconds:LZ4 per iteration: {seen:?}");
+    for (k, r) in rows.iter().enumerate() {
+        assert_eq!(
+            r.lz4,
+            auto.on(),
+            "iteration {} ran with LZ4 {}, the rule says {}: {rows:?}",
+            r.iteration,
+            r.lz4,
+            auto.on()
+        );
+        if k + 1 < rows.len() {
+            auto.next(r.pages_sent, r.seconds, r.encoder_s);
+        }
+    }
+}
