@@ -357,7 +357,9 @@ impl<'a> Encoder<'a> {
             .and_then(|age| self.cache.slot_for_age(age).ok().map(|slot| (age, slot)));
         // The page delta comes first. Empty: the page is unchanged. Small: no block layout
         // beats it by more than a few bytes, so the content lookups and block deltas are
-        // skipped (the blocks are still hashed, so the new version can be found by content).
+        // skipped, and so is hashing it for the content index: its blocks stay findable under
+        // the version it came from while that is cached (on the real traces this sends no
+        // more bytes than indexing every version did).
         let mut page_delta = None;
         if let Some((age, slot)) = base {
             let threshold = self.cfg.delta_threshold as usize;
@@ -372,13 +374,8 @@ impl<'a> Encoder<'a> {
                 }
                 Some(n) if n > threshold => page_delta = None,
                 Some(n) if n <= SMALL_DELTA => {
-                    for b in 0..bpp {
-                        if plan.kinds[b] != block_kind::ZERO {
-                            plan.hashes[b] = block_hash(&page[b * bs..(b + 1) * bs]);
-                        }
-                    }
                     self.write_delta(pfn_code, age, n);
-                    self.insert(pfn, page, &plan);
+                    self.insert(pfn, page, None);
                     return;
                 }
                 _ => {}
@@ -472,7 +469,7 @@ impl<'a> Encoder<'a> {
             self.body_len += ps;
             self.stats.raw.add(self.body_len - start);
         }
-        self.insert(pfn, page, &plan);
+        self.insert(pfn, page, Some(&plan));
     }
 
     fn begin_record(&mut self, record_tag: u8, pfn_code: u64) -> usize {
@@ -549,14 +546,17 @@ impl<'a> Encoder<'a> {
     }
 
     /// The cache insertion rule: RAW, DELTA and BLOCKS pages enter the cache at the head.
-    fn insert(&mut self, pfn: u64, page: &[u8], plan: &BlockPlan) {
+    /// With `plan`, its non-zero blocks enter the content index under their hashes.
+    fn insert(&mut self, pfn: u64, page: &[u8], plan: Option<&BlockPlan>) {
         let bpp = self.cfg.blocks_per_page as usize;
         let slot = self.cache.head_slot();
         self.cache.page_mut(slot).copy_from_slice(page);
         let seq = self.cache.advance();
-        for b in 0..bpp {
-            if plan.kinds[b] != block_kind::ZERO {
-                self.content.put(plan.hashes[b], (slot * bpp + b) as u32);
+        if let Some(plan) = plan {
+            for b in 0..bpp {
+                if plan.kinds[b] != block_kind::ZERO {
+                    self.content.put(plan.hashes[b], (slot * bpp + b) as u32);
+                }
             }
         }
         self.address.put(pfn, seq);

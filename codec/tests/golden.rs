@@ -131,9 +131,9 @@ fn encoder_output_is_pinned() {
         "0403016405ff0f05"
     );
     // BLOCKS: tag 05, pfn 3 after pfn 1 -> zigzag(1) = 02, kinds zero,ref,zero,literal =
-    // 0b10_00_01_00 = 0x84, ref to block 3 of the newest page (the edited pfn 1, whose
-    // block 3 is unchanged): (1-1)*4+3 = 3, then 1024 x ab
-    assert_eq!(hex(&wire[after_raw + 10..after_raw + 14]), "05028403");
+    // 0b10_00_01_00 = 0x84, ref to block 3 of the RAW page (age 2): the edited pfn 1 went
+    // out as a small delta, which is not indexed by content: (2-1)*4+3 = 7, then 1024 x ab
+    assert_eq!(hex(&wire[after_raw + 10..after_raw + 14]), "05028407");
     assert_eq!(
         &wire[after_raw + 14..after_raw + 14 + 1024],
         &[0xab; 1024][..]
