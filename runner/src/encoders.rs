@@ -26,6 +26,8 @@ pub trait StreamEncoder {
     /// Switches LZ4 on the frames from the next one on (where the stream header allows
     /// it); returns whether it is on now. An encoder that cannot switch keeps its setting.
     fn set_lz4(&mut self, on: bool) -> bool;
+    /// True while frames get LZ4.
+    fn lz4(&self) -> bool;
 }
 
 /// Which encoder a replay or a migration uses.
@@ -196,5 +198,9 @@ impl StreamEncoder for InProcessEncoder {
 
     fn set_lz4(&mut self, on: bool) -> bool {
         self.enc.set_lz4(on)
+    }
+
+    fn lz4(&self) -> bool {
+        self.enc.lz4()
     }
 }

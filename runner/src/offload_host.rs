@@ -477,6 +477,10 @@ impl StreamEncoder for FirmwareEncoder {
         // the firmware reads the codec settings once, from the region header
         self.lz4
     }
+
+    fn lz4(&self) -> bool {
+        self.lz4
+    }
 }
 
 impl Drop for FirmwareEncoder {

@@ -1,14 +1,17 @@
 //! LZ4 on or off, chosen while migrating. On a slow link LZ4's 2-3x fewer bytes win; on a
-//! fast one its compression (under 1 GB/s of pages here) makes the CPU the bottleneck and
+//! fast one its compression (about 1 GB/s of pages here) makes the CPU the bottleneck and
 //! plain frames move memory faster (`docs/PERFORMANCE.md`, "The best setting depends on the
-//! link"). The sender measures, per iteration, the time spent in the encoder against the
-//! iteration's wall time: the share left is the CPU headroom, time spent waiting for the
-//! link.
+//! link"). The sender measures, per window of pages, its thread's CPU time against the
+//! wall time: the share left is its CPU headroom, time spent waiting for the link (a full
+//! socket, the destination's acknowledgements).
+
+use std::time::Duration;
 
 use anyhow::{bail, Result};
+use serde::Serialize;
 
 /// How frames are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
     /// Pick LZ4 on or off per iteration from the measured headroom ([`AutoLz4`]).
@@ -40,16 +43,47 @@ impl Compression {
     }
 }
 
-/// Iterations with fewer pages say too little about speed to act on.
-pub const MIN_PAGES: u64 = 1024;
-/// Below this headroom the encoder is the bottleneck: try frames without LZ4.
+/// Pages per measurement window (16 MiB of 4 KiB pages): the first pass adapts after its
+/// first window, not after the whole pass.
+pub const WINDOW_PAGES: u64 = 4096;
+/// Below this headroom the sending CPU is the bottleneck: try frames without LZ4.
 pub const CPU_BOUND: f64 = 0.25;
 /// Above this headroom the sender mostly waits for the link: try LZ4.
 pub const LINK_BOUND: f64 = 0.5;
 /// The other setting must have moved pages this much faster to switch back to it.
 pub const HYSTERESIS: f64 = 1.1;
 
-/// The choice of LZ4 per iteration: start with it on; leave it when the encoder is the
+/// One measurement window and what the rule made of it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Window {
+    /// Pages sent in the window.
+    pub pages: u64,
+    /// Wall-clock seconds it took.
+    pub seconds: f64,
+    /// CPU seconds of the sending thread in it.
+    pub cpu_seconds: f64,
+    /// LZ4 during the window.
+    pub lz4: bool,
+    /// LZ4 chosen for what follows.
+    pub lz4_next: bool,
+}
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`;
+    // CLOCK_THREAD_CPUTIME_ID exists on every Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The choice of LZ4 per window: start with it on; leave it when the sender's CPU is the
 /// bottleneck, come back when the link is; once both have been seen, the one that moved
 /// more pages per second wins a contested switch.
 #[derive(Debug, Clone)]
@@ -69,20 +103,20 @@ impl Default for AutoLz4 {
 }
 
 impl AutoLz4 {
-    /// LZ4 for the current iteration.
+    /// LZ4 now.
     pub fn on(&self) -> bool {
         self.on
     }
 
-    /// After an iteration of `pages` pages that took `seconds`, `encoder_seconds` of them
-    /// inside the encoder: LZ4 for the next iteration.
-    pub fn next(&mut self, pages: u64, seconds: f64, encoder_seconds: f64) -> bool {
-        if pages < MIN_PAGES || seconds <= 0.0 {
+    /// After a window of `pages` pages that took `seconds`, `cpu_seconds` of them busy on
+    /// the sender's CPU: LZ4 for what follows.
+    pub fn next(&mut self, pages: u64, seconds: f64, cpu_seconds: f64) -> bool {
+        if pages == 0 || seconds <= 0.0 {
             return self.on;
         }
         let rate = pages as f64 / seconds;
         self.rate[usize::from(self.on)] = Some(rate);
-        let headroom = 1.0 - (encoder_seconds / seconds).clamp(0.0, 1.0);
+        let headroom = 1.0 - (cpu_seconds / seconds).clamp(0.0, 1.0);
         let other = self.rate[usize::from(!self.on)];
         let other_better = other.is_none_or(|r| r > rate * HYSTERESIS);
         let switch = if self.on {
@@ -94,6 +128,59 @@ impl AutoLz4 {
             self.on = !self.on;
         }
         self.on
+    }
+}
+
+/// Feeds [`AutoLz4`] a window at a time while pages go out, and keeps every window.
+pub struct Chooser {
+    auto: AutoLz4,
+    pages: u64,
+    wall0: std::time::Instant,
+    cpu0: Duration,
+    /// Every window measured so far.
+    pub windows: Vec<Window>,
+}
+
+impl Default for Chooser {
+    fn default() -> Self {
+        Chooser {
+            auto: AutoLz4::default(),
+            pages: 0,
+            wall0: std::time::Instant::now(),
+            cpu0: thread_cpu_time(),
+            windows: Vec::new(),
+        }
+    }
+}
+
+impl Chooser {
+    /// LZ4 now.
+    pub fn on(&self) -> bool {
+        self.auto.on()
+    }
+
+    /// One more page went out. When that closes a window of [`WINDOW_PAGES`], measures it
+    /// and returns LZ4 for what follows.
+    pub fn page_sent(&mut self) -> Option<bool> {
+        self.pages += 1;
+        if self.pages < WINDOW_PAGES {
+            return None;
+        }
+        let (wall, cpu) = (std::time::Instant::now(), thread_cpu_time());
+        let w = Window {
+            pages: self.pages,
+            seconds: (wall - self.wall0).as_secs_f64(),
+            cpu_seconds: cpu.saturating_sub(self.cpu0).as_secs_f64(),
+            lz4: self.auto.on(),
+            lz4_next: false,
+        };
+        let next = self.auto.next(w.pages, w.seconds, w.cpu_seconds);
+        self.windows.push(Window {
+            lz4_next: next,
+            ..w
+        });
+        (self.pages, self.wall0, self.cpu0) = (0, wall, cpu);
+        Some(next)
     }
 }
 
@@ -140,10 +227,47 @@ mod tests {
     }
 
     #[test]
-    fn small_iterations_change_nothing() {
+    fn the_chooser_closes_a_window_every_window_pages() {
+        let mut c = Chooser::default();
+        let mut closed = 0;
+        for _ in 0..3 * WINDOW_PAGES + 5 {
+            closed += usize::from(c.page_sent().is_some());
+        }
+        assert_eq!(closed, 3);
+        assert_eq!(c.windows.len(), 3);
+        assert!(c
+            .windows
+            .iter()
+            .all(|w| w.pages == WINDOW_PAGES && w.seconds >= 0.0));
+    }
+
+    #[test]
+    fn empty_windows_change_nothing() {
         let mut a = AutoLz4::default();
-        assert!(a.next(MIN_PAGES - 1, 0.001, 0.001));
+        assert!(a.next(0, 0.001, 0.001));
         assert!(a.next(5000, 0.0, 0.0));
         assert_eq!(a.rate, [None, None]);
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_work_not_sleep() {
+        let t0 = thread_cpu_time();
+        std::thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu_time() - t0;
+        let t1 = thread_cpu_time();
+        let start = std::time::Instant::now();
+        let mut x = 1u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let worked = thread_cpu_time() - t1;
+        assert!(
+            slept < Duration::from_millis(20),
+            "{slept:?} while sleeping"
+        );
+        assert!(
+            worked > Duration::from_millis(10),
+            "{worked:?} while working"
+        );
     }
 }

@@ -21,11 +21,11 @@ pub struct IterationRow {
     pub seconds: f64,
     /// Seconds since the migration started.
     pub start_s: f64,
-    /// Seconds of it inside the encoder (the rest waited for the link and the destination);
-    /// not measured for the stop-and-copy (0).
-    pub encoder_s: f64,
-    /// LZ4 on this iteration's frames.
-    pub lz4: bool,
+    /// CPU seconds of the sending thread in it (the rest of `seconds` it waited for the
+    /// link and the destination); not measured for the stop-and-copy (0).
+    pub cpu_s: f64,
+    /// Pages encoded while LZ4 was on (`--compress auto` switches it between windows).
+    pub lz4_pages: u64,
     /// The group's answer, when migrating as part of a group ("continue", "hold", "stop").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<&'static str>,
@@ -48,6 +48,8 @@ pub struct MigrationReport {
     pub encoder: String,
     /// Frame compression: "auto", "lz4" or "none".
     pub compression: String,
+    /// With "auto": every measurement window and the LZ4 setting it led to.
+    pub lz4_windows: Vec<crate::migrate::compress::Window>,
     /// Pre-copy iterations before the pause.
     pub iterations: u32,
     /// Wall-clock start, microseconds since the Unix epoch (to line up several migrations).
@@ -114,7 +116,12 @@ impl MigrationReport {
                 r.pages_remaining,
                 mib(r.bytes),
                 r.seconds,
-                if r.lz4 { "on" } else { "off" },
+                match r.lz4_pages {
+                    _ if r.pages_sent == 0 => "-",
+                    0 => "off",
+                    n if n == r.pages_sent => "on",
+                    _ => "part",
+                },
                 r.group.map(|g| format!("  group: {g}")).unwrap_or_default()
             );
         }
@@ -161,6 +168,7 @@ mod tests {
             codec: "on".into(),
             encoder: "firmware".into(),
             compression: "auto".into(),
+            lz4_windows: Vec::new(),
             iterations: 1,
             start_unix_us: 0,
             total_s: 1.5,
@@ -179,8 +187,8 @@ mod tests {
                 bytes: 10,
                 seconds: 0.01,
                 start_s: 1.0,
-                encoder_s: 0.0,
-                lz4: true,
+                cpu_s: 0.0,
+                lz4_pages: 5,
                 group: None,
             }],
         };

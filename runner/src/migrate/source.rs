@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use pagewire::policy::{Decision, IterationReport, StopPolicy};
 use pagewire::Config;
 
-use super::compress::{AutoLz4, Compression};
+use super::compress::{thread_cpu_time, Chooser, Compression};
 use super::policy::{Codec, Policy};
 use super::report::{IterationRow, MigrationReport};
 use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_CHUNK, BLOB_PAUSE, BLOB_VCPU};
@@ -163,7 +163,8 @@ fn run<L: Read + Write>(
         .start_with(cfg, features)
         .context("starting the encoder")?;
     let mut out = Vec::with_capacity(cfg.max_output_len());
-    let mut auto = (opts.compression == Compression::Auto && cfg.lz4).then(AutoLz4::default);
+    // LZ4 starts on wherever the stream allows it; `auto` may switch it per window
+    let mut auto = (opts.compression == Compression::Auto && cfg.lz4).then(Chooser::default);
     let mem = vm.memory().clone();
     let pages = mem.pages() as u64;
     let mut policy: Box<dyn StopPolicy + Send> = opts.policy.build(pages, cfg.page_size);
@@ -193,24 +194,24 @@ fn run<L: Read + Write>(
     let mut iteration = 1u32;
     loop {
         let t0 = Instant::now();
+        let cpu0 = thread_cpu_time();
         progress.iteration_started(iteration, to_send.len() as u64);
-        let lz4 = enc.set_lz4(auto.as_ref().is_none_or(AutoLz4::on) && cfg.lz4);
         let mut bytes = 0u64;
-        let mut in_encoder = std::time::Duration::ZERO;
+        let mut lz4_pages = 0u64;
         for (k, &pfn) in to_send.iter().enumerate() {
             mem.read_page(pfn, &mut page);
-            let e0 = Instant::now();
             enc.encode_page(pfn, &page, &mut out)?;
-            in_encoder += e0.elapsed();
             bytes += send_out(&mut w, &mut out, "sending pages")?;
+            lz4_pages += u64::from(enc.lz4());
+            if let Some(on) = auto.as_mut().and_then(Chooser::page_sent) {
+                enc.set_lz4(on);
+            }
             if k % 256 == 255 {
                 progress.pages_sent(256);
             }
         }
         progress.pages_sent(to_send.len() as u64 % 256);
-        let e0 = Instant::now();
         enc.end_iteration(&mut out)?;
-        in_encoder += e0.elapsed();
         bytes += send_out(&mut w, &mut out, "sending pages")?;
         w.flush().context("sending pages")?;
         progress.note("waiting for the destination's acknowledgement");
@@ -242,17 +243,10 @@ fn run<L: Read + Write>(
             bytes,
             seconds: elapsed.as_secs_f64(),
             start_s: (t0 - start).as_secs_f64(),
-            encoder_s: in_encoder.as_secs_f64(),
-            lz4,
+            cpu_s: thread_cpu_time().saturating_sub(cpu0).as_secs_f64(),
+            lz4_pages,
             group: word,
         };
-        if let Some(a) = auto.as_mut() {
-            a.next(
-                report.pages_sent,
-                elapsed.as_secs_f64(),
-                in_encoder.as_secs_f64(),
-            );
-        }
         progress.iteration_done(&row);
         rows.push(row);
         stream_bytes += bytes;
@@ -274,7 +268,7 @@ fn run<L: Read + Write>(
     last.sort_unstable();
     last.dedup();
     progress.iteration_started(iteration + 1, last.len() as u64);
-    let lz4 = enc.set_lz4(auto.as_ref().is_none_or(AutoLz4::on) && cfg.lz4);
+    let lz4_pages = if enc.lz4() { last.len() as u64 } else { 0 };
     let mut bytes = 0u64;
     for &pfn in &last {
         mem.read_page(pfn, &mut page);
@@ -325,8 +319,8 @@ fn run<L: Read + Write>(
         bytes,
         seconds: acked.as_secs_f64(),
         start_s: (pause - start).as_secs_f64(),
-        encoder_s: 0.0,
-        lz4,
+        cpu_s: 0.0,
+        lz4_pages,
         group: None,
     };
     progress.iteration_done(&row);
@@ -338,6 +332,7 @@ fn run<L: Read + Write>(
         policy: opts.policy.name().into(),
         codec: opts.codec.name().into(),
         encoder: opts.encoder.name().into(),
+        lz4_windows: auto.map(|a| a.windows).unwrap_or_default(),
         compression: if cfg.lz4 {
             opts.compression.name()
         } else {

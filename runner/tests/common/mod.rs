@@ -109,31 +109,31 @@ pub fn firmware() -> Option<PathBuf> {
 }
 
 /// Checks that a migration with automatic compression switched LZ4 exactly as its rule says
-/// on the iterations it measured (the rule itself is unit-tested in `migrate::compress`).
+/// on the windows it measured (the rule itself is unit-tested in `migrate::compress`), and
+/// that the iterations' LZ4 page counts agree with the windows.
 pub fn assert_follows_auto(report: &pagewire_runner::migrate::MigrationReport) {
     let mut auto = pagewire_runner::migrate::AutoLz4::default();
-    let rows = &report.rows;
-    let seen: Vec<_> = rows
+    let windows = &report.lz4_windows;
+    let seen: Vec<_> = windows
         .iter()
-        .map(|r| {
-            format!(
-                "{}:{:.2}/{:.2}s:{}",
-                r.pages_sent, r.encoder_s, r.seconds, r.lz4
-            )
-        })
+        .map(|w| format!("{:.3}/{:.3}s:{}", w.cpu_seconds, w.seconds, w.lz4_next))
         .collect();
-    eprintln!("pages:encoder/iteration seconds:LZ4 per iteration: {seen:?}");
-    for (k, r) in rows.iter().enumerate() {
+    eprintln!("LZ4 windows (CPU/wall seconds: LZ4 next): {seen:?}");
+    for (k, w) in windows.iter().enumerate() {
+        assert_eq!(w.lz4, auto.on(), "window {k}: {windows:?}");
         assert_eq!(
-            r.lz4,
-            auto.on(),
-            "iteration {} ran with LZ4 {}, the rule says {}: {rows:?}",
-            r.iteration,
-            r.lz4,
-            auto.on()
+            w.lz4_next,
+            auto.next(w.pages, w.seconds, w.cpu_seconds),
+            "window {k}: {windows:?}"
         );
-        if k + 1 < rows.len() {
-            auto.next(r.pages_sent, r.seconds, r.encoder_s);
-        }
     }
+    // pages sent with LZ4 before the pause: at least the windows measured with it on
+    let lz4_pages: u64 = report.rows[..report.rows.len() - 1]
+        .iter()
+        .map(|r| r.lz4_pages)
+        .sum();
+    let lz4_windows: u64 = windows.iter().filter(|w| w.lz4).map(|w| w.pages).sum();
+    assert!(lz4_pages >= lz4_windows, "{lz4_pages} < {lz4_windows}");
+    let all_windows: u64 = windows.iter().map(|w| w.pages).sum();
+    assert!(all_windows <= report.pages_sent);
 }
