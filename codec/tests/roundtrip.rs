@@ -123,9 +123,12 @@ proptest! {
         seed in any::<u64>(),
         cbr in any::<bool>(),
         delta in any::<bool>(),
+        lz4_bits in prop::option::of(any::<u64>()),
     ) {
         let steps = build(&cfg, &ops, seed);
-        let (wire, stats) = encode_with(cfg, pagewire::Features { cbr, delta }, &steps);
+        let features = pagewire::Features { cbr, delta };
+        // LZ4 switched at iteration ends, as a sender picking it by its CPU headroom does
+        let (wire, stats) = encode_switching(cfg, features, &steps, lz4_bits);
         if !cbr {
             prop_assert_eq!(stats.block_ref, 0);
         }

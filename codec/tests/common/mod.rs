@@ -23,15 +23,34 @@ pub fn encode_with(
     features: pagewire::Features,
     steps: &[Step],
 ) -> (Vec<u8>, pagewire::EncoderStats) {
+    encode_switching(cfg, features, steps, None)
+}
+
+/// Like [`encode_with`]; with `lz4_bits`, after the k-th iteration end LZ4 is switched to
+/// bit k (mod 64) of it (where the configuration allows LZ4).
+pub fn encode_switching(
+    cfg: Config,
+    features: pagewire::Features,
+    steps: &[Step],
+    lz4_bits: Option<u64>,
+) -> (Vec<u8>, pagewire::EncoderStats) {
     let mut mem = vec![0u8; cfg.encoder_storage_len()];
     let mut out = vec![0u8; cfg.max_output_len()];
     let mut enc = Encoder::new(cfg, &mut mem).expect("encoder");
     enc.set_features(features);
     let mut wire = Vec::new();
+    let mut ends = 0u32;
     for s in steps {
         let n = match s {
             Step::Page(pfn, page) => enc.encode_page(*pfn, page, &mut out),
-            Step::EndIteration => enc.end_iteration(&mut out),
+            Step::EndIteration => {
+                let n = enc.end_iteration(&mut out);
+                if let Some(bits) = lz4_bits {
+                    enc.set_lz4(bits >> (ends % 64) & 1 == 1);
+                }
+                ends += 1;
+                n
+            }
             Step::Blob(tag, data) => enc.append_blob(*tag, data, &mut out),
         }
         .expect("encode");
