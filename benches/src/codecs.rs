@@ -299,6 +299,8 @@ pub struct Pagewire {
     pub cfg: Config,
     pub features: Features,
     pub zstd: Option<i32>,
+    /// Weigh every record kind for every page (`Encoder::set_exhaustive`).
+    pub exhaustive: bool,
     label: String,
     out: Vec<u8>,
     // Encoder and decoder live across passes over storage leaked once per row: the harness
@@ -323,6 +325,7 @@ impl Pagewire {
             cfg,
             features,
             zstd,
+            exhaustive: false,
             label: label.into(),
             out: vec![0; cfg.max_output_len()],
             enc: None,
@@ -352,6 +355,7 @@ impl Codec for Pagewire {
     fn prepare(&mut self) -> Result<()> {
         let mut e = Encoder::new(self.cfg, leak(self.cfg.encoder_storage_len()))?;
         e.set_features(self.features);
+        e.set_exhaustive(self.exhaustive);
         self.enc = Some(e);
         self.dec = Some(Decoder::new(
             self.cfg,

@@ -1,10 +1,10 @@
 //! # pagewire
 //!
 //! An allocation-free `no_std` codec for the memory of a live-migrating virtual machine.
-//! Per page it sends the smallest of: a zero-page tag, a reference to an identical page in a
-//! FIFO cache both ends keep in lockstep, a per-block mix (zero blocks, references to cached
-//! blocks, literal blocks, XOR/RLE block deltas), an XOR/RLE delta against the previous
-//! version of the same page, or the raw page. Records are grouped into frames, each with a
+//! Per page it sends one of: a zero-page tag, a reference to an identical page in a FIFO
+//! cache both ends keep in lockstep, an XOR/RLE delta against the previous version of the
+//! same page (when it is small enough), or the smaller of a per-block mix (zero blocks,
+//! references to cached blocks, literal blocks, XOR/RLE block deltas) and the raw page. Records are grouped into frames, each with a
 //! CRC-32C and, where it saves bytes, an LZ4-compressed body.
 //!
 //! The caller owns all memory: [`Encoder::new`] and [`Decoder::new`] take a `&mut [u8]` of

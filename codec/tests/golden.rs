@@ -134,6 +134,11 @@ fn encoder_output_is_pinned() {
     // 0b10_00_01_00 = 0x84, ref to block 3 of the RAW page (age 2): the edited pfn 1 went
     // out as a small delta, which is not indexed by content: (2-1)*4+3 = 7, then 1024 x ab
     assert_eq!(hex(&wire[after_raw + 10..after_raw + 14]), "05028407");
+    // weighing every record kind (`set_exhaustive`) indexes the edited pfn 1 as well, and
+    // the reference names its block 3: (1-1)*4+3 = 3; everything else is the same
+    let (exhaustive, _) = encode_switching(cfg, pagewire::Features::ALL, &steps, None, true);
+    assert_eq!(hex(&exhaustive[after_raw + 10..after_raw + 14]), "05028403");
+    assert_eq!(exhaustive[..after_raw + 10], wire[..after_raw + 10]);
     assert_eq!(
         &wire[after_raw + 14..after_raw + 14 + 1024],
         &[0xab; 1024][..]

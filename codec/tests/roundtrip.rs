@@ -124,11 +124,12 @@ proptest! {
         cbr in any::<bool>(),
         delta in any::<bool>(),
         lz4_bits in prop::option::of(any::<u64>()),
+        exhaustive in any::<bool>(),
     ) {
         let steps = build(&cfg, &ops, seed);
         let features = pagewire::Features { cbr, delta };
         // LZ4 switched at iteration ends, as a sender picking it by its CPU headroom does
-        let (wire, stats) = encode_switching(cfg, features, &steps, lz4_bits);
+        let (wire, stats) = encode_switching(cfg, features, &steps, lz4_bits, exhaustive);
         if !cbr {
             prop_assert_eq!(stats.block_ref, 0);
         }

@@ -226,6 +226,19 @@ fn makers(ps: usize) -> Vec<(bool, Maker)> {
             None,
         ),
         pw("pagewire all, no LZ4", no_lz4, Features::ALL, None),
+        (
+            true,
+            Box::new(move || {
+                let mut c = Pagewire::new(
+                    "pagewire all, no LZ4, exhaustive",
+                    no_lz4,
+                    Features::ALL,
+                    None,
+                );
+                c.exhaustive = true;
+                Ok(Box::new(c) as Box<dyn Codec>)
+            }),
+        ),
         pw("pagewire zero + LZ4", base, zero_only, None),
         pw("pagewire all + LZ4", base, Features::ALL, None),
         pw(

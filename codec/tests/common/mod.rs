@@ -23,21 +23,24 @@ pub fn encode_with(
     features: pagewire::Features,
     steps: &[Step],
 ) -> (Vec<u8>, pagewire::EncoderStats) {
-    encode_switching(cfg, features, steps, None)
+    encode_switching(cfg, features, steps, None, false)
 }
 
 /// Like [`encode_with`]; with `lz4_bits`, after the k-th iteration end LZ4 is switched to
-/// bit k (mod 64) of it (where the configuration allows LZ4).
+/// bit k (mod 64) of it (where the configuration allows LZ4); `exhaustive` as
+/// [`Encoder::set_exhaustive`].
 pub fn encode_switching(
     cfg: Config,
     features: pagewire::Features,
     steps: &[Step],
     lz4_bits: Option<u64>,
+    exhaustive: bool,
 ) -> (Vec<u8>, pagewire::EncoderStats) {
     let mut mem = vec![0u8; cfg.encoder_storage_len()];
     let mut out = vec![0u8; cfg.max_output_len()];
     let mut enc = Encoder::new(cfg, &mut mem).expect("encoder");
     enc.set_features(features);
+    enc.set_exhaustive(exhaustive);
     let mut wire = Vec::new();
     let mut ends = 0u32;
     for s in steps {
