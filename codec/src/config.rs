@@ -162,7 +162,7 @@ impl Config {
             + self.content_index_entries() * 8
             + self.address_index_entries() * 16
             + align8(self.frame_bytes as usize)
-            + align8(3 * self.page_size as usize)
+            + align8(2 * self.page_size as usize)
     }
 
     /// Storage a [`Decoder`](crate::Decoder) needs for this configuration.

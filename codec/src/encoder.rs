@@ -62,10 +62,6 @@ pub struct Encoder<'a> {
     body: &'a mut [u8],
     body_len: usize,
     scratch: &'a mut [u8],
-    /// A private copy of the page being encoded: guest memory may change under the encoder
-    /// (vCPUs keep running during pre-copy), and every decision plus the cache copy must see
-    /// the same bytes or the two caches fall out of step.
-    snapshot: &'a mut [u8],
     next_pfn: u64,
     frame_seq: u32,
     iteration: u64,
@@ -100,7 +96,6 @@ impl<'a> Encoder<'a> {
         let address = AddressIndex::new(carve.words(cfg.address_index_entries() * 2)?);
         let body = carve.bytes(cfg.frame_bytes as usize)?;
         let scratch = carve.bytes(2 * cfg.page_size as usize)?;
-        let snapshot = carve.bytes(cfg.page_size as usize)?;
         Ok(Encoder {
             cfg,
             features: Features::ALL,
@@ -112,7 +107,6 @@ impl<'a> Encoder<'a> {
             body,
             body_len: 0,
             scratch,
-            snapshot,
             next_pfn: 0,
             frame_seq: 0,
             iteration: 0,
@@ -172,6 +166,13 @@ impl<'a> Encoder<'a> {
     /// Encodes one page. Returns how many bytes of finished stream were written to the front
     /// of `out` (the stream header and/or a full frame; usually 0). `out` must hold
     /// `Config::max_output_len()` bytes.
+    ///
+    /// The encoder reads `page` several times (zero test, delta, hashes, the copy into its
+    /// cache), so it must not change during the call, as Rust's `&[u8]` promises. Guest
+    /// memory that running vCPUs may write is copied into a private page first and the copy
+    /// encoded: the C API does that for every page it is given, the offload device copies
+    /// each page out of its ring, and the runner reads guest pages into its own buffer. (A
+    /// page that changed between two reads would leave the two ends' caches out of step.)
     pub fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut [u8]) -> Result<usize> {
         self.check_call(out)?;
         let ps = self.cfg.page_size as usize;
@@ -185,10 +186,7 @@ impl<'a> Encoder<'a> {
         if self.room() < ps + RECORD_OVERHEAD {
             written += self.flush(&mut out[written..]);
         }
-        let snapshot = core::mem::take(&mut self.snapshot);
-        snapshot.copy_from_slice(page);
-        self.write_page_record(pfn, snapshot);
-        self.snapshot = snapshot;
+        self.write_page_record(pfn, page);
         self.stats.bytes_in += ps as u64;
         Ok(written)
     }

@@ -1123,7 +1123,7 @@ uint32_t pagewire_version_number(void);
 #define PAGEWIRE_ENCODER_STORAGE_BOUND(page_size, blocks_per_page, cache_pages, frame_bytes) \
   ((size_t)PAGEWIRE_STATE_OVERHEAD + 64u + (size_t)(cache_pages) * (size_t)(page_size) + \
    (size_t)(cache_pages) * (size_t)(blocks_per_page) * 32u + (size_t)(cache_pages) * 64u + \
-   (size_t)(frame_bytes) + 4u * (size_t)(page_size))
+   (size_t)(frame_bytes) + 3u * (size_t)(page_size))
 #define PAGEWIRE_DECODER_STORAGE_BOUND(page_size, cache_pages, frame_bytes) \
   ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)(cache_pages) * (size_t)(page_size) + \
    (size_t)(frame_bytes) + 2u * (size_t)(page_size))

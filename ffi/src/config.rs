@@ -102,7 +102,7 @@ pub struct pagewire_sizes {
 /// Sizes for a valid codec configuration.
 pub(crate) fn sizes_of(c: &Config) -> pagewire_sizes {
     pagewire_sizes {
-        // + one page: the encoder's snapshot of the guest page being encoded
+        // + one page: the handle's snapshot of the guest page being encoded
         encoder_storage: overhead::<EncoderSlot>() + c.page_size as usize + c.encoder_storage_len(),
         decoder_storage: overhead::<DecoderSlot>() + c.decoder_storage_len(),
         max_output: c.max_output_len(),
