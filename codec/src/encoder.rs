@@ -366,8 +366,8 @@ impl<'a> Encoder<'a> {
         // the content index (its blocks stay findable under the version it came from while
         // that is cached). On the real traces and the synthetic series this sends within
         // 0.01 % of the bytes that weighing it against a block layout did, at a fraction of
-        // the work (docs/PERFORMANCE.md).
-        // With `exhaustive`, a delta within the threshold stays a candidate instead.
+        // the work (docs/PERFORMANCE.md). With `exhaustive`, such a delta stays a candidate
+        // and is weighed against the block layout and the raw page below.
         let mut page_delta = None;
         if let Some((age, slot)) = base {
             let threshold = self.cfg.delta_threshold as usize;

@@ -41,7 +41,7 @@ pub struct SourceArgs {
     /// Codec: on (zero pages, CBR, deltas, LZ4) or off (zero pages only).
     #[arg(long, default_value = "on")]
     codec: String,
-    /// LZ4 on the frames: auto (off while the encoder is the bottleneck, on while the link
+    /// LZ4 on the frames: auto (off while the sending CPU is the bottleneck, on while the link
     /// is), lz4 or none.
     #[arg(long, default_value = "auto")]
     compress: String,
