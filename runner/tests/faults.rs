@@ -15,18 +15,7 @@ use common::*;
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
-use pagewire_runner::vmm::{GuestWorkload, Vm};
-
-fn source_alive(vm: &Vm) {
-    assert!(vm.is_running(), "the source VM stopped");
-    let hb = vm.monitor().heartbeats();
-    vm.wait_for(WAIT, "source heartbeats", |m| m.heartbeats() > hb + 3)
-        .unwrap();
-    assert!(
-        vm.self_check(WAIT).unwrap(),
-        "the source guest's self-check failed"
-    );
-}
+use pagewire_runner::vmm::GuestWorkload;
 
 /// Forwards a connection and cuts both directions after `limit` bytes from the client.
 fn cutting_proxy(to: String, limit: usize) -> String {

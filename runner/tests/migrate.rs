@@ -54,29 +54,6 @@ fn two_vcpu_database_guest_migrates_without_the_codec_under_xen_classic() {
     migrate(GuestWorkload::Database, 2, Codec::Off, Policy::XenClassic);
 }
 
-/// A link that copies what the source sends.
-struct Tee<L> {
-    inner: L,
-    sent: Vec<u8>,
-}
-
-impl<L: std::io::Write> std::io::Write for Tee<L> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(b)?;
-        self.sent.extend_from_slice(&b[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<L: std::io::Read> std::io::Read for Tee<L> {
-    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(b)
-    }
-}
-
 /// A link that plays back a recorded stream and swallows the reply.
 struct Playback {
     input: std::io::Cursor<Vec<u8>>,
@@ -173,7 +150,7 @@ fn destination_refuses_truncated_or_damaged_streams_and_never_starts_the_vm() {
 }
 
 #[test]
-fn automatic_compression_follows_its_rule_on_the_measured_iterations() {
+fn automatic_compression_follows_its_rule_on_the_measured_windows() {
     if !kvm_or_skip() {
         return;
     }

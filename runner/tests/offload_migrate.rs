@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
 use common::*;
 use pagewire::{Config, Decoder, Encoder, Features, Sink, HEADER_LEN};
@@ -17,30 +15,7 @@ use pagewire_runner::migrate::{
     migrate_in, migrate_out, Codec, DestOptions, NoProgress, Policy, SourceOptions,
 };
 use pagewire_runner::offload_host::FirmwareOptions;
-use pagewire_runner::vmm::{GuestWorkload, Vm};
-
-/// A link that keeps a copy of what the source sends.
-struct Tee<L> {
-    inner: L,
-    sent: Vec<u8>,
-}
-
-impl<L: Write> Write for Tee<L> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(b)?;
-        self.sent.extend_from_slice(&b[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<L: Read> Read for Tee<L> {
-    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(b)
-    }
-}
+use pagewire_runner::vmm::GuestWorkload;
 
 /// What a decoder hands out, in order: exactly the calls an encoder got.
 enum Event {
@@ -181,18 +156,7 @@ fn a_firmware_crash_fails_the_migration_and_the_source_keeps_running() {
     };
     let d = format!("{d:#}");
     assert!(d.contains("ended"), "the destination starts nothing: {d}");
-    source_keeps_running(&vm);
-}
-
-fn source_keeps_running(vm: &Vm) {
-    assert!(vm.is_running(), "the source VM stopped");
-    let hb = vm.monitor().heartbeats();
-    vm.wait_for(WAIT, "source heartbeats", |m| m.heartbeats() > hb + 3)
-        .unwrap();
-    assert!(
-        vm.self_check(Duration::from_secs(30)).unwrap(),
-        "the source guest's self-check failed"
-    );
+    source_alive(&vm);
 }
 
 #[test]

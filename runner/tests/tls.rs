@@ -14,7 +14,7 @@ use common::*;
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, Received, SendConfig};
 use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
-use pagewire_runner::vmm::{GuestWorkload, Vm};
+use pagewire_runner::vmm::GuestWorkload;
 
 fn keys(name: &str) -> std::path::PathBuf {
     let d = tempfile::tempdir().unwrap().keep().join(name);
@@ -43,15 +43,6 @@ fn send_cfg(to: String, dir: &std::path::Path) -> SendConfig {
         source: Arc::new(SourceOptions::default()),
         tls: Some(tls::client_config(dir).unwrap()),
     }
-}
-
-/// The source VM still runs and its guest still passes its self-check.
-fn source_alive(vm: &Vm) {
-    assert!(vm.is_running(), "the source VM stopped");
-    let hb = vm.monitor().heartbeats();
-    vm.wait_for(WAIT, "source heartbeats", |m| m.heartbeats() > hb + 3)
-        .unwrap();
-    assert!(vm.self_check(WAIT).unwrap());
 }
 
 #[test]

@@ -154,11 +154,6 @@ impl Default for Chooser {
 }
 
 impl Chooser {
-    /// LZ4 now.
-    pub fn on(&self) -> bool {
-        self.auto.on()
-    }
-
     /// One more page went out. When that closes a window of [`WINDOW_PAGES`], measures it
     /// and returns LZ4 for what follows.
     pub fn page_sent(&mut self) -> Option<bool> {

@@ -114,6 +114,7 @@ pub fn firmware() -> Option<PathBuf> {
 pub fn assert_follows_auto(report: &pagewire_runner::migrate::MigrationReport) {
     let mut auto = pagewire_runner::migrate::AutoLz4::default();
     let windows = &report.lz4_windows;
+    assert!(!windows.is_empty(), "no window was measured");
     let seen: Vec<_> = windows
         .iter()
         .map(|w| format!("{:.3}/{:.3}s:{}", w.cpu_seconds, w.seconds, w.lz4_next))
@@ -136,4 +137,40 @@ pub fn assert_follows_auto(report: &pagewire_runner::migrate::MigrationReport) {
     assert!(lz4_pages >= lz4_windows, "{lz4_pages} < {lz4_windows}");
     let all_windows: u64 = windows.iter().map(|w| w.pages).sum();
     assert!(all_windows <= report.pages_sent);
+}
+
+/// The source VM still runs and its guest still passes its self-check (after a failed
+/// migration).
+pub fn source_alive(vm: &Vm) {
+    assert!(vm.is_running(), "the source VM stopped");
+    let hb = vm.monitor().heartbeats();
+    vm.wait_for(WAIT, "source heartbeats", |m| m.heartbeats() > hb + 3)
+        .unwrap();
+    assert!(
+        vm.self_check(WAIT).unwrap(),
+        "the source guest's self-check failed"
+    );
+}
+
+/// A link that keeps a copy of what the source sends.
+pub struct Tee<L> {
+    pub inner: L,
+    pub sent: Vec<u8>,
+}
+
+impl<L: std::io::Write> std::io::Write for Tee<L> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.sent.extend_from_slice(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<L: std::io::Read> std::io::Read for Tee<L> {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(b)
+    }
 }
