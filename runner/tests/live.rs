@@ -120,24 +120,7 @@ fn demo_command_migrates_and_prints_json() {
     if !kvm_or_skip() {
         return;
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pagewire"))
-        .args([
-            "demo",
-            "--mem-mib",
-            "64",
-            "--rate",
-            "1gbit",
-            "--delay",
-            "2ms",
-            "--warmup",
-            "0.3",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed: {stderr}");
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = demo_json(&[]);
     assert_eq!(j["destination"]["self_check_ok"], true);
     assert_eq!(j["source"]["mem_bytes"], 64 << 20);
     for key in ["total_s", "downtime_s", "wire_bytes", "iterations"] {

@@ -174,28 +174,12 @@ fn demo_runs_with_the_firmware_encoder_and_send_refuses_fallback() {
         return;
     }
     let Some(fw) = firmware() else { return };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pagewire"))
-        .args([
-            "demo",
-            "--mem-mib",
-            "64",
-            "--rate",
-            "1gbit",
-            "--delay",
-            "2ms",
-            "--warmup",
-            "0.3",
-            "--encoder",
-            "firmware",
-            "--firmware",
-        ])
-        .arg(&fw)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed: {stderr}");
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = demo_json(&[
+        "--encoder".as_ref(),
+        "firmware".as_ref(),
+        "--firmware".as_ref(),
+        fw.as_os_str(),
+    ]);
     assert_eq!(j["source"]["encoder"], "firmware");
     assert_eq!(j["destination"]["self_check_ok"], true);
 }

@@ -174,3 +174,27 @@ impl<L: std::io::Read> std::io::Read for Tee<L> {
         self.inner.read(b)
     }
 }
+
+/// Runs `pagewire demo` on a small guest over a fast shaped link with `--json` and `extra`
+/// arguments; returns the parsed JSON, failing the test (with its stderr) if demo fails.
+pub fn demo_json(extra: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_pagewire"))
+        .args([
+            "demo",
+            "--mem-mib",
+            "64",
+            "--rate",
+            "1gbit",
+            "--delay",
+            "2ms",
+            "--warmup",
+            "0.3",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
