@@ -389,20 +389,26 @@ impl<'a> Encoder<'a> {
             }
         }
 
-        // Content lookups, block by block. A hit at the same block offset names a page that
-        // may be a whole duplicate: remember up to two such pages to compare.
+        // Content lookups, block by block: all hashes first, then all index probes (independent
+        // loads, so their cache misses overlap), then the byte checks. A hit at the same block
+        // offset names a page that may be a whole duplicate: remember up to two to compare.
         let mut dup_candidates = [None; 2];
         for b in 0..bpp {
-            if plan.kinds[b] == block_kind::ZERO {
-                continue;
+            if plan.kinds[b] != block_kind::ZERO {
+                plan.hashes[b] = block_hash(&page[b * bs..(b + 1) * bs]);
             }
+        }
+        let mut probes = [[None; 2]; 8];
+        if self.features.cbr {
+            for b in 0..bpp {
+                if plan.kinds[b] != block_kind::ZERO {
+                    probes[b] = self.content.get(plan.hashes[b]);
+                }
+            }
+        }
+        for b in 0..bpp {
             let block = &page[b * bs..(b + 1) * bs];
-            let h = block_hash(block);
-            plan.hashes[b] = h;
-            if !self.features.cbr {
-                continue;
-            }
-            for loc in self.content.get(h).into_iter().flatten() {
+            for loc in probes[b].into_iter().flatten() {
                 let (slot, cb) = ((loc as usize) / bpp, (loc as usize) % bpp);
                 let Some(age) = self.cache.age_of_slot(slot) else {
                     continue;
