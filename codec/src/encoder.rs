@@ -400,9 +400,10 @@ impl<'a> Encoder<'a> {
         }
         let mut probes = [[None; 2]; 8];
         if self.features.cbr {
-            for b in 0..bpp {
-                if plan.kinds[b] != block_kind::ZERO {
-                    probes[b] = self.content.get(plan.hashes[b]);
+            let blocks = plan.kinds.iter().zip(&plan.hashes).take(bpp);
+            for (probe, (&kind, &hash)) in probes.iter_mut().zip(blocks) {
+                if kind != block_kind::ZERO {
+                    *probe = self.content.get(hash);
                 }
             }
         }
