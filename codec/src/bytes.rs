@@ -44,6 +44,35 @@ pub fn mismatch(a: &[u8], b: &[u8], from: usize) -> usize {
     n
 }
 
+/// Bit `i` set where `a[i] != b[i]`, a word at a time (the portable twin of
+/// [`crate::fast::diff_mask64`]).
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2", not(feature = "safe")),
+    allow(dead_code)
+)]
+#[inline]
+pub fn diff_mask64(a: &[u8; 64], b: &[u8; 64]) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut mask = 0u64;
+    for w in 0..8 {
+        let word = |s: &[u8; 64]| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&s[8 * w..8 * w + 8]);
+            u64::from_le_bytes(v)
+        };
+        let x = word(a) ^ word(b);
+        if x == 0 {
+            continue;
+        }
+        // the top bit of each byte of `t` says whether that byte of `x` is non-zero
+        let t = ((x & LOW7).wrapping_add(LOW7) | x) & !LOW7;
+        // gather the eight top bits into one byte, lowest byte first
+        let bits = ((t >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56;
+        mask |= bits << (8 * w);
+    }
+    mask
+}
+
 /// True when every byte is zero.
 #[inline]
 pub fn is_zero(data: &[u8]) -> bool {
@@ -84,6 +113,22 @@ mod tests {
         }
         assert_eq!(mismatch(&a, &a, 0), 100);
         assert_eq!(mismatch(&a, &a, 500), 100);
+    }
+
+    #[test]
+    fn diff_mask_marks_exactly_the_differing_bytes() {
+        let a = [0x80u8; 64];
+        for p in 0..64 {
+            for flip in [0x01u8, 0x80, 0xff, 0x7f] {
+                let mut b = a;
+                b[p] ^= flip;
+                assert_eq!(diff_mask64(&a, &b), 1 << p, "byte {p} ^ {flip:#x}");
+                b[(p + 9) % 64] ^= 0x40;
+                assert_eq!(diff_mask64(&a, &b), 1 << p | 1 << ((p + 9) % 64));
+            }
+        }
+        assert_eq!(diff_mask64(&a, &[0; 64]), !0);
+        assert_eq!(diff_mask64(&a, &a), 0);
     }
 
     #[test]
