@@ -110,21 +110,22 @@ const XB_FLAGS: u64 = 3 << 62;
 
 /// QEMU-style: zero-page check, then XBZRLE against a pfn-keyed cache of previous versions,
 /// raw when not cached or when the encoding overflows a page; unchanged pages send nothing.
+/// The cache lives for the whole run, as QEMU's does for a migration.
 pub struct Xbzrle {
-    storage: Vec<u8>,
     slots: usize,
     ps: usize,
     out: Vec<u8>,
+    cache: Option<XbzrleCache<'static>>,
 }
 
 impl Xbzrle {
     /// A cache of `slots` pages.
     pub fn new(slots: usize, ps: usize) -> Self {
         Xbzrle {
-            storage: touched(XbzrleCache::storage_len(slots, ps)),
             slots,
             ps,
             out: vec![0; ps],
+            cache: None,
         }
     }
 }
@@ -133,6 +134,11 @@ impl Codec for Xbzrle {
     fn name(&self) -> String {
         "xbzrle (QEMU-style)".into()
     }
+    fn prepare(&mut self) -> Result<()> {
+        let storage = leak(XbzrleCache::storage_len(self.slots, self.ps));
+        self.cache = Some(XbzrleCache::new(storage, self.slots, self.ps).context("cache")?);
+        Ok(())
+    }
     fn encode_pass(
         &mut self,
         set: &PageSet,
@@ -140,12 +146,12 @@ impl Codec for Xbzrle {
         _last: bool,
         wire: &mut Vec<u8>,
     ) -> Result<()> {
-        let mut cache =
-            XbzrleCache::new(&mut self.storage, self.slots, self.ps).context("cache")?;
+        let cache = self.cache.as_mut().context("cache")?;
         for &(pfn, off) in pass {
             let page = set.page(off);
             if page.iter().all(|&b| b == 0) {
                 put_u64(wire, pfn | XB_ZERO);
+                cache.insert(pfn, page);
                 continue;
             }
             match cache.encode_page(pfn, page, &mut self.out) {

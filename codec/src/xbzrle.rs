@@ -210,6 +210,16 @@ impl<'a> XbzrleCache<'a> {
         cached.copy_from_slice(page);
         result
     }
+
+    /// Records `page` as the latest version of `pfn` without encoding it: for a page sent
+    /// another way (QEMU caches a zero page it sent as such), so that the next delta of
+    /// `pfn` is against what the destination holds.
+    pub fn insert(&mut self, pfn: u64, page: &[u8]) {
+        let s = self.slot(pfn);
+        let ps = self.page_size;
+        self.tags[s] = pfn;
+        self.pages[s * ps..(s + 1) * ps].copy_from_slice(page);
+    }
 }
 
 #[cfg(test)]
@@ -294,5 +304,13 @@ mod tests {
         // pfn 2 shares pfn 0's slot and evicts it
         assert_eq!(c.encode_page(2, &a, &mut out), XbzrlePage::Raw);
         assert_eq!(c.encode_page(0, &b, &mut out), XbzrlePage::Raw);
+        // a page sent as a zero page is cached as one: the next delta is against zeros
+        c.insert(0, &[0; 4096]);
+        let mut one = [0u8; 4096];
+        one[7] = 1;
+        assert_eq!(c.encode_page(0, &one, &mut out), XbzrlePage::Delta(3));
+        let mut page = [0u8; 4096];
+        decode(&out[..3], &mut page).unwrap();
+        assert_eq!(page, one);
     }
 }
