@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 /// Magic bytes that open every pagewire stream.
 pub const MAGIC: [u8; 4] = *b"PGWR";
 /// Wire format version written by this crate (see `docs/FORMAT.md`).
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Length of the stream header in bytes.
 pub const HEADER_LEN: usize = 32;
 
@@ -301,9 +301,15 @@ mod tests {
         let mut m = h;
         m[0] = b'X';
         assert_eq!(Config::from_header(&m), Err(Error::BadMagic));
-        let mut v = h;
-        v[4] = 2;
-        assert_eq!(Config::from_header(&v), Err(Error::UnsupportedVersion(2)));
+        // version 1 (before PATCH) and 3 (not yet written) are both refused
+        for version in [1, 3] {
+            let mut v = h;
+            v[4] = version;
+            assert_eq!(
+                Config::from_header(&v),
+                Err(Error::UnsupportedVersion(version))
+            );
+        }
         let mut c = h;
         c[9] ^= 1;
         assert_eq!(Config::from_header(&c), Err(Error::CrcMismatch));

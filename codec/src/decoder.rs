@@ -265,7 +265,22 @@ impl<'a> Decoder<'a> {
                     cache.advance();
                     sink.page(pfn, cache.page(head));
                 }
-                Record::Delta { pfn, age, rle } => {
+                Record::Delta {
+                    pfn,
+                    age,
+                    rle,
+                    in_place: true,
+                } => {
+                    let slot = cache.slot_for_age(age)?;
+                    delta::apply(rle, cache.page_mut(slot))?;
+                    sink.page(pfn, cache.page(slot));
+                }
+                Record::Delta {
+                    pfn,
+                    age,
+                    rle,
+                    in_place: false,
+                } => {
                     let base = cache.slot_for_age(age)?;
                     let head = cache.head_slot();
                     if base != head {

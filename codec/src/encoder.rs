@@ -341,14 +341,9 @@ impl<'a> Encoder<'a> {
             hashes: [0; 8],
             delta_len: [0; 8],
         };
-        let mut zero_blocks = 0;
-        for b in 0..bpp {
-            if is_zero(&page[b * bs..(b + 1) * bs]) {
-                plan.kinds[b] = block_kind::ZERO;
-                zero_blocks += 1;
-            }
-        }
-        if zero_blocks == bpp {
+        // A page that is not zero fails the whole-page test at its first non-zero word; the
+        // per-block zero test waits until the block layout is needed.
+        if is_zero(page) {
             let start = self.begin_record(tag::ZERO, pfn_code);
             self.stats.zero.add(self.body_len - start);
             return;
@@ -362,30 +357,43 @@ impl<'a> Encoder<'a> {
             .and_then(|seq| self.cache.age_of_seq(seq))
             .and_then(|age| self.cache.slot_for_age(age).ok().map(|slot| (age, slot)));
         // The page delta comes first. Empty: the page is unchanged, a duplicate. Within the
-        // delta threshold: sent as it is, without content lookups, block deltas or hashing for
-        // the content index (its blocks stay findable under the version it came from while
-        // that is cached). On the real traces and the synthetic series this sends within
-        // 0.01 % of the bytes that weighing it against a block layout did, at a fraction of
-        // the work (docs/PERFORMANCE.md). With `exhaustive`, such a delta stays a candidate
-        // and is weighed against the block layout and the raw page below.
+        // delta threshold: sent at once as a PATCH (the cached version is patched in its slot
+        // and holds this page from then on: a page that keeps changing takes no new slot),
+        // without content lookups, block deltas or hashing for the content index. On the real
+        // traces and the synthetic series this sends within 0.01 % of the bytes that weighing
+        // it against a block layout did, at a fraction of the work (docs/PERFORMANCE.md). With
+        // `exhaustive`, such a delta stays a candidate and is weighed against the block layout
+        // and the raw page below.
         let mut page_delta = None;
+        let mut bounds = None;
         if let Some((age, slot)) = base {
+            let base_page = self.cache.page(slot);
+            crate::fast::prefetch(base_page);
             let threshold = self.cfg.delta_threshold as usize;
             // room for the empty delta even under a threshold below it
             let limit = threshold.max(delta::EMPTY_LEN);
             let whole = &mut self.scratch[..ps];
-            match delta::encode(page, self.cache.page(slot), whole, limit) {
+            match delta::encode(page, base_page, whole, limit) {
                 Some(delta::EMPTY_LEN) => {
                     self.write_dup(pfn, pfn_code, age);
                     return;
                 }
                 Some(n) if n <= threshold && self.exhaustive => page_delta = Some(n),
                 Some(n) if n <= threshold && n + varint_len(age) <= ps => {
-                    self.write_delta(pfn_code, age, n);
-                    self.insert(pfn, page, None);
+                    self.write_patch(pfn_code, age, slot, n, page);
                     return;
                 }
                 _ => {}
+            }
+            // Which blocks' own deltas could fit, from one cheap pass over difference masks
+            // (both pages are in the CPU cache now): a block delta that cannot fit is never
+            // written out.
+            bounds = Some(delta::bounds(page, self.cache.page(slot), bs));
+        }
+
+        for b in 0..bpp {
+            if is_zero(&page[b * bs..(b + 1) * bs]) {
+                plan.kinds[b] = block_kind::ZERO;
             }
         }
 
@@ -438,7 +446,8 @@ impl<'a> Encoder<'a> {
             let blocks = &mut self.scratch[ps..];
             let base_page = self.cache.page(slot);
             for b in 0..bpp {
-                if plan.kinds[b] != block_kind::LITERAL {
+                let hopeless = bounds.is_some_and(|d| d.pieces[b] > bs - 1);
+                if plan.kinds[b] != block_kind::LITERAL || hopeless {
                     continue;
                 }
                 let r = b * bs..(b + 1) * bs;
@@ -471,9 +480,13 @@ impl<'a> Encoder<'a> {
         let raw_len = head + ps;
 
         let start = self.body_len;
-        if delta_len <= blocks_len && delta_len <= raw_len {
-            self.write_delta(pfn_code, base_age, page_delta.unwrap_or(0));
-        } else if blocks_len < raw_len {
+        if let (Some(n), Some((_, slot))) = (page_delta, base) {
+            if delta_len <= blocks_len && delta_len <= raw_len {
+                self.write_patch(pfn_code, base_age, slot, n, page);
+                return;
+            }
+        }
+        if blocks_len < raw_len {
             self.write_blocks(pfn_code, page, &plan, any_delta.then_some(base_age));
             self.stats.blocks.add(self.body_len - start);
             self.stats.delta_uses += u64::from(any_delta);
@@ -483,7 +496,7 @@ impl<'a> Encoder<'a> {
             self.body_len += ps;
             self.stats.raw.add(self.body_len - start);
         }
-        self.insert(pfn, page, Some(&plan));
+        self.insert(pfn, page, &plan);
     }
 
     fn begin_record(&mut self, record_tag: u8, pfn_code: u64) -> usize {
@@ -494,14 +507,19 @@ impl<'a> Encoder<'a> {
         start
     }
 
-    /// A DELTA record of the page delta in `scratch[..n]` against the page `age` back.
-    fn write_delta(&mut self, pfn_code: u64, age: u64, n: usize) {
-        let start = self.begin_record(tag::DELTA, pfn_code);
+    /// A PATCH record of the page delta in `scratch[..n]` against the cached page of age
+    /// `age` (in `slot`).
+    ///
+    /// The cached page becomes `page` where it is, as the decoder's copy will once it applies
+    /// the delta: no slot is taken, so a page that keeps changing does not push others out.
+    fn write_patch(&mut self, pfn_code: u64, age: u64, slot: usize, n: usize, page: &[u8]) {
+        let start = self.begin_record(tag::PATCH, pfn_code);
         varint::put(self.body, &mut self.body_len, age);
         self.body[self.body_len..self.body_len + n].copy_from_slice(&self.scratch[..n]);
         self.body_len += n;
         self.stats.delta.add(self.body_len - start);
         self.stats.delta_uses += 1;
+        self.cache.page_mut(slot).copy_from_slice(page);
     }
 
     fn write_dup(&mut self, pfn: u64, pfn_code: u64, age: u64) {
@@ -559,18 +577,17 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    /// The cache insertion rule: RAW, DELTA and BLOCKS pages enter the cache at the head.
-    /// With `plan`, its non-zero blocks enter the content index under their hashes.
-    fn insert(&mut self, pfn: u64, page: &[u8], plan: Option<&BlockPlan>) {
+    /// The cache insertion rule for the records this encoder writes: RAW and BLOCKS pages
+    /// enter the cache at the head (PATCH pages change their base in place, in
+    /// `write_patch`); the page's non-zero blocks enter the content index under their hashes.
+    fn insert(&mut self, pfn: u64, page: &[u8], plan: &BlockPlan) {
         let bpp = self.cfg.blocks_per_page as usize;
         let slot = self.cache.head_slot();
         self.cache.page_mut(slot).copy_from_slice(page);
         let seq = self.cache.advance();
-        if let Some(plan) = plan {
-            for b in 0..bpp {
-                if plan.kinds[b] != block_kind::ZERO {
-                    self.content.put(plan.hashes[b], (slot * bpp + b) as u32);
-                }
+        for b in 0..bpp {
+            if plan.kinds[b] != block_kind::ZERO {
+                self.content.put(plan.hashes[b], (slot * bpp + b) as u32);
             }
         }
         self.address.put(pfn, seq);

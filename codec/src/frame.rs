@@ -96,6 +96,9 @@ pub mod tag {
     pub const DELTA: u8 = 0x04;
     /// Per-block mix: `pfn kinds [age] blocks...`.
     pub const BLOCKS: u8 = 0x05;
+    /// XOR/RLE delta against a cached page, whose slot then holds the result instead of a new
+    /// slot taking it (format version 2): `pfn age delta`.
+    pub const PATCH: u8 = 0x06;
     /// End of a pre-copy iteration: `iteration`.
     pub const ITERATION_END: u8 = 0x10;
     /// Opaque caller blob: `blob_tag len bytes[len]`.

@@ -37,6 +37,7 @@ pub enum Record<'b> {
         pfn: u64,
         age: u64,
         rle: &'b [u8],
+        in_place: bool,
     },
     Blocks {
         pfn: u64,
@@ -111,7 +112,7 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
     *pos += 1;
     let is_page = matches!(
         t,
-        tag::ZERO | tag::DUP | tag::RAW | tag::DELTA | tag::BLOCKS
+        tag::ZERO | tag::DUP | tag::RAW | tag::DELTA | tag::PATCH | tag::BLOCKS
     );
     let pfn = if is_page {
         let code = varint::get(body, pos)?;
@@ -131,13 +132,14 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
             pfn,
             bytes: take(body, pos, st.page_size)?,
         },
-        tag::DELTA => {
+        tag::DELTA | tag::PATCH => {
             let age = age(body, pos, st)?;
             let n = delta::check(&body[*pos..], st.page_size)?;
             Record::Delta {
                 pfn,
                 age,
                 rle: take(body, pos, n)?,
+                in_place: t == tag::PATCH,
             }
         }
         tag::BLOCKS => {
@@ -187,7 +189,12 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
     };
     if matches!(
         rec,
-        Record::Raw { .. } | Record::Delta { .. } | Record::Blocks { .. }
+        Record::Raw { .. }
+            | Record::Delta {
+                in_place: false,
+                ..
+            }
+            | Record::Blocks { .. }
     ) {
         st.inserted += 1;
     }

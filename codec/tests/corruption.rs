@@ -259,6 +259,40 @@ fn hostile_references_get_named_errors() {
 }
 
 #[test]
+fn a_patch_changes_its_base_in_place_and_takes_no_slot() {
+    let cfg = hostile_cfg();
+    // RAW pfn 0 (all 7), PATCH pfn 0 (zigzag -1 = 1) age 1: byte 9 ^= 0x0f, DUP pfn 1 age 1
+    let mut body = raw_record(0, 7);
+    body.extend_from_slice(&[0x06, 0x01, 0x01, 0x09, 0x03, 0x0f]);
+    body.extend_from_slice(&[0x02, 0x00, 0x01, 0x12, 0x03]);
+    let (events, r) = decode(&stream_of(cfg, &[&body]));
+    r.unwrap();
+    let mut patched = vec![7u8; 4096];
+    patched[9] ^= 0x0f;
+    assert_eq!(
+        events,
+        vec![
+            Event::Page(0, vec![7; 4096]),
+            Event::Page(0, patched.clone()),
+            Event::Page(1, patched),
+            Event::End
+        ]
+    );
+    // only the RAW page took a slot: age 2 names nothing (a DELTA would have filled it)
+    let mut body = raw_record(0, 7);
+    body.extend_from_slice(&[0x06, 0x01, 0x01, 0x09, 0x03, 0x0f, 0x02, 0x00, 0x02]);
+    assert_rejected(&stream_of(cfg, &[&body]), Error::EmptySlot);
+    // a PATCH is checked like a DELTA: its base must be cached, its runs inside the page
+    assert_rejected(
+        &stream_of(cfg, &[&[0x06, 0x00, 0x01, 0x00, 0x03, 0x01]]),
+        Error::EmptySlot,
+    );
+    let mut body = raw_record(0, 7);
+    body.extend_from_slice(&[0x06, 0x01, 0x01, 0xff, 0x1f, 0x05, 1, 2]);
+    assert_rejected(&stream_of(cfg, &[&body]), Error::BadDelta);
+}
+
+#[test]
 fn hostile_deltas_and_lengths_get_named_errors() {
     let cfg = hostile_cfg();
     let raw = raw_record(0, 7);

@@ -23,11 +23,11 @@ fn small_cfg() -> Config {
 #[test]
 fn hand_built_stream_matches_the_spec() {
     let cfg = small_cfg();
-    // stream header: magic, version 1, flags 0, blocks 4, reserved, page_size 4096,
+    // stream header: magic, version 2, flags 0, blocks 4, reserved, page_size 4096,
     // cache 4, frame_bytes 8192, delta_threshold 2048, stream id, CRC-32C of bytes 0..28
     let mut want = Vec::new();
     want.extend_from_slice(b"PGWR");
-    want.extend_from_slice(&[1, 0, 4, 0]);
+    want.extend_from_slice(&[2, 0, 4, 0]);
     want.extend_from_slice(&4096u32.to_le_bytes());
     want.extend_from_slice(&4u32.to_le_bytes());
     want.extend_from_slice(&8192u32.to_le_bytes());
@@ -86,7 +86,7 @@ fn encoder_output_is_pinned() {
         Step::Page(0, vec![0; 4096]), // ZERO
         Step::Page(1, base.clone()),  // RAW
         Step::Page(2, base.clone()),  // DUP of pfn 1
-        Step::Page(1, edited),        // DELTA against pfn 1's version
+        Step::Page(1, edited),        // PATCH of pfn 1's version
         Step::Page(3, mixed),         // BLOCKS: zero, ref, zero, literal
         Step::EndIteration,
         Step::Blob(7, b"vcpu".to_vec()),
@@ -108,7 +108,7 @@ fn encoder_output_is_pinned() {
     // Everything but the two large payloads, in order: header, frame 0 header, records.
     let s = hex(&wire);
     let expected_prefix = concat!(
-        "5047575201000400",
+        "5047575202000400",
         "00100000",
         "04000000",
         "00400000",
@@ -120,24 +120,23 @@ fn encoder_output_is_pinned() {
     assert_eq!(&s[64..80], "0100000004030201");
     assert_eq!(&s[80..88], "00000000");
     let body_at = 32 + 20;
-    // ZERO pfn0 | RAW pfn1 (zigzag 0) + 4096 bytes | DUP pfn2 age 1 | DELTA pfn1 (zigzag -2 = 3) age 2 ...
+    // ZERO pfn0 | RAW pfn1 (zigzag 0) + 4096 bytes | DUP pfn2 age 1 | PATCH pfn1 (zigzag -2 = 3) age 1 ...
     assert_eq!(hex(&wire[body_at..body_at + 4]), "01000300");
     let after_raw = body_at + 4 + 4096;
     assert_eq!(hex(&wire[after_raw..after_raw + 3]), "020001");
-    // DELTA: tag 04, pfn code 03, age 1 (pfn 1's version is the newest page), one run:
+    // PATCH: tag 06, pfn code 03, age 1 (pfn 1's version is the newest page), one run:
     // skip 100, code 2*2+1 = 5, XOR bytes ff 0f
     assert_eq!(
         hex(&wire[after_raw + 3..after_raw + 3 + 8]),
-        "0403016405ff0f05"
+        "0603016405ff0f05"
     );
     // BLOCKS: tag 05, pfn 3 after pfn 1 -> zigzag(1) = 02, kinds zero,ref,zero,literal =
-    // 0b10_00_01_00 = 0x84, ref to block 3 of the RAW page (age 2): the edited pfn 1 went
-    // out as a small delta, which is not indexed by content: (2-1)*4+3 = 7, then 1024 x ab
-    assert_eq!(hex(&wire[after_raw + 10..after_raw + 14]), "05028407");
-    // weighing every record kind (`set_exhaustive`) indexes the edited pfn 1 as well, and
-    // the reference names its block 3: (1-1)*4+3 = 3; everything else is the same
+    // 0b10_00_01_00 = 0x84, ref to block 3 of the page of age 1: the RAW page's slot, which
+    // the PATCH changed in place (its block 3 is untouched): (1-1)*4+3 = 3, then 1024 x ab
+    assert_eq!(hex(&wire[after_raw + 10..after_raw + 14]), "05028403");
+    // weighing every record kind (`set_exhaustive`) picks the same records here
     let (exhaustive, _) = encode_switching(cfg, pagewire::Features::ALL, &steps, None, true);
-    assert_eq!(hex(&exhaustive[after_raw + 10..after_raw + 14]), "05028403");
+    assert_eq!(hex(&exhaustive), hex(&wire));
     assert_eq!(exhaustive[..after_raw + 10], wire[..after_raw + 10]);
     assert_eq!(
         &wire[after_raw + 14..after_raw + 14 + 1024],

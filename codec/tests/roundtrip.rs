@@ -147,8 +147,11 @@ proptest! {
 
 #[test]
 fn redundancy_is_found() {
-    // 64 pages of text, then the same pages again with small edits, then copies at new pfns:
-    // the second and third passes must cost a small fraction of the first.
+    // 64 pages of text, then the same pages again with small edits, then copies of the edited
+    // pages at new pfns: the second and third passes must cost a small fraction of the first.
+    // (The edits go out as PATCHes, which replace the versions they were made from in the
+    // cache: copies of the pages as they were before the edits would only find 3 of their 4
+    // blocks.)
     let cfg = Config {
         cache_pages: 256,
         lz4: false,
@@ -163,13 +166,15 @@ fn redundancy_is_found() {
         .collect();
     steps.push(Step::EndIteration);
     let (pass1, _) = encode(cfg, &steps);
+    let mut edited = Vec::new();
     for (i, p) in first.iter().enumerate() {
         let mut e = p.clone();
         e[i * 13 % 4096] ^= 0x55;
-        steps.push(Step::Page(i as u64, e));
+        steps.push(Step::Page(i as u64, e.clone()));
+        edited.push(e);
     }
     steps.push(Step::EndIteration);
-    for (i, p) in first.iter().enumerate() {
+    for (i, p) in edited.iter().enumerate() {
         steps.push(Step::Page(1000 + i as u64, p.clone()));
     }
     let (all, stats) = encode(cfg, &steps);

@@ -595,7 +595,7 @@ static void test_corruption_is_rejected(void) {
     header[0] = 'X';
     CHECK_RC(pagewire_config_from_header(header, sizeof header, &got), PAGEWIRE_BAD_MAGIC);
     memcpy(header, s.data, sizeof header);
-    header[4] = 2;
+    header[4] = PAGEWIRE_FORMAT_VERSION + 1;
     CHECK_RC(pagewire_decoder_new_from_header(header, sizeof header, &dec2, &consumed),
              PAGEWIRE_UNSUPPORTED_VERSION);
     memcpy(header, s.data, sizeof header);

@@ -52,7 +52,7 @@
 /**
  * Wire format version this library writes and reads.
  */
-#define PAGEWIRE_FORMAT_VERSION 1
+#define PAGEWIRE_FORMAT_VERSION 2
 
 /**
  * Upper bound of the bytes an encoder or decoder handle adds to the codec's own storage

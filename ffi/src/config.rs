@@ -16,7 +16,7 @@ pub const PAGEWIRE_HEADER_LEN: usize = 32;
 /// Bytes of a frame header: what a reader needs to learn a frame's length.
 pub const PAGEWIRE_FRAME_HEADER_LEN: usize = 20;
 /// Wire format version this library writes and reads.
-pub const PAGEWIRE_FORMAT_VERSION: u32 = 1;
+pub const PAGEWIRE_FORMAT_VERSION: u32 = 2;
 /// Upper bound of the bytes an encoder or decoder handle adds to the codec's own storage
 /// (the `_STORAGE_BOUND` macros use it).
 pub const PAGEWIRE_STATE_OVERHEAD: usize = 512;

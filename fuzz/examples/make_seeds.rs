@@ -90,7 +90,7 @@ fn main() {
         f.extend_from_slice(&wire[pagewire::HEADER_LEN..]);
         write("decode_stream", &format!("frames-{i}"), &f);
     }
-    // record bodies: ZERO, RAW, DUP age 1, DELTA age 1 one run, BLOCKS (zero, ref, literal, delta), ITER, END
+    // record bodies: ZERO, RAW, DUP age 1, DELTA age 1 one run, PATCH of pfn 0 age 1, BLOCKS (zero, ref, literal, delta), ITER, END
     let mut raw = vec![0x03, 0x00];
     raw.extend_from_slice(&noise(1, 4096));
     let bodies: Vec<Vec<u8>> = vec![
@@ -98,6 +98,7 @@ fn main() {
         raw.clone(),
         [raw.clone(), vec![0x02, 0x00, 0x01]].concat(),
         [raw.clone(), vec![0x04, 0x00, 0x01, 0x05, 0x05, 1, 2]].concat(),
+        [raw.clone(), vec![0x06, 0x01, 0x01, 0x05, 0x05, 1, 2]].concat(),
         [
             raw.clone(),
             vec![0x05, 0x00, 0xe4, 0x01, 0x03],
