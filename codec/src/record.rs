@@ -37,6 +37,7 @@ pub enum Record<'b> {
         pfn: u64,
         age: u64,
         rle: &'b [u8],
+        /// PATCH: the result replaces the base in its slot; DELTA: it fills a new slot.
         in_place: bool,
     },
     Blocks {

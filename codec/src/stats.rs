@@ -24,6 +24,7 @@ pub struct EncoderStats {
     pub zero: KindStats,
     pub dup: KindStats,
     pub raw: KindStats,
+    /// Whole-page deltas (PATCH records).
     pub delta: KindStats,
     pub blocks: KindStats,
     /// Blocks inside BLOCKS records, by kind.
