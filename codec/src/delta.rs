@@ -72,7 +72,10 @@ fn for_each_run(
             if i >= n {
                 break;
             }
+            // every chunk from `k` up to the one holding `i` is unchanged: the new chunk has
+            // no changed byte to its left to merge with
             k = i / 64;
+            prev = 0;
             cur = chunk_mask(new, base, k);
         }
         let next = if k + 1 < chunks {
@@ -434,6 +437,21 @@ mod tests {
             // a limit one short of the delta refuses it, the exact one takes it
             assert_eq!(encode(&new, &base, &mut out, n - 1), None);
             assert_eq!(encode(&new, &base, &mut out, n), Some(n));
+        }
+    }
+
+    #[test]
+    fn no_merge_across_an_unchanged_chunk() {
+        // a change at the end of one 64-byte chunk, an unchanged chunk, then a change two
+        // bytes into the next: far apart, two runs
+        let base = [0u8; 256];
+        for (last, first) in [(63, 129), (62, 129), (62, 130), (63, 130), (126, 193)] {
+            let mut new = base;
+            new[last] = 1;
+            new[first] = 2;
+            let mut out = [0u8; 64];
+            let n = encode(&new, &base, &mut out, 64).unwrap();
+            assert_eq!(&out[..n], &reference(&new, &base)[..], "{last} {first}");
         }
     }
 
