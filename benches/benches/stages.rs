@@ -66,6 +66,22 @@ fn stages(c: &mut Criterion) {
     g.bench_function("xbzrle encode (10 edits)", |b| {
         b.iter(|| black_box(xbzrle::encode(&edited, &page, &mut out, PS)))
     });
+    // a rewritten page of pointers: the low bytes of every 8-byte word changed, a run per
+    // word, where the delta grows past the threshold
+    let mut pointers = page.clone();
+    for w in pointers.chunks_exact_mut(8) {
+        w[0] ^= 0x31;
+        w[1] ^= 0x07;
+        w[2] ^= 0x09;
+    }
+    g.bench_function(
+        "delta encode (rewritten pointers, to the 2 KiB threshold)",
+        |b| b.iter(|| black_box(delta::encode(&pointers, &page, &mut out, 2048))),
+    );
+    g.bench_function(
+        "delta bounds (rewritten pointers, page and 4 blocks)",
+        |b| b.iter(|| black_box(delta::bounds(&pointers, &page, 1024))),
+    );
     g.finish();
 
     // whole-page encode by record kind: a warm encoder that sees the same situation each time

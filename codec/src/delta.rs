@@ -186,6 +186,14 @@ pub fn bounds(new: &[u8], base: &[u8], piece: usize) -> Bounds {
     b
 }
 
+/// True when the first 64 bytes of `new` and `base` differ in at least eight places: a cheap
+/// sign of a page rewritten throughout, whose delta is better bounded before it is written.
+#[inline]
+pub fn looks_rewritten(new: &[u8], base: &[u8]) -> bool {
+    let n = new.len().min(base.len()).min(64);
+    chunk_mask(&new[..n], &base[..n], 0).count_ones() >= 8
+}
+
 /// The differing-bytes mask of the `k`-th 64-byte chunk (bits past the end are clear).
 #[inline]
 fn chunk_mask(new: &[u8], base: &[u8], k: usize) -> u64 {

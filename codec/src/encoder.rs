@@ -372,8 +372,22 @@ impl<'a> Encoder<'a> {
             let threshold = self.cfg.delta_threshold as usize;
             // room for the empty delta even under a threshold below it
             let limit = threshold.max(delta::EMPTY_LEN);
+            // Lower bounds on the page's and each block's delta, from one cheap pass over
+            // difference masks: a page that looks rewritten gets them first, so that a page
+            // delta that cannot fit is never written out run by run (for a page of rewritten
+            // pointers, 0.9 us against 3.3 us up to the threshold); any other page gets them
+            // only if its delta fails, for the block deltas below.
+            if delta::looks_rewritten(page, base_page) {
+                bounds = Some(delta::bounds(page, base_page, bs));
+            }
+            let fits = bounds.is_none_or(|b| b.whole <= limit);
             let whole = &mut self.scratch[..ps];
-            match delta::encode(page, base_page, whole, limit) {
+            let page_delta_len = if fits {
+                delta::encode(page, base_page, whole, limit)
+            } else {
+                None
+            };
+            match page_delta_len {
                 Some(delta::EMPTY_LEN) => {
                     self.write_dup(pfn, pfn_code, age);
                     return;
@@ -385,10 +399,9 @@ impl<'a> Encoder<'a> {
                 }
                 _ => {}
             }
-            // Which blocks' own deltas could fit, from one cheap pass over difference masks
-            // (both pages are in the CPU cache now): a block delta that cannot fit is never
-            // written out.
-            bounds = Some(delta::bounds(page, self.cache.page(slot), bs));
+            if bounds.is_none() {
+                bounds = Some(delta::bounds(page, self.cache.page(slot), bs));
+            }
         }
 
         for b in 0..bpp {
