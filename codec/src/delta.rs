@@ -190,8 +190,10 @@ pub fn bounds(new: &[u8], base: &[u8], piece: usize) -> Bounds {
 /// sign of a page rewritten throughout, whose delta is better bounded before it is written.
 #[inline]
 pub fn looks_rewritten(new: &[u8], base: &[u8]) -> bool {
-    let n = new.len().min(base.len()).min(64);
-    chunk_mask(&new[..n], &base[..n], 0).count_ones() >= 8
+    match (new.first_chunk::<64>(), base.first_chunk::<64>()) {
+        (Some(a), Some(b)) => diff_mask64(a, b).count_ones() >= 8,
+        _ => false,
+    }
 }
 
 /// The differing-bytes mask of the `k`-th 64-byte chunk (bits past the end are clear).
