@@ -262,10 +262,11 @@ impl FirmwareEncoder {
                 (Some(DeviceState::Running), _) => return Ok(()),
                 (Some(DeviceState::Init), _) => {}
                 (state, code) => {
+                    self.let_it_exit();
                     return Err(self.fail(
                         FailureKind::Start,
                         format!("device state {state:?}, error code {code}"),
-                    ))
+                    ));
                 }
             }
             self.check_alive(FailureKind::Start)?;
@@ -276,6 +277,22 @@ impl FirmwareEncoder {
                 ));
             }
             wait.wait();
+        }
+    }
+
+    /// A firmware that reports a failure in the region then writes its reason to stderr and
+    /// exits: wait for that (a second at most) before `fail` kills it, or the reason is cut
+    /// off mid-line.
+    fn let_it_exit(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(1) {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -358,6 +375,7 @@ impl FirmwareEncoder {
                 return Ok(());
             }
             if let (Some(DeviceState::Failed), code) = self.host.device_state() {
+                self.let_it_exit();
                 return Err(self.fail(
                     FailureKind::Protocol,
                     format!("the device reported the region broken (code {code})"),
