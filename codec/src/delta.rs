@@ -410,13 +410,7 @@ mod tests {
 
     #[test]
     fn same_runs_as_the_byte_by_byte_reference() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = crate::test_rng(0x2545_f491_4f6c_dd1du64);
         let mut out = std::vec![0u8; 3 * 4096];
         // fewer rounds under Miri, which runs them about a thousand times slower
         let rounds = if cfg!(miri) { 60 } else { 3000 };
@@ -467,13 +461,7 @@ mod tests {
 
     #[test]
     fn bounds_never_exceed_the_deltas() {
-        let mut seed = 0x853c_49e6_748f_ea9bu64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = crate::test_rng(0x853c_49e6_748f_ea9bu64);
         let mut out = std::vec![0u8; 3 * 4096];
         let rounds = if cfg!(miri) { 30 } else { 1500 };
         for round in 0..rounds {

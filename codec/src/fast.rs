@@ -38,26 +38,22 @@ pub fn diff_mask64(a: &[u8; 64], b: &[u8; 64]) -> u64 {
     }
 }
 
-/// Asks the CPU to start loading every cache line of `items`: a hint, with no effect on any
+/// Asks the CPU to start loading every cache line of `bytes`: a hint, with no effect on any
 /// result, so that the loads of a page overlap each other and the work before its first use.
 #[inline]
-pub fn prefetch<T>(items: &[T]) {
+pub fn prefetch(bytes: &[u8]) {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse", not(feature = "safe")))]
-    {
-        let start = items.as_ptr() as *const i8;
-        let len = core::mem::size_of_val(items);
-        for off in (0..len).step_by(64) {
-            // SAFETY: SSE is enabled for this build (the cfg above), the intrinsic's only
-            // requirement; a prefetch never faults and changes nothing the program can see
-            // (the address is inside `items` anyway, formed without dereferencing).
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                    start.wrapping_add(off),
-                )
-            };
-        }
+    for line in bytes.chunks(64) {
+        // SAFETY: SSE is enabled for this build (the cfg above), the intrinsic's only
+        // requirement; a prefetch never faults and changes nothing the program can see (the
+        // address is inside `bytes` anyway).
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
     }
-    let _ = items;
+    let _ = bytes;
 }
 
 #[cfg(all(target_arch = "x86_64", not(feature = "safe")))]
@@ -197,6 +193,16 @@ const fn shift_tables(bytes: usize) -> [[u32; 256]; 4] {
         }
         r
     }
+    /// The matrix `m` after `first` (each column of `first` mapped by `m`).
+    const fn compose(m: &[u32; 32], first: &[u32; 32]) -> [u32; 32] {
+        let mut out = [0u32; 32];
+        let mut j = 0;
+        while j < 32 {
+            out[j] = apply(m, first[j]);
+            j += 1;
+        }
+        out
+    }
     const POLY: u32 = 0x82F6_3B78;
     // one zero bit: shift right, fold the polynomial in when a one drops out
     let mut step = [0u32; 32];
@@ -216,21 +222,9 @@ const fn shift_tables(bytes: usize) -> [[u32; 256]; 4] {
     let mut n = bytes * 8;
     while n > 0 {
         if n & 1 == 1 {
-            let mut next = [0u32; 32];
-            let mut j = 0;
-            while j < 32 {
-                next[j] = apply(&step, acc[j]);
-                j += 1;
-            }
-            acc = next;
+            acc = compose(&step, &acc);
         }
-        let mut sq = [0u32; 32];
-        let mut j = 0;
-        while j < 32 {
-            sq[j] = apply(&step, step[j]);
-            j += 1;
-        }
-        step = sq;
+        step = compose(&step, &step);
         n >>= 1;
     }
     let mut tables = [[0u32; 256]; 4];
@@ -266,11 +260,9 @@ mod tests {
     #[test]
     fn diff_mask_agrees_with_the_portable_one() {
         let a: [u8; 64] = core::array::from_fn(|i| (i * 37) as u8);
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = crate::test_rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..if cfg!(miri) { 100 } else { 2000 } {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = rand();
             let mut b = a;
             for (i, byte) in b.iter_mut().enumerate() {
                 // about half the bytes differ, by one bit anywhere

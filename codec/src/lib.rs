@@ -96,6 +96,17 @@ pub fn crc32c(data: &[u8]) -> u32 {
     }
 }
 
+/// A xorshift64 generator for the unit tests' random inputs.
+#[cfg(test)]
+pub(crate) fn test_rng(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
