@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pagewire::xbzrle;
-use pagewire::{block_hash, delta, Config, Decoder, Encoder, Features, Sink};
+use pagewire::{block_hash, crc32c, delta, Config, Decoder, Encoder, Features, Sink};
 use pagewire_benches::PageSet;
 
 const PS: usize = 4096;
@@ -82,6 +82,15 @@ fn stages(c: &mut Criterion) {
         "delta bounds (rewritten pointers, page and 4 blocks)",
         |b| b.iter(|| black_box(delta::bounds(&pointers, &page, 1024))),
     );
+    g.finish();
+
+    // a frame's CRC-32C (three lanes where the CPU has SSE4.2)
+    let frame = &set.data[..16 * PS];
+    let mut g = c.benchmark_group("frame");
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.bench_function("crc32c (64 KiB)", |b| {
+        b.iter(|| black_box(crc32c(black_box(frame))))
+    });
     g.finish();
 
     // whole-page encode by record kind: a warm encoder that sees the same situation each time
