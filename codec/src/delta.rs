@@ -57,34 +57,13 @@ fn for_each_run(
     base: &[u8],
     mut f: impl FnMut(usize, usize) -> Option<()>,
 ) -> Option<()> {
-    let n = new.len();
-    let chunks = n.div_ceil(64);
-    let mut prev = 0u64;
-    let mut cur = 0u64;
+    let mut walk = MaskWalk::new(new, base);
     let mut in_run = false;
     let mut start = 0usize;
-    let mut k = 0;
-    while k < chunks {
-        if !in_run && cur == 0 {
-            // No run open and this chunk unchanged (so no gap to merge across it): skip
-            // equal bytes with a plain comparison, several times faster than masks.
-            let i = mismatch(new, base, k * 64);
-            if i >= n {
-                break;
-            }
-            // every chunk from `k` up to the one holding `i` is unchanged: the new chunk has
-            // no changed byte to its left to merge with
-            k = i / 64;
-            prev = 0;
-            cur = chunk_mask(new, base, k);
-        }
-        let next = if k + 1 < chunks {
-            chunk_mask(new, base, k + 1)
-        } else {
-            0
-        };
-        let filled = fill_gaps(prev, cur, next);
-        let at = k * 64;
+    // with no run open, an unchanged chunk has no gap to merge across: skip ahead
+    while let Some(c) = walk.next_chunk(!in_run) {
+        let filled = fill_gaps(c.prev, c.cur, c.next);
+        let at = c.k * 64;
         let mut from = 0u32; // bits below `from` of this word are dealt with
         while from < 64 {
             let above = !0u64 << from;
@@ -108,14 +87,80 @@ fn for_each_run(
                 from = s;
             }
         }
-        prev = cur;
-        cur = next;
-        k += 1;
     }
     if in_run {
-        f(start, n)?;
+        f(start, new.len())?;
     }
     Some(())
+}
+
+/// One 64-byte chunk of a [`MaskWalk`]: its index and the difference masks of the chunks
+/// before it, itself and after it (0 beyond either end, and before a chunk reached by a skip).
+struct Chunk {
+    k: usize,
+    prev: u64,
+    cur: u64,
+    next: u64,
+}
+
+/// The difference masks of `new` against `base`, chunk by chunk, jumping over unchanged
+/// stretches with the plain comparison (several times faster than masks) when asked to.
+struct MaskWalk<'a> {
+    new: &'a [u8],
+    base: &'a [u8],
+    chunks: usize,
+    k: usize,
+    prev: u64,
+    /// the mask of chunk `k`, or 0 before the first chunk is read
+    cur: u64,
+}
+
+impl<'a> MaskWalk<'a> {
+    #[inline]
+    fn new(new: &'a [u8], base: &'a [u8]) -> Self {
+        MaskWalk {
+            new,
+            base,
+            chunks: new.len().div_ceil(64),
+            k: 0,
+            prev: 0,
+            cur: 0,
+        }
+    }
+
+    /// The next chunk, or `None` at the end. With `may_skip`, an unchanged chunk is passed
+    /// over together with every unchanged one after it: the walk goes on at the chunk of
+    /// the next differing byte (with `prev` 0), or ends if there is none.
+    #[inline(always)]
+    fn next_chunk(&mut self, may_skip: bool) -> Option<Chunk> {
+        if self.k >= self.chunks {
+            return None;
+        }
+        if may_skip && self.cur == 0 {
+            let i = mismatch(self.new, self.base, self.k * 64);
+            if i >= self.new.len() {
+                self.k = self.chunks;
+                return None;
+            }
+            self.k = i / 64;
+            self.prev = 0;
+            self.cur = chunk_mask(self.new, self.base, self.k);
+        }
+        let next = if self.k + 1 < self.chunks {
+            chunk_mask(self.new, self.base, self.k + 1)
+        } else {
+            0
+        };
+        let c = Chunk {
+            k: self.k,
+            prev: self.prev,
+            cur: self.cur,
+            next,
+        };
+        (self.prev, self.cur) = (self.cur, next);
+        self.k += 1;
+        Some(c)
+    }
 }
 
 /// Lower bounds on delta lengths, found from difference masks alone (no run is written).
@@ -134,44 +179,31 @@ pub struct Bounds {
 pub fn bounds(new: &[u8], base: &[u8], piece: usize) -> Bounds {
     let n = new.len().min(base.len());
     let (new, base) = (&new[..n], &base[..n]);
-    let chunks = n.div_ceil(64);
     let per_piece = (piece / 64).max(1);
     let mut b = Bounds {
         whole: 0,
         pieces: [0; 8],
     };
-    let (mut prev, mut cur) = (0u64, 0u64);
     // the last bit of the previous chunk's filled mask, page-wide and within the piece
     let (mut carry, mut piece_carry) = (0u64, 0u64);
-    let mut k = 0;
-    while k < chunks {
-        if cur == 0 {
-            // unchanged chunk: no run continues across it, skip ahead to the next change
-            let i = mismatch(new, base, k * 64);
-            if i >= n {
-                break;
-            }
-            if i / 64 != k {
-                (carry, piece_carry) = (0, 0);
-            }
-            k = i / 64;
-            prev = 0;
-            cur = chunk_mask(new, base, k);
+    let mut walk = MaskWalk::new(new, base);
+    // an unchanged chunk adds nothing and no run continues across it: skip ahead
+    while let Some(c) = walk.next_chunk(true) {
+        if c.prev == 0 {
+            // after a skip; otherwise the carries are 0 already (an unchanged chunk fills
+            // no bit)
+            (carry, piece_carry) = (0, 0);
         }
-        let next = if k + 1 < chunks {
-            chunk_mask(new, base, k + 1)
-        } else {
-            0
-        };
+        let k = c.k;
         let first = k % per_piece == 0;
         let last = (k + 1) % per_piece == 0;
-        let filled = fill_gaps(prev, cur, next);
+        let filled = fill_gaps(c.prev, c.cur, c.next);
         let starts = filled & !(filled << 1 | carry);
         b.whole += (filled.count_ones() + 2 * starts.count_ones()) as usize;
         let own = fill_gaps(
-            if first { 0 } else { prev },
-            cur,
-            if last { 0 } else { next },
+            if first { 0 } else { c.prev },
+            c.cur,
+            if last { 0 } else { c.next },
         );
         let own_starts = own & !(own << 1 | if first { 0 } else { piece_carry });
         if let Some(p) = b.pieces.get_mut(k / per_piece) {
@@ -179,9 +211,6 @@ pub fn bounds(new: &[u8], base: &[u8], piece: usize) -> Bounds {
         }
         carry = filled >> 63;
         piece_carry = own >> 63;
-        prev = cur;
-        cur = next;
-        k += 1;
     }
     b
 }
