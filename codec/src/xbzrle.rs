@@ -196,18 +196,16 @@ impl<'a> XbzrleCache<'a> {
     pub fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut [u8]) -> XbzrlePage {
         let s = self.slot(pfn);
         let ps = self.page_size;
-        let cached = &mut self.pages[s * ps..(s + 1) * ps];
         let result = if self.tags[s] != pfn {
             XbzrlePage::Raw
         } else {
-            match encode(page, cached, out, ps) {
+            match encode(page, &self.pages[s * ps..(s + 1) * ps], out, ps) {
                 Some(0) => XbzrlePage::Unchanged,
                 Some(n) => XbzrlePage::Delta(n),
                 None => XbzrlePage::Raw,
             }
         };
-        self.tags[s] = pfn;
-        cached.copy_from_slice(page);
+        self.insert(pfn, page);
         result
     }
 
