@@ -4,7 +4,8 @@
 use core::ffi::c_char;
 
 use pagewire::policy::{
-    Decision, DowntimeLimit, IterationReport, SmartStop, StopPolicy, XenClassic, XenToday,
+    AnyPolicy, Decision, DowntimeLimit, IterationReport, SmartStop, StopPolicy, XenClassic,
+    XenToday,
 };
 
 use crate::error::Res;
@@ -79,29 +80,10 @@ pub struct pagewire_policy {
     pub opaque: [u64; 32],
 }
 
-/// Which rule, with its state.
-enum Rule {
-    XenClassic(XenClassic),
-    XenToday(XenToday),
-    Downtime(DowntimeLimit),
-    SmartStop(SmartStop),
-}
-
-impl Rule {
-    fn policy(&mut self) -> &mut dyn StopPolicy {
-        match self {
-            Rule::XenClassic(p) => p,
-            Rule::XenToday(p) => p,
-            Rule::Downtime(p) => p,
-            Rule::SmartStop(p) => p,
-        }
-    }
-}
-
 #[repr(C)]
 struct PolicyState {
     common: Common,
-    rule: Rule,
+    rule: AnyPolicy,
 }
 
 // SAFETY: repr(C) with Common first; fits `pagewire_policy` (checked in `place_in`).
@@ -117,7 +99,7 @@ unsafe impl Slot for PolicyState {
 ///
 /// # Safety
 /// `p` is NULL or writable for a `pagewire_policy`.
-unsafe fn set(p: *mut pagewire_policy, rule: Rule) -> Res {
+unsafe fn set(p: *mut pagewire_policy, rule: AnyPolicy) -> Res {
     let state = PolicyState {
         common: Common::new(PolicyState::MAGIC, 0),
         rule,
@@ -137,7 +119,7 @@ pub unsafe extern "C" fn pagewire_policy_xen_classic(
     vm_pages: u64,
 ) -> pagewire_result {
     // SAFETY: pointer rules.
-    guard(|| unsafe { set(policy, Rule::XenClassic(XenClassic::new(vm_pages))) })
+    guard(|| unsafe { set(policy, AnyPolicy::XenClassic(XenClassic::new(vm_pages))) })
 }
 
 /// Xen today: stop after 5 iterations or when fewer than 50 pages remain.
@@ -149,7 +131,7 @@ pub unsafe extern "C" fn pagewire_policy_xen_today(
     policy: *mut pagewire_policy,
 ) -> pagewire_result {
     // SAFETY: pointer rules.
-    guard(|| unsafe { set(policy, Rule::XenToday(XenToday::default())) })
+    guard(|| unsafe { set(policy, AnyPolicy::XenToday(XenToday::default())) })
 }
 
 /// QEMU-style: stop once the remaining pages, at the wire bytes per page of the last
@@ -167,7 +149,7 @@ pub unsafe extern "C" fn pagewire_policy_downtime_limit(
     let mut rule = DowntimeLimit::new(page_size);
     rule.limit_us = limit_us;
     // SAFETY: pointer rules.
-    guard(|| unsafe { set(policy, Rule::Downtime(rule)) })
+    guard(|| unsafe { set(policy, AnyPolicy::DowntimeLimit(rule)) })
 }
 
 /// CloudNet's Smart Stop: once an iteration dirties at least as many pages as it sends,
@@ -183,7 +165,12 @@ pub unsafe extern "C" fn pagewire_policy_smart_stop(
     window: u32,
 ) -> pagewire_result {
     // SAFETY: pointer rules.
-    guard(|| unsafe { set(policy, Rule::SmartStop(SmartStop::new(window as usize))) })
+    guard(|| unsafe {
+        set(
+            policy,
+            AnyPolicy::SmartStop(SmartStop::new(window as usize)),
+        )
+    })
 }
 
 /// Changes the policy's hard cap on iterations (30 by default, 5 for Xen today).
@@ -199,12 +186,7 @@ pub unsafe extern "C" fn pagewire_policy_set_max_iterations(
         // SAFETY: pointer rules: an initialised policy used by this thread alone.
         unsafe {
             with_slot(policy.cast::<PolicyState>(), "policy", |s| {
-                match &mut s.rule {
-                    Rule::XenClassic(p) => p.max_iterations = max_iterations,
-                    Rule::XenToday(p) => p.max_iterations = max_iterations,
-                    Rule::Downtime(p) => p.ceiling = max_iterations,
-                    Rule::SmartStop(p) => p.ceiling = max_iterations,
-                }
+                s.rule.set_max_iterations(max_iterations);
                 Ok(())
             })
         }
@@ -229,7 +211,7 @@ pub unsafe extern "C" fn pagewire_policy_decide(
         // SAFETY: pointer rules: an initialised policy used by this thread alone.
         let d = unsafe {
             with_slot(policy.cast::<PolicyState>(), "policy", |s| {
-                Ok(s.rule.policy().decide(&r))
+                Ok(s.rule.decide(&r))
             })?
         };
         out.write(d.into());
@@ -247,12 +229,7 @@ pub unsafe extern "C" fn pagewire_policy_name(policy: *const pagewire_policy) ->
     guard_value(c"invalid".as_ptr(), || {
         // SAFETY: pointer rules: NULL or a policy not changed meanwhile.
         let name = match unsafe { handle_ref::<PolicyState>(policy.cast(), "policy") } {
-            Ok(s) => match s.rule {
-                Rule::XenClassic(_) => c"xen-classic",
-                Rule::XenToday(_) => c"xen-today",
-                Rule::Downtime(_) => c"downtime-limit",
-                Rule::SmartStop(_) => c"smart-stop",
-            },
+            Ok(s) => s.rule.kind().c_name(),
             Err(_) => c"invalid",
         };
         name.as_ptr()

@@ -24,46 +24,6 @@ use crate::migrate::Gate;
 /// Largest group.
 pub const MAX_MEMBERS: usize = 16;
 
-/// An iteration report on the wire.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct WireReport {
-    pub iteration: u32,
-    pub pages_sent: u64,
-    pub pages_dirtied: u64,
-    pub pages_remaining: u64,
-    pub bytes_sent: u64,
-    pub elapsed_us: u64,
-    pub bandwidth_bytes_per_s: u64,
-}
-
-impl From<&IterationReport> for WireReport {
-    fn from(r: &IterationReport) -> Self {
-        WireReport {
-            iteration: r.iteration,
-            pages_sent: r.pages_sent,
-            pages_dirtied: r.pages_dirtied,
-            pages_remaining: r.pages_remaining,
-            bytes_sent: r.bytes_sent,
-            elapsed_us: r.elapsed_us,
-            bandwidth_bytes_per_s: r.bandwidth_bytes_per_s,
-        }
-    }
-}
-
-impl From<WireReport> for IterationReport {
-    fn from(r: WireReport) -> Self {
-        IterationReport {
-            iteration: r.iteration,
-            pages_sent: r.pages_sent,
-            pages_dirtied: r.pages_dirtied,
-            pages_remaining: r.pages_remaining,
-            bytes_sent: r.bytes_sent,
-            elapsed_us: r.elapsed_us,
-            bandwidth_bytes_per_s: r.bandwidth_bytes_per_s,
-        }
-    }
-}
-
 /// Joining a group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Join {
@@ -80,7 +40,10 @@ pub struct Join {
 #[serde(rename_all = "lowercase")]
 pub enum Request {
     Join(Join),
-    Report { report: WireReport, own: String },
+    Report {
+        report: IterationReport,
+        own: String,
+    },
 }
 
 /// Coordinator to sender.
@@ -186,7 +149,7 @@ impl Coordinator {
                             } else {
                                 Decision::Continue
                             };
-                            let d = self.report(g, *id, own, &report.into());
+                            let d = self.report(g, *id, own, &report);
                             Response::Decision(decision_word(d).into())
                         }
                         None => Response::Error("join a group first".into()),
@@ -276,7 +239,7 @@ impl GroupGate {
 impl Gate for GroupGate {
     fn decide(&mut self, own: Decision, r: &IterationReport) -> Result<(Decision, &'static str)> {
         let req = Request::Report {
-            report: r.into(),
+            report: *r,
             own: if own == Decision::StopAndCopy {
                 "stop"
             } else {

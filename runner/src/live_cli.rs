@@ -11,7 +11,7 @@ use pagewire_runner::coord::{self, GroupGate};
 use pagewire_runner::encoders::{EncoderArgs, EncoderChoice};
 use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{
-    Codec, Compression, DestOptions, Gate, MigrationReport, Policy, SourceOptions,
+    parse_policy, Codec, Compression, DestOptions, Gate, MigrationReport, SourceOptions,
 };
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::vmm::{GuestSpec, GuestWorkload};
@@ -88,7 +88,7 @@ impl SourceArgs {
         Ok(SourceOptions {
             config,
             codec: Codec::parse(&self.codec)?,
-            policy: Policy::parse(&self.policy)?,
+            policy: parse_policy(&self.policy)?,
             compression: Compression::parse(&self.compress)?,
             label: self.workload.clone(),
             encoder: self.encoder()?,

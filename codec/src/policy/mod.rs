@@ -5,16 +5,19 @@
 
 mod downtime;
 mod group;
+mod kind;
 mod smart_stop;
 mod xen;
 
 pub use downtime::DowntimeLimit;
 pub use group::{GroupDecision, SynchronizedArrival};
+pub use kind::{AnyPolicy, PolicyKind, PolicyParams};
 pub use smart_stop::{SmartStop, DEFAULT_WINDOW};
 pub use xen::{XenClassic, XenToday};
 
 /// What one pre-copy iteration did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[repr(C)]
 pub struct IterationReport {
     /// 1 for the first (full) pass, then 2, 3, ...
@@ -35,6 +38,8 @@ pub struct IterationReport {
 
 /// A policy's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u32)]
 pub enum Decision {
     /// Run another pre-copy iteration.

@@ -19,6 +19,6 @@ pub mod wire;
 
 pub use compress::{AutoLz4, Compression};
 pub use dest::{migrate_in, Arrived, DestOptions};
-pub use policy::{Codec, Policy};
+pub use policy::{parse_policy, Codec, Policy};
 pub use report::{IterationRow, MigrationReport};
 pub use source::{migrate_out, Gate, NoProgress, Progress, SourceOptions};

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use pagewire::policy::{Decision, IterationReport, StopPolicy};
+use pagewire::policy::{Decision, IterationReport, PolicyParams, StopPolicy};
 use pagewire::Config;
 
 use super::compress::{thread_cpu_time, Chooser, Compression};
@@ -167,7 +167,9 @@ fn run<L: Read + Write>(
     let mut auto = (opts.compression == Compression::Auto && cfg.lz4).then(Chooser::default);
     let mem = vm.memory().clone();
     let pages = mem.pages() as u64;
-    let mut policy: Box<dyn StopPolicy + Send> = opts.policy.build(pages, cfg.page_size);
+    let mut policy = opts
+        .policy
+        .build(&PolicyParams::new(pages, u64::from(cfg.page_size)));
 
     let start = Instant::now();
     let start_unix_us = wire::unix_us();

@@ -11,9 +11,9 @@ pub mod sender;
 pub mod workload;
 
 use anyhow::Result;
-use pagewire::policy::{
-    DowntimeLimit, SmartStop, StopPolicy, SynchronizedArrival, XenClassic, XenToday,
-};
+use pagewire::policy::{AnyPolicy, PolicyParams, SmartStop, StopPolicy, SynchronizedArrival};
+
+pub use pagewire::policy::PolicyKind;
 use pagewire::Config;
 
 pub use link::Link;
@@ -23,35 +23,6 @@ pub use sender::{CodecMode, Sender};
 pub use workload::{Builtin, SnapshotWorkload, SyntheticWorkload, Workload};
 
 use guest::Guest;
-
-/// The single-VM stop policies compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyKind {
-    XenClassic,
-    XenToday,
-    DowntimeLimit,
-    SmartStop,
-}
-
-impl PolicyKind {
-    /// All of them, in report order.
-    pub const ALL: [PolicyKind; 4] = [
-        PolicyKind::XenClassic,
-        PolicyKind::XenToday,
-        PolicyKind::DowntimeLimit,
-        PolicyKind::SmartStop,
-    ];
-
-    /// Its name in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            PolicyKind::XenClassic => "xen-classic",
-            PolicyKind::XenToday => "xen-today",
-            PolicyKind::DowntimeLimit => "downtime-limit",
-            PolicyKind::SmartStop => "smart-stop",
-        }
-    }
-}
 
 /// Everything a simulation run needs besides the workload.
 #[derive(Debug, Clone, Copy)]
@@ -66,17 +37,12 @@ pub struct SimOptions {
 }
 
 impl SimOptions {
-    fn policy(&self, kind: PolicyKind, vm_pages: u64) -> Box<dyn StopPolicy> {
-        match kind {
-            PolicyKind::XenClassic => Box::new(XenClassic::new(vm_pages)),
-            PolicyKind::XenToday => Box::new(XenToday::default()),
-            PolicyKind::DowntimeLimit => {
-                let mut p = DowntimeLimit::new(u64::from(self.codec.page_size));
-                p.limit_us = self.downtime_limit_ms.saturating_mul(1000);
-                Box::new(p)
-            }
-            PolicyKind::SmartStop => Box::new(SmartStop::new(self.smart_window)),
-        }
+    fn policy(&self, kind: PolicyKind, vm_pages: u64) -> AnyPolicy {
+        kind.build(&PolicyParams {
+            smart_window: self.smart_window,
+            downtime_limit_us: self.downtime_limit_ms.saturating_mul(1000),
+            ..PolicyParams::new(vm_pages, u64::from(self.codec.page_size))
+        })
     }
 }
 
@@ -96,7 +62,7 @@ pub fn run_one(
     let guest = Guest::start(workload)?;
     let vm_pages = guest.pages() as u64;
     let mut p = opts.policy(policy, vm_pages);
-    Migration::new(guest, sender, opts.link).run(p.as_mut())
+    Migration::new(guest, sender, opts.link).run(&mut p)
 }
 
 /// Migrates several VMs at once over one link (an equal share each), every member under
