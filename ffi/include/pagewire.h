@@ -605,11 +605,6 @@ typedef struct pagewire_policy {
   uint64_t opaque[32];
 } pagewire_policy;
 
-/**
- * Every result, for tests and for `pagewire_result_name`.
- */
-#define pagewire_result_ALL { PAGEWIRE_OK, PAGEWIRE_INVALID_CONFIG, PAGEWIRE_INSUFFICIENT_STORAGE, PAGEWIRE_OUTPUT_TOO_SMALL, PAGEWIRE_BLOB_TOO_LARGE, PAGEWIRE_WRONG_PAGE_LENGTH, PAGEWIRE_FINISHED, PAGEWIRE_BAD_MAGIC, PAGEWIRE_UNSUPPORTED_VERSION, PAGEWIRE_CRC_MISMATCH, PAGEWIRE_TRUNCATED, PAGEWIRE_WRONG_STREAM, PAGEWIRE_FRAME_OUT_OF_ORDER, PAGEWIRE_MALFORMED, PAGEWIRE_LENGTH_OUT_OF_RANGE, PAGEWIRE_VARINT_OVERFLOW, PAGEWIRE_EMPTY_SLOT, PAGEWIRE_EVICTED_SLOT, PAGEWIRE_BAD_DELTA, PAGEWIRE_BAD_COMPRESSION, PAGEWIRE_ITERATION_OUT_OF_ORDER, PAGEWIRE_TRAILING_DATA, PAGEWIRE_OTHER_CODEC_ERROR, PAGEWIRE_NULL_ARGUMENT, PAGEWIRE_BUFFER_TOO_SMALL, PAGEWIRE_PANIC, PAGEWIRE_INVALID_HANDLE, PAGEWIRE_INVALID_ARGUMENT, PAGEWIRE_PFN_OUT_OF_RANGE, PAGEWIRE_CALLBACK_FAILED, PAGEWIRE_OUT_OF_MEMORY, PAGEWIRE_GROUP_FULL, }
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -950,13 +945,6 @@ pagewire_result pagewire_encoder_iteration(const struct pagewire_encoder *enc, u
 pagewire_result pagewire_encoder_get_config(const struct pagewire_encoder *enc, struct pagewire_config *out);
 
 /**
- * The C identifier of result `r` (for example `"PAGEWIRE_CRC_MISMATCH"`), as a static
- * NUL-terminated string; `"PAGEWIRE_UNKNOWN_RESULT"` for a number that is not a result.
- * Never NULL. Thread-safe.
- */
-const char *pagewire_result_name(uint32_t r);
-
-/**
  * Sets up an empty group in `*group`; a ready member is held at most `max_hold` iterations
  * (30 is the usual choice).
  *
@@ -1016,6 +1004,13 @@ pagewire_result pagewire_group_all_ready(const struct pagewire_group *group, boo
  * The pointer rules at the top of this header.
  */
 pagewire_result pagewire_group_len(const struct pagewire_group *group, size_t *out);
+
+/**
+ * The C identifier of result `r` (for example `"PAGEWIRE_CRC_MISMATCH"`), as a static
+ * NUL-terminated string; `"PAGEWIRE_UNKNOWN_RESULT"` for a number that is not a result.
+ * Never NULL. Thread-safe.
+ */
+const char *pagewire_result_name(uint32_t r);
 
 /**
  * Describes the latest call on this thread that did not return `PAGEWIRE_OK` (for example

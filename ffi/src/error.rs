@@ -1,18 +1,22 @@
 //! The one result enum of the C API, its names, and the detail of the last failure.
+//!
+//! The enum is written once: strum derives the list of every result (`VariantArray`) and
+//! each one's C name (`IntoStaticStr` with a NUL suffix, so the names are C strings without
+//! a table of their own), and cbindgen writes the enum into the header.
 
 use core::cell::Cell;
-use core::ffi::{c_char, CStr};
+use core::ffi::CStr;
 
 use pagewire::Error;
-
-use crate::guard::guard_value;
+use strum::{IntoStaticStr, VariantArray};
 
 /// What every fallible function returns. The numbers are stable: new results get new
 /// numbers, existing ones never change. 1-21 mirror the codec's errors; 100 and up belong to
 /// the C API itself. `pagewire_result_name` names each one;
 /// `pagewire_last_error_message` gives the details of the latest failure on the thread.
 #[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, VariantArray, IntoStaticStr)]
+#[strum(const_into_str, suffix = "\0")]
 pub enum pagewire_result {
     /// Success.
     PAGEWIRE_OK = 0,
@@ -85,85 +89,35 @@ pub enum pagewire_result {
 use pagewire_result::*;
 
 impl pagewire_result {
-    /// Every result, for tests and for `pagewire_result_name`.
-    pub const ALL: [pagewire_result; 32] = [
-        PAGEWIRE_OK,
-        PAGEWIRE_INVALID_CONFIG,
-        PAGEWIRE_INSUFFICIENT_STORAGE,
-        PAGEWIRE_OUTPUT_TOO_SMALL,
-        PAGEWIRE_BLOB_TOO_LARGE,
-        PAGEWIRE_WRONG_PAGE_LENGTH,
-        PAGEWIRE_FINISHED,
-        PAGEWIRE_BAD_MAGIC,
-        PAGEWIRE_UNSUPPORTED_VERSION,
-        PAGEWIRE_CRC_MISMATCH,
-        PAGEWIRE_TRUNCATED,
-        PAGEWIRE_WRONG_STREAM,
-        PAGEWIRE_FRAME_OUT_OF_ORDER,
-        PAGEWIRE_MALFORMED,
-        PAGEWIRE_LENGTH_OUT_OF_RANGE,
-        PAGEWIRE_VARINT_OVERFLOW,
-        PAGEWIRE_EMPTY_SLOT,
-        PAGEWIRE_EVICTED_SLOT,
-        PAGEWIRE_BAD_DELTA,
-        PAGEWIRE_BAD_COMPRESSION,
-        PAGEWIRE_ITERATION_OUT_OF_ORDER,
-        PAGEWIRE_TRAILING_DATA,
-        PAGEWIRE_OTHER_CODEC_ERROR,
-        PAGEWIRE_NULL_ARGUMENT,
-        PAGEWIRE_BUFFER_TOO_SMALL,
-        PAGEWIRE_PANIC,
-        PAGEWIRE_INVALID_HANDLE,
-        PAGEWIRE_INVALID_ARGUMENT,
-        PAGEWIRE_PFN_OUT_OF_RANGE,
-        PAGEWIRE_CALLBACK_FAILED,
-        PAGEWIRE_OUT_OF_MEMORY,
-        PAGEWIRE_GROUP_FULL,
-    ];
+    /// Every result, in the order of the enum.
+    pub fn all() -> &'static [pagewire_result] {
+        Self::VARIANTS
+    }
 
     /// The result with number `n`, if there is one.
     pub fn from_u32(n: u32) -> Option<pagewire_result> {
-        Self::ALL.into_iter().find(|r| *r as u32 == n)
+        Self::VARIANTS.iter().copied().find(|r| *r as u32 == n)
     }
 
     /// The C identifier of the result, as a static C string.
-    pub fn name(self) -> &'static CStr {
-        match self {
-            PAGEWIRE_OK => c"PAGEWIRE_OK",
-            PAGEWIRE_INVALID_CONFIG => c"PAGEWIRE_INVALID_CONFIG",
-            PAGEWIRE_INSUFFICIENT_STORAGE => c"PAGEWIRE_INSUFFICIENT_STORAGE",
-            PAGEWIRE_OUTPUT_TOO_SMALL => c"PAGEWIRE_OUTPUT_TOO_SMALL",
-            PAGEWIRE_BLOB_TOO_LARGE => c"PAGEWIRE_BLOB_TOO_LARGE",
-            PAGEWIRE_WRONG_PAGE_LENGTH => c"PAGEWIRE_WRONG_PAGE_LENGTH",
-            PAGEWIRE_FINISHED => c"PAGEWIRE_FINISHED",
-            PAGEWIRE_BAD_MAGIC => c"PAGEWIRE_BAD_MAGIC",
-            PAGEWIRE_UNSUPPORTED_VERSION => c"PAGEWIRE_UNSUPPORTED_VERSION",
-            PAGEWIRE_CRC_MISMATCH => c"PAGEWIRE_CRC_MISMATCH",
-            PAGEWIRE_TRUNCATED => c"PAGEWIRE_TRUNCATED",
-            PAGEWIRE_WRONG_STREAM => c"PAGEWIRE_WRONG_STREAM",
-            PAGEWIRE_FRAME_OUT_OF_ORDER => c"PAGEWIRE_FRAME_OUT_OF_ORDER",
-            PAGEWIRE_MALFORMED => c"PAGEWIRE_MALFORMED",
-            PAGEWIRE_LENGTH_OUT_OF_RANGE => c"PAGEWIRE_LENGTH_OUT_OF_RANGE",
-            PAGEWIRE_VARINT_OVERFLOW => c"PAGEWIRE_VARINT_OVERFLOW",
-            PAGEWIRE_EMPTY_SLOT => c"PAGEWIRE_EMPTY_SLOT",
-            PAGEWIRE_EVICTED_SLOT => c"PAGEWIRE_EVICTED_SLOT",
-            PAGEWIRE_BAD_DELTA => c"PAGEWIRE_BAD_DELTA",
-            PAGEWIRE_BAD_COMPRESSION => c"PAGEWIRE_BAD_COMPRESSION",
-            PAGEWIRE_ITERATION_OUT_OF_ORDER => c"PAGEWIRE_ITERATION_OUT_OF_ORDER",
-            PAGEWIRE_TRAILING_DATA => c"PAGEWIRE_TRAILING_DATA",
-            PAGEWIRE_OTHER_CODEC_ERROR => c"PAGEWIRE_OTHER_CODEC_ERROR",
-            PAGEWIRE_NULL_ARGUMENT => c"PAGEWIRE_NULL_ARGUMENT",
-            PAGEWIRE_BUFFER_TOO_SMALL => c"PAGEWIRE_BUFFER_TOO_SMALL",
-            PAGEWIRE_PANIC => c"PAGEWIRE_PANIC",
-            PAGEWIRE_INVALID_HANDLE => c"PAGEWIRE_INVALID_HANDLE",
-            PAGEWIRE_INVALID_ARGUMENT => c"PAGEWIRE_INVALID_ARGUMENT",
-            PAGEWIRE_PFN_OUT_OF_RANGE => c"PAGEWIRE_PFN_OUT_OF_RANGE",
-            PAGEWIRE_CALLBACK_FAILED => c"PAGEWIRE_CALLBACK_FAILED",
-            PAGEWIRE_OUT_OF_MEMORY => c"PAGEWIRE_OUT_OF_MEMORY",
-            PAGEWIRE_GROUP_FULL => c"PAGEWIRE_GROUP_FULL",
+    pub const fn name(self) -> &'static CStr {
+        match CStr::from_bytes_with_nul(self.into_str().as_bytes()) {
+            Ok(name) => name,
+            // Ruled out at compile time (below): every name ends in its one NUL.
+            Err(_) => c"PAGEWIRE_UNKNOWN_RESULT",
         }
     }
 }
+
+/// Every name strum writes is a C string (the identifier and the NUL suffix).
+const _: () = {
+    let all = <pagewire_result as VariantArray>::VARIANTS;
+    let mut i = 0;
+    while i < all.len() {
+        assert!(CStr::from_bytes_with_nul(all[i].into_str().as_bytes()).is_ok());
+        i += 1;
+    }
+};
 
 impl From<Error> for pagewire_result {
     fn from(e: Error) -> Self {
@@ -255,18 +209,6 @@ pub(crate) fn last() -> Option<Detail> {
     LAST.try_with(Cell::get).ok().flatten()
 }
 
-/// The C identifier of result `r` (for example `"PAGEWIRE_CRC_MISMATCH"`), as a static
-/// NUL-terminated string; `"PAGEWIRE_UNKNOWN_RESULT"` for a number that is not a result.
-/// Never NULL. Thread-safe.
-#[no_mangle]
-pub extern "C" fn pagewire_result_name(r: u32) -> *const c_char {
-    guard_value(c"PAGEWIRE_PANIC".as_ptr(), || {
-        pagewire_result::from_u32(r)
-            .map_or(c"PAGEWIRE_UNKNOWN_RESULT", pagewire_result::name)
-            .as_ptr()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,18 +285,13 @@ mod tests {
     #[test]
     fn names_are_distinct_and_numbers_round_trip() {
         let mut names = HashSet::new();
-        for r in pagewire_result::ALL {
+        for &r in pagewire_result::all() {
             assert_eq!(pagewire_result::from_u32(r as u32), Some(r));
             let n = r.name().to_str().unwrap();
             assert_eq!(n, format!("{r:?}"));
             assert!(names.insert(n));
-            // SAFETY: pagewire_result_name returns a static NUL-terminated string.
-            let c = unsafe { CStr::from_ptr(pagewire_result_name(r as u32)) };
-            assert_eq!(c, r.name());
         }
-        // SAFETY: as above.
-        let unknown = unsafe { CStr::from_ptr(pagewire_result_name(12345)) };
-        assert_eq!(unknown, c"PAGEWIRE_UNKNOWN_RESULT");
+        assert_eq!(names.len(), 32);
         assert_eq!(pagewire_result::from_u32(22), None);
     }
 }

@@ -1,13 +1,26 @@
-//! `pagewire_last_error_message`: the detail of the latest failure, formatted into a caller
-//! buffer without allocating.
+//! What a failure says to a person: `pagewire_result_name` (a result's identifier) and
+//! `pagewire_last_error_message` (the detail of the latest failure, formatted into a caller
+//! buffer without allocating).
 
 use core::ffi::c_char;
 use core::fmt::{self, Write};
 
-use crate::error::{last, Detail, Res};
-use crate::guard::guard;
+use crate::error::{last, set_last, Detail, Res};
+use crate::guard::{guard, guard_value};
 use crate::pagewire_result;
 use crate::ptr::{bytes_mut, Out};
+
+/// The C identifier of result `r` (for example `"PAGEWIRE_CRC_MISMATCH"`), as a static
+/// NUL-terminated string; `"PAGEWIRE_UNKNOWN_RESULT"` for a number that is not a result.
+/// Never NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn pagewire_result_name(r: u32) -> *const c_char {
+    guard_value(c"PAGEWIRE_PANIC".as_ptr(), || {
+        pagewire_result::from_u32(r)
+            .map_or(c"PAGEWIRE_UNKNOWN_RESULT", pagewire_result::name)
+            .as_ptr()
+    })
+}
 
 impl fmt::Display for Detail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,7 +102,7 @@ pub unsafe extern "C" fn pagewire_last_error_message(
     });
     // Asking must not replace what is being asked about.
     if let Some(d) = detail {
-        crate::error::set_last(d);
+        set_last(d);
     }
     r
 }
@@ -97,6 +110,20 @@ pub unsafe extern "C" fn pagewire_last_error_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::ffi::CStr;
+
+    #[test]
+    fn every_result_is_named_in_c() {
+        for &r in pagewire_result::all() {
+            // SAFETY: pagewire_result_name returns a static NUL-terminated string.
+            let c = unsafe { CStr::from_ptr(pagewire_result_name(r as u32)) };
+            assert_eq!(c, r.name());
+            assert_eq!(c.to_str().unwrap(), format!("{r:?}"));
+        }
+        // SAFETY: as above.
+        let unknown = unsafe { CStr::from_ptr(pagewire_result_name(12345)) };
+        assert_eq!(unknown, c"PAGEWIRE_UNKNOWN_RESULT");
+    }
 
     #[test]
     fn truncates_like_snprintf() {
