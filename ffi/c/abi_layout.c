@@ -1,5 +1,6 @@
 /* Prints the size and alignment of every public type of pagewire.h and the offset of every
- * field, as the C compiler sees them; tests/c_api.rs compares them with Rust's view. */
+ * field, as the C compiler sees them, and what the _BOUND macros make of a spread of
+ * configurations; tests/c_api.rs compares them with Rust's view. */
 #include "pagewire.h"
 
 #include <stdalign.h>
@@ -91,5 +92,18 @@ int main(void) {
 
     TYPE(pagewire_policy);
     TYPE(pagewire_group);
+
+    /* page_size, blocks_per_page, cache_pages, frame_bytes: the smallest configuration, the
+     * default, odd ones, the largest (the same list as rust_layout() in tests/c_api.rs) */
+    static const size_t configs[][4] = {
+        {4096, 1, 1, 4128},         {4096, 4, 16384, 65536},       {8192, 2, 1000, 40000},
+        {16384, 8, 99999, 16416},   {65536, 8, 1u << 26, 1u << 24},
+    };
+    for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
+        const size_t *c = configs[i];
+        printf("bounds %zu %zu %zu %zu: %zu %zu %zu\n", c[0], c[1], c[2], c[3],
+               PAGEWIRE_ENCODER_STORAGE_BOUND(c[0], c[1], c[2], c[3]),
+               PAGEWIRE_DECODER_STORAGE_BOUND(c[0], c[2], c[3]), PAGEWIRE_MAX_OUTPUT_BOUND(c[3]));
+    }
     return 0;
 }

@@ -38,35 +38,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-
 /**
- * Bytes of the stream header that opens every stream.
+ * The library version as a string (see also pagewire_version()).
  */
-#define PAGEWIRE_HEADER_LEN 32
+#define PAGEWIRE_VERSION "0.1.0"
 
 /**
- * Bytes of a frame header: what a reader needs to learn a frame's length.
- */
-#define PAGEWIRE_FRAME_HEADER_LEN 20
-
-/**
- * Wire format version this library writes and reads.
- */
-#define PAGEWIRE_FORMAT_VERSION 2
-
-/**
- * Upper bound of the bytes an encoder or decoder handle adds to the codec's own storage
- * (the `_STORAGE_BOUND` macros use it).
- */
-#define PAGEWIRE_STATE_OVERHEAD 512
-
-/**
- * Members a `pagewire_group` holds at most.
- */
-#define PAGEWIRE_GROUP_CAPACITY 16
-
-/**
- * Major version of this library (from Cargo.toml; a test keeps them equal).
+ * Major version of this library.
  */
 #define PAGEWIRE_VERSION_MAJOR 0
 
@@ -90,6 +68,171 @@
  * changes whenever a change could break a program built against an older header.
  */
 #define PAGEWIRE_ABI_VERSION 0
+
+/**
+ * Bytes of the stream header that opens every stream.
+ */
+#define PAGEWIRE_HEADER_LEN 32
+
+/**
+ * Bytes of a frame header: what a reader needs to learn a frame's length.
+ */
+#define PAGEWIRE_FRAME_HEADER_LEN 20
+
+/**
+ * Wire format version this library writes and reads.
+ */
+#define PAGEWIRE_FORMAT_VERSION 2
+
+/**
+ * Upper bound of the bytes an encoder or decoder handle adds to the codec's own
+ * storage (the `_STORAGE_BOUND` macros use it).
+ */
+#define PAGEWIRE_STATE_OVERHEAD 512
+
+/**
+ * Bytes of encoder storage that do not grow with the configuration (the codec's fixed
+ * part and its alignment slack), for PAGEWIRE_ENCODER_STORAGE_BOUND.
+ */
+#define PAGEWIRE_ENCODER_FIXED_BYTES 64
+
+/**
+ * Encoder storage per cached block, at most (the content index: fewer than 4 entries of
+ * 8 bytes per block, its size rounded up to a power of two), for
+ * PAGEWIRE_ENCODER_STORAGE_BOUND.
+ */
+#define PAGEWIRE_ENCODER_BYTES_PER_CACHED_BLOCK 32
+
+/**
+ * Encoder storage per cache page beyond the page itself, at most (the address index:
+ * fewer than 4 entries of 16 bytes per page), for PAGEWIRE_ENCODER_STORAGE_BOUND.
+ */
+#define PAGEWIRE_ENCODER_BYTES_PER_CACHE_PAGE 64
+
+/**
+ * Page-sized buffers of an encoder: the codec's two work pages and the handle's copy of
+ * the guest page being encoded.
+ */
+#define PAGEWIRE_ENCODER_PAGE_BUFFERS 3
+
+/**
+ * Page-sized work buffers of a decoder.
+ */
+#define PAGEWIRE_DECODER_PAGE_BUFFERS 2
+
+/**
+ * Bytes of encoder output that do not grow with frame_bytes, at most (stream header,
+ * frame header and trailer, LZ4's fixed overhead), for PAGEWIRE_MAX_OUTPUT_BOUND.
+ */
+#define PAGEWIRE_OUTPUT_FIXED_BYTES 128
+
+/**
+ * LZ4 grows an incompressible frame body by at most 1/PAGEWIRE_LZ4_GROWTH_DIVISOR of
+ * its length (plus fixed bytes), for PAGEWIRE_MAX_OUTPUT_BOUND.
+ */
+#define PAGEWIRE_LZ4_GROWTH_DIVISOR 10
+
+/**
+ * Iterations after which every stop policy stops, unless
+ * pagewire_policy_set_max_iterations says otherwise.
+ */
+#define PAGEWIRE_DEFAULT_MAX_ITERATIONS 30
+
+/**
+ * Smart Stop's usual window (see docs/SIMULATOR.md for how it was chosen).
+ */
+#define PAGEWIRE_SMART_STOP_DEFAULT_WINDOW 2
+
+/**
+ * The downtime-limit policy's usual limit, in microseconds.
+ */
+#define PAGEWIRE_DOWNTIME_LIMIT_DEFAULT_US 300000
+
+/**
+ * Members a `pagewire_group` holds at most.
+ */
+#define PAGEWIRE_GROUP_CAPACITY 16
+
+/**
+ * The usual `max_hold` of pagewire_group_init: iterations a ready member may be held
+ * (a small VM's iterations can be very short while a large one converges).
+ */
+#define PAGEWIRE_GROUP_DEFAULT_MAX_HOLD 1000
+
+/**
+ * Xen's classic rule stops after this many iterations.
+ */
+#define PAGEWIRE_XEN_CLASSIC_MAX_ITERATIONS 30
+
+/**
+ * Xen's classic rule stops once this many times the guest's memory has been sent.
+ */
+#define PAGEWIRE_XEN_CLASSIC_MAX_SENT_FACTOR 3
+
+/**
+ * Xen today stops after this many iterations.
+ */
+#define PAGEWIRE_XEN_TODAY_MAX_ITERATIONS 5
+
+/**
+ * Both Xen rules stop when fewer pages than this remain.
+ */
+#define PAGEWIRE_XEN_MIN_REMAINING_PAGES 50
+
+/**
+ * Smart Stop's largest window; larger ones are clamped to it.
+ */
+#define PAGEWIRE_SMART_STOP_MAX_WINDOW 16
+
+/**
+ * What pagewire_policy_name returns for this policy.
+ */
+#define PAGEWIRE_POLICY_NAME_XEN_CLASSIC "xen-classic"
+
+/**
+ * What pagewire_policy_name returns for this policy.
+ */
+#define PAGEWIRE_POLICY_NAME_XEN_TODAY "xen-today"
+
+/**
+ * What pagewire_policy_name returns for this policy.
+ */
+#define PAGEWIRE_POLICY_NAME_DOWNTIME_LIMIT "downtime-limit"
+
+/**
+ * What pagewire_policy_name returns for this policy.
+ */
+#define PAGEWIRE_POLICY_NAME_SMART_STOP "smart-stop"
+
+/**
+ * Compile-time upper bound of pagewire_sizes.encoder_storage for a configuration given by
+ * its fields, for static buffers:
+ *   static uint8_t enc_mem[PAGEWIRE_ENCODER_STORAGE_BOUND(4096, 4, 16384, 65536)];
+ * Arguments must be valid configuration values.
+ */
+#define PAGEWIRE_ENCODER_STORAGE_BOUND(page_size, blocks_per_page, cache_pages, frame_bytes) \
+  ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)PAGEWIRE_ENCODER_FIXED_BYTES + \
+   (size_t)(cache_pages) * (size_t)(page_size) + \
+   (size_t)(cache_pages) * (size_t)(blocks_per_page) * \
+   (size_t)PAGEWIRE_ENCODER_BYTES_PER_CACHED_BLOCK + \
+   (size_t)(cache_pages) * (size_t)PAGEWIRE_ENCODER_BYTES_PER_CACHE_PAGE + \
+   (size_t)(frame_bytes) + (size_t)PAGEWIRE_ENCODER_PAGE_BUFFERS * (size_t)(page_size))
+
+/**
+ * Compile-time upper bound of pagewire_sizes.decoder_storage, as
+ * PAGEWIRE_ENCODER_STORAGE_BOUND.
+ */
+#define PAGEWIRE_DECODER_STORAGE_BOUND(page_size, cache_pages, frame_bytes) \
+  ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)(cache_pages) * (size_t)(page_size) + \
+   (size_t)(frame_bytes) + (size_t)PAGEWIRE_DECODER_PAGE_BUFFERS * (size_t)(page_size))
+
+/**
+ * Compile-time upper bound of pagewire_sizes.max_output (and .max_frame).
+ */
+#define PAGEWIRE_MAX_OUTPUT_BOUND(frame_bytes) \
+  ((size_t)(frame_bytes) + (size_t)(frame_bytes) / (size_t)PAGEWIRE_LZ4_GROWTH_DIVISOR + \
+   (size_t)PAGEWIRE_OUTPUT_FIXED_BYTES)
+
 
 /**
  * What every fallible function returns. The numbers are stable: new results get new
@@ -354,33 +497,6 @@ typedef struct pagewire_config {
 } pagewire_config;
 
 /**
- * What a caller allocates for one configuration (from `pagewire_config_sizes`). Five
- * `size_t` (40 bytes on 64-bit targets).
- */
-typedef struct pagewire_sizes {
-  /**
-   * Bytes of memory for `pagewire_encoder_init` (any alignment).
-   */
-  size_t encoder_storage;
-  /**
-   * Bytes of memory for `pagewire_decoder_init` (any alignment).
-   */
-  size_t decoder_storage;
-  /**
-   * Smallest output buffer every encoder call accepts: the most one call writes.
-   */
-  size_t max_output;
-  /**
-   * Longest frame on the wire: a receive buffer of this size holds any frame.
-   */
-  size_t max_frame;
-  /**
-   * Largest blob `pagewire_encoder_append_blob` accepts.
-   */
-  size_t max_blob;
-} pagewire_sizes;
-
-/**
  * Receives a decoded page: `len` (the page size) bytes at `data`, valid only during the
  * call. Return 0 to go on; anything else stops the decoder (see `pagewire_sink`).
  */
@@ -605,6 +721,33 @@ typedef struct pagewire_policy {
   uint64_t opaque[32];
 } pagewire_policy;
 
+/**
+ * What a caller allocates for one configuration (from `pagewire_config_sizes`). Five
+ * `size_t` (40 bytes on 64-bit targets).
+ */
+typedef struct pagewire_sizes {
+  /**
+   * Bytes of memory for `pagewire_encoder_init` (any alignment).
+   */
+  size_t encoder_storage;
+  /**
+   * Bytes of memory for `pagewire_decoder_open` (any alignment).
+   */
+  size_t decoder_storage;
+  /**
+   * Smallest output buffer every encoder call accepts: the most one call writes.
+   */
+  size_t max_output;
+  /**
+   * Longest frame on the wire: a receive buffer of this size holds any frame.
+   */
+  size_t max_frame;
+  /**
+   * Largest blob `pagewire_encoder_append_blob` accepts.
+   */
+  size_t max_blob;
+} pagewire_sizes;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -628,19 +771,10 @@ pagewire_result pagewire_config_default(struct pagewire_config *out);
 pagewire_result pagewire_config_validate(const struct pagewire_config *cfg);
 
 /**
- * Checks `*cfg` and writes the sizes of everything to allocate for it to `*out`.
- * Thread-safe.
- *
- * # Safety
- * The pointer rules at the top of this header.
- */
-pagewire_result pagewire_config_sizes(const struct pagewire_config *cfg, struct pagewire_sizes *out);
-
-/**
  * Parses the stream header at the front of `input` (at least `PAGEWIRE_HEADER_LEN` bytes)
  * into `*out`: how the destination learns the configuration, to size its decoder storage
- * before `pagewire_decoder_init`. Fails with `PAGEWIRE_TRUNCATED`, `PAGEWIRE_BAD_MAGIC`,
- * `PAGEWIRE_UNSUPPORTED_VERSION`, `PAGEWIRE_CRC_MISMATCH`, `PAGEWIRE_MALFORMED` or
+ * (`pagewire_config_sizes`) before `pagewire_decoder_open`. Fails with
+ * `PAGEWIRE_TRUNCATED`, `PAGEWIRE_BAD_MAGIC`, `PAGEWIRE_UNSUPPORTED_VERSION`, `PAGEWIRE_CRC_MISMATCH`, `PAGEWIRE_MALFORMED` or
  * `PAGEWIRE_INVALID_CONFIG`. Thread-safe.
  *
  * # Safety
@@ -946,7 +1080,7 @@ pagewire_result pagewire_encoder_get_config(const struct pagewire_encoder *enc, 
 
 /**
  * Sets up an empty group in `*group`; a ready member is held at most `max_hold` iterations
- * (30 is the usual choice).
+ * (`PAGEWIRE_GROUP_DEFAULT_MAX_HOLD` is the usual choice).
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -962,8 +1096,8 @@ pagewire_result pagewire_group_init(struct pagewire_group *group, uint32_t max_h
 pagewire_result pagewire_group_deinit(struct pagewire_group *group);
 
 /**
- * Adds a member and writes its id (0 to 15) to `*member`; `PAGEWIRE_GROUP_FULL` when 16
- * have joined.
+ * Adds a member and writes its id (0 to `PAGEWIRE_GROUP_CAPACITY` - 1) to `*member`;
+ * `PAGEWIRE_GROUP_FULL` when `PAGEWIRE_GROUP_CAPACITY` members have joined.
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -1026,8 +1160,10 @@ const char *pagewire_result_name(uint32_t r);
 pagewire_result pagewire_last_error_message(char *buf, size_t buf_len, size_t *message_len);
 
 /**
- * Xen's classic rule for a guest of `vm_pages` pages: stop after 30 iterations, once 3x the
- * guest's memory has been sent, or when fewer than 50 pages remain.
+ * Xen's classic rule for a guest of `vm_pages` pages: stop after
+ * `PAGEWIRE_XEN_CLASSIC_MAX_ITERATIONS` iterations, once
+ * `PAGEWIRE_XEN_CLASSIC_MAX_SENT_FACTOR` times the guest's memory has been sent, or when
+ * fewer than `PAGEWIRE_XEN_MIN_REMAINING_PAGES` pages remain.
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -1035,7 +1171,8 @@ pagewire_result pagewire_last_error_message(char *buf, size_t buf_len, size_t *m
 pagewire_result pagewire_policy_xen_classic(struct pagewire_policy *policy, uint64_t vm_pages);
 
 /**
- * Xen today: stop after 5 iterations or when fewer than 50 pages remain.
+ * Xen today: stop after `PAGEWIRE_XEN_TODAY_MAX_ITERATIONS` iterations or when fewer than
+ * `PAGEWIRE_XEN_MIN_REMAINING_PAGES` pages remain.
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -1045,7 +1182,8 @@ pagewire_result pagewire_policy_xen_today(struct pagewire_policy *policy);
 /**
  * QEMU-style: stop once the remaining pages, at the wire bytes per page of the last
  * iteration (`page_size` before any page was sent), fit `limit_us` microseconds at the
- * reported bandwidth; at the latest after 30 iterations.
+ * reported bandwidth (`PAGEWIRE_DOWNTIME_LIMIT_DEFAULT_US` is the usual limit); at the
+ * latest after `PAGEWIRE_DEFAULT_MAX_ITERATIONS` iterations.
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -1055,8 +1193,9 @@ pagewire_result pagewire_policy_downtime_limit(struct pagewire_policy *policy, u
 /**
  * CloudNet's Smart Stop: once an iteration dirties at least as many pages as it sends,
  * stop at the first local minimum of the pages remaining over the last `window` iterations
- * (clamped to 1..16; 5 is the usual choice), or `window` iterations after that crossover,
- * or after 30 iterations.
+ * (clamped to 1 .. `PAGEWIRE_SMART_STOP_MAX_WINDOW`;
+ * `PAGEWIRE_SMART_STOP_DEFAULT_WINDOW` is the usual choice), or `window` iterations after
+ * that crossover, or after `PAGEWIRE_DEFAULT_MAX_ITERATIONS` iterations.
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -1064,7 +1203,8 @@ pagewire_result pagewire_policy_downtime_limit(struct pagewire_policy *policy, u
 pagewire_result pagewire_policy_smart_stop(struct pagewire_policy *policy, uint32_t window);
 
 /**
- * Changes the policy's hard cap on iterations (30 by default, 5 for Xen today).
+ * Changes the policy's hard cap on iterations (`PAGEWIRE_DEFAULT_MAX_ITERATIONS` by
+ * default, `PAGEWIRE_XEN_TODAY_MAX_ITERATIONS` for Xen today).
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -1081,13 +1221,23 @@ pagewire_result pagewire_policy_set_max_iterations(struct pagewire_policy *polic
 pagewire_result pagewire_policy_decide(struct pagewire_policy *policy, const struct pagewire_iteration_report *report, pagewire_decision *out);
 
 /**
- * The policy's short name ("xen-classic", "xen-today", "downtime-limit", "smart-stop"), as
- * a static string; "invalid" if `policy` is not an initialised policy. Never NULL.
+ * The policy's short name (one of the `PAGEWIRE_POLICY_NAME_*` strings, such as
+ * `PAGEWIRE_POLICY_NAME_SMART_STOP`), as a static string; "invalid" if `policy` is not an
+ * initialised policy. Never NULL.
  *
  * # Safety
  * The pointer rules at the top of this header.
  */
 const char *pagewire_policy_name(const struct pagewire_policy *policy);
+
+/**
+ * Checks `*cfg` and writes the sizes of everything to allocate for it to `*out`.
+ * Thread-safe.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_config_sizes(const struct pagewire_config *cfg, struct pagewire_sizes *out);
 
 /**
  * The library's version ("0.1.0") as a static string. Thread-safe.
@@ -1104,24 +1254,3 @@ uint32_t pagewire_version_number(void);
 #endif  // __cplusplus
 
 #endif  /* PAGEWIRE_H */
-
-/** The library version as a string (see also pagewire_version()). */
-#define PAGEWIRE_VERSION "0.1.0"
-
-/**
- * Compile-time upper bounds of pagewire_sizes.encoder_storage and .decoder_storage for a
- * configuration given by its fields, for static buffers:
- *   static uint8_t enc_mem[PAGEWIRE_ENCODER_STORAGE_BOUND(4096, 4, 16384, 65536)];
- * (page_size, blocks_per_page, cache_pages, frame_bytes). Arguments must be valid
- * configuration values. The tests check the bounds against pagewire_config_sizes().
- */
-#define PAGEWIRE_ENCODER_STORAGE_BOUND(page_size, blocks_per_page, cache_pages, frame_bytes) \
-  ((size_t)PAGEWIRE_STATE_OVERHEAD + 64u + (size_t)(cache_pages) * (size_t)(page_size) + \
-   (size_t)(cache_pages) * (size_t)(blocks_per_page) * 32u + (size_t)(cache_pages) * 64u + \
-   (size_t)(frame_bytes) + 3u * (size_t)(page_size))
-#define PAGEWIRE_DECODER_STORAGE_BOUND(page_size, cache_pages, frame_bytes) \
-  ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)(cache_pages) * (size_t)(page_size) + \
-   (size_t)(frame_bytes) + 2u * (size_t)(page_size))
-/** Compile-time upper bound of pagewire_sizes.max_output (and .max_frame). */
-#define PAGEWIRE_MAX_OUTPUT_BOUND(frame_bytes) \
-  ((size_t)(frame_bytes) + (size_t)(frame_bytes) / 10u + 128u)

@@ -1,25 +1,12 @@
-//! The stream configuration as a C struct, its validation, and the sizes of everything a
-//! caller allocates for it.
+//! The stream configuration as a C struct, its validation, and the stream header that
+//! carries it.
 
 use pagewire::{Config, Error};
 
-use crate::decoder::DecoderSlot;
-use crate::encoder::EncoderSlot;
 use crate::error::{Fail, Res};
 use crate::guard::guard;
 use crate::pagewire_result::{self, PAGEWIRE_BUFFER_TOO_SMALL};
-use crate::place::overhead;
 use crate::ptr::{arg, bytes, bytes_mut, Out};
-
-/// Bytes of the stream header that opens every stream.
-pub const PAGEWIRE_HEADER_LEN: usize = 32;
-/// Bytes of a frame header: what a reader needs to learn a frame's length.
-pub const PAGEWIRE_FRAME_HEADER_LEN: usize = 20;
-/// Wire format version this library writes and reads.
-pub const PAGEWIRE_FORMAT_VERSION: u32 = 2;
-/// Upper bound of the bytes an encoder or decoder handle adds to the codec's own storage
-/// (the `_STORAGE_BOUND` macros use it).
-pub const PAGEWIRE_STATE_OVERHEAD: usize = 512;
 
 /// Everything both ends agree on; the encoder writes it into the stream header, so the
 /// destination learns it from the stream (`pagewire_config_from_header`). Start from
@@ -82,41 +69,6 @@ impl pagewire_config {
     }
 }
 
-/// What a caller allocates for one configuration (from `pagewire_config_sizes`). Five
-/// `size_t` (40 bytes on 64-bit targets).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct pagewire_sizes {
-    /// Bytes of memory for `pagewire_encoder_init` (any alignment).
-    pub encoder_storage: usize,
-    /// Bytes of memory for `pagewire_decoder_init` (any alignment).
-    pub decoder_storage: usize,
-    /// Smallest output buffer every encoder call accepts: the most one call writes.
-    pub max_output: usize,
-    /// Longest frame on the wire: a receive buffer of this size holds any frame.
-    pub max_frame: usize,
-    /// Largest blob `pagewire_encoder_append_blob` accepts.
-    pub max_blob: usize,
-}
-
-/// Sizes for a valid codec configuration.
-pub(crate) fn sizes_of(c: &Config) -> pagewire_sizes {
-    pagewire_sizes {
-        // + one page: the handle's snapshot of the guest page being encoded
-        encoder_storage: overhead::<EncoderSlot>() + c.page_size as usize + c.encoder_storage_len(),
-        decoder_storage: overhead::<DecoderSlot>() + c.decoder_storage_len(),
-        max_output: c.max_output_len(),
-        max_frame: c.max_frame_len(),
-        max_blob: c.max_blob_len(),
-    }
-}
-
-const _: () = assert!(overhead::<EncoderSlot>() <= PAGEWIRE_STATE_OVERHEAD);
-const _: () = assert!(overhead::<DecoderSlot>() <= PAGEWIRE_STATE_OVERHEAD);
-const _: () = assert!(PAGEWIRE_HEADER_LEN == pagewire::HEADER_LEN);
-const _: () = assert!(PAGEWIRE_FRAME_HEADER_LEN == pagewire::frame::FRAME_HEADER_LEN);
-const _: () = assert!(PAGEWIRE_FORMAT_VERSION == pagewire::FORMAT_VERSION as u32);
-
 /// Writes the default configuration (4 KiB pages, 4 blocks per page, a 64 MiB cache, deltas
 /// up to 2 KiB, 64 KiB frames, LZ4 on, stream id 0) to `*out`. Thread-safe.
 ///
@@ -147,28 +99,10 @@ pub unsafe extern "C" fn pagewire_config_validate(cfg: *const pagewire_config) -
     })
 }
 
-/// Checks `*cfg` and writes the sizes of everything to allocate for it to `*out`.
-/// Thread-safe.
-///
-/// # Safety
-/// The pointer rules at the top of this header.
-#[no_mangle]
-pub unsafe extern "C" fn pagewire_config_sizes(
-    cfg: *const pagewire_config,
-    out: *mut pagewire_sizes,
-) -> pagewire_result {
-    guard(|| {
-        // SAFETY: `cfg` is NULL or readable, `out` NULL or writable (pointer rules).
-        let (cfg, out) = unsafe { (arg(cfg, "cfg")?, Out::new(out, "out")?) };
-        out.write(sizes_of(&cfg.to_codec()?));
-        Ok(())
-    })
-}
-
 /// Parses the stream header at the front of `input` (at least `PAGEWIRE_HEADER_LEN` bytes)
 /// into `*out`: how the destination learns the configuration, to size its decoder storage
-/// before `pagewire_decoder_init`. Fails with `PAGEWIRE_TRUNCATED`, `PAGEWIRE_BAD_MAGIC`,
-/// `PAGEWIRE_UNSUPPORTED_VERSION`, `PAGEWIRE_CRC_MISMATCH`, `PAGEWIRE_MALFORMED` or
+/// (`pagewire_config_sizes`) before `pagewire_decoder_open`. Fails with
+/// `PAGEWIRE_TRUNCATED`, `PAGEWIRE_BAD_MAGIC`, `PAGEWIRE_UNSUPPORTED_VERSION`, `PAGEWIRE_CRC_MISMATCH`, `PAGEWIRE_MALFORMED` or
 /// `PAGEWIRE_INVALID_CONFIG`. Thread-safe.
 ///
 /// # Safety
@@ -269,23 +203,25 @@ mod tests {
                 ..default()
             },
         ] {
-            let mut sizes = pagewire_sizes {
-                encoder_storage: 1,
-                decoder_storage: 2,
-                max_output: 3,
-                max_frame: 4,
-                max_blob: 5,
+            let mut back = pagewire_config {
+                page_size: 1,
+                ..bad
             };
-            let before = sizes;
+            let before = back;
+            let mut h = [0u8; 32];
             // SAFETY: valid pointers.
             unsafe {
                 assert_eq!(pagewire_config_validate(&bad), PAGEWIRE_INVALID_CONFIG);
                 assert_eq!(
-                    pagewire_config_sizes(&bad, &mut sizes),
+                    pagewire_config_header(&bad, h.as_mut_ptr(), 32),
                     PAGEWIRE_INVALID_CONFIG
                 );
+                assert_eq!(
+                    pagewire_config_from_header(h.as_ptr(), 32, &mut back),
+                    PAGEWIRE_BAD_MAGIC
+                );
             }
-            assert_eq!(sizes, before);
+            assert_eq!(back, before);
         }
         // SAFETY: NULL is what is being tested.
         unsafe {

@@ -7,11 +7,13 @@ use core::ptr::NonNull;
 use pagewire::frame::FRAME_HEADER_LEN;
 use pagewire::{Config, Decoder, Error};
 
-use crate::config::{pagewire_config, sizes_of};
+use crate::config::pagewire_config;
 use crate::error::{Fail, Res};
 use crate::guard::guard;
 use crate::pagewire_result;
-use crate::place::{allocate, carve, deallocate, handle_ref, release, with_slot, Common, Slot};
+use crate::place::{
+    allocate, carve, deallocate, handle_ref, overhead, release, with_slot, Common, Slot,
+};
 use crate::ptr::{arg, bytes, items, opt_arg, Out};
 use crate::sink::{pagewire_ram_region, pagewire_sink, Events, Ram};
 use crate::stats::pagewire_decoder_stats;
@@ -53,6 +55,15 @@ fn slot(p: *mut pagewire_decoder) -> *mut DecoderSlot {
     p.cast()
 }
 
+/// Bytes a handle takes in front of the codec's storage, alignment slack included.
+pub(crate) const HANDLE_LEN: usize = overhead::<DecoderSlot>();
+
+/// Bytes a decoder for `cfg` needs (`pagewire_sizes.decoder_storage`): the handle and the
+/// codec's storage.
+pub(crate) const fn storage_len(cfg: &Config) -> usize {
+    HANDLE_LEN + cfg.decoder_storage_len()
+}
+
 /// How a decoder learns its configuration.
 #[derive(Clone, Copy)]
 enum Start<'i> {
@@ -81,7 +92,7 @@ unsafe fn build(
     allocated: usize,
 ) -> Res<(*mut DecoderSlot, usize)> {
     let cfg = start.config()?;
-    let needed = sizes_of(&cfg).decoder_storage;
+    let needed = storage_len(&cfg);
     let short = || Fail::from(Error::InsufficientStorage { needed, given: len });
     if len < needed {
         return Err(short());
@@ -116,7 +127,7 @@ unsafe fn init(
 
 /// `build` in a fresh allocation.
 fn new(start: Start<'_>) -> Res<(*mut DecoderSlot, usize)> {
-    let len = sizes_of(&start.config()?).decoder_storage;
+    let len = storage_len(&start.config()?);
     let mem = allocate(len)?;
     // SAFETY: a fresh allocation of `len` bytes, owned by the decoder from here on.
     unsafe { build(start, mem, len, len) }.inspect_err(|_| {

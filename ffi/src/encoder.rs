@@ -6,11 +6,13 @@ use core::ptr::NonNull;
 
 use pagewire::{Config, Encoder, Error};
 
-use crate::config::{pagewire_config, sizes_of};
+use crate::config::pagewire_config;
 use crate::error::{Fail, Res};
 use crate::guard::guard;
 use crate::pagewire_result;
-use crate::place::{allocate, carve, deallocate, handle_ref, release, with_slot, Common, Slot};
+use crate::place::{
+    allocate, carve, deallocate, handle_ref, overhead, release, with_slot, Common, Slot,
+};
 use crate::ptr::{arg, bytes, bytes_mut, items, Out};
 use crate::stats::pagewire_encoder_stats;
 
@@ -88,6 +90,15 @@ fn slot(p: *mut pagewire_encoder) -> *mut EncoderSlot {
     p.cast()
 }
 
+/// Bytes a handle takes in front of the codec's storage, alignment slack included.
+pub(crate) const HANDLE_LEN: usize = overhead::<EncoderSlot>();
+
+/// Bytes an encoder for `cfg` needs (`pagewire_sizes.encoder_storage`): the handle, its
+/// snapshot page, and the codec's storage.
+pub(crate) const fn storage_len(cfg: &Config) -> usize {
+    HANDLE_LEN + cfg.page_size as usize + cfg.encoder_storage_len()
+}
+
 /// Builds an encoder in `len` bytes at `mem`.
 ///
 /// # Safety
@@ -98,7 +109,7 @@ unsafe fn build(
     len: usize,
     allocated: usize,
 ) -> Res<*mut EncoderSlot> {
-    let needed = sizes_of(&cfg).encoder_storage;
+    let needed = storage_len(&cfg);
     if len < needed {
         return Err(Error::InsufficientStorage { needed, given: len }.into());
     }
@@ -155,7 +166,7 @@ pub unsafe extern "C" fn pagewire_encoder_new(
         // SAFETY: pointer rules.
         let (cfg, out) = unsafe { (arg(cfg, "cfg")?, Out::new(out, "out")?) };
         let cfg = cfg.to_codec()?;
-        let len = sizes_of(&cfg).encoder_storage;
+        let len = storage_len(&cfg);
         let mem = allocate(len)?;
         // SAFETY: a fresh allocation of `len` bytes, owned by the encoder from here on.
         match unsafe { build(cfg, mem, len, len) } {

@@ -1,19 +1,17 @@
-//! Synchronized Arrival for C: a group of up to 16 migrations that finish together, safe to
-//! share between the migration threads of its members.
+//! Synchronized Arrival for C: a group of up to `PAGEWIRE_GROUP_CAPACITY` migrations that
+//! finish together, safe to share between the migration threads of its members.
 
 use std::sync::{Mutex, PoisonError};
 
 use pagewire::policy::{Decision, GroupDecision, IterationReport, SynchronizedArrival};
 
+use crate::defines::PAGEWIRE_GROUP_CAPACITY;
 use crate::error::{Fail, Res};
 use crate::guard::guard;
 use crate::pagewire_result::{self, PAGEWIRE_GROUP_FULL, PAGEWIRE_INVALID_ARGUMENT};
 use crate::place::{handle_ref, place_in, release, Common, Slot};
 use crate::policy::pagewire_iteration_report;
 use crate::ptr::{arg, Out};
-
-/// Members a `pagewire_group` holds at most.
-pub const PAGEWIRE_GROUP_CAPACITY: usize = 16;
 
 /// What the group tells one member after its report (4 bytes).
 #[repr(u32)]
@@ -84,7 +82,7 @@ unsafe fn locked<R>(
 }
 
 /// Sets up an empty group in `*group`; a ready member is held at most `max_hold` iterations
-/// (30 is the usual choice).
+/// (`PAGEWIRE_GROUP_DEFAULT_MAX_HOLD` is the usual choice).
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -115,8 +113,8 @@ pub unsafe extern "C" fn pagewire_group_deinit(group: *mut pagewire_group) -> pa
     guard(|| unsafe { release(group.cast::<GroupState>(), "group", false) })
 }
 
-/// Adds a member and writes its id (0 to 15) to `*member`; `PAGEWIRE_GROUP_FULL` when 16
-/// have joined.
+/// Adds a member and writes its id (0 to `PAGEWIRE_GROUP_CAPACITY` - 1) to `*member`;
+/// `PAGEWIRE_GROUP_FULL` when `PAGEWIRE_GROUP_CAPACITY` members have joined.
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -129,8 +127,12 @@ pub unsafe extern "C" fn pagewire_group_join(
         // SAFETY: pointer rules.
         let out = unsafe { Out::new(member, "member")? };
         // SAFETY: pointer rules.
-        let id = unsafe { locked(group, |m| Ok(m.join())) }?
-            .ok_or_else(|| Fail::new(PAGEWIRE_GROUP_FULL, "the group has 16 members already"))?;
+        let id = unsafe { locked(group, |m| Ok(m.join())) }?.ok_or_else(|| {
+            Fail::new(
+                PAGEWIRE_GROUP_FULL,
+                "the group is full (PAGEWIRE_GROUP_CAPACITY members)",
+            )
+        })?;
         out.write(id as u32);
         Ok(())
     })

@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod decoder;
+pub mod defines;
 pub mod encoder;
 pub mod error;
 pub mod group;
@@ -28,14 +29,16 @@ mod place;
 pub mod policy;
 mod ptr;
 pub mod sink;
+pub mod sizes;
 pub mod stats;
 pub mod version;
 
-pub use config::{pagewire_config, pagewire_sizes};
+pub use config::pagewire_config;
 pub use decoder::pagewire_decoder;
 pub use encoder::{pagewire_encoder, pagewire_page_in};
 pub use error::pagewire_result;
 pub use group::{pagewire_group, pagewire_group_decision};
 pub use policy::{pagewire_decision, pagewire_iteration_report, pagewire_policy};
 pub use sink::{pagewire_ram_region, pagewire_sink};
+pub use sizes::pagewire_sizes;
 pub use stats::{pagewire_decoder_stats, pagewire_encoder_stats, pagewire_kind_stats};

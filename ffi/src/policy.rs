@@ -4,8 +4,7 @@
 use core::ffi::c_char;
 
 use pagewire::policy::{
-    AnyPolicy, Decision, DowntimeLimit, IterationReport, SmartStop, StopPolicy, XenClassic,
-    XenToday,
+    AnyPolicy, Decision, IterationReport, PolicyKind, PolicyParams, StopPolicy,
 };
 
 use crate::error::Res;
@@ -95,21 +94,23 @@ unsafe impl Slot for PolicyState {
     }
 }
 
-/// Puts `rule` into `*p`.
+/// Puts a fresh policy of `kind` into `*p`, built by the codec from `params`.
 ///
 /// # Safety
 /// `p` is NULL or writable for a `pagewire_policy`.
-unsafe fn set(p: *mut pagewire_policy, rule: AnyPolicy) -> Res {
+unsafe fn start(p: *mut pagewire_policy, kind: PolicyKind, params: PolicyParams) -> Res {
     let state = PolicyState {
         common: Common::new(PolicyState::MAGIC, 0),
-        rule,
+        rule: kind.build(&params),
     };
     // SAFETY: forwarded contract.
     unsafe { place_in(p, "policy", state) }
 }
 
-/// Xen's classic rule for a guest of `vm_pages` pages: stop after 30 iterations, once 3x the
-/// guest's memory has been sent, or when fewer than 50 pages remain.
+/// Xen's classic rule for a guest of `vm_pages` pages: stop after
+/// `PAGEWIRE_XEN_CLASSIC_MAX_ITERATIONS` iterations, once
+/// `PAGEWIRE_XEN_CLASSIC_MAX_SENT_FACTOR` times the guest's memory has been sent, or when
+/// fewer than `PAGEWIRE_XEN_MIN_REMAINING_PAGES` pages remain.
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -118,11 +119,13 @@ pub unsafe extern "C" fn pagewire_policy_xen_classic(
     policy: *mut pagewire_policy,
     vm_pages: u64,
 ) -> pagewire_result {
+    let params = PolicyParams::new(vm_pages, 0);
     // SAFETY: pointer rules.
-    guard(|| unsafe { set(policy, AnyPolicy::XenClassic(XenClassic::new(vm_pages))) })
+    guard(|| unsafe { start(policy, PolicyKind::XenClassic, params) })
 }
 
-/// Xen today: stop after 5 iterations or when fewer than 50 pages remain.
+/// Xen today: stop after `PAGEWIRE_XEN_TODAY_MAX_ITERATIONS` iterations or when fewer than
+/// `PAGEWIRE_XEN_MIN_REMAINING_PAGES` pages remain.
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -130,13 +133,15 @@ pub unsafe extern "C" fn pagewire_policy_xen_classic(
 pub unsafe extern "C" fn pagewire_policy_xen_today(
     policy: *mut pagewire_policy,
 ) -> pagewire_result {
+    let params = PolicyParams::new(0, 0);
     // SAFETY: pointer rules.
-    guard(|| unsafe { set(policy, AnyPolicy::XenToday(XenToday::default())) })
+    guard(|| unsafe { start(policy, PolicyKind::XenToday, params) })
 }
 
 /// QEMU-style: stop once the remaining pages, at the wire bytes per page of the last
 /// iteration (`page_size` before any page was sent), fit `limit_us` microseconds at the
-/// reported bandwidth; at the latest after 30 iterations.
+/// reported bandwidth (`PAGEWIRE_DOWNTIME_LIMIT_DEFAULT_US` is the usual limit); at the
+/// latest after `PAGEWIRE_DEFAULT_MAX_ITERATIONS` iterations.
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -146,16 +151,19 @@ pub unsafe extern "C" fn pagewire_policy_downtime_limit(
     limit_us: u64,
     page_size: u64,
 ) -> pagewire_result {
-    let mut rule = DowntimeLimit::new(page_size);
-    rule.limit_us = limit_us;
+    let params = PolicyParams {
+        downtime_limit_us: limit_us,
+        ..PolicyParams::new(0, page_size)
+    };
     // SAFETY: pointer rules.
-    guard(|| unsafe { set(policy, AnyPolicy::DowntimeLimit(rule)) })
+    guard(|| unsafe { start(policy, PolicyKind::DowntimeLimit, params) })
 }
 
 /// CloudNet's Smart Stop: once an iteration dirties at least as many pages as it sends,
 /// stop at the first local minimum of the pages remaining over the last `window` iterations
-/// (clamped to 1..16; 5 is the usual choice), or `window` iterations after that crossover,
-/// or after 30 iterations.
+/// (clamped to 1 .. `PAGEWIRE_SMART_STOP_MAX_WINDOW`;
+/// `PAGEWIRE_SMART_STOP_DEFAULT_WINDOW` is the usual choice), or `window` iterations after
+/// that crossover, or after `PAGEWIRE_DEFAULT_MAX_ITERATIONS` iterations.
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -164,16 +172,16 @@ pub unsafe extern "C" fn pagewire_policy_smart_stop(
     policy: *mut pagewire_policy,
     window: u32,
 ) -> pagewire_result {
+    let params = PolicyParams {
+        smart_window: window as usize,
+        ..PolicyParams::new(0, 0)
+    };
     // SAFETY: pointer rules.
-    guard(|| unsafe {
-        set(
-            policy,
-            AnyPolicy::SmartStop(SmartStop::new(window as usize)),
-        )
-    })
+    guard(|| unsafe { start(policy, PolicyKind::SmartStop, params) })
 }
 
-/// Changes the policy's hard cap on iterations (30 by default, 5 for Xen today).
+/// Changes the policy's hard cap on iterations (`PAGEWIRE_DEFAULT_MAX_ITERATIONS` by
+/// default, `PAGEWIRE_XEN_TODAY_MAX_ITERATIONS` for Xen today).
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -219,8 +227,9 @@ pub unsafe extern "C" fn pagewire_policy_decide(
     })
 }
 
-/// The policy's short name ("xen-classic", "xen-today", "downtime-limit", "smart-stop"), as
-/// a static string; "invalid" if `policy` is not an initialised policy. Never NULL.
+/// The policy's short name (one of the `PAGEWIRE_POLICY_NAME_*` strings, such as
+/// `PAGEWIRE_POLICY_NAME_SMART_STOP`), as a static string; "invalid" if `policy` is not an
+/// initialised policy. Never NULL.
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -241,6 +250,7 @@ mod tests {
     use super::*;
     use crate::pagewire_result::*;
     use core::ffi::CStr;
+    use pagewire::policy::{DowntimeLimit, SmartStop, XenClassic, XenToday};
 
     /// A deterministic, varied sequence of reports (xorshift).
     fn reports(seed: u64, n: usize) -> Vec<pagewire_iteration_report> {

@@ -1,24 +1,10 @@
-//! Version macros and the runtime version, so a program can tell the header it was built
-//! with from the library it runs with.
+//! The runtime version, so a program can tell the header it was built with (the
+//! `PAGEWIRE_VERSION*` macros, in `defines`) from the library it runs with.
 
 use core::ffi::{c_char, CStr};
 
+use crate::defines::PAGEWIRE_VERSION_NUMBER;
 use crate::guard::guard_value;
-
-/// Major version of this library (from Cargo.toml; a test keeps them equal).
-pub const PAGEWIRE_VERSION_MAJOR: u32 = 0;
-/// Minor version of this library.
-pub const PAGEWIRE_VERSION_MINOR: u32 = 1;
-/// Patch version of this library.
-pub const PAGEWIRE_VERSION_PATCH: u32 = 0;
-/// `(major << 16) | (minor << 8) | patch`, for `#if` comparisons.
-pub const PAGEWIRE_VERSION_NUMBER: u32 = 0x00_01_00;
-/// The version as a string (the header's `PAGEWIRE_VERSION` macro comes from the trailer in
-/// cbindgen.toml, which cbindgen cannot generate; tests/header.rs checks it).
-pub const PAGEWIRE_VERSION: &str = "0.1.0";
-/// The ABI version: the number in the shared library's SONAME (`libpagewire.so.0`). It
-/// changes whenever a change could break a program built against an older header.
-pub const PAGEWIRE_ABI_VERSION: u32 = 0;
 
 /// The crate version as a C string, from Cargo.toml.
 const VERSION_C: &CStr =
@@ -42,6 +28,9 @@ pub extern "C" fn pagewire_version_number() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::defines::{
+        PAGEWIRE_VERSION, PAGEWIRE_VERSION_MAJOR, PAGEWIRE_VERSION_MINOR, PAGEWIRE_VERSION_PATCH,
+    };
 
     #[test]
     fn versions_agree_with_cargo() {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use pagewire_ffi::version::PAGEWIRE_ABI_VERSION;
+use pagewire_ffi::defines::PAGEWIRE_ABI_VERSION;
 use pagewire_ffi::*;
 
 /// Compiles `c/test_pagewire.c` against `prefix`, runs it, and checks its closing line.
@@ -104,7 +104,8 @@ macro_rules! field {
     };
 }
 
-/// Rust's view of every public type, in the format of `c/abi_layout.c`.
+/// Rust's view of every public type, and the Rust spelling of the header's `_BOUND`
+/// macros, in the format of `c/abi_layout.c`.
 fn rust_layout() -> Vec<String> {
     let mut v = Vec::new();
     ty!(v, pagewire_result);
@@ -198,6 +199,20 @@ fn rust_layout() -> Vec<String> {
     );
     ty!(v, pagewire_policy);
     ty!(v, pagewire_group);
+    for [ps, bpp, cp, fb] in [
+        [4096, 1, 1, 4128],
+        [4096, 4, 16384, 65536],
+        [8192, 2, 1000, 40000],
+        [16384, 8, 99999, 16416],
+        [65536, 8, 1 << 26, 1 << 24],
+    ] {
+        v.push(format!(
+            "bounds {ps} {bpp} {cp} {fb}: {} {} {}",
+            sizes::encoder_storage_bound(ps, bpp, cp, fb),
+            sizes::decoder_storage_bound(ps, cp, fb),
+            sizes::max_output_bound(fb)
+        ));
+    }
     v
 }
 
@@ -220,7 +235,7 @@ fn abi_layout_seen_from_c_matches_rust() {
     let rust = rust_layout();
     assert_eq!(
         c, rust,
-        "sizes/alignments/offsets differ between C and Rust"
+        "sizes/alignments/offsets or the storage bounds differ between C and Rust"
     );
     assert_eq!(
         c.iter().collect::<BTreeSet<_>>().len(),

@@ -9,14 +9,13 @@ use core::mem::MaybeUninit;
 use core::ptr;
 
 use libfuzzer_sys::fuzz_target;
-use pagewire_ffi::config::{
-    pagewire_config_default, pagewire_config_from_header, pagewire_config_sizes,
-};
+use pagewire_ffi::config::{pagewire_config_default, pagewire_config_from_header};
 use pagewire_ffi::decoder::{
     pagewire_decoder_check_complete, pagewire_decoder_decode_to_ram, pagewire_decoder_frame_len,
     pagewire_decoder_init_from_header,
 };
 use pagewire_ffi::encoder::{pagewire_encoder_encode_page, pagewire_encoder_init};
+use pagewire_ffi::sizes::pagewire_config_sizes;
 use pagewire_ffi::{pagewire_config, pagewire_ram_region, pagewire_result, pagewire_sizes};
 
 const RAM_PAGES: u64 = 64;
