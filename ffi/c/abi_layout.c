@@ -14,6 +14,7 @@ int main(void) {
     TYPE(pagewire_result);
     TYPE(pagewire_decision);
     TYPE(pagewire_group_decision);
+    TYPE(pagewire_destination_kind);
 
     TYPE(pagewire_config);
     FIELD(pagewire_config, page_size);
@@ -47,6 +48,15 @@ int main(void) {
     FIELD(pagewire_ram_region, first_pfn);
     FIELD(pagewire_ram_region, page_count);
     FIELD(pagewire_ram_region, host);
+
+    TYPE(pagewire_destination);
+    FIELD(pagewire_destination, kind);
+    FIELD(pagewire_destination, reserved);
+    FIELD(pagewire_destination, regions);
+    FIELD(pagewire_destination, region_count);
+    FIELD(pagewire_destination, page_table);
+    FIELD(pagewire_destination, page_table_len);
+    FIELD(pagewire_destination, events);
 
     TYPE(pagewire_kind_stats);
     FIELD(pagewire_kind_stats, pages);

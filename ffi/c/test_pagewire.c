@@ -201,6 +201,43 @@ static pagewire_sink sink_for(dest *d) {
     return s;
 }
 
+static const pagewire_sink no_events = {0};
+
+/* Destinations: the callbacks alone, RAM regions, a page table. */
+static pagewire_destination to_callbacks(pagewire_sink events) {
+    pagewire_destination d;
+    memset(&d, 0, sizeof d);
+    d.kind = PAGEWIRE_TO_CALLBACKS;
+    d.events = events;
+    return d;
+}
+
+static pagewire_destination to_ram(const pagewire_ram_region *regions, size_t count,
+                                   pagewire_sink events) {
+    pagewire_destination d = to_callbacks(events);
+    d.kind = PAGEWIRE_TO_RAM_REGIONS;
+    d.regions = regions;
+    d.region_count = count;
+    return d;
+}
+
+static pagewire_destination to_table(uint8_t *const *table, size_t len, pagewire_sink events) {
+    pagewire_destination d = to_callbacks(events);
+    d.kind = PAGEWIRE_TO_PAGE_TABLE;
+    d.page_table = table;
+    d.page_table_len = len;
+    return d;
+}
+
+/* A decoder for `cfg` in `storage` (NULL: allocated), from the header it would send. */
+static pagewire_result open_for(const pagewire_config *cfg, void *storage, size_t storage_len,
+                                pagewire_decoder **dec) {
+    uint8_t header[PAGEWIRE_HEADER_LEN];
+    size_t used = 0;
+    OK(pagewire_config_header(cfg, header, sizeof header));
+    return pagewire_decoder_open(header, sizeof header, storage, storage_len, 0, dec, &used);
+}
+
 /* ---------------------------------------------------------------- tests */
 
 static void test_version(void) {
@@ -415,28 +452,30 @@ static void test_round_trip(void) {
     uint8_t *dec_mem = malloc(dsz.decoder_storage + 5);
     pagewire_decoder *dec = NULL;
     size_t used = 0;
-    OK(pagewire_decoder_init_from_header(stream.data, stream.len, dec_mem + 5, dsz.decoder_storage,
-                                         &dec, &used));
+    OK(pagewire_decoder_open(stream.data, stream.len, dec_mem + 5, dsz.decoder_storage, 0, &dec,
+                             &used));
     CHECK(used == PAGEWIRE_HEADER_LEN);
     dest d = {0};
     d.ram = calloc(PAGES, PAGE);
     d.pages = PAGES;
-    pagewire_sink sink = sink_for(&d);
-    size_t pos = used, avail = used;
+    pagewire_destination to_sink = to_callbacks(sink_for(&d));
+    size_t pos = used, avail = used, delivered = 0;
     while (pos < stream.len) {
         avail += 1 + next_rand() % 30000;
         if (avail > stream.len)
             avail = stream.len;
-        size_t consumed = 0;
-        OK(pagewire_decoder_decode(dec, stream.data + pos, avail - pos, &sink, &consumed));
+        size_t consumed = 0, pages = 0;
+        OK(pagewire_decoder_decode(dec, stream.data + pos, avail - pos, &to_sink, &consumed,
+                                   &pages));
         pos += consumed;
+        delivered += pages;
         if (avail == stream.len && consumed == 0)
             break;
     }
     CHECK(pos == stream.len);
     OK(pagewire_decoder_check_complete(dec));
     CHECK(memcmp(d.ram, src, (size_t)PAGES * PAGE) == 0);
-    CHECK(d.pages_seen == encoded);
+    CHECK(d.pages_seen == encoded && delivered == encoded);
     CHECK(d.iterations_seen == 4 && !d.out_of_order && d.ended);
     CHECK(d.blob_tag == 0x76637075u && d.blob_len == sizeof vcpu &&
           memcmp(d.blob, vcpu, sizeof vcpu) == 0);
@@ -447,12 +486,12 @@ static void test_round_trip(void) {
     CHECK(ds.frames == es.frames);
     OK(pagewire_decoder_get_config(dec, &back));
     CHECK(memcmp(&back, &cfg, sizeof cfg) == 0);
-    OK(pagewire_decoder_deinit(dec));
+    OK(pagewire_decoder_close(dec));
 
     /* decoder 2: allocated, frame by frame as a network reader would, straight into RAM
      * split into two regions with a hole-free boundary at pfn 1000 */
     pagewire_decoder *dec2 = NULL;
-    OK(pagewire_decoder_new_from_header(stream.data, stream.len, &dec2, &used));
+    OK(pagewire_decoder_open(stream.data, stream.len, NULL, 0, 0, &dec2, &used));
     uint8_t *ram2 = calloc(PAGES, PAGE);
     pagewire_ram_region regions[2] = {
         {1000, PAGES - 1000, ram2 + 1000 * (size_t)PAGE},
@@ -461,16 +500,17 @@ static void test_round_trip(void) {
     dest events = {0};
     pagewire_sink ev = sink_for(&events);
     ev.page = NULL;
+    pagewire_destination into_ram = to_ram(regions, 2, ev);
     pos = used;
     size_t frames = 0, stored = 0;
     while (pos < stream.len) {
-        size_t flen = 0, pages = 0;
+        size_t flen = 0, pages = 0, taken = 0;
         OK(pagewire_decoder_frame_len(dec2, stream.data + pos, PAGEWIRE_FRAME_HEADER_LEN, &flen));
         CHECK(flen <= dsz.max_frame && pos + flen <= stream.len);
         if (flen == 0 || pos + flen > stream.len)
             break;
-        OK(pagewire_decoder_decode_frame_to_ram(dec2, stream.data + pos, flen, regions, 2, &ev,
-                                                &pages));
+        OK(pagewire_decoder_decode(dec2, stream.data + pos, flen, &into_ram, &taken, &pages));
+        CHECK(taken == flen);
         stored += pages;
         pos += flen;
         frames++;
@@ -479,25 +519,26 @@ static void test_round_trip(void) {
     OK(pagewire_decoder_check_complete(dec2));
     CHECK(memcmp(ram2, src, (size_t)PAGES * PAGE) == 0);
     CHECK(events.iterations_seen == 4 && events.ended && events.blob_len == sizeof vcpu);
-    OK(pagewire_decoder_free(dec2));
+    OK(pagewire_decoder_close(dec2));
 
     /* decoder 3: through a page table (pages mapped one by one, here in reverse order) */
     pagewire_decoder *dec3 = NULL;
-    OK(pagewire_decoder_new_from_header(stream.data, stream.len, &dec3, &used));
+    OK(pagewire_decoder_open(stream.data, stream.len, NULL, 0, 0, &dec3, &used));
     uint8_t *ram3 = calloc(PAGES, PAGE);
     uint8_t **table = malloc(PAGES * sizeof *table);
     for (size_t pfn = 0; pfn < PAGES; pfn++)
         table[pfn] = ram3 + (PAGES - 1 - pfn) * (size_t)PAGE;
-    size_t consumed3 = 0;
-    OK(pagewire_decoder_decode_to_page_table(dec3, stream.data + used, stream.len - used, table,
-                                             PAGES, NULL, &consumed3));
-    CHECK(consumed3 == stream.len - used);
+    size_t consumed3 = 0, pages3 = 0;
+    pagewire_destination through_table = to_table(table, PAGES, no_events);
+    OK(pagewire_decoder_decode(dec3, stream.data + used, stream.len - used, &through_table,
+                               &consumed3, &pages3));
+    CHECK(consumed3 == stream.len - used && pages3 == encoded);
     OK(pagewire_decoder_check_complete(dec3));
     size_t same = 0;
     for (size_t pfn = 0; pfn < PAGES; pfn++)
         same += memcmp(table[pfn], src + pfn * PAGE, PAGE) == 0;
     CHECK(same == PAGES);
-    OK(pagewire_decoder_free(dec3));
+    OK(pagewire_decoder_close(dec3));
     free(table);
     free(ram3);
 
@@ -513,7 +554,7 @@ static void test_round_trip(void) {
 static pagewire_decoder *decoder_for(const bytes *s) {
     pagewire_decoder *dec = NULL;
     size_t used = 0;
-    OK(pagewire_decoder_new_from_header(s->data, s->len, &dec, &used));
+    OK(pagewire_decoder_open(s->data, s->len, NULL, 0, 0, &dec, &used));
     return dec;
 }
 
@@ -529,64 +570,75 @@ static void test_corruption_is_rejected(void) {
     dest d = {0};
     d.ram = calloc(PAGES, PAGE);
     d.pages = PAGES;
-    pagewire_sink sink = sink_for(&d);
+    pagewire_destination sink = to_callbacks(sink_for(&d));
     size_t consumed = 12345, pages = 0;
 
     /* the clean stream decodes */
     pagewire_decoder *dec = decoder_for(&s);
-    OK(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed));
+    OK(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed, NULL));
     CHECK(consumed == body_len);
     OK(pagewire_decoder_check_complete(dec));
     CHECK(memcmp(d.ram, ram, (size_t)PAGES * PAGE) == 0);
     /* anything after the end is trailing data */
     size_t f0 = 0;
     OK(pagewire_decoder_frame_len(dec, body, body_len, &f0));
-    CHECK_RC(pagewire_decoder_decode_frame(dec, body, f0, &sink, &pages), PAGEWIRE_TRAILING_DATA);
-    OK(pagewire_decoder_free(dec));
+    CHECK_RC(pagewire_decoder_decode(dec, body, f0, &sink, &consumed, &pages),
+             PAGEWIRE_TRAILING_DATA);
+    OK(pagewire_decoder_close(dec));
 
     /* one flipped bit in a frame body */
     body[100] ^= 0x10;
     dec = decoder_for(&s);
     consumed = 12345;
     d.pages_seen = 0;
-    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed),
+    pages = 777;
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed, &pages),
              PAGEWIRE_CRC_MISMATCH);
-    CHECK(consumed == 12345); /* outputs untouched on failure */
+    CHECK(consumed == 12345 && pages == 777); /* outputs untouched on failure */
     CHECK(d.pages_seen == 0); /* nothing of the bad frame was delivered */
-    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed), PAGEWIRE_FINISHED);
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed, NULL),
+             PAGEWIRE_FINISHED);
     CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_FINISHED);
-    OK(pagewire_decoder_free(dec));
+    OK(pagewire_decoder_close(dec));
     body[100] ^= 0x10;
 
     /* frames out of order: the second frame first */
     dec = decoder_for(&s);
     size_t f1 = 0;
     OK(pagewire_decoder_frame_len(dec, body + f0, body_len - f0, &f1));
-    CHECK_RC(pagewire_decoder_decode_frame(dec, body + f0, f1, &sink, &pages),
+    CHECK_RC(pagewire_decoder_decode(dec, body + f0, f1, &sink, &consumed, &pages),
              PAGEWIRE_FRAME_OUT_OF_ORDER);
     char msg[256];
     OK(pagewire_last_error_message(msg, sizeof msg, NULL));
     CHECK(strstr(msg, "frame 1 arrived where frame 0 was expected") != NULL);
-    OK(pagewire_decoder_free(dec));
+    OK(pagewire_decoder_close(dec));
 
     /* truncated: all but the last bytes decode, and the stream is not complete */
     dec = decoder_for(&s);
-    OK(pagewire_decoder_decode(dec, body, body_len - 3, &sink, &consumed));
+    OK(pagewire_decoder_decode(dec, body, body_len - 3, &sink, &consumed, NULL));
     CHECK(consumed < body_len - 3);
     CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_TRUNCATED);
-    /* a frame passed with a wrong length */
-    CHECK_RC(pagewire_decoder_decode_frame(dec, body + consumed, body_len - consumed - 3, &sink,
-                                           &pages),
-             PAGEWIRE_TRUNCATED);
-    OK(pagewire_decoder_free(dec));
+    /* a frame cut short is left for the next call: nothing consumed, nothing delivered */
+    size_t more = 12345;
+    pages = 12345;
+    OK(pagewire_decoder_decode(dec, body + consumed, body_len - consumed - 3, &sink, &more,
+                               &pages));
+    CHECK(more == 0 && pages == 0);
+    CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_TRUNCATED);
+    /* and decodes once it is whole */
+    OK(pagewire_decoder_decode(dec, body + consumed, body_len - consumed, &sink, &more, NULL));
+    CHECK(more == body_len - consumed);
+    OK(pagewire_decoder_check_complete(dec));
+    OK(pagewire_decoder_close(dec));
 
     /* a frame of another stream */
     pagewire_config other = cfg;
     other.stream_id = 8;
     pagewire_decoder *dec2 = NULL;
-    OK(pagewire_decoder_new(&other, &dec2));
-    CHECK_RC(pagewire_decoder_decode_frame(dec2, body, f0, &sink, &pages), PAGEWIRE_WRONG_STREAM);
-    OK(pagewire_decoder_free(dec2));
+    OK(open_for(&other, NULL, 0, &dec2));
+    CHECK_RC(pagewire_decoder_decode(dec2, body, f0, &sink, &consumed, &pages),
+             PAGEWIRE_WRONG_STREAM);
+    OK(pagewire_decoder_close(dec2));
 
     /* broken stream headers */
     uint8_t header[PAGEWIRE_HEADER_LEN];
@@ -596,11 +648,11 @@ static void test_corruption_is_rejected(void) {
     CHECK_RC(pagewire_config_from_header(header, sizeof header, &got), PAGEWIRE_BAD_MAGIC);
     memcpy(header, s.data, sizeof header);
     header[4] = PAGEWIRE_FORMAT_VERSION + 1;
-    CHECK_RC(pagewire_decoder_new_from_header(header, sizeof header, &dec2, &consumed),
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, NULL, 0, 0, &dec2, &consumed),
              PAGEWIRE_UNSUPPORTED_VERSION);
     memcpy(header, s.data, sizeof header);
     header[13] ^= 1;
-    CHECK_RC(pagewire_decoder_new_from_header(header, sizeof header, &dec2, &consumed),
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, NULL, 0, 0, &dec2, &consumed),
              PAGEWIRE_CRC_MISMATCH);
     /* a frame header with an absurd length is refused before anything is read */
     dec = decoder_for(&s);
@@ -608,26 +660,28 @@ static void test_corruption_is_rejected(void) {
     memcpy(fh, body, sizeof fh);
     fh[15] = 0x7f; /* wire_len */
     CHECK_RC(pagewire_decoder_frame_len(dec, fh, sizeof fh, &f1), PAGEWIRE_LENGTH_OUT_OF_RANGE);
-    OK(pagewire_decoder_free(dec));
+    OK(pagewire_decoder_close(dec));
 
     /* a callback that refuses: delivery stops and the decoder is done */
     dec = decoder_for(&s);
     d.pages_seen = 0;
     d.fail_after = 10;
-    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed),
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed, NULL),
              PAGEWIRE_CALLBACK_FAILED);
     CHECK(d.pages_seen == 9);
     d.fail_after = 0;
-    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed), PAGEWIRE_FINISHED);
-    OK(pagewire_decoder_free(dec));
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &sink, &consumed, NULL),
+             PAGEWIRE_FINISHED);
+    OK(pagewire_decoder_close(dec));
 
     /* a page outside every RAM region */
     dec = decoder_for(&s);
     pagewire_ram_region half = {0, PAGES / 2, d.ram};
-    CHECK_RC(pagewire_decoder_decode_to_ram(dec, body, body_len, &half, 1, NULL, &consumed),
+    pagewire_destination into_half = to_ram(&half, 1, no_events);
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &into_half, &consumed, NULL),
              PAGEWIRE_PFN_OUT_OF_RANGE);
     CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_FINISHED);
-    OK(pagewire_decoder_free(dec));
+    OK(pagewire_decoder_close(dec));
 
     /* a page table with a hole, and one too short */
     uint8_t **table = malloc(PAGES * sizeof *table);
@@ -635,18 +689,19 @@ static void test_corruption_is_rejected(void) {
         table[pfn] = d.ram + pfn * PAGE;
     table[PAGES / 3] = NULL;
     dec = decoder_for(&s);
-    CHECK_RC(pagewire_decoder_decode_to_page_table(dec, body, body_len, table, PAGES, NULL,
-                                                   &consumed),
+    pagewire_destination holed = to_table(table, PAGES, no_events);
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &holed, &consumed, NULL),
              PAGEWIRE_PFN_OUT_OF_RANGE);
-    OK(pagewire_decoder_free(dec));
+    OK(pagewire_decoder_close(dec));
     table[PAGES / 3] = d.ram;
     dec = decoder_for(&s);
-    CHECK_RC(pagewire_decoder_decode_to_page_table(dec, body, body_len, table, PAGES - 1, NULL,
-                                                   &consumed),
+    pagewire_destination too_short = to_table(table, PAGES - 1, no_events);
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &too_short, &consumed, NULL),
              PAGEWIRE_PFN_OUT_OF_RANGE);
-    CHECK_RC(pagewire_decoder_decode_to_page_table(dec, body, body_len, NULL, 0, NULL, &consumed),
+    pagewire_destination empty_table = to_table(NULL, 0, no_events);
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &empty_table, &consumed, NULL),
              PAGEWIRE_FINISHED);
-    OK(pagewire_decoder_free(dec));
+    OK(pagewire_decoder_close(dec));
     free(table);
 
     free(d.ram);
@@ -676,7 +731,24 @@ static void test_null_and_undersized_arguments(void) {
     OK(pagewire_last_error_message(msg, sizeof msg, NULL));
     CHECK(strcmp(msg, "argument `out` is NULL") == 0);
     CHECK_RC(pagewire_encoder_new(&cfg, NULL), PAGEWIRE_NULL_ARGUMENT);
-    CHECK_RC(pagewire_decoder_init(&cfg, NULL, sz.decoder_storage, NULL), PAGEWIRE_NULL_ARGUMENT);
+    uint8_t header[PAGEWIRE_HEADER_LEN];
+    size_t used = 0;
+    OK(pagewire_config_header(&cfg, header, sizeof header));
+    pagewire_decoder *dec = NULL;
+    uint8_t *dmem = malloc(sz.decoder_storage);
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, dmem, sz.decoder_storage, 0, NULL, &used),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, dmem, sz.decoder_storage, 0, &dec, NULL),
+             PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_decoder_open(NULL, sizeof header, dmem, sz.decoder_storage, 0, &dec, &used),
+             PAGEWIRE_NULL_ARGUMENT);
+    /* storage NULL with a length is a mistake, not a request to allocate */
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, NULL, sz.decoder_storage, 0, &dec, &used),
+             PAGEWIRE_NULL_ARGUMENT);
+    /* no decoding modes (flags) are defined yet */
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, dmem, sz.decoder_storage, 1, &dec, &used),
+             PAGEWIRE_INVALID_ARGUMENT);
+    CHECK(dec == NULL && used == 0);
 
     /* undersized storage: refused, handle untouched */
     CHECK_RC(pagewire_encoder_init(&cfg, mem, sz.encoder_storage - 1, &enc),
@@ -684,13 +756,11 @@ static void test_null_and_undersized_arguments(void) {
     CHECK(enc == (pagewire_encoder *)(uintptr_t)0x1234);
     OK(pagewire_last_error_message(msg, sizeof msg, NULL));
     CHECK(strstr(msg, "storage too small") != NULL);
-    pagewire_decoder *dec = NULL;
-    uint8_t *dmem = malloc(sz.decoder_storage);
-    CHECK_RC(pagewire_decoder_init(&cfg, dmem, sz.decoder_storage - 1, &dec),
-             PAGEWIRE_INSUFFICIENT_STORAGE);
-    CHECK_RC(pagewire_decoder_init(&cfg, dmem, 3, &dec), PAGEWIRE_INSUFFICIENT_STORAGE);
+    CHECK_RC(open_for(&cfg, dmem, sz.decoder_storage - 1, &dec), PAGEWIRE_INSUFFICIENT_STORAGE);
+    CHECK_RC(open_for(&cfg, dmem, 3, &dec), PAGEWIRE_INSUFFICIENT_STORAGE);
     CHECK(dec == NULL);
-    OK(pagewire_decoder_init(&cfg, dmem, sz.decoder_storage, &dec));
+    OK(pagewire_decoder_open(header, sizeof header, dmem, sz.decoder_storage, 0, &dec, &used));
+    CHECK(used == PAGEWIRE_HEADER_LEN);
 
     OK(pagewire_encoder_init(&cfg, mem, sz.encoder_storage, &enc));
     CHECK_RC(pagewire_encoder_encode_page(NULL, 0, page, PAGE, out, sz.max_output, &n),
@@ -740,15 +810,31 @@ static void test_null_and_undersized_arguments(void) {
     size_t flen = 0;
     CHECK_RC(pagewire_decoder_frame_len(dec, out, 5, &flen), PAGEWIRE_TRUNCATED);
     CHECK_RC(pagewire_decoder_frame_len(dec, NULL, 20, &flen), PAGEWIRE_NULL_ARGUMENT);
-    CHECK_RC(pagewire_decoder_decode(dec, out, 0, NULL, &flen), PAGEWIRE_NULL_ARGUMENT);
-    pagewire_sink empty = {0};
-    OK(pagewire_decoder_decode(dec, NULL, 0, &empty, &flen));
+    CHECK_RC(pagewire_decoder_decode(dec, out, 0, NULL, &flen, NULL), PAGEWIRE_NULL_ARGUMENT);
+    pagewire_destination empty = {0}; /* callbacks, all NULL */
+    CHECK_RC(pagewire_decoder_decode(dec, out, 0, &empty, NULL, NULL), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_decoder_decode(NULL, out, 0, &empty, &flen, NULL), PAGEWIRE_NULL_ARGUMENT);
+    OK(pagewire_decoder_decode(dec, NULL, 0, &empty, &flen, NULL));
     CHECK(flen == 0);
     pagewire_ram_region bad = {0, 4, NULL};
-    CHECK_RC(pagewire_decoder_decode_to_ram(dec, out, 0, &bad, 1, NULL, &flen),
-             PAGEWIRE_NULL_ARGUMENT);
-    CHECK_RC(pagewire_decoder_decode_to_ram(dec, out, 0, NULL, 1, NULL, &flen),
-             PAGEWIRE_NULL_ARGUMENT);
+    pagewire_destination bad_dest = to_ram(&bad, 1, no_events);
+    CHECK_RC(pagewire_decoder_decode(dec, out, 0, &bad_dest, &flen, NULL), PAGEWIRE_NULL_ARGUMENT);
+    bad_dest = to_ram(NULL, 1, no_events);
+    CHECK_RC(pagewire_decoder_decode(dec, out, 0, &bad_dest, &flen, NULL), PAGEWIRE_NULL_ARGUMENT);
+    /* an unknown kind, the reserved field, or the fields of another kind set */
+    bad_dest = to_callbacks(no_events);
+    bad_dest.kind = 7;
+    CHECK_RC(pagewire_decoder_decode(dec, out, 0, &bad_dest, &flen, NULL),
+             PAGEWIRE_INVALID_ARGUMENT);
+    bad_dest = to_callbacks(no_events);
+    bad_dest.reserved = 1;
+    CHECK_RC(pagewire_decoder_decode(dec, out, 0, &bad_dest, &flen, NULL),
+             PAGEWIRE_INVALID_ARGUMENT);
+    bad_dest = to_ram(NULL, 0, no_events);
+    bad_dest.page_table_len = 1;
+    CHECK_RC(pagewire_decoder_decode(dec, out, 0, &bad_dest, &flen, NULL),
+             PAGEWIRE_INVALID_ARGUMENT);
+    CHECK(flen == 0);
     CHECK_RC(pagewire_decoder_check_complete(NULL), PAGEWIRE_NULL_ARGUMENT);
     CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_TRUNCATED);
 
@@ -763,7 +849,7 @@ static void test_null_and_undersized_arguments(void) {
     CHECK_RC(pagewire_last_error_message(NULL, 4, &full), PAGEWIRE_NULL_ARGUMENT);
 
     OK(pagewire_encoder_deinit(enc));
-    OK(pagewire_decoder_deinit(dec));
+    OK(pagewire_decoder_close(dec));
     free(big);
     free(dmem);
     free(out);
@@ -782,7 +868,7 @@ static void test_handles_are_checked(void) {
     pagewire_decoder *dec = NULL;
     OK(pagewire_encoder_init(&cfg, mem, sz.encoder_storage, &enc));
     OK(pagewire_encoder_new(&cfg, &enc2));
-    OK(pagewire_decoder_new(&cfg, &dec));
+    OK(open_for(&cfg, NULL, 0, &dec));
 
     /* another kind of object, or a misaligned pointer */
     CHECK_RC(pagewire_encoder_encode_page((pagewire_encoder *)(void *)dec, 0, page, PAGE, out,
@@ -800,7 +886,7 @@ static void test_handles_are_checked(void) {
     OK(pagewire_last_error_message(msg, sizeof msg, NULL));
     CHECK(strstr(msg, "pagewire_encoder_free") != NULL);
     OK(pagewire_encoder_free(NULL));
-    OK(pagewire_decoder_free(NULL));
+    OK(pagewire_decoder_close(NULL));
     /* use after release */
     OK(pagewire_encoder_deinit(enc));
     CHECK_RC(pagewire_encoder_encode_page(enc, 0, page, PAGE, out, sz.max_output, &n),
@@ -811,7 +897,14 @@ static void test_handles_are_checked(void) {
     CHECK_RC(pagewire_encoder_finish((pagewire_encoder *)(void *)mem, out, sz.max_output, &n),
              PAGEWIRE_INVALID_HANDLE);
     OK(pagewire_encoder_free(enc2));
-    OK(pagewire_decoder_free(dec));
+    OK(pagewire_decoder_close(dec));
+    /* one release for decoders of both kinds; after it the handle is dead */
+    uint8_t *dmem = malloc(sz.decoder_storage);
+    OK(open_for(&cfg, dmem, sz.decoder_storage, &dec));
+    OK(pagewire_decoder_close(dec));
+    CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_decoder_close(dec), PAGEWIRE_INVALID_HANDLE);
+    free(dmem);
     free(out);
     free(mem);
 }
@@ -884,11 +977,12 @@ static void test_pages_written_while_encoding(void) {
     pagewire_ram_region r = {0, PAGES, got};
     pagewire_decoder *dec = decoder_for(&s);
     size_t consumed = 0;
-    OK(pagewire_decoder_decode_to_ram(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
-                                      &r, 1, NULL, &consumed));
+    pagewire_destination into_ram = to_ram(&r, 1, no_events);
+    OK(pagewire_decoder_decode(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
+                               &into_ram, &consumed, NULL));
     OK(pagewire_decoder_check_complete(dec));
     CHECK(memcmp(got, ram, (size_t)PAGES * PAGE) == 0);
-    OK(pagewire_decoder_free(dec));
+    OK(pagewire_decoder_close(dec));
     free(got);
     free(s.data);
     free(out);
@@ -910,7 +1004,7 @@ static void test_static_storage(void) {
     pagewire_encoder *enc = NULL;
     pagewire_decoder *dec = NULL;
     OK(pagewire_encoder_init(&cfg, static_enc, sizeof static_enc, &enc));
-    OK(pagewire_decoder_init(&cfg, static_dec, sizeof static_dec, &dec));
+    OK(open_for(&cfg, static_dec, sizeof static_dec, &dec));
     static uint8_t ram[8 * PAGE], got[8 * PAGE];
     bytes s = {0};
     size_t n = 0;
@@ -924,13 +1018,14 @@ static void test_static_storage(void) {
     append(&s, static_out, n);
     pagewire_ram_region r = {0, 8, got};
     size_t consumed = 0;
-    OK(pagewire_decoder_decode_to_ram(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
-                                      &r, 1, NULL, &consumed));
+    pagewire_destination into_ram = to_ram(&r, 1, no_events);
+    OK(pagewire_decoder_decode(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
+                               &into_ram, &consumed, NULL));
     CHECK(consumed == s.len - PAGEWIRE_HEADER_LEN);
     OK(pagewire_decoder_check_complete(dec));
     CHECK(memcmp(ram, got, sizeof ram) == 0);
     OK(pagewire_encoder_deinit(enc));
-    OK(pagewire_decoder_deinit(dec));
+    OK(pagewire_decoder_close(dec));
     free(s.data);
 }
 
@@ -959,6 +1054,7 @@ static void test_policies_answer_as_in_rust(void) {
 
     OK(pagewire_policy_xen_classic(&p, 1000));
     CHECK(strcmp(pagewire_policy_name(&p), "xen-classic") == 0);
+    CHECK(strcmp(pagewire_policy_name(&p), PAGEWIRE_POLICY_NAME_XEN_CLASSIC) == 0);
     CHECK(decide(&p, rep(1, 1000, 400, 400)) == GO);
     CHECK(decide(&p, rep(2, 400, 49, 49)) == STOP);
     OK(pagewire_policy_xen_classic(&p, 1000)); /* 3x memory sent */
@@ -972,6 +1068,7 @@ static void test_policies_answer_as_in_rust(void) {
 
     OK(pagewire_policy_xen_today(&p));
     CHECK(strcmp(pagewire_policy_name(&p), "xen-today") == 0);
+    CHECK(strcmp(pagewire_policy_name(&p), PAGEWIRE_POLICY_NAME_XEN_TODAY) == 0);
     for (it = 1; decide(&p, rep(it, 5000, 5000, 5000)) == GO; it++) {
     }
     CHECK(it == 5);
@@ -984,6 +1081,7 @@ static void test_policies_answer_as_in_rust(void) {
 
     OK(pagewire_policy_downtime_limit(&p, 300000, 4096));
     CHECK(strcmp(pagewire_policy_name(&p), "downtime-limit") == 0);
+    CHECK(strcmp(pagewire_policy_name(&p), PAGEWIRE_POLICY_NAME_DOWNTIME_LIMIT) == 0);
     pagewire_iteration_report r = rep(2, 1000, 0, 5000); /* 400 ms at 12.5 MB/s */
     r.bytes_sent = 1000000;
     r.bandwidth_bytes_per_s = 12500000;
@@ -1004,6 +1102,7 @@ static void test_policies_answer_as_in_rust(void) {
                                          {210, 180, 180},  {180, 140, 140}, {140, 200, 200}};
     OK(pagewire_policy_smart_stop(&p, 3));
     CHECK(strcmp(pagewire_policy_name(&p), "smart-stop") == 0);
+    CHECK(strcmp(pagewire_policy_name(&p), PAGEWIRE_POLICY_NAME_SMART_STOP) == 0);
     for (it = 1; it <= 6; it++)
         if (decide(&p, rep(it, smart[it - 1][0], smart[it - 1][1], smart[it - 1][2])) == STOP)
             break;

@@ -148,14 +148,14 @@ static void guest_run(guest *g, size_t writes) {
 /* ------------------------------------------------------------------ the source */
 
 static int policy_init(pagewire_policy *p, const char *name, size_t pages) {
-    if (strcmp(name, "xen-classic") == 0)
+    if (strcmp(name, PAGEWIRE_POLICY_NAME_XEN_CLASSIC) == 0)
         return pagewire_policy_xen_classic(p, pages) == PAGEWIRE_OK;
-    if (strcmp(name, "xen-today") == 0)
+    if (strcmp(name, PAGEWIRE_POLICY_NAME_XEN_TODAY) == 0)
         return pagewire_policy_xen_today(p) == PAGEWIRE_OK;
-    if (strcmp(name, "downtime") == 0)
-        return pagewire_policy_downtime_limit(p, 30000, PAGE) == PAGEWIRE_OK;
-    if (strcmp(name, "smart-stop") == 0)
-        return pagewire_policy_smart_stop(p, 5) == PAGEWIRE_OK;
+    if (strcmp(name, "downtime") == 0 || strcmp(name, PAGEWIRE_POLICY_NAME_DOWNTIME_LIMIT) == 0)
+        return pagewire_policy_downtime_limit(p, 30000, PAGE) == PAGEWIRE_OK; /* 30 ms */
+    if (strcmp(name, PAGEWIRE_POLICY_NAME_SMART_STOP) == 0)
+        return pagewire_policy_smart_stop(p, PAGEWIRE_SMART_STOP_DEFAULT_WINDOW) == PAGEWIRE_OK;
     return 0;
 }
 
@@ -327,23 +327,31 @@ static int destination(int fd, const uint8_t *source_ram, size_t pages) {
     void *storage = map(sz.decoder_storage, 0);
     pagewire_decoder *dec = NULL;
     size_t used = 0;
-    must(pagewire_decoder_init_from_header(header, sizeof header, storage, sz.decoder_storage,
-                                           &dec, &used),
-         "decoder_init_from_header");
+    must(pagewire_decoder_open(header, sizeof header, storage, sz.decoder_storage, 0, &dec, &used),
+         "decoder_open");
 
-    uint8_t *ram = map(pages * PAGE, 0); /* the destination guest's RAM */
+    /* Pages go straight into the destination guest's RAM, one region here (a VMM passes
+     * its memory slots); the callbacks get the iteration ends, the vCPU state and the end. */
+    uint8_t *ram = map(pages * PAGE, 0);
     pagewire_ram_region region = {0, pages, ram};
     arrivals a = {{0}, 0, 0, 0};
-    pagewire_sink events = {&a, NULL, on_iteration_end, on_blob, on_end};
+    pagewire_destination into_ram;
+    memset(&into_ram, 0, sizeof into_ram);
+    into_ram.kind = PAGEWIRE_TO_RAM_REGIONS;
+    into_ram.regions = &region;
+    into_ram.region_count = 1;
+    into_ram.events.user = &a;
+    into_ram.events.iteration_end = on_iteration_end;
+    into_ram.events.blob = on_blob;
+    into_ram.events.end_of_stream = on_end;
     uint8_t *frame = malloc(sz.max_frame);
     while (!a.ended) {
-        size_t len = 0, stored = 0;
+        size_t len = 0, consumed = 0;
         if (!read_all(fd, frame, PAGEWIRE_FRAME_HEADER_LEN))
             break;
         must(pagewire_decoder_frame_len(dec, frame, PAGEWIRE_FRAME_HEADER_LEN, &len), "frame_len");
         read_all(fd, frame + PAGEWIRE_FRAME_HEADER_LEN, len - PAGEWIRE_FRAME_HEADER_LEN);
-        must(pagewire_decoder_decode_frame_to_ram(dec, frame, len, &region, 1, &events, &stored),
-             "decode_frame_to_ram");
+        must(pagewire_decoder_decode(dec, frame, len, &into_ram, &consumed, NULL), "decode");
     }
     /* Resume the guest only after a complete, verified stream. */
     must(pagewire_decoder_check_complete(dec), "check_complete");
@@ -358,7 +366,7 @@ static int destination(int fd, const uint8_t *source_ram, size_t pages) {
            (unsigned long long)a.iterations, vcpu_ok ? "received" : "MISSING");
     printf("destination: RAM %s source RAM (%zu pages)\n", same ? "equals" : "DIFFERS FROM",
            pages);
-    must(pagewire_decoder_deinit(dec), "decoder_deinit");
+    must(pagewire_decoder_close(dec), "decoder_close");
     free(frame);
     return same && vcpu_ok ? 0 : 1;
 }

@@ -15,9 +15,10 @@
  *   buffer of length 0 may be NULL.
  * - No allocation: encoders and decoders live in memory the caller hands in, of any
  *   alignment, sized with pagewire_config_sizes() (or at compile time with the
- *   PAGEWIRE_*_STORAGE_BOUND macros). pagewire_encoder_new()/pagewire_decoder_new()
- *   allocate for callers who prefer that; release those with the _free functions.
- *   Policies and groups are fixed-size structs the caller declares.
+ *   PAGEWIRE_*_STORAGE_BOUND macros). pagewire_encoder_new() (released with
+ *   pagewire_encoder_free()) and pagewire_decoder_open() without storage allocate for
+ *   callers who prefer that. Policies and groups are fixed-size structs the caller
+ *   declares.
  * - A Rust panic never crosses into C: it becomes PAGEWIRE_PANIC, and the object
  *   involved refuses further use.
  * - Thread-safety is stated on each object type. Free functions without an object
@@ -25,8 +26,10 @@
  *
  * Pointer rules (the "Safety" of every function): a non-NULL pointer must point to
  * memory of the stated type or length, valid for the whole call; buffers passed to one
- * call must not overlap each other; memory given to an _init function belongs to the
- * object until it is released (_deinit), and the handle points inside it; a handle is
+ * call must not overlap each other; memory given to pagewire_encoder_init() or
+ * pagewire_decoder_open() belongs to the object until it is released
+ * (pagewire_encoder_deinit(), pagewire_decoder_close()), and the handle points inside it;
+ * a handle is
  * used by one thread at a time unless its type says otherwise; callbacks must return
  * normally (no longjmp or C++ exception through the library).
  */
@@ -64,10 +67,11 @@
 #define PAGEWIRE_VERSION_NUMBER 256
 
 /**
- * The ABI version: the number in the shared library's SONAME (`libpagewire.so.0`). It
- * changes whenever a change could break a program built against an older header.
+ * The ABI version: the number in the shared library's SONAME (`libpagewire.so.1`). It
+ * changes whenever a change could break a program built against an older header
+ * (1: the decoder's entry points became pagewire_decoder_open, _decode and _close).
  */
-#define PAGEWIRE_ABI_VERSION 0
+#define PAGEWIRE_ABI_VERSION 1
 
 /**
  * Bytes of the stream header that opens every stream.
@@ -360,7 +364,7 @@ enum pagewire_result
    */
   PAGEWIRE_INVALID_ARGUMENT = 104,
   /**
-   * A decoded page has a pfn outside every RAM region given.
+   * A decoded page has no place in the destination's RAM regions or page table.
    */
   PAGEWIRE_PFN_OUT_OF_RANGE = 105,
   /**
@@ -368,7 +372,7 @@ enum pagewire_result
    */
   PAGEWIRE_CALLBACK_FAILED = 106,
   /**
-   * `_new` could not allocate.
+   * An allocation failed (`pagewire_encoder_new`, `pagewire_decoder_open` without storage).
    */
   PAGEWIRE_OUT_OF_MEMORY = 107,
   /**
@@ -439,8 +443,37 @@ typedef uint32_t pagewire_decision;
 #endif // __cplusplus
 
 /**
- * A decoder: the destination side of one stream. Opaque; lives in the memory given to
- * `pagewire_decoder_init` (or allocated by `pagewire_decoder_new`).
+ * Where `pagewire_destination.kind` says pages go (4 bytes).
+ */
+enum pagewire_destination_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Only to the callbacks in `events` (a NULL `events.page` skips pages).
+   */
+  PAGEWIRE_TO_CALLBACKS = 0,
+  /**
+   * The decoder writes page `pfn` into the region of `regions` that holds it.
+   */
+  PAGEWIRE_TO_RAM_REGIONS = 1,
+  /**
+   * The decoder writes page `pfn` to `page_table[pfn]`.
+   */
+  PAGEWIRE_TO_PAGE_TABLE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pagewire_destination_kind pagewire_destination_kind;
+#else
+typedef uint32_t pagewire_destination_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * A decoder: the destination side of one stream. Opaque; made by `pagewire_decoder_open`
+ * in the memory given to it (or allocated), released by `pagewire_decoder_close`.
  *
  * Thread-safety: not thread-safe. Use it from one thread at a time (it may move between
  * threads); its callbacks run on the thread that called the decode function.
@@ -497,6 +530,19 @@ typedef struct pagewire_config {
 } pagewire_config;
 
 /**
+ * A range of guest pages and the host memory that holds them (like a KVM memory slot):
+ * page `first_pfn + i` lives at `host + i * page_size`. 24 bytes on 64-bit targets.
+ */
+typedef struct pagewire_ram_region {
+  uint64_t first_pfn;
+  uint64_t page_count;
+  /**
+   * `page_count * page_size` writable bytes (read-only use is never made of them).
+   */
+  uint8_t *host;
+} pagewire_ram_region;
+
+/**
  * Receives a decoded page: `len` (the page size) bytes at `data`, valid only during the
  * call. Return 0 to go on; anything else stops the decoder (see `pagewire_sink`).
  */
@@ -537,17 +583,59 @@ typedef struct pagewire_sink {
 } pagewire_sink;
 
 /**
- * A range of guest pages and the host memory that holds them (like a KVM memory slot):
- * page `first_pfn + i` lives at `host + i * page_size`. 24 bytes on 64-bit targets.
+ * Where a `pagewire_decoder_decode` call delivers what it decodes. Set `kind` and the
+ * fields it names; leave the others 0 (a zero-initialised struct with `events` filled in
+ * delivers to callbacks). 80 bytes on 64-bit targets.
+ *
+ * * `PAGEWIRE_TO_CALLBACKS`: pages go to `events.page`.
+ * * `PAGEWIRE_TO_RAM_REGIONS`: the decoder writes each page straight into guest RAM, page
+ *   `pfn` into the region of `regions[0 .. region_count)` that holds it; a page in no
+ *   region stops delivery with `PAGEWIRE_PFN_OUT_OF_RANGE` (final, like a callback
+ *   failure).
+ * * `PAGEWIRE_TO_PAGE_TABLE`: the decoder writes page `pfn` to `page_table[pfn]`, a table
+ *   of `page_table_len` host pointers indexed by pfn, for guest memory mapped page by page
+ *   (Xen's foreign mappings, or any scattered layout). A pfn at or past `page_table_len`,
+ *   or whose entry is NULL, stops delivery with `PAGEWIRE_PFN_OUT_OF_RANGE`.
+ *
+ * With RAM regions or a page table, `events.page` (if set) runs after each page has been
+ * stored. `events` also receives iteration ends, blobs and the end of the stream; any of
+ * its callbacks may be NULL.
+ *
+ * Safety: each region's `host` has `page_count * page_size` writable bytes, and each
+ * non-NULL `page_table` entry `page_size` writable bytes, that overlap no other buffer of
+ * the call and no decoder storage.
  */
-typedef struct pagewire_ram_region {
-  uint64_t first_pfn;
-  uint64_t page_count;
+typedef struct pagewire_destination {
   /**
-   * `page_count * page_size` writable bytes (read-only use is never made of them).
+   * A `pagewire_destination_kind`.
    */
-  uint8_t *host;
-} pagewire_ram_region;
+  uint32_t kind;
+  /**
+   * Must be 0 (room for delivery options to come).
+   */
+  uint32_t reserved;
+  /**
+   * `PAGEWIRE_TO_RAM_REGIONS`: the guest's RAM, like KVM memory slots; else NULL.
+   */
+  const struct pagewire_ram_region *regions;
+  /**
+   * Entries of `regions`; else 0.
+   */
+  size_t region_count;
+  /**
+   * `PAGEWIRE_TO_PAGE_TABLE`: one host pointer per pfn (NULL: no place); else NULL.
+   */
+  uint8_t *const *page_table;
+  /**
+   * Entries of `page_table`; else 0.
+   */
+  size_t page_table_len;
+  /**
+   * Callbacks for what the stream carries besides page contents (and for pages with
+   * `PAGEWIRE_TO_CALLBACKS`).
+   */
+  struct pagewire_sink events;
+} pagewire_destination;
 
 /**
  * What a decoder has done so far. 40 bytes.
@@ -793,60 +881,32 @@ pagewire_result pagewire_config_from_header(const uint8_t *input, size_t input_l
 pagewire_result pagewire_config_header(const struct pagewire_config *cfg, uint8_t *out, size_t out_len);
 
 /**
- * Builds a decoder for `*cfg` in `storage_len` bytes at `storage` (any alignment; at least
- * `pagewire_sizes.decoder_storage` bytes) and writes its handle to `*out`. Most callers
- * learn the configuration from the stream instead: `pagewire_decoder_init_from_header`.
+ * Parses the stream header at the front of `input` (at least `PAGEWIRE_HEADER_LEN` bytes)
+ * and builds a decoder for the configuration it carries. Writes the handle to `*out` and
+ * the header bytes consumed (`PAGEWIRE_HEADER_LEN`) to `*consumed`; decode the stream
+ * bytes after them.
+ *
+ * The decoder lives in `storage_len` bytes at `storage` (any alignment; at least
+ * `pagewire_sizes.decoder_storage`: learn the configuration first with
+ * `pagewire_config_from_header`, then size it with `pagewire_config_sizes`), which belong
+ * to it until `pagewire_decoder_close`; the handle points inside them. With `storage`
+ * NULL and `storage_len` 0 the library allocates the memory instead.
+ *
+ * `flags` must be 0 (room for decoding modes to come, such as decoding in place).
  *
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_decoder_init(const struct pagewire_config *cfg, void *storage, size_t storage_len, struct pagewire_decoder **out);
+pagewire_result pagewire_decoder_open(const uint8_t *input, size_t input_len, void *storage, size_t storage_len, uint32_t flags, struct pagewire_decoder **out, size_t *consumed);
 
 /**
- * Parses the stream header at the front of `input` and builds a decoder for the
- * configuration it carries in `storage` (size it first with `pagewire_config_from_header`
- * and `pagewire_config_sizes`). Writes the handle to `*out` and the header bytes consumed
- * (`PAGEWIRE_HEADER_LEN`) to `*consumed`.
+ * Releases a decoder made by `pagewire_decoder_open`: memory the caller gave is the
+ * caller's again, memory the library allocated is freed. NULL is accepted and ignored.
  *
  * # Safety
  * The pointer rules at the top of this header.
  */
-pagewire_result pagewire_decoder_init_from_header(const uint8_t *input, size_t input_len, void *storage, size_t storage_len, struct pagewire_decoder **out, size_t *consumed);
-
-/**
- * Like `pagewire_decoder_init`, with memory from the allocator. Release with
- * `pagewire_decoder_free`.
- *
- * # Safety
- * The pointer rules at the top of this header.
- */
-pagewire_result pagewire_decoder_new(const struct pagewire_config *cfg, struct pagewire_decoder **out);
-
-/**
- * Like `pagewire_decoder_init_from_header`, with memory from the allocator. Release with
- * `pagewire_decoder_free`.
- *
- * # Safety
- * The pointer rules at the top of this header.
- */
-pagewire_result pagewire_decoder_new_from_header(const uint8_t *input, size_t input_len, struct pagewire_decoder **out, size_t *consumed);
-
-/**
- * Releases a decoder made by `pagewire_decoder_init*`; its memory is the caller's again.
- *
- * # Safety
- * The pointer rules at the top of this header.
- */
-pagewire_result pagewire_decoder_deinit(struct pagewire_decoder *dec);
-
-/**
- * Releases a decoder made by `pagewire_decoder_new*` and frees its memory. NULL is
- * accepted and ignored.
- *
- * # Safety
- * The pointer rules at the top of this header.
- */
-pagewire_result pagewire_decoder_free(struct pagewire_decoder *dec);
+pagewire_result pagewire_decoder_close(struct pagewire_decoder *dec);
 
 /**
  * Length of the frame that starts `buf`, from its first `PAGEWIRE_FRAME_HEADER_LEN` bytes,
@@ -859,72 +919,19 @@ pagewire_result pagewire_decoder_free(struct pagewire_decoder *dec);
 pagewire_result pagewire_decoder_frame_len(const struct pagewire_decoder *dec, const uint8_t *buf, size_t buf_len, size_t *frame_len);
 
 /**
- * Decodes exactly one frame (`frame_len` bytes, as `pagewire_decoder_frame_len` said) and
- * delivers its pages, iteration ends, blobs and end of stream to `*sink`. The frame is
- * checked completely (CRC, every record) before anything is delivered; any error is final
- * for the stream. Writes the number of pages delivered to `*pages`.
+ * Decodes every complete frame at the front of `input` (stream bytes after the header, in
+ * any amount) and delivers its pages, iteration ends, blobs and end of stream to `*dest`;
+ * a partial frame at the end is left for the next call. Writes the bytes consumed to
+ * `*consumed` and the pages delivered to `*pages` (may be NULL).
+ *
+ * Each frame is checked completely (CRC, every record) before anything of it is
+ * delivered. Any error is final for the stream: the decoder refuses all later input
+ * (`PAGEWIRE_FINISHED`), and frames before the failing one may have been delivered.
  *
  * # Safety
- * The pointer rules at the top of this header.
+ * The pointer rules at the top of this header, and those of `pagewire_destination`.
  */
-pagewire_result pagewire_decoder_decode_frame(struct pagewire_decoder *dec, const uint8_t *frame, size_t frame_len, const struct pagewire_sink *sink, size_t *pages);
-
-/**
- * Decodes every complete frame at the front of `input` (stream bytes after the header),
- * delivering to `*sink` as `pagewire_decoder_decode_frame` does, and writes the bytes
- * consumed to `*consumed`; a partial frame at the end is left for the next call.
- *
- * # Safety
- * The pointer rules at the top of this header.
- */
-pagewire_result pagewire_decoder_decode(struct pagewire_decoder *dec, const uint8_t *input, size_t input_len, const struct pagewire_sink *sink, size_t *consumed);
-
-/**
- * Decodes exactly one frame, writing each page straight into guest RAM: page `pfn` goes
- * to the region of `regions[0 .. region_count)` that holds it. `events` may be NULL; if
- * not, its callbacks get iteration ends, blobs and the end of stream, and its `page`
- * callback (if set) runs after each page has been stored. A page in no region stops
- * delivery with `PAGEWIRE_PFN_OUT_OF_RANGE` (final, like a callback failure). Writes the
- * number of pages stored to `*pages`.
- *
- * # Safety
- * The pointer rules at the top of this header; each region's `host` has
- * `page_count * page_size` writable bytes that overlap no other buffer of the call and no
- * decoder storage.
- */
-pagewire_result pagewire_decoder_decode_frame_to_ram(struct pagewire_decoder *dec, const uint8_t *frame, size_t frame_len, const struct pagewire_ram_region *regions, size_t region_count, const struct pagewire_sink *events, size_t *pages);
-
-/**
- * `pagewire_decoder_decode` into guest RAM, as `pagewire_decoder_decode_frame_to_ram`
- * does; writes the bytes consumed to `*consumed`.
- *
- * # Safety
- * As for `pagewire_decoder_decode_frame_to_ram`.
- */
-pagewire_result pagewire_decoder_decode_to_ram(struct pagewire_decoder *dec, const uint8_t *input, size_t input_len, const struct pagewire_ram_region *regions, size_t region_count, const struct pagewire_sink *events, size_t *consumed);
-
-/**
- * Decodes exactly one frame, writing page `pfn` to `page_table[pfn]`: a page table of
- * `table_len` host pointers indexed by pfn, for guest memory mapped page by page (Xen's
- * foreign mappings, or any scattered layout). A pfn at or past `table_len`, or whose entry
- * is NULL, stops delivery with `PAGEWIRE_PFN_OUT_OF_RANGE`. Otherwise as
- * `pagewire_decoder_decode_frame_to_ram`.
- *
- * # Safety
- * The pointer rules at the top of this header; each non-NULL entry points to `page_size`
- * writable bytes that overlap no other buffer of the call and no decoder storage.
- */
-pagewire_result pagewire_decoder_decode_frame_to_page_table(struct pagewire_decoder *dec, const uint8_t *frame, size_t frame_len, uint8_t *const *page_table, size_t table_len, const struct pagewire_sink *events, size_t *pages);
-
-/**
- * `pagewire_decoder_decode` through a page table, as
- * `pagewire_decoder_decode_frame_to_page_table` does; writes the bytes consumed to
- * `*consumed`.
- *
- * # Safety
- * As for `pagewire_decoder_decode_frame_to_page_table`.
- */
-pagewire_result pagewire_decoder_decode_to_page_table(struct pagewire_decoder *dec, const uint8_t *input, size_t input_len, uint8_t *const *page_table, size_t table_len, const struct pagewire_sink *events, size_t *consumed);
+pagewire_result pagewire_decoder_decode(struct pagewire_decoder *dec, const uint8_t *input, size_t input_len, const struct pagewire_destination *dest, size_t *consumed, size_t *pages);
 
 /**
  * `PAGEWIRE_OK` once the end of the stream has been decoded; `PAGEWIRE_TRUNCATED` before

@@ -94,9 +94,10 @@ header_constants! {
     /// `(major << 16) | (minor << 8) | patch`, for `#if` comparisons.
     pub const PAGEWIRE_VERSION_NUMBER: u32 =
         (PAGEWIRE_VERSION_MAJOR << 16) | (PAGEWIRE_VERSION_MINOR << 8) | PAGEWIRE_VERSION_PATCH;
-    /// The ABI version: the number in the shared library's SONAME (`libpagewire.so.0`). It
-    /// changes whenever a change could break a program built against an older header.
-    pub const PAGEWIRE_ABI_VERSION: u32 = 0;
+    /// The ABI version: the number in the shared library's SONAME (`libpagewire.so.1`). It
+    /// changes whenever a change could break a program built against an older header
+    /// (1: the decoder's entry points became pagewire_decoder_open, _decode and _close).
+    pub const PAGEWIRE_ABI_VERSION: u32 = 1;
 
     /// Bytes of the stream header that opens every stream.
     pub const PAGEWIRE_HEADER_LEN: usize = pagewire::HEADER_LEN;

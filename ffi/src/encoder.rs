@@ -11,7 +11,7 @@ use crate::error::{Fail, Res};
 use crate::guard::guard;
 use crate::pagewire_result;
 use crate::place::{
-    allocate, carve, deallocate, handle_ref, overhead, release, with_slot, Common, Slot,
+    allocate, carve, deallocate, handle_ref, overhead, release, with_slot, Common, Release, Slot,
 };
 use crate::ptr::{arg, bytes, bytes_mut, items, Out};
 use crate::stats::pagewire_encoder_stats;
@@ -191,7 +191,7 @@ pub unsafe extern "C" fn pagewire_encoder_new(
 #[no_mangle]
 pub unsafe extern "C" fn pagewire_encoder_deinit(enc: *mut pagewire_encoder) -> pagewire_result {
     // SAFETY: pointer rules: `enc` is a handle from this library; not used after success.
-    guard(|| unsafe { release(slot(enc), "enc", false) })
+    guard(|| unsafe { release(slot(enc), "enc", Release::Deinit) })
 }
 
 /// Releases an encoder made by `pagewire_encoder_new` and frees its memory. NULL is
@@ -206,7 +206,7 @@ pub unsafe extern "C" fn pagewire_encoder_free(enc: *mut pagewire_encoder) -> pa
             return Ok(());
         }
         // SAFETY: pointer rules: `enc` is a handle from this library; not used after success.
-        unsafe { release(slot(enc), "enc", true) }
+        unsafe { release(slot(enc), "enc", Release::Free) }
     })
 }
 

@@ -76,11 +76,11 @@ pub enum pagewire_result {
     PAGEWIRE_INVALID_HANDLE = 103,
     /// An argument is out of range (a misaligned pointer, an unknown enum value).
     PAGEWIRE_INVALID_ARGUMENT = 104,
-    /// A decoded page has a pfn outside every RAM region given.
+    /// A decoded page has no place in the destination's RAM regions or page table.
     PAGEWIRE_PFN_OUT_OF_RANGE = 105,
     /// A sink callback returned non-zero; the decoder is failed from now on.
     PAGEWIRE_CALLBACK_FAILED = 106,
-    /// `_new` could not allocate.
+    /// An allocation failed (`pagewire_encoder_new`, `pagewire_decoder_open` without storage).
     PAGEWIRE_OUT_OF_MEMORY = 107,
     /// The Synchronized Arrival group has no free member slot.
     PAGEWIRE_GROUP_FULL = 108,

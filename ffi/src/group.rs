@@ -9,7 +9,7 @@ use crate::defines::PAGEWIRE_GROUP_CAPACITY;
 use crate::error::{Fail, Res};
 use crate::guard::guard;
 use crate::pagewire_result::{self, PAGEWIRE_GROUP_FULL, PAGEWIRE_INVALID_ARGUMENT};
-use crate::place::{handle_ref, place_in, release, Common, Slot};
+use crate::place::{handle_ref, place_in, release, Common, Release, Slot};
 use crate::policy::pagewire_iteration_report;
 use crate::ptr::{arg, Out};
 
@@ -110,7 +110,7 @@ pub unsafe extern "C" fn pagewire_group_init(
 #[no_mangle]
 pub unsafe extern "C" fn pagewire_group_deinit(group: *mut pagewire_group) -> pagewire_result {
     // SAFETY: pointer rules; no concurrent use by contract.
-    guard(|| unsafe { release(group.cast::<GroupState>(), "group", false) })
+    guard(|| unsafe { release(group.cast::<GroupState>(), "group", Release::Deinit) })
 }
 
 /// Adds a member and writes its id (0 to `PAGEWIRE_GROUP_CAPACITY` - 1) to `*member`;

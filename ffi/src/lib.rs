@@ -8,7 +8,8 @@
 //! * every pointer is checked for NULL (and alignment) before use;
 //! * lengths are `size_t`;
 //! * no panic crosses the boundary: each `extern "C"` body runs behind `catch_unwind`;
-//! * states live in memory the caller owns; `_new`/`_free` allocate for callers who prefer.
+//! * states live in memory the caller owns; the library allocates only for callers who ask
+//!   (`pagewire_encoder_new`, `pagewire_decoder_open` without storage).
 //!
 //! Raw pointers are touched only in [`ptr`] (arguments), [`place`] (states in caller memory)
 //! and [`sink`] (callbacks and guest RAM writes).
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod decoder;
 pub mod defines;
+pub mod destination;
 pub mod encoder;
 pub mod error;
 pub mod group;
@@ -35,6 +37,7 @@ pub mod version;
 
 pub use config::pagewire_config;
 pub use decoder::pagewire_decoder;
+pub use destination::{pagewire_destination, pagewire_destination_kind};
 pub use encoder::{pagewire_encoder, pagewire_page_in};
 pub use error::pagewire_result;
 pub use group::{pagewire_group, pagewire_group_decision};

@@ -1,6 +1,6 @@
 //! States (encoder, decoder) placed in memory the caller owns: an aligned slot at the front
 //! holds the Rust object, the rest of the memory is the storage it borrows. Also the checks
-//! that turn a handle back into the object, and the allocating `_new`/`_free` variants.
+//! that turn a handle back into the object, allocation for callers who want it, and release.
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -45,7 +45,7 @@ impl Common {
 pub(crate) unsafe trait Slot: Sized {
     /// Distinguishes live objects of this kind from anything else.
     const MAGIC: u64;
-    /// What to say when `_free` meets an `_init` object, and the other way round.
+    /// What `_deinit` says to a `_new` object, and `_free` to an `_init` one.
     const WRONG_RELEASE: [&'static str; 2];
     fn common(&self) -> &Common;
 }
@@ -226,27 +226,43 @@ pub(crate) unsafe fn with_slot<S: Slot, R>(
     }
 }
 
-/// Releases the object behind `p`. `allocated` says whether the caller used `_free` (for
-/// `_new` objects) or `_deinit` (for objects in caller memory); the wrong one is refused so
-/// that memory is neither leaked nor freed twice.
+/// Which release function the caller used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// `_deinit`: objects in caller memory only.
+    Deinit,
+    /// `_free`: objects from `_new` only.
+    Free,
+    /// The one release of an object whose constructor may allocate or not (the decoder's
+    /// `_close`): either kind, since the handle knows which it is.
+    Either,
+}
+
+/// Releases the object behind `p`. For objects with a `_deinit`/`_free` pair the wrong one
+/// is refused, so that memory is neither leaked nor freed twice.
 ///
 /// # Safety
 /// As for [`with_slot`]; after success the handle must not be used again.
-pub(crate) unsafe fn release<S: Slot>(p: *mut S, name: &'static str, allocated: bool) -> Res {
+pub(crate) unsafe fn release<S: Slot>(p: *mut S, name: &'static str, how: Release) -> Res {
     // SAFETY: forwarded contract.
     let p = unsafe { check(p, name)? };
     // SAFETY: a live `S` (magic checked).
     let bytes = unsafe { p.as_ref() }.common().allocated;
-    if allocated != (bytes != 0) {
+    let wrong = match how {
+        Release::Deinit => bytes != 0,
+        Release::Free => bytes == 0,
+        Release::Either => false,
+    };
+    if wrong {
         return Err(Fail::new(
             PAGEWIRE_INVALID_HANDLE,
-            S::WRONG_RELEASE[usize::from(allocated)],
+            S::WRONG_RELEASE[usize::from(how == Release::Free)],
         ));
     }
     // SAFETY: `p` holds a live S (checked), dropped exactly once here; the handle is dead
     // from now on by contract.
     unsafe { std::ptr::drop_in_place(p.as_ptr()) };
-    if allocated {
+    if bytes != 0 {
         // SAFETY: `_new` allocated `bytes` with `allocate` and its slot sits at the start
         // (ALLOC_ALIGN); the state in it was just dropped.
         unsafe { deallocate(p.cast::<u8>(), bytes) };
@@ -300,10 +316,10 @@ mod tests {
                 assert_eq!(r.unwrap_err().code, PAGEWIRE_PANIC);
                 assert_eq!(handle_ref(h, "h").err().unwrap().code, PAGEWIRE_PANIC);
                 assert_eq!(
-                    release(h, "h", true).unwrap_err().code,
+                    release(h, "h", Release::Free).unwrap_err().code,
                     PAGEWIRE_INVALID_HANDLE
                 );
-                release(h, "h", false).unwrap();
+                release(h, "h", Release::Deinit).unwrap();
                 assert_eq!(
                     with_slot(h, "h", |d| Ok(d.value)).unwrap_err().code,
                     PAGEWIRE_INVALID_HANDLE

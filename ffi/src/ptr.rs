@@ -37,18 +37,6 @@ pub(crate) unsafe fn arg<'a, T>(p: *const T, name: &'static str) -> Res<&'a T> {
     Ok(unsafe { &*p })
 }
 
-/// An input the caller may leave out with NULL.
-///
-/// # Safety
-/// As for [`arg`].
-pub(crate) unsafe fn opt_arg<'a, T>(p: *const T, name: &'static str) -> Res<Option<&'a T>> {
-    if p.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: forwarded contract.
-    unsafe { arg(p, name) }.map(Some)
-}
-
 /// `len` bytes at `p`; NULL is accepted when `len` is 0.
 ///
 /// # Safety

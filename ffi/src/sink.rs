@@ -166,13 +166,13 @@ impl<'a> Ram<'a> {
 /// The codec's `Sink` over the C callbacks and/or RAM; remembers the first failure, after
 /// which it delivers nothing.
 pub(crate) struct Events<'a> {
-    sink: Option<&'a pagewire_sink>,
+    sink: &'a pagewire_sink,
     ram: Option<Ram<'a>>,
     pub stopped: Option<Fail>,
 }
 
 impl<'a> Events<'a> {
-    pub fn new(sink: Option<&'a pagewire_sink>, ram: Option<Ram<'a>>) -> Events<'a> {
+    pub fn new(sink: &'a pagewire_sink, ram: Option<Ram<'a>>) -> Events<'a> {
         Events {
             sink,
             ram,
@@ -188,10 +188,6 @@ impl<'a> Events<'a> {
             ));
         }
     }
-
-    fn user(&self) -> *mut c_void {
-        self.sink.map_or(core::ptr::null_mut(), |s| s.user)
-    }
 }
 
 impl Sink for Events<'_> {
@@ -205,10 +201,10 @@ impl Sink for Events<'_> {
                 return;
             }
         }
-        if let Some(cb) = self.sink.and_then(|s| s.page) {
+        if let Some(cb) = self.sink.page {
             // SAFETY: pointer rules: a non-NULL callback is a valid function of this type;
             // `data` is valid for the duration of the call.
-            let rc = unsafe { cb(self.user(), pfn, data.as_ptr(), data.len()) };
+            let rc = unsafe { cb(self.sink.user, pfn, data.as_ptr(), data.len()) };
             self.check(rc);
         }
     }
@@ -217,9 +213,9 @@ impl Sink for Events<'_> {
         if self.stopped.is_some() {
             return;
         }
-        if let Some(cb) = self.sink.and_then(|s| s.iteration_end) {
+        if let Some(cb) = self.sink.iteration_end {
             // SAFETY: as in `page`.
-            let rc = unsafe { cb(self.user(), iteration) };
+            let rc = unsafe { cb(self.sink.user, iteration) };
             self.check(rc);
         }
     }
@@ -228,9 +224,9 @@ impl Sink for Events<'_> {
         if self.stopped.is_some() {
             return;
         }
-        if let Some(cb) = self.sink.and_then(|s| s.blob) {
+        if let Some(cb) = self.sink.blob {
             // SAFETY: as in `page`.
-            let rc = unsafe { cb(self.user(), tag, data.as_ptr(), data.len()) };
+            let rc = unsafe { cb(self.sink.user, tag, data.as_ptr(), data.len()) };
             self.check(rc);
         }
     }
@@ -239,9 +235,9 @@ impl Sink for Events<'_> {
         if self.stopped.is_some() {
             return;
         }
-        if let Some(cb) = self.sink.and_then(|s| s.end_of_stream) {
+        if let Some(cb) = self.sink.end_of_stream {
             // SAFETY: as in `page`.
-            let rc = unsafe { cb(self.user()) };
+            let rc = unsafe { cb(self.sink.user) };
             self.check(rc);
         }
     }

@@ -1,24 +1,41 @@
 //! The C API where it takes buffers and lengths: decoder storage of any size, stream bytes
-//! of any length decoded straight into guest RAM, frame lengths from short buffers, and the
-//! encoder with undersized output and wrong page lengths. Every call returns a result code;
+//! of any length decoded straight into guest RAM (regions or a page table) or to a
+//! callback, frame lengths from short buffers, and the encoder with undersized output and
+//! wrong page lengths. Every call returns a result code;
 //! nothing panics, and nothing is written outside the buffers handed in (ASan checks).
 #![no_main]
 
-use core::ffi::c_void;
+use core::ffi::{c_int, c_void};
 use core::mem::MaybeUninit;
 use core::ptr;
 
 use libfuzzer_sys::fuzz_target;
 use pagewire_ffi::config::{pagewire_config_default, pagewire_config_from_header};
 use pagewire_ffi::decoder::{
-    pagewire_decoder_check_complete, pagewire_decoder_decode_to_ram, pagewire_decoder_frame_len,
-    pagewire_decoder_init_from_header,
+    pagewire_decoder_check_complete, pagewire_decoder_close, pagewire_decoder_decode,
+    pagewire_decoder_frame_len, pagewire_decoder_open,
 };
+use pagewire_ffi::destination::pagewire_destination_kind::*;
 use pagewire_ffi::encoder::{pagewire_encoder_encode_page, pagewire_encoder_init};
 use pagewire_ffi::sizes::pagewire_config_sizes;
-use pagewire_ffi::{pagewire_config, pagewire_ram_region, pagewire_result, pagewire_sizes};
+use pagewire_ffi::{
+    pagewire_config, pagewire_destination, pagewire_ram_region, pagewire_result, pagewire_sink,
+    pagewire_sizes,
+};
 
 const RAM_PAGES: u64 = 64;
+
+/// A page callback that reads the whole page (ASan checks the length it is given).
+unsafe extern "C" fn on_page(user: *mut c_void, _pfn: u64, data: *const u8, len: usize) -> c_int {
+    // SAFETY: the decoder hands a page of `len` readable bytes; `user` is a live u8.
+    unsafe {
+        let sum = core::slice::from_raw_parts(data, len)
+            .iter()
+            .fold(0u8, |a, b| a ^ b);
+        *user.cast::<u8>() ^= sum;
+    }
+    0
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, input)) = data.split_first() else {
@@ -45,37 +62,79 @@ fuzz_target!(|data: &[u8]| {
                     let base = storage.as_mut_ptr().add(usize::from(sel >> 5));
                     let mut dec = ptr::null_mut();
                     let mut used = 0usize;
-                    if pagewire_decoder_init_from_header(
+                    if pagewire_decoder_open(
                         input.as_ptr(),
                         input.len(),
                         base.cast::<c_void>(),
                         len,
+                        0,
                         &mut dec,
                         &mut used,
                     ) == ok
                     {
-                        let mut ram = vec![0u8; cfg.page_size as usize * RAM_PAGES as usize];
+                        let page_size = cfg.page_size as usize;
+                        let mut ram = vec![0u8; page_size * RAM_PAGES as usize];
                         let region = pagewire_ram_region {
                             first_pfn: 0,
                             page_count: RAM_PAGES,
                             host: ram.as_mut_ptr(),
                         };
+                        // a page table with every other page mapped
+                        let table: Vec<*mut u8> = (0..RAM_PAGES as usize)
+                            .map(|i| {
+                                if i % 2 == 0 {
+                                    region.host.add(i * page_size)
+                                } else {
+                                    ptr::null_mut()
+                                }
+                            })
+                            .collect();
+                        let mut checksum = 0u8;
+                        let mut dest = pagewire_destination {
+                            kind: PAGEWIRE_TO_RAM_REGIONS as u32,
+                            reserved: 0,
+                            regions: &region,
+                            region_count: 1,
+                            page_table: ptr::null(),
+                            page_table_len: 0,
+                            events: pagewire_sink {
+                                user: (&raw mut checksum).cast(),
+                                page: None,
+                                iteration_end: None,
+                                blob: None,
+                                end_of_stream: None,
+                            },
+                        };
+                        match (sel >> 2) % 3 {
+                            0 => {}
+                            1 => {
+                                dest.kind = PAGEWIRE_TO_PAGE_TABLE as u32;
+                                (dest.regions, dest.region_count) = (ptr::null(), 0);
+                                (dest.page_table, dest.page_table_len) =
+                                    (table.as_ptr(), table.len());
+                            }
+                            _ => {
+                                dest.kind = PAGEWIRE_TO_CALLBACKS as u32;
+                                (dest.regions, dest.region_count) = (ptr::null(), 0);
+                                dest.events.page = Some(on_page);
+                            }
+                        }
                         let rest = &input[used..];
                         let mut frame = 0usize;
                         let short = rest.len().min(usize::from(sel & 0x1f));
                         let _ = pagewire_decoder_frame_len(dec, rest.as_ptr(), short, &mut frame);
-                        let mut consumed = 0usize;
-                        let _ = pagewire_decoder_decode_to_ram(
+                        let (mut consumed, mut pages) = (0usize, 0usize);
+                        let _ = pagewire_decoder_decode(
                             dec,
                             rest.as_ptr(),
                             rest.len(),
-                            &region,
-                            1,
-                            ptr::null(),
+                            &dest,
                             &mut consumed,
+                            &mut pages,
                         );
                         assert!(consumed <= rest.len());
                         let _ = pagewire_decoder_check_complete(dec);
+                        assert_eq!(pagewire_decoder_close(dec), ok);
                     }
                 }
             }
