@@ -1,5 +1,6 @@
 //! Counters as C structs: copies of the codec's, with a layout of their own so that the ABI
-//! does not move when the codec's structs do.
+//! does not move when the codec's structs do. The copies name every field of the codec's
+//! structs, so a counter added there is a compile error here, not a silent omission.
 
 use pagewire::{DecoderStats, EncoderStats, KindStats};
 
@@ -65,34 +66,54 @@ pub struct pagewire_decoder_stats {
 
 impl From<KindStats> for pagewire_kind_stats {
     fn from(k: KindStats) -> Self {
-        pagewire_kind_stats {
-            pages: k.pages,
-            bytes: k.bytes,
-        }
+        let KindStats { pages, bytes } = k;
+        pagewire_kind_stats { pages, bytes }
     }
 }
 
 impl From<&EncoderStats> for pagewire_encoder_stats {
     fn from(s: &EncoderStats) -> Self {
+        // Every field named (no `..`): a counter added to the codec fails to compile here
+        // until the C struct decides about it.
+        let EncoderStats {
+            zero,
+            dup,
+            raw,
+            delta,
+            blocks,
+            block_zero,
+            block_ref,
+            block_literal,
+            block_delta,
+            cache_hits,
+            delta_uses,
+            bytes_in,
+            bytes_out,
+            frames,
+            frames_lz4,
+            blobs,
+            blob_bytes,
+            iterations,
+        } = *s;
         pagewire_encoder_stats {
-            zero: s.zero.into(),
-            dup: s.dup.into(),
-            raw: s.raw.into(),
-            delta: s.delta.into(),
-            blocks: s.blocks.into(),
-            block_zero: s.block_zero,
-            block_ref: s.block_ref,
-            block_literal: s.block_literal,
-            block_delta: s.block_delta,
-            cache_hits: s.cache_hits,
-            delta_uses: s.delta_uses,
-            bytes_in: s.bytes_in,
-            bytes_out: s.bytes_out,
-            frames: s.frames,
-            frames_lz4: s.frames_lz4,
-            blobs: s.blobs,
-            blob_bytes: s.blob_bytes,
-            iterations: s.iterations,
+            zero: zero.into(),
+            dup: dup.into(),
+            raw: raw.into(),
+            delta: delta.into(),
+            blocks: blocks.into(),
+            block_zero,
+            block_ref,
+            block_literal,
+            block_delta,
+            cache_hits,
+            delta_uses,
+            bytes_in,
+            bytes_out,
+            frames,
+            frames_lz4,
+            blobs,
+            blob_bytes,
+            iterations,
             pages: s.pages(),
         }
     }
@@ -100,12 +121,20 @@ impl From<&EncoderStats> for pagewire_encoder_stats {
 
 impl From<&DecoderStats> for pagewire_decoder_stats {
     fn from(s: &DecoderStats) -> Self {
+        // as above: every field named
+        let DecoderStats {
+            pages,
+            frames,
+            bytes_in,
+            blobs,
+            iterations,
+        } = *s;
         pagewire_decoder_stats {
-            pages: s.pages,
-            frames: s.frames,
-            bytes_in: s.bytes_in,
-            blobs: s.blobs,
-            iterations: s.iterations,
+            pages,
+            frames,
+            bytes_in,
+            blobs,
+            iterations,
         }
     }
 }
