@@ -4,10 +4,10 @@
 use core::ffi::c_void;
 use core::ptr::NonNull;
 
-use pagewire::frame::FRAME_HEADER_LEN;
 use pagewire::{Config, Decoder, Error};
 
 use crate::config::pagewire_config;
+use crate::defines::PAGEWIRE_FRAME_HEADER_LEN;
 use crate::destination::{pagewire_destination, Destination};
 use crate::error::{Fail, Res};
 use crate::guard::guard;
@@ -214,7 +214,7 @@ fn one_frame(s: &mut DecoderSlot, frame: &[u8], events: &mut Events<'_>) -> Res<
 /// the pages delivered.
 fn frames(s: &mut DecoderSlot, input: &[u8], events: &mut Events<'_>) -> Res<(usize, usize)> {
     let (mut pos, mut pages) = (0, 0);
-    while input.len() - pos >= FRAME_HEADER_LEN && !s.failed {
+    while input.len() - pos >= PAGEWIRE_FRAME_HEADER_LEN && !s.failed {
         let rest = &input[pos..];
         let len = s.inner.frame_len(rest).inspect_err(|_| s.failed = true)?;
         if rest.len() < len {
