@@ -10,6 +10,7 @@ pub struct KindStats {
 }
 
 impl KindStats {
+    #[cfg(feature = "encoder")]
     #[inline]
     pub(crate) fn add(&mut self, bytes: usize) {
         self.pages += 1;
