@@ -2,12 +2,13 @@
 //! state) before it hands out a single page, then rebuilds the pages into its cache.
 
 use crate::cache::PageCache;
-use crate::config::{Config, HEADER_LEN};
-use crate::delta;
+use crate::config::{Config, MAX_BLOCKS_PER_PAGE};
 use crate::error::{Error, Result};
-use crate::frame::{check_crc, FrameHeader, FRAME_HEADER_LEN};
-use crate::record::{block_item, parse, BlockItem, ParseState, Record};
 use crate::stats::DecoderStats;
+use crate::wire::delta;
+use crate::wire::frame::{Frame, FrameHeader, FRAME_HEADER_LEN};
+use crate::wire::header::HEADER_LEN;
+use crate::wire::record::{block_item, parse, BlockItem, BlockKind, ParseState, Record};
 
 /// Where decoded pages, iteration ends and blobs go.
 pub trait Sink {
@@ -172,7 +173,8 @@ impl<'a> Decoder<'a> {
     }
 
     fn decode_frame_inner<S: Sink>(&mut self, frame: &[u8], sink: &mut S) -> Result<usize> {
-        let fh = FrameHeader::parse(frame, self.cfg.frame_bytes)?;
+        let view = Frame::new_checked(frame)?;
+        let fh = FrameHeader::from_frame(&view, self.cfg.frame_bytes)?;
         let len = fh.frame_len();
         if frame.len() < len {
             return Err(Error::Truncated);
@@ -180,7 +182,7 @@ impl<'a> Decoder<'a> {
         if frame.len() > len {
             return Err(Error::LengthOutOfRange);
         }
-        check_crc(frame)?;
+        view.check_crc()?;
         if fh.stream_id != self.cfg.stream_id {
             return Err(Error::WrongStream);
         }
@@ -190,7 +192,7 @@ impl<'a> Decoder<'a> {
                 got: fh.seq,
             });
         }
-        let wire = &frame[FRAME_HEADER_LEN..FRAME_HEADER_LEN + fh.wire_len as usize];
+        let wire = view.body();
         let raw_len = fh.raw_len as usize;
         let st = self.parse_state();
         let Decoder {
@@ -344,7 +346,7 @@ fn build_blocks(
     cache: &mut PageCache<'_>,
     scratch: &mut [u8],
     st: &ParseState,
-    kinds: &[u8; 8],
+    kinds: &[BlockKind; MAX_BLOCKS_PER_PAGE],
     base_age: Option<u64>,
     payload: &[u8],
 ) -> Result<()> {
@@ -403,7 +405,6 @@ fn build_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameHeader;
 
     struct Nothing;
     impl Sink for Nothing {

@@ -3,15 +3,16 @@
 
 use crate::bytes::is_zero;
 use crate::cache::PageCache;
-use crate::config::{Config, HEADER_LEN, RECORD_OVERHEAD};
-use crate::crc32c;
-use crate::delta;
+use crate::config::{Config, MAX_BLOCKS_PER_PAGE, RECORD_OVERHEAD};
 use crate::error::{Error, Result};
-use crate::frame::{block_kind, tag, FrameHeader, FRAME_HEADER_LEN};
 use crate::index::{AddressIndex, ContentIndex};
 use crate::stats::EncoderStats;
 use crate::storage::Carver;
-use crate::varint::{self, varint_len, zigzag};
+use crate::wire::delta;
+use crate::wire::frame::{Frame, FrameHeader};
+use crate::wire::header::HEADER_LEN;
+use crate::wire::record::{block_ref, kinds_len, BlockKind, BodyWriter, RecordTag};
+use crate::wire::varint::{self, varint_len, zigzag};
 
 /// Room kept free for one non-page record (iteration end, end of stream).
 const SMALL_RECORD: usize = 1 + 2 * varint::MAX_VARINT_LEN;
@@ -59,8 +60,7 @@ pub struct Encoder<'a> {
     cache: PageCache<'a>,
     content: ContentIndex<'a>,
     address: AddressIndex<'a>,
-    body: &'a mut [u8],
-    body_len: usize,
+    body: BodyWriter<'a>,
     scratch: &'a mut [u8],
     next_pfn: u64,
     frame_seq: u32,
@@ -72,10 +72,10 @@ pub struct Encoder<'a> {
 
 /// The per-block plan of a BLOCKS record.
 struct BlockPlan {
-    kinds: [u8; 8],
-    refs: [u64; 8],
-    hashes: [u64; 8],
-    delta_len: [usize; 8],
+    kinds: [BlockKind; MAX_BLOCKS_PER_PAGE],
+    refs: [u64; MAX_BLOCKS_PER_PAGE],
+    hashes: [u64; MAX_BLOCKS_PER_PAGE],
+    delta_len: [usize; MAX_BLOCKS_PER_PAGE],
 }
 
 impl<'a> Encoder<'a> {
@@ -94,7 +94,7 @@ impl<'a> Encoder<'a> {
         let cache = PageCache::new(carve.bytes(cfg.cache_len())?, cfg.page_size as usize);
         let content = ContentIndex::new(carve.words(cfg.content_index_entries())?);
         let address = AddressIndex::new(carve.words(cfg.address_index_entries() * 2)?);
-        let body = carve.bytes(cfg.frame_bytes as usize)?;
+        let body = BodyWriter::new(carve.bytes(cfg.frame_bytes as usize)?);
         let scratch = carve.bytes(2 * cfg.page_size as usize)?;
         Ok(Encoder {
             cfg,
@@ -105,7 +105,6 @@ impl<'a> Encoder<'a> {
             content,
             address,
             body,
-            body_len: 0,
             scratch,
             next_pfn: 0,
             frame_seq: 0,
@@ -200,7 +199,7 @@ impl<'a> Encoder<'a> {
             written += self.flush(&mut out[written..]);
         }
         let it = self.iteration;
-        self.put_small(tag::ITERATION_END, it);
+        self.body.counter(RecordTag::IterationEnd, it);
         self.iteration += 1;
         self.stats.iterations += 1;
         written += self.flush(&mut out[written..]);
@@ -222,13 +221,7 @@ impl<'a> Encoder<'a> {
         if self.room() < data.len() + SMALL_RECORD {
             written += self.flush(&mut out[written..]);
         }
-        let mut p = self.body_len;
-        self.body[p] = tag::BLOB;
-        p += 1;
-        varint::put(self.body, &mut p, u64::from(blob_tag));
-        varint::put(self.body, &mut p, data.len() as u64);
-        self.body[p..p + data.len()].copy_from_slice(data);
-        self.body_len = p + data.len();
+        self.body.blob(blob_tag, data);
         self.stats.blobs += 1;
         self.stats.blob_bytes += data.len() as u64;
         Ok(written)
@@ -242,7 +235,7 @@ impl<'a> Encoder<'a> {
             written += self.flush(&mut out[written..]);
         }
         let pages = self.stats.pages();
-        self.put_small(tag::END, pages);
+        self.body.counter(RecordTag::End, pages);
         written += self.flush(&mut out[written..]);
         self.finished = true;
         Ok(written)
@@ -274,27 +267,20 @@ impl<'a> Encoder<'a> {
 
     #[inline]
     fn room(&self) -> usize {
-        self.body.len() - self.body_len
-    }
-
-    fn put_small(&mut self, record_tag: u8, value: u64) {
-        let mut p = self.body_len;
-        self.body[p] = record_tag;
-        p += 1;
-        varint::put(self.body, &mut p, value);
-        self.body_len = p;
+        self.body.room()
     }
 
     /// Seals the current body into a frame at the front of `out`; returns its length.
     fn flush(&mut self, out: &mut [u8]) -> usize {
-        if self.body_len == 0 {
+        if self.body.is_empty() {
             return 0;
         }
-        let body = &self.body[..self.body_len];
+        let body = self.body.written();
+        let mut frame = Frame::new_unchecked(out);
         let mut wire_len = body.len();
         let mut lz4 = false;
         if self.lz4 {
-            if let Ok(n) = lz4_flex::block::compress_into(body, &mut out[FRAME_HEADER_LEN..]) {
+            if let Ok(n) = lz4_flex::block::compress_into(body, frame.body_mut()) {
                 if n < body.len() {
                     wire_len = n;
                     lz4 = true;
@@ -302,24 +288,21 @@ impl<'a> Encoder<'a> {
             }
         }
         if !lz4 {
-            out[FRAME_HEADER_LEN..FRAME_HEADER_LEN + wire_len].copy_from_slice(body);
+            frame.body_mut()[..wire_len].copy_from_slice(body);
         }
-        let header = FrameHeader {
+        FrameHeader {
             lz4,
             stream_id: self.cfg.stream_id,
             seq: self.frame_seq,
             wire_len: wire_len as u32,
             raw_len: body.len() as u32,
-        };
-        header.write(out);
-        let end = FRAME_HEADER_LEN + wire_len;
-        let crc = crc32c(&out[..end]);
-        out[end..end + 4].copy_from_slice(&crc.to_le_bytes());
-        let total = end + 4;
+        }
+        .emit(&mut frame);
+        let total = frame.fill_crc();
         self.stats.frames += 1;
         self.stats.frames_lz4 += u64::from(lz4);
         self.stats.bytes_out += total as u64;
-        self.body_len = 0;
+        self.body.clear();
         self.next_pfn = 0;
         self.frame_seq = self.frame_seq.wrapping_add(1);
         total
@@ -336,16 +319,16 @@ impl<'a> Encoder<'a> {
         self.next_pfn = pfn.wrapping_add(1);
 
         let mut plan = BlockPlan {
-            kinds: [block_kind::LITERAL; 8],
-            refs: [0; 8],
-            hashes: [0; 8],
-            delta_len: [0; 8],
+            kinds: [BlockKind::Literal; MAX_BLOCKS_PER_PAGE],
+            refs: [0; MAX_BLOCKS_PER_PAGE],
+            hashes: [0; MAX_BLOCKS_PER_PAGE],
+            delta_len: [0; MAX_BLOCKS_PER_PAGE],
         };
         // A page that is not zero fails the whole-page test at its first non-zero word; the
         // per-block zero test waits until the block layout is needed.
         if is_zero(page) {
-            let start = self.begin_record(tag::ZERO, pfn_code);
-            self.stats.zero.add(self.body_len - start);
+            let start = self.body.page(RecordTag::Zero, pfn_code);
+            self.stats.zero.add(self.body.len() - start);
             return;
         }
 
@@ -406,7 +389,7 @@ impl<'a> Encoder<'a> {
 
         for b in 0..bpp {
             if is_zero(&page[b * bs..(b + 1) * bs]) {
-                plan.kinds[b] = block_kind::ZERO;
+                plan.kinds[b] = BlockKind::Zero;
             }
         }
 
@@ -415,15 +398,15 @@ impl<'a> Encoder<'a> {
         // offset names a page that may be a whole duplicate: remember up to two to compare.
         let mut dup_candidates = [None; 2];
         for b in 0..bpp {
-            if plan.kinds[b] != block_kind::ZERO {
+            if plan.kinds[b] != BlockKind::Zero {
                 plan.hashes[b] = block_hash(&page[b * bs..(b + 1) * bs]);
             }
         }
-        let mut probes = [[None; 2]; 8];
+        let mut probes = [[None; 2]; MAX_BLOCKS_PER_PAGE];
         if self.features.cbr {
             let blocks = plan.kinds.iter().zip(&plan.hashes).take(bpp);
             for (probe, (&kind, &hash)) in probes.iter_mut().zip(blocks) {
-                if kind != block_kind::ZERO {
+                if kind != BlockKind::Zero {
                     *probe = self.content.get(hash);
                 }
             }
@@ -436,8 +419,8 @@ impl<'a> Encoder<'a> {
                     continue;
                 };
                 if &self.cache.page(slot)[cb * bs..(cb + 1) * bs] == block {
-                    plan.kinds[b] = block_kind::REF;
-                    plan.refs[b] = (age - 1) * bpp as u64 + cb as u64;
+                    plan.kinds[b] = BlockKind::Ref;
+                    plan.refs[b] = block_ref(age, cb, bpp as u64);
                     if cb == b && !dup_candidates.contains(&Some((slot, age))) {
                         if let Some(free) = dup_candidates.iter_mut().find(|c| c.is_none()) {
                             *free = Some((slot, age));
@@ -460,7 +443,7 @@ impl<'a> Encoder<'a> {
             let base_page = self.cache.page(slot);
             for b in 0..bpp {
                 let hopeless = bounds.is_some_and(|d| d.pieces[b] > bs - 1);
-                if plan.kinds[b] != block_kind::LITERAL || hopeless {
+                if plan.kinds[b] != BlockKind::Literal || hopeless {
                     continue;
                 }
                 let r = b * bs..(b + 1) * bs;
@@ -470,7 +453,7 @@ impl<'a> Encoder<'a> {
                     &mut blocks[b * bs..],
                     bs - 1,
                 ) {
-                    plan.kinds[b] = block_kind::DELTA;
+                    plan.kinds[b] = BlockKind::Delta;
                     plan.delta_len[b] = n;
                 }
             }
@@ -478,21 +461,21 @@ impl<'a> Encoder<'a> {
 
         // Sizes of the candidates.
         let base_age = base.map_or(0, |(age, _)| age);
-        let any_delta = plan.kinds[..bpp].contains(&block_kind::DELTA);
+        let any_delta = plan.kinds[..bpp].contains(&BlockKind::Delta);
         let mut blocks_len =
-            head + bpp.div_ceil(4) + if any_delta { varint_len(base_age) } else { 0 };
+            head + kinds_len(bpp) + if any_delta { varint_len(base_age) } else { 0 };
         for b in 0..bpp {
             blocks_len += match plan.kinds[b] {
-                block_kind::ZERO => 0,
-                block_kind::REF => varint_len(plan.refs[b]),
-                block_kind::DELTA => plan.delta_len[b],
-                _ => bs,
+                BlockKind::Zero => 0,
+                BlockKind::Ref => varint_len(plan.refs[b]),
+                BlockKind::Delta => plan.delta_len[b],
+                BlockKind::Literal => bs,
             };
         }
         let delta_len = page_delta.map_or(usize::MAX, |n| head + varint_len(base_age) + n);
         let raw_len = head + ps;
 
-        let start = self.body_len;
+        let start = self.body.len();
         if let (Some(n), Some((_, slot))) = (page_delta, base) {
             if delta_len <= blocks_len && delta_len <= raw_len {
                 self.write_patch(pfn_code, base_age, slot, n, page);
@@ -501,23 +484,14 @@ impl<'a> Encoder<'a> {
         }
         if blocks_len < raw_len {
             self.write_blocks(pfn_code, page, &plan, any_delta.then_some(base_age));
-            self.stats.blocks.add(self.body_len - start);
+            self.stats.blocks.add(self.body.len() - start);
             self.stats.delta_uses += u64::from(any_delta);
         } else {
-            self.begin_record(tag::RAW, pfn_code);
-            self.body[self.body_len..self.body_len + ps].copy_from_slice(page);
-            self.body_len += ps;
-            self.stats.raw.add(self.body_len - start);
+            self.body.page(RecordTag::Raw, pfn_code);
+            self.body.bytes(page);
+            self.stats.raw.add(self.body.len() - start);
         }
         self.insert(pfn, page, &plan);
-    }
-
-    fn begin_record(&mut self, record_tag: u8, pfn_code: u64) -> usize {
-        let start = self.body_len;
-        self.body[start] = record_tag;
-        self.body_len += 1;
-        varint::put(self.body, &mut self.body_len, pfn_code);
-        start
     }
 
     /// A PATCH record of the page delta in `scratch[..n]` against the cached page of age
@@ -526,19 +500,18 @@ impl<'a> Encoder<'a> {
     /// The cached page becomes `page` where it is, as the decoder's copy will once it applies
     /// the delta: no slot is taken, so a page that keeps changing does not push others out.
     fn write_patch(&mut self, pfn_code: u64, age: u64, slot: usize, n: usize, page: &[u8]) {
-        let start = self.begin_record(tag::PATCH, pfn_code);
-        varint::put(self.body, &mut self.body_len, age);
-        self.body[self.body_len..self.body_len + n].copy_from_slice(&self.scratch[..n]);
-        self.body_len += n;
-        self.stats.delta.add(self.body_len - start);
+        let start = self.body.page(RecordTag::Patch, pfn_code);
+        self.body.varint(age);
+        self.body.bytes(&self.scratch[..n]);
+        self.stats.delta.add(self.body.len() - start);
         self.stats.delta_uses += 1;
         self.cache.page_mut(slot).copy_from_slice(page);
     }
 
     fn write_dup(&mut self, pfn: u64, pfn_code: u64, age: u64) {
-        let start = self.begin_record(tag::DUP, pfn_code);
-        varint::put(self.body, &mut self.body_len, age);
-        self.stats.dup.add(self.body_len - start);
+        let start = self.body.page(RecordTag::Dup, pfn_code);
+        self.body.varint(age);
+        self.stats.dup.add(self.body.len() - start);
         self.stats.cache_hits += 1;
         self.address.put(pfn, self.cache.inserted() - age);
     }
@@ -553,37 +526,26 @@ impl<'a> Encoder<'a> {
         let bpp = self.cfg.blocks_per_page as usize;
         let bs = self.cfg.block_size();
         let ps = page.len();
-        self.begin_record(tag::BLOCKS, pfn_code);
-        let mut packed = [0u8; 2];
-        for b in 0..bpp {
-            packed[b / 4] |= plan.kinds[b] << (2 * (b % 4));
-        }
-        for &k in &packed[..bpp.div_ceil(4)] {
-            self.body[self.body_len] = k;
-            self.body_len += 1;
-        }
+        self.body.page(RecordTag::Blocks, pfn_code);
+        self.body.kinds(&plan.kinds[..bpp]);
         if let Some(age) = base_age {
-            varint::put(self.body, &mut self.body_len, age);
+            self.body.varint(age);
         }
         for b in 0..bpp {
-            let p = self.body_len;
             match plan.kinds[b] {
-                block_kind::ZERO => self.stats.block_zero += 1,
-                block_kind::REF => {
-                    varint::put(self.body, &mut self.body_len, plan.refs[b]);
+                BlockKind::Zero => self.stats.block_zero += 1,
+                BlockKind::Ref => {
+                    self.body.varint(plan.refs[b]);
                     self.stats.block_ref += 1;
                     self.stats.cache_hits += 1;
                 }
-                block_kind::DELTA => {
-                    let n = plan.delta_len[b];
+                BlockKind::Delta => {
                     let src = ps + b * bs;
-                    self.body[p..p + n].copy_from_slice(&self.scratch[src..src + n]);
-                    self.body_len += n;
+                    self.body.bytes(&self.scratch[src..src + plan.delta_len[b]]);
                     self.stats.block_delta += 1;
                 }
-                _ => {
-                    self.body[p..p + bs].copy_from_slice(&page[b * bs..(b + 1) * bs]);
-                    self.body_len += bs;
+                BlockKind::Literal => {
+                    self.body.bytes(&page[b * bs..(b + 1) * bs]);
                     self.stats.block_literal += 1;
                 }
             }
@@ -599,7 +561,7 @@ impl<'a> Encoder<'a> {
         self.cache.page_mut(slot).copy_from_slice(page);
         let seq = self.cache.advance();
         for b in 0..bpp {
-            if plan.kinds[b] != block_kind::ZERO {
+            if plan.kinds[b] != BlockKind::Zero {
                 self.content.put(plan.hashes[b], (slot * bpp + b) as u32);
             }
         }
@@ -610,6 +572,7 @@ impl<'a> Encoder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::frame::FRAME_HEADER_LEN;
 
     const CFG: Config = Config {
         cache_pages: 8,

@@ -66,17 +66,13 @@ mod cache;
 mod config;
 #[cfg(feature = "decoder")]
 mod decoder;
-pub mod delta;
 #[cfg(feature = "encoder")]
 mod encoder;
 mod error;
-pub mod frame;
 #[cfg(feature = "encoder")]
 mod index;
-#[cfg(feature = "decoder")]
-mod record;
 mod stats;
-pub mod varint;
+pub mod wire;
 
 // Beside the page codec, each behind its feature.
 #[cfg(feature = "offload")]
@@ -87,8 +83,8 @@ pub mod policy;
 pub mod xbzrle;
 
 pub use config::{
-    Config, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE,
-    MIN_PAGE_SIZE, RECORD_OVERHEAD,
+    Config, MAX_BLOCKS_PER_PAGE, MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE, MIN_PAGE_SIZE,
+    RECORD_OVERHEAD,
 };
 #[cfg(feature = "decoder")]
 pub use decoder::{Decoder, Sink};
@@ -96,6 +92,8 @@ pub use decoder::{Decoder, Sink};
 pub use encoder::{block_hash, Encoder, Features};
 pub use error::{Error, Result};
 pub use stats::{DecoderStats, EncoderStats, KindStats};
+pub use wire::frame::FRAME_HEADER_LEN;
+pub use wire::header::{FORMAT_VERSION, HEADER_LEN, MAGIC};
 
 /// CRC-32C (Castagnoli), the checksum of stream headers and frames, in software.
 ///

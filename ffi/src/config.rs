@@ -114,7 +114,7 @@ pub(crate) fn sizes_of(c: &Config) -> pagewire_sizes {
 const _: () = assert!(overhead::<EncoderSlot>() <= PAGEWIRE_STATE_OVERHEAD);
 const _: () = assert!(overhead::<DecoderSlot>() <= PAGEWIRE_STATE_OVERHEAD);
 const _: () = assert!(PAGEWIRE_HEADER_LEN == pagewire::HEADER_LEN);
-const _: () = assert!(PAGEWIRE_FRAME_HEADER_LEN == pagewire::frame::FRAME_HEADER_LEN);
+const _: () = assert!(PAGEWIRE_FRAME_HEADER_LEN == pagewire::FRAME_HEADER_LEN);
 const _: () = assert!(PAGEWIRE_FORMAT_VERSION == pagewire::FORMAT_VERSION as u32);
 
 /// Writes the default configuration (4 KiB pages, 4 blocks per page, a 64 MiB cache, deltas

@@ -4,7 +4,7 @@
 use core::ffi::c_void;
 use core::ptr::NonNull;
 
-use pagewire::frame::FRAME_HEADER_LEN;
+use pagewire::FRAME_HEADER_LEN;
 use pagewire::{Config, Decoder, Error};
 
 use crate::config::{pagewire_config, sizes_of};
