@@ -59,7 +59,7 @@ mod fast;
 #[cfg(any(feature = "encoder", feature = "xbzrle"))]
 mod storage;
 
-// The page codec.
+// The page codec: the wire format, its configuration, the cache both ends keep, each end.
 #[cfg(any(feature = "encoder", feature = "decoder"))]
 #[cfg_attr(not(all(feature = "encoder", feature = "decoder")), allow(dead_code))]
 mod cache;
@@ -69,9 +69,6 @@ mod decoder;
 #[cfg(feature = "encoder")]
 mod encoder;
 mod error;
-#[cfg(feature = "encoder")]
-mod index;
-mod stats;
 pub mod wire;
 
 // Beside the page codec, each behind its feature.
@@ -87,11 +84,10 @@ pub use config::{
     RECORD_OVERHEAD,
 };
 #[cfg(feature = "decoder")]
-pub use decoder::{Decoder, Sink};
+pub use decoder::{Decoder, DecoderStats, Sink};
 #[cfg(feature = "encoder")]
-pub use encoder::{block_hash, Encoder, Features};
+pub use encoder::{block_hash, Encoder, EncoderStats, Features, KindStats};
 pub use error::{Error, Result};
-pub use stats::{DecoderStats, EncoderStats, KindStats};
 pub use wire::frame::FRAME_HEADER_LEN;
 pub use wire::header::{FORMAT_VERSION, HEADER_LEN, MAGIC};
 

@@ -95,11 +95,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// The body as sent (stored or LZ4), `wire_len` bytes after the header; empty while the
     /// buffer does not hold it whole.
     pub fn body(&self) -> &[u8] {
-        let end = FRAME_HEADER_LEN.saturating_add(self.wire_len() as usize);
-        self.buffer
-            .as_ref()
-            .get(FRAME_HEADER_LEN..end)
-            .unwrap_or(&[])
+        body_of(self.buffer.as_ref())
     }
 
     /// Checks the CRC trailer, the last four bytes of the buffer, which must be exactly the
@@ -116,6 +112,20 @@ impl<T: AsRef<[u8]>> Frame<T> {
         }
         Ok(())
     }
+}
+
+impl<'b> Frame<&'b [u8]> {
+    /// The body (see [`Frame::body`]), borrowed for as long as the buffer.
+    pub fn into_body(self) -> &'b [u8] {
+        body_of(self.buffer)
+    }
+}
+
+/// The `wire_len` bytes after the header of the frame that starts `buf`; empty while `buf`
+/// does not hold them.
+fn body_of(buf: &[u8]) -> &[u8] {
+    let end = FRAME_HEADER_LEN.saturating_add(read_u32(buf, field::WIRE_LEN) as usize);
+    buf.get(FRAME_HEADER_LEN..end).unwrap_or(&[])
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {

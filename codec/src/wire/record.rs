@@ -119,13 +119,12 @@ const fn kind_shift(b: usize) -> usize {
     2 * (b % KINDS_PER_BYTE)
 }
 
-/// `kinds` packed two bits each; the first `kinds_len(kinds.len())` bytes are the record's.
-pub fn pack_kinds(kinds: &[BlockKind]) -> [u8; MAX_KINDS_LEN] {
-    let mut packed = [0u8; MAX_KINDS_LEN];
-    for (b, &kind) in kinds.iter().enumerate().take(MAX_BLOCKS_PER_PAGE) {
-        packed[b / KINDS_PER_BYTE] |= (kind as u8) << kind_shift(b);
-    }
-    packed
+/// Up to four kinds packed into one byte, the first in the low two bits.
+fn pack_kinds(kinds: &[BlockKind]) -> u8 {
+    kinds
+        .iter()
+        .enumerate()
+        .fold(0, |byte, (b, &kind)| byte | (kind as u8) << kind_shift(b))
 }
 
 /// The kinds of `blocks` blocks packed at the front of `bytes`; the unused high bits of a
@@ -442,8 +441,10 @@ impl<'a> BodyWriter<'a> {
 
     /// Appends the packed kinds of a BLOCKS record.
     pub fn kinds(&mut self, kinds: &[BlockKind]) {
-        let packed = pack_kinds(kinds);
-        self.bytes(&packed[..kinds_len(kinds.len())]);
+        for four in kinds.chunks(KINDS_PER_BYTE) {
+            self.buf[self.len] = pack_kinds(four);
+            self.len += 1;
+        }
     }
 }
 
@@ -562,8 +563,12 @@ mod tests {
     fn kinds_pack_as_the_spec_says() {
         use BlockKind::*;
         let eight = [Zero, Ref, Literal, Delta, Delta, Literal, Ref, Zero];
-        assert_eq!(pack_kinds(&eight), [0b11_10_01_00, 0b00_01_10_11]);
-        assert_eq!(unpack_kinds(&pack_kinds(&eight), 8), Ok(eight));
+        let mut buf = [0u8; MAX_KINDS_LEN];
+        let mut w = BodyWriter::new(&mut buf);
+        w.kinds(&eight);
+        assert_eq!(w.len(), MAX_KINDS_LEN);
+        assert_eq!(buf, [0b11_10_01_00, 0b00_01_10_11]);
+        assert_eq!(unpack_kinds(&buf, 8), Ok(eight));
         assert_eq!(kinds_len(1), 1);
         assert_eq!(kinds_len(4), 1);
         assert_eq!(MAX_KINDS_LEN, 2);
