@@ -18,6 +18,18 @@ pub const RECORD_OVERHEAD: usize = 32;
 /// Most blocks a page is split into (`blocks_per_page` is 1, 2, 4 or this).
 pub const MAX_BLOCKS_PER_PAGE: usize = 8;
 
+/// Frame bodies shorter than this compress with lz4_flex's small hash table (16-bit
+/// entries), longer ones with its large one: the choice `compress_into` makes.
+pub(crate) const LZ4_SMALL_BODY_MAX: usize = u16::MAX as usize;
+/// True where lz4_flex's small table hashes differently from its large one: on 64-bit
+/// targets (the large one hashes 5 bytes there). Elsewhere both hash 4 bytes alike, and the
+/// large table alone gives every body `compress_into`'s bytes.
+pub(crate) const LZ4_SMALL_TABLE_DIFFERS: bool = cfg!(target_pointer_width = "64");
+/// Bytes one lz4_flex hash table takes in encoder storage, with room to align it (16 KiB
+/// and 64 B in the no-alloc build; a boxed table's handle where lz4_flex has `alloc`).
+pub(crate) const LZ4_TABLE_SLOT: usize = core::mem::size_of::<lz4_flex::block::CompressTable>()
+    + core::mem::align_of::<lz4_flex::block::CompressTable>();
+
 /// Everything both ends must agree on. Carried in the stream header, so the decoder learns it
 /// from the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +170,24 @@ impl Config {
             + self.address_index_entries() * 16
             + align8(self.frame_bytes as usize)
             + align8(2 * self.page_size as usize)
+            + align8(self.lz4_tables_len())
+    }
+
+    /// lz4_flex hash tables the encoder keeps room for in its storage: one, or two on a
+    /// 64-bit target when a body can reach [`LZ4_SMALL_BODY_MAX`] (there the small and the
+    /// large table hash differently). Counted with LZ4 off too, so that the sizes do not
+    /// depend on it; such an encoder leaves the room unused.
+    pub(crate) const fn lz4_tables(&self) -> usize {
+        if LZ4_SMALL_TABLE_DIFFERS && self.frame_bytes as usize >= LZ4_SMALL_BODY_MAX {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Encoder storage for the LZ4 hash tables.
+    const fn lz4_tables_len(&self) -> usize {
+        self.lz4_tables() * LZ4_TABLE_SLOT
     }
 
     /// Storage a [`Decoder`](crate::Decoder) needs for this configuration.

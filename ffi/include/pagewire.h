@@ -1121,7 +1121,7 @@ uint32_t pagewire_version_number(void);
  * configuration values. The tests check the bounds against pagewire_config_sizes().
  */
 #define PAGEWIRE_ENCODER_STORAGE_BOUND(page_size, blocks_per_page, cache_pages, frame_bytes) \
-  ((size_t)PAGEWIRE_STATE_OVERHEAD + 64u + (size_t)(cache_pages) * (size_t)(page_size) + \
+  ((size_t)PAGEWIRE_STATE_OVERHEAD + 33088u + (size_t)(cache_pages) * (size_t)(page_size) + \
    (size_t)(cache_pages) * (size_t)(blocks_per_page) * 32u + (size_t)(cache_pages) * 64u + \
    (size_t)(frame_bytes) + 3u * (size_t)(page_size))
 #define PAGEWIRE_DECODER_STORAGE_BOUND(page_size, cache_pages, frame_bytes) \

@@ -8,12 +8,14 @@
 //! | `blocks` | the per-block plan: zero blocks, content lookups, block deltas, its size |
 //! | `write` | the records as chosen, and the cache insertion rule that follows them |
 //! | `seal` | a finished body into a frame: LZ4, header, CRC |
+//! | `lz4` | LZ4 with its hash tables in the encoder's storage, not on the stack |
 //! | `index` | the lossy lookup tables (block hash, pfn) only the encoder needs |
 //! | `stats` | the counters |
 
 mod blocks;
 mod choose;
 mod index;
+mod lz4;
 mod seal;
 mod stats;
 mod write;
@@ -24,10 +26,11 @@ use crate::cache::PageCache;
 use crate::config::{Config, RECORD_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::storage::Carver;
-use crate::wire::header::HEADER_LEN;
+use crate::wire::header::{StreamHeader, HEADER_LEN};
 use crate::wire::record::{BodyWriter, RecordTag};
 use crate::wire::varint;
 use index::{AddressIndex, ContentIndex};
+use lz4::Lz4Tables;
 
 /// Room kept free for one non-page record (iteration end, end of stream).
 const SMALL_RECORD: usize = 1 + 2 * varint::MAX_VARINT_LEN;
@@ -88,6 +91,7 @@ pub struct Encoder<'a> {
     /// Two pages: the page delta in the first, block deltas at their blocks' offsets in the
     /// second.
     scratch: &'a mut [u8],
+    lz4_tables: Lz4Tables<'a>,
     /// The pfn the next page record's pfn code is relative to (0 at each frame start).
     next_pfn: u64,
     frame_seq: u32,
@@ -115,6 +119,7 @@ impl<'a> Encoder<'a> {
         let address = AddressIndex::new(carve.words(cfg.address_index_entries() * 2)?);
         let body = BodyWriter::new(carve.bytes(cfg.frame_bytes as usize)?);
         let scratch = carve.bytes(2 * cfg.page_size as usize)?;
+        let lz4_tables = Lz4Tables::new(&mut carve, &cfg)?;
         Ok(Encoder {
             cfg,
             features: Features::ALL,
@@ -125,6 +130,7 @@ impl<'a> Encoder<'a> {
             address,
             body,
             scratch,
+            lz4_tables,
             next_pfn: 0,
             frame_seq: 0,
             iteration: 0,
@@ -200,10 +206,7 @@ impl<'a> Encoder<'a> {
                 got: page.len(),
             });
         }
-        let mut written = self.take_header(out);
-        if self.room() < ps + RECORD_OVERHEAD {
-            written += self.flush(&mut out[written..]);
-        }
+        let written = self.make_room(out, ps + RECORD_OVERHEAD);
         self.write_page_record(pfn, page);
         self.stats.bytes_in += ps as u64;
         Ok(written)
@@ -213,15 +216,9 @@ impl<'a> Encoder<'a> {
     /// destination has every page of the iteration. Returns the bytes written to `out`.
     pub fn end_iteration(&mut self, out: &mut [u8]) -> Result<usize> {
         self.check_call(out)?;
-        let mut written = self.take_header(out);
-        if self.room() < SMALL_RECORD {
-            written += self.flush(&mut out[written..]);
-        }
-        let it = self.iteration;
-        self.body.counter(RecordTag::IterationEnd, it);
+        let written = self.write_marker(RecordTag::IterationEnd, self.iteration, out);
         self.iteration += 1;
         self.stats.iterations += 1;
-        written += self.flush(&mut out[written..]);
         Ok(written)
     }
 
@@ -236,10 +233,7 @@ impl<'a> Encoder<'a> {
                 max,
             });
         }
-        let mut written = self.take_header(out);
-        if self.room() < data.len() + SMALL_RECORD {
-            written += self.flush(&mut out[written..]);
-        }
+        let written = self.make_room(out, data.len() + SMALL_RECORD);
         self.body.blob(blob_tag, data);
         self.stats.blobs += 1;
         self.stats.blob_bytes += data.len() as u64;
@@ -249,13 +243,7 @@ impl<'a> Encoder<'a> {
     /// Writes the end-of-stream record and the last frame. The encoder accepts nothing after.
     pub fn finish(&mut self, out: &mut [u8]) -> Result<usize> {
         self.check_call(out)?;
-        let mut written = self.take_header(out);
-        if self.room() < SMALL_RECORD {
-            written += self.flush(&mut out[written..]);
-        }
-        let pages = self.stats.pages();
-        self.body.counter(RecordTag::End, pages);
-        written += self.flush(&mut out[written..]);
+        let written = self.write_marker(RecordTag::End, self.stats.pages(), out);
         self.finished = true;
         Ok(written)
     }
@@ -279,14 +267,28 @@ impl<'a> Encoder<'a> {
             return 0;
         }
         self.header_pending = false;
-        out[..HEADER_LEN].copy_from_slice(&self.cfg.header_bytes());
+        self.cfg
+            .emit(&mut StreamHeader::new_unchecked(&mut out[..HEADER_LEN]));
         self.stats.bytes_out += HEADER_LEN as u64;
         HEADER_LEN
     }
 
-    #[inline]
-    fn room(&self) -> usize {
-        self.body.room()
+    /// Writes the stream header on the first call, and seals the frame when the next record
+    /// (at most `record` bytes) might not fit in it. Returns the bytes written to `out`.
+    fn make_room(&mut self, out: &mut [u8], record: usize) -> usize {
+        let written = self.take_header(out);
+        if self.body.room() >= record {
+            return written;
+        }
+        written + self.flush(&mut out[written..])
+    }
+
+    /// A record of `tag` and one counter, then the frame sealed: how an iteration, and the
+    /// stream, end. Returns the bytes written to `out`.
+    fn write_marker(&mut self, tag: RecordTag, value: u64, out: &mut [u8]) -> usize {
+        let written = self.make_room(out, SMALL_RECORD);
+        self.body.counter(tag, value);
+        written + self.flush(&mut out[written..])
     }
 }
 

@@ -15,7 +15,7 @@ impl Encoder<'_> {
         let mut wire_len = body.len();
         let mut lz4 = false;
         if self.lz4 {
-            if let Ok(n) = lz4_flex::block::compress_into(body, frame.body_mut()) {
+            if let Some(n) = self.lz4_tables.compress(body, frame.body_mut()) {
                 if n < body.len() {
                     wire_len = n;
                     lz4 = true;
