@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pagewire::xbzrle;
-use pagewire::{block_hash, crc32c, delta, Config, Decoder, Encoder, Features, Sink};
+use pagewire::{block_hash, crc32c, wire::delta, Config, Decoder, Encoder, Features, Sink};
 use pagewire_benches::PageSet;
 
 const PS: usize = 4096;

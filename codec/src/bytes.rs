@@ -44,8 +44,8 @@ pub fn mismatch(a: &[u8], b: &[u8], from: usize) -> usize {
     n
 }
 
-/// Bit `i` set where `a[i] != b[i]`, a word at a time (the portable twin of
-/// [`crate::fast::diff_mask64`]).
+/// Bit `i` set where `a[i] != b[i]`, a word at a time: the portable twin of the SSE2 mask
+/// in `fast`, which falls back to this one on other targets and in the `safe` build.
 #[cfg_attr(
     all(target_arch = "x86_64", target_feature = "sse2", not(feature = "safe")),
     allow(dead_code)

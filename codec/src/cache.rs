@@ -4,20 +4,8 @@
 //! `seq % capacity` until `capacity` later insertions overwrite it. The wire names a cached
 //! page by its *age*: 1 is the page inserted last, `capacity` the oldest still cached.
 
-use crate::error::{Error, Result};
-
-/// Checks an age against the cache state before the next insertion and returns the slot.
-/// `inserted` is the number of pages inserted so far.
-#[inline]
-pub fn slot_for_age(inserted: u64, capacity: u64, age: u64) -> Result<usize> {
-    if age == 0 || age > inserted {
-        return Err(Error::EmptySlot);
-    }
-    if age > capacity {
-        return Err(Error::EvictedSlot);
-    }
-    Ok(((inserted - age) % capacity) as usize)
-}
+use crate::error::Result;
+use crate::wire::record::slot_for_age;
 
 /// A FIFO ring of page slots.
 pub struct PageCache<'a> {
@@ -123,6 +111,7 @@ impl<'a> PageCache<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn ages_and_slots() {

@@ -1,15 +1,9 @@
-//! Stream configuration, its validation, the storage it needs, and the stream header that
-//! carries it on the wire.
+//! Stream configuration, its validation, the storage it needs, and its stream header (the
+//! bytes themselves are [`StreamHeader`]'s, in the wire layer).
 
-use crate::crc32c;
 use crate::error::{Error, Result};
-
-/// Magic bytes that open every pagewire stream.
-pub const MAGIC: [u8; 4] = *b"PGWR";
-/// Wire format version written by this crate (see `docs/FORMAT.md`).
-pub const FORMAT_VERSION: u8 = 2;
-/// Length of the stream header in bytes.
-pub const HEADER_LEN: usize = 32;
+use crate::wire::frame::{FRAME_HEADER_LEN, FRAME_TRAILER_LEN};
+use crate::wire::header::{self, StreamHeader, HEADER_LEN};
 
 /// Smallest supported page size.
 pub const MIN_PAGE_SIZE: u32 = 4096;
@@ -21,8 +15,25 @@ pub const MAX_CACHE_PAGES: u32 = 1 << 26;
 pub const MAX_FRAME_BYTES: u32 = 1 << 24;
 /// Worst-case bytes a page record adds to a frame beyond the page itself.
 pub const RECORD_OVERHEAD: usize = 32;
+/// Most blocks a page is split into (`blocks_per_page` is 1, 2, 4 or this).
+pub const MAX_BLOCKS_PER_PAGE: usize = 8;
 
-const FLAG_LZ4: u8 = 1;
+/// Frame bodies shorter than this compress with lz4_flex's small hash table (16-bit
+/// entries), longer ones with its large one: the choice `compress_into` makes.
+pub(crate) const LZ4_SMALL_BODY_MAX: usize = u16::MAX as usize;
+/// True where lz4_flex's small table hashes differently from its large one: on 64-bit
+/// targets (the large one hashes 5 bytes there). Elsewhere both hash 4 bytes alike, and the
+/// large table alone gives every body `compress_into`'s bytes.
+pub(crate) const LZ4_SMALL_TABLE_DIFFERS: bool = cfg!(target_pointer_width = "64");
+/// Bytes one lz4_flex hash table takes in encoder storage, with room to align it (16 KiB
+/// and 64 B in the no-alloc build; a boxed table's handle where lz4_flex has `alloc`).
+pub(crate) const LZ4_TABLE_SLOT: usize = core::mem::size_of::<lz4_flex::block::CompressTable>()
+    + core::mem::align_of::<lz4_flex::block::CompressTable>();
+/// Most encoder storage the LZ4 hash tables take, whatever the configuration: two tables of
+/// 4096 32-bit entries, each with its variant tag (padded to the table's 64-byte alignment)
+/// and room to align it. The C header's storage bound uses it.
+pub const LZ4_TABLES_STORAGE_MAX: usize = 2 * (4096 * 4 + 2 * 64);
+const _: () = assert!(2 * ((LZ4_TABLE_SLOT + 7) & !7) <= LZ4_TABLES_STORAGE_MAX);
 
 /// Everything both ends must agree on. Carried in the stream header, so the decoder learns it
 /// from the stream.
@@ -86,7 +97,8 @@ impl Config {
                 "page_size must be a power of two from 4096 to 65536",
             ));
         }
-        if !matches!(self.blocks_per_page, 1 | 2 | 4 | 8) {
+        let bpp = self.blocks_per_page;
+        if !bpp.is_power_of_two() || bpp as usize > MAX_BLOCKS_PER_PAGE {
             return Err(Error::InvalidConfig("blocks_per_page must be 1, 2, 4 or 8"));
         }
         if self.cache_pages == 0 || self.cache_pages > MAX_CACHE_PAGES {
@@ -144,9 +156,9 @@ impl Config {
 
     /// Worst-case length of one frame on the wire (header, body stored or LZ4, CRC).
     pub const fn max_frame_len(&self) -> usize {
-        crate::frame::FRAME_HEADER_LEN
+        FRAME_HEADER_LEN
             + lz4_flex::block::get_maximum_output_size(self.frame_bytes as usize)
-            + 4
+            + FRAME_TRAILER_LEN
     }
 
     /// Smallest output buffer every encoder call accepts: a call writes at most the stream
@@ -163,6 +175,24 @@ impl Config {
             + self.address_index_entries() * 16
             + align8(self.frame_bytes as usize)
             + align8(2 * self.page_size as usize)
+            + align8(self.lz4_tables_len())
+    }
+
+    /// lz4_flex hash tables the encoder keeps room for in its storage: one, or two on a
+    /// 64-bit target when a body can reach [`LZ4_SMALL_BODY_MAX`] (there the small and the
+    /// large table hash differently). Counted with LZ4 off too, so that the sizes do not
+    /// depend on it; such an encoder leaves the room unused.
+    pub(crate) const fn lz4_tables(&self) -> usize {
+        if LZ4_SMALL_TABLE_DIFFERS && self.frame_bytes as usize >= LZ4_SMALL_BODY_MAX {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Encoder storage for the LZ4 hash tables.
+    const fn lz4_tables_len(&self) -> usize {
+        self.lz4_tables() * LZ4_TABLE_SLOT
     }
 
     /// Storage a [`Decoder`](crate::Decoder) needs for this configuration.
@@ -173,54 +203,39 @@ impl Config {
     /// The 32-byte stream header for this configuration.
     pub fn header_bytes(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
-        h[0..4].copy_from_slice(&MAGIC);
-        h[4] = FORMAT_VERSION;
-        h[5] = if self.lz4 { FLAG_LZ4 } else { 0 };
-        h[6] = self.blocks_per_page;
-        h[7] = 0;
-        h[8..12].copy_from_slice(&self.page_size.to_le_bytes());
-        h[12..16].copy_from_slice(&self.cache_pages.to_le_bytes());
-        h[16..20].copy_from_slice(&self.frame_bytes.to_le_bytes());
-        h[20..24].copy_from_slice(&self.delta_threshold.to_le_bytes());
-        h[24..28].copy_from_slice(&self.stream_id.to_le_bytes());
-        let crc = crc32c(&h[..28]);
-        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        self.emit(&mut StreamHeader::new_unchecked(&mut h[..]));
         h
     }
 
-    /// Parses and checks a stream header (magic, version, CRC, reserved bits, ranges).
+    /// Writes this configuration into a stream header, magic, version and CRC included.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, h: &mut StreamHeader<T>) {
+        h.set_identity();
+        h.set_flags(if self.lz4 { header::FLAG_LZ4 } else { 0 });
+        h.set_blocks_per_page(self.blocks_per_page);
+        h.set_page_size(self.page_size);
+        h.set_cache_pages(self.cache_pages);
+        h.set_frame_bytes(self.frame_bytes);
+        h.set_delta_threshold(self.delta_threshold);
+        h.set_stream_id(self.stream_id);
+        h.fill_crc();
+    }
+
+    /// Parses and checks a stream header, in the order `docs/FORMAT.md` gives: magic,
+    /// version, length, CRC, reserved bits, then the ranges.
     pub fn from_header(bytes: &[u8]) -> Result<Config> {
-        if bytes.len() < 4 {
-            return Err(Error::Truncated);
-        }
-        if bytes[0..4] != MAGIC {
-            return Err(Error::BadMagic);
-        }
-        if bytes.len() < 5 {
-            return Err(Error::Truncated);
-        }
-        if bytes[4] != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion(bytes[4]));
-        }
-        if bytes.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let u32_at =
-            |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
-        if crc32c(&bytes[..28]) != u32_at(28) {
-            return Err(Error::CrcMismatch);
-        }
-        if bytes[5] & !FLAG_LZ4 != 0 || bytes[7] != 0 {
+        let h = StreamHeader::new_checked(bytes)?;
+        h.check_crc()?;
+        if h.reserved_set() {
             return Err(Error::Malformed("reserved header bits set"));
         }
         let cfg = Config {
-            page_size: u32_at(8),
-            blocks_per_page: bytes[6],
-            cache_pages: u32_at(12),
-            delta_threshold: u32_at(20),
-            frame_bytes: u32_at(16),
-            lz4: bytes[5] & FLAG_LZ4 != 0,
-            stream_id: u32_at(24),
+            page_size: h.page_size(),
+            blocks_per_page: h.blocks_per_page(),
+            cache_pages: h.cache_pages(),
+            delta_threshold: h.delta_threshold(),
+            frame_bytes: h.frame_bytes(),
+            lz4: h.flags() & header::FLAG_LZ4 != 0,
+            stream_id: h.stream_id(),
         };
         cfg.validate()?;
         Ok(cfg)

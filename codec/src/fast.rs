@@ -240,6 +240,86 @@ const fn shift_tables(bytes: usize) -> [[u32; 256]; 4] {
     tables
 }
 
+/// A value moved into caller storage. Besides the fast paths above, the one other use of
+/// `unsafe`, and it buys stack rather than speed: the encoder's LZ4 hash tables live in its
+/// storage, where lz4_flex's no-alloc build would keep one on the stack at every frame
+/// (16 KiB, on a NIC core whose stack budget is 16 KiB). Dropped in place with its holder;
+/// forgetting the holder only leaks the value, as forgetting any value does.
+#[cfg(all(feature = "encoder", not(feature = "safe")))]
+pub struct Placed<'a, T> {
+    value: &'a mut T,
+}
+
+#[cfg(all(feature = "encoder", not(feature = "safe")))]
+impl<T> Placed<'_, T> {
+    /// Moves `make()` to the first address of `storage` aligned for `T`; `None` (and
+    /// `make` not called) when it does not fit. The `safe` build has no twin: its encoder
+    /// lets lz4_flex keep the table on the stack, with the same output.
+    pub fn new(storage: &mut [u8], make: impl FnOnce() -> T) -> Option<Placed<'_, T>> {
+        let pad = storage.as_ptr().align_offset(core::mem::align_of::<T>());
+        let end = pad.checked_add(core::mem::size_of::<T>())?;
+        let slot = storage.get_mut(pad..end)?.as_mut_ptr().cast::<T>();
+        // SAFETY: `slot` is aligned for `T` (align_offset above) and has `size_of::<T>()`
+        // bytes of `storage` behind it (the checked range), which we borrow exclusively for
+        // the life of the result, so nothing else reads or writes them meanwhile. `write`
+        // does not drop the bytes it overwrites (they are no `T`), and the reference handed
+        // out points at the `T` it just wrote.
+        let value = unsafe {
+            slot.write(make());
+            &mut *slot
+        };
+        Some(Placed { value })
+    }
+
+    /// The value.
+    #[inline]
+    pub fn get(&mut self) -> &mut T {
+        self.value
+    }
+}
+
+#[cfg(all(feature = "encoder", not(feature = "safe")))]
+impl<T> Drop for Placed<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: `value` holds the `T` written by `new`, dropped nowhere else: this runs
+        // once, and nothing reads `value` after it.
+        unsafe { core::ptr::drop_in_place(self.value as *mut T) }
+    }
+}
+
+#[cfg(all(test, feature = "encoder", not(feature = "safe")))]
+mod placed_tests {
+    use super::Placed;
+    use core::cell::Cell;
+
+    struct Counted<'c>([u64; 3], &'c Cell<u32>);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.1.set(self.1.get() + 1);
+        }
+    }
+
+    #[test]
+    fn places_aligned_at_any_offset_and_drops_once() {
+        let drops = Cell::new(0);
+        let mut storage = [0u8; 64];
+        for skew in 0..8 {
+            let mut p = Placed::new(&mut storage[skew..], || Counted([7; 3], &drops)).unwrap();
+            assert_eq!(p.get() as *mut Counted as usize % 8, 0);
+            p.get().0[2] = 9;
+            assert_eq!(p.get().0, [7, 7, 9]);
+            drop(p);
+            assert_eq!(drops.get(), skew as u32 + 1);
+        }
+        // too short once aligned: refused, and nothing is made
+        let mut words = [0u64; 3];
+        let bytes: &mut [u8] = bytemuck::bytes_of_mut(&mut words);
+        assert!(Placed::new(&mut bytes[1..9], || -> u64 { unreachable!() }).is_none());
+        let mut p = Placed::new(&mut bytes[1..], || 5u64).unwrap();
+        assert_eq!(*p.get(), 5);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::CRC32C;

@@ -51,32 +51,45 @@
 #![cfg_attr(feature = "safe", forbid(unsafe_code))]
 #![cfg_attr(not(feature = "safe"), deny(unsafe_code))]
 
+// Shared by everything below: word-wise compares, storage carving, the hardware fast paths.
+#[cfg_attr(not(feature = "encoder"), allow(dead_code))]
 mod bytes;
+#[cfg_attr(not(feature = "encoder"), allow(dead_code))]
+mod fast;
+#[cfg(any(feature = "encoder", feature = "xbzrle"))]
+mod storage;
+
+// The page codec: the wire format, its configuration, the cache both ends keep, each end.
+#[cfg(any(feature = "encoder", feature = "decoder"))]
+#[cfg_attr(not(all(feature = "encoder", feature = "decoder")), allow(dead_code))]
 mod cache;
 mod config;
+#[cfg(feature = "decoder")]
 mod decoder;
-pub mod delta;
+#[cfg(feature = "encoder")]
 mod encoder;
 mod error;
-mod fast;
-pub mod frame;
-mod index;
+pub mod wire;
+
+// Beside the page codec, each behind its feature.
+#[cfg(feature = "offload")]
 pub mod offload;
+#[cfg(feature = "policy")]
 pub mod policy;
-mod record;
-mod stats;
-mod storage;
-pub mod varint;
+#[cfg(feature = "xbzrle")]
 pub mod xbzrle;
 
 pub use config::{
-    Config, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE,
-    MIN_PAGE_SIZE, RECORD_OVERHEAD,
+    Config, LZ4_TABLES_STORAGE_MAX, MAX_BLOCKS_PER_PAGE, MAX_CACHE_PAGES, MAX_FRAME_BYTES,
+    MAX_PAGE_SIZE, MIN_PAGE_SIZE, RECORD_OVERHEAD,
 };
-pub use decoder::{Decoder, Sink};
-pub use encoder::{block_hash, Encoder, Features};
+#[cfg(feature = "decoder")]
+pub use decoder::{Decoder, DecoderStats, Sink};
+#[cfg(feature = "encoder")]
+pub use encoder::{block_hash, Encoder, EncoderStats, Features, KindStats};
 pub use error::{Error, Result};
-pub use stats::{DecoderStats, EncoderStats, KindStats};
+pub use wire::frame::FRAME_HEADER_LEN;
+pub use wire::header::{FORMAT_VERSION, HEADER_LEN, MAGIC};
 
 /// CRC-32C (Castagnoli), the checksum of stream headers and frames, in software.
 ///

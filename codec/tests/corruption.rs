@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use pagewire::frame::{FrameHeader, FRAME_HEADER_LEN};
+use pagewire::wire::frame::{FrameHeader, FRAME_HEADER_LEN};
 use pagewire::{crc32c, Config, Error, HEADER_LEN};
 
 fn sample_steps(seed: u64, ps: usize) -> Vec<Step> {

@@ -96,9 +96,9 @@
 
 /**
  * Bytes of encoder storage that do not grow with the configuration (the codec's fixed
- * part and its alignment slack), for PAGEWIRE_ENCODER_STORAGE_BOUND.
+ * part, its alignment slack and LZ4's hash tables), for PAGEWIRE_ENCODER_STORAGE_BOUND.
  */
-#define PAGEWIRE_ENCODER_FIXED_BYTES 64
+#define PAGEWIRE_ENCODER_FIXED_BYTES 33088
 
 /**
  * Encoder storage per cached block, at most (the content index: fewer than 4 entries of

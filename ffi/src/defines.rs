@@ -102,7 +102,7 @@ header_constants! {
     /// Bytes of the stream header that opens every stream.
     pub const PAGEWIRE_HEADER_LEN: usize = pagewire::HEADER_LEN;
     /// Bytes of a frame header: what a reader needs to learn a frame's length.
-    pub const PAGEWIRE_FRAME_HEADER_LEN: usize = pagewire::frame::FRAME_HEADER_LEN;
+    pub const PAGEWIRE_FRAME_HEADER_LEN: usize = pagewire::FRAME_HEADER_LEN;
     /// Wire format version this library writes and reads.
     pub const PAGEWIRE_FORMAT_VERSION: u32 = pagewire::FORMAT_VERSION as u32;
 
@@ -110,8 +110,8 @@ header_constants! {
     /// storage (the `_STORAGE_BOUND` macros use it).
     pub const PAGEWIRE_STATE_OVERHEAD: usize = 512;
     /// Bytes of encoder storage that do not grow with the configuration (the codec's fixed
-    /// part and its alignment slack), for PAGEWIRE_ENCODER_STORAGE_BOUND.
-    pub const PAGEWIRE_ENCODER_FIXED_BYTES: usize = 64;
+    /// part, its alignment slack and LZ4's hash tables), for PAGEWIRE_ENCODER_STORAGE_BOUND.
+    pub const PAGEWIRE_ENCODER_FIXED_BYTES: usize = 64 + pagewire::LZ4_TABLES_STORAGE_MAX;
     /// Encoder storage per cached block, at most (the content index: fewer than 4 entries of
     /// 8 bytes per block, its size rounded up to a power of two), for
     /// PAGEWIRE_ENCODER_STORAGE_BOUND.

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pagewire::frame::FrameHeader;
+use pagewire::wire::frame::FrameHeader;
 use pagewire::HEADER_LEN;
 use pagewire_fuzz::{decode_all, encode, expected, steps, FuzzConfig, PageOp};
 

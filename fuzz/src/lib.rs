@@ -2,7 +2,7 @@
 //! recipes, decoding them into a list of events, and wrapping bodies into valid frames.
 
 use arbitrary::Arbitrary;
-use pagewire::frame::{FrameHeader, FRAME_HEADER_LEN};
+use pagewire::wire::frame::{FrameHeader, FRAME_HEADER_LEN};
 use pagewire::{crc32c, Config, Decoder, Encoder, Features, Sink};
 
 /// What the decoder handed out.

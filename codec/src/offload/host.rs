@@ -11,7 +11,7 @@ use super::layout::{
 };
 use super::shm::Region;
 use super::stats;
-use crate::stats::EncoderStats;
+use crate::encoder::EncoderStats;
 
 /// The host end of a region.
 pub struct Host<'a> {

@@ -24,7 +24,7 @@ mod host;
 pub mod layout;
 mod shm;
 mod stats;
-#[cfg(test)]
+#[cfg(all(test, feature = "decoder"))]
 mod tests;
 
 pub use device::{Device, Poll};

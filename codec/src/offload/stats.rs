@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 
 use super::layout::{ctrl, STATS_WORDS};
 use super::shm::Region;
-use crate::stats::{EncoderStats, KindStats};
+use crate::encoder::{EncoderStats, KindStats};
 
 /// The counters in block order (`docs/OFFLOAD.md`).
 fn to_array(s: &EncoderStats) -> [u64; STATS_WORDS / 2] {

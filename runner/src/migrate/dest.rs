@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use pagewire::frame::FRAME_HEADER_LEN;
+use pagewire::FRAME_HEADER_LEN;
 use pagewire::{Decoder, Sink, HEADER_LEN};
 
 use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU, MAX_BLOB};

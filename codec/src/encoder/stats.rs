@@ -1,4 +1,4 @@
-//! Counters the encoder and decoder keep.
+//! Counters the encoder keeps, by record kind and in total.
 
 /// Pages and record bytes of one record kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,15 +52,4 @@ impl EncoderStats {
     pub fn pages(&self) -> u64 {
         self.zero.pages + self.dup.pages + self.raw.pages + self.delta.pages + self.blocks.pages
     }
-}
-
-/// What the decoder has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct DecoderStats {
-    pub pages: u64,
-    pub frames: u64,
-    pub bytes_in: u64,
-    pub blobs: u64,
-    pub iterations: u64,
 }

@@ -1,11 +1,11 @@
-//! Parsing of the records inside a frame body. Every check a record needs happens here, so
-//! the decoder's validation pass and its apply pass see exactly the same verdicts.
+//! Parsing the records of a frame body. Every check a record needs happens here, so the
+//! decoder's validation pass and its apply pass see exactly the same verdicts.
 
-use crate::cache::slot_for_age;
-use crate::delta;
+use super::{block_ref_target, kinds_len, slot_for_age, unpack_kinds, BlockKind, RecordTag};
+use crate::config::MAX_BLOCKS_PER_PAGE;
 use crate::error::{Error, Result};
-use crate::frame::{block_kind, tag};
-use crate::varint::{self, unzigzag};
+use crate::wire::delta;
+use crate::wire::varint;
 
 /// What a record parser needs to know about the stream so far; advanced record by record.
 #[derive(Clone, Copy)]
@@ -42,7 +42,7 @@ pub enum Record<'b> {
     },
     Blocks {
         pfn: u64,
-        kinds: [u8; 8],
+        kinds: [BlockKind; MAX_BLOCKS_PER_PAGE],
         base_age: Option<u64>,
         payload: &'b [u8],
     },
@@ -79,28 +79,24 @@ fn age(body: &[u8], pos: &mut usize, st: &ParseState) -> Result<u64> {
     Ok(age)
 }
 
-/// Reads block `b`'s item from a BLOCKS payload at `*pos`, checking it fully.
+/// Reads a block's item from a BLOCKS payload at `*pos`, checking it fully.
 pub fn block_item<'b>(
     payload: &'b [u8],
     pos: &mut usize,
-    kind: u8,
+    kind: BlockKind,
     st: &ParseState,
 ) -> Result<BlockItem<'b>> {
     let bs = st.page_size / st.blocks_per_page;
     Ok(match kind {
-        block_kind::ZERO => BlockItem::Zero,
-        block_kind::REF => {
-            let v = varint::get(payload, pos)?;
-            let bpp = st.blocks_per_page as u64;
-            let age = v / bpp + 1;
+        BlockKind::Zero => BlockItem::Zero,
+        BlockKind::Ref => {
+            let r = varint::get(payload, pos)?;
+            let (age, block) = block_ref_target(r, st.blocks_per_page as u64);
             slot_for_age(st.inserted, st.capacity, age)?;
-            BlockItem::Ref {
-                age,
-                block: (v % bpp) as usize,
-            }
+            BlockItem::Ref { age, block }
         }
-        block_kind::LITERAL => BlockItem::Literal(take(payload, pos, bs)?),
-        _ => {
+        BlockKind::Literal => BlockItem::Literal(take(payload, pos, bs)?),
+        BlockKind::Delta => {
             let n = delta::check(&payload[*pos..], bs)?;
             BlockItem::Delta(take(payload, pos, n)?)
         }
@@ -109,73 +105,41 @@ pub fn block_item<'b>(
 
 /// Parses the record at `*pos`, checks it against `st` and advances both.
 pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result<Record<'b>> {
-    let t = *body.get(*pos).ok_or(Error::Truncated)?;
+    let tag = RecordTag::try_from(*body.get(*pos).ok_or(Error::Truncated)?)?;
     *pos += 1;
-    let is_page = matches!(
-        t,
-        tag::ZERO | tag::DUP | tag::RAW | tag::DELTA | tag::PATCH | tag::BLOCKS
-    );
-    let pfn = if is_page {
+    let pfn = if tag.is_page() {
         let code = varint::get(body, pos)?;
-        let pfn = st.next_pfn.wrapping_add(unzigzag(code) as u64);
+        let pfn = st.next_pfn.wrapping_add(varint::unzigzag(code) as u64);
         st.next_pfn = pfn.wrapping_add(1);
         pfn
     } else {
         0
     };
-    let rec = match t {
-        tag::ZERO => Record::Zero { pfn },
-        tag::DUP => Record::Dup {
+    let rec = match tag {
+        RecordTag::Zero => Record::Zero { pfn },
+        RecordTag::Dup => Record::Dup {
             pfn,
             age: age(body, pos, st)?,
         },
-        tag::RAW => Record::Raw {
+        RecordTag::Raw => Record::Raw {
             pfn,
             bytes: take(body, pos, st.page_size)?,
         },
-        tag::DELTA | tag::PATCH => {
+        RecordTag::Delta | RecordTag::Patch => {
             let age = age(body, pos, st)?;
             let n = delta::check(&body[*pos..], st.page_size)?;
             Record::Delta {
                 pfn,
                 age,
                 rle: take(body, pos, n)?,
-                in_place: t == tag::PATCH,
+                in_place: tag == RecordTag::Patch,
             }
         }
-        tag::BLOCKS => {
-            let bpp = st.blocks_per_page;
-            let mut kinds = [0u8; 8];
-            for (b, k) in kinds[..bpp].iter_mut().enumerate() {
-                let byte = *body.get(*pos + b / 4).ok_or(Error::Truncated)?;
-                *k = (byte >> (2 * (b % 4))) & 3;
-            }
-            let packed_len = bpp.div_ceil(4);
-            let last = body[*pos + packed_len - 1];
-            if bpp < 4 && last >> (2 * bpp) != 0 {
-                return Err(Error::Malformed("unused block kind bits set"));
-            }
-            *pos += packed_len;
-            let base_age = if kinds[..bpp].contains(&block_kind::DELTA) {
-                Some(age(body, pos, st)?)
-            } else {
-                None
-            };
-            let start = *pos;
-            for &k in &kinds[..bpp] {
-                block_item(body, pos, k, st)?;
-            }
-            Record::Blocks {
-                pfn,
-                kinds,
-                base_age,
-                payload: &body[start..*pos],
-            }
-        }
-        tag::ITERATION_END => Record::IterationEnd {
+        RecordTag::Blocks => parse_blocks(body, pos, st, pfn)?,
+        RecordTag::IterationEnd => Record::IterationEnd {
             iteration: varint::get(body, pos)?,
         },
-        tag::BLOB => {
+        RecordTag::Blob => {
             let blob_tag = varint::get_max(body, pos, u64::from(u32::MAX))? as u32;
             let len = varint::get_max(body, pos, body.len() as u64)? as usize;
             Record::Blob {
@@ -183,10 +147,9 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
                 data: take(body, pos, len)?,
             }
         }
-        tag::END => Record::End {
+        RecordTag::End => Record::End {
             page_records: varint::get(body, pos)?,
         },
-        _ => return Err(Error::Malformed("unknown record tag")),
     };
     if matches!(
         rec,
@@ -202,9 +165,38 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
     Ok(rec)
 }
 
+/// The rest of a BLOCKS record after its pfn: kinds, the base age when a block is a delta,
+/// then every block's item, each checked.
+fn parse_blocks<'b>(
+    body: &'b [u8],
+    pos: &mut usize,
+    st: &ParseState,
+    pfn: u64,
+) -> Result<Record<'b>> {
+    let bpp = st.blocks_per_page;
+    let kinds = unpack_kinds(body.get(*pos..).unwrap_or(&[]), bpp)?;
+    *pos += kinds_len(bpp);
+    let base_age = if kinds[..bpp].contains(&BlockKind::Delta) {
+        Some(age(body, pos, st)?)
+    } else {
+        None
+    };
+    let start = *pos;
+    for &k in &kinds[..bpp] {
+        block_item(body, pos, k, st)?;
+    }
+    Ok(Record::Blocks {
+        pfn,
+        kinds,
+        base_age,
+        payload: &body[start..*pos],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::record::BodyWriter;
 
     fn st(inserted: u64) -> ParseState {
         ParseState {
@@ -265,7 +257,15 @@ mod tests {
                 payload,
                 ..
             }) => {
-                assert_eq!(&kinds[..4], &[0, 0, 0, 3]);
+                assert_eq!(
+                    &kinds[..4],
+                    &[
+                        BlockKind::Zero,
+                        BlockKind::Zero,
+                        BlockKind::Zero,
+                        BlockKind::Delta
+                    ]
+                );
                 assert_eq!(base_age, Some(1));
                 assert_eq!(payload, &[0x00, 0x01]);
             }
@@ -283,5 +283,43 @@ mod tests {
             parse(&[0x05, 0x00, 0x10], &mut 0, &mut two),
             Err(Error::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_writer_writes_what_the_parser_reads() {
+        let mut buf = [0u8; 64];
+        let mut w = BodyWriter::new(&mut buf);
+        assert!(w.is_empty());
+        assert_eq!(w.page(RecordTag::Zero, varint::zigzag(3)), 0);
+        w.page(RecordTag::Dup, 0);
+        w.varint(1);
+        w.blob(7, b"abc");
+        w.counter(RecordTag::End, 2);
+        assert_eq!(w.room(), 64 - w.len());
+        let body = w.written().to_vec();
+        let mut s = st(1);
+        let mut pos = 0;
+        assert!(matches!(
+            parse(&body, &mut pos, &mut s),
+            Ok(Record::Zero { pfn: 3 })
+        ));
+        assert!(matches!(
+            parse(&body, &mut pos, &mut s),
+            Ok(Record::Dup { pfn: 4, age: 1 })
+        ));
+        assert!(matches!(
+            parse(&body, &mut pos, &mut s),
+            Ok(Record::Blob {
+                tag: 7,
+                data: b"abc"
+            })
+        ));
+        assert!(matches!(
+            parse(&body, &mut pos, &mut s),
+            Ok(Record::End { page_records: 2 })
+        ));
+        assert_eq!(pos, body.len());
+        w.clear();
+        assert!(w.is_empty());
     }
 }

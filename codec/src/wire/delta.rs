@@ -5,10 +5,11 @@
 //! bytes before the run. Every run has `len >= 1`, except the single run `00 01` of an empty
 //! delta. The last run has `last = 1`; bytes after it are unchanged.
 
+use super::varint;
 use crate::bytes::mismatch;
+use crate::config::MAX_BLOCKS_PER_PAGE;
 use crate::error::{Error, Result};
 use crate::fast::diff_mask64;
-use crate::varint;
 
 /// Two runs closer than this many unchanged bytes are merged: a run header costs at least
 /// two bytes, so shorter gaps are cheaper sent as XOR zeros.
@@ -169,11 +170,11 @@ pub struct Bounds {
     /// At most the length of the delta of the whole range (0 when nothing differs).
     pub whole: usize,
     /// At most the length of each piece's own delta (0 for an unchanged piece).
-    pub pieces: [usize; 8],
+    pub pieces: [usize; MAX_BLOCKS_PER_PAGE],
 }
 
 /// Bounds the delta of `new` against `base` and of each of its pieces of `piece` bytes (a
-/// multiple of 64; at most eight pieces are bounded): every byte of a merged run is sent,
+/// multiple of 64; at most `MAX_BLOCKS_PER_PAGE` pieces are bounded): every byte of a merged run is sent,
 /// and every run has a header of at least two bytes. One cheap pass that tells which
 /// deltas cannot fit a limit before any is written.
 pub fn bounds(new: &[u8], base: &[u8], piece: usize) -> Bounds {
@@ -182,7 +183,7 @@ pub fn bounds(new: &[u8], base: &[u8], piece: usize) -> Bounds {
     let per_piece = (piece / 64).max(1);
     let mut b = Bounds {
         whole: 0,
-        pieces: [0; 8],
+        pieces: [0; MAX_BLOCKS_PER_PAGE],
     };
     // the last bit of the previous chunk's filled mask, page-wide and within the piece
     let (mut carry, mut piece_carry) = (0u64, 0u64);

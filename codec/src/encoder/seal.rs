@@ -1,0 +1,45 @@
+//! Sealing: the records of a finished body become one frame, LZ4-compressed where that
+//! saves bytes, with its header and CRC.
+
+use super::Encoder;
+use crate::wire::frame::{Frame, FrameHeader};
+
+impl Encoder<'_> {
+    /// Seals the current body into a frame at the front of `out`; returns its length.
+    pub(super) fn flush(&mut self, out: &mut [u8]) -> usize {
+        if self.body.is_empty() {
+            return 0;
+        }
+        let body = self.body.written();
+        let mut frame = Frame::new_unchecked(out);
+        let mut wire_len = body.len();
+        let mut lz4 = false;
+        if self.lz4 {
+            if let Some(n) = self.lz4_tables.compress(body, frame.body_mut()) {
+                if n < body.len() {
+                    wire_len = n;
+                    lz4 = true;
+                }
+            }
+        }
+        if !lz4 {
+            frame.body_mut()[..wire_len].copy_from_slice(body);
+        }
+        FrameHeader {
+            lz4,
+            stream_id: self.cfg.stream_id,
+            seq: self.frame_seq,
+            wire_len: wire_len as u32,
+            raw_len: body.len() as u32,
+        }
+        .emit(&mut frame);
+        let total = frame.fill_crc();
+        self.stats.frames += 1;
+        self.stats.frames_lz4 += u64::from(lz4);
+        self.stats.bytes_out += total as u64;
+        self.body.clear();
+        self.next_pfn = 0;
+        self.frame_seq = self.frame_seq.wrapping_add(1);
+        total
+    }
+}
