@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::manifest::MANIFEST_FILE;
 use crate::qmp::Qmp;
+use crate::series::MANIFEST_FILE;
 
 /// Page size of captured series (x86 guests).
 pub const PAGE_SIZE: u64 = 4096;

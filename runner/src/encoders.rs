@@ -133,7 +133,7 @@ impl InProcessEncoder {
 
     /// An encoder for `cfg` and `features`.
     pub fn with_features(cfg: Config, features: Features) -> Result<Self> {
-        let storage = crate::replay::zeroed(cfg.encoder_storage_len(), "encoder storage")?;
+        let storage = crate::buffer::zeroed(cfg.encoder_storage_len(), "encoder storage")?;
         let storage = Box::into_raw(storage.into_boxed_slice());
         // SAFETY: `storage` is a live, exclusively owned heap allocation that is freed only
         // in `Drop`, after the encoder that borrows it is gone; the reference is the only

@@ -13,25 +13,24 @@
 //! * [`encoders`], [`offload_host`]: the replay's encoder, in process or the offload
 //!   firmware in its own process over shared memory.
 
+mod buffer;
 pub mod capture;
 pub mod coord;
 pub mod encoders;
 pub mod launch;
 pub mod live;
-pub mod manifest;
 pub mod migrate;
 pub mod net;
 pub mod offload_host;
 pub mod qmp;
 pub mod replay;
 pub mod report;
+pub mod series;
 pub mod settings;
 pub mod simulate;
-pub mod synthetic;
 pub mod vmm;
 
-pub use manifest::{Manifest, SnapshotDir};
-pub use replay::{replay, replay_with, Progress, SnapshotSource, VerifyError};
+pub use replay::{replay, replay_with, Progress, VerifyError};
 pub use report::{Counts, PassReport, ReplayReport};
+pub use series::{Manifest, SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
 pub use settings::CodecSettings;
-pub use synthetic::{SyntheticParams, SyntheticSeries};

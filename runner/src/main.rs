@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pagewire_runner::replay::{replay_with, Progress, SnapshotSource};
+use pagewire_runner::replay::{replay_with, Progress};
 use pagewire_runner::report::PassReport;
+use pagewire_runner::SnapshotSource;
 use pagewire_runner::{CodecSettings, SnapshotDir, SyntheticParams, SyntheticSeries};
 
 mod live_cli;
@@ -244,7 +245,7 @@ fn run_replay(a: &ReplayArgs) -> Result<()> {
                 if ps != d.manifest().page_size {
                     bail!(
                         "--page-size {ps} does not match the series: {} says page_size {}",
-                        dir.join(pagewire_runner::manifest::MANIFEST_FILE).display(),
+                        dir.join(pagewire_runner::series::MANIFEST_FILE).display(),
                         d.manifest().page_size
                     );
                 }

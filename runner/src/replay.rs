@@ -14,67 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use pagewire::{Config, Decoder, EncoderStats, Sink, HEADER_LEN};
 
+use crate::buffer::zeroed;
 use crate::encoders::{EncoderChoice, InProcessEncoder, StreamEncoder};
 use crate::offload_host::FirmwareFailure;
 use crate::report::{ConfigReport, Counts, PassReport, ReplayReport};
-use crate::synthetic::SyntheticSeries;
-
-/// A series of memory snapshots to replay, read in order, at most two held at once.
-pub trait SnapshotSource {
-    /// One line saying what the series is.
-    fn describe(&self) -> String;
-    /// Page size in bytes.
-    fn page_size(&self) -> usize;
-    /// Bytes of memory per snapshot.
-    fn mem_bytes(&self) -> usize;
-    /// Snapshots in the series.
-    fn snapshots(&self) -> usize;
-    /// Time between snapshots, if known.
-    fn interval_ms(&self) -> Option<u64> {
-        None
-    }
-    /// Writes snapshot `i` into `buf` (`mem_bytes` long). Called for i = 0, 1, 2, ... in order.
-    fn read(&mut self, i: usize, buf: &mut [u8]) -> Result<()>;
-}
-
-impl SnapshotSource for SyntheticSeries {
-    fn describe(&self) -> String {
-        let p = self.params();
-        format!(
-            "synthetic workload ({} snapshots of {} MiB)",
-            p.snapshots,
-            p.mem_bytes >> 20
-        )
-    }
-
-    fn page_size(&self) -> usize {
-        self.params().page_size
-    }
-
-    fn mem_bytes(&self) -> usize {
-        self.params().mem_bytes
-    }
-
-    fn snapshots(&self) -> usize {
-        self.len()
-    }
-
-    fn read(&mut self, i: usize, buf: &mut [u8]) -> Result<()> {
-        while self.index() < i {
-            if self.advance().is_none() {
-                bail!("the synthetic series has no snapshot {i}");
-            }
-        }
-        if self.index() != i {
-            bail!(
-                "the synthetic series is at snapshot {}, cannot go back to {i}",
-                self.index()
-            );
-        }
-        buf.copy_from_slice(self.image());
-        Ok(())
-    }
-}
+use crate::series::SnapshotSource;
 
 /// Told how a replay advances (the command line draws a progress bar with it).
 pub trait Progress {
@@ -240,27 +184,6 @@ impl<'a> Receiver<'a> {
         self.pending = data[used..].to_vec();
         Ok(())
     }
-}
-
-/// Allocates `len` zeroed bytes, or says clearly that the machine has not got them. Every
-/// page of the buffer is touched here, so that first-touch page faults do not land in the
-/// timed codec calls.
-pub(crate) fn zeroed(len: usize, what: &str) -> Result<Vec<u8>> {
-    // Probe first: `vec!` aborts the process when an allocation fails.
-    let mut probe: Vec<u8> = Vec::new();
-    probe.try_reserve_exact(len).map_err(|_| {
-        anyhow!(
-            "cannot allocate {what} ({} MiB); lower --cache-mib or use a smaller series",
-            len >> 20
-        )
-    })?;
-    drop(probe);
-    let mut v = vec![0u8; len];
-    for i in (0..len).step_by(4096) {
-        // an opaque store: the compiler cannot drop it as "writing zero to zeroed memory"
-        v[i] = std::hint::black_box(0);
-    }
-    Ok(v)
 }
 
 /// First index where two pfn lists differ.
@@ -518,7 +441,7 @@ fn verify_pass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::SyntheticParams;
+    use crate::series::{SyntheticParams, SyntheticSeries};
 
     /// A source that hands out prepared images.
     struct Images(Vec<Vec<u8>>, usize);

@@ -15,8 +15,9 @@ use pagewire_runner::encoders::{EncoderChoice, InProcessEncoder, StreamEncoder};
 use pagewire_runner::offload_host::{
     FailureKind, FirmwareEncoder, FirmwareFailure, FirmwareOptions,
 };
-use pagewire_runner::replay::{replay_with, Progress, SnapshotSource};
+use pagewire_runner::replay::{replay_with, Progress};
 use pagewire_runner::report::PassReport;
+use pagewire_runner::SnapshotSource;
 use pagewire_runner::{SyntheticParams, SyntheticSeries};
 
 /// A small cache (evictions happen) and small frames (many frames).

@@ -11,9 +11,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::manifest::SnapshotDir;
-use crate::replay::SnapshotSource;
-use crate::synthetic::{SyntheticParams, SyntheticSeries};
+use crate::series::{SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
 
 /// A source of snapshots that can be replayed from the start as often as needed.
 pub trait Workload {

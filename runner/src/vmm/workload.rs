@@ -20,7 +20,7 @@ use anyhow::Result;
 use super::layout;
 use super::memory::{GuestMemory, PAGE_SIZE};
 use super::program::off;
-use crate::synthetic::{SplitMix64, SyntheticParams, SyntheticSeries};
+use crate::series::{SplitMix64, SyntheticParams, SyntheticSeries};
 
 /// Rounds per second the VMM lets each vCPU run.
 pub const TICK_HZ: u64 = 100;
