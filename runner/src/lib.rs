@@ -10,7 +10,7 @@
 //! * [`report`]: the measurements, as a table and as JSON;
 //! * [`qmp`], [`capture`], [`launch`]: `pagewire trace capture`, snapshot series of a real
 //!   QEMU guest through QMP.
-//! * [`encoders`], [`offload_host`]: the replay's encoder, in process or the offload
+//! * [`encoders`]: the stream encoders, in process or the offload
 //!   firmware in its own process over shared memory.
 
 mod buffer;
@@ -21,7 +21,6 @@ pub mod launch;
 pub mod live;
 pub mod migrate;
 pub mod net;
-pub mod offload_host;
 pub mod qmp;
 pub mod replay;
 pub mod report;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pagewire_runner::coord::{self, GroupGate};
-use pagewire_runner::encoders::{EncoderArgs, EncoderChoice};
+use pagewire_runner::encoders::EncoderChoice;
+
+use crate::cli::encoder::EncoderArgs;
 use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{
     parse_policy, Codec, Compression, DestOptions, Gate, MigrationReport, SourceOptions,

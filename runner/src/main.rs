@@ -11,6 +11,7 @@ use pagewire_runner::report::PassReport;
 use pagewire_runner::SnapshotSource;
 use pagewire_runner::{CodecSettings, SnapshotDir, SyntheticParams, SyntheticSeries};
 
+mod cli;
 mod live_cli;
 mod trace_cli;
 
@@ -88,7 +89,7 @@ struct ReplayArgs {
     seed: u64,
 
     #[command(flatten)]
-    encoder: pagewire_runner::encoders::EncoderArgs,
+    encoder: cli::encoder::EncoderArgs,
 }
 
 #[derive(Args)]

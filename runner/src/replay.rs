@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use pagewire::{Config, Decoder, EncoderStats, Sink, HEADER_LEN};
 
 use crate::buffer::zeroed;
+use crate::encoders::FirmwareFailure;
 use crate::encoders::{EncoderChoice, InProcessEncoder, StreamEncoder};
-use crate::offload_host::FirmwareFailure;
 use crate::report::{ConfigReport, Counts, PassReport, ReplayReport};
 use crate::series::SnapshotSource;
 

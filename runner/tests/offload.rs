@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use common::firmware;
 
 use pagewire::{Config, EncoderStats};
-use pagewire_runner::encoders::{EncoderChoice, InProcessEncoder, StreamEncoder};
-use pagewire_runner::offload_host::{
-    FailureKind, FirmwareEncoder, FirmwareFailure, FirmwareOptions,
+use pagewire_runner::encoders::{
+    EncoderChoice, FailureKind, FirmwareEncoder, FirmwareFailure, FirmwareOptions,
+    InProcessEncoder, StreamEncoder,
 };
 use pagewire_runner::replay::{replay_with, Progress};
 use pagewire_runner::report::PassReport;

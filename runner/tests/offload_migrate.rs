@@ -10,11 +10,10 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 use pagewire::{Config, Decoder, Encoder, Features, Sink, HEADER_LEN};
-use pagewire_runner::encoders::EncoderChoice;
+use pagewire_runner::encoders::{EncoderChoice, FirmwareOptions};
 use pagewire_runner::migrate::{
     migrate_in, migrate_out, Codec, DestOptions, NoProgress, Policy, SourceOptions,
 };
-use pagewire_runner::offload_host::FirmwareOptions;
 use pagewire_runner::vmm::GuestWorkload;
 
 /// What a decoder hands out, in order: exactly the calls an encoder got.
