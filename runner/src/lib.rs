@@ -7,7 +7,7 @@
 //! * [`synthetic`]: a deterministic synthetic workload, for machines without traces;
 //! * [`settings`]: command-line codec settings to [`pagewire::Config`];
 //! * [`replay`]: the replay and its verification;
-//! * [`report`]: the measurements, as a table and as JSON;
+//! * [`replay::report`]: the measurements, as a table and as JSON;
 //! * [`qmp`], [`capture`], [`launch`]: `pagewire trace capture`, snapshot series of a real
 //!   QEMU guest through QMP.
 //! * [`encoders`]: the stream encoders, in process or the offload
@@ -23,13 +23,12 @@ pub mod migrate;
 pub mod net;
 pub mod qmp;
 pub mod replay;
-pub mod report;
 pub mod series;
 pub mod settings;
 pub mod simulate;
 pub mod vmm;
 
-pub use replay::{replay, replay_with, Progress, VerifyError};
-pub use report::{Counts, PassReport, ReplayReport};
+pub use replay::{replay, replay_with, ReplayProgress, VerifyError};
+pub use replay::{Counts, PassReport, ReplayReport};
 pub use series::{Manifest, SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
 pub use settings::CodecSettings;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pagewire_runner::replay::{replay_with, Progress};
-use pagewire_runner::report::PassReport;
+use pagewire_runner::replay::{replay_with, ReplayProgress};
+use pagewire_runner::PassReport;
 use pagewire_runner::SnapshotSource;
 use pagewire_runner::{CodecSettings, SnapshotDir, SyntheticParams, SyntheticSeries};
 
@@ -220,7 +220,7 @@ fn run_simulate(a: &SimulateArgs) -> Result<()> {
 /// Draws a progress bar over the passes on stderr (hidden when stderr is not a terminal).
 struct Bar(ProgressBar);
 
-impl Progress for Bar {
+impl ReplayProgress for Bar {
     fn pass_started(&mut self, pass: usize, passes: usize, pages: usize) {
         self.0.set_length(passes as u64);
         self.0.set_message(format!("pass {pass}: {pages} pages"));

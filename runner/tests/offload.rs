@@ -15,8 +15,8 @@ use pagewire_runner::encoders::{
     EncoderChoice, FailureKind, FirmwareEncoder, FirmwareFailure, FirmwareOptions,
     InProcessEncoder, StreamEncoder,
 };
-use pagewire_runner::replay::{replay_with, Progress};
-use pagewire_runner::report::PassReport;
+use pagewire_runner::replay::{replay_with, ReplayProgress};
+use pagewire_runner::PassReport;
 use pagewire_runner::SnapshotSource;
 use pagewire_runner::{SyntheticParams, SyntheticSeries};
 
@@ -104,7 +104,7 @@ fn firmware_stream_is_byte_identical_to_the_in_process_stream() {
 #[derive(Default)]
 struct Record(Vec<(usize, String)>);
 
-impl Progress for Record {
+impl ReplayProgress for Record {
     fn fell_back(&mut self, pass: usize, why: &str) {
         self.0.push((pass, why.to_string()));
     }
