@@ -8,24 +8,22 @@
 //! * [`settings`]: command-line codec settings to [`pagewire::Config`];
 //! * [`replay`]: the replay and its verification;
 //! * [`replay::report`]: the measurements, as a table and as JSON;
-//! * [`qmp`], [`capture`], [`launch`]: `pagewire trace capture`, snapshot series of a real
+//! * [`trace`]: `pagewire trace capture`, snapshot series of a real
 //!   QEMU guest through QMP.
 //! * [`encoders`]: the stream encoders, in process or the offload
 //!   firmware in its own process over shared memory.
 
 mod buffer;
-pub mod capture;
-pub mod coord;
 pub mod encoders;
-pub mod launch;
 pub mod live;
 pub mod migrate;
 pub mod net;
-pub mod qmp;
 pub mod replay;
 pub mod series;
 pub mod settings;
 pub mod simulate;
+pub mod trace;
+pub mod units;
 pub mod vmm;
 
 pub use replay::{replay, replay_with, ReplayProgress, VerifyError};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pagewire_runner::coord::{self, GroupGate};
 use pagewire_runner::encoders::EncoderChoice;
+use pagewire_runner::net::coord::{self, GroupGate};
 
 use crate::cli::encoder::EncoderArgs;
 use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};

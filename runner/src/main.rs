@@ -136,13 +136,14 @@ struct SimulateArgs {
 }
 
 fn run_simulate(a: &SimulateArgs) -> Result<()> {
-    use pagewire_runner::simulate::{self, link, plot, workload, Builtin, Link, SimOptions};
+    use pagewire_runner::simulate::{self, plot, workload, Builtin, Link, SimOptions};
+    use pagewire_runner::units::{parse_bandwidth, parse_duration};
     if a.window_mib.is_nan() || a.window_mib <= 0.0 {
         bail!("--window-mib must be positive");
     }
     let link = Link {
-        bytes_per_s: link::parse_bandwidth(&a.bandwidth)?,
-        rtt_s: link::parse_duration(&a.rtt)?,
+        bytes_per_s: parse_bandwidth(&a.bandwidth)?,
+        rtt_s: parse_duration(&a.rtt)?,
         window_bytes: a.window_mib * (1u64 << 20) as f64,
     };
     let builtins: Vec<Builtin> = if a.workloads.is_empty() {

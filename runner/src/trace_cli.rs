@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pagewire_runner::capture::{capture, CaptureOptions, CaptureProgress};
-use pagewire_runner::launch::LaunchedQemu;
-use pagewire_runner::qmp::{self, Qmp, QmpAddr};
+use pagewire_runner::trace::capture::{capture, CaptureOptions, CaptureProgress};
+use pagewire_runner::trace::launch::LaunchedQemu;
+use pagewire_runner::trace::qmp::{self, Qmp, QmpAddr};
 
 #[derive(Args)]
 pub struct TraceArgs {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use pagewire_runner::coord::{self, GroupGate};
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{DestOptions, Gate, MigrationReport, NoProgress, SourceOptions};
+use pagewire_runner::net::coord::{self, GroupGate};
 use pagewire_runner::net::Shape;
 use pagewire_runner::vmm::GuestWorkload;
 

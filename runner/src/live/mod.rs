@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use pagewire::policy::{Decision, IterationReport};
 use serde::Serialize;
 
 use crate::migrate::{
     self, migrate_in, migrate_out, DestOptions, Gate, MigrationReport, Progress, SourceOptions,
 };
+use crate::net::coord::GroupGate;
 use crate::net::{tls, Link, Shape, ShapedStream};
 use crate::vmm::{GuestSpec, Vm};
 
@@ -44,6 +46,13 @@ pub fn boot_guest(g: &GuestConfig) -> Result<Vm> {
         anyhow::bail!("the guest failed: {e}");
     }
     Ok(vm)
+}
+
+/// A Synchronized Arrival group has its say through the coordinator.
+impl Gate for GroupGate {
+    fn decide(&mut self, own: Decision, r: &IterationReport) -> Result<(Decision, &'static str)> {
+        GroupGate::decide(self, own, r)
+    }
 }
 
 /// Where and how to send.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::qmp::Qmp;
+use super::qmp::Qmp;
 use crate::series::MANIFEST_FILE;
 
 /// Page size of captured series (x86 guests).
