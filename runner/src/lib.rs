@@ -25,8 +25,10 @@ pub mod simulate;
 pub mod trace;
 pub mod units;
 pub mod vmm;
+pub mod workload;
 
 pub use replay::{replay, replay_with, ReplayProgress, VerifyError};
 pub use replay::{Counts, PassReport, ReplayReport};
 pub use series::{Manifest, SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
 pub use settings::CodecSettings;
+pub use workload::Workload;

@@ -16,8 +16,9 @@ use pagewire_runner::migrate::{
     parse_policy, Codec, Compression, DestOptions, Gate, MigrationReport, SourceOptions,
 };
 use pagewire_runner::net::{tls, Shape};
-use pagewire_runner::vmm::{GuestSpec, GuestWorkload};
+use pagewire_runner::vmm::GuestSpec;
 use pagewire_runner::CodecSettings;
+use pagewire_runner::Workload;
 
 /// The guest and migration settings `send` and `demo` share.
 #[derive(Args, Clone)]
@@ -63,7 +64,7 @@ impl SourceArgs {
             bail!("--warmup must be a non-negative number of seconds");
         }
         Ok(GuestConfig {
-            spec: GuestSpec::new(GuestWorkload::parse(&self.workload)?, self.seed),
+            spec: GuestSpec::new(Workload::parse(&self.workload)?, self.seed),
             mem_mib: self.mem_mib,
             vcpus: self.vcpus,
             warmup: Duration::from_secs_f64(self.warmup),

@@ -136,8 +136,9 @@ struct SimulateArgs {
 }
 
 fn run_simulate(a: &SimulateArgs) -> Result<()> {
-    use pagewire_runner::simulate::{self, plot, workload, Builtin, Link, SimOptions};
+    use pagewire_runner::simulate::{self, plot, timeline, Link, SimOptions};
     use pagewire_runner::units::{parse_bandwidth, parse_duration};
+    use pagewire_runner::Workload;
     if a.window_mib.is_nan() || a.window_mib <= 0.0 {
         bail!("--window-mib must be positive");
     }
@@ -146,17 +147,17 @@ fn run_simulate(a: &SimulateArgs) -> Result<()> {
         rtt_s: parse_duration(&a.rtt)?,
         window_bytes: a.window_mib * (1u64 << 20) as f64,
     };
-    let builtins: Vec<Builtin> = if a.workloads.is_empty() {
-        Builtin::ALL.to_vec()
+    let builtins: Vec<Workload> = if a.workloads.is_empty() {
+        Workload::ALL.to_vec()
     } else {
         a.workloads
             .iter()
-            .map(|n| Builtin::parse(n))
+            .map(|n| Workload::parse(n))
             .collect::<Result<_>>()?
     };
     let mem_bytes =
         usize::try_from(a.mem_mib.saturating_mul(1 << 20)).context("--mem-mib is too large")?;
-    let mut workloads = workload::open(a.dir.as_deref(), &builtins, mem_bytes, a.seed)?;
+    let mut workloads = timeline::open(a.dir.as_deref(), &builtins, mem_bytes, a.seed)?;
     let page_size = workloads.first().map_or(4096, |w| w.page_size());
     let settings = CodecSettings {
         cache_mib: a.cache_mib,
@@ -164,20 +165,20 @@ fn run_simulate(a: &SimulateArgs) -> Result<()> {
     };
     let codec = settings.config(page_size)?;
     // The group: a web tier half the size of the database tier it serves (or of the trace).
-    let mut group: Vec<Box<dyn workload::Workload>> = Vec::new();
+    let mut group: Vec<Box<dyn timeline::Timeline>> = Vec::new();
     if !a.no_group {
         let big = workloads.first().map_or(mem_bytes, |w| w.mem_bytes());
         let page = 1usize << 20;
         let half = (big / 2 / page).max(1) * page;
-        group.push(Box::new(simulate::SyntheticWorkload::new(
-            Builtin::HotSet,
+        group.push(Box::new(simulate::SyntheticTimeline::new(
+            Workload::HotSet,
             half,
             a.seed + 1,
         )?));
         match &a.dir {
-            Some(d) => group.push(Box::new(simulate::SnapshotWorkload::open(d)?)),
-            None => group.push(Box::new(simulate::SyntheticWorkload::new(
-                Builtin::Database,
+            Some(d) => group.push(Box::new(simulate::SnapshotTimeline::open(d)?)),
+            None => group.push(Box::new(simulate::SyntheticTimeline::new(
+                Workload::Database,
                 big,
                 a.seed,
             )?)),

@@ -11,9 +11,9 @@ use pagewire_runner::migrate::wire::{read_message, DestMessage, Reply};
 use pagewire_runner::migrate::{
     migrate_in, migrate_out, Codec, Compression, DestOptions, NoProgress, Policy, SourceOptions,
 };
-use pagewire_runner::vmm::GuestWorkload;
+use pagewire_runner::Workload;
 
-fn migrate(w: GuestWorkload, vcpus: usize, codec: Codec, policy: Policy) {
+fn migrate(w: Workload, vcpus: usize, codec: Codec, policy: Policy) {
     let mut vm = running_vm(64, vcpus, w, 3);
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
@@ -43,7 +43,7 @@ fn hot_set_guest_migrates_over_a_socket_pair() {
     if !kvm_or_skip() {
         return;
     }
-    migrate(GuestWorkload::HotSet, 1, Codec::On, Policy::SmartStop);
+    migrate(Workload::HotSet, 1, Codec::On, Policy::SmartStop);
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn two_vcpu_database_guest_migrates_without_the_codec_under_xen_classic() {
     if !kvm_or_skip() {
         return;
     }
-    migrate(GuestWorkload::Database, 2, Codec::Off, Policy::XenClassic);
+    migrate(Workload::Database, 2, Codec::Off, Policy::XenClassic);
 }
 
 /// A link that plays back a recorded stream and swallows the reply.
@@ -78,7 +78,7 @@ impl std::io::Write for Playback {
 
 /// Records a whole migration stream of a small idle guest (migrated for real).
 fn recorded_stream() -> Vec<u8> {
-    let mut vm = running_vm(16, 1, GuestWorkload::Idle, 5);
+    let mut vm = running_vm(16, 1, Workload::Idle, 5);
     let (a, mut b) = UnixStream::pair().unwrap();
     let dest = std::thread::spawn(move || {
         migrate_in(&mut b, &DestOptions::default()).map(|mut a| a.vm.pause().unwrap())
@@ -155,7 +155,7 @@ fn automatic_compression_follows_its_rule_on_the_measured_windows() {
         return;
     }
     // unshaped socket: much of the first pass is spent in the encoder
-    let mut vm = running_vm(128, 1, GuestWorkload::Database, 22);
+    let mut vm = running_vm(128, 1, Workload::Database, 22);
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
     let opts = SourceOptions::default();

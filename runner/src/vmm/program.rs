@@ -1,7 +1,7 @@
 //! The guest program: x86-64 user-mode machine code, generated with [`super::asm`].
 //!
 //! One program serves every workload; a descriptor in the vCPU's state page (written by the
-//! VMM at boot, see [`super::workload`]) says which pages it writes, how and how fast.
+//! VMM at boot) says which pages it writes, how and how fast.
 //!
 //! What it does, per vCPU:
 //!
