@@ -9,11 +9,13 @@ mod common;
 use std::os::unix::net::UnixStream;
 
 use common::*;
+use pagewire::policy::PolicyKind;
 use pagewire::{Config, Decoder, Encoder, Features, Sink, HEADER_LEN};
 use pagewire_runner::encoders::{EncoderChoice, FirmwareOptions};
 use pagewire_runner::migrate::{
-    migrate_in, migrate_out, Codec, DestOptions, NoProgress, Policy, SourceOptions,
+    migrate_in, migrate_out, Codec, DestOptions, NoProgress, SourceOptions,
 };
+use pagewire_runner::vmm::Vmm;
 use pagewire_runner::Workload;
 
 /// What a decoder hands out, in order: exactly the calls an encoder got.
@@ -95,10 +97,10 @@ fn the_firmware_encodes_a_live_migration_and_writes_the_in_process_stream() {
     };
     let mut vm = running_vm(64, 2, Workload::HotSet, 11);
     let (a, mut b) = UnixStream::pair().unwrap();
-    let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
+    let dest = std::thread::spawn(move || migrate_in(&mut b, &Vmm, &DestOptions::default()));
     let opts = SourceOptions {
         codec: Codec::On,
-        policy: Policy::SmartStop,
+        policy: PolicyKind::SmartStop,
         label: "hot-set".into(),
         encoder,
         ..SourceOptions::default()
@@ -141,7 +143,7 @@ fn a_firmware_crash_fails_the_migration_and_the_source_keeps_running() {
     };
     let mut vm = running_vm(64, 1, Workload::Database, 12);
     let (mut a, mut b) = UnixStream::pair().unwrap();
-    let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
+    let dest = std::thread::spawn(move || migrate_in(&mut b, &Vmm, &DestOptions::default()));
     let opts = SourceOptions {
         encoder,
         ..SourceOptions::default()

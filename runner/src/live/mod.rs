@@ -13,11 +13,12 @@ use pagewire::policy::{Decision, IterationReport};
 use serde::Serialize;
 
 use crate::migrate::{
-    self, migrate_in, migrate_out, DestOptions, Gate, MigrationReport, Progress, SourceOptions,
+    self, migrate_in, migrate_out, DestOptions, Gate, MigrationProgress, MigrationReport,
+    SourceGuest, SourceOptions,
 };
 use crate::net::coord::GroupGate;
 use crate::net::{tls, Link, Shape, ShapedStream};
-use crate::vmm::{GuestSpec, Vm};
+use crate::vmm::{GuestSpec, Vm, Vmm};
 
 /// The guest a `send` boots and migrates.
 #[derive(Debug, Clone, Copy)]
@@ -70,10 +71,10 @@ pub struct SendConfig {
 
 /// Connects to the destination and migrates `vm`. On error the source VM runs.
 pub fn send_vm(
-    vm: &mut Vm,
+    vm: &mut dyn SourceGuest,
     cfg: &SendConfig,
     gate: Option<&mut dyn Gate>,
-    progress: &mut dyn Progress,
+    progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
     let tcp = TcpStream::connect(&cfg.to)
         .with_context(|| format!("connecting to the destination {}", cfg.to))?;
@@ -108,7 +109,7 @@ pub struct Received {
     /// Guest memory.
     pub mem_bytes: u64,
     /// The reply sent to the source (downtime etc.).
-    pub reply: migrate::wire::Reply,
+    pub reply: migrate::session::Reply,
     /// Pre-copy iterations in the stream.
     pub iterations: u64,
     /// Heartbeats heard from the guest at the destination.
@@ -128,7 +129,7 @@ pub fn receive_one(listener: &TcpListener, cfg: &ReceiveConfig) -> Result<Receiv
         Some(t) => Box::new(tls::accept(tcp, t.clone())?),
         None => Box::new(tcp),
     };
-    let arrived = migrate_in(&mut link, &cfg.dest)?;
+    let arrived = migrate_in(&mut link, &Vmm, &cfg.dest)?;
     drop(link);
     let mut vm = arrived.vm;
     let t = Instant::now();

@@ -2,7 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::migrate::{IterationRow, Progress};
+use crate::migrate::{IterationRow, MigrationProgress};
 
 /// One bar per iteration: pages of the iteration sent so far.
 pub struct Bar {
@@ -33,7 +33,7 @@ impl Bar {
     }
 }
 
-impl Progress for Bar {
+impl MigrationProgress for Bar {
     fn iteration_started(&mut self, iteration: u32, pages: u64) {
         self.bar.set_length(pages);
         self.bar.set_position(0);

@@ -7,6 +7,7 @@
 //! * [`memory`]: the guest memory mapping;
 //! * [`program`]: the guest program and its port protocol;
 //! * [`boot`]: what a fresh guest boots with: vCPU descriptors, the initial memory image;
+//! * [`migration`]: the VM as the migration engine's guest, at either end;
 //! * [`state`]: vCPU state as a blob for the migration stream;
 //! * [`vcpu`]: vCPU threads, pacing, stopping with `immediate_exit` + a signal;
 //! * [`vm`]: the VM itself.
@@ -15,6 +16,7 @@ pub mod asm;
 pub mod boot;
 pub mod layout;
 pub mod memory;
+pub mod migration;
 pub mod program;
 pub mod state;
 pub mod vcpu;
@@ -22,5 +24,6 @@ pub mod vm;
 
 pub use boot::GuestSpec;
 pub use memory::{GuestMemory, PAGE_SIZE};
+pub use migration::Vmm;
 pub use state::VcpuState;
 pub use vm::{kvm_available, Vm};
