@@ -136,13 +136,13 @@ struct SimulateArgs {
 }
 
 fn run_simulate(a: &SimulateArgs) -> Result<()> {
-    use pagewire_runner::simulate::{self, plot, timeline, Link, SimOptions};
+    use pagewire_runner::simulate::{self, plot, timeline, LinkModel, SimOptions};
     use pagewire_runner::units::{parse_bandwidth, parse_duration};
     use pagewire_runner::Workload;
     if a.window_mib.is_nan() || a.window_mib <= 0.0 {
         bail!("--window-mib must be positive");
     }
-    let link = Link {
+    let link = LinkModel {
         bytes_per_s: parse_bandwidth(&a.bandwidth)?,
         rtt_s: parse_duration(&a.rtt)?,
         window_bytes: a.window_mib * (1u64 << 20) as f64,
@@ -164,26 +164,11 @@ fn run_simulate(a: &SimulateArgs) -> Result<()> {
         ..CodecSettings::default()
     };
     let codec = settings.config(page_size)?;
-    // The group: a web tier half the size of the database tier it serves (or of the trace).
-    let mut group: Vec<Box<dyn timeline::Timeline>> = Vec::new();
-    if !a.no_group {
-        let big = workloads.first().map_or(mem_bytes, |w| w.mem_bytes());
-        let page = 1usize << 20;
-        let half = (big / 2 / page).max(1) * page;
-        group.push(Box::new(simulate::SyntheticTimeline::new(
-            Workload::HotSet,
-            half,
-            a.seed + 1,
-        )?));
-        match &a.dir {
-            Some(d) => group.push(Box::new(simulate::SnapshotTimeline::open(d)?)),
-            None => group.push(Box::new(simulate::SyntheticTimeline::new(
-                Workload::Database,
-                big,
-                a.seed,
-            )?)),
-        }
-    }
+    let mut group = if a.no_group {
+        Vec::new()
+    } else {
+        timeline::group(a.dir.as_deref(), &workloads, mem_bytes, a.seed)?
+    };
     let opts = SimOptions {
         link,
         codec,

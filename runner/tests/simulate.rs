@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Result;
-use pagewire::policy::{Decision, IterationReport, StopPolicy};
+use pagewire::policy::{Decision, IterationReport, PolicyKind, StopPolicy};
 use pagewire::Config;
 use pagewire_runner::simulate::guest::Guest;
 use pagewire_runner::simulate::{
-    run_group, run_one, CodecMode, Link, Migration, PolicyKind, Sender, SimOptions,
-    SyntheticTimeline, Timeline,
+    run_group, run_one, CodecMode, LinkModel, Migration, Sender, SimOptions, SyntheticTimeline,
+    Timeline,
 };
 use pagewire_runner::Workload;
 
@@ -56,8 +56,8 @@ impl Timeline for Toy {
     }
 }
 
-fn link() -> Link {
-    Link {
+fn link() -> LinkModel {
+    LinkModel {
         bytes_per_s: 1e6,
         rtt_s: 0.01,
         window_bytes: 1e9,
@@ -130,7 +130,7 @@ fn migration_time_and_downtime_follow_the_bytes() {
 
 fn small_opts() -> SimOptions {
     SimOptions {
-        link: Link {
+        link: LinkModel {
             bytes_per_s: 2e6,
             rtt_s: 0.02,
             window_bytes: 4.0 * 1048576.0,
@@ -279,7 +279,7 @@ fn real_trace_simulates() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut w = pagewire_runner::simulate::SnapshotTimeline::open(dir.path()).unwrap();
     let opts = SimOptions {
-        link: Link {
+        link: LinkModel {
             bytes_per_s: 12.5e6,
             rtt_s: 0.02,
             window_bytes: 4.0 * 1048576.0,

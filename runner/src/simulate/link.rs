@@ -2,7 +2,7 @@
 
 /// A WAN link as the simulator sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Link {
+pub struct LinkModel {
     /// Line rate in bytes per second.
     pub bytes_per_s: f64,
     /// Round-trip time in seconds.
@@ -11,7 +11,7 @@ pub struct Link {
     pub window_bytes: f64,
 }
 
-impl Link {
+impl LinkModel {
     /// Throughput one stream gets: the line rate, or less when the window cannot fill a
     /// round trip.
     pub fn throughput(&self) -> f64 {
@@ -23,8 +23,8 @@ impl Link {
     }
 
     /// The same link shared equally by `n` streams.
-    pub fn share(&self, n: usize) -> Link {
-        Link {
+    pub fn share(&self, n: usize) -> LinkModel {
+        LinkModel {
             bytes_per_s: self.bytes_per_s / n.max(1) as f64,
             window_bytes: self.window_bytes,
             ..*self
@@ -38,7 +38,7 @@ mod tests {
 
     #[test]
     fn window_caps_throughput() {
-        let l = Link {
+        let l = LinkModel {
             bytes_per_s: 125e6,
             rtt_s: 0.1,
             window_bytes: 4.0 * 1024.0 * 1024.0,

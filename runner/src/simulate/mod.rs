@@ -13,11 +13,11 @@ pub mod timeline;
 use anyhow::Result;
 use pagewire::policy::{AnyPolicy, PolicyParams, SmartStop, StopPolicy, SynchronizedArrival};
 
-pub use pagewire::policy::PolicyKind;
+use pagewire::policy::PolicyKind;
 use pagewire::Config;
 
-pub use link::Link;
-pub use migration::{IterationRow, Migration, RunResult};
+pub use link::LinkModel;
+pub use migration::{Migration, RunResult, SimIteration};
 pub use report::{GroupMember, GroupRun, Row, SimReport};
 pub use sender::{CodecMode, Sender};
 pub use timeline::{SnapshotTimeline, SyntheticTimeline, Timeline};
@@ -27,7 +27,7 @@ use guest::Guest;
 /// Everything a simulation run needs besides the workload.
 #[derive(Debug, Clone, Copy)]
 pub struct SimOptions {
-    pub link: Link,
+    pub link: LinkModel,
     /// Codec configuration for the codec settings that use pagewire.
     pub codec: Config,
     /// Smart Stop's window.

@@ -249,3 +249,24 @@ pub fn open(
             .collect(),
     }
 }
+
+/// The Synchronized Arrival group: a web tier half the size of the database tier it serves.
+/// The database tier is the snapshot series at `dir`, or the built-in database as large as
+/// the first of `timelines` (`mem_bytes` when there is none).
+pub fn group(
+    dir: Option<&Path>,
+    timelines: &[Box<dyn Timeline>],
+    mem_bytes: usize,
+    seed: u64,
+) -> Result<Vec<Box<dyn Timeline>>> {
+    let big = timelines.first().map_or(mem_bytes, |w| w.mem_bytes());
+    let page = 1usize << 20;
+    let half = (big / 2 / page).max(1) * page;
+    let web: Box<dyn Timeline> =
+        Box::new(SyntheticTimeline::new(Workload::HotSet, half, seed + 1)?);
+    let db: Box<dyn Timeline> = match dir {
+        Some(d) => Box::new(SnapshotTimeline::open(d)?),
+        None => Box::new(SyntheticTimeline::new(Workload::Database, big, seed)?),
+    };
+    Ok(vec![web, db])
+}
