@@ -13,7 +13,7 @@
 //!
 //! Rates are in pages per second relative to memory size, so a larger guest dirties
 //! proportionally more, as the simulator's workloads do. The VMM paces rounds at
-//! [`TICK_HZ`](super::vcpu::TICK_HZ); the guest's writes are fully determined by the seed.
+//! [`TICK_HZ`]; the guest's writes are fully determined by the seed.
 
 use anyhow::Result;
 
