@@ -1,37 +1,44 @@
-//! pagewire's std side. For now: `pagewire replay`, which streams a series of guest memory
-//! snapshots through the codec's encoder and decoder in one process, verifies that the
-//! destination ends up with exactly the source's memory after every pass, and reports bytes
-//! on the wire and codec speed.
+//! pagewire's std side: the runner. It migrates real KVM guests live between hosts through
+//! the codec (`pagewire send`, `receive`, `demo`, with a Synchronized Arrival coordinator),
+//! replays memory snapshot series through the encoder and the decoder to measure the codec
+//! alone (`replay`), simulates pre-copy migration over modelled WAN links (`simulate`), and
+//! records real memory traces of QEMU guests (`trace capture`). The command line itself is
+//! the binary's (`src/cli/`); this library holds everything below it, in layers that
+//! depend only downwards:
 //!
-//! * [`manifest`]: the snapshot series folder (`manifest.json` + raw snapshots);
-//! * [`synthetic`]: a deterministic synthetic workload, for machines without traces;
-//! * [`settings`]: command-line codec settings to [`pagewire::Config`];
-//! * [`replay`]: the replay and its verification;
-//! * [`report`]: the measurements, as a table and as JSON;
-//! * [`qmp`], [`capture`], [`launch`]: `pagewire trace capture`, snapshot series of a real
-//!   QEMU guest through QMP.
-//! * [`encoders`], [`offload_host`]: the replay's encoder, in process or the offload
-//!   firmware in its own process over shared memory.
+//! * [`live`]: send, receive and demo: a booted guest, the network and the engine together;
+//! * [`migrate`]: the migration engine: pre-copy, stop policy, stop-and-copy, the session
+//!   protocol, and a destination that starts only a verified guest; it drives any guest
+//!   through the traits of [`migrate::guest`];
+//! * [`vmm`]: our KVM VMM, the guest the engine drives today;
+//! * [`net`]: links, WAN shaping, mutual TLS and the Synchronized Arrival coordinator;
+//! * [`replay`](mod@replay): a snapshot series through an encoder and a decoder, verified page by page;
+//! * [`simulate`]: pre-copy migration modelled over a WAN link, every policy and codec
+//!   setting;
+//! * [`trace`]: snapshot series of a running QEMU guest, through QMP;
+//! * [`encoders`]: the stream encoders, in process or the offload firmware in its own
+//!   process;
+//! * [`series`]: snapshot series, from a folder or the synthetic generator;
+//! * shared by several layers: [`settings`] (codec settings and stages), [`workload`] (the
+//!   built-in workloads by name), [`units`] (bandwidths and durations as people write
+//!   them).
 
-pub mod capture;
-pub mod coord;
+mod buffer;
 pub mod encoders;
-pub mod launch;
 pub mod live;
-pub mod manifest;
 pub mod migrate;
 pub mod net;
-pub mod offload_host;
-pub mod qmp;
 pub mod replay;
-pub mod report;
+pub mod series;
 pub mod settings;
 pub mod simulate;
-pub mod synthetic;
+pub mod trace;
+pub mod units;
 pub mod vmm;
+pub mod workload;
 
-pub use manifest::{Manifest, SnapshotDir};
-pub use replay::{replay, replay_with, Progress, SnapshotSource, VerifyError};
-pub use report::{Counts, PassReport, ReplayReport};
+pub use replay::{replay, replay_with, ReplayProgress, VerifyError};
+pub use replay::{Counts, PassReport, ReplayReport};
+pub use series::{Manifest, SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
 pub use settings::CodecSettings;
-pub use synthetic::{SyntheticParams, SyntheticSeries};
+pub use workload::Workload;

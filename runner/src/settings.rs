@@ -1,7 +1,10 @@
-//! Command-line codec settings and how they map onto a [`pagewire::Config`].
+//! Codec settings, the one place they become a codec configuration: the numbers a user
+//! gives ([`CodecSettings`]: cache size, blocks, frame size, ...) and which of the codec's
+//! stages run ([`CodecStages`]: the presets the migration engine's `--codec on|off` and the
+//! simulator's codec rows name).
 
 use anyhow::Result;
-use pagewire::Config;
+use pagewire::{Config, Features};
 
 /// Codec settings as a user gives them; `None` keeps the codec's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,6 +59,57 @@ impl CodecSettings {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+/// Which of the codec's stages run. Zero pages are always detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodecStages {
+    /// Zero pages only: every other page raw, a one-page cache, no LZ4 (about what a plain
+    /// pre-copy migration sends).
+    ZeroPages,
+    /// Zero pages and XOR/RLE deltas against the page's previous version, no LZ4: what
+    /// QEMU's XBZRLE does.
+    Deltas,
+    /// Zero pages and content-based redundancy elimination (duplicate pages and blocks), no
+    /// deltas, no LZ4.
+    Cbr,
+    /// Everything pagewire has: zero pages, CBR, deltas, LZ4 frames.
+    All,
+}
+
+impl CodecStages {
+    /// The encoder configuration and features for these stages, from a base configuration.
+    pub fn apply(self, base: Config) -> (Config, Features) {
+        match self {
+            CodecStages::ZeroPages => (
+                Config {
+                    lz4: false,
+                    cache_pages: 1,
+                    ..base
+                },
+                Features {
+                    cbr: false,
+                    delta: false,
+                },
+            ),
+            CodecStages::Deltas => (
+                Config { lz4: false, ..base },
+                Features {
+                    cbr: false,
+                    delta: true,
+                },
+            ),
+            CodecStages::Cbr => (
+                Config { lz4: false, ..base },
+                Features {
+                    cbr: true,
+                    delta: false,
+                },
+            ),
+            CodecStages::All => (base, Features::ALL),
+        }
     }
 }
 
@@ -122,5 +176,28 @@ mod tests {
         assert!(m.contains("delta_threshold"), "{m}");
         let m = format!("{}", CodecSettings::default().config(1000).unwrap_err());
         assert!(m.contains("page_size"), "{m}");
+    }
+
+    #[test]
+    fn stages_switch_what_they_say() {
+        for stages in [
+            CodecStages::ZeroPages,
+            CodecStages::Deltas,
+            CodecStages::Cbr,
+            CodecStages::All,
+        ] {
+            let (cfg, f) = stages.apply(Config::DEFAULT);
+            cfg.validate().unwrap();
+            assert_eq!(cfg.lz4, stages == CodecStages::All);
+            assert_eq!(f.cbr, matches!(stages, CodecStages::Cbr | CodecStages::All));
+            assert_eq!(
+                f.delta,
+                matches!(stages, CodecStages::Deltas | CodecStages::All)
+            );
+        }
+        assert_eq!(
+            CodecStages::ZeroPages.apply(Config::DEFAULT).0.cache_pages,
+            1
+        );
     }
 }

@@ -15,7 +15,7 @@ use common::*;
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
-use pagewire_runner::vmm::GuestWorkload;
+use pagewire_runner::Workload;
 
 /// Forwards a connection and cuts both directions after `limit` bytes from the client.
 fn cutting_proxy(to: String, limit: usize) -> String {
@@ -61,7 +61,7 @@ fn link_drop_mid_migration_leaves_the_source_running_and_the_destination_empty()
     };
     let dest = std::thread::spawn(move || receive_one(&listener, &rcfg));
     let proxy = cutting_proxy(addr, 4 << 20);
-    let mut vm = running_vm(64, 1, GuestWorkload::HotSet, 4);
+    let mut vm = running_vm(64, 1, Workload::HotSet, 4);
     let cfg = SendConfig {
         to: proxy,
         shape: Shape::parse("1gbit", "1ms").unwrap(),
@@ -115,7 +115,7 @@ fn destination_process_death_leaves_the_source_running() {
         std::thread::sleep(Duration::from_millis(800));
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     });
-    let mut vm = running_vm(64, 1, GuestWorkload::HotSet, 5);
+    let mut vm = running_vm(64, 1, Workload::HotSet, 5);
     let cfg = SendConfig {
         to: addr,
         shape: Shape::parse("100mbit", "5ms").unwrap(),

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use pagewire_runner::coord::{self, GroupGate};
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{DestOptions, Gate, MigrationReport, NoProgress, SourceOptions};
+use pagewire_runner::net::coord::{self, GroupGate};
 use pagewire_runner::net::Shape;
-use pagewire_runner::vmm::GuestWorkload;
+use pagewire_runner::Workload;
 
 /// Seconds (Unix) at which the stop-and-copy started, and the length of the last
 /// pre-copy iteration (from its start to the stop-and-copy's start: sending, the
@@ -32,8 +32,8 @@ fn final_start(r: &MigrationReport) -> (f64, f64) {
 /// Migrates both VMs at once; with `coordinator`, as one group.
 fn migrate_pair(coordinator: Option<&str>, group: &str) -> Vec<MigrationReport> {
     let specs = [
-        (64, GuestWorkload::HotSet, "small"),
-        (256, GuestWorkload::Database, "large"),
+        (64, Workload::HotSet, "small"),
+        (256, Workload::Database, "large"),
     ];
     let vms: Vec<_> = specs
         .iter()

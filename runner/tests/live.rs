@@ -13,9 +13,9 @@ use common::*;
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, Received, SendConfig};
 use pagewire_runner::migrate::{DestOptions, MigrationReport, NoProgress, SourceOptions};
 use pagewire_runner::net::Shape;
-use pagewire_runner::vmm::GuestWorkload;
+use pagewire_runner::Workload;
 
-fn migrate_over_tcp(w: GuestWorkload, mib: usize, shape: Shape) -> (MigrationReport, Received) {
+fn migrate_over_tcp(w: Workload, mib: usize, shape: Shape) -> (MigrationReport, Received) {
     let mut vm = running_vm(mib, 1, w, 11);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -54,7 +54,7 @@ fn automatic_compression_keeps_lz4_on_a_slow_link() {
         return;
     }
     let slow = Shape::parse("100mbit", "2ms").unwrap();
-    let (r, _) = migrate_over_tcp(GuestWorkload::HotSet, 64, slow);
+    let (r, _) = migrate_over_tcp(Workload::HotSet, 64, slow);
     assert_eq!(r.compression, "auto");
     // the sender waits for the link most of the time, and keeps LZ4 throughout
     assert!(r.rows[0].cpu_s < 0.5 * r.rows[0].seconds, "{:?}", r.rows);
@@ -78,7 +78,7 @@ fn every_workload_migrates_over_shaped_tcp() {
         return;
     }
     let fast = Shape::parse("1gbit", "2ms").unwrap();
-    for w in GuestWorkload::ALL {
+    for w in Workload::ALL {
         let (r, _) = migrate_over_tcp(w, 64, fast);
         assert!(r.iterations >= 1 && r.downtime_s > 0.0, "{}", w.name());
     }
@@ -92,7 +92,7 @@ fn shaping_limits_rate_and_adds_delay() {
     // 100 Mbit/s and 20 ms: the stream cannot arrive faster than the rate allows, and
     // every iteration waits at least one delay for its acknowledgement
     let shape = Shape::parse("100mbit", "20ms").unwrap();
-    let (r, _) = migrate_over_tcp(GuestWorkload::Idle, 64, shape);
+    let (r, _) = migrate_over_tcp(Workload::Idle, 64, shape);
     let min_s = r.wire_bytes as f64 / 12.5e6;
     assert!(
         r.total_s >= min_s * 0.95,

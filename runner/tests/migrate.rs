@@ -7,16 +7,18 @@ mod common;
 use std::os::unix::net::UnixStream;
 
 use common::*;
-use pagewire_runner::migrate::wire::{read_message, DestMessage, Reply};
+use pagewire::policy::PolicyKind;
+use pagewire_runner::migrate::session::{read_message, DestMessage, Reply};
 use pagewire_runner::migrate::{
-    migrate_in, migrate_out, Codec, Compression, DestOptions, NoProgress, Policy, SourceOptions,
+    migrate_in, migrate_out, Codec, Compression, DestOptions, NoProgress, SourceOptions,
 };
-use pagewire_runner::vmm::GuestWorkload;
+use pagewire_runner::vmm::Vmm;
+use pagewire_runner::Workload;
 
-fn migrate(w: GuestWorkload, vcpus: usize, codec: Codec, policy: Policy) {
+fn migrate(w: Workload, vcpus: usize, codec: Codec, policy: PolicyKind) {
     let mut vm = running_vm(64, vcpus, w, 3);
     let (mut a, mut b) = UnixStream::pair().unwrap();
-    let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
+    let dest = std::thread::spawn(move || migrate_in(&mut b, &Vmm, &DestOptions::default()));
     let opts = SourceOptions {
         codec,
         policy,
@@ -43,7 +45,7 @@ fn hot_set_guest_migrates_over_a_socket_pair() {
     if !kvm_or_skip() {
         return;
     }
-    migrate(GuestWorkload::HotSet, 1, Codec::On, Policy::SmartStop);
+    migrate(Workload::HotSet, 1, Codec::On, PolicyKind::SmartStop);
 }
 
 #[test]
@@ -51,7 +53,7 @@ fn two_vcpu_database_guest_migrates_without_the_codec_under_xen_classic() {
     if !kvm_or_skip() {
         return;
     }
-    migrate(GuestWorkload::Database, 2, Codec::Off, Policy::XenClassic);
+    migrate(Workload::Database, 2, Codec::Off, PolicyKind::XenClassic);
 }
 
 /// A link that plays back a recorded stream and swallows the reply.
@@ -78,10 +80,10 @@ impl std::io::Write for Playback {
 
 /// Records a whole migration stream of a small idle guest (migrated for real).
 fn recorded_stream() -> Vec<u8> {
-    let mut vm = running_vm(16, 1, GuestWorkload::Idle, 5);
+    let mut vm = running_vm(16, 1, Workload::Idle, 5);
     let (a, mut b) = UnixStream::pair().unwrap();
     let dest = std::thread::spawn(move || {
-        migrate_in(&mut b, &DestOptions::default()).map(|mut a| a.vm.pause().unwrap())
+        migrate_in(&mut b, &Vmm, &DestOptions::default()).map(|mut a| a.vm.pause().unwrap())
     });
     let mut tee = Tee {
         inner: a,
@@ -104,7 +106,7 @@ fn play(stream: Vec<u8>) -> (anyhow::Result<()>, Vec<u8>) {
         input: std::io::Cursor::new(stream),
         replies: Vec::new(),
     };
-    let r = migrate_in(&mut p, &DestOptions::default()).map(|mut a| {
+    let r = migrate_in(&mut p, &Vmm, &DestOptions::default()).map(|mut a| {
         a.vm.pause().unwrap();
     });
     (r, p.replies)
@@ -155,9 +157,9 @@ fn automatic_compression_follows_its_rule_on_the_measured_windows() {
         return;
     }
     // unshaped socket: much of the first pass is spent in the encoder
-    let mut vm = running_vm(128, 1, GuestWorkload::Database, 22);
+    let mut vm = running_vm(128, 1, Workload::Database, 22);
     let (mut a, mut b) = UnixStream::pair().unwrap();
-    let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
+    let dest = std::thread::spawn(move || migrate_in(&mut b, &Vmm, &DestOptions::default()));
     let opts = SourceOptions::default();
     assert_eq!(opts.compression, Compression::Auto);
     let report = migrate_out(&mut vm, &mut a, &opts, None, &mut NoProgress).unwrap();

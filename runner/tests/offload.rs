@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use common::firmware;
 
 use pagewire::{Config, EncoderStats};
-use pagewire_runner::encoders::{EncoderChoice, InProcessEncoder, StreamEncoder};
-use pagewire_runner::offload_host::{
-    FailureKind, FirmwareEncoder, FirmwareFailure, FirmwareOptions,
+use pagewire_runner::encoders::{
+    EncoderChoice, FailureKind, FirmwareEncoder, FirmwareFailure, FirmwareOptions,
+    InProcessEncoder, StreamEncoder,
 };
-use pagewire_runner::replay::{replay_with, Progress, SnapshotSource};
-use pagewire_runner::report::PassReport;
+use pagewire_runner::replay::{replay_with, ReplayProgress};
+use pagewire_runner::PassReport;
+use pagewire_runner::SnapshotSource;
 use pagewire_runner::{SyntheticParams, SyntheticSeries};
 
 /// A small cache (evictions happen) and small frames (many frames).
@@ -103,7 +104,7 @@ fn firmware_stream_is_byte_identical_to_the_in_process_stream() {
 #[derive(Default)]
 struct Record(Vec<(usize, String)>);
 
-impl Progress for Record {
+impl ReplayProgress for Record {
     fn fell_back(&mut self, pass: usize, why: &str) {
         self.0.push((pass, why.to_string()));
     }

@@ -9,13 +9,14 @@ mod common;
 use std::os::unix::net::UnixStream;
 
 use common::*;
+use pagewire::policy::PolicyKind;
 use pagewire::{Config, Decoder, Encoder, Features, Sink, HEADER_LEN};
-use pagewire_runner::encoders::EncoderChoice;
+use pagewire_runner::encoders::{EncoderChoice, FirmwareOptions};
 use pagewire_runner::migrate::{
-    migrate_in, migrate_out, Codec, DestOptions, NoProgress, Policy, SourceOptions,
+    migrate_in, migrate_out, Codec, DestOptions, NoProgress, SourceOptions,
 };
-use pagewire_runner::offload_host::FirmwareOptions;
-use pagewire_runner::vmm::GuestWorkload;
+use pagewire_runner::vmm::Vmm;
+use pagewire_runner::Workload;
 
 /// What a decoder hands out, in order: exactly the calls an encoder got.
 enum Event {
@@ -94,12 +95,12 @@ fn the_firmware_encodes_a_live_migration_and_writes_the_in_process_stream() {
     let Some(encoder) = firmware_choice(&[]) else {
         return;
     };
-    let mut vm = running_vm(64, 2, GuestWorkload::HotSet, 11);
+    let mut vm = running_vm(64, 2, Workload::HotSet, 11);
     let (a, mut b) = UnixStream::pair().unwrap();
-    let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
+    let dest = std::thread::spawn(move || migrate_in(&mut b, &Vmm, &DestOptions::default()));
     let opts = SourceOptions {
         codec: Codec::On,
-        policy: Policy::SmartStop,
+        policy: PolicyKind::SmartStop,
         label: "hot-set".into(),
         encoder,
         ..SourceOptions::default()
@@ -140,9 +141,9 @@ fn a_firmware_crash_fails_the_migration_and_the_source_keeps_running() {
     let Some(encoder) = firmware_choice(&["--crash-after", "5000"]) else {
         return;
     };
-    let mut vm = running_vm(64, 1, GuestWorkload::Database, 12);
+    let mut vm = running_vm(64, 1, Workload::Database, 12);
     let (mut a, mut b) = UnixStream::pair().unwrap();
-    let dest = std::thread::spawn(move || migrate_in(&mut b, &DestOptions::default()));
+    let dest = std::thread::spawn(move || migrate_in(&mut b, &Vmm, &DestOptions::default()));
     let opts = SourceOptions {
         encoder,
         ..SourceOptions::default()

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Result;
-use pagewire::policy::{Decision, IterationReport, StopPolicy};
+use pagewire::policy::{Decision, IterationReport, PolicyKind, StopPolicy};
 use pagewire::Config;
 use pagewire_runner::simulate::guest::Guest;
 use pagewire_runner::simulate::{
-    run_group, run_one, Builtin, CodecMode, Link, Migration, PolicyKind, Sender, SimOptions,
-    SyntheticWorkload, Workload,
+    run_group, run_one, CodecMode, LinkModel, Migration, Sender, SimOptions, SyntheticTimeline,
+    Timeline,
 };
+use pagewire_runner::Workload;
 
 /// 16 pages; every interval of 1 s rewrites pages 0..4 with a new fill byte.
 struct Toy {
@@ -28,7 +29,7 @@ impl Toy {
     }
 }
 
-impl Workload for Toy {
+impl Timeline for Toy {
     fn name(&self) -> &str {
         "toy"
     }
@@ -55,8 +56,8 @@ impl Workload for Toy {
     }
 }
 
-fn link() -> Link {
-    Link {
+fn link() -> LinkModel {
+    LinkModel {
         bytes_per_s: 1e6,
         rtt_s: 0.01,
         window_bytes: 1e9,
@@ -129,7 +130,7 @@ fn migration_time_and_downtime_follow_the_bytes() {
 
 fn small_opts() -> SimOptions {
     SimOptions {
-        link: Link {
+        link: LinkModel {
             bytes_per_s: 2e6,
             rtt_s: 0.02,
             window_bytes: 4.0 * 1048576.0,
@@ -145,7 +146,7 @@ fn small_opts() -> SimOptions {
 
 #[test]
 fn the_codec_cuts_bytes_and_time_under_every_policy() {
-    let mut w = SyntheticWorkload::new(Builtin::Compile, 8 << 20, 3).unwrap();
+    let mut w = SyntheticTimeline::new(Workload::Compile, 8 << 20, 3).unwrap();
     let opts = small_opts();
     for policy in PolicyKind::ALL {
         let none = run_one(&mut w, policy, CodecMode::None, &opts).unwrap();
@@ -166,9 +167,9 @@ fn the_codec_cuts_bytes_and_time_under_every_policy() {
 #[test]
 fn synchronized_arrival_brings_the_stop_and_copies_together() {
     let opts = small_opts();
-    let mut members: Vec<Box<dyn Workload>> = vec![
-        Box::new(SyntheticWorkload::new(Builtin::Idle, 2 << 20, 1).unwrap()),
-        Box::new(SyntheticWorkload::new(Builtin::Database, 16 << 20, 2).unwrap()),
+    let mut members: Vec<Box<dyn Timeline>> = vec![
+        Box::new(SyntheticTimeline::new(Workload::Idle, 2 << 20, 1).unwrap()),
+        Box::new(SyntheticTimeline::new(Workload::Database, 16 << 20, 2).unwrap()),
     ];
     let alone = run_group(&mut members, CodecMode::All, &opts, false).unwrap();
     let together = run_group(&mut members, CodecMode::All, &opts, true).unwrap();
@@ -276,9 +277,9 @@ fn real_trace_simulates() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut w = pagewire_runner::simulate::SnapshotWorkload::open(dir.path()).unwrap();
+    let mut w = pagewire_runner::simulate::SnapshotTimeline::open(dir.path()).unwrap();
     let opts = SimOptions {
-        link: Link {
+        link: LinkModel {
             bytes_per_s: 12.5e6,
             rtt_s: 0.02,
             window_bytes: 4.0 * 1048576.0,

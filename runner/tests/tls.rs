@@ -14,7 +14,7 @@ use common::*;
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, Received, SendConfig};
 use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
-use pagewire_runner::vmm::GuestWorkload;
+use pagewire_runner::Workload;
 
 fn keys(name: &str) -> std::path::PathBuf {
     let d = tempfile::tempdir().unwrap().keep().join(name);
@@ -52,7 +52,7 @@ fn matching_keys_migrate() {
     }
     let k = keys("k");
     let (addr, dest) = receiver(&k);
-    let mut vm = running_vm(16, 1, GuestWorkload::HotSet, 1);
+    let mut vm = running_vm(16, 1, Workload::HotSet, 1);
     let r = send_vm(&mut vm, &send_cfg(addr, &k), None, &mut NoProgress).unwrap();
     assert!(dest.join().unwrap().unwrap().self_check_ok);
     // TLS adds its records on top of the stream
@@ -65,7 +65,7 @@ fn a_sender_with_another_ca_is_refused() {
         return;
     }
     let (addr, dest) = receiver(&keys("a"));
-    let mut vm = running_vm(16, 1, GuestWorkload::Idle, 1);
+    let mut vm = running_vm(16, 1, Workload::Idle, 1);
     let e = send_vm(&mut vm, &send_cfg(addr, &keys("b")), None, &mut NoProgress).unwrap_err();
     assert!(format!("{e:#}").contains("handshake"), "{e:#}");
     let e = dest.join().unwrap().unwrap_err();
@@ -126,7 +126,7 @@ fn a_tampered_byte_is_detected_and_the_source_keeps_running() {
     let k = keys("t");
     let (addr, dest) = receiver(&k);
     let proxy = tampering_proxy(addr, 300_000);
-    let mut vm = running_vm(16, 1, GuestWorkload::HotSet, 2);
+    let mut vm = running_vm(16, 1, Workload::HotSet, 2);
     let e = send_vm(&mut vm, &send_cfg(proxy, &k), None, &mut NoProgress).unwrap_err();
     let dest_err = format!("{:#}", dest.join().unwrap().unwrap_err());
     // rustls names the failed record authentication

@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pagewire_runner::vmm::{kvm_available, layout, program::off, GuestSpec, GuestWorkload, Vm};
+use pagewire_runner::vmm::{kvm_available, layout, program::off, GuestSpec, Vm};
+use pagewire_runner::Workload;
 
 const MIB: usize = 1 << 20;
 const WAIT: Duration = Duration::from_secs(20);
@@ -20,7 +21,7 @@ fn kvm_or_skip() -> bool {
     }
 }
 
-fn booted_vm(mib: usize, vcpus: usize, w: GuestWorkload) -> Vm {
+fn booted_vm(mib: usize, vcpus: usize, w: Workload) -> Vm {
     let mut vm = Vm::new(mib * MIB, vcpus).unwrap();
     vm.boot(&GuestSpec::new(w, 7)).unwrap();
     vm.start().unwrap();
@@ -38,7 +39,7 @@ fn guest_runs_in_user_mode_heartbeats_and_checks_itself() {
     if !kvm_or_skip() {
         return;
     }
-    let mut vm = booted_vm(64, 2, GuestWorkload::HotSet);
+    let mut vm = booted_vm(64, 2, Workload::HotSet);
     for v in &vm.monitor().vcpus {
         assert!(v.booted.load(Ordering::SeqCst));
     }
@@ -62,7 +63,7 @@ fn dirty_log_reports_written_pages() {
     if !kvm_or_skip() {
         return;
     }
-    let mut vm = booted_vm(64, 1, GuestWorkload::HotSet);
+    let mut vm = booted_vm(64, 1, Workload::HotSet);
     vm.take_dirty().unwrap();
     let hb = vm.monitor().heartbeats();
     vm.wait_for(WAIT, "heartbeats", |m| m.heartbeats() >= hb + 20)
@@ -99,7 +100,7 @@ fn state_moves_into_a_second_vm_and_the_guest_carries_on() {
     if !kvm_or_skip() {
         return;
     }
-    let mut a = booted_vm(64, 2, GuestWorkload::Compile);
+    let mut a = booted_vm(64, 2, Workload::Compile);
     a.pause().unwrap();
     let last: Vec<u64> = (0..2).map(|i| a.guest_counter(i, off::ROUND)).collect();
     let mut b = clone_into_new_vm(&a, 64);
@@ -128,7 +129,7 @@ fn self_check_catches_a_stale_page() {
     if !kvm_or_skip() {
         return;
     }
-    let mut a = booted_vm(64, 1, GuestWorkload::HotSet);
+    let mut a = booted_vm(64, 1, Workload::HotSet);
     a.pause().unwrap();
     let b = clone_into_new_vm(&a, 64);
     // one data word differs from what the guest wrote

@@ -1,17 +1,16 @@
-//! The destination side: decode the stream into guest memory, and only after the END record
-//! and a full check (memory digest equal to the source's at the pause, a valid state for
-//! every vCPU) build the vCPUs' state and resume. Any error before that drops the partial VM
-//! unstarted: a half-migrated VM never runs.
+//! The destination side: decode the stream into the guest's memory, and only after the END
+//! record and a full check (a state for every vCPU, memory digest equal to the source's at
+//! the pause) restore the guest's state and start it. Any error before that drops the
+//! partial guest unstarted: a half-migrated VM never runs.
 
 use std::io::{Read, Write};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use pagewire::FRAME_HEADER_LEN;
-use pagewire::{Decoder, Sink, HEADER_LEN};
+use pagewire::{Config, Decoder, Sink, FRAME_HEADER_LEN, HEADER_LEN};
 
-use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU, MAX_BLOB};
-use crate::vmm::{GuestMemory, VcpuState, Vm, PAGE_SIZE};
+use super::guest::{DestGuest, GuestBuilder};
+use super::session::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU, MAX_BLOB};
 
 /// Limits on what a source may ask the destination to build.
 #[derive(Debug, Clone, Copy)]
@@ -31,10 +30,10 @@ impl Default for DestOptions {
     }
 }
 
-/// A VM that arrived and runs.
-pub struct Arrived {
-    /// The running VM.
-    pub vm: Vm,
+/// A guest that arrived and runs.
+pub struct Arrived<G> {
+    /// The running guest.
+    pub vm: G,
     /// What the source announced.
     pub hello: Hello,
     /// What the destination told the source.
@@ -43,64 +42,15 @@ pub struct Arrived {
     pub iterations: u64,
 }
 
-/// Where decoded pages and blobs go.
-struct Into<'m> {
-    mem: &'m GuestMemory,
-    pages: u64,
-    /// Pages written so far: a zero page over a never-written page is skipped, so memory
-    /// the guest never used stays unbacked here too.
-    written: Vec<u64>,
-    bad_pfn: Option<u64>,
-    pause: Option<Vec<u8>>,
-    vcpus: Vec<Option<Vec<u8>>>,
-    bad_blob: Option<u32>,
-    iterations: u64,
-}
-
-impl Sink for Into<'_> {
-    fn page(&mut self, pfn: u64, data: &[u8]) {
-        if pfn < self.pages && data.len() == PAGE_SIZE {
-            let (w, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
-            if self.written[w] & bit == 0 && data.iter().all(|&b| b == 0) {
-                return;
-            }
-            self.written[w] |= bit;
-            self.mem.write(pfn * PAGE_SIZE as u64, data);
-        } else {
-            self.bad_pfn.get_or_insert(pfn);
-        }
-    }
-
-    fn iteration_end(&mut self, iteration: u64) {
-        self.iterations = iteration + 1;
-    }
-
-    fn blob(&mut self, tag: u32, data: &[u8]) {
-        let slot = if tag == BLOB_PAUSE {
-            &mut self.pause
-        } else if let Some(slot) = tag
-            .checked_sub(BLOB_VCPU)
-            .and_then(|i| self.vcpus.get_mut(i as usize))
-        {
-            slot
-        } else {
-            self.bad_blob.get_or_insert(tag);
-            return;
-        };
-        // pieces of one blob arrive back to back (see `wire`): join them, within bounds
-        let whole = slot.get_or_insert_with(Vec::new);
-        if whole.len() + data.len() > MAX_BLOB {
-            self.bad_blob.get_or_insert(tag);
-            return;
-        }
-        whole.extend_from_slice(data);
-    }
-}
-
-/// Receives a migration over `link` and resumes the VM. Errors are reported to the source
-/// (when the link still works) and returned; the partial VM is dropped without running.
-pub fn migrate_in<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived> {
-    match receive(link, opts) {
+/// Receives a migration over `link` into a guest from `builder` and starts it. Errors are
+/// reported to the source (when the link still works) and returned; the partial guest is
+/// dropped without running.
+pub fn migrate_in<L: Read + Write, B: GuestBuilder>(
+    link: &mut L,
+    builder: &B,
+    opts: &DestOptions,
+) -> Result<Arrived<B::Guest>> {
+    match receive(link, builder, opts) {
         Ok(a) => Ok(a),
         Err(e) => {
             let reply = Reply {
@@ -108,17 +58,48 @@ pub fn migrate_in<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<A
                 error: Some(format!("{e:#}")),
                 ..Reply::default()
             };
-            let _ = wire::write_message(link, &DestMessage::Reply(reply));
+            let _ = session::write_message(link, &DestMessage::Reply(reply));
             Err(e)
         }
     }
 }
 
-fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived> {
-    let hello = wire::read_hello(link)?;
+fn receive<L: Read + Write, B: GuestBuilder>(
+    link: &mut L,
+    builder: &B,
+    opts: &DestOptions,
+) -> Result<Arrived<B::Guest>> {
+    let hello = read_hello(link, builder.page_size(), opts)?;
+    let mut guest = builder.build(hello.mem_bytes, hello.vcpus)?;
+    let stream = receive_stream(link, &mut guest, &hello)?;
+    let end = Instant::now();
+    let pause = check_and_start(&mut guest, &stream)?;
+    let resumed_unix_us = session::unix_us();
+    let reply = Reply {
+        ok: true,
+        error: None,
+        resumed_unix_us,
+        downtime_us: resumed_unix_us.saturating_sub(pause.pause_unix_us),
+        finish_us: end.elapsed().as_micros() as u64,
+        stream_bytes: stream.bytes,
+    };
+    // The VM runs now; a lost reply does not stop it (the source resumes its own copy and
+    // reports the error: see docs/RUNNER.md on this window).
+    let _ = session::write_message(link, &DestMessage::Reply(reply.clone()));
+    Ok(Arrived {
+        vm: guest,
+        hello,
+        reply,
+        iterations: stream.iterations,
+    })
+}
+
+/// Reads the hello and checks it against what this destination builds and accepts.
+fn read_hello<R: Read>(link: &mut R, page_size: usize, opts: &DestOptions) -> Result<Hello> {
+    let hello = session::read_hello(link)?;
     ensure!(
-        hello.page_size as usize == PAGE_SIZE,
-        "page size {} unsupported (this VMM uses {PAGE_SIZE})",
+        hello.page_size as usize == page_size,
+        "page size {} unsupported (this VMM uses {page_size})",
         hello.page_size
     );
     ensure!(
@@ -133,17 +114,20 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
         hello.vcpus,
         opts.max_vcpus
     );
-    let vm = Vm::new(hello.mem_bytes as usize, hello.vcpus as usize)?;
-    vm.memory().prefault_read();
+    Ok(hello)
+}
 
+/// Reads the stream header and checks it against the guest: its page size, and a cache
+/// the guest's memory bounds.
+fn read_stream_header<R: Read>(link: &mut R, hello: &Hello) -> Result<([u8; HEADER_LEN], Config)> {
+    let page_size = hello.page_size as usize;
     let mut header = [0u8; HEADER_LEN];
     link.read_exact(&mut header)
         .context("reading the stream header")?;
-    let cfg =
-        pagewire::Config::from_header(&header).map_err(|e| anyhow!("bad stream header: {e}"))?;
+    let cfg = Config::from_header(&header).map_err(|e| anyhow!("bad stream header: {e}"))?;
     ensure!(
-        cfg.page_size as usize == PAGE_SIZE,
-        "stream page size {} differs from the VM's {PAGE_SIZE}",
+        cfg.page_size as usize == page_size,
+        "stream page size {} differs from the VM's {page_size}",
         cfg.page_size
     );
     // The header names the cache size the decoder must allocate: bound it by the VM.
@@ -152,93 +136,204 @@ fn receive<L: Read + Write>(link: &mut L, opts: &DestOptions) -> Result<Arrived>
         "the stream asks for a {} MiB cache, more than the VM's memory",
         cfg.cache_len() >> 20
     );
+    Ok((header, cfg))
+}
+
+/// What the stream carried besides the pages.
+struct Stream {
+    blobs: StateBlobs,
+    iterations: u64,
+    /// Stream bytes decoded (header and frames).
+    bytes: u64,
+}
+
+/// Decodes the stream into `guest` up to its END record, acknowledging every pre-copy
+/// iteration as it completes.
+fn receive_stream<L: Read + Write, G: DestGuest>(
+    link: &mut L,
+    guest: &mut G,
+    hello: &Hello,
+) -> Result<Stream> {
+    let (header, cfg) = read_stream_header(link, hello)?;
     let mut storage = vec![0u8; cfg.decoder_storage_len()];
     let (mut dec, _) = Decoder::from_header(&header, &mut storage)
         .map_err(|e| anyhow!("bad stream header: {e}"))?;
-    let mut sink = Into {
-        mem: vm.memory(),
-        pages: vm.memory().pages() as u64,
-        written: vec![0; vm.memory().pages().div_ceil(64)],
+    let pages = hello.mem_bytes / u64::from(hello.page_size);
+    let mut sink = IntoGuest {
+        guest,
+        pages,
+        page_size: hello.page_size as usize,
+        written: vec![0; (pages as usize).div_ceil(64)],
         bad_pfn: None,
-        pause: None,
-        vcpus: vec![None; hello.vcpus as usize],
-        bad_blob: None,
+        write_failed: None,
+        blobs: StateBlobs::new(hello.vcpus as usize),
         iterations: 0,
     };
     let mut frame = vec![0u8; cfg.max_frame_len()];
-    let mut stream_bytes = HEADER_LEN as u64;
+    let mut bytes = HEADER_LEN as u64;
     let mut acked = 0u64;
     while !dec.is_complete() {
-        link.read_exact(&mut frame[..FRAME_HEADER_LEN])
-            .context("the stream ended before its END record")?;
-        let len = dec
-            .frame_len(&frame[..FRAME_HEADER_LEN])
-            .map_err(|e| anyhow!("bad frame: {e}"))?;
-        link.read_exact(&mut frame[FRAME_HEADER_LEN..len])
-            .context("the stream ended inside a frame")?;
-        dec.decode_frame(&frame[..len], &mut sink)
-            .map_err(|e| anyhow!("bad frame: {e}"))?;
-        stream_bytes += len as u64;
-        if let Some(pfn) = sink.bad_pfn {
-            bail!("the stream carries page {pfn}, beyond the VM's memory");
-        }
-        if let Some(tag) = sink.bad_blob {
-            bail!("the stream carries an unknown or oversized blob (tag {tag})");
-        }
+        bytes += decode_frame(link, &mut dec, &mut frame, &mut sink)?;
+        sink.check()?;
         while acked < sink.iterations {
-            wire::write_message(link, &DestMessage::Ack(acked))
+            session::write_message(link, &DestMessage::Ack(acked))
                 .context("acknowledging an iteration")?;
             acked += 1;
         }
     }
+    Ok(Stream {
+        blobs: sink.blobs,
+        iterations: sink.iterations,
+        bytes,
+    })
+}
 
-    // Complete: check everything before anything runs.
-    let end = Instant::now();
+/// Reads one frame from `link` and decodes it into `sink`; returns its length.
+fn decode_frame<R: Read, S: Sink>(
+    link: &mut R,
+    dec: &mut Decoder<'_>,
+    frame: &mut [u8],
+    sink: &mut S,
+) -> Result<u64> {
+    link.read_exact(&mut frame[..FRAME_HEADER_LEN])
+        .context("the stream ended before its END record")?;
+    let len = dec
+        .frame_len(&frame[..FRAME_HEADER_LEN])
+        .map_err(|e| anyhow!("bad frame: {e}"))?;
+    link.read_exact(&mut frame[FRAME_HEADER_LEN..len])
+        .context("the stream ended inside a frame")?;
+    dec.decode_frame(&frame[..len], sink)
+        .map_err(|e| anyhow!("bad frame: {e}"))?;
+    Ok(len as u64)
+}
+
+/// Checks that everything arrived (pause information, a state for every vCPU, memory equal
+/// to the source's at the pause), restores the guest's state and starts it. Returns the
+/// pause information.
+fn check_and_start<G: DestGuest>(guest: &mut G, stream: &Stream) -> Result<PauseInfo> {
     let pause: PauseInfo = serde_json::from_slice(
-        sink.pause
+        stream
+            .blobs
+            .pause
             .as_deref()
             .ok_or_else(|| anyhow!("the stream has no pause information"))?,
     )
     .context("malformed pause information")?;
-    let states = sink
-        .vcpus
+    let states = stream
+        .blobs
+        .states
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let b = b
-                .as_deref()
-                .ok_or_else(|| anyhow!("the stream has no state for vCPU {i}"))?;
-            VcpuState::from_bytes(b).with_context(|| format!("vCPU {i} state"))
+            b.clone()
+                .ok_or_else(|| anyhow!("the stream has no state for vCPU {i}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let digest = format!("{:032x}", vm.memory().digest());
+    // loaded into vCPUs that have not run: nothing runs before the digest matches
+    guest.restore_state(&states)?;
+    let digest = format!("{:032x}", guest.memory_digest()?);
     ensure!(
         digest == pause.digest,
         "memory digest {digest} differs from the source's {} at the pause",
         pause.digest
     );
-    let iterations = sink.iterations;
-    let mut vm = vm;
-    vm.restore_state(&states)?;
-    vm.start()?;
-    let resumed_unix_us = wire::unix_us();
-    let reply = Reply {
-        ok: true,
-        error: None,
-        resumed_unix_us,
-        downtime_us: resumed_unix_us.saturating_sub(pause.pause_unix_us),
-        finish_us: end.elapsed().as_micros() as u64,
-        stream_bytes,
-    };
-    // The VM runs now; a lost reply does not stop it (the source resumes its own copy and
-    // reports the error: see docs/RUNNER.md on this window).
-    let _ = wire::write_message(link, &DestMessage::Reply(reply.clone()));
-    Ok(Arrived {
-        vm,
-        hello,
-        reply,
-        iterations,
-    })
+    guest.start()?;
+    Ok(pause)
+}
+
+/// Where decoded pages and blobs go.
+struct IntoGuest<'g, G> {
+    guest: &'g mut G,
+    pages: u64,
+    page_size: usize,
+    /// Pages written so far: a zero page over a never-written page is skipped, so memory
+    /// the guest never used stays unbacked here too.
+    written: Vec<u64>,
+    bad_pfn: Option<u64>,
+    write_failed: Option<anyhow::Error>,
+    blobs: StateBlobs,
+    iterations: u64,
+}
+
+impl<G> IntoGuest<'_, G> {
+    /// Fails on the first page or blob that could not go where it belongs.
+    fn check(&mut self) -> Result<()> {
+        if let Some(pfn) = self.bad_pfn {
+            bail!("the stream carries page {pfn}, beyond the VM's memory");
+        }
+        if let Some(tag) = self.blobs.bad {
+            bail!("the stream carries an unknown or oversized blob (tag {tag})");
+        }
+        if let Some(e) = self.write_failed.take() {
+            return Err(e.context("writing a page into the guest"));
+        }
+        Ok(())
+    }
+}
+
+impl<G: DestGuest> Sink for IntoGuest<'_, G> {
+    fn page(&mut self, pfn: u64, data: &[u8]) {
+        if pfn < self.pages && data.len() == self.page_size {
+            let (w, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
+            if self.written[w] & bit == 0 && data.iter().all(|&b| b == 0) {
+                return;
+            }
+            self.written[w] |= bit;
+            if let Err(e) = self.guest.write_page(pfn, data) {
+                self.write_failed.get_or_insert(e);
+            }
+        } else {
+            self.bad_pfn.get_or_insert(pfn);
+        }
+    }
+
+    fn iteration_end(&mut self, iteration: u64) {
+        self.iterations = iteration + 1;
+    }
+
+    fn blob(&mut self, tag: u32, data: &[u8]) {
+        self.blobs.add(tag, data);
+    }
+}
+
+/// The blobs of a stream: the pause information and one state per vCPU, each joined from
+/// its pieces (see `session`).
+struct StateBlobs {
+    pause: Option<Vec<u8>>,
+    states: Vec<Option<Vec<u8>>>,
+    /// The first blob with an unknown tag, or past [`MAX_BLOB`].
+    bad: Option<u32>,
+}
+
+impl StateBlobs {
+    fn new(vcpus: usize) -> Self {
+        StateBlobs {
+            pause: None,
+            states: vec![None; vcpus],
+            bad: None,
+        }
+    }
+
+    fn add(&mut self, tag: u32, data: &[u8]) {
+        let slot = if tag == BLOB_PAUSE {
+            &mut self.pause
+        } else if let Some(slot) = tag
+            .checked_sub(BLOB_VCPU)
+            .and_then(|i| self.states.get_mut(i as usize))
+        {
+            slot
+        } else {
+            self.bad.get_or_insert(tag);
+            return;
+        };
+        // pieces of one blob arrive back to back: join them, within bounds
+        let whole = slot.get_or_insert_with(Vec::new);
+        if whole.len() + data.len() > MAX_BLOB {
+            self.bad.get_or_insert(tag);
+            return;
+        }
+        whole.extend_from_slice(data);
+    }
 }
 
 #[cfg(test)]
@@ -247,35 +342,25 @@ mod tests {
 
     #[test]
     fn blob_pieces_are_joined_and_oversized_or_unknown_blobs_refused() {
-        let mem = GuestMemory::new(2 << 20).unwrap();
-        let mut sink = Into {
-            mem: &mem,
-            pages: mem.pages() as u64,
-            written: vec![0; mem.pages().div_ceil(64)],
-            bad_pfn: None,
-            pause: None,
-            vcpus: vec![None; 2],
-            bad_blob: None,
-            iterations: 0,
-        };
-        sink.blob(BLOB_VCPU + 1, &[1; 4096]);
-        sink.blob(BLOB_VCPU + 1, &[2; 900]);
-        sink.blob(BLOB_PAUSE, b"{}");
-        let v = sink.vcpus[1].as_deref().unwrap();
+        let mut blobs = StateBlobs::new(2);
+        blobs.add(BLOB_VCPU + 1, &[1; 4096]);
+        blobs.add(BLOB_VCPU + 1, &[2; 900]);
+        blobs.add(BLOB_PAUSE, b"{}");
+        let v = blobs.states[1].as_deref().unwrap();
         assert_eq!(v.len(), 4996);
         assert_eq!((v[4095], v[4096]), (1, 2));
-        assert_eq!(sink.pause.as_deref(), Some(&b"{}"[..]));
-        assert!(sink.vcpus[0].is_none() && sink.bad_blob.is_none());
+        assert_eq!(blobs.pause.as_deref(), Some(&b"{}"[..]));
+        assert!(blobs.states[0].is_none() && blobs.bad.is_none());
 
-        sink.blob(BLOB_VCPU + 2, b"no such vCPU");
-        assert_eq!(sink.bad_blob, Some(BLOB_VCPU + 2));
-        sink.bad_blob = None;
+        blobs.add(BLOB_VCPU + 2, b"no such vCPU");
+        assert_eq!(blobs.bad, Some(BLOB_VCPU + 2));
+        blobs.bad = None;
         let piece = vec![0u8; 4096];
         for _ in 0..MAX_BLOB / 4096 {
-            sink.blob(BLOB_VCPU, &piece);
+            blobs.add(BLOB_VCPU, &piece);
         }
-        assert!(sink.bad_blob.is_none());
-        sink.blob(BLOB_VCPU, &[0]);
-        assert_eq!(sink.bad_blob, Some(BLOB_VCPU), "past MAX_BLOB");
+        assert!(blobs.bad.is_none());
+        blobs.add(BLOB_VCPU, &[0]);
+        assert_eq!(blobs.bad, Some(BLOB_VCPU), "past MAX_BLOB");
     }
 }

@@ -1,24 +1,30 @@
-//! Live migration of a running [`Vm`](crate::vmm::Vm) over any byte stream: pre-copy with
-//! KVM's dirty log through the pagewire encoder, a stop policy, stop-and-copy with the vCPU
-//! state and a memory digest in blobs, and a destination that resumes only a complete,
-//! verified VM.
+//! The migration engine: live migration of a running guest over any byte stream. Pre-copy
+//! over the guest's dirty log through a stream encoder, a stop policy (optionally gated by
+//! a Synchronized Arrival group), stop-and-copy with the guest's state and a memory digest
+//! in blobs, and a destination that starts only a complete, verified guest. It drives the
+//! guest through the traits of [`guest`], so it does not know which VMM runs it; the
+//! link is any `Read + Write`.
 //!
-//! * [`wire`]: the session around the codec stream (hello, blobs, reply);
-//! * [`policy`]: stop policies and codec settings by name;
-//! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
+//! * [`guest`]: what the engine needs of a guest at either end;
 //! * [`source`]: the sending side;
 //! * [`dest`]: the receiving side;
+//! * [`session`]: the session around the codec stream (hello, blobs, acknowledgements,
+//!   reply);
+//! * [`policy`]: stop policies and codec settings by name;
+//! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
 //! * [`report`]: measurements as a table and JSON.
 
 pub mod compress;
 pub mod dest;
+pub mod guest;
 pub mod policy;
 pub mod report;
+pub mod session;
 pub mod source;
-pub mod wire;
 
 pub use compress::{AutoLz4, Compression};
 pub use dest::{migrate_in, Arrived, DestOptions};
-pub use policy::{parse_policy, Codec, Policy};
+pub use guest::{DestGuest, GuestBuilder, SourceGuest};
+pub use policy::{parse_policy, Codec};
 pub use report::{IterationRow, MigrationReport};
-pub use source::{migrate_out, Gate, NoProgress, Progress, SourceOptions};
+pub use source::{migrate_out, Gate, MigrationProgress, NoProgress, SourceOptions};

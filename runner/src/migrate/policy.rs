@@ -1,18 +1,19 @@
-//! Choosing a stop policy and codec setting by name.
+//! Choosing a stop policy and codec setting by name. The stop policies are the codec's one
+//! list ([`PolicyKind`]); the codec settings map onto the runner's one list of stages
+//! ([`CodecStages`]).
 
 use anyhow::{bail, Result};
-use pagewire::{Config, Features};
+use pagewire::policy::PolicyKind;
 
-/// The single-VM stop policies: the codec's one list.
-pub use pagewire::policy::PolicyKind as Policy;
+use crate::settings::CodecStages;
 
 /// Looks a stop policy up by its name on the command line.
-pub fn parse_policy(s: &str) -> Result<Policy> {
-    match Policy::from_name(s) {
+pub fn parse_policy(s: &str) -> Result<PolicyKind> {
+    match PolicyKind::from_name(s) {
         Some(p) => Ok(p),
         None => bail!(
             "unknown stop policy {s:?}: use {}",
-            Policy::ALL.map(|p| p.name()).join(", ")
+            PolicyKind::ALL.map(|p| p.name()).join(", ")
         ),
     }
 }
@@ -46,21 +47,11 @@ impl Codec {
         }
     }
 
-    /// The encoder configuration and features for this setting, from a base configuration.
-    pub fn apply(self, base: Config) -> (Config, Features) {
+    /// The codec stages this setting runs.
+    pub fn stages(self) -> CodecStages {
         match self {
-            Codec::On => (base, Features::ALL),
-            Codec::Off => (
-                Config {
-                    lz4: false,
-                    cache_pages: 1,
-                    ..base
-                },
-                Features {
-                    cbr: false,
-                    delta: false,
-                },
-            ),
+            Codec::On => CodecStages::All,
+            Codec::Off => CodecStages::ZeroPages,
         }
     }
 }
@@ -71,7 +62,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for p in Policy::ALL {
+        for p in PolicyKind::ALL {
             assert_eq!(parse_policy(p.name()).unwrap(), p);
         }
         let e = parse_policy("never").unwrap_err().to_string();
@@ -81,7 +72,7 @@ mod tests {
         );
         assert_eq!(Codec::parse("off").unwrap(), Codec::Off);
         assert!(Codec::parse("maybe").is_err());
-        let (cfg, f) = Codec::Off.apply(Config::DEFAULT);
+        let (cfg, f) = Codec::Off.stages().apply(pagewire::Config::DEFAULT);
         assert!(!cfg.lz4 && !f.cbr && !f.delta);
         cfg.validate().unwrap();
     }

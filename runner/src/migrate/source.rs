@@ -1,23 +1,26 @@
-//! The source side: pre-copy over KVM's dirty log, the stop policy (optionally gated by a
-//! group), stop-and-copy, and the wait for the destination's reply.
+//! The source side: the hello, pre-copy over the guest's dirty log, the stop policy
+//! (optionally gated by a group), stop-and-copy with the state blobs, and the wait for the
+//! destination's reply.
 //!
 //! Failure rule: until the destination replies that its VM runs, the source VM is the one
 //! that counts. Any error before that (link down, destination gone or refusing) leaves the
 //! source VM running, resuming it if it was already paused, and returns the error.
 
 use std::io::{Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pagewire::policy::{Decision, IterationReport, PolicyParams, StopPolicy};
+use pagewire::policy::{Decision, IterationReport, PolicyKind, PolicyParams, StopPolicy};
 use pagewire::Config;
 
 use super::compress::{thread_cpu_time, Chooser, Compression};
-use super::policy::{Codec, Policy};
+use super::guest::SourceGuest;
+use super::policy::Codec;
 use super::report::{IterationRow, MigrationReport};
-use super::wire::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_CHUNK, BLOB_PAUSE, BLOB_VCPU};
+use super::session::{
+    self, DestMessage, Hello, PauseInfo, Reply, BLOB_CHUNK, BLOB_PAUSE, BLOB_VCPU,
+};
 use crate::encoders::{EncoderChoice, StreamEncoder};
-use crate::vmm::{Vm, PAGE_SIZE};
 
 /// A group's say on when this VM stops (Synchronized Arrival); called after the VM's own
 /// policy, once per iteration.
@@ -27,8 +30,8 @@ pub trait Gate {
     fn decide(&mut self, own: Decision, r: &IterationReport) -> Result<(Decision, &'static str)>;
 }
 
-/// Hears about progress (for a progress bar).
-pub trait Progress {
+/// Hears how a migration advances (for a progress bar).
+pub trait MigrationProgress {
     /// Iteration `iteration` starts with `pages` to send.
     fn iteration_started(&mut self, _iteration: u32, _pages: u64) {}
     /// `n` more pages of the current iteration were sent.
@@ -41,7 +44,7 @@ pub trait Progress {
 
 /// Progress that goes nowhere.
 pub struct NoProgress;
-impl Progress for NoProgress {}
+impl MigrationProgress for NoProgress {}
 
 /// How to migrate.
 pub struct SourceOptions {
@@ -50,7 +53,7 @@ pub struct SourceOptions {
     /// Codec on or off.
     pub codec: Codec,
     /// Stop policy.
-    pub policy: Policy,
+    pub policy: PolicyKind,
     /// LZ4 on the frames: auto (by the measured CPU headroom), always, never. With the codec
     /// off there is none.
     pub compression: Compression,
@@ -66,7 +69,7 @@ impl Default for SourceOptions {
         SourceOptions {
             config: Config::DEFAULT,
             codec: Codec::On,
-            policy: Policy::SmartStop,
+            policy: PolicyKind::SmartStop,
             compression: Compression::Auto,
             label: String::from("vm"),
             encoder: EncoderChoice::InProcess,
@@ -116,7 +119,7 @@ fn send_out<W: Write>(w: &mut W, out: &mut Vec<u8>, what: &'static str) -> Resul
 /// Waits for the destination's acknowledgement of iteration `n`; a refusal arrives instead
 /// when the destination gave up.
 fn wait_ack<R: Read>(r: &mut R, n: u64) -> Result<()> {
-    match wire::read_message(r)
+    match session::read_message(r)
         .context("no acknowledgement from the destination (link down or destination gone)")?
     {
         DestMessage::Ack(got) if got == n => Ok(()),
@@ -128,97 +131,220 @@ fn wait_ack<R: Read>(r: &mut R, n: u64) -> Result<()> {
     }
 }
 
-/// Migrates the running `vm` over `link`. On success the source VM is left paused (the
-/// destination's copy runs; the caller drops this one). On error the source VM runs.
+/// Migrates the running `guest` over `link`. On success the source guest is left paused
+/// (the destination's copy runs; the caller drops this one). On error the source guest
+/// runs.
 pub fn migrate_out<L: Read + Write>(
-    vm: &mut Vm,
+    guest: &mut dyn SourceGuest,
     link: &mut L,
     opts: &SourceOptions,
     gate: Option<&mut dyn Gate>,
-    progress: &mut dyn Progress,
+    progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
-    let r = run(vm, link, opts, gate, progress);
-    if r.is_err() && !vm.is_running() {
+    let r = run(guest, link, opts, gate, progress);
+    if r.is_err() && !guest.is_running() {
         // Never leave the source dead: the destination did not confirm.
-        vm.start()
+        guest
+            .resume()
             .context("resuming the source VM after a failed migration")?;
     }
     r
 }
 
 fn run<L: Read + Write>(
-    vm: &mut Vm,
+    guest: &mut dyn SourceGuest,
     link: &mut L,
     opts: &SourceOptions,
-    mut gate: Option<&mut dyn Gate>,
-    progress: &mut dyn Progress,
+    gate: Option<&mut dyn Gate>,
+    progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
-    let (mut cfg, features) = opts.codec.apply(opts.config);
+    let (cfg, enc) = start_encoder(opts, progress)?;
+    let mut policy = opts
+        .policy
+        .build(&PolicyParams::new(guest.pages(), u64::from(cfg.page_size)));
+    let mut out = Outgoing::new(link, cfg, enc, opts, guest.page_size());
+    out.say_hello(guest, opts)?;
+    let (iterations, to_send) = out.precopy(guest, &mut policy, gate, progress)?;
+    let stopped = out.stop_and_copy(guest, to_send, iterations, progress)?;
+    let (reply, acked) = out.await_reply(stopped.pause, progress)?;
+    out.last_row(iterations, &stopped, acked, progress);
+    Ok(out.report(&*guest, opts, iterations, stopped, reply, acked))
+}
+
+/// Starts the encoder for the options' codec and compression settings.
+fn start_encoder(
+    opts: &SourceOptions,
+    progress: &mut dyn MigrationProgress,
+) -> Result<(Config, Box<dyn StreamEncoder>)> {
+    let (mut cfg, features) = opts.codec.stages().apply(opts.config);
     cfg.lz4 &= opts.compression != Compression::None;
     if let EncoderChoice::Firmware(_) = opts.encoder {
         progress.note("starting the offload firmware");
     }
-    let mut enc = opts
+    let enc = opts
         .encoder
         .start_with(cfg, features)
         .context("starting the encoder")?;
-    let mut out = Vec::with_capacity(cfg.max_output_len());
-    // LZ4 starts on wherever the stream allows it; `auto` may switch it per window
-    let mut auto = (opts.compression == Compression::Auto && cfg.lz4).then(Chooser::default);
-    let mem = vm.memory().clone();
-    let pages = mem.pages() as u64;
-    let mut policy = opts
-        .policy
-        .build(&PolicyParams::new(pages, u64::from(cfg.page_size)));
+    Ok((cfg, enc))
+}
 
-    let start = Instant::now();
-    let start_unix_us = wire::unix_us();
-    let mut w = Counted {
-        inner: link,
-        bytes: 0,
-    };
-    wire::write_hello(
-        &mut w,
-        &Hello {
-            mem_bytes: mem.len() as u64,
-            vcpus: vm.vcpu_count() as u32,
-            page_size: PAGE_SIZE as u32,
-            label: opts.label.clone(),
-        },
-    )
-    .context("sending the hello (is the destination listening?)")?;
-    vm.take_dirty()?; // start a fresh dirty log: iteration 1 sends everything anyway
-    let mut page = vec![0u8; PAGE_SIZE];
-    let mut to_send: Vec<u64> = (0..pages).collect();
-    let mut rows = Vec::new();
-    let mut stream_bytes = 0u64;
-    let mut pages_sent = 0u64;
-    let mut iteration = 1u32;
-    loop {
+/// What one pre-copy iteration sent, and when.
+struct Sent {
+    /// Pages the guest dirtied meanwhile: the next iteration's.
+    dirty: Vec<u64>,
+    report: IterationReport,
+    started: Instant,
+    elapsed: Duration,
+    cpu_at_start: Duration,
+    lz4_pages: u64,
+}
+
+/// The stop-and-copy, once the END record is out.
+struct Stopped {
+    pause: Instant,
+    pages: u64,
+    bytes: u64,
+    lz4_pages: u64,
+    digest: String,
+}
+
+/// A migration on its way out: the encoder, the link and what went over it.
+struct Outgoing<'l, L: Read + Write> {
+    w: Counted<'l, L>,
+    enc: Box<dyn StreamEncoder>,
+    /// The encoder's output, until it is written.
+    out: Vec<u8>,
+    /// LZ4 per window (`--compress auto`).
+    auto: Option<Chooser>,
+    /// LZ4 as the stream started.
+    lz4: bool,
+    page: Vec<u8>,
+    start: Instant,
+    start_unix_us: u64,
+    stream_bytes: u64,
+    pages_sent: u64,
+    rows: Vec<IterationRow>,
+}
+
+impl<'l, L: Read + Write> Outgoing<'l, L> {
+    fn new(
+        link: &'l mut L,
+        cfg: Config,
+        enc: Box<dyn StreamEncoder>,
+        opts: &SourceOptions,
+        page_size: usize,
+    ) -> Self {
+        let out = Vec::with_capacity(cfg.max_output_len());
+        // LZ4 starts on wherever the stream allows it; `auto` may switch it per window
+        let auto = (opts.compression == Compression::Auto && cfg.lz4).then(Chooser::default);
+        Outgoing {
+            enc,
+            out,
+            auto,
+            lz4: cfg.lz4,
+            page: vec![0u8; page_size],
+            start: Instant::now(),
+            start_unix_us: session::unix_us(),
+            w: Counted {
+                inner: link,
+                bytes: 0,
+            },
+            stream_bytes: 0,
+            pages_sent: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Says what is coming, then starts a fresh dirty log (iteration 1 sends everything
+    /// anyway).
+    fn say_hello(&mut self, guest: &mut dyn SourceGuest, opts: &SourceOptions) -> Result<()> {
+        session::write_hello(
+            &mut self.w,
+            &Hello {
+                mem_bytes: guest.mem_bytes(),
+                vcpus: guest.vcpus(),
+                page_size: guest.page_size() as u32,
+                label: opts.label.clone(),
+            },
+        )
+        .context("sending the hello (is the destination listening?)")?;
+        guest.take_dirty()?;
+        Ok(())
+    }
+
+    /// Iterates until the policy (and the group) says stop. Returns the iterations done
+    /// and the pages dirtied during the last one.
+    fn precopy(
+        &mut self,
+        guest: &mut dyn SourceGuest,
+        policy: &mut dyn StopPolicy,
+        mut gate: Option<&mut dyn Gate>,
+        progress: &mut dyn MigrationProgress,
+    ) -> Result<(u32, Vec<u64>)> {
+        let mut to_send: Vec<u64> = (0..guest.pages()).collect();
+        let mut iteration = 1u32;
+        loop {
+            let sent = self.iteration(guest, iteration, &to_send, progress)?;
+            let (decision, word) = decide(policy, gate.as_deref_mut(), &sent.report)?;
+            let r = &sent.report;
+            let row = IterationRow {
+                iteration,
+                pages_sent: r.pages_sent,
+                pages_dirtied: r.pages_dirtied,
+                pages_remaining: r.pages_remaining,
+                bytes: r.bytes_sent,
+                seconds: sent.elapsed.as_secs_f64(),
+                start_s: (sent.started - self.start).as_secs_f64(),
+                cpu_s: thread_cpu_time()
+                    .saturating_sub(sent.cpu_at_start)
+                    .as_secs_f64(),
+                lz4_pages: sent.lz4_pages,
+                group: word,
+            };
+            progress.iteration_done(&row);
+            self.rows.push(row);
+            self.stream_bytes += r.bytes_sent;
+            self.pages_sent += r.pages_sent;
+            to_send = sent.dirty;
+            if decision == Decision::StopAndCopy {
+                return Ok((iteration, to_send));
+            }
+            iteration += 1;
+        }
+    }
+
+    /// Sends one pre-copy iteration, waits for its acknowledgement and reads the dirty log.
+    fn iteration(
+        &mut self,
+        guest: &mut dyn SourceGuest,
+        iteration: u32,
+        to_send: &[u64],
+        progress: &mut dyn MigrationProgress,
+    ) -> Result<Sent> {
         let t0 = Instant::now();
         let cpu0 = thread_cpu_time();
         progress.iteration_started(iteration, to_send.len() as u64);
         let mut bytes = 0u64;
         let mut lz4_pages = 0u64;
         for (k, &pfn) in to_send.iter().enumerate() {
-            mem.read_page(pfn, &mut page);
-            enc.encode_page(pfn, &page, &mut out)?;
-            bytes += send_out(&mut w, &mut out, "sending pages")?;
-            lz4_pages += u64::from(enc.lz4());
-            if let Some(on) = auto.as_mut().and_then(Chooser::page_sent) {
-                enc.set_lz4(on);
+            guest.read_page(pfn, &mut self.page)?;
+            self.enc.encode_page(pfn, &self.page, &mut self.out)?;
+            bytes += send_out(&mut self.w, &mut self.out, "sending pages")?;
+            lz4_pages += u64::from(self.enc.lz4());
+            if let Some(on) = self.auto.as_mut().and_then(Chooser::page_sent) {
+                self.enc.set_lz4(on);
             }
             if k % 256 == 255 {
                 progress.pages_sent(256);
             }
         }
         progress.pages_sent(to_send.len() as u64 % 256);
-        enc.end_iteration(&mut out)?;
-        bytes += send_out(&mut w, &mut out, "sending pages")?;
-        w.flush().context("sending pages")?;
+        self.enc.end_iteration(&mut self.out)?;
+        bytes += send_out(&mut self.w, &mut self.out, "sending pages")?;
+        self.w.flush().context("sending pages")?;
         progress.note("waiting for the destination's acknowledgement");
-        wait_ack(w.inner, u64::from(iteration - 1))?;
-        let dirty = vm.take_dirty()?;
+        wait_ack(self.w.inner, u64::from(iteration - 1))?;
+        let dirty = guest.take_dirty()?;
         let elapsed = t0.elapsed();
         let report = IterationReport {
             iteration,
@@ -229,128 +355,174 @@ fn run<L: Read + Write>(
             elapsed_us: elapsed.as_micros() as u64,
             bandwidth_bytes_per_s: (bytes as f64 / elapsed.as_secs_f64().max(1e-6)) as u64,
         };
-        let own = policy.decide(&report);
-        let (decision, word) = match gate.as_deref_mut() {
-            Some(g) => {
-                let (d, word) = g.decide(own, &report)?;
-                (d, Some(word))
-            }
-            None => (own, None),
-        };
-        let row = IterationRow {
-            iteration,
-            pages_sent: report.pages_sent,
-            pages_dirtied: report.pages_dirtied,
-            pages_remaining: report.pages_remaining,
-            bytes,
-            seconds: elapsed.as_secs_f64(),
-            start_s: (t0 - start).as_secs_f64(),
-            cpu_s: thread_cpu_time().saturating_sub(cpu0).as_secs_f64(),
+        Ok(Sent {
+            dirty,
+            report,
+            started: t0,
+            elapsed,
+            cpu_at_start: cpu0,
             lz4_pages,
-            group: word,
-        };
-        progress.iteration_done(&row);
-        rows.push(row);
-        stream_bytes += bytes;
-        pages_sent += report.pages_sent;
-        to_send = dirty;
-        if decision == Decision::StopAndCopy {
-            break;
-        }
-        iteration += 1;
+        })
     }
 
-    // Stop-and-copy.
-    progress.note("stop-and-copy");
-    let pause = Instant::now();
-    let pause_unix_us = wire::unix_us();
-    vm.pause().context("pausing the source VM")?;
-    let mut last = vm.take_dirty()?;
-    last.extend_from_slice(&to_send);
-    last.sort_unstable();
-    last.dedup();
-    progress.iteration_started(iteration + 1, last.len() as u64);
-    let lz4_pages = if enc.lz4() { last.len() as u64 } else { 0 };
-    let mut bytes = 0u64;
-    for &pfn in &last {
-        mem.read_page(pfn, &mut page);
-        enc.encode_page(pfn, &page, &mut out)?;
-        bytes += send_out(&mut w, &mut out, "sending the last pages")?;
-    }
-    let digest = format!("{:032x}", mem.digest());
-    let info = PauseInfo {
-        digest: digest.clone(),
-        pause_unix_us,
-        iterations: iteration,
-    };
-    append_blob_pieces(
-        enc.as_mut(),
-        BLOB_PAUSE,
-        &serde_json::to_vec(&info)?,
-        &mut out,
-    )?;
-    bytes += send_out(&mut w, &mut out, "sending the pause information")?;
-    for (i, s) in vm.save_state()?.iter().enumerate() {
-        append_blob_pieces(enc.as_mut(), BLOB_VCPU + i as u32, &s.to_bytes(), &mut out)?;
-        bytes += send_out(&mut w, &mut out, "sending vCPU state")?;
-    }
-    enc.finish(&mut out)?;
-    bytes += send_out(&mut w, &mut out, "sending the end of the stream")?;
-    w.flush().context("sending the end of the stream")?;
-    stream_bytes += bytes;
-    pages_sent += last.len() as u64;
-    progress.note("waiting for the destination");
-    let reply = match wire::read_message(w.inner)
-        .context("no reply from the destination (link down or destination gone)")?
-    {
-        DestMessage::Reply(r) => r,
-        DestMessage::Ack(n) => bail!("unexpected acknowledgement of iteration {n} at the end"),
-    };
-    let acked = pause.elapsed();
-    if !reply.ok {
-        bail!(
-            "the destination refused the migration: {}",
-            reply.error.unwrap_or_else(|| "no reason given".into())
-        );
-    }
-    let row = IterationRow {
-        iteration: iteration + 1,
-        pages_sent: last.len() as u64,
-        pages_dirtied: 0,
-        pages_remaining: 0,
-        bytes,
-        seconds: acked.as_secs_f64(),
-        start_s: (pause - start).as_secs_f64(),
-        cpu_s: 0.0,
-        lz4_pages,
-        group: None,
-    };
-    progress.iteration_done(&row);
-    rows.push(row);
-    Ok(MigrationReport {
-        label: opts.label.clone(),
-        mem_bytes: mem.len() as u64,
-        vcpus: vm.vcpu_count() as u32,
-        policy: opts.policy.name().into(),
-        codec: opts.codec.name().into(),
-        encoder: opts.encoder.name().into(),
-        lz4_windows: auto.map(|a| a.windows).unwrap_or_default(),
-        compression: if cfg.lz4 {
-            opts.compression.name()
-        } else {
-            Compression::None.name()
+    /// Pauses the guest, sends the pages still dirty, the pause information and the state
+    /// blobs, and ends the stream.
+    fn stop_and_copy(
+        &mut self,
+        guest: &mut dyn SourceGuest,
+        to_send: Vec<u64>,
+        iterations: u32,
+        progress: &mut dyn MigrationProgress,
+    ) -> Result<Stopped> {
+        progress.note("stop-and-copy");
+        let pause = Instant::now();
+        let pause_unix_us = session::unix_us();
+        guest.pause().context("pausing the source VM")?;
+        let mut last = guest.take_dirty()?;
+        last.extend_from_slice(&to_send);
+        last.sort_unstable();
+        last.dedup();
+        progress.iteration_started(iterations + 1, last.len() as u64);
+        let lz4_pages = if self.enc.lz4() { last.len() as u64 } else { 0 };
+        let mut bytes = 0u64;
+        for &pfn in &last {
+            guest.read_page(pfn, &mut self.page)?;
+            self.enc.encode_page(pfn, &self.page, &mut self.out)?;
+            bytes += send_out(&mut self.w, &mut self.out, "sending the last pages")?;
         }
-        .into(),
-        iterations: iteration,
-        start_unix_us,
-        total_s: start.elapsed().as_secs_f64(),
-        downtime_s: reply.downtime_us as f64 / 1e6,
-        downtime_at_source_s: acked.as_secs_f64(),
-        dest_finish_s: reply.finish_us as f64 / 1e6,
-        stream_bytes,
-        wire_bytes: w.bytes,
-        pages_sent,
-        digest,
-        rows,
+        let digest = format!("{:032x}", guest.memory_digest()?);
+        let info = PauseInfo {
+            digest: digest.clone(),
+            pause_unix_us,
+            iterations,
+        };
+        bytes += self.send_blob(
+            BLOB_PAUSE,
+            &serde_json::to_vec(&info)?,
+            "sending the pause information",
+        )?;
+        for (i, state) in guest.save_state()?.iter().enumerate() {
+            bytes += self.send_blob(BLOB_VCPU + i as u32, state, "sending vCPU state")?;
+        }
+        self.enc.finish(&mut self.out)?;
+        bytes += send_out(&mut self.w, &mut self.out, "sending the end of the stream")?;
+        self.w.flush().context("sending the end of the stream")?;
+        self.stream_bytes += bytes;
+        self.pages_sent += last.len() as u64;
+        Ok(Stopped {
+            pause,
+            pages: last.len() as u64,
+            bytes,
+            lz4_pages,
+            digest,
+        })
+    }
+
+    /// Sends `data` as blobs tagged `tag`; returns the bytes written.
+    fn send_blob(&mut self, tag: u32, data: &[u8], what: &'static str) -> Result<u64> {
+        append_blob_pieces(self.enc.as_mut(), tag, data, &mut self.out)?;
+        send_out(&mut self.w, &mut self.out, what)
+    }
+
+    /// Waits for the destination's final reply that its copy runs; returns it and the time
+    /// since the `pause`. A refusal is an error.
+    fn await_reply(
+        &mut self,
+        pause: Instant,
+        progress: &mut dyn MigrationProgress,
+    ) -> Result<(Reply, Duration)> {
+        progress.note("waiting for the destination");
+        let reply = match session::read_message(self.w.inner)
+            .context("no reply from the destination (link down or destination gone)")?
+        {
+            DestMessage::Reply(r) => r,
+            DestMessage::Ack(n) => bail!("unexpected acknowledgement of iteration {n} at the end"),
+        };
+        let acked = pause.elapsed();
+        if !reply.ok {
+            bail!(
+                "the destination refused the migration: {}",
+                reply.error.unwrap_or_else(|| "no reason given".into())
+            );
+        }
+        Ok((reply, acked))
+    }
+
+    /// The stop-and-copy's row, closed by the reply.
+    fn last_row(
+        &mut self,
+        iterations: u32,
+        stopped: &Stopped,
+        acked: Duration,
+        progress: &mut dyn MigrationProgress,
+    ) {
+        let row = IterationRow {
+            iteration: iterations + 1,
+            pages_sent: stopped.pages,
+            pages_dirtied: 0,
+            pages_remaining: 0,
+            bytes: stopped.bytes,
+            seconds: acked.as_secs_f64(),
+            start_s: (stopped.pause - self.start).as_secs_f64(),
+            cpu_s: 0.0,
+            lz4_pages: stopped.lz4_pages,
+            group: None,
+        };
+        progress.iteration_done(&row);
+        self.rows.push(row);
+    }
+
+    fn report(
+        self,
+        guest: &dyn SourceGuest,
+        opts: &SourceOptions,
+        iterations: u32,
+        stopped: Stopped,
+        reply: Reply,
+        acked: Duration,
+    ) -> MigrationReport {
+        MigrationReport {
+            label: opts.label.clone(),
+            mem_bytes: guest.mem_bytes(),
+            vcpus: guest.vcpus(),
+            policy: opts.policy.name().into(),
+            codec: opts.codec.name().into(),
+            encoder: opts.encoder.name().into(),
+            lz4_windows: self.auto.map(|a| a.windows).unwrap_or_default(),
+            compression: if self.lz4 {
+                opts.compression.name()
+            } else {
+                Compression::None.name()
+            }
+            .into(),
+            iterations,
+            start_unix_us: self.start_unix_us,
+            total_s: self.start.elapsed().as_secs_f64(),
+            downtime_s: reply.downtime_us as f64 / 1e6,
+            downtime_at_source_s: acked.as_secs_f64(),
+            dest_finish_s: reply.finish_us as f64 / 1e6,
+            stream_bytes: self.stream_bytes,
+            wire_bytes: self.w.bytes,
+            pages_sent: self.pages_sent,
+            digest: stopped.digest,
+            rows: self.rows,
+        }
+    }
+}
+
+/// This VM's own policy decides, then the group (if any) has its say; returns the
+/// decision and the group's word for the report.
+fn decide<'g>(
+    policy: &mut dyn StopPolicy,
+    gate: Option<&mut (dyn Gate + 'g)>,
+    report: &IterationReport,
+) -> Result<(Decision, Option<&'static str>)> {
+    let own = policy.decide(report);
+    Ok(match gate {
+        Some(g) => {
+            let (d, word) = g.decide(own, report)?;
+            (d, Some(word))
+        }
+        None => (own, None),
     })
 }

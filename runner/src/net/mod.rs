@@ -1,6 +1,9 @@
-//! Moving the migration stream between processes: TCP, WAN shaping on the sending side, and
-//! (in [`tls`]) mutual TLS on pre-shared certificates.
+//! Network: moving bytes between hosts. The migration's byte stream ([`Link`]) over TCP,
+//! WAN shaping on the sending side ([`shape`]), mutual TLS on pre-shared certificates
+//! ([`tls`]), and the Synchronized Arrival coordinator, its server and its client
+//! ([`coord`]). Nothing here knows about guests or the codec's stream.
 
+pub mod coord;
 pub mod shape;
 pub mod tls;
 

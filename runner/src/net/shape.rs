@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::simulate::link::{parse_bandwidth, parse_duration};
+use crate::units::{parse_bandwidth, parse_duration};
 
 /// A link shape: bandwidth and added delay. The default shapes nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

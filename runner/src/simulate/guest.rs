@@ -2,11 +2,11 @@
 
 use anyhow::Result;
 
-use super::workload::Workload;
+use super::timeline::Timeline;
 
-/// A guest running a [`Workload`] on a simulated clock.
+/// A guest living through a [`Timeline`] on a simulated clock.
 pub struct Guest<'w> {
-    workload: &'w mut dyn Workload,
+    workload: &'w mut dyn Timeline,
     current: Vec<u8>,
     page_size: usize,
     interval: usize,
@@ -27,7 +27,7 @@ fn shuffle_key(pfn: u64, interval: usize) -> u64 {
 
 impl<'w> Guest<'w> {
     /// Starts the workload from snapshot 0 at time 0.
-    pub fn start(workload: &'w mut dyn Workload) -> Result<Self> {
+    pub fn start(workload: &'w mut dyn Timeline) -> Result<Self> {
         workload.reset()?;
         let current = workload.image().to_vec();
         let page_size = workload.page_size();

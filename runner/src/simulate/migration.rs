@@ -10,12 +10,12 @@ use anyhow::Result;
 use pagewire::policy::{Decision, IterationReport};
 
 use super::guest::Guest;
-use super::link::Link;
+use super::link::LinkModel;
 use super::sender::Sender;
 
 /// What one iteration did.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct IterationRow {
+pub struct SimIteration {
     /// 1 for the first full pass; the stop-and-copy is the last row.
     pub iteration: u32,
     /// Pages sent.
@@ -46,7 +46,7 @@ pub struct RunResult {
     /// When the stop-and-copy started.
     pub final_start_s: f64,
     /// Every iteration, the stop-and-copy last.
-    pub rows: Vec<IterationRow>,
+    pub rows: Vec<SimIteration>,
 }
 
 /// A migration in progress, advanced one iteration at a time (so several can share a
@@ -54,16 +54,16 @@ pub struct RunResult {
 pub struct Migration<'a, 'w> {
     guest: Guest<'w>,
     sender: Sender<'a>,
-    link: Link,
+    link: LinkModel,
     now: f64,
     to_send: Vec<u64>,
-    rows: Vec<IterationRow>,
+    rows: Vec<SimIteration>,
     bytes: u64,
 }
 
 impl<'a, 'w> Migration<'a, 'w> {
     /// Starts at time 0 with every page to send.
-    pub fn new(guest: Guest<'w>, sender: Sender<'a>, link: Link) -> Self {
+    pub fn new(guest: Guest<'w>, sender: Sender<'a>, link: LinkModel) -> Self {
         let to_send = (0..guest.pages() as u64).collect();
         Migration {
             guest,
@@ -110,7 +110,7 @@ impl<'a, 'w> Migration<'a, 'w> {
         self.bytes += bytes;
         let dirtied = self.to_send.len() as u64;
         let iteration = self.rows.len() as u32 + 1;
-        self.rows.push(IterationRow {
+        self.rows.push(SimIteration {
             iteration,
             sent: pages.len() as u64,
             dirtied,
@@ -143,7 +143,7 @@ impl<'a, 'w> Migration<'a, 'w> {
         self.now += self.wire_time(bytes) + self.link.rtt_s;
         self.bytes += bytes;
         let iterations = self.rows.len() as u32;
-        self.rows.push(IterationRow {
+        self.rows.push(SimIteration {
             iteration: iterations + 1,
             sent: pages.len() as u64,
             dirtied: 0,

@@ -8,26 +8,26 @@ pub mod migration;
 pub mod plot;
 pub mod report;
 pub mod sender;
-pub mod workload;
+pub mod timeline;
 
 use anyhow::Result;
 use pagewire::policy::{AnyPolicy, PolicyParams, SmartStop, StopPolicy, SynchronizedArrival};
 
-pub use pagewire::policy::PolicyKind;
+use pagewire::policy::PolicyKind;
 use pagewire::Config;
 
-pub use link::Link;
-pub use migration::{IterationRow, Migration, RunResult};
+pub use link::LinkModel;
+pub use migration::{Migration, RunResult, SimIteration};
 pub use report::{GroupMember, GroupRun, Row, SimReport};
 pub use sender::{CodecMode, Sender};
-pub use workload::{Builtin, SnapshotWorkload, SyntheticWorkload, Workload};
+pub use timeline::{SnapshotTimeline, SyntheticTimeline, Timeline};
 
 use guest::Guest;
 
 /// Everything a simulation run needs besides the workload.
 #[derive(Debug, Clone, Copy)]
 pub struct SimOptions {
-    pub link: Link,
+    pub link: LinkModel,
     /// Codec configuration for the codec settings that use pagewire.
     pub codec: Config,
     /// Smart Stop's window.
@@ -46,20 +46,20 @@ impl SimOptions {
     }
 }
 
-/// Migrates one VM running `workload` under `policy` with codec setting `codec`.
+/// Migrates one VM living through `timeline` under `policy` with codec setting `codec`.
 pub fn run_one(
-    workload: &mut dyn Workload,
+    timeline: &mut dyn Timeline,
     policy: PolicyKind,
     codec: CodecMode,
     opts: &SimOptions,
 ) -> Result<RunResult> {
     let cfg = Config {
-        page_size: workload.page_size() as u32,
+        page_size: timeline.page_size() as u32,
         ..opts.codec
     };
     let mut storage = vec![0u8; sender::storage_len(codec, cfg)];
     let sender = Sender::new(codec, cfg, &mut storage)?;
-    let guest = Guest::start(workload)?;
+    let guest = Guest::start(timeline)?;
     let vm_pages = guest.pages() as u64;
     let mut p = opts.policy(policy, vm_pages);
     Migration::new(guest, sender, opts.link).run(&mut p)
@@ -69,28 +69,28 @@ pub fn run_one(
 /// Smart Stop; with `synchronized`, a Synchronized Arrival group holds back each member's
 /// stop-and-copy until all have reached the crossover.
 pub fn run_group(
-    workloads: &mut [Box<dyn Workload>],
+    timelines: &mut [Box<dyn Timeline>],
     codec: CodecMode,
     opts: &SimOptions,
     synchronized: bool,
 ) -> Result<GroupRun> {
-    let n = workloads.len();
+    let n = timelines.len();
     let link = opts.link.share(n);
-    let cfgs: Vec<Config> = workloads
+    let cfgs: Vec<Config> = timelines
         .iter()
         .map(|w| Config {
             page_size: w.page_size() as u32,
             ..opts.codec
         })
         .collect();
-    let names: Vec<String> = workloads.iter().map(|w| w.name().to_owned()).collect();
-    let mem: Vec<usize> = workloads.iter().map(|w| w.mem_bytes()).collect();
+    let names: Vec<String> = timelines.iter().map(|w| w.name().to_owned()).collect();
+    let mem: Vec<usize> = timelines.iter().map(|w| w.mem_bytes()).collect();
     let mut storages: Vec<Vec<u8>> = cfgs
         .iter()
         .map(|&c| vec![0u8; sender::storage_len(codec, c)])
         .collect();
     let mut running: Vec<Option<Migration>> = Vec::with_capacity(n);
-    for ((w, storage), &cfg) in workloads.iter_mut().zip(storages.iter_mut()).zip(&cfgs) {
+    for ((w, storage), &cfg) in timelines.iter_mut().zip(storages.iter_mut()).zip(&cfgs) {
         let sender = Sender::new(codec, cfg, storage)?;
         running.push(Some(Migration::new(
             Guest::start(w.as_mut())?,
@@ -149,13 +149,13 @@ fn empty_result() -> RunResult {
 /// (Synchronized Arrival against independent Smart Stop) on `group`. `progress` hears a line
 /// per finished run.
 pub fn run_all(
-    workloads: &mut [Box<dyn Workload>],
-    group: &mut [Box<dyn Workload>],
+    timelines: &mut [Box<dyn Timeline>],
+    group: &mut [Box<dyn Timeline>],
     opts: &SimOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<SimReport> {
     let mut rows = Vec::new();
-    for w in workloads.iter_mut() {
+    for w in timelines.iter_mut() {
         for policy in PolicyKind::ALL {
             for codec in CodecMode::ALL {
                 let result = run_one(w.as_mut(), policy, codec, opts)?;

@@ -1,9 +1,13 @@
-//! What the simulated source puts on the wire for each page, per codec setting.
+//! What the simulated source puts on the wire for each page, per codec setting. The
+//! settings are the runner's codec stages (`settings::CodecStages`, which the migration
+//! engine uses too), plus a row without any codec.
 
 use anyhow::Result;
-use pagewire::{Config, Encoder, Features};
+use pagewire::{Config, Encoder};
 
-/// The codec settings the simulator compares.
+use crate::settings::CodecStages;
+
+/// The codec settings the simulator compares, one row each in its report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CodecMode {
@@ -37,28 +41,6 @@ impl CodecMode {
             CodecMode::All => "all",
         }
     }
-
-    /// Encoder configuration and features for this setting, from a base configuration.
-    pub fn codec(self, base: Config) -> Option<(Config, Features)> {
-        match self {
-            CodecMode::None => None,
-            CodecMode::XbzrleLike => Some((
-                Config { lz4: false, ..base },
-                Features {
-                    cbr: false,
-                    delta: true,
-                },
-            )),
-            CodecMode::CbrOnly => Some((
-                Config { lz4: false, ..base },
-                Features {
-                    cbr: true,
-                    delta: false,
-                },
-            )),
-            CodecMode::All => Some((base, Features::ALL)),
-        }
-    }
 }
 
 /// Bytes of per-page header when no codec runs.
@@ -73,21 +55,33 @@ pub enum Sender<'a> {
 }
 
 impl<'a> Sender<'a> {
-    /// A sender for `mode`; `storage` must hold `cfg.encoder_storage_len()` bytes when a
-    /// codec runs (see [`storage_len`]).
+    /// A sender for `mode`; `storage` must hold [`storage_len`] bytes.
     pub fn new(mode: CodecMode, base: Config, storage: &'a mut [u8]) -> Result<Self> {
-        Ok(match mode.codec(base) {
-            None => Sender::Raw {
+        match mode {
+            CodecMode::None => Ok(Sender::Raw {
                 page_size: u64::from(base.page_size),
-            },
-            Some((cfg, features)) => {
-                let mut enc = Encoder::new(cfg, storage)?;
-                enc.set_features(features);
-                Sender::Codec {
-                    enc: Box::new(enc),
-                    out: vec![0; cfg.max_output_len()],
-                }
-            }
+            }),
+            CodecMode::XbzrleLike => Self::xbzrle_like(base, storage),
+            CodecMode::CbrOnly => Self::pagewire(CodecStages::Cbr, base, storage),
+            CodecMode::All => Self::pagewire(CodecStages::All, base, storage),
+        }
+    }
+
+    /// The "deltas (xbzrle-like)" row: pagewire with zero pages and deltas only. The one
+    /// place that says how this row sends (with [`xbzrle_like_storage_len`]), so that a
+    /// QEMU-faithful XBZRLE cache can take its place.
+    fn xbzrle_like(base: Config, storage: &'a mut [u8]) -> Result<Self> {
+        Self::pagewire(CodecStages::Deltas, base, storage)
+    }
+
+    /// pagewire's encoder running `stages`.
+    fn pagewire(stages: CodecStages, base: Config, storage: &'a mut [u8]) -> Result<Self> {
+        let (cfg, features) = stages.apply(base);
+        let mut enc = Encoder::new(cfg, storage)?;
+        enc.set_features(features);
+        Ok(Sender::Codec {
+            enc: Box::new(enc),
+            out: vec![0; cfg.max_output_len()],
         })
     }
 
@@ -118,6 +112,19 @@ impl<'a> Sender<'a> {
 
 /// Storage a sender for `mode` needs.
 pub fn storage_len(mode: CodecMode, base: Config) -> usize {
-    mode.codec(base)
-        .map_or(0, |(cfg, _)| cfg.encoder_storage_len())
+    match mode {
+        CodecMode::None => 0,
+        CodecMode::XbzrleLike => xbzrle_like_storage_len(base),
+        CodecMode::CbrOnly => pagewire_storage_len(CodecStages::Cbr, base),
+        CodecMode::All => pagewire_storage_len(CodecStages::All, base),
+    }
+}
+
+/// Storage of the "deltas (xbzrle-like)" row's sender (see `Sender::xbzrle_like`).
+fn xbzrle_like_storage_len(base: Config) -> usize {
+    pagewire_storage_len(CodecStages::Deltas, base)
+}
+
+fn pagewire_storage_len(stages: CodecStages, base: Config) -> usize {
+    stages.apply(base).0.encoder_storage_len()
 }

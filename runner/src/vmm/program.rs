@@ -1,7 +1,7 @@
 //! The guest program: x86-64 user-mode machine code, generated with [`super::asm`].
 //!
 //! One program serves every workload; a descriptor in the vCPU's state page (written by the
-//! VMM at boot, see [`super::workload`]) says which pages it writes, how and how fast.
+//! VMM at boot) says which pages it writes, how and how fast.
 //!
 //! What it does, per vCPU:
 //!
@@ -22,7 +22,7 @@
 //!   page that arrived stale or damaged, and state (registers or state page) out of step
 //!   with memory.
 
-use super::asm::{Alu, Asm, Cond, Reg::*, Shift};
+use super::asm::{Alu, Asm, Cond, Label, Reg::*, Shift};
 
 /// `out`: a round finished; the value is the low 32 bits of the round counter.
 pub const PORT_HEARTBEAT: u16 = 0x10;
@@ -115,6 +115,20 @@ fn emit_port(a: &mut Asm, port: u16) {
     a.mov_imm(Rdx, u64::from(port));
 }
 
+/// The labels of the program's parts, which the other parts call or jump to.
+struct Parts {
+    rng: Label,
+    store: Label,
+    full_checksum: Label,
+    self_check: Label,
+    op_text: Label,
+    op_ptr: Label,
+    op_zero: Label,
+    op_edit: Label,
+    round: Label,
+    booted: Label,
+}
+
 /// Assembles the guest program; its entry point is offset 0.
 ///
 /// Register use: rdi = state page, r12 = operations left in the round, r13 = PRNG state,
@@ -122,37 +136,57 @@ fn emit_port(a: &mut Asm, port: u16) {
 /// rbp and r8-r11.
 pub fn assemble() -> Vec<u8> {
     let mut a = Asm::new();
-    let rng = a.label();
-    let store = a.label();
-    let full_checksum = a.label();
-    let self_check = a.label();
-    let op_text = a.label();
-    let op_ptr = a.label();
-    let op_zero = a.label();
-    let op_edit = a.label();
-    let round = a.label();
-    let booted = a.label();
+    let p = Parts {
+        rng: a.label(),
+        store: a.label(),
+        full_checksum: a.label(),
+        self_check: a.label(),
+        op_text: a.label(),
+        op_ptr: a.label(),
+        op_zero: a.label(),
+        op_edit: a.label(),
+        round: a.label(),
+        booted: a.label(),
+    };
+    emit_entry(&mut a, &p);
+    emit_round(&mut a, &p);
+    emit_rng(&mut a, &p);
+    emit_store(&mut a, &p);
+    emit_full_checksum(&mut a, &p);
+    emit_self_check(&mut a, &p);
+    // Page operations: r8 = page address; r9 = word index; r10 = words to fill.
+    emit_op_text(&mut a, &p);
+    emit_op_ptr(&mut a, &p);
+    emit_op_zero(&mut a, &p);
+    emit_op_edit(&mut a, &p);
+    a.finish().expect("guest program labels are all bound")
+}
 
-    // ---- entry
+/// Entry: the first start computes the checksum and says booted; a resumed vCPU (after a
+/// migration) takes the checksum from its state page.
+fn emit_entry(a: &mut Asm, p: &Parts) {
     a.mov_imm(R14, HASH_K);
     a.load(R13, Rdi, off::RNG);
     a.load(Rax, Rdi, off::BOOTED);
     a.alu_imm(Alu::Cmp, Rax, 0);
-    a.jcc(Cond::Ne, booted);
-    a.call(full_checksum);
+    a.jcc(Cond::Ne, p.booted);
+    a.call(p.full_checksum);
     a.mov(R15, Rax);
     a.store(Rdi, off::CHECKSUM, R15);
     a.mov_imm(Rax, 1);
     a.store(Rdi, off::BOOTED, Rax);
     a.load(Rax, Rdi, off::INDEX);
-    emit_port(&mut a, PORT_BOOTED);
+    emit_port(a, PORT_BOOTED);
     a.out_dx_eax();
-    a.jmp(round);
-    a.bind(booted);
+    a.jmp(p.round);
+    a.bind(p.booted);
     a.load(R15, Rdi, off::CHECKSUM);
+}
 
-    // ---- one round
-    a.bind(round);
+/// One round: pick the phase's mix, run its operations, count the round, report a
+/// heartbeat, wait for the tick, and run a self-check when the VMM asks for one.
+fn emit_round(a: &mut Asm, p: &Parts) {
+    a.bind(p.round);
     // phase = round % (busy + quiet) < busy ? BUSY : QUIET
     let busy = a.label();
     let phase_set = a.label();
@@ -183,10 +217,37 @@ pub fn assemble() -> Vec<u8> {
     a.alu_imm(Alu::Cmp, R12, 0);
     a.jcc(Cond::E, round_end);
     a.bind(op_loop);
-    // target page: hot set with probability HOT_THRESH/65536, else the whole slice
+    emit_pick_page(a, p);
+    emit_operation(a, p, op_done);
+    a.bind(op_done);
+    a.store(Rdi, off::CHECKSUM, R15);
+    a.load(Rax, Rdi, off::OPS);
+    a.alu_imm(Alu::Add, Rax, 1);
+    a.store(Rdi, off::OPS, Rax);
+    a.alu_imm(Alu::Sub, R12, 1);
+    a.jcc(Cond::Ne, op_loop);
+
+    a.bind(round_end);
+    a.store(Rdi, off::RNG, R13);
+    a.load(Rax, Rdi, off::ROUND);
+    a.alu_imm(Alu::Add, Rax, 1);
+    a.store(Rdi, off::ROUND, Rax);
+    emit_port(a, PORT_HEARTBEAT);
+    a.out_dx_eax();
+    emit_port(a, PORT_TICK);
+    a.in_eax_dx();
+    a.alu_imm(Alu::And, Rax, TICK_SELF_CHECK as i32);
+    a.jcc(Cond::E, p.round);
+    a.call(p.self_check);
+    a.jmp(p.round);
+}
+
+/// The target page of an operation, into r8: the hot set with probability
+/// `HOT_THRESH`/65536, else the whole slice.
+fn emit_pick_page(a: &mut Asm, p: &Parts) {
     let pick_all = a.label();
     let picked = a.label();
-    a.call(rng);
+    a.call(p.rng);
     a.mov(Rcx, Rax);
     a.alu_imm(Alu::And, Rcx, 0xffff);
     a.load(Rdx, Rdi, off::HOT_THRESH);
@@ -203,8 +264,11 @@ pub fn assemble() -> Vec<u8> {
     a.shift(Shift::Shl, Rax, 12);
     a.load(R8, Rdi, off::DATA_BASE);
     a.alu(Alu::Add, R8, Rax);
-    // operation kind
-    a.call(rng);
+}
+
+/// Calls one operation, its kind drawn against the phase's thresholds; continues at `done`.
+fn emit_operation(a: &mut Asm, p: &Parts, done: Label) {
+    a.call(p.rng);
     a.alu_imm(Alu::And, Rax, 0xffff);
     a.load(Rsi, Rdi, off::PHASE);
     let try_ptr = a.label();
@@ -213,46 +277,27 @@ pub fn assemble() -> Vec<u8> {
     a.load(Rcx, Rsi, 8);
     a.alu(Alu::Cmp, Rax, Rcx);
     a.jcc(Cond::Ae, try_ptr);
-    a.call(op_text);
-    a.jmp(op_done);
+    a.call(p.op_text);
+    a.jmp(done);
     a.bind(try_ptr);
     a.load(Rcx, Rsi, 16);
     a.alu(Alu::Cmp, Rax, Rcx);
     a.jcc(Cond::Ae, try_zero);
-    a.call(op_ptr);
-    a.jmp(op_done);
+    a.call(p.op_ptr);
+    a.jmp(done);
     a.bind(try_zero);
     a.load(Rcx, Rsi, 24);
     a.alu(Alu::Cmp, Rax, Rcx);
     a.jcc(Cond::Ae, do_edit);
-    a.call(op_zero);
-    a.jmp(op_done);
+    a.call(p.op_zero);
+    a.jmp(done);
     a.bind(do_edit);
-    a.call(op_edit);
-    a.bind(op_done);
-    a.store(Rdi, off::CHECKSUM, R15);
-    a.load(Rax, Rdi, off::OPS);
-    a.alu_imm(Alu::Add, Rax, 1);
-    a.store(Rdi, off::OPS, Rax);
-    a.alu_imm(Alu::Sub, R12, 1);
-    a.jcc(Cond::Ne, op_loop);
+    a.call(p.op_edit);
+}
 
-    a.bind(round_end);
-    a.store(Rdi, off::RNG, R13);
-    a.load(Rax, Rdi, off::ROUND);
-    a.alu_imm(Alu::Add, Rax, 1);
-    a.store(Rdi, off::ROUND, Rax);
-    emit_port(&mut a, PORT_HEARTBEAT);
-    a.out_dx_eax();
-    emit_port(&mut a, PORT_TICK);
-    a.in_eax_dx();
-    a.alu_imm(Alu::And, Rax, TICK_SELF_CHECK as i32);
-    a.jcc(Cond::E, round);
-    a.call(self_check);
-    a.jmp(round);
-
-    // ---- rng: rax = next xorshift64* output; clobbers rcx
-    a.bind(rng);
+/// `rng`: rax = next xorshift64* output; clobbers rcx.
+fn emit_rng(a: &mut Asm, p: &Parts) {
+    a.bind(p.rng);
     a.mov(Rcx, R13);
     a.shift(Shift::Shr, Rcx, 12);
     a.alu(Alu::Xor, R13, Rcx);
@@ -265,225 +310,224 @@ pub fn assemble() -> Vec<u8> {
     a.mov_imm(Rax, RNG_MUL);
     a.imul(Rax, R13);
     a.ret();
+}
 
-    // ---- store: [rbx] = rax, keeping r15 = checksum; clobbers rcx, rdx
-    a.bind(store);
+/// `store`: [rbx] = rax, keeping r15 = checksum; clobbers rcx, rdx.
+fn emit_store(a: &mut Asm, p: &Parts) {
+    a.bind(p.store);
     a.load(Rcx, Rbx, 0);
-    emit_hash(&mut a);
+    emit_hash(a);
     a.alu(Alu::Xor, R15, Rcx);
     a.mov(Rcx, Rax);
-    emit_hash(&mut a);
+    emit_hash(a);
     a.alu(Alu::Xor, R15, Rcx);
     a.store(Rbx, 0, Rax);
     a.ret();
+}
 
-    // ---- full_checksum: rax = checksum of the slice; clobbers rbx, rcx, rdx, rbp
-    a.bind(full_checksum);
+/// `full_checksum`: rax = checksum of the slice; clobbers rbx, rcx, rdx, rbp.
+fn emit_full_checksum(a: &mut Asm, p: &Parts) {
+    a.bind(p.full_checksum);
+    let lp = a.label();
+    a.mov_imm(Rax, 0);
+    a.load(Rbx, Rdi, off::DATA_BASE);
+    a.load(Rbp, Rdi, off::DATA_PAGES);
+    a.shift(Shift::Shl, Rbp, 9);
+    a.bind(lp);
+    a.load(Rcx, Rbx, 0);
+    emit_hash(a);
+    a.alu(Alu::Xor, Rax, Rcx);
+    a.alu_imm(Alu::Add, Rbx, 8);
+    a.alu_imm(Alu::Sub, Rbp, 1);
+    a.jcc(Cond::Ne, lp);
+    a.ret();
+}
+
+/// `self_check`: compares a fresh checksum with r15 and the state page; reports.
+fn emit_self_check(a: &mut Asm, p: &Parts) {
+    a.bind(p.self_check);
+    let bad = a.label();
+    let report = a.label();
+    a.call(p.full_checksum);
+    a.alu(Alu::Cmp, Rax, R15);
+    a.jcc(Cond::Ne, bad);
+    a.load(Rcx, Rdi, off::CHECKSUM);
+    a.alu(Alu::Cmp, Rax, Rcx);
+    a.jcc(Cond::Ne, bad);
+    a.load(Rax, Rdi, off::CHECKS_OK);
+    a.alu_imm(Alu::Add, Rax, 1);
+    a.store(Rdi, off::CHECKS_OK, Rax);
+    a.mov_imm(Rax, u64::from(CHECK_OK));
+    a.jmp(report);
+    a.bind(bad);
+    a.mov_imm(Rax, u64::from(CHECK_BAD));
+    a.bind(report);
+    emit_port(a, PORT_CHECK);
+    a.out_dx_eax();
+    a.ret();
+}
+
+/// `op_text`: text chunks from the table, sometimes only the first part of the page.
+fn emit_op_text(a: &mut Asm, p: &Parts) {
+    a.bind(p.op_text);
+    let lp = a.label();
+    let zero_word = a.label();
+    let write = a.label();
+    let full = a.label();
+    a.mov_imm(R10, 512);
+    a.call(p.rng);
+    a.mov(Rcx, Rax);
+    a.alu_imm(Alu::And, Rcx, 3);
+    a.jcc(Cond::Ne, full);
+    // partial: 128 + (rax >> 8) % 256 words
+    a.mov(R10, Rax);
+    a.shift(Shift::Shr, R10, 8);
+    a.alu_imm(Alu::And, R10, 255);
+    a.alu_imm(Alu::Add, R10, 128);
+    a.bind(full);
+    a.mov_imm(R9, 0);
+    a.load(R11, Rdi, off::WORDS);
+    a.bind(lp);
+    a.alu(Alu::Cmp, R9, R10);
+    a.jcc(Cond::Ae, zero_word);
+    a.call(p.rng);
+    a.shift(Shift::Shr, Rax, 40);
+    a.alu_imm(Alu::And, Rax, 255);
+    a.shift(Shift::Shl, Rax, 3);
+    a.alu(Alu::Add, Rax, R11);
+    a.load(Rax, Rax, 0);
+    a.jmp(write);
+    a.bind(zero_word);
+    a.mov_imm(Rax, 0);
+    a.bind(write);
+    a.mov(Rbx, R9);
+    a.shift(Shift::Shl, Rbx, 3);
+    a.alu(Alu::Add, Rbx, R8);
+    a.call(p.store);
+    a.alu_imm(Alu::Add, R9, 1);
+    a.alu_imm(Alu::Cmp, R9, 512);
+    a.jcc(Cond::B, lp);
+    a.ret();
+}
+
+/// `op_ptr`: 64-byte structs: pointers near one base, small ints, a zero, flags.
+fn emit_op_ptr(a: &mut Asm, p: &Parts) {
+    a.bind(p.op_ptr);
+    let lp = a.label();
+    let small = a.label();
+    let zero = a.label();
+    let flags = a.label();
+    let write = a.label();
+    a.call(p.rng);
+    // r10 = base, r11 = spread mask (4 KiB .. 8 MiB, 8-aligned), rbp = flags
+    a.mov(Rcx, Rax);
+    a.alu_imm(Alu::And, Rcx, 3);
+    a.shift(Shift::Shl, Rcx, 3);
+    a.alu(Alu::Add, Rcx, Rdi);
+    a.load(R10, Rcx, off::BASES);
+    a.mov(Rcx, Rax);
+    a.shift(Shift::Shr, Rcx, 2);
+    a.alu_imm(Alu::And, Rcx, 7);
+    a.mov_imm(R11, 0xfff8);
+    // widen the mask by (rcx) nibbles: r11 = (r11 << 4*rcx) | 0xf...8, done as a loop
     {
-        let lp = a.label();
-        a.mov_imm(Rax, 0);
-        a.load(Rbx, Rdi, off::DATA_BASE);
-        a.load(Rbp, Rdi, off::DATA_PAGES);
-        a.shift(Shift::Shl, Rbp, 9);
-        a.bind(lp);
-        a.load(Rcx, Rbx, 0);
-        emit_hash(&mut a);
-        a.alu(Alu::Xor, Rax, Rcx);
-        a.alu_imm(Alu::Add, Rbx, 8);
-        a.alu_imm(Alu::Sub, Rbp, 1);
-        a.jcc(Cond::Ne, lp);
-        a.ret();
+        let widen = a.label();
+        let widened = a.label();
+        a.bind(widen);
+        a.alu_imm(Alu::Cmp, Rcx, 0);
+        a.jcc(Cond::E, widened);
+        a.shift(Shift::Shl, R11, 1);
+        a.alu_imm(Alu::Or, R11, 8);
+        a.alu_imm(Alu::Sub, Rcx, 1);
+        a.jmp(widen);
+        a.bind(widened);
     }
+    a.mov(Rbp, Rax);
+    a.shift(Shift::Shr, Rbp, 40);
+    a.mov_imm(R9, 0);
+    a.bind(lp);
+    a.mov(Rsi, R9);
+    a.alu_imm(Alu::And, Rsi, 7);
+    a.alu_imm(Alu::Cmp, Rsi, 3);
+    a.jcc(Cond::E, small);
+    a.alu_imm(Alu::Cmp, Rsi, 7);
+    a.jcc(Cond::E, small);
+    a.alu_imm(Alu::Cmp, Rsi, 5);
+    a.jcc(Cond::E, zero);
+    a.alu_imm(Alu::Cmp, Rsi, 6);
+    a.jcc(Cond::E, flags);
+    a.call(p.rng);
+    a.alu(Alu::And, Rax, R11);
+    a.alu(Alu::Add, Rax, R10);
+    a.jmp(write);
+    a.bind(small);
+    a.call(p.rng);
+    a.shift(Shift::Shr, Rax, 50);
+    a.jmp(write);
+    a.bind(zero);
+    a.mov_imm(Rax, 0);
+    a.jmp(write);
+    a.bind(flags);
+    a.mov(Rax, Rbp);
+    a.bind(write);
+    a.mov(Rbx, R9);
+    a.shift(Shift::Shl, Rbx, 3);
+    a.alu(Alu::Add, Rbx, R8);
+    a.call(p.store);
+    a.alu_imm(Alu::Add, R9, 1);
+    a.alu_imm(Alu::Cmp, R9, 512);
+    a.jcc(Cond::B, lp);
+    a.ret();
+}
 
-    // ---- self_check: compare a fresh checksum with r15 and the state page; report
-    a.bind(self_check);
-    {
-        let bad = a.label();
-        let report = a.label();
-        a.call(full_checksum);
-        a.alu(Alu::Cmp, Rax, R15);
-        a.jcc(Cond::Ne, bad);
-        a.load(Rcx, Rdi, off::CHECKSUM);
-        a.alu(Alu::Cmp, Rax, Rcx);
-        a.jcc(Cond::Ne, bad);
-        a.load(Rax, Rdi, off::CHECKS_OK);
-        a.alu_imm(Alu::Add, Rax, 1);
-        a.store(Rdi, off::CHECKS_OK, Rax);
-        a.mov_imm(Rax, u64::from(CHECK_OK));
-        a.jmp(report);
-        a.bind(bad);
-        a.mov_imm(Rax, u64::from(CHECK_BAD));
-        a.bind(report);
-        emit_port(&mut a, PORT_CHECK);
-        a.out_dx_eax();
-        a.ret();
-    }
+/// `op_zero`: the page is freed.
+fn emit_op_zero(a: &mut Asm, p: &Parts) {
+    a.bind(p.op_zero);
+    let lp = a.label();
+    a.mov(Rbx, R8);
+    a.mov_imm(R9, 512);
+    a.bind(lp);
+    a.mov_imm(Rax, 0);
+    a.call(p.store);
+    a.alu_imm(Alu::Add, Rbx, 8);
+    a.alu_imm(Alu::Sub, R9, 1);
+    a.jcc(Cond::Ne, lp);
+    a.ret();
+}
 
-    // Page operations: r8 = page address; r9 = word index; r10 = words to fill.
-    // ---- op_text: text chunks from the table, sometimes only the first part of the page
-    a.bind(op_text);
-    {
-        let lp = a.label();
-        let zero_word = a.label();
-        let write = a.label();
-        let full = a.label();
-        a.mov_imm(R10, 512);
-        a.call(rng);
-        a.mov(Rcx, Rax);
-        a.alu_imm(Alu::And, Rcx, 3);
-        a.jcc(Cond::Ne, full);
-        // partial: 128 + (rax >> 8) % 256 words
-        a.mov(R10, Rax);
-        a.shift(Shift::Shr, R10, 8);
-        a.alu_imm(Alu::And, R10, 255);
-        a.alu_imm(Alu::Add, R10, 128);
-        a.bind(full);
-        a.mov_imm(R9, 0);
-        a.load(R11, Rdi, off::WORDS);
-        a.bind(lp);
-        a.alu(Alu::Cmp, R9, R10);
-        a.jcc(Cond::Ae, zero_word);
-        a.call(rng);
-        a.shift(Shift::Shr, Rax, 40);
-        a.alu_imm(Alu::And, Rax, 255);
-        a.shift(Shift::Shl, Rax, 3);
-        a.alu(Alu::Add, Rax, R11);
-        a.load(Rax, Rax, 0);
-        a.jmp(write);
-        a.bind(zero_word);
-        a.mov_imm(Rax, 0);
-        a.bind(write);
-        a.mov(Rbx, R9);
-        a.shift(Shift::Shl, Rbx, 3);
-        a.alu(Alu::Add, Rbx, R8);
-        a.call(store);
-        a.alu_imm(Alu::Add, R9, 1);
-        a.alu_imm(Alu::Cmp, R9, 512);
-        a.jcc(Cond::B, lp);
-        a.ret();
-    }
-
-    // ---- op_ptr: 64-byte structs: pointers near one base, small ints, a zero, flags
-    a.bind(op_ptr);
-    {
-        let lp = a.label();
-        let small = a.label();
-        let zero = a.label();
-        let flags = a.label();
-        let write = a.label();
-        a.call(rng);
-        // r10 = base, r11 = spread mask (4 KiB .. 8 MiB, 8-aligned), rbp = flags
-        a.mov(Rcx, Rax);
-        a.alu_imm(Alu::And, Rcx, 3);
-        a.shift(Shift::Shl, Rcx, 3);
-        a.alu(Alu::Add, Rcx, Rdi);
-        a.load(R10, Rcx, off::BASES);
-        a.mov(Rcx, Rax);
-        a.shift(Shift::Shr, Rcx, 2);
-        a.alu_imm(Alu::And, Rcx, 7);
-        a.mov_imm(R11, 0xfff8);
-        // widen the mask by (rcx) nibbles: r11 = (r11 << 4*rcx) | 0xf...8, done as a loop
-        {
-            let widen = a.label();
-            let widened = a.label();
-            a.bind(widen);
-            a.alu_imm(Alu::Cmp, Rcx, 0);
-            a.jcc(Cond::E, widened);
-            a.shift(Shift::Shl, R11, 1);
-            a.alu_imm(Alu::Or, R11, 8);
-            a.alu_imm(Alu::Sub, Rcx, 1);
-            a.jmp(widen);
-            a.bind(widened);
-        }
-        a.mov(Rbp, Rax);
-        a.shift(Shift::Shr, Rbp, 40);
-        a.mov_imm(R9, 0);
-        a.bind(lp);
-        a.mov(Rsi, R9);
-        a.alu_imm(Alu::And, Rsi, 7);
-        a.alu_imm(Alu::Cmp, Rsi, 3);
-        a.jcc(Cond::E, small);
-        a.alu_imm(Alu::Cmp, Rsi, 7);
-        a.jcc(Cond::E, small);
-        a.alu_imm(Alu::Cmp, Rsi, 5);
-        a.jcc(Cond::E, zero);
-        a.alu_imm(Alu::Cmp, Rsi, 6);
-        a.jcc(Cond::E, flags);
-        a.call(rng);
-        a.alu(Alu::And, Rax, R11);
-        a.alu(Alu::Add, Rax, R10);
-        a.jmp(write);
-        a.bind(small);
-        a.call(rng);
-        a.shift(Shift::Shr, Rax, 50);
-        a.jmp(write);
-        a.bind(zero);
-        a.mov_imm(Rax, 0);
-        a.jmp(write);
-        a.bind(flags);
-        a.mov(Rax, Rbp);
-        a.bind(write);
-        a.mov(Rbx, R9);
-        a.shift(Shift::Shl, Rbx, 3);
-        a.alu(Alu::Add, Rbx, R8);
-        a.call(store);
-        a.alu_imm(Alu::Add, R9, 1);
-        a.alu_imm(Alu::Cmp, R9, 512);
-        a.jcc(Cond::B, lp);
-        a.ret();
-    }
-
-    // ---- op_zero: the page is freed
-    a.bind(op_zero);
-    {
-        let lp = a.label();
-        a.mov(Rbx, R8);
-        a.mov_imm(R9, 512);
-        a.bind(lp);
-        a.mov_imm(Rax, 0);
-        a.call(store);
-        a.alu_imm(Alu::Add, Rbx, 8);
-        a.alu_imm(Alu::Sub, R9, 1);
-        a.jcc(Cond::Ne, lp);
-        a.ret();
-    }
-
-    // ---- op_edit: 1-4 words: a counter incremented, or a pointer field rewritten
-    a.bind(op_edit);
-    {
-        let lp = a.label();
-        let pointer = a.label();
-        let write = a.label();
-        a.call(rng);
-        a.mov(R9, Rax);
-        a.alu_imm(Alu::And, R9, 3);
-        a.alu_imm(Alu::Add, R9, 1);
-        a.bind(lp);
-        a.call(rng);
-        a.mov(Rbx, Rax);
-        a.shift(Shift::Shr, Rbx, 20);
-        a.alu_imm(Alu::And, Rbx, 511);
-        a.shift(Shift::Shl, Rbx, 3);
-        a.alu(Alu::Add, Rbx, R8);
-        a.mov(Rcx, Rax);
-        a.alu_imm(Alu::And, Rcx, 0x100);
-        a.jcc(Cond::Ne, pointer);
-        a.load(Rax, Rbx, 0);
-        a.alu_imm(Alu::Add, Rax, 1);
-        a.jmp(write);
-        a.bind(pointer);
-        a.shift(Shift::Shr, Rax, 44);
-        a.alu_imm(Alu::And, Rax, 0xfff8);
-        a.load(Rcx, Rdi, off::BASES);
-        a.alu(Alu::Add, Rax, Rcx);
-        a.bind(write);
-        a.call(store);
-        a.alu_imm(Alu::Sub, R9, 1);
-        a.jcc(Cond::Ne, lp);
-        a.ret();
-    }
-
-    a.finish().expect("guest program labels are all bound")
+/// `op_edit`: 1-4 words: a counter incremented, or a pointer field rewritten.
+fn emit_op_edit(a: &mut Asm, p: &Parts) {
+    a.bind(p.op_edit);
+    let lp = a.label();
+    let pointer = a.label();
+    let write = a.label();
+    a.call(p.rng);
+    a.mov(R9, Rax);
+    a.alu_imm(Alu::And, R9, 3);
+    a.alu_imm(Alu::Add, R9, 1);
+    a.bind(lp);
+    a.call(p.rng);
+    a.mov(Rbx, Rax);
+    a.shift(Shift::Shr, Rbx, 20);
+    a.alu_imm(Alu::And, Rbx, 511);
+    a.shift(Shift::Shl, Rbx, 3);
+    a.alu(Alu::Add, Rbx, R8);
+    a.mov(Rcx, Rax);
+    a.alu_imm(Alu::And, Rcx, 0x100);
+    a.jcc(Cond::Ne, pointer);
+    a.load(Rax, Rbx, 0);
+    a.alu_imm(Alu::Add, Rax, 1);
+    a.jmp(write);
+    a.bind(pointer);
+    a.shift(Shift::Shr, Rax, 44);
+    a.alu_imm(Alu::And, Rax, 0xfff8);
+    a.load(Rcx, Rdi, off::BASES);
+    a.alu(Alu::Add, Rax, Rcx);
+    a.bind(write);
+    a.call(p.store);
+    a.alu_imm(Alu::Sub, R9, 1);
+    a.jcc(Cond::Ne, lp);
+    a.ret();
 }
 
 #[cfg(test)]

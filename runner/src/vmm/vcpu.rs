@@ -15,7 +15,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use super::program::{
     CHECK_BAD, CHECK_OK, PORT_BOOTED, PORT_CHECK, PORT_HEARTBEAT, PORT_TICK, TICK_SELF_CHECK,
 };
-use super::workload::TICK_HZ;
+
+/// Rounds per second the VMM lets each vCPU run.
+pub const TICK_HZ: u64 = 100;
 
 /// What the VMM heard from the guest, per vCPU, readable from any thread.
 #[derive(Debug, Default)]

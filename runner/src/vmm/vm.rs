@@ -9,12 +9,12 @@ use anyhow::{bail, Context, Result};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
+use super::boot::{self, GuestSpec};
 use super::layout;
 use super::memory::{GuestMemory, PAGE_SIZE};
 use super::program;
 use super::state::VcpuState;
 use super::vcpu::{Monitor, RunningVcpu};
-use super::workload::{self, GuestSpec};
 
 /// Why KVM cannot be used here, or `Ok` when it can (tests print the reason and skip).
 pub fn kvm_available() -> std::result::Result<(), String> {
@@ -93,11 +93,11 @@ impl Vm {
         layout::write_gdt(mem);
         let code = program::assemble();
         mem.write(layout::CODE, &code);
-        mem.write(layout::WORDS, &workload::text_chunks(spec.seed));
-        workload::prefill(mem, spec.seed)?;
+        mem.write(layout::WORDS, &boot::text_chunks(spec.seed));
+        boot::prefill(mem, spec.seed)?;
         let n = self.vcpus.len();
         for i in 0..n {
-            workload::write_descriptor(mem, spec, n, i);
+            boot::write_descriptor(mem, spec, n, i);
         }
         for (i, slot) in self.vcpus.iter().enumerate() {
             let Slot::Parked(fd) = slot else {

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pagewire_runner::vmm::{kvm_available, GuestSpec, GuestWorkload, Vm};
+use pagewire_runner::vmm::{kvm_available, GuestSpec, Vm};
+use pagewire_runner::Workload;
 
 pub const MIB: usize = 1 << 20;
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -24,7 +25,7 @@ pub fn kvm_or_skip() -> bool {
 }
 
 /// A booted, running guest that has done a few rounds.
-pub fn running_vm(mib: usize, vcpus: usize, w: GuestWorkload, seed: u64) -> Vm {
+pub fn running_vm(mib: usize, vcpus: usize, w: Workload, seed: u64) -> Vm {
     let mut vm = Vm::new(mib * MIB, vcpus).unwrap();
     vm.boot(&GuestSpec::new(w, seed)).unwrap();
     vm.start().unwrap();

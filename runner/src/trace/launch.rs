@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::qmp::{Qmp, QmpAddr};
+use super::qmp::{Qmp, QmpAddr};
 
 /// How long QEMU may take to open its QMP socket.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);

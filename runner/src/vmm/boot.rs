@@ -1,7 +1,7 @@
-//! The built-in guest workloads: how each vCPU's descriptor is filled in, and the memory
-//! image the guest starts from.
+//! What a fresh guest boots with: its spec (workload, seed, rate), each vCPU's descriptor
+//! (which pages the guest program writes, how and how fast) and the initial memory image.
 //!
-//! The four workloads mirror the simulator's built-ins (`pagewire simulate`), with the same
+//! The built-in workloads (`crate::workload`) are the simulator's too, with the same
 //! names, but here a real guest does the writing:
 //!
 //! * `hot-set`: a hot set of 3% of memory, rewritten whole (text and pointer pages) about
@@ -20,24 +20,9 @@ use anyhow::Result;
 use super::layout;
 use super::memory::{GuestMemory, PAGE_SIZE};
 use super::program::off;
-use crate::synthetic::{SplitMix64, SyntheticParams, SyntheticSeries};
-
-/// Rounds per second the VMM lets each vCPU run.
-pub const TICK_HZ: u64 = 100;
-
-/// A built-in guest workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GuestWorkload {
-    /// A hot set rewritten fast.
-    HotSet,
-    /// Writes spread over a large area.
-    Database,
-    /// A phase-changing mix.
-    Compile,
-    /// Almost nothing.
-    Idle,
-}
+use super::vcpu::TICK_HZ;
+use crate::series::{SplitMix64, SyntheticParams, SyntheticSeries};
+use crate::workload::Workload;
 
 /// One phase's operation mix, as the guest reads it: operations per round and the shares
 /// of text fills, pointer fills and zeroing (the rest are in-place edits), in percent.
@@ -49,103 +34,73 @@ struct Mix {
     zero: u64,
 }
 
-impl GuestWorkload {
-    /// All of them, in report order.
-    pub const ALL: [GuestWorkload; 4] = [
-        GuestWorkload::HotSet,
-        GuestWorkload::Database,
-        GuestWorkload::Compile,
-        GuestWorkload::Idle,
-    ];
-
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            GuestWorkload::HotSet => "hot-set",
-            GuestWorkload::Database => "database",
-            GuestWorkload::Compile => "compile",
-            GuestWorkload::Idle => "idle",
-        }
-    }
-
-    /// Looks a workload up by name.
-    pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|w| w.name() == s)
-            .ok_or_else(|| {
-                anyhow::anyhow!("unknown workload {s:?}: use hot-set, database, compile or idle")
-            })
-    }
-
-    /// (hot set in permille of the slice, permille of operations on the hot set, busy mix,
-    /// quiet mix, busy rounds, quiet rounds)
-    fn shape(self) -> (u64, u64, Mix, Mix, u64, u64) {
-        let none = Mix {
-            pages_per_s_permille: 0,
-            text: 0,
-            pointer: 0,
-            zero: 0,
-        };
-        match self {
-            GuestWorkload::HotSet => (
-                30,
-                950,
-                Mix {
-                    pages_per_s_permille: 32,
-                    text: 45,
-                    pointer: 45,
-                    zero: 0,
-                },
-                none,
-                1,
-                0,
-            ),
-            GuestWorkload::Database => (
-                2,
-                50,
-                Mix {
-                    pages_per_s_permille: 70,
-                    text: 3,
-                    pointer: 3,
-                    zero: 0,
-                },
-                none,
-                1,
-                0,
-            ),
-            GuestWorkload::Compile => (
-                100,
-                700,
-                Mix {
-                    pages_per_s_permille: 80,
-                    text: 30,
-                    pointer: 30,
-                    zero: 15,
-                },
-                Mix {
-                    pages_per_s_permille: 5,
-                    text: 10,
-                    pointer: 10,
-                    zero: 0,
-                },
-                TICK_HZ / 2,
-                TICK_HZ * 2,
-            ),
-            GuestWorkload::Idle => (
-                5,
-                500,
-                Mix {
-                    pages_per_s_permille: 1,
-                    text: 0,
-                    pointer: 0,
-                    zero: 0,
-                },
-                none,
-                1,
-                0,
-            ),
-        }
+/// (hot set in permille of the slice, permille of operations on the hot set, busy mix,
+/// quiet mix, busy rounds, quiet rounds)
+fn shape(workload: Workload) -> (u64, u64, Mix, Mix, u64, u64) {
+    let none = Mix {
+        pages_per_s_permille: 0,
+        text: 0,
+        pointer: 0,
+        zero: 0,
+    };
+    match workload {
+        Workload::HotSet => (
+            30,
+            950,
+            Mix {
+                pages_per_s_permille: 32,
+                text: 45,
+                pointer: 45,
+                zero: 0,
+            },
+            none,
+            1,
+            0,
+        ),
+        Workload::Database => (
+            2,
+            50,
+            Mix {
+                pages_per_s_permille: 70,
+                text: 3,
+                pointer: 3,
+                zero: 0,
+            },
+            none,
+            1,
+            0,
+        ),
+        Workload::Compile => (
+            100,
+            700,
+            Mix {
+                pages_per_s_permille: 80,
+                text: 30,
+                pointer: 30,
+                zero: 15,
+            },
+            Mix {
+                pages_per_s_permille: 5,
+                text: 10,
+                pointer: 10,
+                zero: 0,
+            },
+            TICK_HZ / 2,
+            TICK_HZ * 2,
+        ),
+        Workload::Idle => (
+            5,
+            500,
+            Mix {
+                pages_per_s_permille: 1,
+                text: 0,
+                pointer: 0,
+                zero: 0,
+            },
+            none,
+            1,
+            0,
+        ),
     }
 }
 
@@ -153,7 +108,7 @@ impl GuestWorkload {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GuestSpec {
     /// Which workload runs.
-    pub workload: GuestWorkload,
+    pub workload: Workload,
     /// Seed of the initial image and of every vCPU's PRNG.
     pub seed: u64,
     /// Scales every rate (1.0 = as documented).
@@ -162,7 +117,7 @@ pub struct GuestSpec {
 
 impl GuestSpec {
     /// The workload at its documented rate.
-    pub fn new(workload: GuestWorkload, seed: u64) -> Self {
+    pub fn new(workload: Workload, seed: u64) -> Self {
         GuestSpec {
             workload,
             seed,
@@ -182,7 +137,7 @@ pub fn slice(mem_len: usize, vcpus: usize, i: usize) -> (u64, u64) {
 pub fn write_descriptor(mem: &GuestMemory, spec: &GuestSpec, vcpus: usize, i: usize) {
     let sp = layout::state_page(i);
     let (base, pages) = slice(mem.len(), vcpus, i);
-    let (hot_permille, hot_share, busy, quiet, busy_rounds, quiet_rounds) = spec.workload.shape();
+    let (hot_permille, hot_share, busy, quiet, busy_rounds, quiet_rounds) = shape(spec.workload);
     let w = |o: i32, v: u64| mem.write_u64(sp + o as u64, v);
     w(off::DATA_BASE, base);
     w(off::DATA_PAGES, pages);
@@ -280,17 +235,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
-        for w in GuestWorkload::ALL {
-            assert_eq!(GuestWorkload::parse(w.name()).unwrap(), w);
-        }
-        assert!(GuestWorkload::parse("nope").is_err());
-    }
-
-    #[test]
     fn descriptors_split_memory_and_scale_rates() {
         let mem = GuestMemory::new(64 << 20).unwrap();
-        let spec = GuestSpec::new(GuestWorkload::HotSet, 1);
+        let spec = GuestSpec::new(Workload::HotSet, 1);
         write_descriptor(&mem, &spec, 2, 0);
         write_descriptor(&mem, &spec, 2, 1);
         let r = |i: usize, o: i32| mem.read_u64(layout::state_page(i) + o as u64);

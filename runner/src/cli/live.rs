@@ -1,4 +1,5 @@
-//! `pagewire send`, `receive` and `demo`: command-line front ends of [`pagewire_runner::live`].
+//! `pagewire send`, `receive`, `demo`, `keygen` and `coordinator`: the live migration's
+//! command line, over [`pagewire_runner::live`].
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -7,15 +8,18 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pagewire_runner::coord::{self, GroupGate};
-use pagewire_runner::encoders::{EncoderArgs, EncoderChoice};
-use pagewire_runner::live::{self, progress::Bar, GuestConfig, ReceiveConfig, SendConfig};
+use pagewire_runner::encoders::EncoderChoice;
+use pagewire_runner::live::{self, Demo, GroupMembership, GuestConfig, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{
-    parse_policy, Codec, Compression, DestOptions, Gate, MigrationReport, SourceOptions,
+    parse_policy, Codec, Compression, DestOptions, MigrationReport, SourceOptions,
 };
+use pagewire_runner::net::coord;
 use pagewire_runner::net::{tls, Shape};
-use pagewire_runner::vmm::{GuestSpec, GuestWorkload};
-use pagewire_runner::CodecSettings;
+use pagewire_runner::vmm::GuestSpec;
+use pagewire_runner::{CodecSettings, Workload};
+
+use super::encoder::EncoderArgs;
+use super::progress::Bar;
 
 /// The guest and migration settings `send` and `demo` share.
 #[derive(Args, Clone)]
@@ -61,7 +65,7 @@ impl SourceArgs {
             bail!("--warmup must be a non-negative number of seconds");
         }
         Ok(GuestConfig {
-            spec: GuestSpec::new(GuestWorkload::parse(&self.workload)?, self.seed),
+            spec: GuestSpec::new(Workload::parse(&self.workload)?, self.seed),
             mem_mib: self.mem_mib,
             vcpus: self.vcpus,
             warmup: Duration::from_secs_f64(self.warmup),
@@ -194,42 +198,20 @@ fn receive_config(run: f64, max_mem_mib: u64, keys: &Path) -> Result<ReceiveConf
     })
 }
 
-/// A group membership for `send`: (coordinator, group, size).
-type GroupArgs<'a> = Option<(&'a str, &'a str, usize)>;
-
-/// Sends; on failure checks that the source VM still runs and says so.
+/// Boots the guest and sends it, with a progress bar unless `json`.
 fn send(
     cfg: &SendConfig,
     guest: &GuestConfig,
     json: bool,
-    group: GroupArgs<'_>,
+    group: Option<&GroupMembership>,
 ) -> Result<MigrationReport> {
-    let mut vm = live::boot_guest(guest)?;
-    let mut gate = match group {
-        Some((addr, name, n)) => Some(GroupGate::join(addr, name, &cfg.source.label, n)?),
-        None => None,
-    };
-    let mut bar = Bar::new(json);
-    let r = live::send_vm(
-        &mut vm,
-        cfg,
-        gate.as_mut().map(|g| g as &mut dyn Gate),
-        &mut bar,
-    );
+    let mut bar = Bar::pages(json);
+    let r = live::boot_and_send(cfg, guest, group, &mut bar);
     bar.finish();
-    match r {
-        Ok(report) => Ok(report),
-        Err(e) => {
-            let state = match vm.self_check(Duration::from_secs(30)) {
-                Ok(true) => "the source VM keeps running and passed its self-check".to_string(),
-                Ok(false) => "the source VM runs but FAILED its self-check".to_string(),
-                Err(c) => format!("the source VM is in trouble: {c:#}"),
-            };
-            Err(e.context(format!("migration failed; {state}")))
-        }
-    }
+    r
 }
 
+/// `pagewire send`.
 pub fn run_send(a: &SendArgs) -> Result<()> {
     let cfg = SendConfig {
         to: a.to.clone(),
@@ -238,10 +220,14 @@ pub fn run_send(a: &SendArgs) -> Result<()> {
         tls: Some(tls::client_config(&a.keys)?),
     };
     let group = match (&a.coordinator, &a.group) {
-        (Some(c), Some(g)) => Some((c.as_str(), g.as_str(), a.group_size)),
+        (Some(c), Some(g)) => Some(GroupMembership {
+            coordinator: c.clone(),
+            group: g.clone(),
+            members: a.group_size,
+        }),
         _ => None,
     };
-    let report = send(&cfg, &a.source.guest()?, a.json, group)?;
+    let report = send(&cfg, &a.source.guest()?, a.json, group.as_ref())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -250,6 +236,7 @@ pub fn run_send(a: &SendArgs) -> Result<()> {
     Ok(())
 }
 
+/// `pagewire coordinator`.
 pub fn run_coordinator(a: &CoordinatorArgs) -> Result<()> {
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
@@ -257,6 +244,7 @@ pub fn run_coordinator(a: &CoordinatorArgs) -> Result<()> {
     coord::serve(listener)
 }
 
+/// `pagewire keygen`.
 pub fn run_keygen(a: &KeygenArgs) -> Result<()> {
     tls::keygen(&a.dir)?;
     println!(
@@ -267,6 +255,7 @@ pub fn run_keygen(a: &KeygenArgs) -> Result<()> {
     Ok(())
 }
 
+/// `pagewire receive`.
 pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
     let cfg = receive_config(a.run, a.max_mem_mib, &a.keys)?;
     let listener =
@@ -292,38 +281,26 @@ pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
     Ok(())
 }
 
+/// `pagewire demo`.
 pub fn run_demo(a: &DemoArgs) -> Result<()> {
     let shape = Shape::parse(&a.rate, &a.delay)?;
     let guest = a.source.guest()?;
-    // Both ends authenticate with a fresh key set, as two hosts would with `keygen`'s.
-    let keys = std::env::temp_dir().join(format!("pagewire-demo-keys-{}", std::process::id()));
-    tls::keygen(&keys)?;
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let rcfg = receive_config(1.0, 1 << 20, &keys)?;
-    let dest = std::thread::spawn(move || live::receive_one(&listener, &rcfg));
-    let cfg = SendConfig {
-        to: addr.to_string(),
-        shape,
-        source: Arc::new(a.source.source()?),
-        tls: Some(tls::client_config(&keys)?),
-    };
-    let _ = std::fs::remove_dir_all(&keys);
+    let demo = Demo::start(shape, a.source.source()?)?;
     if !a.json {
         eprintln!(
             "pagewire demo: {} MiB {} guest, {} over loopback ({}, mutual TLS)",
             guest.mem_mib,
             a.source.workload,
-            addr,
+            demo.addr(),
             shape.describe()
         );
     }
-    let sent = send(&cfg, &guest, a.json, None);
-    let received = dest
-        .join()
-        .map_err(|_| anyhow::anyhow!("the receiving side panicked"))?;
+    let mut bar = Bar::pages(a.json);
+    let sent = demo.send(&guest, &mut bar);
+    bar.finish();
+    let received = demo.received();
     let report = sent?;
-    let received = received.context("the receiving side")?;
+    let received = received?;
     if a.json {
         let j = serde_json::json!({
             "link": { "rate_bytes_per_s": shape.rate, "delay_ms": shape.delay.as_millis() as u64 },

@@ -1,6 +1,6 @@
 //! A deterministic synthetic guest-memory workload: a series of memory snapshots that look
 //! enough like the RAM of a running Linux guest to exercise every path of the codec, so that
-//! `pagewire replay` (and later the migration simulator) works on a fresh machine without
+//! `pagewire replay` and `pagewire simulate` work on a fresh machine without
 //! real traces.
 //!
 //! What it models:
@@ -30,6 +30,8 @@
 //! them: a written page may, rarely, end up with the same content it had.
 
 use anyhow::{bail, Result};
+
+use super::SnapshotSource;
 
 /// A SplitMix64 pseudo-random generator: tiny, fast, deterministic, good enough for
 /// workload synthesis (not for cryptography).
@@ -670,6 +672,45 @@ impl SyntheticSeries {
         if let PageKind::Shared(_) | PageKind::Zero = self.kinds[pfn] {
             self.kinds[pfn] = PageKind::Code;
         }
+    }
+}
+
+impl SnapshotSource for SyntheticSeries {
+    fn describe(&self) -> String {
+        let p = self.params();
+        format!(
+            "synthetic workload ({} snapshots of {} MiB)",
+            p.snapshots,
+            p.mem_bytes >> 20
+        )
+    }
+
+    fn page_size(&self) -> usize {
+        self.params().page_size
+    }
+
+    fn mem_bytes(&self) -> usize {
+        self.params().mem_bytes
+    }
+
+    fn snapshots(&self) -> usize {
+        self.len()
+    }
+
+    fn read(&mut self, i: usize, buf: &mut [u8]) -> Result<()> {
+        while self.index() < i {
+            if self.advance().is_none() {
+                bail!("the synthetic series has no snapshot {i}");
+            }
+        }
+        if self.index() != i {
+            bail!(
+                "the synthetic series is at snapshot {}, cannot go back to {i}",
+                self.index()
+            );
+        }
+        buf.copy_from_slice(self.image());
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::replay::SnapshotSource;
+use super::SnapshotSource;
 
 /// File name of the manifest inside a series folder.
 pub const MANIFEST_FILE: &str = "manifest.json";

@@ -1,6 +1,6 @@
-//! What the simulated guest does to its memory over time.
+//! What the simulated guest does to its memory over time: a [`Timeline`].
 //!
-//! A workload is a sequence of snapshots: snapshot 0 at time 0 and snapshot k+1 one
+//! A timeline is a sequence of snapshots: snapshot 0 at time 0 and snapshot k+1 one
 //! interval after snapshot k. The pages that differ between two snapshots are taken as
 //! written uniformly over that interval, each at its own time (in an order shuffled by a
 //! hash of the pfn, so no address range is favoured). A written page takes its content from
@@ -11,12 +11,12 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::manifest::SnapshotDir;
-use crate::replay::SnapshotSource;
-use crate::synthetic::{SyntheticParams, SyntheticSeries};
+use crate::series::{SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
+use crate::workload::Workload;
 
-/// A source of snapshots that can be replayed from the start as often as needed.
-pub trait Workload {
+/// A guest's memory over simulated time: snapshots that can be replayed from the start as
+/// often as needed, and the pages written between them.
+pub trait Timeline {
     /// A short name for reports.
     fn name(&self) -> &str;
     /// Page size in bytes.
@@ -30,115 +30,72 @@ pub trait Workload {
     /// The latest snapshot stepped to.
     fn image(&self) -> &[u8];
     /// Steps to the next snapshot and returns the pfns written in the interval, ascending.
-    /// Runs forever: a finite series repeats its steps (see [`SnapshotWorkload`]).
+    /// Runs forever: a finite series repeats its steps (see [`SnapshotTimeline`]).
     fn step(&mut self) -> Result<Vec<u64>>;
 }
 
-/// The built-in synthetic workloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Builtin {
-    /// A small hot set rewritten fast, like an in-memory Java application server.
-    HotSet,
-    /// Small writes spread over a large area, like a database buffer pool.
-    Database,
-    /// A compile-like mix whose write rate changes between busy and quiet phases.
-    Compile,
-    /// A mostly idle VM.
-    Idle,
-}
-
-impl Builtin {
-    /// All of them, in report order.
-    pub const ALL: [Builtin; 4] = [
-        Builtin::HotSet,
-        Builtin::Database,
-        Builtin::Compile,
-        Builtin::Idle,
-    ];
-
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Builtin::HotSet => "hot-set",
-            Builtin::Database => "database",
-            Builtin::Compile => "compile",
-            Builtin::Idle => "idle",
-        }
-    }
-
-    /// Looks a workload up by name.
-    pub fn parse(s: &str) -> Result<Builtin> {
-        Builtin::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| {
-                anyhow::anyhow!("unknown workload {s:?}: use hot-set, database, compile or idle")
-            })
-    }
-
-    /// The synthetic generator's parameters for this workload (per one-second interval
-    /// unless `interval_s` says otherwise).
-    fn params(self, mem_bytes: usize) -> SyntheticParams {
-        let base = SyntheticParams {
-            mem_bytes,
-            snapshots: usize::MAX,
-            ..SyntheticParams::default()
-        };
-        match self {
-            Builtin::HotSet => SyntheticParams {
-                hot_fraction: 0.03,
-                hot_rewrite_probability: 0.95,
-                warm_fraction: 0.03,
-                warm_edit_probability: 0.3,
-                free_fraction: 0.001,
-                fill_fraction: 0.001,
-                ..base
-            },
-            Builtin::Database => SyntheticParams {
-                hot_fraction: 0.002,
-                hot_rewrite_probability: 0.9,
-                warm_fraction: 0.6,
-                warm_edit_probability: 0.12,
-                free_fraction: 0.0005,
-                fill_fraction: 0.001,
-                ..base
-            },
-            Builtin::Compile => SyntheticParams {
-                hot_fraction: 0.02,
-                hot_rewrite_probability: 0.8,
-                warm_fraction: 0.08,
-                warm_edit_probability: 0.4,
-                free_fraction: 0.004,
-                fill_fraction: 0.006,
-                ..base
-            },
-            Builtin::Idle => SyntheticParams {
-                hot_fraction: 0.0005,
-                hot_rewrite_probability: 0.9,
-                warm_fraction: 0.01,
-                warm_edit_probability: 0.1,
-                free_fraction: 0.0001,
-                fill_fraction: 0.0001,
-                ..base
-            },
-        }
+/// The synthetic generator's parameters for a built-in workload (per one-second interval
+/// unless `interval_s` says otherwise).
+fn params(workload: Workload, mem_bytes: usize) -> SyntheticParams {
+    let base = SyntheticParams {
+        mem_bytes,
+        snapshots: usize::MAX,
+        ..SyntheticParams::default()
+    };
+    match workload {
+        Workload::HotSet => SyntheticParams {
+            hot_fraction: 0.03,
+            hot_rewrite_probability: 0.95,
+            warm_fraction: 0.03,
+            warm_edit_probability: 0.3,
+            free_fraction: 0.001,
+            fill_fraction: 0.001,
+            ..base
+        },
+        Workload::Database => SyntheticParams {
+            hot_fraction: 0.002,
+            hot_rewrite_probability: 0.9,
+            warm_fraction: 0.6,
+            warm_edit_probability: 0.12,
+            free_fraction: 0.0005,
+            fill_fraction: 0.001,
+            ..base
+        },
+        Workload::Compile => SyntheticParams {
+            hot_fraction: 0.02,
+            hot_rewrite_probability: 0.8,
+            warm_fraction: 0.08,
+            warm_edit_probability: 0.4,
+            free_fraction: 0.004,
+            fill_fraction: 0.006,
+            ..base
+        },
+        Workload::Idle => SyntheticParams {
+            hot_fraction: 0.0005,
+            hot_rewrite_probability: 0.9,
+            warm_fraction: 0.01,
+            warm_edit_probability: 0.1,
+            free_fraction: 0.0001,
+            fill_fraction: 0.0001,
+            ..base
+        },
     }
 }
 
-/// A built-in workload driven by the synthetic generator.
-pub struct SyntheticWorkload {
-    kind: Builtin,
+/// A built-in workload, as the synthetic generator writes it.
+pub struct SyntheticTimeline {
+    kind: Workload,
     params: SyntheticParams,
     seed: u64,
     series: SyntheticSeries,
 }
 
-impl SyntheticWorkload {
+impl SyntheticTimeline {
     /// `kind` over `mem_bytes` of memory, deterministic for a seed.
-    pub fn new(kind: Builtin, mem_bytes: usize, seed: u64) -> Result<Self> {
-        let params = kind.params(mem_bytes);
+    pub fn new(kind: Workload, mem_bytes: usize, seed: u64) -> Result<Self> {
+        let params = params(kind, mem_bytes);
         let series = SyntheticSeries::new(params.clone(), seed)?;
-        Ok(SyntheticWorkload {
+        Ok(SyntheticTimeline {
             kind,
             params,
             seed,
@@ -147,7 +104,7 @@ impl SyntheticWorkload {
     }
 }
 
-impl Workload for SyntheticWorkload {
+impl Timeline for SyntheticTimeline {
     fn name(&self) -> &str {
         self.kind.name()
     }
@@ -163,7 +120,7 @@ impl Workload for SyntheticWorkload {
     fn interval_s(&self, k: usize) -> f64 {
         match self.kind {
             // busy for 3 s (a step every 0.5 s), then quiet for 6 s (a step every 2 s)
-            Builtin::Compile => {
+            Workload::Compile => {
                 if k % 9 < 6 {
                     0.5
                 } else {
@@ -192,7 +149,7 @@ impl Workload for SyntheticWorkload {
 /// Past its last snapshot it starts over at snapshot 1: each page written in a repeated
 /// interval gets that interval's content again, so the guest keeps writing at the traced
 /// rate with traced contents.
-pub struct SnapshotWorkload {
+pub struct SnapshotTimeline {
     name: String,
     dir: SnapshotDir,
     image: Vec<u8>,
@@ -200,7 +157,7 @@ pub struct SnapshotWorkload {
     index: usize,
 }
 
-impl SnapshotWorkload {
+impl SnapshotTimeline {
     /// Opens a snapshot series folder.
     pub fn open(path: &Path) -> Result<Self> {
         let dir = SnapshotDir::open(path)?;
@@ -214,7 +171,7 @@ impl SnapshotWorkload {
             .file_name()
             .map_or_else(|| "trace".to_owned(), |n| n.to_string_lossy().into_owned());
         let bytes = dir.manifest().mem_bytes as usize;
-        let mut w = SnapshotWorkload {
+        let mut w = SnapshotTimeline {
             name,
             dir,
             image: vec![0; bytes],
@@ -226,7 +183,7 @@ impl SnapshotWorkload {
     }
 }
 
-impl Workload for SnapshotWorkload {
+impl Timeline for SnapshotTimeline {
     fn name(&self) -> &str {
         &self.name
     }
@@ -275,20 +232,41 @@ impl Workload for SnapshotWorkload {
     }
 }
 
-/// Opens the named built-in workloads, or the snapshot series at `dir`.
+/// Timelines of the named built-in workloads, or of the snapshot series at `dir`.
 pub fn open(
     dir: Option<&Path>,
-    names: &[Builtin],
+    names: &[Workload],
     mem_bytes: usize,
     seed: u64,
-) -> Result<Vec<Box<dyn Workload>>> {
+) -> Result<Vec<Box<dyn Timeline>>> {
     match dir {
-        Some(d) => Ok(vec![Box::new(SnapshotWorkload::open(d)?)]),
+        Some(d) => Ok(vec![Box::new(SnapshotTimeline::open(d)?)]),
         None => names
             .iter()
             .map(
-                |&b| Ok(Box::new(SyntheticWorkload::new(b, mem_bytes, seed)?) as Box<dyn Workload>),
+                |&b| Ok(Box::new(SyntheticTimeline::new(b, mem_bytes, seed)?) as Box<dyn Timeline>),
             )
             .collect(),
     }
+}
+
+/// The Synchronized Arrival group: a web tier half the size of the database tier it serves.
+/// The database tier is the snapshot series at `dir`, or the built-in database as large as
+/// the first of `timelines` (`mem_bytes` when there is none).
+pub fn group(
+    dir: Option<&Path>,
+    timelines: &[Box<dyn Timeline>],
+    mem_bytes: usize,
+    seed: u64,
+) -> Result<Vec<Box<dyn Timeline>>> {
+    let big = timelines.first().map_or(mem_bytes, |w| w.mem_bytes());
+    let page = 1usize << 20;
+    let half = (big / 2 / page).max(1) * page;
+    let web: Box<dyn Timeline> =
+        Box::new(SyntheticTimeline::new(Workload::HotSet, half, seed + 1)?);
+    let db: Box<dyn Timeline> = match dir {
+        Some(d) => Box::new(SnapshotTimeline::open(d)?),
+        None => Box::new(SyntheticTimeline::new(Workload::Database, big, seed)?),
+    };
+    Ok(vec![web, db])
 }

@@ -1,14 +1,15 @@
-//! `pagewire trace ...`: the command line of the trace tools (for now `capture`).
+//! `pagewire trace ...`: the trace tools (for now `capture`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use pagewire_runner::capture::{capture, CaptureOptions, CaptureProgress};
-use pagewire_runner::launch::LaunchedQemu;
-use pagewire_runner::qmp::{self, Qmp, QmpAddr};
+use pagewire_runner::trace::capture::{capture, CaptureOptions};
+use pagewire_runner::trace::launch::LaunchedQemu;
+use pagewire_runner::trace::qmp::{self, Qmp, QmpAddr};
+
+use super::progress::Bar;
 
 #[derive(Args)]
 pub struct TraceArgs {
@@ -62,29 +63,7 @@ struct CaptureArgs {
     qemu: Vec<String>,
 }
 
-/// Draws a progress bar over the snapshots on stderr (hidden when stderr is not a terminal).
-struct Bar(ProgressBar);
-
-impl CaptureProgress for Bar {
-    fn started(&mut self, count: usize, mem_bytes: u64) {
-        self.0.set_length(count as u64);
-        self.0
-            .set_message(format!("{} MiB per snapshot", mem_bytes >> 20));
-    }
-
-    fn saving(&mut self, i: usize) {
-        self.0.set_message(format!("saving snapshot {i}"));
-    }
-
-    fn saved(&mut self, i: usize, pause: Duration) {
-        self.0.inc(1);
-        self.0.set_message(format!(
-            "snapshot {i}: VM paused {:.0} ms",
-            pause.as_secs_f64() * 1e3
-        ));
-    }
-}
-
+/// `pagewire trace ...`.
 pub fn run(a: &TraceArgs) -> Result<()> {
     match &a.command {
         TraceCommand::Capture(c) => run_capture(c),
@@ -121,16 +100,9 @@ fn run_capture(a: &CaptureArgs) -> Result<()> {
 }
 
 fn capture_with_bar(q: &mut Qmp, opts: &CaptureOptions) -> Result<()> {
-    let bar = ProgressBar::new(opts.count as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} snapshots  {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut progress = Bar(bar);
+    let mut progress = Bar::new(opts.count as u64, "snapshots");
     let result = capture(q, opts, &mut progress);
-    progress.0.finish_and_clear();
+    progress.finish();
     let r = result?;
     let max_pause = r.pauses.iter().max().copied().unwrap_or_default();
     println!(

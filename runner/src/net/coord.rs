@@ -19,8 +19,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use pagewire::policy::{Decision, GroupDecision, IterationReport, SynchronizedArrival};
 use serde::{Deserialize, Serialize};
 
-use crate::migrate::Gate;
-
 /// Largest group.
 pub const MAX_MEMBERS: usize = 16;
 
@@ -196,7 +194,8 @@ pub fn serve(listener: TcpListener) -> Result<()> {
     Ok(())
 }
 
-/// A sender's connection to the coordinator, as the migration's [`Gate`].
+/// A sender's connection to the coordinator (the live layer makes it the migration's
+/// `Gate`).
 pub struct GroupGate {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
@@ -236,8 +235,14 @@ impl GroupGate {
     }
 }
 
-impl Gate for GroupGate {
-    fn decide(&mut self, own: Decision, r: &IterationReport) -> Result<(Decision, &'static str)> {
+impl GroupGate {
+    /// Reports an iteration with this member's own decision `own`; returns the group's
+    /// decision and its word for the report ("continue", "hold", "stop").
+    pub fn decide(
+        &mut self,
+        own: Decision,
+        r: &IterationReport,
+    ) -> Result<(Decision, &'static str)> {
         let req = Request::Report {
             report: *r,
             own: if own == Decision::StopAndCopy {

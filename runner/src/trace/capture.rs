@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::manifest::MANIFEST_FILE;
-use crate::qmp::Qmp;
+use super::qmp::Qmp;
+use crate::series::MANIFEST_FILE;
 
 /// Page size of captured series (x86 guests).
 pub const PAGE_SIZE: u64 = 4096;
@@ -85,53 +85,9 @@ pub fn capture(
     if opts.count == 0 {
         bail!("--count must be at least 1");
     }
-    let qemu_version = qemu_version(qmp)?;
-    let status = qmp.execute("query-status", None)?;
-    if status["running"] != Value::Bool(true) {
-        bail!(
-            "the VM is not running (QMP query-status: {}); a capture samples a running guest: \
-             resume it first (QMP cont)",
-            status["status"]
-        );
-    }
-    let mem_bytes = match opts.mem_bytes {
-        Some(b) => b,
-        None => qmp.execute("query-memory-size-summary", None)?["base-memory"]
-            .as_u64()
-            .context("QEMU's query-memory-size-summary has no base-memory; pass --mem-bytes")?,
-    };
-    if mem_bytes == 0 || mem_bytes % PAGE_SIZE != 0 {
-        bail!("mem_bytes {mem_bytes} is not a positive multiple of the page size {PAGE_SIZE}");
-    }
+    let (qemu_version, mem_bytes) = check_guest(qmp, opts)?;
     let dir = prepare_dir(&opts.out)?;
-
-    let mut series = Series {
-        dir: dir.clone(),
-        head: json!({
-            "page_size": PAGE_SIZE,
-            "mem_bytes": mem_bytes,
-            "interval_ms": u64::try_from(opts.interval.as_millis()).unwrap_or(u64::MAX),
-            "interval_semantics": INTERVAL_SEMANTICS,
-            "warmup_ms": u64::try_from(opts.warmup.as_millis()).unwrap_or(u64::MAX),
-            "requested_count": opts.count,
-            "date": utc_timestamp(SystemTime::now()),
-            "qemu_version": qemu_version,
-            "captured_with": concat!("pagewire ", env!("CARGO_PKG_VERSION"), " trace capture"),
-        }),
-        names: Vec::new(),
-        pauses: Vec::new(),
-    };
-    for (key, val) in [
-        ("workload", &opts.workload),
-        ("description", &opts.description),
-    ] {
-        if let Some(v) = val {
-            series.head[key] = json!(v);
-        }
-    }
-    if let Some(cmd) = &opts.qemu_command {
-        series.head["qemu_command"] = json!(cmd);
-    }
+    let mut series = Series::new(&dir, opts, mem_bytes, &qemu_version);
 
     progress.started(opts.count, mem_bytes);
     thread::sleep(opts.warmup);
@@ -168,6 +124,30 @@ pub fn capture(
         qemu_version,
         pauses: series.pauses,
     })
+}
+
+/// Checks that the guest runs and how much memory to save; returns QEMU's version and
+/// the bytes per snapshot.
+fn check_guest(qmp: &mut Qmp, opts: &CaptureOptions) -> Result<(String, u64)> {
+    let qemu_version = qemu_version(qmp)?;
+    let status = qmp.execute("query-status", None)?;
+    if status["running"] != Value::Bool(true) {
+        bail!(
+            "the VM is not running (QMP query-status: {}); a capture samples a running guest: \
+             resume it first (QMP cont)",
+            status["status"]
+        );
+    }
+    let mem_bytes = match opts.mem_bytes {
+        Some(b) => b,
+        None => qmp.execute("query-memory-size-summary", None)?["base-memory"]
+            .as_u64()
+            .context("QEMU's query-memory-size-summary has no base-memory; pass --mem-bytes")?,
+    };
+    if mem_bytes == 0 || mem_bytes % PAGE_SIZE != 0 {
+        bail!("mem_bytes {mem_bytes} is not a positive multiple of the page size {PAGE_SIZE}");
+    }
+    Ok((qemu_version, mem_bytes))
 }
 
 /// Takes one snapshot into `dir/name` and returns how long the VM was paused.
@@ -275,6 +255,38 @@ struct Series {
 }
 
 impl Series {
+    /// A series in `dir` with no snapshot yet: the manifest's fields that do not change.
+    fn new(dir: &Path, opts: &CaptureOptions, mem_bytes: u64, qemu_version: &str) -> Self {
+        let mut series = Series {
+            dir: dir.to_path_buf(),
+            head: json!({
+                "page_size": PAGE_SIZE,
+                "mem_bytes": mem_bytes,
+                "interval_ms": u64::try_from(opts.interval.as_millis()).unwrap_or(u64::MAX),
+                "interval_semantics": INTERVAL_SEMANTICS,
+                "warmup_ms": u64::try_from(opts.warmup.as_millis()).unwrap_or(u64::MAX),
+                "requested_count": opts.count,
+                "date": utc_timestamp(SystemTime::now()),
+                "qemu_version": qemu_version,
+                "captured_with": concat!("pagewire ", env!("CARGO_PKG_VERSION"), " trace capture"),
+            }),
+            names: Vec::new(),
+            pauses: Vec::new(),
+        };
+        for (key, val) in [
+            ("workload", &opts.workload),
+            ("description", &opts.description),
+        ] {
+            if let Some(v) = val {
+                series.head[key] = json!(v);
+            }
+        }
+        if let Some(cmd) = &opts.qemu_command {
+            series.head["qemu_command"] = json!(cmd);
+        }
+        series
+    }
+
     /// Writes `manifest.json` through a temporary file, so a reader never sees half of it.
     fn write(&self) -> Result<()> {
         let mut m = self.head.clone();

@@ -1,0 +1,122 @@
+//! `pagewire replay`: a snapshot series (or the synthetic one) through the encoder and the
+//! decoder.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pagewire_runner::replay::replay_with;
+use pagewire_runner::series::MANIFEST_FILE;
+use pagewire_runner::{
+    CodecSettings, SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries,
+};
+
+use super::encoder::EncoderArgs;
+use super::progress::Bar;
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// Snapshot series folder (manifest.json + raw snapshots). Without it, a built-in
+    /// synthetic workload is replayed.
+    dir: Option<PathBuf>,
+
+    /// Page size in bytes; must match the series (default: the series' page size).
+    #[arg(long)]
+    page_size: Option<u64>,
+    /// Cache capacity in MiB (both ends) [default: 64].
+    #[arg(long, value_name = "N")]
+    cache_mib: Option<u64>,
+    /// Blocks per page for content-based redundancy elimination: 1, 2, 4 or 8 [default: 4].
+    #[arg(long, value_name = "N")]
+    blocks: Option<u64>,
+    /// Largest whole-page delta worth sending, in bytes [default: 2048].
+    #[arg(long, value_name = "BYTES")]
+    delta_threshold: Option<u64>,
+    /// Largest uncompressed frame body in KiB [default: 64].
+    #[arg(long, value_name = "N")]
+    frame_kib: Option<u64>,
+    /// Do not LZ4-compress frames.
+    #[arg(long)]
+    no_lz4: bool,
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Synthetic workload: memory size in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    synthetic_mib: u64,
+    /// Synthetic workload: number of snapshots.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    snapshots: usize,
+    /// Synthetic workload: random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    #[command(flatten)]
+    encoder: EncoderArgs,
+}
+
+/// `pagewire replay`.
+pub fn run(a: &ReplayArgs) -> Result<()> {
+    let settings = CodecSettings {
+        cache_mib: a.cache_mib,
+        blocks: a.blocks,
+        delta_threshold: a.delta_threshold,
+        frame_kib: a.frame_kib,
+        no_lz4: a.no_lz4,
+    };
+    let mut source: Box<dyn SnapshotSource> = match &a.dir {
+        Some(dir) => {
+            let d = SnapshotDir::open(dir)?;
+            if let Some(ps) = a.page_size {
+                if ps != d.manifest().page_size {
+                    bail!(
+                        "--page-size {ps} does not match the series: {} says page_size {}",
+                        dir.join(MANIFEST_FILE).display(),
+                        d.manifest().page_size
+                    );
+                }
+            }
+            Box::new(d)
+        }
+        None => {
+            let mem_bytes = a
+                .synthetic_mib
+                .checked_mul(1 << 20)
+                .and_then(|b| usize::try_from(b).ok())
+                .context("--synthetic-mib is too large")?;
+            let page_size = match a.page_size {
+                Some(ps) => usize::try_from(ps).context("--page-size is too large")?,
+                None => SyntheticParams::default().page_size,
+            };
+            let params = SyntheticParams {
+                mem_bytes,
+                page_size,
+                snapshots: a.snapshots,
+                ..SyntheticParams::default()
+            };
+            // The codec's page size rules first, so its message names the problem.
+            settings.config(page_size)?;
+            Box::new(SyntheticSeries::new(params, a.seed)?)
+        }
+    };
+    let cfg = settings.config(source.page_size())?;
+
+    let mut progress = Bar::new(source.snapshots() as u64, "passes");
+    let choice = a.encoder.choice()?;
+    let result = replay_with(
+        source.as_mut(),
+        cfg,
+        &choice,
+        a.encoder.fallback,
+        &mut progress,
+    );
+    progress.finish();
+    let report = result?;
+
+    print!("{}", report.table());
+    if let Some(path) = &a.json {
+        report.write_json(path)?;
+    }
+    Ok(())
+}

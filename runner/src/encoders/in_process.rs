@@ -1,0 +1,98 @@
+//! The codec's encoder in this process.
+
+use std::mem::ManuallyDrop;
+
+use anyhow::Result;
+use pagewire::{Config, Encoder, EncoderStats, Features};
+
+use super::stream::StreamEncoder;
+use crate::buffer::zeroed;
+
+/// The codec's [`Encoder`] over storage this struct owns.
+pub struct InProcessEncoder {
+    /// Borrows `storage`; dropped before it (see `Drop`).
+    enc: ManuallyDrop<Encoder<'static>>,
+    /// From `Box::into_raw`, freed in `Drop`.
+    storage: *mut [u8],
+    out: Vec<u8>,
+}
+
+impl InProcessEncoder {
+    /// An encoder for `cfg` with every feature on.
+    pub fn new(cfg: Config) -> Result<Self> {
+        Self::with_features(cfg, Features::ALL)
+    }
+
+    /// An encoder for `cfg` and `features`.
+    pub fn with_features(cfg: Config, features: Features) -> Result<Self> {
+        let storage = zeroed(cfg.encoder_storage_len(), "encoder storage")?;
+        let storage = Box::into_raw(storage.into_boxed_slice());
+        // SAFETY: `storage` is a live, exclusively owned heap allocation that is freed only
+        // in `Drop`, after the encoder that borrows it is gone; the reference is the only
+        // access to it meanwhile.
+        let mem: &'static mut [u8] = unsafe { &mut *storage };
+        let mut enc = match Encoder::new(cfg, mem) {
+            Ok(e) => e,
+            Err(e) => {
+                // SAFETY: from `Box::into_raw` above; the failed `new` kept no reference.
+                drop(unsafe { Box::from_raw(storage) });
+                return Err(e.into());
+            }
+        };
+        enc.set_features(features);
+        Ok(InProcessEncoder {
+            enc: ManuallyDrop::new(enc),
+            storage,
+            out: vec![0u8; cfg.max_output_len()],
+        })
+    }
+}
+
+impl Drop for InProcessEncoder {
+    fn drop(&mut self) {
+        // SAFETY: the encoder goes first, then the storage it borrowed, which came from
+        // `Box::into_raw` in `new` and is freed exactly once, here.
+        unsafe {
+            ManuallyDrop::drop(&mut self.enc);
+            drop(Box::from_raw(self.storage));
+        }
+    }
+}
+
+impl StreamEncoder for InProcessEncoder {
+    fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let n = self.enc.encode_page(pfn, page, &mut self.out)?;
+        out.extend_from_slice(&self.out[..n]);
+        Ok(())
+    }
+
+    fn append_blob(&mut self, tag: u32, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let n = self.enc.append_blob(tag, data, &mut self.out)?;
+        out.extend_from_slice(&self.out[..n]);
+        Ok(())
+    }
+
+    fn end_iteration(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let n = self.enc.end_iteration(&mut self.out)?;
+        out.extend_from_slice(&self.out[..n]);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let n = self.enc.finish(&mut self.out)?;
+        out.extend_from_slice(&self.out[..n]);
+        Ok(())
+    }
+
+    fn stats(&self) -> EncoderStats {
+        *self.enc.stats()
+    }
+
+    fn set_lz4(&mut self, on: bool) -> bool {
+        self.enc.set_lz4(on)
+    }
+
+    fn lz4(&self) -> bool {
+        self.enc.lz4()
+    }
+}

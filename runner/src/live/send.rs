@@ -1,0 +1,133 @@
+//! The sending side: boot our KVM guest, connect (shaped, over mutual TLS), migrate it,
+//! optionally as a member of a Synchronized Arrival group.
+
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pagewire::policy::{Decision, IterationReport};
+
+use crate::migrate::{
+    migrate_out, Gate, MigrationProgress, MigrationReport, SourceGuest, SourceOptions,
+};
+use crate::net::coord::GroupGate;
+use crate::net::{tls, Link, Shape, ShapedStream};
+use crate::vmm::{GuestSpec, Vm};
+
+/// The guest a `send` boots and migrates.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestConfig {
+    /// Workload and seed.
+    pub spec: GuestSpec,
+    /// Memory in MiB.
+    pub mem_mib: u64,
+    /// vCPUs.
+    pub vcpus: usize,
+    /// How long the guest runs before the migration starts.
+    pub warmup: Duration,
+}
+
+/// Boots the guest and lets it run for the warm-up time.
+pub fn boot_guest(g: &GuestConfig) -> Result<Vm> {
+    let bytes = usize::try_from(g.mem_mib.saturating_mul(1 << 20)).context("--mem-mib")?;
+    let mut vm = Vm::new(bytes, g.vcpus)?;
+    vm.boot(&g.spec)?;
+    vm.start()?;
+    vm.wait_for(Duration::from_secs(120), "the guest to boot", |m| {
+        m.vcpus.iter().all(|v| v.booted.load(Ordering::SeqCst))
+    })?;
+    std::thread::sleep(g.warmup);
+    if let Some(e) = vm.monitor().error() {
+        anyhow::bail!("the guest failed: {e}");
+    }
+    Ok(vm)
+}
+
+/// A Synchronized Arrival group has its say through the coordinator.
+impl Gate for GroupGate {
+    fn decide(&mut self, own: Decision, r: &IterationReport) -> Result<(Decision, &'static str)> {
+        GroupGate::decide(self, own, r)
+    }
+}
+
+/// Where and how to send.
+#[derive(Clone)]
+pub struct SendConfig {
+    /// Destination address (`host:port`).
+    pub to: String,
+    /// Shaping of the sending side.
+    pub shape: Shape,
+    /// Stop policy, codec, label.
+    pub source: Arc<SourceOptions>,
+    /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Connects to the destination and migrates `vm`. On error the source VM runs.
+pub fn send_vm(
+    vm: &mut dyn SourceGuest,
+    cfg: &SendConfig,
+    gate: Option<&mut dyn Gate>,
+    progress: &mut dyn MigrationProgress,
+) -> Result<MigrationReport> {
+    let tcp = TcpStream::connect(&cfg.to)
+        .with_context(|| format!("connecting to the destination {}", cfg.to))?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let shaped = ShapedStream::new(tcp, cfg.shape, counter.clone())?;
+    let mut link: Box<dyn Link> = match &cfg.tls {
+        Some(t) => Box::new(tls::connect(shaped, t.clone())?),
+        None => Box::new(shaped),
+    };
+    let mut report = migrate_out(vm, &mut link, &cfg.source, gate, progress)?;
+    drop(link);
+    report.wire_bytes = counter.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+/// A Synchronized Arrival membership for `send --group`.
+#[derive(Debug, Clone)]
+pub struct GroupMembership {
+    /// Address of the `pagewire coordinator`.
+    pub coordinator: String,
+    /// The group's name.
+    pub group: String,
+    /// How many members it has.
+    pub members: usize,
+}
+
+/// Boots `guest` and migrates it as [`send_vm`] does, joining `group` first if there is
+/// one. On failure the error says whether the source VM still runs and passes its
+/// self-check.
+pub fn boot_and_send(
+    cfg: &SendConfig,
+    guest: &GuestConfig,
+    group: Option<&GroupMembership>,
+    progress: &mut dyn MigrationProgress,
+) -> Result<MigrationReport> {
+    let mut vm = boot_guest(guest)?;
+    let mut gate = match group {
+        Some(g) => Some(GroupGate::join(
+            &g.coordinator,
+            &g.group,
+            &cfg.source.label,
+            g.members,
+        )?),
+        None => None,
+    };
+    let r = send_vm(
+        &mut vm,
+        cfg,
+        gate.as_mut().map(|g| g as &mut dyn Gate),
+        progress,
+    );
+    r.map_err(|e| {
+        let state = match vm.self_check(Duration::from_secs(30)) {
+            Ok(true) => "the source VM keeps running and passed its self-check".to_string(),
+            Ok(false) => "the source VM runs but FAILED its self-check".to_string(),
+            Err(c) => format!("the source VM is in trouble: {c:#}"),
+        };
+        e.context(format!("migration failed; {state}"))
+    })
+}

@@ -1,0 +1,62 @@
+//! What the migration engine drives: the running guest at the source ([`SourceGuest`]) and
+//! the guest being filled at the destination ([`DestGuest`], made by a [`GuestBuilder`]).
+//! Memory moves page by page through the codec; everything else a guest has (vCPU
+//! registers, device state) travels as opaque blobs that the guest saves and restores
+//! itself. Our KVM VMM implements these traits (`vmm::Vm`, `vmm::Vmm`); a QEMU process or
+//! a recorded series can implement them too.
+
+use anyhow::Result;
+
+/// A running guest the source side migrates.
+pub trait SourceGuest {
+    /// Guest memory in bytes: a multiple of the page size.
+    fn mem_bytes(&self) -> u64;
+    /// Page size in bytes: the unit of the dirty log and of the stream.
+    fn page_size(&self) -> usize;
+    /// Pages of memory.
+    fn pages(&self) -> u64 {
+        self.mem_bytes() / self.page_size() as u64
+    }
+    /// vCPUs: the destination builds as many, and takes one state blob per vCPU.
+    fn vcpus(&self) -> u32;
+    /// True while the guest runs.
+    fn is_running(&self) -> bool;
+    /// Copies page `pfn` into `out` (`page_size` bytes). While the guest runs the copy may
+    /// be torn; the dirty log reports such a page again.
+    fn read_page(&mut self, pfn: u64, out: &mut [u8]) -> Result<()>;
+    /// The pages written since the last call, ascending (the first call starts the log).
+    fn take_dirty(&mut self) -> Result<Vec<u64>>;
+    /// Stops the guest with a consistent state.
+    fn pause(&mut self) -> Result<()>;
+    /// Runs the paused guest again (a failed migration leaves the source running).
+    fn resume(&mut self) -> Result<()>;
+    /// The state that is not memory, while paused: one opaque blob per vCPU, in order, as
+    /// the destination's [`DestGuest::restore_state`] takes them.
+    fn save_state(&mut self) -> Result<Vec<Vec<u8>>>;
+    /// A digest (XXH3-128) of all memory, while paused: the destination must reach the
+    /// same before its copy may run.
+    fn memory_digest(&mut self) -> Result<u128>;
+}
+
+/// Builds the destination's guest once the source has said what is coming.
+pub trait GuestBuilder {
+    /// The guest it builds.
+    type Guest: DestGuest;
+    /// The page size of the guests it builds (the source's must match).
+    fn page_size(&self) -> usize;
+    /// A guest of `mem_bytes` and `vcpus` that has not run; its memory reads as zeros.
+    fn build(&self, mem_bytes: u64, vcpus: u32) -> Result<Self::Guest>;
+}
+
+/// A guest being filled at the destination; it runs only after [`DestGuest::start`],
+/// which the engine calls only once everything has arrived and checks out.
+pub trait DestGuest {
+    /// Writes page `pfn` (`page_size` bytes, inside memory).
+    fn write_page(&mut self, pfn: u64, data: &[u8]) -> Result<()>;
+    /// Loads the blobs of the source's [`SourceGuest::save_state`], one per vCPU.
+    fn restore_state(&mut self, blobs: &[Vec<u8>]) -> Result<()>;
+    /// The digest of all memory, as [`SourceGuest::memory_digest`] computes it.
+    fn memory_digest(&mut self) -> Result<u128>;
+    /// Starts the guest.
+    fn start(&mut self) -> Result<()>;
+}
