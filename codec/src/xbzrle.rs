@@ -5,11 +5,26 @@
 //! `nzrun` counts the new bytes that follow, sent verbatim. Both lengths are ULEB128 of at
 //! most 14 bits (two bytes). Only the first zero run may be empty; a non-zero run never is;
 //! the encoding ends after a non-zero run (no trailing zero run), so an unchanged page
-//! encodes to nothing. An encoding that would not fit in `limit` bytes (a page, usually)
-//! fails, and the caller sends the page raw.
+//! encodes to nothing.
 //!
-//! The decoder is as strict as QEMU's: any violation of the grammar is an error, and it
-//! never writes past the page.
+//! **When the encoder gives up** (and the caller sends the page raw): exactly when QEMU's
+//! scalar encoder (`xbzrle_encode_buffer` in `migration/xbzrle.c`) does, so that a caller
+//! sends the bytes QEMU would. QEMU checks for two spare bytes of its budget `dlen` before
+//! each step of its walk, including the step that finds only unchanged bytes left. Stated
+//! on the whole encoding `E` of a non-empty page, for a budget `limit`, it gives up when
+//!
+//! * `limit < 2`, even for an unchanged page (which otherwise encodes to nothing);
+//! * `E` is longer than `limit`;
+//! * `E` is longer than `limit - 2` and the page ends with unchanged bytes (QEMU's walk
+//!   reaches them with fewer than two spare bytes): old `00 00 00 00`, new `11 00 00 00`
+//!   encodes to `00 01 11`, which needs a budget of 5, not 3;
+//! * a run is longer than 14 bits can count (pages over 16 KiB only; QEMU asserts there).
+//!
+//! QEMU's AVX512 encoder disagrees with the scalar one in the third case (it also writes
+//! past its budget there); the scalar rule is the one followed.
+//!
+//! The decoder is as strict as QEMU's (`xbzrle_decode_buffer`): any violation of the
+//! grammar is an error, and it never writes past the page.
 
 use crate::bytes::mismatch;
 
@@ -74,11 +89,18 @@ fn get_len(buf: &[u8], p: &mut usize) -> Result<usize, XbzrleError> {
 }
 
 /// Encodes `new` against `old` (same length, at most 16 KiB so runs fit 14 bits) into
-/// `out`. Returns the length (0 for an unchanged page), or `None` when the encoding would
-/// exceed `limit` bytes (or `out`).
+/// `out`. Returns the length (0 for an unchanged page), or `None` where QEMU's encoder gives
+/// up with a budget of `limit` bytes (see the module comment; `limit` is capped at
+/// `out.len()`).
 pub fn encode(new: &[u8], old: &[u8], out: &mut [u8], limit: usize) -> Option<usize> {
     let n = new.len().min(old.len());
     let limit = limit.min(out.len());
+    if n == 0 {
+        return Some(0);
+    }
+    if limit < 2 {
+        return None;
+    }
     let mut o = 0;
     let mut i = 0;
     while i < n {
@@ -104,7 +126,18 @@ pub fn encode(new: &[u8], old: &[u8], out: &mut [u8], limit: usize) -> Option<us
         o += nzrun;
         i = e;
     }
-    Some(o)
+    fits_with_trailing(o, limit, new[n - 1] == old[n - 1])
+}
+
+/// The last part of the give-up rule: a changed page that ends with unchanged bytes needs
+/// two spare bytes after its encoding of `len` bytes.
+#[inline]
+fn fits_with_trailing(len: usize, limit: usize, ends_unchanged: bool) -> Option<usize> {
+    if len > 0 && ends_unchanged && len + 2 > limit {
+        None
+    } else {
+        Some(len)
+    }
 }
 
 /// Applies an encoded page to `page` (which holds the old content). Checks the whole input
@@ -261,6 +294,81 @@ mod tests {
         let mut out = [0u8; 8192];
         // a fully rewritten page needs 4096 bytes plus run headers
         assert_eq!(encode(&new, &old, &mut out, 4096), None);
+    }
+
+    #[test]
+    fn gives_up_where_qemu_does_with_unchanged_bytes_left_and_under_two_spare() {
+        let old = [0u8; 8];
+        let mut new = old;
+        new[0] = 0x11;
+        let mut out = [0u8; 16];
+        // the smallest case: QEMU's scalar encoder returns -1 for budgets 3 and 4
+        for limit in [3, 4] {
+            assert_eq!(encode(&new, &old, &mut out, limit), None, "budget {limit}");
+        }
+        assert_eq!(encode(&new, &old, &mut out, 5), Some(3));
+        assert_eq!(&out[..3], &[0x00, 0x01, 0x11]);
+        // a change that reaches the last byte leaves no unchanged bytes to walk: the budget
+        // only has to hold the encoding
+        let mut new = old;
+        new[7] = 0x22;
+        assert_eq!(encode(&new, &old, &mut out, 2), None);
+        assert_eq!(encode(&new, &old, &mut out, 3), Some(3));
+        assert_eq!(&out[..3], &[0x07, 0x01, 0x22]);
+    }
+
+    #[test]
+    fn an_unchanged_page_needs_a_budget_of_two() {
+        let page = [5u8; 4096];
+        let mut out = [0u8; 4];
+        assert_eq!(encode(&page, &page, &mut out, 0), None);
+        assert_eq!(encode(&page, &page, &mut out, 1), None);
+        assert_eq!(encode(&page, &page, &mut out, 2), Some(0));
+        // `out` caps the budget too
+        assert_eq!(encode(&page, &page, &mut out[..1], 4096), None);
+        // an empty page has no walk to make (QEMU's loop never runs)
+        assert_eq!(encode(&[], &[], &mut out, 0), Some(0));
+    }
+
+    #[test]
+    fn the_real_call_at_4095_and_4096_bytes() {
+        // QEMU's call: a 4096-byte page, a 4096-byte budget
+        let old = [0u8; 4096];
+        let mut out = [0u8; 8192];
+        // the first k bytes changed: 00, a two-byte length, k bytes; unchanged bytes follow
+        let head = |k: usize| {
+            let mut p = old;
+            p[..k].fill(0xa5);
+            p
+        };
+        assert_eq!(encode(&head(4091), &old, &mut out, 4096), Some(4094));
+        assert_eq!(
+            encode(&head(4092), &old, &mut out, 4096),
+            None,
+            "4095 bytes"
+        );
+        assert_eq!(
+            encode(&head(4093), &old, &mut out, 4096),
+            None,
+            "4096 bytes"
+        );
+        // the last 4096 - s bytes changed: a one-byte zero run s, a two-byte length, the
+        // bytes; nothing follows, so the whole budget may be used
+        let tail = |s: usize| {
+            let mut p = old;
+            p[s..].fill(0x5a);
+            p
+        };
+        assert_eq!(encode(&tail(4), &old, &mut out, 4096), Some(4095));
+        assert_eq!(encode(&tail(3), &old, &mut out, 4096), Some(4096));
+        assert_eq!(encode(&tail(2), &old, &mut out, 4096), None, "4097 bytes");
+        // each encoding that was kept decodes to its page
+        for new in [head(4091), tail(4), tail(3)] {
+            let n = encode(&new, &old, &mut out, 4096).unwrap();
+            let mut page = old;
+            decode(&out[..n], &mut page).unwrap();
+            assert_eq!(page, new);
+        }
     }
 
     #[test]
