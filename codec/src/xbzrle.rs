@@ -177,79 +177,203 @@ fn walk(encoded: &[u8], len: usize, mut f: impl FnMut(usize, &[u8])) -> Result<(
     Ok(())
 }
 
-/// QEMU-style XBZRLE page cache: previous versions of pages, keyed by page frame number,
-/// one slot per `pfn % slots` (a newer page replaces an older one in its slot), over
-/// caller-provided storage.
+/// QEMU's default XBZRLE cache size (the `xbzrle-cache-size` migration parameter): 64 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// Sync rounds an entry is safe from replacement after it was last touched (QEMU's
+/// `CACHED_PAGE_LIFETIME` in `migration/page_cache.c`).
+const LIFETIME: u64 = 2;
+
+/// A slot's tag when it holds no page.
+const EMPTY: u64 = u64::MAX;
+
+/// QEMU's XBZRLE page cache (`migration/page_cache.c`) and its use by QEMU's source
+/// (`migration/ram.c`), over caller-provided storage: previous versions of pages, one slot
+/// per `pfn % slots` (QEMU's sizes are powers of two, where this is its mask).
+///
+/// Each entry remembers the bitmap-sync round it was last touched in: inserted, or found by
+/// a lookup (`cache_is_cached` updates the age on a hit). An insert into a slot that holds
+/// another page touched within the last two rounds is refused (`cache_insert` returns -1),
+/// and the page is then simply not cached: QEMU sends it raw, and the next change of it is
+/// a miss again. The same page, or an empty or older slot, is always replaced. The caller
+/// advances the round with [`XbzrleCache::sync`] at each bitmap sync after the first (a new
+/// cache is in round 1, QEMU's first sync at setup).
 pub struct XbzrleCache<'a> {
     pages: &'a mut [u8],
     tags: &'a mut [u64],
+    touched: &'a mut [u64],
     page_size: usize,
+    round: u64,
 }
 
-/// What [`XbzrleCache::encode_page`] decided.
+/// What QEMU's source sends for a page ([`XbzrleCache::send_page`],
+/// [`XbzrleCache::encode_page`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XbzrlePage {
+    /// A zero page: its flag and one byte.
+    Zero,
     /// The page equals its cached version: nothing to send.
     Unchanged,
     /// An XBZRLE encoding of this many bytes is at the front of `out`.
     Delta(usize),
-    /// Not cached before, or the encoding overflowed: send the page raw.
+    /// Not cached, the first round, or the encoding gave up: send the page raw.
     Raw,
 }
 
+impl XbzrlePage {
+    /// Bytes QEMU's stream carries for this page of `page_size` bytes (`migration/ram.c`):
+    /// an 8-byte page header (address and flags; the RAM block's name, which QEMU adds when
+    /// the block changes, not counted), then one byte for a zero page, the page for a raw
+    /// one, or an encoding flag, a 16-bit length and the encoding for a delta.
+    pub const fn qemu_wire_bytes(self, page_size: usize) -> usize {
+        match self {
+            XbzrlePage::Zero => 8 + 1,
+            XbzrlePage::Unchanged => 0,
+            XbzrlePage::Delta(n) => 8 + 1 + 2 + n,
+            XbzrlePage::Raw => 8 + page_size,
+        }
+    }
+}
+
 impl<'a> XbzrleCache<'a> {
-    /// Bytes of storage for `slots` pages of `page_size` bytes (tags included).
+    /// Bytes of storage for `slots` pages of `page_size` bytes (tags and rounds included).
     pub const fn storage_len(slots: usize, page_size: usize) -> usize {
-        slots * (page_size + 8) + 8
+        slots * (page_size + 16) + 8
     }
 
-    /// A cache over `storage` (at least `storage_len(slots, page_size)` bytes); `None` if
-    /// the storage is too small or `slots` is 0.
+    /// Slots in a cache of `cache_bytes` (QEMU's `cache_init`: the size over the page size,
+    /// which QEMU requires to be a power of two).
+    pub const fn slots_for(cache_bytes: usize, page_size: usize) -> usize {
+        match cache_bytes.checked_div(page_size) {
+            Some(slots) => slots,
+            None => 0,
+        }
+    }
+
+    /// An empty cache over `storage` (at least `storage_len(slots, page_size)` bytes), in
+    /// round 1; `None` if the storage is too small or `slots` or `page_size` is 0.
     pub fn new(storage: &'a mut [u8], slots: usize, page_size: usize) -> Option<Self> {
         if slots == 0 || page_size == 0 || storage.len() < Self::storage_len(slots, page_size) {
             return None;
         }
         let mut carve = crate::storage::Carver::new(storage);
         let tags = carve.words(slots).ok()?;
-        tags.fill(u64::MAX);
+        tags.fill(EMPTY);
+        let touched = carve.words(slots).ok()?;
+        touched.fill(0);
         let pages = carve.bytes(slots * page_size).ok()?;
         Some(XbzrleCache {
             pages,
             tags,
+            touched,
             page_size,
+            round: 1,
         })
+    }
+
+    /// The current bitmap-sync round (1 for a new cache).
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Starts the next round: call it at each bitmap sync after the first, before the pages
+    /// of the new dirty bitmap are sent (QEMU's `dirty_sync_count`).
+    pub fn sync(&mut self) {
+        self.round = self.round.saturating_add(1);
     }
 
     fn slot(&self, pfn: u64) -> usize {
         (pfn % self.tags.len() as u64) as usize
     }
 
-    /// Encodes `page` against the cached version of `pfn` into `out` (QEMU's encoder side),
-    /// and caches `page` as the new version.
-    pub fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut [u8]) -> XbzrlePage {
-        let s = self.slot(pfn);
+    fn page_mut(&mut self, slot: usize) -> &mut [u8] {
         let ps = self.page_size;
-        let result = if self.tags[s] != pfn {
-            XbzrlePage::Raw
-        } else {
-            match encode(page, &self.pages[s * ps..(s + 1) * ps], out, ps) {
-                Some(0) => XbzrlePage::Unchanged,
-                Some(n) => XbzrlePage::Delta(n),
-                None => XbzrlePage::Raw,
+        &mut self.pages[slot * ps..(slot + 1) * ps]
+    }
+
+    /// The slot holding `pfn`, touched now (QEMU's `cache_is_cached`).
+    fn lookup(&mut self, pfn: u64) -> Option<usize> {
+        let s = self.slot(pfn);
+        if self.tags[s] != pfn {
+            return None;
+        }
+        self.touched[s] = self.round;
+        Some(s)
+    }
+
+    /// The slot `pfn` may take, claimed for it now, or `None` where QEMU's age rule refuses
+    /// (QEMU's `cache_insert` up to its copy).
+    fn claim(&mut self, pfn: u64) -> Option<usize> {
+        let s = self.slot(pfn);
+        let fresh = self.touched[s].saturating_add(LIFETIME) > self.round;
+        if self.tags[s] != EMPTY && self.tags[s] != pfn && fresh {
+            return None;
+        }
+        self.tags[s] = pfn;
+        self.touched[s] = self.round;
+        Some(s)
+    }
+
+    /// Caches `page` as the latest version of `pfn`, unless the slot holds another page
+    /// touched within the last two rounds; `false` when refused (QEMU's `cache_insert`).
+    pub fn insert(&mut self, pfn: u64, page: &[u8]) -> bool {
+        match self.claim(pfn) {
+            Some(s) => {
+                self.page_mut(s).copy_from_slice(page);
+                true
             }
+            None => false,
+        }
+    }
+
+    /// Caches a zero page as the latest version of `pfn`, as [`insert`](Self::insert) does:
+    /// for a page sent as a zero page (QEMU's `xbzrle_cache_zero_page`), so that the next
+    /// delta of `pfn` is against what the destination holds.
+    pub fn insert_zero(&mut self, pfn: u64) -> bool {
+        match self.claim(pfn) {
+            Some(s) => {
+                self.page_mut(s).fill(0);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Encodes `page` against the cached version of `pfn` into `out` (at least a page) and
+    /// caches it, as QEMU's `save_xbzrle_page` does before the last stage: a miss tries to
+    /// cache the page and sends it raw; a hit encodes with a budget of one page and keeps
+    /// the new version, whether it goes out as a delta or, where the encoder gives up, raw.
+    pub fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut [u8]) -> XbzrlePage {
+        let Some(s) = self.lookup(pfn) else {
+            self.insert(pfn, page);
+            return XbzrlePage::Raw;
         };
-        self.insert(pfn, page);
+        let ps = self.page_size;
+        let result = match encode(page, &self.pages[s * ps..(s + 1) * ps], out, ps) {
+            Some(0) => return XbzrlePage::Unchanged,
+            Some(n) => XbzrlePage::Delta(n),
+            None => XbzrlePage::Raw,
+        };
+        self.page_mut(s).copy_from_slice(page);
         result
     }
 
-    /// Records `page` as the latest version of `pfn` without encoding it: for a page sent
-    /// another way (QEMU caches a zero page it sent as such), so that the next delta of
-    /// `pfn` is against what the destination holds.
-    pub fn insert(&mut self, pfn: u64, page: &[u8]) {
-        let s = self.slot(pfn);
-        let ps = self.page_size;
-        self.tags[s] = pfn;
-        self.pages[s * ps..(s + 1) * ps].copy_from_slice(page);
+    /// What QEMU's source sends for `page` of `pfn` with XBZRLE on, in its order
+    /// (`migration/ram.c`): a zero page as one (and, from the second round, cached as
+    /// zeros); in the first round every other page raw, without touching the cache (QEMU
+    /// starts XBZRLE once its first pass over memory is complete); after it,
+    /// [`encode_page`](Self::encode_page).
+    pub fn send_page(&mut self, pfn: u64, page: &[u8], out: &mut [u8]) -> XbzrlePage {
+        if crate::bytes::is_zero(page) {
+            if self.round > 1 {
+                self.insert_zero(pfn);
+            }
+            return XbzrlePage::Zero;
+        }
+        if self.round == 1 {
+            return XbzrlePage::Raw;
+        }
+        self.encode_page(pfn, page, out)
     }
 }
 
@@ -407,16 +531,119 @@ mod tests {
         let mut b = a;
         b[10] = 4;
         assert_eq!(c.encode_page(0, &b, &mut out), XbzrlePage::Delta(3));
-        // pfn 2 shares pfn 0's slot and evicts it
+        // pfn 2 shares pfn 0's slot and evicts it (once pfn 0 is two rounds old)
+        c.sync();
+        c.sync();
         assert_eq!(c.encode_page(2, &a, &mut out), XbzrlePage::Raw);
         assert_eq!(c.encode_page(0, &b, &mut out), XbzrlePage::Raw);
         // a page sent as a zero page is cached as one: the next delta is against zeros
-        c.insert(0, &[0; 4096]);
+        c.sync();
+        c.sync();
+        assert!(c.insert(0, &[0; 4096]));
         let mut one = [0u8; 4096];
         one[7] = 1;
         assert_eq!(c.encode_page(0, &one, &mut out), XbzrlePage::Delta(3));
         let mut page = [0u8; 4096];
         decode(&out[..3], &mut page).unwrap();
         assert_eq!(page, one);
+    }
+
+    #[test]
+    fn a_page_touched_in_the_last_two_rounds_keeps_its_slot() {
+        let mut mem = [0u8; XbzrleCache::storage_len(4, 4096)];
+        let mut c = XbzrleCache::new(&mut mem, 4, 4096).unwrap();
+        let mut out = [0u8; 4096];
+        let (a, b) = ([1u8; 4096], [2u8; 4096]);
+        assert!(c.insert(1, &a)); // round 1
+        assert!(!c.insert(5, &b), "same round: refused");
+        c.sync();
+        assert!(!c.insert(5, &b), "one round later: refused");
+        c.sync();
+        assert!(c.insert(5, &b), "two rounds later: replaced");
+        assert_eq!(
+            c.encode_page(1, &a, &mut out),
+            XbzrlePage::Raw,
+            "pfn 1 was evicted"
+        );
+        // the refused insert of pfn 1 just now left pfn 5 cached: its next change is a delta
+        let mut b2 = b;
+        b2[9] = 0;
+        assert_eq!(c.encode_page(5, &b2, &mut out), XbzrlePage::Delta(3));
+        // the same page is always replaced, whatever its age
+        assert!(c.insert(5, &b));
+        assert_eq!(c.encode_page(5, &b, &mut out), XbzrlePage::Unchanged);
+    }
+
+    #[test]
+    fn a_hit_counts_as_a_touch() {
+        let mut mem = [0u8; XbzrleCache::storage_len(4, 4096)];
+        let mut c = XbzrleCache::new(&mut mem, 4, 4096).unwrap();
+        let mut out = [0u8; 4096];
+        let a = [1u8; 4096];
+        assert!(c.insert(2, &a)); // round 1
+        c.sync();
+        c.sync();
+        // round 3: found, so touched now; an unchanged page is a hit too
+        assert_eq!(c.encode_page(2, &a, &mut out), XbzrlePage::Unchanged);
+        assert!(!c.insert(6, &a), "touched this round by the lookup");
+        c.sync();
+        assert!(!c.insert(6, &a));
+        assert!(!c.insert_zero(6), "zero pages follow the same rule");
+        c.sync();
+        assert!(c.insert_zero(6));
+        assert_eq!(c.round(), 5);
+    }
+
+    #[test]
+    fn a_page_the_encoder_gives_up_on_is_still_cached() {
+        let mut mem = [0u8; XbzrleCache::storage_len(1, 4096)];
+        let mut c = XbzrleCache::new(&mut mem, 1, 4096).unwrap();
+        let mut out = [0u8; 4096];
+        assert!(c.insert(0, &[0; 4096]));
+        let rewritten = [9u8; 4096];
+        assert_eq!(c.encode_page(0, &rewritten, &mut out), XbzrlePage::Raw);
+        // the next delta is against the page sent raw
+        let mut next = rewritten;
+        next[4095] = 0;
+        assert_eq!(c.encode_page(0, &next, &mut out), XbzrlePage::Delta(4));
+        assert_eq!(&out[..4], &[0xff, 0x1f, 0x01, 0x00]);
+    }
+
+    #[test]
+    fn send_page_starts_xbzrle_in_the_second_round() {
+        let mut mem = [0u8; XbzrleCache::storage_len(8, 4096)];
+        let mut c = XbzrleCache::new(&mut mem, 8, 4096).unwrap();
+        let mut out = [0u8; 4096];
+        let page = [4u8; 4096];
+        let mut edited = page;
+        edited[0] = 5;
+        // round 1: raw or zero, nothing cached
+        assert_eq!(c.send_page(3, &page, &mut out), XbzrlePage::Raw);
+        assert_eq!(c.send_page(3, &page, &mut out), XbzrlePage::Raw);
+        assert_eq!(c.send_page(4, &[0; 4096], &mut out), XbzrlePage::Zero);
+        c.sync();
+        // round 2: a miss is cached and sent raw; a zero page is cached as zeros
+        assert_eq!(c.send_page(3, &page, &mut out), XbzrlePage::Raw);
+        assert_eq!(c.send_page(4, &[0; 4096], &mut out), XbzrlePage::Zero);
+        c.sync();
+        assert_eq!(c.send_page(3, &edited, &mut out), XbzrlePage::Delta(3));
+        assert_eq!(c.send_page(3, &edited, &mut out), XbzrlePage::Unchanged);
+        let mut one = [0u8; 4096];
+        one[100] = 1;
+        assert_eq!(c.send_page(4, &one, &mut out), XbzrlePage::Delta(3));
+        assert_eq!(&out[..3], &[100, 1, 1]);
+    }
+
+    #[test]
+    fn qemu_stream_bytes_per_page() {
+        assert_eq!(XbzrlePage::Zero.qemu_wire_bytes(4096), 9);
+        assert_eq!(XbzrlePage::Unchanged.qemu_wire_bytes(4096), 0);
+        assert_eq!(XbzrlePage::Delta(3).qemu_wire_bytes(4096), 14);
+        assert_eq!(XbzrlePage::Raw.qemu_wire_bytes(4096), 4104);
+        assert_eq!(
+            XbzrleCache::slots_for(DEFAULT_CACHE_BYTES, 4096),
+            16384,
+            "QEMU's default cache: 64 MiB of 4 KiB pages"
+        );
     }
 }
