@@ -26,8 +26,6 @@
 //! The decoder is as strict as QEMU's (`xbzrle_decode_buffer`): any violation of the
 //! grammar is an error, and it never writes past the page.
 
-use crate::bytes::mismatch;
-
 /// Largest run length the 14-bit ULEB128 can carry.
 pub const MAX_RUN: usize = 0x3fff;
 
@@ -56,22 +54,15 @@ impl core::fmt::Display for XbzrleError {
     }
 }
 
-fn put_len(out: &mut [u8], o: &mut usize, limit: usize, v: usize) -> Option<()> {
+/// `v` (at most [`MAX_RUN`]) as a ULEB128 in the low bytes of a word, and its length.
+#[inline(always)]
+fn uleb14(v: usize) -> (u32, usize) {
+    let v = v as u32;
     if v < 0x80 {
-        if *o + 1 > limit {
-            return None;
-        }
-        out[*o] = v as u8;
-        *o += 1;
+        (v, 1)
     } else {
-        if *o + 2 > limit {
-            return None;
-        }
-        out[*o] = (v as u8 & 0x7f) | 0x80;
-        out[*o + 1] = (v >> 7) as u8;
-        *o += 2;
+        ((v & 0x7f) | 0x80 | (v >> 7) << 8, 2)
     }
-    Some(())
 }
 
 fn get_len(buf: &[u8], p: &mut usize) -> Result<usize, XbzrleError> {
@@ -91,9 +82,132 @@ fn get_len(buf: &[u8], p: &mut usize) -> Result<usize, XbzrleError> {
 /// Encodes `new` against `old` (same length, at most 16 KiB so runs fit 14 bits) into
 /// `out`. Returns the length (0 for an unchanged page), or `None` where QEMU's encoder gives
 /// up with a budget of `limit` bytes (see the module comment; `limit` is capped at
-/// `out.len()`).
+/// `out.len()`). Compares the pages with the widest instructions the CPU has (AVX2 where
+/// present, chosen at run time); the bytes are those of [`encode_baseline`].
 pub fn encode(new: &[u8], old: &[u8], out: &mut [u8], limit: usize) -> Option<usize> {
+    crate::fast::with_widest_masks(Encoding {
+        new,
+        old,
+        out,
+        limit,
+    })
+}
+
+/// [`encode`] without its run-time choice: the page comparison every CPU of the target has
+/// (SSE2 on x86_64, words elsewhere and in the `safe` build). The same bytes; for tests
+/// that check both paths.
+pub fn encode_baseline(new: &[u8], old: &[u8], out: &mut [u8], limit: usize) -> Option<usize> {
+    crate::fast::with_baseline_masks(Encoding {
+        new,
+        old,
+        out,
+        limit,
+    })
+}
+
+/// One call of the encoder, run by `fast` with the difference masks it picks.
+struct Encoding<'a> {
+    new: &'a [u8],
+    old: &'a [u8],
+    out: &'a mut [u8],
+    limit: usize,
+}
+
+impl crate::fast::WithMasks for Encoding<'_> {
+    type Output = Option<usize>;
+
+    // always inlined, so that it is compiled with the target features of its caller
+    #[inline(always)]
+    fn run(self, mask: impl Fn(&[u8; 64], &[u8; 64]) -> u64) -> Option<usize> {
+        encode_with_masks(self.new, self.old, self.out, self.limit, mask)
+    }
+}
+
+/// Where the walk over the difference masks is.
+struct Walk<'a> {
+    new: &'a [u8],
+    out: &'a mut [u8],
+    /// Bytes written.
+    len: usize,
+    /// End of the last non-zero run written: where the next zero run starts.
+    runs_end: usize,
+    /// Start of the non-zero run being walked, if one is.
+    open: Option<usize>,
+}
+
+impl Walk<'_> {
+    /// Writes the group whose non-zero run is `start..end`; `None` if it does not fit.
+    #[inline(always)]
+    fn group(&mut self, start: usize, end: usize) -> Option<()> {
+        let (zrun, nzrun) = (start - self.runs_end, end - start);
+        if zrun > MAX_RUN || nzrun > MAX_RUN {
+            return None;
+        }
+        let (z, z_len) = uleb14(zrun);
+        let (nz, nz_len) = uleb14(nzrun);
+        let head_len = z_len + nz_len;
+        let o = self.len;
+        if o + head_len + nzrun > self.out.len() {
+            return None;
+        }
+        let head = (z | nz << (8 * z_len)).to_le_bytes();
+        if nzrun <= 16 && o + 4 + 16 <= self.out.len() && start + 16 <= self.new.len() {
+            // most runs are short: fixed-size copies, whose extra bytes the next group or
+            // nothing (they lie past the encoding's end) overwrites
+            self.out[o..o + 4].copy_from_slice(&head);
+            self.out[o + head_len..o + head_len + 16].copy_from_slice(&self.new[start..start + 16]);
+        } else {
+            self.out[o..o + head_len].copy_from_slice(&head[..head_len]);
+            self.out[o + head_len..o + head_len + nzrun].copy_from_slice(&self.new[start..end]);
+        }
+        self.len = o + head_len + nzrun;
+        self.runs_end = end;
+        Some(())
+    }
+
+    /// Walks the 64 bytes at `base` whose difference mask is `m` (bit `i`: byte `base + i`
+    /// differs), writing each non-zero run that ends in them.
+    #[inline(always)]
+    fn chunk(&mut self, base: usize, m: u64) -> Option<()> {
+        let mut from = 0;
+        loop {
+            let start = match self.open {
+                Some(start) => start,
+                None => {
+                    let changed = m & (!0u64 << from);
+                    if changed == 0 {
+                        return Some(());
+                    }
+                    from = changed.trailing_zeros();
+                    base + from as usize
+                }
+            };
+            let same = !m & (!0u64 << from);
+            if same == 0 {
+                self.open = Some(start); // the run goes on into the next chunk
+                return Some(());
+            }
+            from = same.trailing_zeros();
+            self.open = None;
+            self.group(start, base + from as usize)?;
+        }
+    }
+}
+
+/// The encoder over 64-byte difference masks from `mask` (bit `i` set where byte `i`
+/// differs): whole chunks that are all unchanged or all changed inside a run are passed
+/// over, the others walked a run at a time with bit scans. The last partial chunk is
+/// compared padded with equal bytes.
+#[inline(always)]
+fn encode_with_masks(
+    new: &[u8],
+    old: &[u8],
+    out: &mut [u8],
+    limit: usize,
+    mask: impl Fn(&[u8; 64], &[u8; 64]) -> u64,
+) -> Option<usize> {
     let n = new.len().min(old.len());
+    let (new, old) = (&new[..n], &old[..n]);
     let limit = limit.min(out.len());
     if n == 0 {
         return Some(0);
@@ -101,32 +215,41 @@ pub fn encode(new: &[u8], old: &[u8], out: &mut [u8], limit: usize) -> Option<us
     if limit < 2 {
         return None;
     }
-    let mut o = 0;
-    let mut i = 0;
-    while i < n {
-        let z = mismatch(new, old, i);
-        if z >= n {
-            break; // no trailing zero run
+    let mut walk = Walk {
+        new,
+        out: &mut out[..limit],
+        len: 0,
+        runs_end: 0,
+        open: None,
+    };
+    let mut chunks = new.chunks_exact(64).zip(old.chunks_exact(64));
+    let mut base = 0;
+    for (a, b) in &mut chunks {
+        let (Ok(a), Ok(b)) = (<&[u8; 64]>::try_from(a), <&[u8; 64]>::try_from(b)) else {
+            return None; // chunks_exact gives 64 bytes
+        };
+        let m = mask(a, b);
+        let passed_over = match walk.open {
+            None => m == 0,
+            Some(_) => m == !0,
+        };
+        if !passed_over {
+            walk.chunk(base, m)?;
         }
-        // non-zero run: up to the next byte that matches again
-        let mut e = z + 1;
-        while e < n && new[e] != old[e] {
-            e += 1;
-        }
-        let (zrun, nzrun) = (z - i, e - z);
-        if zrun > MAX_RUN || nzrun > MAX_RUN {
-            return None;
-        }
-        put_len(out, &mut o, limit, zrun)?;
-        put_len(out, &mut o, limit, nzrun)?;
-        if o + nzrun > limit {
-            return None;
-        }
-        out[o..o + nzrun].copy_from_slice(&new[z..e]);
-        o += nzrun;
-        i = e;
+        base += 64;
     }
-    fits_with_trailing(o, limit, new[n - 1] == old[n - 1])
+    let tail = n - base;
+    if tail > 0 {
+        let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
+        a[..tail].copy_from_slice(&new[base..]);
+        b[..tail].copy_from_slice(&old[base..]);
+        // the padding compares equal, so a run reaching the end is closed at `n`
+        walk.chunk(base, mask(&a, &b))?;
+    }
+    if let Some(start) = walk.open {
+        walk.group(start, n)?;
+    }
+    fits_with_trailing(walk.len, limit, new[n - 1] == old[n - 1])
 }
 
 /// The last part of the give-up rule: a changed page that ends with unchanged bytes needs
@@ -380,6 +503,46 @@ impl<'a> XbzrleCache<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both encoders, the one [`super::encode`] picks for this CPU and the baseline: every
+    /// test below checks that they agree, byte for byte.
+    fn encode(new: &[u8], old: &[u8], out: &mut [u8], limit: usize) -> Option<usize> {
+        let mut baseline = [0u8; 8192];
+        let base_out = &mut baseline[..out.len().min(8192)];
+        let want = encode_baseline(new, old, base_out, limit);
+        let got = super::encode(new, old, out, limit);
+        assert_eq!(got, want, "the two encoders disagree");
+        if let Some(n) = got {
+            assert_eq!(out[..n], base_out[..n], "the two encoders disagree");
+        }
+        got
+    }
+
+    #[test]
+    fn both_encoders_agree_on_random_edits_and_budgets() {
+        let mut rand = crate::test_rng(0xd1b5_4a32_d192_ed03);
+        let old: [u8; 4096] =
+            core::array::from_fn(|i| (i as u32).wrapping_mul(2_654_435_761) as u8);
+        let mut out = [0u8; 4096];
+        for _ in 0..if cfg!(miri) { 6 } else { 3000 } {
+            let mut new = old;
+            let edits = rand() % 40;
+            for _ in 0..edits {
+                let r = rand();
+                let at = (r % 4096) as usize;
+                let len = ((r >> 12) % if r >> 40 & 1 == 1 { 600 } else { 9 }) as usize;
+                for b in &mut new[at..(at + len).min(4096)] {
+                    *b ^= (r >> 24) as u8 | 1;
+                }
+            }
+            let budget = (rand() % 4200) as usize;
+            if let Some(n) = encode(&new, &old, &mut out, budget) {
+                let mut page = old;
+                decode(&out[..n], &mut page).unwrap();
+                assert_eq!(page, new);
+            }
+        }
+    }
 
     fn round_trip(new: &[u8], old: &[u8]) -> usize {
         let mut out = [0u8; 8192];
