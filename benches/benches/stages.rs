@@ -84,6 +84,8 @@ fn stages(c: &mut Criterion) {
     );
     g.finish();
 
+    xbzrle_real_pages(c, &set);
+
     // a frame's CRC-32C (three lanes where the CPU has SSE4.2)
     let frame = &set.data[..16 * PS];
     let mut g = c.benchmark_group("frame");
@@ -212,6 +214,119 @@ fn stages(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+    }
+    g.finish();
+}
+
+/// Changed pages as a migration's later passes see them: (new version, cached version),
+/// each list back to back.
+struct PagePairs {
+    new: Vec<u8>,
+    old: Vec<u8>,
+}
+
+impl PagePairs {
+    fn len(&self) -> usize {
+        self.new.len() / PS
+    }
+
+    fn first(&self, n: usize) -> PagePairs {
+        let n = n.min(self.len());
+        PagePairs {
+            new: self.new[..n * PS].to_vec(),
+            old: self.old[..n * PS].to_vec(),
+        }
+    }
+
+    fn push(&mut self, new: &[u8], old: &[u8]) {
+        self.new.extend_from_slice(new);
+        self.old.extend_from_slice(old);
+    }
+}
+
+/// The pages of `steps` snapshots after the first of a real trace (`../shared/traces`, or
+/// `PAGEWIRE_TRACE`), against their versions one snapshot before; `None` if the trace is
+/// not there.
+fn trace_pairs(name: &str, steps: usize) -> Option<PagePairs> {
+    let dir = std::env::var_os("PAGEWIRE_TRACE").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/traces")
+                .join(name)
+        },
+        std::path::PathBuf::from,
+    );
+    let read = |file: &str| -> Option<Vec<u8>> {
+        let f = std::fs::File::open(dir.join(file)).ok()?;
+        zstd::stream::decode_all(f).ok()
+    };
+    let mut mem = read("base.raw.zst")?;
+    let mut pairs = PagePairs {
+        new: Vec::new(),
+        old: Vec::new(),
+    };
+    for step in 1..=steps {
+        let records = read(&format!("step-{step:03}.bin.zst"))?;
+        for r in records.chunks_exact(8 + PS) {
+            let pfn = u64::from_le_bytes(r[..8].try_into().ok()?) as usize;
+            let page = &r[8..];
+            let at = pfn * PS;
+            pairs.push(page, mem.get(at..at + PS)?);
+            mem[at..at + PS].copy_from_slice(page);
+        }
+    }
+    Some(pairs)
+}
+
+/// The later passes' pages of the synthetic series against their previous versions.
+fn synthetic_pairs(set: &PageSet) -> PagePairs {
+    let mut last = std::collections::HashMap::new();
+    let mut pairs = PagePairs {
+        new: Vec::new(),
+        old: Vec::new(),
+    };
+    for (i, pass) in set.passes.iter().enumerate() {
+        for &(pfn, off) in pass {
+            if i > 0 {
+                if let Some(&prev) = last.get(&pfn) {
+                    pairs.push(set.page(off), set.page(prev));
+                }
+            }
+            last.insert(pfn, off);
+        }
+    }
+    pairs
+}
+
+/// The XBZRLE encoder on real changed pages at QEMU's call (a page, a page of budget): many
+/// pages read from memory, and a few that stay in the CPU cache.
+fn xbzrle_real_pages(c: &mut Criterion, set: &PageSet) {
+    let mut series = vec![("synthetic", synthetic_pairs(set))];
+    match trace_pairs("redis-fill-128m", 2) {
+        Some(p) => series.push(("redis", p)),
+        None => eprintln!("SKIPPED: xbzrle on redis pages: trace not found (PAGEWIRE_TRACE)"),
+    }
+    let mut g = c.benchmark_group("xbzrle real pages");
+    g.sample_size(20);
+    let mut out = vec![0u8; PS];
+    for (name, all) in &series {
+        for (label, pairs) in [
+            ("from memory", all.first(usize::MAX)),
+            ("in cache", all.first(32)),
+        ] {
+            g.throughput(Throughput::Bytes(pairs.new.len() as u64));
+            let id = format!(
+                "encode, {name} changed pages ({} pages, {label})",
+                pairs.len()
+            );
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    for (new, old) in pairs.new.chunks_exact(PS).zip(pairs.old.chunks_exact(PS)) {
+                        black_box(xbzrle::encode(new, old, &mut out, PS));
+                    }
+                })
+            });
+        }
     }
     g.finish();
 }

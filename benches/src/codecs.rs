@@ -108,24 +108,30 @@ const XB_ZERO: u64 = 1 << 62;
 const XB_DELTA: u64 = 2 << 62;
 const XB_FLAGS: u64 = 3 << 62;
 
-/// QEMU-style: zero-page check, then XBZRLE against a pfn-keyed cache of previous versions,
-/// raw when not cached or when the encoding overflows a page; unchanged pages send nothing.
-/// The cache lives for the whole run, as QEMU's does for a migration.
+/// QEMU's XBZRLE as its source runs it (`XbzrleCache::send_page`): zero pages as such, the
+/// first pass raw, later passes as XBZRLE deltas against a pfn-keyed cache with QEMU's age
+/// rule (one bitmap-sync round per pass), raw on a miss or where the encoder gives up,
+/// nothing for an unchanged page. Each page takes as many wire bytes as in QEMU's stream
+/// (`XbzrlePage::qemu_wire_bytes`). The cache lives for the whole run, as QEMU's does for a
+/// migration.
 pub struct Xbzrle {
     slots: usize,
     ps: usize,
     out: Vec<u8>,
     cache: Option<XbzrleCache<'static>>,
+    passes: usize,
 }
 
 impl Xbzrle {
-    /// A cache of `slots` pages.
+    /// A cache of `slots` pages (QEMU's default: `XbzrleCache::slots_for(DEFAULT_CACHE_BYTES,
+    /// page size)`).
     pub fn new(slots: usize, ps: usize) -> Self {
         Xbzrle {
             slots,
             ps,
             out: vec![0; ps],
             cache: None,
+            passes: 0,
         }
     }
 }
@@ -147,18 +153,25 @@ impl Codec for Xbzrle {
         wire: &mut Vec<u8>,
     ) -> Result<()> {
         let cache = self.cache.as_mut().context("cache")?;
+        // a pass is what QEMU sends between two bitmap syncs
+        if self.passes > 0 {
+            cache.sync();
+        }
+        self.passes += 1;
         for &(pfn, off) in pass {
             let page = set.page(off);
-            if page.iter().all(|&b| b == 0) {
-                put_u64(wire, pfn | XB_ZERO);
-                cache.insert(pfn, page);
-                continue;
-            }
-            match cache.encode_page(pfn, page, &mut self.out) {
+            let sent = cache.send_page(pfn, page, &mut self.out);
+            let before = wire.len();
+            match sent {
+                XbzrlePage::Zero => {
+                    put_u64(wire, pfn | XB_ZERO);
+                    wire.push(0);
+                }
                 XbzrlePage::Unchanged => {}
                 XbzrlePage::Delta(n) => {
                     put_u64(wire, pfn | XB_DELTA);
-                    wire.extend_from_slice(&(n as u16).to_le_bytes());
+                    wire.push(1); // QEMU's ENCODING_FLAG_XBZRLE
+                    wire.extend_from_slice(&(n as u16).to_be_bytes());
                     wire.extend_from_slice(&self.out[..n]);
                 }
                 XbzrlePage::Raw => {
@@ -166,6 +179,7 @@ impl Codec for Xbzrle {
                     wire.extend_from_slice(page);
                 }
             }
+            debug_assert_eq!(wire.len() - before, sent.qemu_wire_bytes(self.ps));
         }
         Ok(())
     }
@@ -176,11 +190,17 @@ impl Codec for Xbzrle {
             let h = get_u64(wire, &mut p)?;
             let page = dest(mem, h & !XB_FLAGS, ps)?;
             match h & XB_FLAGS {
-                XB_ZERO => page.fill(0),
+                XB_ZERO => {
+                    p += 1;
+                    page.fill(0);
+                }
                 XB_DELTA => {
-                    let n = u16::from_le_bytes(wire.get(p..p + 2).context("truncated")?.try_into()?)
-                        as usize;
-                    p += 2;
+                    let head = wire.get(p..p + 3).context("truncated")?;
+                    if head[0] != 1 {
+                        bail!("xbzrle: unknown encoding flag {}", head[0]);
+                    }
+                    let n = usize::from(u16::from_be_bytes([head[1], head[2]]));
+                    p += 3;
                     xbzrle::decode(wire.get(p..p + n).context("truncated")?, page)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     p += n;

@@ -1,8 +1,8 @@
 //! The codec's only unsafe code: hardware fast paths, each with a safe twin it must agree
 //! with (unit and property tests here, the fuzz targets and Miri run both): the SSE4.2 CRC,
-//! chosen at run time, and the SSE2 difference mask (SSE2 is part of every x86_64 CPU); and
-//! a prefetch hint, which changes no result. The `safe` feature builds them out, leaving the
-//! crate free of `unsafe`.
+//! chosen at run time; the SSE2 difference mask (SSE2 is part of every x86_64 CPU) and its
+//! AVX2 twin, chosen at run time for the XBZRLE encoder; and a prefetch hint, which changes
+//! no result. The `safe` feature builds them out, leaving the crate free of `unsafe`.
 
 #![cfg_attr(not(feature = "safe"), allow(unsafe_code))]
 
@@ -36,6 +36,37 @@ pub fn diff_mask64(a: &[u8; 64], b: &[u8; 64]) -> u64 {
     {
         crate::bytes::diff_mask64(a, b)
     }
+}
+
+/// Work written once over 64-byte difference masks (bit `i` set where `a[i] != b[i]`), run
+/// by [`with_widest_masks`] or [`with_baseline_masks`] with the mask function they pick.
+pub trait WithMasks {
+    type Output;
+    /// Does the work with `mask`. Implementations should be `#[inline(always)]`: inlined
+    /// into [`with_widest_masks`]'s AVX2 function, they are compiled for AVX2.
+    fn run(self, mask: impl Fn(&[u8; 64], &[u8; 64]) -> u64) -> Self::Output;
+}
+
+/// Runs `work` with the widest difference masks this CPU has: AVX2 where CPUID says so
+/// (asked once), else [`diff_mask64`]'s.
+#[inline]
+pub fn with_widest_masks<W: WithMasks>(work: W) -> W::Output {
+    #[cfg(all(target_arch = "x86_64", not(feature = "safe")))]
+    {
+        if x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 and the OS saves its registers (checked at run time
+            // just above), the only requirement of the target-feature function.
+            return unsafe { x86::with_avx2_masks(work) };
+        }
+    }
+    with_baseline_masks(work)
+}
+
+/// Runs `work` with [`diff_mask64`]: the masks every CPU of the target can make without a
+/// run-time check (SSE2 on x86_64).
+#[inline]
+pub fn with_baseline_masks<W: WithMasks>(work: W) -> W::Output {
+    work.run(diff_mask64)
 }
 
 /// Asks the CPU to start loading every cache line of `bytes`: a hint, with no effect on any
@@ -91,6 +122,100 @@ mod x86 {
         #[allow(unused_unsafe)]
         let r = unsafe { core::arch::x86_64::__cpuid(1) };
         r.ecx & (1 << 20) != 0
+    }
+
+    /// 0: not asked yet, 1: no usable AVX2, 2: AVX2.
+    static AVX2: AtomicU8 = AtomicU8::new(0);
+
+    #[inline]
+    pub fn has_avx2() -> bool {
+        match AVX2.load(Ordering::Relaxed) {
+            2 => true,
+            1 => false,
+            _ => {
+                let yes = detect_avx2();
+                AVX2.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+                yes
+            }
+        }
+    }
+
+    fn detect_avx2() -> bool {
+        if cfg!(target_feature = "avx2") {
+            return true;
+        }
+        if cfg!(miri) {
+            // as for SSE4.2: Miri runs the AVX2 path when the build enables it
+            return false;
+        }
+        use core::arch::x86_64::{__cpuid, __cpuid_count};
+        // SAFETY: CPUID leaves 0 and 1 exist on every x86_64 CPU and have no side effects.
+        // (Unsafe fns up to Rust 1.8x, our minimum, safe in newer releases: hence the allow.)
+        #[allow(unused_unsafe)]
+        let (max_leaf, leaf1) = unsafe { (__cpuid(0).eax, __cpuid(1)) };
+        // AVX (ECX bit 28) and OSXSAVE (bit 27): the OS may have enabled the YMM registers
+        let avx_and_xsave = (1 << 28) | (1 << 27);
+        if max_leaf < 7 || leaf1.ecx & avx_and_xsave != avx_and_xsave {
+            return false;
+        }
+        // SAFETY: OSXSAVE is set (checked above), so XGETBV exists and XCR0 can be read.
+        let xcr0 = unsafe { xcr0() };
+        // SAFETY: leaf 7 exists (max_leaf checked above); CPUID has no side effects.
+        #[allow(unused_unsafe)]
+        let leaf7 = unsafe { __cpuid_count(7, 0) };
+        // the OS saves XMM and YMM state (XCR0 bits 1 and 2); AVX2 is EBX bit 5 of leaf 7
+        xcr0 & 0b110 == 0b110 && leaf7.ebx & (1 << 5) != 0
+    }
+
+    /// XCR0, the register of the state components the OS saves.
+    ///
+    /// # Safety
+    /// The CPU must support XSAVE and the OS must have enabled it (CPUID.1:ECX.OSXSAVE).
+    #[target_feature(enable = "xsave")]
+    unsafe fn xcr0() -> u64 {
+        core::arch::x86_64::_xgetbv(0)
+    }
+
+    /// [`super::with_widest_masks`] on a CPU with AVX2: `work` inlined here, compiled for
+    /// AVX2, with [`diff_mask64_avx2`] as its mask.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and the OS must save its registers.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn with_avx2_masks<W: super::WithMasks>(work: W) -> W::Output {
+        work.run(|a, b| {
+            // SAFETY: this closure runs only inside this AVX2 function, whose caller
+            // guarantees AVX2. (Closures inherit their function's target features in newer
+            // Rust releases, where the call is safe: hence the allow.)
+            #[allow(unused_unsafe)]
+            unsafe {
+                diff_mask64_avx2(a, b)
+            }
+        })
+    }
+
+    /// [`super::diff_mask64`] with two 32-byte compares.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub unsafe fn diff_mask64_avx2(a: &[u8; 64], b: &[u8; 64]) -> u64 {
+        use core::arch::x86_64::{
+            __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+        };
+        let (pa, pb) = (a.as_ptr() as *const __m256i, b.as_ptr() as *const __m256i);
+        // the loads read 32 bytes at offsets 0 and 32 of two 64-byte arrays, in bounds;
+        // `loadu` has no alignment requirement
+        let lo = _mm256_movemask_epi8(_mm256_cmpeq_epi8(
+            _mm256_loadu_si256(pa),
+            _mm256_loadu_si256(pb),
+        ));
+        let hi = _mm256_movemask_epi8(_mm256_cmpeq_epi8(
+            _mm256_loadu_si256(pa.add(1)),
+            _mm256_loadu_si256(pb.add(1)),
+        ));
+        !(u64::from(lo as u32) | u64::from(hi as u32) << 32)
     }
 
     /// See [`super::diff_mask64`].
@@ -377,6 +502,39 @@ mod tests {
                 assert_eq!(c, CRC32C.checksum(d), "{start}+{len}");
             }
         }
+    }
+
+    #[cfg(all(target_arch = "x86_64", not(feature = "safe")))]
+    #[test]
+    fn avx2_mask_agrees_with_the_portable_one() {
+        if !super::x86::has_avx2() {
+            return; // nothing to compare on this CPU
+        }
+        let mut rand = crate::test_rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..if cfg!(miri) { 50 } else { 2000 } {
+            let a: [u8; 64] = core::array::from_fn(|_| rand() as u8);
+            let (flips, bits) = (rand(), rand());
+            let mut b = a;
+            for (i, byte) in b.iter_mut().enumerate() {
+                if flips >> i & 1 == 1 {
+                    *byte ^= 1 << (bits >> (i % 61) & 7);
+                }
+            }
+            // SAFETY: the CPU has AVX2 (checked at the top)
+            let got = unsafe { super::x86::diff_mask64_avx2(&a, &b) };
+            assert_eq!(got, crate::bytes::diff_mask64(&a, &b));
+            assert_eq!(got, flips);
+        }
+    }
+
+    #[cfg(all(target_arch = "x86_64", not(feature = "safe"), not(miri)))]
+    #[test]
+    fn avx2_is_chosen_exactly_where_the_cpu_has_it() {
+        extern crate std;
+        assert_eq!(
+            super::x86::has_avx2(),
+            std::is_x86_feature_detected!("avx2")
+        );
     }
 
     #[cfg(all(target_arch = "x86_64", not(feature = "safe")))]

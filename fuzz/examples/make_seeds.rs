@@ -128,10 +128,97 @@ fn main() {
         s.extend_from_slice(rle);
         write("delta", &format!("delta-{i}"), &s);
     }
+    xbzrle_seeds();
     // structured targets take arbitrary bytes
     for t in ["roundtrip", "corrupted", "policies"] {
         for i in 0..4u64 {
             write(t, &format!("noise-{i}"), &noise(100 + i, 64 << i));
         }
+    }
+}
+
+/// An `XbzrleCase` (see `fuzz/src/lib.rs`): page length index and old page kind, budget byte
+/// and absolute budget, edits (offset, run length, XOR value), an encoded page.
+fn xbzrle_case(
+    length_and_kind: u8,
+    budget_mode: u8,
+    budget: u16,
+    edits: &[(u16, u8, u8)],
+    encoded: &[u8],
+) -> Vec<u8> {
+    let mut s = vec![length_and_kind, budget_mode];
+    s.extend_from_slice(&budget.to_le_bytes());
+    s.push(edits.len() as u8);
+    for &(at, len, xor) in edits {
+        s.extend_from_slice(&at.to_le_bytes());
+        s.extend_from_slice(&[len, xor]);
+    }
+    s.extend_from_slice(encoded);
+    s
+}
+
+/// Edits that change the first `k` bytes of a page, 255 at a time.
+fn head_edits(k: usize) -> Vec<(u16, u8, u8)> {
+    (0..k)
+        .step_by(255)
+        .map(|at| (at as u16, (k - at).min(255) as u8, 0xa5))
+        .collect()
+}
+
+fn xbzrle_seeds() {
+    let t = "xbzrle_differential";
+    // the issue's smallest case: old 00 * 8, new 11 00 * 7; QEMU gives up at budgets 3 and 4
+    for budget in [3, 4, 5] {
+        let s = xbzrle_case(0, 0x80, budget, &[(0, 1, 0x11)], &[]);
+        write(t, &format!("issue-case-budget-{budget}"), &s);
+    }
+    // an unchanged page with a budget of 1 (gives up) and 2 (encodes to nothing)
+    for budget in [1, 2] {
+        write(
+            t,
+            &format!("unchanged-budget-{budget}"),
+            &xbzrle_case(6, 0x80, budget, &[], &[]),
+        );
+    }
+    // QEMU's real call, 4096-byte page and budget: encodings of 4094-4097 bytes, with and
+    // without unchanged bytes after them
+    for k in [4091, 4092, 4093] {
+        let s = xbzrle_case(5, 0x80, 4096, &head_edits(k), &[]);
+        write(t, &format!("real-call-head-{k}"), &s);
+    }
+    for from in [2u16, 3, 4] {
+        let s = xbzrle_case(5, 0x80, 4096, &[(from, 0, 0x5a)], &[]);
+        write(t, &format!("real-call-tail-from-{from}"), &s);
+    }
+    // memory-like pages with scattered edits, at budgets around their own encoding length
+    let scattered = [
+        (5u16, 3u8, 0x40u8),
+        (300, 1, 0x01),
+        (2000, 130, 0xff),
+        (4090, 6, 0x10),
+    ];
+    for offset in [0u8, 2, 4, 6, 8] {
+        let s = xbzrle_case(6 + 5, offset, 0, &scattered, &[]);
+        write(t, &format!("scattered-budget-{offset}"), &s);
+    }
+    // decoder inputs on a 64-byte page: valid, non-canonical lengths, empty runs, past the
+    // end, cut short
+    for (i, encoded) in [
+        &[0x00u8, 0x01, 0x05][..],
+        &[0x80, 0x00, 0x81, 0x00, 0x07],
+        &[0x00, 0x01, 0x05, 0x00, 0x01, 0x06],
+        &[0x3f, 0x02, 1, 2],
+        &[0xc0, 0x00, 0x01, 1],
+        &[0x05, 0x80],
+        &[0x05, 0x03, 1, 2],
+    ]
+    .iter()
+    .enumerate()
+    {
+        write(
+            t,
+            &format!("decode-{i}"),
+            &xbzrle_case(2, 0, 0, &[], encoded),
+        );
     }
 }

@@ -251,3 +251,79 @@ pub fn expected(steps: &[Step]) -> Vec<Event> {
     v.push(Event::End);
     v
 }
+
+/// The second XBZRLE implementation, written from the format's rules, that the codec's
+/// differential tests use too.
+#[path = "../../codec/tests/reference/xbzrle.rs"]
+pub mod xbzrle_reference;
+
+/// One input of the `xbzrle_differential` target, read from raw bytes so that seeds can be
+/// written by hand (`examples/make_seeds.rs`):
+///
+/// | bytes | meaning |
+/// | --- | --- |
+/// | 0 | page length `[8, 16, 64, 200, 1024, 4096][b % 6]`; old page `(b / 6) % 3`: zeros, memory-like words, the input's own bytes repeated |
+/// | 1 | budget: below `0x80`, the encoding's own length plus `b % 9 - 4` (where the give-up rule decides); else bytes 2-3 |
+/// | 2-3 | a budget (little-endian), taken modulo `2 * length + 8` |
+/// | 4 | number of edits (at most 32) |
+/// | 5.. | edits of 4 bytes: offset (little-endian, modulo the length), run length (0: to the end of the page), XOR value |
+/// | rest | an arbitrary encoded page for the decoders |
+#[derive(Debug)]
+pub struct XbzrleCase {
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+    pub budget: usize,
+    pub encoded: Vec<u8>,
+}
+
+/// Page lengths an [`XbzrleCase`] may have.
+pub const XBZRLE_CASE_LENGTHS: [usize; 6] = [8, 16, 64, 200, 1024, 4096];
+
+impl XbzrleCase {
+    /// Reads a case; `None` if `data` is shorter than its 5-byte head.
+    pub fn parse(data: &[u8]) -> Option<XbzrleCase> {
+        let (head, rest) = data.split_at_checked(5)?;
+        let len = XBZRLE_CASE_LENGTHS[usize::from(head[0]) % 6];
+        let old: Vec<u8> = match head[0] / 6 % 3 {
+            0 => vec![0; len],
+            1 => (0..len)
+                .map(|i| if i % 8 < 2 { (i / 8) as u8 } else { 0 })
+                .collect(),
+            _ => (0..len)
+                .map(|i| {
+                    if data.is_empty() {
+                        0
+                    } else {
+                        data[i % data.len()]
+                    }
+                })
+                .collect(),
+        };
+        let edits = usize::from(head[4]).min(32).min(rest.len() / 4);
+        let (edit_bytes, encoded) = rest.split_at(edits * 4);
+        let mut new = old.clone();
+        for e in edit_bytes.chunks_exact(4) {
+            let at = usize::from(u16::from_le_bytes([e[0], e[1]])) % len;
+            let end = if e[2] == 0 {
+                len
+            } else {
+                (at + usize::from(e[2])).min(len)
+            };
+            for b in &mut new[at..end] {
+                *b ^= e[3];
+            }
+        }
+        let budget = if head[1] < 0x80 {
+            let own = xbzrle_reference::encode(&new, &old, usize::MAX / 2).map_or(0, |e| e.len());
+            (own + usize::from(head[1] % 9)).saturating_sub(4)
+        } else {
+            usize::from(u16::from_le_bytes([head[2], head[3]])) % (2 * len + 8)
+        };
+        Some(XbzrleCase {
+            old,
+            new,
+            budget,
+            encoded: encoded.to_vec(),
+        })
+    }
+}

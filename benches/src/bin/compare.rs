@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use pagewire::xbzrle::{XbzrleCache, DEFAULT_CACHE_BYTES};
 use pagewire::{Config, Features};
 use pagewire_benches::codecs::{Block, Codec, Copy, Lz, Pagewire, Raw, Xbzrle};
 use pagewire_benches::PageSet;
@@ -189,7 +190,7 @@ fn makers(ps: usize) -> Vec<(bool, Maker)> {
             Box::new(move || Ok(Box::new(Block::new(lz, batch, ps)?) as Box<dyn Codec>)),
         )
     };
-    let slots = base.cache_pages as usize;
+    let xbzrle_slots = XbzrleCache::slots_for(DEFAULT_CACHE_BYTES, ps);
     vec![
         (false, Box::new(|| Ok(Box::new(Copy) as Box<dyn Codec>))),
         (
@@ -198,7 +199,7 @@ fn makers(ps: usize) -> Vec<(bool, Maker)> {
         ),
         (
             true,
-            Box::new(move || Ok(Box::new(Xbzrle::new(slots, ps)) as Box<dyn Codec>)),
+            Box::new(move || Ok(Box::new(Xbzrle::new(xbzrle_slots, ps)) as Box<dyn Codec>)),
         ),
         block(Lz::Zstd(1), 1),
         block(Lz::Zstd(3), 1),
