@@ -69,9 +69,6 @@ pub enum CodecStages {
     /// Zero pages only: every other page raw, a one-page cache, no LZ4 (about what a plain
     /// pre-copy migration sends).
     ZeroPages,
-    /// Zero pages and XOR/RLE deltas against the page's previous version, no LZ4: what
-    /// QEMU's XBZRLE does.
-    Deltas,
     /// Zero pages and content-based redundancy elimination (duplicate pages and blocks), no
     /// deltas, no LZ4.
     Cbr,
@@ -92,13 +89,6 @@ impl CodecStages {
                 Features {
                     cbr: false,
                     delta: false,
-                },
-            ),
-            CodecStages::Deltas => (
-                Config { lz4: false, ..base },
-                Features {
-                    cbr: false,
-                    delta: true,
                 },
             ),
             CodecStages::Cbr => (
@@ -180,20 +170,12 @@ mod tests {
 
     #[test]
     fn stages_switch_what_they_say() {
-        for stages in [
-            CodecStages::ZeroPages,
-            CodecStages::Deltas,
-            CodecStages::Cbr,
-            CodecStages::All,
-        ] {
+        for stages in [CodecStages::ZeroPages, CodecStages::Cbr, CodecStages::All] {
             let (cfg, f) = stages.apply(Config::DEFAULT);
             cfg.validate().unwrap();
             assert_eq!(cfg.lz4, stages == CodecStages::All);
             assert_eq!(f.cbr, matches!(stages, CodecStages::Cbr | CodecStages::All));
-            assert_eq!(
-                f.delta,
-                matches!(stages, CodecStages::Deltas | CodecStages::All)
-            );
+            assert_eq!(f.delta, stages == CodecStages::All);
         }
         assert_eq!(
             CodecStages::ZeroPages.apply(Config::DEFAULT).0.cache_pages,

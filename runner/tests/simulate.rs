@@ -296,3 +296,29 @@ fn real_trace_simulates() {
         none.bytes
     );
 }
+
+#[test]
+fn the_xbzrle_row_sends_what_qemu_sends() {
+    let cfg = Config {
+        cache_pages: 16,
+        ..Config::DEFAULT
+    };
+    let mut storage =
+        vec![0u8; pagewire_runner::simulate::sender::storage_len(CodecMode::Xbzrle, cfg)];
+    let mut s = Sender::new(CodecMode::Xbzrle, cfg, &mut storage).unwrap();
+    let mut page = vec![7u8; 4096];
+    // first pass: QEMU sends every non-zero page raw and caches nothing
+    assert_eq!(s.page(3, &page).unwrap(), 8 + 4096);
+    assert_eq!(s.page(4, &[0; 4096]).unwrap(), 8 + 1, "a zero page");
+    assert_eq!(s.end_iteration().unwrap(), 0);
+    // second pass: a miss, sent raw and cached
+    page[100] = 1;
+    assert_eq!(s.page(3, &page).unwrap(), 8 + 4096);
+    s.end_iteration().unwrap();
+    // third pass: a hit, one changed byte as an XBZRLE delta (flag, length, 3 bytes)
+    page[100] = 2;
+    assert_eq!(s.page(3, &page).unwrap(), 8 + 1 + 2 + 3);
+    // unchanged since it was cached: nothing
+    assert_eq!(s.page(3, &page).unwrap(), 0);
+    assert_eq!(s.finish().unwrap(), 0);
+}

@@ -2,7 +2,8 @@
 //! settings are the runner's codec stages (`settings::CodecStages`, which the migration
 //! engine uses too), plus a row without any codec.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use pagewire::xbzrle::XbzrleCache;
 use pagewire::{Config, Encoder};
 
 use crate::settings::CodecStages;
@@ -13,9 +14,10 @@ use crate::settings::CodecStages;
 pub enum CodecMode {
     /// No codec: every page whole, with an 8-byte address header.
     None,
-    /// Zero pages and XOR/RLE deltas against the page's previous version, no LZ4: what
-    /// QEMU's XBZRLE does.
-    XbzrleLike,
+    /// QEMU's XBZRLE as QEMU's source runs it: the first pass raw, then deltas against a
+    /// pfn-indexed cache with QEMU's replacement rule, pages counted as QEMU's stream
+    /// carries them (`pagewire::xbzrle::XbzrleCache::send_page`).
+    Xbzrle,
     /// Zero pages and content-based redundancy elimination (duplicate pages and blocks), no
     /// deltas, no LZ4.
     CbrOnly,
@@ -27,7 +29,7 @@ impl CodecMode {
     /// All settings, in report order.
     pub const ALL: [CodecMode; 4] = [
         CodecMode::None,
-        CodecMode::XbzrleLike,
+        CodecMode::Xbzrle,
         CodecMode::CbrOnly,
         CodecMode::All,
     ];
@@ -36,7 +38,7 @@ impl CodecMode {
     pub fn name(self) -> &'static str {
         match self {
             CodecMode::None => "none",
-            CodecMode::XbzrleLike => "deltas (xbzrle-like)",
+            CodecMode::Xbzrle => "xbzrle (qemu)",
             CodecMode::CbrOnly => "cbr only",
             CodecMode::All => "all",
         }
@@ -52,6 +54,12 @@ pub enum Sender<'a> {
     Raw { page_size: u64 },
     /// A pagewire encoder.
     Codec { enc: Box<Encoder<'a>>, out: Vec<u8> },
+    /// QEMU's XBZRLE with QEMU's cache.
+    Xbzrle {
+        cache: XbzrleCache<'a>,
+        out: Vec<u8>,
+        page_size: usize,
+    },
 }
 
 impl<'a> Sender<'a> {
@@ -61,17 +69,24 @@ impl<'a> Sender<'a> {
             CodecMode::None => Ok(Sender::Raw {
                 page_size: u64::from(base.page_size),
             }),
-            CodecMode::XbzrleLike => Self::xbzrle_like(base, storage),
+            CodecMode::Xbzrle => Self::xbzrle(base, storage),
             CodecMode::CbrOnly => Self::pagewire(CodecStages::Cbr, base, storage),
             CodecMode::All => Self::pagewire(CodecStages::All, base, storage),
         }
     }
 
-    /// The "deltas (xbzrle-like)" row: pagewire with zero pages and deltas only. The one
-    /// place that says how this row sends (with [`xbzrle_like_storage_len`]), so that a
-    /// QEMU-faithful XBZRLE cache can take its place.
-    fn xbzrle_like(base: Config, storage: &'a mut [u8]) -> Result<Self> {
-        Self::pagewire(CodecStages::Deltas, base, storage)
+    /// The "xbzrle (qemu)" row: QEMU's cache of the same size as pagewire's (64 MiB by
+    /// default, QEMU's default too, so `--cache-mib` sets both).
+    fn xbzrle(base: Config, storage: &'a mut [u8]) -> Result<Self> {
+        let page_size = base.page_size as usize;
+        let slots = xbzrle_slots(base);
+        let cache = XbzrleCache::new(storage, slots, page_size)
+            .context("the XBZRLE cache needs at least one page")?;
+        Ok(Sender::Xbzrle {
+            cache,
+            out: vec![0; page_size],
+            page_size,
+        })
     }
 
     /// pagewire's encoder running `stages`.
@@ -90,21 +105,31 @@ impl<'a> Sender<'a> {
         match self {
             Sender::Raw { page_size } => Ok(*page_size + RAW_PAGE_HEADER),
             Sender::Codec { enc, out } => Ok(enc.encode_page(pfn, page, out)? as u64),
+            Sender::Xbzrle {
+                cache,
+                out,
+                page_size,
+            } => Ok(cache.send_page(pfn, page, out).qemu_wire_bytes(*page_size) as u64),
         }
     }
 
-    /// Bytes that closing the iteration puts on the wire.
+    /// Bytes that closing the iteration puts on the wire. The dirty log is read next, so
+    /// QEMU's XBZRLE cache starts its next sync round here.
     pub fn end_iteration(&mut self) -> Result<u64> {
         match self {
             Sender::Raw { .. } => Ok(0),
             Sender::Codec { enc, out } => Ok(enc.end_iteration(out)? as u64),
+            Sender::Xbzrle { cache, .. } => {
+                cache.sync();
+                Ok(0)
+            }
         }
     }
 
     /// Bytes that ending the stream puts on the wire.
     pub fn finish(&mut self) -> Result<u64> {
         match self {
-            Sender::Raw { .. } => Ok(0),
+            Sender::Raw { .. } | Sender::Xbzrle { .. } => Ok(0),
             Sender::Codec { enc, out } => Ok(enc.finish(out)? as u64),
         }
     }
@@ -114,15 +139,15 @@ impl<'a> Sender<'a> {
 pub fn storage_len(mode: CodecMode, base: Config) -> usize {
     match mode {
         CodecMode::None => 0,
-        CodecMode::XbzrleLike => xbzrle_like_storage_len(base),
+        CodecMode::Xbzrle => XbzrleCache::storage_len(xbzrle_slots(base), base.page_size as usize),
         CodecMode::CbrOnly => pagewire_storage_len(CodecStages::Cbr, base),
         CodecMode::All => pagewire_storage_len(CodecStages::All, base),
     }
 }
 
-/// Storage of the "deltas (xbzrle-like)" row's sender (see `Sender::xbzrle_like`).
-fn xbzrle_like_storage_len(base: Config) -> usize {
-    pagewire_storage_len(CodecStages::Deltas, base)
+/// Slots of the XBZRLE row's cache: as many pages as pagewire's cache holds.
+fn xbzrle_slots(base: Config) -> usize {
+    XbzrleCache::slots_for(base.cache_len(), base.page_size as usize)
 }
 
 fn pagewire_storage_len(stages: CodecStages, base: Config) -> usize {
