@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, SendConfig};
-use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
+use pagewire_runner::migrate::{DestOptions, MigrationProgress, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::Workload;
 
@@ -82,6 +82,17 @@ fn link_drop_mid_migration_leaves_the_source_running_and_the_destination_empty()
     source_alive(&vm);
 }
 
+/// Kills process `.0` with SIGKILL when the first pages have gone out.
+struct KillOnFirstPages(Option<u32>);
+
+impl MigrationProgress for KillOnFirstPages {
+    fn pages_sent(&mut self, _n: u64) {
+        if let Some(pid) = self.0.take() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
 #[test]
 fn destination_process_death_leaves_the_source_running() {
     if !kvm_or_skip() {
@@ -109,12 +120,9 @@ fn destination_process_death_leaves_the_source_running() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("listening"), "receiver said {line:?}");
-    let pid = child.id();
-    // kill the receiver once the (slow) migration is under way
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    });
+    // kill the receiver once the migration is under way: when the sender has sent its
+    // first pages (a fixed delay raced the guest's boot and the connection under load)
+    let mut killer = KillOnFirstPages(Some(child.id()));
     let mut vm = running_vm(64, 1, Workload::HotSet, 5);
     let cfg = SendConfig {
         to: addr,
@@ -125,9 +133,9 @@ fn destination_process_death_leaves_the_source_running() {
     let t = std::time::Instant::now();
     let e = format!(
         "{:#}",
-        send_vm(&mut vm, &cfg, None, &mut NoProgress).unwrap_err()
+        send_vm(&mut vm, &cfg, None, &mut killer).unwrap_err()
     );
-    killer.join().unwrap();
+    assert!(killer.0.is_none(), "the receiver was never killed");
     let _ = child.wait();
     assert!(
         t.elapsed() < Duration::from_secs(20),
