@@ -68,6 +68,13 @@ impl std::io::Read for Playback {
     }
 }
 
+/// A recording never makes anyone wait.
+impl pagewire_runner::net::Link for Playback {
+    fn set_waits(&mut self, _: pagewire_runner::net::Waits) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl std::io::Write for Playback {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.replies.extend_from_slice(b);

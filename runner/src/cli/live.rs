@@ -18,6 +18,7 @@ use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::vmm::GuestSpec;
 use pagewire_runner::{CodecSettings, Workload};
 
+use super::deadlines::DeadlineArgs;
 use super::encoder::EncoderArgs;
 use super::progress::Bar;
 
@@ -54,6 +55,8 @@ pub struct SourceArgs {
     cache_mib: Option<u64>,
     #[command(flatten)]
     encoder: EncoderArgs,
+    #[command(flatten)]
+    deadlines: DeadlineArgs,
 }
 
 impl SourceArgs {
@@ -96,6 +99,7 @@ impl SourceArgs {
             compression: Compression::parse(&self.compress)?,
             label: self.workload.clone(),
             encoder: self.encoder()?,
+            deadlines: self.deadlines.deadlines()?,
         })
     }
 }
@@ -167,6 +171,8 @@ pub struct ReceiveArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    deadlines: DeadlineArgs,
 }
 
 #[derive(Args)]
@@ -184,7 +190,12 @@ pub struct DemoArgs {
     json: bool,
 }
 
-fn receive_config(run: f64, max_mem_mib: u64, keys: &Path) -> Result<ReceiveConfig> {
+fn receive_config(
+    run: f64,
+    max_mem_mib: u64,
+    keys: &Path,
+    deadlines: &DeadlineArgs,
+) -> Result<ReceiveConfig> {
     if !(run.is_finite() && run >= 0.0) {
         bail!("--run must be a non-negative number of seconds");
     }
@@ -192,6 +203,7 @@ fn receive_config(run: f64, max_mem_mib: u64, keys: &Path) -> Result<ReceiveConf
         tls: Some(tls::server_config(keys)?),
         dest: DestOptions {
             max_mem_bytes: max_mem_mib.saturating_mul(1 << 20),
+            deadlines: deadlines.deadlines()?,
             ..DestOptions::default()
         },
         run_after: Duration::from_secs_f64(run),
@@ -257,7 +269,7 @@ pub fn run_keygen(a: &KeygenArgs) -> Result<()> {
 
 /// `pagewire receive`.
 pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
-    let cfg = receive_config(a.run, a.max_mem_mib, &a.keys)?;
+    let cfg = receive_config(a.run, a.max_mem_mib, &a.keys, &a.deadlines)?;
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
     eprintln!("listening on {}", listener.local_addr()?);

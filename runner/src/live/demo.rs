@@ -33,6 +33,7 @@ impl Demo {
             tls: Some(tls::server_config(&keys)?),
             dest: DestOptions {
                 max_mem_bytes: 1 << 40,
+                deadlines: source.deadlines,
                 ..DestOptions::default()
             },
             run_after: Duration::from_secs(1),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::migrate::{self, migrate_in, DestOptions};
-use crate::net::{tls, Link};
+use crate::migrate::{self, migrate_in, Deadline, DestOptions};
+use crate::net::{tls, Link, TimedTcp, Waits};
 use crate::vmm::Vmm;
 
 /// How to receive.
@@ -46,10 +46,14 @@ pub struct Received {
 pub fn receive_one(listener: &TcpListener, cfg: &ReceiveConfig) -> Result<Received> {
     let (tcp, _peer) = listener.accept().context("accepting a connection")?;
     tcp.set_nodelay(true)?;
+    let d = &cfg.dest.deadlines;
+    let tcp = TimedTcp::new(tcp, Waits::until(Instant::now() + d.handshake));
     // The handshake (and so the peer's certificate) comes before anything else: an
     // unauthenticated peer never gets to create a VM.
     let mut link: Box<dyn Link> = match &cfg.tls {
-        Some(t) => Box::new(tls::accept(tcp, t.clone())?),
+        Some(t) => {
+            Box::new(tls::accept(tcp, t.clone()).map_err(|e| d.explain(Deadline::Handshake, e))?)
+        }
         None => Box::new(tcp),
     };
     let arrived = migrate_in(&mut link, &Vmm, &cfg.dest)?;

@@ -1,19 +1,19 @@
 //! The sending side: boot our KVM guest, connect (shaped, over mutual TLS), migrate it,
 //! optionally as a member of a Synchronized Arrival group.
 
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pagewire::policy::{Decision, IterationReport};
 
 use crate::migrate::{
-    migrate_out, Gate, MigrationProgress, MigrationReport, SourceGuest, SourceOptions,
+    migrate_out, Deadline, Gate, MigrationProgress, MigrationReport, SourceGuest, SourceOptions,
 };
 use crate::net::coord::GroupGate;
-use crate::net::{tls, Link, Shape, ShapedStream};
+use crate::net::{tls, Link, Shape, ShapedStream, Waits};
 use crate::vmm::{GuestSpec, Vm};
 
 /// The guest a `send` boots and migrates.
@@ -72,18 +72,51 @@ pub fn send_vm(
     gate: Option<&mut dyn Gate>,
     progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
-    let tcp = TcpStream::connect(&cfg.to)
-        .with_context(|| format!("connecting to the destination {}", cfg.to))?;
     let counter = Arc::new(AtomicU64::new(0));
-    let shaped = ShapedStream::new(tcp, cfg.shape, counter.clone())?;
-    let mut link: Box<dyn Link> = match &cfg.tls {
-        Some(t) => Box::new(tls::connect(shaped, t.clone())?),
-        None => Box::new(shaped),
-    };
+    let mut link = open_link(cfg, counter.clone())?;
     let mut report = migrate_out(vm, &mut link, &cfg.source, gate, progress)?;
     drop(link);
     report.wire_bytes = counter.load(Ordering::Relaxed);
     Ok(report)
+}
+
+/// Connects to `cfg.to`, shaped and (unless turned off) over mutual TLS, all within the
+/// handshake deadline.
+fn open_link(cfg: &SendConfig, counter: Arc<AtomicU64>) -> Result<Box<dyn Link>> {
+    let d = &cfg.source.deadlines;
+    let by = Instant::now() + d.handshake;
+    let tcp = connect_by(&cfg.to, by)
+        .with_context(|| format!("connecting to the destination {}", cfg.to))?;
+    let mut shaped = ShapedStream::new(tcp, cfg.shape, counter)?;
+    shaped.set_waits(Waits::until(by))?;
+    Ok(match &cfg.tls {
+        Some(t) => Box::new(
+            tls::connect(shaped, t.clone()).map_err(|e| d.explain(Deadline::Handshake, e))?,
+        ),
+        None => Box::new(shaped),
+    })
+}
+
+/// Connects to `addr` (any of its addresses), giving up at `by`.
+pub fn connect_by(addr: &str, by: Instant) -> Result<TcpStream> {
+    let mut last = None;
+    for a in addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+    {
+        let left = by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&a, left) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => anyhow::Error::new(e),
+        None => anyhow::anyhow!("{addr} has no address to connect to in time"),
+    })
 }
 
 /// A Synchronized Arrival membership for `send --group`.

@@ -9,6 +9,9 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use pagewire::{Config, Decoder, Sink, FRAME_HEADER_LEN, HEADER_LEN};
 
+use crate::net::{Link, Waits};
+
+use super::deadlines::{Deadline, Deadlines};
 use super::guest::{DestGuest, GuestBuilder};
 use super::session::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU, MAX_BLOB};
 
@@ -19,6 +22,8 @@ pub struct DestOptions {
     pub max_mem_bytes: u64,
     /// Most vCPUs accepted.
     pub max_vcpus: u32,
+    /// How long to wait for the source.
+    pub deadlines: Deadlines,
 }
 
 impl Default for DestOptions {
@@ -26,6 +31,7 @@ impl Default for DestOptions {
         DestOptions {
             max_mem_bytes: 16 << 30,
             max_vcpus: 16,
+            deadlines: Deadlines::default(),
         }
     }
 }
@@ -45,7 +51,7 @@ pub struct Arrived<G> {
 /// Receives a migration over `link` into a guest from `builder` and starts it. Errors are
 /// reported to the source (when the link still works) and returned; the partial guest is
 /// dropped without running.
-pub fn migrate_in<L: Read + Write, B: GuestBuilder>(
+pub fn migrate_in<L: Link, B: GuestBuilder>(
     link: &mut L,
     builder: &B,
     opts: &DestOptions,
@@ -64,14 +70,19 @@ pub fn migrate_in<L: Read + Write, B: GuestBuilder>(
     }
 }
 
-fn receive<L: Read + Write, B: GuestBuilder>(
+fn receive<L: Link, B: GuestBuilder>(
     link: &mut L,
     builder: &B,
     opts: &DestOptions,
 ) -> Result<Arrived<B::Guest>> {
-    let hello = read_hello(link, builder.page_size(), opts)?;
+    let d = &opts.deadlines;
+    // the hello comes under the caller's waits (the handshake deadline)
+    let hello = read_hello(link, builder.page_size(), opts)
+        .map_err(|e| d.explain(Deadline::Handshake, e))?;
+    link.set_waits(Waits::idle(d.progress))?;
     let mut guest = builder.build(hello.mem_bytes, hello.vcpus)?;
-    let stream = receive_stream(link, &mut guest, &hello)?;
+    let stream =
+        receive_stream(link, &mut guest, &hello).map_err(|e| d.explain(Deadline::Progress, e))?;
     let end = Instant::now();
     let pause = check_and_start(&mut guest, &stream)?;
     let resumed_unix_us = session::unix_us();

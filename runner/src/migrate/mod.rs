@@ -11,10 +11,12 @@
 //! * [`session`]: the session around the codec stream (hello, blobs, acknowledgements,
 //!   reply);
 //! * [`policy`]: stop policies and codec settings by name;
+//! * [`deadlines`]: how long each side waits, and which wait expired;
 //! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
 //! * [`report`]: measurements as a table and JSON.
 
 pub mod compress;
+pub mod deadlines;
 pub mod dest;
 pub mod guest;
 pub mod policy;
@@ -23,6 +25,7 @@ pub mod session;
 pub mod source;
 
 pub use compress::{AutoLz4, Compression};
+pub use deadlines::{Deadline, Deadlines};
 pub use dest::{migrate_in, Arrived, DestOptions};
 pub use guest::{DestGuest, GuestBuilder, SourceGuest};
 pub use policy::{parse_policy, Codec};

@@ -14,6 +14,7 @@ use pagewire::policy::{Decision, IterationReport, PolicyKind, PolicyParams, Stop
 use pagewire::Config;
 
 use super::compress::{thread_cpu_time, Chooser, Compression};
+use super::deadlines::{Deadline, Deadlines};
 use super::guest::SourceGuest;
 use super::policy::Codec;
 use super::report::{IterationRow, MigrationReport};
@@ -21,6 +22,7 @@ use super::session::{
     self, DestMessage, Hello, PauseInfo, Reply, BLOB_CHUNK, BLOB_PAUSE, BLOB_VCPU,
 };
 use crate::encoders::{EncoderChoice, StreamEncoder};
+use crate::net::{Link, Waits};
 
 /// A group's say on when this VM stops (Synchronized Arrival); called after the VM's own
 /// policy, once per iteration.
@@ -62,6 +64,8 @@ pub struct SourceOptions {
     /// Who encodes: this process, or the offload firmware. Either way the stream is the
     /// same; a firmware failure fails the migration (the source VM keeps running).
     pub encoder: EncoderChoice,
+    /// How long to wait for the destination.
+    pub deadlines: Deadlines,
 }
 
 impl Default for SourceOptions {
@@ -73,6 +77,7 @@ impl Default for SourceOptions {
             compression: Compression::Auto,
             label: String::from("vm"),
             encoder: EncoderChoice::InProcess,
+            deadlines: Deadlines::default(),
         }
     }
 }
@@ -134,7 +139,7 @@ fn wait_ack<R: Read>(r: &mut R, n: u64) -> Result<()> {
 /// Migrates the running `guest` over `link`. On success the source guest is left paused
 /// (the destination's copy runs; the caller drops this one). On error the source guest
 /// runs.
-pub fn migrate_out<L: Read + Write>(
+pub fn migrate_out<L: Link>(
     guest: &mut dyn SourceGuest,
     link: &mut L,
     opts: &SourceOptions,
@@ -151,22 +156,31 @@ pub fn migrate_out<L: Read + Write>(
     r
 }
 
-fn run<L: Read + Write>(
+fn run<L: Link>(
     guest: &mut dyn SourceGuest,
     link: &mut L,
     opts: &SourceOptions,
     gate: Option<&mut dyn Gate>,
     progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
+    let d = &opts.deadlines;
     let (cfg, enc) = start_encoder(opts, progress)?;
     let mut policy = opts
         .policy
         .build(&PolicyParams::new(guest.pages(), u64::from(cfg.page_size)));
+    link.set_waits(Waits::idle(d.progress))?;
     let mut out = Outgoing::new(link, cfg, enc, opts, guest.page_size());
-    out.say_hello(guest, opts)?;
-    let (iterations, to_send) = out.precopy(guest, &mut policy, gate, progress)?;
-    let stopped = out.stop_and_copy(guest, to_send, iterations, progress)?;
-    let (reply, acked) = out.await_reply(stopped.pause, progress)?;
+    let (iterations, to_send) = out
+        .say_hello(guest, opts)
+        .and_then(|()| out.precopy(guest, &mut policy, gate, progress))
+        .map_err(|e| d.explain(Deadline::Progress, e))?;
+    let (stopped, reply, acked) = out
+        .stop_and_copy(guest, to_send, iterations, progress)
+        .and_then(|stopped| {
+            let (reply, acked) = out.await_reply(stopped.pause, progress)?;
+            Ok((stopped, reply, acked))
+        })
+        .map_err(|e| d.explain(Deadline::Switchover, e))?;
     out.last_row(iterations, &stopped, acked, progress);
     Ok(out.report(&*guest, opts, iterations, stopped, reply, acked))
 }
@@ -209,7 +223,7 @@ struct Stopped {
 }
 
 /// A migration on its way out: the encoder, the link and what went over it.
-struct Outgoing<'l, L: Read + Write> {
+struct Outgoing<'l, L: Link> {
     w: Counted<'l, L>,
     enc: Box<dyn StreamEncoder>,
     /// The encoder's output, until it is written.
@@ -224,9 +238,11 @@ struct Outgoing<'l, L: Read + Write> {
     stream_bytes: u64,
     pages_sent: u64,
     rows: Vec<IterationRow>,
+    /// The switchover's margin.
+    switchover: Duration,
 }
 
-impl<'l, L: Read + Write> Outgoing<'l, L> {
+impl<'l, L: Link> Outgoing<'l, L> {
     fn new(
         link: &'l mut L,
         cfg: Config,
@@ -252,6 +268,7 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
             stream_bytes: 0,
             pages_sent: 0,
             rows: Vec::new(),
+            switchover: opts.deadlines.switchover,
         }
     }
 
@@ -382,6 +399,12 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
         last.extend_from_slice(&to_send);
         last.sort_unstable();
         last.dedup();
+        // the pause is bounded: the last pages' time at the pace so far, plus the margin
+        let budget = self.final_copy_time(last.len() as u64) + self.switchover;
+        self.w.inner.set_waits(Waits {
+            idle: Some(budget),
+            until: Some(pause + budget),
+        })?;
         progress.iteration_started(iterations + 1, last.len() as u64);
         let lz4_pages = if self.enc.lz4() { last.len() as u64 } else { 0 };
         let mut bytes = 0u64;
@@ -416,6 +439,13 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
             lz4_pages,
             digest,
         })
+    }
+
+    /// What sending `pages` more takes at the pace of the pre-copy (acknowledgements
+    /// included, so it errs long).
+    fn final_copy_time(&self, pages: u64) -> Duration {
+        let per_page = self.start.elapsed().as_secs_f64() / self.pages_sent.max(1) as f64;
+        Duration::from_secs_f64((per_page * pages as f64).min(1e6))
     }
 
     /// Sends `data` as blobs tagged `tag`; returns the bytes written.

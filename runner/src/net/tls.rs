@@ -12,7 +12,6 @@
 //! The codec's stream goes into TLS: compression happens before encryption.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -130,18 +129,18 @@ pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// A TLS stream as the receiver sees it.
-pub type ServerStream = StreamOwned<ServerConnection, TcpStream>;
-
-/// Accepts TLS on `tcp`; fails unless the peer presents a certificate from our CA.
-pub fn accept(tcp: TcpStream, cfg: Arc<ServerConfig>) -> Result<ServerStream> {
+/// Accepts TLS on `sock`; fails unless the peer presents a certificate from our CA.
+pub fn accept<S: Read + Write>(
+    sock: S,
+    cfg: Arc<ServerConfig>,
+) -> Result<StreamOwned<ServerConnection, S>> {
     let mut conn = ServerConnection::new(cfg)?;
-    let mut tcp = tcp;
+    let mut sock = sock;
     while conn.is_handshaking() {
-        conn.complete_io(&mut tcp)
-            .map_err(|e| anyhow!("TLS handshake with the sender failed: {e}"))?;
+        conn.complete_io(&mut sock)
+            .context("TLS handshake with the sender failed")?;
     }
-    Ok(StreamOwned::new(conn, tcp))
+    Ok(StreamOwned::new(conn, sock))
 }
 
 /// Opens TLS over `sock` (a shaped stream or plain TCP) to the receiver.
@@ -154,7 +153,7 @@ pub fn connect<S: Read + Write>(
     let mut sock = sock;
     while conn.is_handshaking() {
         conn.complete_io(&mut sock)
-            .map_err(|e| anyhow!("TLS handshake with the receiver failed: {e}"))?;
+            .context("TLS handshake with the receiver failed")?;
     }
     Ok(StreamOwned::new(conn, sock))
 }

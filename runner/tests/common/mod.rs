@@ -176,6 +176,12 @@ impl<L: std::io::Read> std::io::Read for Tee<L> {
     }
 }
 
+impl<L: pagewire_runner::net::Link> pagewire_runner::net::Link for Tee<L> {
+    fn set_waits(&mut self, w: pagewire_runner::net::Waits) -> std::io::Result<()> {
+        self.inner.set_waits(w)
+    }
+}
+
 /// Runs `pagewire demo` on a small guest over a fast shaped link with `--json` and `extra`
 /// arguments; returns the parsed JSON, failing the test (with its stderr) if demo fails.
 pub fn demo_json(extra: &[&std::ffi::OsStr]) -> serde_json::Value {
