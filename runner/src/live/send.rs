@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 use pagewire::policy::{Decision, IterationReport};
 
 use crate::migrate::{
-    migrate_out, Deadline, Gate, MigrationProgress, MigrationReport, SourceGuest, SourceOptions,
+    migrate_out, Deadline, Gate, MigrationProgress, MigrationReport, OutcomeUnknown, Redial,
+    SourceGuest, SourceOptions,
 };
 use crate::net::coord::GroupGate;
 use crate::net::{tls, Link, Shape, ShapedStream, Waits};
@@ -74,10 +75,20 @@ pub fn send_vm(
 ) -> Result<MigrationReport> {
     let counter = Arc::new(AtomicU64::new(0));
     let mut link = open_link(cfg, counter.clone())?;
-    let mut report = migrate_out(vm, &mut link, &cfg.source, gate, progress)?;
+    let mut again = Again(cfg);
+    let mut report = migrate_out(vm, &mut link, &cfg.source, gate, Some(&mut again), progress)?;
     drop(link);
     report.wire_bytes = counter.load(Ordering::Relaxed);
     Ok(report)
+}
+
+/// New connections to the same destination, for the status query of a committed source.
+struct Again<'c>(&'c SendConfig);
+
+impl Redial for Again<'_> {
+    fn redial(&mut self) -> Result<Box<dyn Link>> {
+        open_link(self.0, Arc::new(AtomicU64::new(0)))
+    }
 }
 
 /// Connects to `cfg.to`, shaped and (unless turned off) over mutual TLS, all within the
@@ -156,6 +167,10 @@ pub fn boot_and_send(
         progress,
     );
     r.map_err(|e| {
+        if e.downcast_ref::<OutcomeUnknown>().is_some() {
+            // paused on purpose: a self-check would wait for a guest that does not run
+            return e;
+        }
         let state = match vm.self_check(Duration::from_secs(30)) {
             Ok(true) => "the source VM keeps running and passed its self-check".to_string(),
             Ok(false) => "the source VM runs but FAILED its self-check".to_string(),
