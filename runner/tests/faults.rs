@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, SendConfig};
-use pagewire_runner::migrate::{DestOptions, MigrationProgress, NoProgress, SourceOptions};
+use pagewire_runner::live::{send_vm, ReceiveConfig, SendConfig};
+use pagewire_runner::migrate::{MigrationProgress, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::Workload;
 
@@ -52,15 +52,11 @@ fn link_drop_mid_migration_leaves_the_source_running_and_the_destination_empty()
     if !kvm_or_skip() {
         return;
     }
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let rcfg = ReceiveConfig {
-        tls: None,
-        dest: DestOptions::default(),
+    let dest = listen(ReceiveConfig {
         run_after: Duration::ZERO,
-    };
-    let dest = std::thread::spawn(move || receive_one(&listener, &rcfg));
-    let proxy = cutting_proxy(addr, 4 << 20);
+        ..ReceiveConfig::default()
+    });
+    let proxy = cutting_proxy(dest.addr.clone(), 4 << 20);
     let mut vm = running_vm(64, 1, Workload::HotSet, 4);
     let cfg = SendConfig {
         to: proxy,
@@ -77,8 +73,10 @@ fn link_drop_mid_migration_leaves_the_source_running_and_the_destination_empty()
         "unclear error: {e}"
     );
     // the destination saw the stream end early and built nothing that runs
-    let d = format!("{:#}", dest.join().unwrap().unwrap_err());
+    let ev = dest.expect(WAIT, "of the failed migration", |e| failed(e).is_some());
+    let d = failed(&ev).unwrap();
     assert!(d.contains("ended"), "{d}");
+    assert!(dest.stop().is_err(), "no migration arrived");
     source_alive(&vm);
 }
 
@@ -114,12 +112,16 @@ fn destination_process_death_leaves_the_source_running() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // wait for "listening on ..."
+    // wait for "listening on ...", then keep reading what it says
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    stderr.read_line(&mut line).unwrap();
     assert!(line.contains("listening"), "receiver said {line:?}");
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            eprintln!("receiver: {l}");
+        }
+    });
     // kill the receiver once the migration is under way: when the sender has sent its
     // first pages (a fixed delay raced the guest's boot and the connection under load)
     let mut killer = KillOnFirstPages(Some(child.id()));

@@ -47,6 +47,7 @@ fn migrate_pair(coordinator: Option<&str>, group: &str) -> Vec<MigrationReport> 
             tls: None,
             dest: DestOptions::default(),
             run_after: Duration::ZERO,
+            ..ReceiveConfig::default()
         };
         let dest = std::thread::spawn(move || receive_one(&listener, &rcfg));
         let coord = coordinator.map(str::to_owned);

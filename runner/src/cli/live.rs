@@ -207,6 +207,7 @@ fn receive_config(
             ..DestOptions::default()
         },
         run_after: Duration::from_secs_f64(run),
+        ..ReceiveConfig::default()
     })
 }
 
