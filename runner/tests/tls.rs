@@ -1,6 +1,6 @@
-//! Mutual TLS between send and receive: a peer with the wrong certificate, a plain TCP
-//! client and a tampered byte are all refused before the destination VM could run, and the
-//! source VM keeps running. Skipped (with the reason) where /dev/kvm cannot be used.
+//! Mutual TLS between send and receive: a peer with the wrong certificate (another CA's, or
+//! the receiver's own), a plain TCP client and a tampered byte are all refused before the
+//! destination VM could run, the receiver listens on, and the source VM keeps running. Skipped (with the reason) where /dev/kvm cannot be used.
 
 mod common;
 
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use pagewire_runner::live::{send_vm, ReceiveConfig, SendConfig};
+use pagewire_runner::migrate::session::{self, Status, StatusQuery};
 use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::Workload;
@@ -143,4 +144,43 @@ fn a_tampered_byte_is_detected_and_the_source_keeps_running() {
     assert!(!format!("{e:#}").is_empty());
     source_alive(&vm);
     assert_eq!(vm.monitor().vcpus[0].checks_bad.load(Ordering::SeqCst), 0);
+}
+
+/// A key folder whose "sender" is the receiver's certificate and key: what any destination
+/// host of the same key set holds.
+fn receiver_posing_as_sender(k: &std::path::Path) -> std::path::PathBuf {
+    let d = tempfile::tempdir().unwrap().keep();
+    std::fs::copy(k.join("ca.pem"), d.join("ca.pem")).unwrap();
+    std::fs::copy(k.join("receiver.pem"), d.join("sender.pem")).unwrap();
+    std::fs::copy(k.join("receiver.key"), d.join("sender.key")).unwrap();
+    d
+}
+
+/// Opens TLS to `addr` with the sender keys of `dir`, asks about migration 42 and reads
+/// the answer.
+fn ask(addr: &str, dir: &std::path::Path) -> anyhow::Result<Status> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    let mut s = tls::connect(tcp, tls::client_config(dir)?)?;
+    session::write_status_query(&mut s, &StatusQuery { migration_id: 42 })?;
+    session::read_message(&mut s)
+}
+
+#[test]
+fn a_receivers_own_certificate_is_refused_as_a_client_and_the_receiver_serves_on() {
+    let k = keys("r");
+    let (addr, dest) = receiver(&k);
+    // the receiver's certificate is from the right CA, but it is not the sender's
+    let got = ask(&addr, &receiver_posing_as_sender(&k));
+    assert!(got.is_err(), "the receiver answered an impostor: {got:?}");
+    let why = refusal(&dest);
+    assert!(
+        why.contains("not the sender's")
+            || why.to_lowercase().contains("purpose")
+            || why.contains("usage"),
+        "{why}"
+    );
+    // the real sender's certificate is served: this receiver knows no migration 42
+    assert_eq!(ask(&addr, &k).unwrap(), Status::Unknown);
+    assert!(dest.stop().is_err(), "nothing arrived");
 }
