@@ -165,9 +165,10 @@ pub struct ReceiveArgs {
     /// Seconds the arrived VM runs before it checks itself and `receive` ends.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     run: f64,
-    /// Largest guest memory accepted, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16384)]
-    max_mem_mib: u64,
+    /// Largest guest memory accepted, in MiB (default: what this host can hold when the
+    /// migration arrives: its available memory and its memory cgroup's room).
+    #[arg(long, value_name = "MIB")]
+    max_mem_mib: Option<u64>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -192,7 +193,7 @@ pub struct DemoArgs {
 
 fn receive_config(
     run: f64,
-    max_mem_mib: u64,
+    max_mem_mib: Option<u64>,
     keys: &Path,
     deadlines: &DeadlineArgs,
 ) -> Result<ReceiveConfig> {
@@ -202,7 +203,7 @@ fn receive_config(
     Ok(ReceiveConfig {
         tls: Some(tls::server_config(keys)?),
         dest: DestOptions {
-            max_mem_bytes: max_mem_mib.saturating_mul(1 << 20),
+            max_mem_bytes: max_mem_mib.map(|m| m.saturating_mul(1 << 20)),
             deadlines: deadlines.deadlines()?,
             ..DestOptions::default()
         },

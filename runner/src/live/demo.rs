@@ -34,7 +34,6 @@ impl Demo {
         let rcfg = ReceiveConfig {
             tls: Some(tls::server_config(&keys)?),
             dest: DestOptions {
-                max_mem_bytes: 1 << 40,
                 deadlines: source.deadlines,
                 ..DestOptions::default()
             },

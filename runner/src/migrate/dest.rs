@@ -22,8 +22,9 @@ use super::switchover::Outcomes;
 /// Limits on what a source may ask the destination to build.
 #[derive(Debug, Clone, Copy)]
 pub struct DestOptions {
-    /// Largest guest memory accepted, in bytes.
-    pub max_mem_bytes: u64,
+    /// Largest guest memory accepted, in bytes; `None`: what this host can hold when the
+    /// hello arrives (its available memory, and its memory cgroup's room).
+    pub max_mem_bytes: Option<u64>,
     /// Most vCPUs accepted.
     pub max_vcpus: u32,
     /// How long to wait for the source.
@@ -33,7 +34,7 @@ pub struct DestOptions {
 impl Default for DestOptions {
     fn default() -> Self {
         DestOptions {
-            max_mem_bytes: 16 << 30,
+            max_mem_bytes: None,
             max_vcpus: 16,
             deadlines: Deadlines::default(),
         }
@@ -183,12 +184,31 @@ fn check_hello(hello: &Hello, page_size: usize, opts: &DestOptions) -> Result<()
         "page size {} unsupported (this VMM uses {page_size})",
         hello.page_size
     );
-    ensure!(
-        hello.mem_bytes <= opts.max_mem_bytes,
-        "the source's VM has {} MiB of memory, more than the {} MiB this destination accepts",
-        hello.mem_bytes >> 20,
-        opts.max_mem_bytes >> 20
-    );
+    match opts.max_mem_bytes {
+        Some(max) => ensure!(
+            hello.mem_bytes <= max,
+            "the source's VM has {} MiB of memory, more than the {} MiB this destination \
+             accepts (--max-mem-mib)",
+            hello.mem_bytes >> 20,
+            max >> 20
+        ),
+        None => {
+            let Some(room) = crate::host::memory_available() else {
+                bail!(
+                    "this host does not say how much memory it has available: pass \
+                     --max-mem-mib to accept a VM"
+                );
+            };
+            ensure!(
+                hello.mem_bytes <= room,
+                "the source's VM has {} MiB of memory; this host can hold {} MiB now \
+                 (available memory and its memory cgroup): free memory here, or pass \
+                 --max-mem-mib to accept more",
+                hello.mem_bytes >> 20,
+                room >> 20
+            );
+        }
+    }
     ensure!(
         hello.vcpus >= 1 && hello.vcpus <= opts.max_vcpus,
         "the source's VM has {} vCPUs; this destination accepts 1 to {}",
