@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use pagewire_runner::live::{send_vm, ReceiveConfig, SendConfig};
-use pagewire_runner::migrate::session::{self, Status, StatusQuery};
+use pagewire_runner::migrate::session::Status;
 use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::Workload;
@@ -156,22 +156,12 @@ fn receiver_posing_as_sender(k: &std::path::Path) -> std::path::PathBuf {
     d
 }
 
-/// Opens TLS to `addr` with the sender keys of `dir`, asks about migration 42 and reads
-/// the answer.
-fn ask(addr: &str, dir: &std::path::Path) -> anyhow::Result<Status> {
-    let tcp = TcpStream::connect(addr)?;
-    tcp.set_read_timeout(Some(WAIT))?;
-    let mut s = tls::connect(tcp, tls::client_config(dir)?)?;
-    session::write_status_query(&mut s, &StatusQuery { migration_id: 42 })?;
-    session::read_message(&mut s)
-}
-
 #[test]
 fn a_receivers_own_certificate_is_refused_as_a_client_and_the_receiver_serves_on() {
     let k = keys("r");
     let (addr, dest) = receiver(&k);
     // the receiver's certificate is from the right CA, but it is not the sender's
-    let got = ask(&addr, &receiver_posing_as_sender(&k));
+    let got = status_of(&addr, Some(&receiver_posing_as_sender(&k)), 42);
     assert!(got.is_err(), "the receiver answered an impostor: {got:?}");
     let why = refusal(&dest);
     assert!(
@@ -181,6 +171,6 @@ fn a_receivers_own_certificate_is_refused_as_a_client_and_the_receiver_serves_on
         "{why}"
     );
     // the real sender's certificate is served: this receiver knows no migration 42
-    assert_eq!(ask(&addr, &k).unwrap(), Status::Unknown);
+    assert_eq!(status_of(&addr, Some(&k), 42).unwrap(), Status::Unknown);
     assert!(dest.stop().is_err(), "nothing arrived");
 }

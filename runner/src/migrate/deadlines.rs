@@ -66,8 +66,9 @@ impl Deadlines {
                 secs(self.progress)
             ),
             Deadline::Switchover => format!(
-                "the switchover deadline expired: the other side did not answer within the \
-                 time the last pages need plus {} (--switchover-timeout)",
+                "the switchover deadline expired: the other side did not answer within {} \
+                 (--switchover-timeout; the source's pause may also take the time its last \
+                 pages need)",
                 secs(self.switchover)
             ),
         };

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use pagewire_runner::live::{ReceiveConfig, ReceiveEvent, Received, Receiver};
 use pagewire_runner::net::listen::Stopper;
-
 use pagewire_runner::vmm::{kvm_available, GuestSpec, Vm};
 use pagewire_runner::Workload;
 
@@ -288,4 +289,23 @@ pub fn failed(e: &ReceiveEvent) -> Option<&str> {
         ReceiveEvent::Failed { why, .. } => Some(why),
         _ => None,
     }
+}
+
+/// Asks the receiver at `addr` (over TLS with the sender keys of `keys`, or plain TCP)
+/// whether migration `id` started there.
+pub fn status_of(
+    addr: &str,
+    keys: Option<&Path>,
+    id: u64,
+) -> anyhow::Result<pagewire_runner::migrate::session::Status> {
+    use pagewire_runner::migrate::session::{read_message, write_status_query, StatusQuery};
+    use pagewire_runner::net::{tls, Link};
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    let mut link: Box<dyn Link> = match keys {
+        Some(k) => Box::new(tls::connect(tcp, tls::client_config(k)?)?),
+        None => Box::new(tcp),
+    };
+    write_status_query(&mut link, &StatusQuery { migration_id: id })?;
+    read_message(&mut link)
 }
