@@ -14,11 +14,12 @@ use pagewire_runner::migrate::{
     parse_policy, Codec, Compression, DestOptions, MigrationReport, SourceOptions,
 };
 use pagewire_runner::net::coord;
+use pagewire_runner::net::listen::ListenOptions;
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::vmm::GuestSpec;
 use pagewire_runner::{CodecSettings, Workload};
 
-use super::deadlines::DeadlineArgs;
+use super::deadlines::{seconds, DeadlineArgs};
 use super::encoder::EncoderArgs;
 use super::progress::Bar;
 
@@ -152,6 +153,16 @@ pub struct CoordinatorArgs {
     /// Address to listen on, host:port.
     #[arg(long, value_name = "ADDR")]
     listen: String,
+    /// Folder from `pagewire keygen` (ca.pem, receiver.pem, receiver.key): the
+    /// coordinator holds the receiver's certificate and takes only the sender's.
+    #[arg(long, value_name = "DIR")]
+    keys: PathBuf,
+    /// Seconds a connection has to complete its TLS handshake and join.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Seconds a member may stay silent (one pre-copy iteration) before it is dropped.
+    #[arg(long, value_name = "S", default_value_t = 3600.0)]
+    idle_timeout: f64,
 }
 
 #[derive(Args)]
@@ -254,8 +265,18 @@ pub fn run_send(a: &SendArgs) -> Result<()> {
 pub fn run_coordinator(a: &CoordinatorArgs) -> Result<()> {
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
+    let cfg = coord::CoordinatorConfig {
+        tls: Some(tls::server_config(&a.keys)?),
+        listen: ListenOptions {
+            handshake_timeout: seconds("--handshake-timeout", a.handshake_timeout)?,
+            ..ListenOptions::default()
+        },
+        idle: seconds("--idle-timeout", a.idle_timeout)?,
+        ..coord::CoordinatorConfig::default()
+    };
     eprintln!("coordinator listening on {}", listener.local_addr()?);
-    coord::serve(listener)
+    coord::serve(listener, cfg)?.wait();
+    Ok(())
 }
 
 /// `pagewire keygen`.

@@ -1,7 +1,6 @@
 //! The sending side: boot our KVM guest, connect (shaped, over mutual TLS), migrate it,
 //! optionally as a member of a Synchronized Arrival group.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use crate::migrate::{
     SourceGuest, SourceOptions,
 };
 use crate::net::coord::GroupGate;
-use crate::net::{tls, Link, Shape, ShapedStream, Waits};
+use crate::net::{connect_by, tls, Link, Shape, ShapedStream, Waits};
 use crate::vmm::{GuestSpec, Vm};
 
 /// The guest a `send` boots and migrates.
@@ -108,28 +107,6 @@ fn open_link(cfg: &SendConfig, counter: Arc<AtomicU64>) -> Result<Box<dyn Link>>
     })
 }
 
-/// Connects to `addr` (any of its addresses), giving up at `by`.
-pub fn connect_by(addr: &str, by: Instant) -> Result<TcpStream> {
-    let mut last = None;
-    for a in addr
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {addr}"))?
-    {
-        let left = by.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match TcpStream::connect_timeout(&a, left) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(match last {
-        Some(e) => anyhow::Error::new(e),
-        None => anyhow::anyhow!("{addr} has no address to connect to in time"),
-    })
-}
-
 /// A Synchronized Arrival membership for `send --group`.
 #[derive(Debug, Clone)]
 pub struct GroupMembership {
@@ -154,6 +131,8 @@ pub fn boot_and_send(
     let mut gate = match group {
         Some(g) => Some(GroupGate::join(
             &g.coordinator,
+            cfg.tls.clone(),
+            cfg.source.deadlines.handshake,
             &g.group,
             &cfg.source.label,
             g.members,

@@ -6,7 +6,7 @@
 //! the layer that set the waits names the deadline ([`is_timeout`] finds it in a chain).
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -204,6 +204,28 @@ impl Link for TimedTcp {
         TimedTcp::set_waits(self, waits);
         Ok(())
     }
+}
+
+/// Connects to `addr` (any of its addresses), giving up at `by`.
+pub fn connect_by(addr: &str, by: Instant) -> anyhow::Result<TcpStream> {
+    let mut last = None;
+    for a in addr
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("resolving {addr}: {e}"))?
+    {
+        let left = by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&a, left) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => anyhow::Error::new(e),
+        None => anyhow::anyhow!("{addr} has no address to connect to in time"),
+    })
 }
 
 /// A plain TCP stream takes the bound once: a deadline becomes the time left when it is

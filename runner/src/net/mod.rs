@@ -10,5 +10,5 @@ pub mod listen;
 pub mod shape;
 pub mod tls;
 
-pub use deadline::{is_timeout, Link, TimedTcp, Waits};
+pub use deadline::{connect_by, is_timeout, Link, TimedTcp, Waits};
 pub use shape::{Shape, ShapedStream};
