@@ -159,11 +159,12 @@ fn destination_process_death_leaves_the_source_running() {
     source_alive(&vm);
 }
 
-/// Short deadlines: what these tests trip.
+/// Short deadlines: what these tests trip (a healthy run's longest wait is about 0.1 s
+/// for progress and a few ms for the switchover).
 fn short_deadlines() -> Deadlines {
     Deadlines {
         handshake: Duration::from_secs(2),
-        progress: Duration::from_secs(1),
+        progress: Duration::from_secs(2),
         switchover: Duration::from_secs(1),
         status_attempts: 2,
     }
@@ -244,8 +245,8 @@ fn a_black_hole_after_10_mb_of_precopy_fails_within_the_progress_deadline() {
         .expect("the black hole never opened")
         .elapsed();
     assert!(e.starts_with("the progress deadline expired"), "{e}");
-    // the deadline (1 s) plus what the socket buffers took in before the writer blocked
-    assert!(gave_up < Duration::from_secs(4), "{gave_up:?}");
+    // the deadline (2 s) after the rest of the iteration went into the hole
+    assert!(gave_up < Duration::from_secs(8), "{gave_up:?}");
     source_alive(&vm);
     // the destination gave up too and dropped its partial VM
     let ev = dest.expect(WAIT, "of the stalled migration", |e| failed(e).is_some());
@@ -411,8 +412,8 @@ fn a_sender_stopped_mid_precopy_is_dropped_by_the_receiver_which_listens_on() {
     let _ = send.kill();
     let _ = send.wait();
     assert!(failed(&ev).unwrap().contains("progress deadline"), "{ev}");
-    // the progress deadline (1 s) after what was in flight drained
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    // the progress deadline (2 s) after what was in flight drained
+    assert!(took < Duration::from_secs(8), "{took:?}");
     // still listening: a status query is answered
     let id = match &ev {
         ReceiveEvent::Failed { migration_id, .. } => *migration_id,
