@@ -8,10 +8,12 @@
 //!
 //! * [`live`]: send, receive and demo: a booted guest, the network and the engine together;
 //! * [`migrate`]: the migration engine: pre-copy, stop policy, stop-and-copy, the session
-//!   protocol, and a destination that starts only a verified guest; it drives any guest
-//!   through the traits of [`migrate::guest`];
+//!   protocol and its deadlines, and a switchover in which the destination starts only a
+//!   verified guest, and only once the source has committed; it drives any guest through
+//!   the traits of [`migrate::guest`];
 //! * [`vmm`]: our KVM VMM, the guest the engine drives today;
-//! * [`net`]: links, WAN shaping, mutual TLS and the Synchronized Arrival coordinator;
+//! * [`net`]: links with bounded waits, WAN shaping, mutual TLS, an accept loop no stranger
+//!   can stop or starve, and the Synchronized Arrival coordinator;
 //! * [`replay`](mod@replay): a snapshot series through an encoder and a decoder, verified page by page;
 //! * [`simulate`]: pre-copy migration modelled over a WAN link, every policy and codec
 //!   setting;
@@ -21,10 +23,11 @@
 //! * [`series`]: snapshot series, from a folder or the synthetic generator;
 //! * shared by several layers: [`settings`] (codec settings and stages), [`workload`] (the
 //!   built-in workloads by name), [`units`] (bandwidths and durations as people write
-//!   them).
+//!   them), [`host`] (the memory this host can still give).
 
 mod buffer;
 pub mod encoders;
+pub mod host;
 pub mod live;
 pub mod migrate;
 pub mod net;

@@ -47,12 +47,13 @@ fn migrate_pair(coordinator: Option<&str>, group: &str) -> Vec<MigrationReport> 
             tls: None,
             dest: DestOptions::default(),
             run_after: Duration::ZERO,
+            ..ReceiveConfig::default()
         };
         let dest = std::thread::spawn(move || receive_one(&listener, &rcfg));
         let coord = coordinator.map(str::to_owned);
         let group = group.to_owned();
         handles.push(std::thread::spawn(move || {
-            let mut gate = coord.map(|c| GroupGate::join(&c, &group, name, 2).unwrap());
+            let mut gate = coord.map(|c| GroupGate::join(&c, None, WAIT, &group, name, 2).unwrap());
             let cfg = SendConfig {
                 to: addr,
                 shape: Shape::parse("400mbit", "2ms").unwrap(),
@@ -98,7 +99,7 @@ fn group_members_finish_together_and_alone_they_do_not() {
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || coord::serve(listener));
+    let _coordinator = coord::serve(listener, coord::CoordinatorConfig::default()).unwrap();
     let together = migrate_pair(Some(&addr), "web-and-db");
     let (s1, s_iter) = final_start(&together[0]);
     let (l1, l_iter1) = final_start(&together[1]);

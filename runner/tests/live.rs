@@ -23,6 +23,7 @@ fn migrate_over_tcp(w: Workload, mib: usize, shape: Shape) -> (MigrationReport, 
         tls: None,
         dest: DestOptions::default(),
         run_after: Duration::from_millis(300),
+        ..ReceiveConfig::default()
     };
     let dest = std::thread::spawn(move || receive_one(&listener, &rcfg));
     let cfg = SendConfig {

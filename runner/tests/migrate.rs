@@ -25,7 +25,7 @@ fn migrate(w: Workload, vcpus: usize, codec: Codec, policy: PolicyKind) {
         label: w.name().into(),
         ..SourceOptions::default()
     };
-    let report = migrate_out(&mut vm, &mut a, &opts, None, &mut NoProgress).unwrap();
+    let report = migrate_out(&mut vm, &mut a, &opts, None, None, &mut NoProgress).unwrap();
     let arrived = dest.join().unwrap().unwrap();
     // the source stays paused: its copy is the one that stopped
     assert!(!vm.is_running());
@@ -68,6 +68,13 @@ impl std::io::Read for Playback {
     }
 }
 
+/// A recording never makes anyone wait.
+impl pagewire_runner::net::Link for Playback {
+    fn set_waits(&mut self, _: pagewire_runner::net::Waits) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl std::io::Write for Playback {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.replies.extend_from_slice(b);
@@ -78,8 +85,9 @@ impl std::io::Write for Playback {
     }
 }
 
-/// Records a whole migration stream of a small idle guest (migrated for real).
-fn recorded_stream() -> Vec<u8> {
+/// Records a whole migration session of a small idle guest (migrated for real): what the
+/// source sent, and where its codec stream ends (the switchover's messages follow).
+fn recorded_stream() -> (Vec<u8>, usize) {
     let mut vm = running_vm(16, 1, Workload::Idle, 5);
     let (a, mut b) = UnixStream::pair().unwrap();
     let dest = std::thread::spawn(move || {
@@ -89,16 +97,19 @@ fn recorded_stream() -> Vec<u8> {
         inner: a,
         sent: Vec::new(),
     };
-    migrate_out(
+    let report = migrate_out(
         &mut vm,
         &mut tee,
         &SourceOptions::default(),
+        None,
         None,
         &mut NoProgress,
     )
     .unwrap();
     dest.join().unwrap().unwrap();
-    tee.sent
+    let hello_len = u32::from_le_bytes(tee.sent[4..8].try_into().unwrap()) as usize;
+    let stream_end = 8 + hello_len + report.stream_bytes as usize;
+    (tee.sent, stream_end)
 }
 
 fn play(stream: Vec<u8>) -> (anyhow::Result<()>, Vec<u8>) {
@@ -112,11 +123,12 @@ fn play(stream: Vec<u8>) -> (anyhow::Result<()>, Vec<u8>) {
     (r, p.replies)
 }
 
-/// The final reply among the destination's messages (acknowledgements come first).
+/// The final reply among the destination's messages (acknowledgements and ready come
+/// first).
 fn last_reply(mut bytes: &[u8]) -> Reply {
     loop {
         match read_message(&mut bytes).unwrap() {
-            DestMessage::Ack(_) => continue,
+            DestMessage::Ack(_) | DestMessage::Ready => continue,
             DestMessage::Reply(r) => return r,
         }
     }
@@ -127,14 +139,14 @@ fn destination_refuses_truncated_or_damaged_streams_and_never_starts_the_vm() {
     if !kvm_or_skip() {
         return;
     }
-    let stream = recorded_stream();
+    let (stream, stream_end) = recorded_stream();
     // the intact recording arrives and runs
     let (ok, replies) = play(stream.clone());
     ok.unwrap();
     assert!(last_reply(&replies).ok);
 
     // cut before the END record: refused, and the source is told why
-    let (r, replies) = play(stream[..stream.len() - 10].to_vec());
+    let (r, replies) = play(stream[..stream_end - 10].to_vec());
     let e = format!("{:#}", r.unwrap_err());
     assert!(e.contains("ended"), "{e}");
     let reply = last_reply(&replies);
@@ -142,7 +154,7 @@ fn destination_refuses_truncated_or_damaged_streams_and_never_starts_the_vm() {
 
     // one flipped bit in the middle of the pages: the frame CRC catches it
     let mut bad = stream.clone();
-    let at = bad.len() / 2;
+    let at = stream_end / 2;
     bad[at] ^= 0x10;
     let e = format!("{:#}", play(bad).0.unwrap_err());
     assert!(
@@ -162,7 +174,7 @@ fn automatic_compression_follows_its_rule_on_the_measured_windows() {
     let dest = std::thread::spawn(move || migrate_in(&mut b, &Vmm, &DestOptions::default()));
     let opts = SourceOptions::default();
     assert_eq!(opts.compression, Compression::Auto);
-    let report = migrate_out(&mut vm, &mut a, &opts, None, &mut NoProgress).unwrap();
+    let report = migrate_out(&mut vm, &mut a, &opts, None, None, &mut NoProgress).unwrap();
     let mut arrived = dest.join().unwrap().unwrap();
     check_arrived(&arrived.vm, &rounds(&vm));
     arrived.vm.pause().unwrap();

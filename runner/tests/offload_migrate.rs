@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 use pagewire::policy::PolicyKind;
-use pagewire::{Config, Decoder, Encoder, Features, Sink, HEADER_LEN};
+use pagewire::{Config, Decoder, Encoder, Features, Sink, FRAME_HEADER_LEN, HEADER_LEN};
 use pagewire_runner::encoders::{EncoderChoice, FirmwareOptions};
 use pagewire_runner::migrate::{
     migrate_in, migrate_out, Codec, DestOptions, NoProgress, SourceOptions,
@@ -40,10 +40,21 @@ impl Sink for Record {
     }
 }
 
-/// The codec stream inside a recorded session (after the magic and the hello).
+/// The codec stream inside a recorded session: after the magic and the hello, up to the end
+/// of the frame with the END record (the switchover's messages follow).
 fn codec_stream(session: &[u8]) -> &[u8] {
     let len = u32::from_le_bytes(session[4..8].try_into().unwrap()) as usize;
-    &session[8 + len..]
+    let stream = &session[8 + len..];
+    let cfg = Config::from_header(stream).unwrap();
+    let mut store = vec![0u8; cfg.decoder_storage_len()];
+    let (mut dec, mut at) = Decoder::from_header(stream, &mut store).unwrap();
+    while !dec.is_complete() {
+        let n = dec.frame_len(&stream[at..at + FRAME_HEADER_LEN]).unwrap();
+        dec.decode_frame(&stream[at..at + n], &mut Record::default())
+            .unwrap();
+        at += n;
+    }
+    &stream[..at]
 }
 
 /// Decodes `stream`, encodes what it carried again with the in-process encoder, and returns
@@ -109,7 +120,7 @@ fn the_firmware_encodes_a_live_migration_and_writes_the_in_process_stream() {
         inner: a,
         sent: Vec::new(),
     };
-    let report = migrate_out(&mut vm, &mut link, &opts, None, &mut NoProgress).unwrap();
+    let report = migrate_out(&mut vm, &mut link, &opts, None, None, &mut NoProgress).unwrap();
     let arrived = dest.join().unwrap().unwrap();
     assert_eq!(report.encoder, "firmware");
     assert_eq!(arrived.reply.stream_bytes, report.stream_bytes);
@@ -148,7 +159,7 @@ fn a_firmware_crash_fails_the_migration_and_the_source_keeps_running() {
         encoder,
         ..SourceOptions::default()
     };
-    let e = migrate_out(&mut vm, &mut a, &opts, None, &mut NoProgress).unwrap_err();
+    let e = migrate_out(&mut vm, &mut a, &opts, None, None, &mut NoProgress).unwrap_err();
     let msg = format!("{e:#}");
     assert!(msg.contains("offload firmware crashed"), "{msg}");
     drop(a); // what `send` does on its way out: the link closes

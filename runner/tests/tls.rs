@@ -1,6 +1,6 @@
-//! Mutual TLS between send and receive: a peer with the wrong certificate, a plain TCP
-//! client and a tampered byte are all refused before the destination VM could run, and the
-//! source VM keeps running. Skipped (with the reason) where /dev/kvm cannot be used.
+//! Mutual TLS between send and receive: a peer with the wrong certificate (another CA's, or
+//! the receiver's own), a plain TCP client and a tampered byte are all refused before the
+//! destination VM could run, the receiver listens on, and the source VM keeps running. Skipped (with the reason) where /dev/kvm cannot be used.
 
 mod common;
 
@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, Received, SendConfig};
+use pagewire_runner::live::{send_vm, ReceiveConfig, SendConfig};
+use pagewire_runner::migrate::session::Status;
 use pagewire_runner::migrate::{DestOptions, NoProgress, SourceOptions};
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::Workload;
@@ -22,18 +23,20 @@ fn keys(name: &str) -> std::path::PathBuf {
     d
 }
 
-fn receiver(dir: &std::path::Path) -> (String, std::thread::JoinHandle<anyhow::Result<Received>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let cfg = ReceiveConfig {
+fn receiver(dir: &std::path::Path) -> (String, Listening) {
+    let l = listen(ReceiveConfig {
         tls: Some(tls::server_config(dir).unwrap()),
         dest: DestOptions::default(),
         run_after: Duration::from_millis(100),
-    };
-    (
-        addr,
-        std::thread::spawn(move || receive_one(&listener, &cfg)),
-    )
+        ..ReceiveConfig::default()
+    });
+    (l.addr.clone(), l)
+}
+
+/// The reason the receiver gave for refusing a connection (it listens on).
+fn refusal(dest: &Listening) -> String {
+    let e = dest.expect(WAIT, "refusing the peer", |e| refused(e).is_some());
+    refused(&e).unwrap().to_string()
 }
 
 fn send_cfg(to: String, dir: &std::path::Path) -> SendConfig {
@@ -54,7 +57,7 @@ fn matching_keys_migrate() {
     let (addr, dest) = receiver(&k);
     let mut vm = running_vm(16, 1, Workload::HotSet, 1);
     let r = send_vm(&mut vm, &send_cfg(addr, &k), None, &mut NoProgress).unwrap();
-    assert!(dest.join().unwrap().unwrap().self_check_ok);
+    assert!(dest.finish().unwrap().self_check_ok);
     // TLS adds its records on top of the stream
     assert!(r.wire_bytes > r.stream_bytes);
 }
@@ -68,8 +71,9 @@ fn a_sender_with_another_ca_is_refused() {
     let mut vm = running_vm(16, 1, Workload::Idle, 1);
     let e = send_vm(&mut vm, &send_cfg(addr, &keys("b")), None, &mut NoProgress).unwrap_err();
     assert!(format!("{e:#}").contains("handshake"), "{e:#}");
-    let e = dest.join().unwrap().unwrap_err();
-    assert!(format!("{e:#}").contains("handshake"), "{e:#}");
+    let e = refusal(&dest);
+    assert!(e.contains("handshake"), "{e}");
+    assert!(dest.stop().is_err(), "nothing arrived");
     source_alive(&vm);
 }
 
@@ -81,8 +85,9 @@ fn plain_tcp_is_refused() {
     let _ = s.write_all(b"PWM1\x10\x00\x00\x00{\"mem_bytes\":1}");
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    let e = dest.join().unwrap().unwrap_err();
-    assert!(format!("{e:#}").contains("handshake"), "{e:#}");
+    let e = refusal(&dest);
+    assert!(e.contains("handshake"), "{e}");
+    assert!(dest.stop().is_err(), "nothing arrived");
 }
 
 /// Forwards a TCP connection, flipping one byte of the client's data at `at`.
@@ -128,7 +133,9 @@ fn a_tampered_byte_is_detected_and_the_source_keeps_running() {
     let proxy = tampering_proxy(addr, 300_000);
     let mut vm = running_vm(16, 1, Workload::HotSet, 2);
     let e = send_vm(&mut vm, &send_cfg(proxy, &k), None, &mut NoProgress).unwrap_err();
-    let dest_err = format!("{:#}", dest.join().unwrap().unwrap_err());
+    let ev = dest.expect(WAIT, "of the failed migration", |e| failed(e).is_some());
+    let dest_err = failed(&ev).unwrap().to_string();
+    assert!(dest.stop().is_err(), "nothing arrived");
     // rustls names the failed record authentication
     assert!(
         dest_err.contains("decrypt") || dest_err.contains("Decrypt") || dest_err.contains("MAC"),
@@ -137,4 +144,33 @@ fn a_tampered_byte_is_detected_and_the_source_keeps_running() {
     assert!(!format!("{e:#}").is_empty());
     source_alive(&vm);
     assert_eq!(vm.monitor().vcpus[0].checks_bad.load(Ordering::SeqCst), 0);
+}
+
+/// A key folder whose "sender" is the receiver's certificate and key: what any destination
+/// host of the same key set holds.
+fn receiver_posing_as_sender(k: &std::path::Path) -> std::path::PathBuf {
+    let d = tempfile::tempdir().unwrap().keep();
+    std::fs::copy(k.join("ca.pem"), d.join("ca.pem")).unwrap();
+    std::fs::copy(k.join("receiver.pem"), d.join("sender.pem")).unwrap();
+    std::fs::copy(k.join("receiver.key"), d.join("sender.key")).unwrap();
+    d
+}
+
+#[test]
+fn a_receivers_own_certificate_is_refused_as_a_client_and_the_receiver_serves_on() {
+    let k = keys("r");
+    let (addr, dest) = receiver(&k);
+    // the receiver's certificate is from the right CA, but it is not the sender's
+    let got = status_of(&addr, Some(&receiver_posing_as_sender(&k)), 42);
+    assert!(got.is_err(), "the receiver answered an impostor: {got:?}");
+    let why = refusal(&dest);
+    assert!(
+        why.contains("not the sender's")
+            || why.to_lowercase().contains("purpose")
+            || why.contains("usage"),
+        "{why}"
+    );
+    // the real sender's certificate is served: this receiver knows no migration 42
+    assert_eq!(status_of(&addr, Some(&k), 42).unwrap(), Status::Unknown);
+    assert!(dest.stop().is_err(), "nothing arrived");
 }

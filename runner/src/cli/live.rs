@@ -14,10 +14,12 @@ use pagewire_runner::migrate::{
     parse_policy, Codec, Compression, DestOptions, MigrationReport, SourceOptions,
 };
 use pagewire_runner::net::coord;
+use pagewire_runner::net::listen::ListenOptions;
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::vmm::GuestSpec;
 use pagewire_runner::{CodecSettings, Workload};
 
+use super::deadlines::{seconds, DeadlineArgs};
 use super::encoder::EncoderArgs;
 use super::progress::Bar;
 
@@ -54,6 +56,8 @@ pub struct SourceArgs {
     cache_mib: Option<u64>,
     #[command(flatten)]
     encoder: EncoderArgs,
+    #[command(flatten)]
+    deadlines: DeadlineArgs,
 }
 
 impl SourceArgs {
@@ -96,6 +100,7 @@ impl SourceArgs {
             compression: Compression::parse(&self.compress)?,
             label: self.workload.clone(),
             encoder: self.encoder()?,
+            deadlines: self.deadlines.deadlines()?,
         })
     }
 }
@@ -148,6 +153,16 @@ pub struct CoordinatorArgs {
     /// Address to listen on, host:port.
     #[arg(long, value_name = "ADDR")]
     listen: String,
+    /// Folder from `pagewire keygen` (ca.pem, receiver.pem, receiver.key): the
+    /// coordinator holds the receiver's certificate and takes only the sender's.
+    #[arg(long, value_name = "DIR")]
+    keys: PathBuf,
+    /// Seconds a connection has to complete its TLS handshake and join.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Seconds a member may stay silent (one pre-copy iteration) before it is dropped.
+    #[arg(long, value_name = "S", default_value_t = 3600.0)]
+    idle_timeout: f64,
 }
 
 #[derive(Args)]
@@ -161,12 +176,15 @@ pub struct ReceiveArgs {
     /// Seconds the arrived VM runs before it checks itself and `receive` ends.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     run: f64,
-    /// Largest guest memory accepted, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16384)]
-    max_mem_mib: u64,
+    /// Largest guest memory accepted, in MiB (default: what this host can hold when the
+    /// migration arrives: its available memory and its memory cgroup's room).
+    #[arg(long, value_name = "MIB")]
+    max_mem_mib: Option<u64>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    deadlines: DeadlineArgs,
 }
 
 #[derive(Args)]
@@ -184,17 +202,24 @@ pub struct DemoArgs {
     json: bool,
 }
 
-fn receive_config(run: f64, max_mem_mib: u64, keys: &Path) -> Result<ReceiveConfig> {
+fn receive_config(
+    run: f64,
+    max_mem_mib: Option<u64>,
+    keys: &Path,
+    deadlines: &DeadlineArgs,
+) -> Result<ReceiveConfig> {
     if !(run.is_finite() && run >= 0.0) {
         bail!("--run must be a non-negative number of seconds");
     }
     Ok(ReceiveConfig {
         tls: Some(tls::server_config(keys)?),
         dest: DestOptions {
-            max_mem_bytes: max_mem_mib.saturating_mul(1 << 20),
+            max_mem_bytes: max_mem_mib.map(|m| m.saturating_mul(1 << 20)),
+            deadlines: deadlines.deadlines()?,
             ..DestOptions::default()
         },
         run_after: Duration::from_secs_f64(run),
+        ..ReceiveConfig::default()
     })
 }
 
@@ -240,8 +265,18 @@ pub fn run_send(a: &SendArgs) -> Result<()> {
 pub fn run_coordinator(a: &CoordinatorArgs) -> Result<()> {
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
+    let cfg = coord::CoordinatorConfig {
+        tls: Some(tls::server_config(&a.keys)?),
+        listen: ListenOptions {
+            handshake_timeout: seconds("--handshake-timeout", a.handshake_timeout)?,
+            ..ListenOptions::default()
+        },
+        idle: seconds("--idle-timeout", a.idle_timeout)?,
+        ..coord::CoordinatorConfig::default()
+    };
     eprintln!("coordinator listening on {}", listener.local_addr()?);
-    coord::serve(listener)
+    coord::serve(listener, cfg)?.wait();
+    Ok(())
 }
 
 /// `pagewire keygen`.
@@ -257,7 +292,7 @@ pub fn run_keygen(a: &KeygenArgs) -> Result<()> {
 
 /// `pagewire receive`.
 pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
-    let cfg = receive_config(a.run, a.max_mem_mib, &a.keys)?;
+    let cfg = receive_config(a.run, a.max_mem_mib, &a.keys, &a.deadlines)?;
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
     eprintln!("listening on {}", listener.local_addr()?);

@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod deadlines;
 pub mod encoder;
 pub mod live;
 pub mod progress;

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::receive::{receive_one, ReceiveConfig, Received};
+use super::receive::{ReceiveConfig, ReceiveEvent, Received, Receiver};
 use super::send::{boot_and_send, GuestConfig, SendConfig};
 use crate::migrate::{DestOptions, MigrationProgress, MigrationReport, SourceOptions};
+use crate::net::listen::Stopper;
 use crate::net::{tls, Shape};
 
 /// A demo whose receiving end listens, ready for [`Demo::send`].
@@ -18,6 +19,7 @@ pub struct Demo {
     addr: SocketAddr,
     cfg: SendConfig,
     dest: JoinHandle<Result<Received>>,
+    stop: Stopper,
 }
 
 impl Demo {
@@ -32,12 +34,21 @@ impl Demo {
         let rcfg = ReceiveConfig {
             tls: Some(tls::server_config(&keys)?),
             dest: DestOptions {
-                max_mem_bytes: 1 << 40,
+                deadlines: source.deadlines,
                 ..DestOptions::default()
             },
             run_after: Duration::from_secs(1),
+            // the sender reports the outcome; the receiving end speaks only of failures
+            log: Arc::new(|e| {
+                if matches!(e, ReceiveEvent::Failed { .. }) {
+                    eprintln!("destination: {e}");
+                }
+            }),
+            ..ReceiveConfig::default()
         };
-        let dest = std::thread::spawn(move || receive_one(&listener, &rcfg));
+        let receiver = Receiver::start(listener, rcfg)?;
+        let stop = receiver.stopper();
+        let dest = std::thread::spawn(move || receiver.wait());
         let cfg = SendConfig {
             to: addr.to_string(),
             shape,
@@ -45,7 +56,12 @@ impl Demo {
             tls: Some(tls::client_config(&keys)?),
         };
         let _ = std::fs::remove_dir_all(&keys);
-        Ok(Demo { addr, cfg, dest })
+        Ok(Demo {
+            addr,
+            cfg,
+            dest,
+            stop,
+        })
     }
 
     /// Where the receiving end listens.
@@ -53,13 +69,18 @@ impl Demo {
         self.addr
     }
 
-    /// Boots `guest` and migrates it to the receiving end.
+    /// Boots `guest` and migrates it to the receiving end (which stops listening if the
+    /// migration fails).
     pub fn send(
         &self,
         guest: &GuestConfig,
         progress: &mut dyn MigrationProgress,
     ) -> Result<MigrationReport> {
-        boot_and_send(&self.cfg, guest, None, progress)
+        let r = boot_and_send(&self.cfg, guest, None, progress);
+        if r.is_err() {
+            self.stop.stop();
+        }
+        r
     }
 
     /// Waits for the receiving end and returns what it saw.

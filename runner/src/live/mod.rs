@@ -8,5 +8,5 @@ mod receive;
 mod send;
 
 pub use demo::Demo;
-pub use receive::{receive_one, ReceiveConfig, Received};
+pub use receive::{receive_one, EventLog, ReceiveConfig, ReceiveEvent, Received, Receiver};
 pub use send::{boot_and_send, boot_guest, send_vm, GroupMembership, GuestConfig, SendConfig};

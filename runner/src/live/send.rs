@@ -1,19 +1,19 @@
 //! The sending side: boot our KVM guest, connect (shaped, over mutual TLS), migrate it,
 //! optionally as a member of a Synchronized Arrival group.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pagewire::policy::{Decision, IterationReport};
 
 use crate::migrate::{
-    migrate_out, Gate, MigrationProgress, MigrationReport, SourceGuest, SourceOptions,
+    migrate_out, Deadline, Gate, MigrationProgress, MigrationReport, OutcomeUnknown, Redial,
+    SourceGuest, SourceOptions,
 };
 use crate::net::coord::GroupGate;
-use crate::net::{tls, Link, Shape, ShapedStream};
+use crate::net::{connect_by, tls, Link, Shape, ShapedStream, Waits};
 use crate::vmm::{GuestSpec, Vm};
 
 /// The guest a `send` boots and migrates.
@@ -72,18 +72,39 @@ pub fn send_vm(
     gate: Option<&mut dyn Gate>,
     progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
-    let tcp = TcpStream::connect(&cfg.to)
-        .with_context(|| format!("connecting to the destination {}", cfg.to))?;
     let counter = Arc::new(AtomicU64::new(0));
-    let shaped = ShapedStream::new(tcp, cfg.shape, counter.clone())?;
-    let mut link: Box<dyn Link> = match &cfg.tls {
-        Some(t) => Box::new(tls::connect(shaped, t.clone())?),
-        None => Box::new(shaped),
-    };
-    let mut report = migrate_out(vm, &mut link, &cfg.source, gate, progress)?;
+    let mut link = open_link(cfg, counter.clone())?;
+    let mut again = Again(cfg);
+    let mut report = migrate_out(vm, &mut link, &cfg.source, gate, Some(&mut again), progress)?;
     drop(link);
     report.wire_bytes = counter.load(Ordering::Relaxed);
     Ok(report)
+}
+
+/// New connections to the same destination, for the status query of a committed source.
+struct Again<'c>(&'c SendConfig);
+
+impl Redial for Again<'_> {
+    fn redial(&mut self) -> Result<Box<dyn Link>> {
+        open_link(self.0, Arc::new(AtomicU64::new(0)))
+    }
+}
+
+/// Connects to `cfg.to`, shaped and (unless turned off) over mutual TLS, all within the
+/// handshake deadline.
+fn open_link(cfg: &SendConfig, counter: Arc<AtomicU64>) -> Result<Box<dyn Link>> {
+    let d = &cfg.source.deadlines;
+    let by = Instant::now() + d.handshake;
+    let tcp = connect_by(&cfg.to, by)
+        .with_context(|| format!("connecting to the destination {}", cfg.to))?;
+    let mut shaped = ShapedStream::new(tcp, cfg.shape, counter)?;
+    shaped.set_waits(Waits::until(by))?;
+    Ok(match &cfg.tls {
+        Some(t) => Box::new(
+            tls::connect(shaped, t.clone()).map_err(|e| d.explain(Deadline::Handshake, e))?,
+        ),
+        None => Box::new(shaped),
+    })
 }
 
 /// A Synchronized Arrival membership for `send --group`.
@@ -110,6 +131,8 @@ pub fn boot_and_send(
     let mut gate = match group {
         Some(g) => Some(GroupGate::join(
             &g.coordinator,
+            cfg.tls.clone(),
+            cfg.source.deadlines.handshake,
             &g.group,
             &cfg.source.label,
             g.members,
@@ -123,6 +146,10 @@ pub fn boot_and_send(
         progress,
     );
     r.map_err(|e| {
+        if e.downcast_ref::<OutcomeUnknown>().is_some() {
+            // paused on purpose: a self-check would wait for a guest that does not run
+            return e;
+        }
         let state = match vm.self_check(Duration::from_secs(30)) {
             Ok(true) => "the source VM keeps running and passed its self-check".to_string(),
             Ok(false) => "the source VM runs but FAILED its self-check".to_string(),

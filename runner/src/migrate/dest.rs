@@ -1,31 +1,42 @@
 //! The destination side: decode the stream into the guest's memory, and only after the END
 //! record and a full check (a state for every vCPU, memory digest equal to the source's at
-//! the pause) restore the guest's state and start it. Any error before that drops the
-//! partial guest unstarted: a half-migrated VM never runs.
+//! the pause) restore the guest's state, say ready, and start it once the source commits.
+//! Any error before that, or no commit in time, drops the partial guest unstarted: a
+//! half-migrated VM never runs, and neither does one the source may have resumed.
 
 use std::io::{Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use pagewire::{Config, Decoder, Sink, FRAME_HEADER_LEN, HEADER_LEN};
 
+use crate::net::{Link, Waits};
+
+use super::deadlines::{Deadline, Deadlines};
 use super::guest::{DestGuest, GuestBuilder};
-use super::session::{self, DestMessage, Hello, PauseInfo, Reply, BLOB_PAUSE, BLOB_VCPU, MAX_BLOB};
+use super::session::{
+    self, DestMessage, Hello, PauseInfo, Reply, SourceMessage, BLOB_PAUSE, BLOB_VCPU, MAX_BLOB,
+};
+use super::switchover::Outcomes;
 
 /// Limits on what a source may ask the destination to build.
 #[derive(Debug, Clone, Copy)]
 pub struct DestOptions {
-    /// Largest guest memory accepted, in bytes.
-    pub max_mem_bytes: u64,
+    /// Largest guest memory accepted, in bytes; `None`: what this host can hold when the
+    /// hello arrives (its available memory, and its memory cgroup's room).
+    pub max_mem_bytes: Option<u64>,
     /// Most vCPUs accepted.
     pub max_vcpus: u32,
+    /// How long to wait for the source.
+    pub deadlines: Deadlines,
 }
 
 impl Default for DestOptions {
     fn default() -> Self {
         DestOptions {
-            max_mem_bytes: 16 << 30,
+            max_mem_bytes: None,
             max_vcpus: 16,
+            deadlines: Deadlines::default(),
         }
     }
 }
@@ -40,81 +51,171 @@ pub struct Arrived<G> {
     pub reply: Reply,
     /// Pre-copy iterations the stream carried.
     pub iterations: u64,
+    /// The source said it heard the reply. If not, it may still ask (a status query on a
+    /// new connection): keep answering for a while.
+    pub source_told: bool,
 }
 
-/// Receives a migration over `link` into a guest from `builder` and starts it. Errors are
-/// reported to the source (when the link still works) and returned; the partial guest is
-/// dropped without running.
-pub fn migrate_in<L: Read + Write, B: GuestBuilder>(
+/// How long a refusal may take to go out on a link that failed.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// Receives a migration over `link` into a guest from `builder` and starts it once the
+/// source has committed. Errors are reported to the source (when the link still works) and
+/// returned; the partial guest is dropped without running.
+pub fn migrate_in<L: Link, B: GuestBuilder>(
     link: &mut L,
     builder: &B,
     opts: &DestOptions,
 ) -> Result<Arrived<B::Guest>> {
-    match receive(link, builder, opts) {
+    let hello = match session::read_hello(link) {
+        Ok(h) => h,
+        Err(e) => {
+            refuse(link, &e);
+            return Err(opts.deadlines.explain(Deadline::Handshake, e));
+        }
+    };
+    arrive(link, hello, builder, opts, &Outcomes::default())
+}
+
+/// Receives the migration whose `hello` was read from `link` (a receiver reads it to tell
+/// a migration from a status query), recording its outcome in `outcomes`, which answers
+/// the status queries of other connections.
+pub fn arrive<L: Link, B: GuestBuilder>(
+    link: &mut L,
+    hello: Hello,
+    builder: &B,
+    opts: &DestOptions,
+    outcomes: &Outcomes,
+) -> Result<Arrived<B::Guest>> {
+    let id = hello.migration_id;
+    if let Err(e) = outcomes.begin(id) {
+        refuse(link, &e);
+        return Err(e);
+    }
+    match receive(link, hello, builder, opts, outcomes) {
         Ok(a) => Ok(a),
         Err(e) => {
-            let reply = Reply {
-                ok: false,
-                error: Some(format!("{e:#}")),
-                ..Reply::default()
-            };
-            let _ = session::write_message(link, &DestMessage::Reply(reply));
+            // whatever failed, this migration never starts here now
+            outcomes.abort(id, &format!("{e:#}"));
+            refuse(link, &e);
             Err(e)
         }
     }
 }
 
-fn receive<L: Read + Write, B: GuestBuilder>(
+/// Tells the source why not, if the link still carries it.
+fn refuse<L: Link>(link: &mut L, e: &anyhow::Error) {
+    let _ = link.set_waits(Waits::until(Instant::now() + REFUSAL_GRACE));
+    let reply = Reply {
+        ok: false,
+        error: Some(format!("{e:#}")),
+        ..Reply::default()
+    };
+    let _ = session::write_message(link, &DestMessage::Reply(reply));
+}
+
+fn receive<L: Link, B: GuestBuilder>(
     link: &mut L,
+    hello: Hello,
     builder: &B,
     opts: &DestOptions,
+    outcomes: &Outcomes,
 ) -> Result<Arrived<B::Guest>> {
-    let hello = read_hello(link, builder.page_size(), opts)?;
+    let d = &opts.deadlines;
+    check_hello(&hello, builder.page_size(), opts)?;
+    link.set_waits(Waits::idle(d.progress))?;
     let mut guest = builder.build(hello.mem_bytes, hello.vcpus)?;
-    let stream = receive_stream(link, &mut guest, &hello)?;
+    let stream =
+        receive_stream(link, &mut guest, &hello).map_err(|e| d.explain(Deadline::Progress, e))?;
     let end = Instant::now();
-    let pause = check_and_start(&mut guest, &stream)?;
-    let resumed_unix_us = session::unix_us();
-    let reply = Reply {
-        ok: true,
-        error: None,
-        resumed_unix_us,
-        downtime_us: resumed_unix_us.saturating_sub(pause.pause_unix_us),
-        finish_us: end.elapsed().as_micros() as u64,
-        stream_bytes: stream.bytes,
-    };
-    // The VM runs now; a lost reply does not stop it (the source resumes its own copy and
-    // reports the error: see docs/RUNNER.md on this window).
+    let pause = check_and_restore(&mut guest, &stream)?;
+    let checked = end.elapsed();
+    await_commit(link, d).map_err(|e| d.explain(Deadline::Switchover, e))?;
+    let reply = outcomes.start(hello.migration_id, || {
+        let t = Instant::now();
+        guest.start()?;
+        let resumed_unix_us = session::unix_us();
+        Ok(Reply {
+            ok: true,
+            error: None,
+            resumed_unix_us,
+            downtime_us: resumed_unix_us.saturating_sub(pause.pause_unix_us),
+            finish_us: (checked + t.elapsed()).as_micros() as u64,
+            stream_bytes: stream.bytes,
+        })
+    })?;
+    // The guest runs now, whatever happens to the link: the source learns it from this
+    // reply or, when the reply is lost, from a status query.
+    let _ = link.set_waits(Waits::until(Instant::now() + d.switchover));
     let _ = session::write_message(link, &DestMessage::Reply(reply.clone()));
+    let source_told = matches!(session::read_message(link), Ok(SourceMessage::Done));
+    if source_told {
+        outcomes.mark_told(hello.migration_id);
+    }
     Ok(Arrived {
         vm: guest,
         hello,
         reply,
         iterations: stream.iterations,
+        source_told,
     })
 }
 
-/// Reads the hello and checks it against what this destination builds and accepts.
-fn read_hello<R: Read>(link: &mut R, page_size: usize, opts: &DestOptions) -> Result<Hello> {
-    let hello = session::read_hello(link)?;
+/// Says ready and waits, within the switchover margin, for the source's commit.
+fn await_commit<L: Link>(link: &mut L, d: &Deadlines) -> Result<()> {
+    session::write_message(link, &DestMessage::Ready).context("saying ready to the source")?;
+    link.set_waits(Waits {
+        idle: Some(d.switchover),
+        until: Some(Instant::now() + d.switchover),
+    })?;
+    match session::read_message(link)
+        .context("no commit from the source: this copy is dropped and never runs")?
+    {
+        SourceMessage::Commit => Ok(()),
+        SourceMessage::Abort(why) => bail!("the source abandoned the switchover: {why}"),
+        SourceMessage::Done => bail!("the source said done before it committed"),
+    }
+}
+
+/// Checks the hello against what this destination builds and accepts.
+fn check_hello(hello: &Hello, page_size: usize, opts: &DestOptions) -> Result<()> {
     ensure!(
         hello.page_size as usize == page_size,
         "page size {} unsupported (this VMM uses {page_size})",
         hello.page_size
     );
-    ensure!(
-        hello.mem_bytes <= opts.max_mem_bytes,
-        "the source's VM has {} MiB of memory, more than the {} MiB this destination accepts",
-        hello.mem_bytes >> 20,
-        opts.max_mem_bytes >> 20
-    );
+    match opts.max_mem_bytes {
+        Some(max) => ensure!(
+            hello.mem_bytes <= max,
+            "the source's VM has {} MiB of memory, more than the {} MiB this destination \
+             accepts (--max-mem-mib)",
+            hello.mem_bytes >> 20,
+            max >> 20
+        ),
+        None => {
+            let Some(room) = crate::host::memory_available() else {
+                bail!(
+                    "this host does not say how much memory it has available: pass \
+                     --max-mem-mib to accept a VM"
+                );
+            };
+            ensure!(
+                hello.mem_bytes <= room,
+                "the source's VM has {} MiB of memory; this host can hold {} MiB now \
+                 (available memory and its memory cgroup): free memory here, or pass \
+                 --max-mem-mib to accept more",
+                hello.mem_bytes >> 20,
+                room >> 20
+            );
+        }
+    }
     ensure!(
         hello.vcpus >= 1 && hello.vcpus <= opts.max_vcpus,
         "the source's VM has {} vCPUs; this destination accepts 1 to {}",
         hello.vcpus,
         opts.max_vcpus
     );
-    Ok(hello)
+    Ok(())
 }
 
 /// Reads the stream header and checks it against the guest: its page size, and a cache
@@ -208,9 +309,9 @@ fn decode_frame<R: Read, S: Sink>(
 }
 
 /// Checks that everything arrived (pause information, a state for every vCPU, memory equal
-/// to the source's at the pause), restores the guest's state and starts it. Returns the
-/// pause information.
-fn check_and_start<G: DestGuest>(guest: &mut G, stream: &Stream) -> Result<PauseInfo> {
+/// to the source's at the pause) and restores the guest's state; it starts only on the
+/// source's commit. Returns the pause information.
+fn check_and_restore<G: DestGuest>(guest: &mut G, stream: &Stream) -> Result<PauseInfo> {
     let pause: PauseInfo = serde_json::from_slice(
         stream
             .blobs
@@ -237,7 +338,6 @@ fn check_and_start<G: DestGuest>(guest: &mut G, stream: &Stream) -> Result<Pause
         "memory digest {digest} differs from the source's {} at the pause",
         pause.digest
     );
-    guest.start()?;
     Ok(pause)
 }
 

@@ -1,30 +1,39 @@
 //! The migration engine: live migration of a running guest over any byte stream. Pre-copy
 //! over the guest's dirty log through a stream encoder, a stop policy (optionally gated by
 //! a Synchronized Arrival group), stop-and-copy with the guest's state and a memory digest
-//! in blobs, and a destination that starts only a complete, verified guest. It drives the
-//! guest through the traits of [`guest`], so it does not know which VMM runs it; the
-//! link is any `Read + Write`.
+//! in blobs, and a switchover in which the destination starts only a complete, verified
+//! guest and only once the source has committed. It drives the guest through the traits of
+//! [`guest`], so it does not know which VMM runs it; the link is any byte stream whose
+//! waits can be bounded (`net::Link`).
 //!
 //! * [`guest`]: what the engine needs of a guest at either end;
 //! * [`source`]: the sending side;
 //! * [`dest`]: the receiving side;
-//! * [`session`]: the session around the codec stream (hello, blobs, acknowledgements,
-//!   reply);
+//! * [`session`]: the session around the codec stream (hello, blobs, acknowledgements, the
+//!   switchover's messages, status queries);
+//! * [`switchover`]: the destination's one decision per migration, start or abort;
 //! * [`policy`]: stop policies and codec settings by name;
+//! * [`deadlines`]: how long each side waits, and which wait expired;
 //! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
 //! * [`report`]: measurements as a table and JSON.
 
 pub mod compress;
+pub mod deadlines;
 pub mod dest;
 pub mod guest;
 pub mod policy;
 pub mod report;
 pub mod session;
 pub mod source;
+pub mod switchover;
 
 pub use compress::{AutoLz4, Compression};
-pub use dest::{migrate_in, Arrived, DestOptions};
+pub use deadlines::{Deadline, Deadlines};
+pub use dest::{arrive, migrate_in, Arrived, DestOptions};
 pub use guest::{DestGuest, GuestBuilder, SourceGuest};
 pub use policy::{parse_policy, Codec};
 pub use report::{IterationRow, MigrationReport};
-pub use source::{migrate_out, Gate, MigrationProgress, NoProgress, SourceOptions};
+pub use source::{
+    migrate_out, Gate, MigrationProgress, NoProgress, OutcomeUnknown, Redial, SourceOptions,
+};
+pub use switchover::Outcomes;

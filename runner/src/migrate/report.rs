@@ -75,6 +75,11 @@ pub struct MigrationReport {
     pub digest: String,
     /// Every iteration, the stop-and-copy last.
     pub rows: Vec<IterationRow>,
+    /// The migration's id (hex), as the destination logs it.
+    pub migration_id: String,
+    /// How the source learned that the guest runs at the destination: "reply", or
+    /// "status query" when the reply was lost.
+    pub outcome_from: String,
 }
 
 fn mib(b: u64) -> String {
@@ -147,6 +152,11 @@ impl MigrationReport {
         let _ = writeln!(s, "iterations      {:>10}", self.iterations);
         let _ = writeln!(
             s,
+            "migration id    {}  (outcome from the destination's {})",
+            self.migration_id, self.outcome_from
+        );
+        let _ = writeln!(
+            s,
             "memory digest   {} (verified at the destination)",
             self.digest
         );
@@ -191,6 +201,8 @@ mod tests {
                 lz4_pages: 5,
                 group: None,
             }],
+            migration_id: "00000000000000ab".into(),
+            outcome_from: "reply".into(),
         };
         let t = r.table();
         for w in [
@@ -201,6 +213,7 @@ mod tests {
             "iterations",
             "encoder firmware",
             "compression auto",
+            "migration id",
         ] {
             assert!(t.contains(w), "{w} missing from\n{t}");
         }

@@ -1,11 +1,17 @@
 //! The session around the codec stream: a hello before it (what VM is coming), blobs inside
-//! it (pause information, vCPU states), and the destination's reply after it.
+//! it (pause information, vCPU states), and the switchover after it.
 //!
 //! Source to destination: `PWM1`, then a length-prefixed JSON [`Hello`], then the pagewire
-//! stream (header, frames) ending with its END record. Destination to source: a
-//! length-prefixed JSON [`DestMessage`] per pre-copy iteration (an acknowledgement: the
-//! source reads the dirty log only once the iteration arrived, as a real link forces it
-//! to), then the final [`Reply`] once the VM runs there, or the reason it does not.
+//! stream (header, frames) ending with its END record, then [`SourceMessage`]s. Destination
+//! to source: a length-prefixed JSON [`DestMessage`] per pre-copy iteration (an
+//! acknowledgement: the source reads the dirty log only once the iteration arrived, as a
+//! real link forces it to), then the switchover: the destination, everything checked and
+//! restored but not started, says [`DestMessage::Ready`]; the source answers
+//! [`SourceMessage::Commit`] (from then on it never resumes on its own) or
+//! [`SourceMessage::Abort`]; the destination starts the guest only on the commit and says so
+//! in its [`Reply`]; the source closes with [`SourceMessage::Done`]. A committed source that
+//! hears nothing asks on a new connection: `PWQ1`, a [`StatusQuery`], answered by a
+//! [`Status`]. The states and every transition: `docs/RUNNER.md`, *Switchover*.
 //! A length prefix is 4 bytes little-endian; messages are at most [`MAX_MESSAGE`] bytes.
 //!
 //! A blob longer than [`BLOB_CHUNK`] (a vCPU state with its XSAVE area is about 5 KiB)
@@ -19,6 +25,8 @@ use serde::{Deserialize, Serialize};
 
 /// Opens every migration session.
 pub const MAGIC: &[u8; 4] = b"PWM1";
+/// Opens a status query.
+pub const STATUS_MAGIC: &[u8; 4] = b"PWQ1";
 /// Largest control message.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -43,6 +51,8 @@ pub struct Hello {
     pub page_size: u32,
     /// Free text for logs (workload name, host).
     pub label: String,
+    /// Random: names this migration in status queries and logs.
+    pub migration_id: u64,
 }
 
 /// Carried in a blob after the last pages, while the VM is paused.
@@ -79,8 +89,48 @@ pub struct Reply {
 pub enum DestMessage {
     /// Iteration `n` (0-based, as in the stream) has arrived in full.
     Ack(u64),
-    /// The end: the VM runs here, or why not.
+    /// Everything arrived, checked out and is restored; the guest starts on the commit.
+    Ready,
+    /// The end: the VM runs here, or why not (and then it never will).
     Reply(Reply),
+}
+
+/// What the source sends after the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceMessage {
+    /// Start the guest: the source will not resume its copy on its own.
+    Commit,
+    /// Do not start it: the source resumes its copy.
+    Abort(String),
+    /// The source has heard the reply.
+    Done,
+}
+
+/// A committed source's question, on a new connection, when the reply did not come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusQuery {
+    /// The [`Hello::migration_id`] asked about.
+    pub migration_id: u64,
+}
+
+/// The destination's answer to a [`StatusQuery`]: final once given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// The guest runs here; the source's copy must not.
+    Started(Reply),
+    /// It never started here and never will (why).
+    Aborted(String),
+    /// This destination knows no such migration: nothing of it runs here.
+    Unknown,
+}
+
+/// What a connection to the destination is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    /// A migration (its hello).
+    Migration(Hello),
+    /// A status query.
+    Status(StatusQuery),
 }
 
 /// Writes a length-prefixed JSON message.
@@ -115,12 +165,36 @@ pub fn write_hello<W: Write>(w: &mut W, h: &Hello) -> Result<()> {
 
 /// Reads and checks the magic and the hello.
 pub fn read_hello<R: Read>(r: &mut R) -> Result<Hello> {
+    match read_opening(r)? {
+        Opening::Migration(h) => Ok(h),
+        Opening::Status(_) => bail!("a status query where a migration was expected"),
+    }
+}
+
+/// Reads what a new connection is for: a migration's hello or a status query.
+pub fn read_opening<R: Read>(r: &mut R) -> Result<Opening> {
     let mut m = [0u8; 4];
     r.read_exact(&mut m).context("reading the session magic")?;
-    if &m != MAGIC {
-        bail!("not a pagewire migration session (magic {m:02x?})");
+    match &m {
+        MAGIC => Ok(Opening::Migration(read_message(r)?)),
+        STATUS_MAGIC => Ok(Opening::Status(read_message(r)?)),
+        _ => bail!("not a pagewire migration session (magic {m:02x?})"),
     }
-    read_message(r)
+}
+
+/// Writes the magic of a status query and the query.
+pub fn write_status_query<W: Write>(w: &mut W, q: &StatusQuery) -> Result<()> {
+    w.write_all(STATUS_MAGIC)?;
+    write_message(w, q)
+}
+
+/// A fresh random migration id (from the kernel's random source).
+pub fn new_migration_id() -> Result<u64> {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom for a migration id")?;
+    Ok(u64::from_le_bytes(b))
 }
 
 /// Microseconds since the Unix epoch.
@@ -141,6 +215,7 @@ mod tests {
             vcpus: 2,
             page_size: 4096,
             label: "t".into(),
+            migration_id: new_migration_id().unwrap(),
         };
         let mut buf = Vec::new();
         write_hello(&mut buf, &h).unwrap();
@@ -152,5 +227,15 @@ mod tests {
         let mut huge = MAGIC.to_vec();
         huge.extend_from_slice(&(u32::MAX).to_le_bytes());
         assert!(read_hello(&mut &huge[..]).is_err());
+        assert_ne!(new_migration_id().unwrap(), h.migration_id);
+    }
+
+    #[test]
+    fn a_status_query_opens_its_own_kind_of_connection() {
+        let q = StatusQuery { migration_id: 7 };
+        let mut buf = Vec::new();
+        write_status_query(&mut buf, &q).unwrap();
+        assert_eq!(read_opening(&mut &buf[..]).unwrap(), Opening::Status(q));
+        assert!(read_hello(&mut &buf[..]).is_err(), "not a migration");
     }
 }

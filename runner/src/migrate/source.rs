@@ -1,10 +1,12 @@
 //! The source side: the hello, pre-copy over the guest's dirty log, the stop policy
-//! (optionally gated by a group), stop-and-copy with the state blobs, and the wait for the
-//! destination's reply.
+//! (optionally gated by a group), stop-and-copy with the state blobs, and the switchover.
 //!
-//! Failure rule: until the destination replies that its VM runs, the source VM is the one
-//! that counts. Any error before that (link down, destination gone or refusing) leaves the
-//! source VM running, resuming it if it was already paused, and returns the error.
+//! Failure rule: until the source commits, its VM is the one that counts: any error (link
+//! down, destination gone, refusing or not ready within the pause's deadline) leaves the
+//! source VM running, resuming it if it was paused, and returns the error. Once committed
+//! the source never resumes on its own: it resumes only when the destination says the guest
+//! did not start there (in its reply or in answer to a status query on a new connection),
+//! and when it cannot learn that, it stays paused and returns [`OutcomeUnknown`].
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -14,13 +16,16 @@ use pagewire::policy::{Decision, IterationReport, PolicyKind, PolicyParams, Stop
 use pagewire::Config;
 
 use super::compress::{thread_cpu_time, Chooser, Compression};
+use super::deadlines::{Deadline, Deadlines};
 use super::guest::SourceGuest;
 use super::policy::Codec;
 use super::report::{IterationRow, MigrationReport};
 use super::session::{
-    self, DestMessage, Hello, PauseInfo, Reply, BLOB_CHUNK, BLOB_PAUSE, BLOB_VCPU,
+    self, DestMessage, Hello, PauseInfo, Reply, SourceMessage, Status, StatusQuery, BLOB_CHUNK,
+    BLOB_PAUSE, BLOB_VCPU,
 };
 use crate::encoders::{EncoderChoice, StreamEncoder};
+use crate::net::{Link, Waits};
 
 /// A group's say on when this VM stops (Synchronized Arrival); called after the VM's own
 /// policy, once per iteration.
@@ -46,6 +51,44 @@ pub trait MigrationProgress {
 pub struct NoProgress;
 impl MigrationProgress for NoProgress {}
 
+/// Opens a new connection to the destination: a committed source whose link failed asks
+/// there whether the guest started.
+pub trait Redial {
+    /// A fresh link to the same destination, connected and authenticated.
+    fn redial(&mut self) -> Result<Box<dyn Link>>;
+}
+
+/// A committed migration whose outcome the source could not learn: its VM stays paused,
+/// because the guest may already run at the destination.
+#[derive(Debug, Clone)]
+pub struct OutcomeUnknown {
+    /// The migration's id.
+    pub migration_id: u64,
+    /// What failed: the link, then every status query.
+    pub why: String,
+}
+
+impl std::fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OUTCOME UNKNOWN for migration {:016x}: the source VM stays paused and is not \
+             resumed, because the guest may already run at the destination; check on the \
+             destination host whether `pagewire receive` logged \"migration {:016x} started\" \
+             (or the guest runs there): if so, the guest lives on there; if not, nothing runs \
+             it any more and it must be started again from its last good state ({})",
+            self.migration_id, self.migration_id, self.why
+        )
+    }
+}
+
+impl std::error::Error for OutcomeUnknown {}
+
+/// Longest wait between two status queries.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long an abort may take to go out on a link that failed.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
 /// How to migrate.
 pub struct SourceOptions {
     /// Base codec configuration (cache size etc.).
@@ -62,6 +105,8 @@ pub struct SourceOptions {
     /// Who encodes: this process, or the offload firmware. Either way the stream is the
     /// same; a firmware failure fails the migration (the source VM keeps running).
     pub encoder: EncoderChoice,
+    /// How long to wait for the destination.
+    pub deadlines: Deadlines,
 }
 
 impl Default for SourceOptions {
@@ -73,6 +118,7 @@ impl Default for SourceOptions {
             compression: Compression::Auto,
             label: String::from("vm"),
             encoder: EncoderChoice::InProcess,
+            deadlines: Deadlines::default(),
         }
     }
 }
@@ -124,6 +170,7 @@ fn wait_ack<R: Read>(r: &mut R, n: u64) -> Result<()> {
     {
         DestMessage::Ack(got) if got == n => Ok(()),
         DestMessage::Ack(got) => bail!("acknowledgement of iteration {got}, expected {n}"),
+        DestMessage::Ready => bail!("the destination said ready in the middle of the stream"),
         DestMessage::Reply(Reply { error, .. }) => bail!(
             "the destination refused the migration: {}",
             error.unwrap_or_else(|| "no reason given".into())
@@ -131,44 +178,60 @@ fn wait_ack<R: Read>(r: &mut R, n: u64) -> Result<()> {
     }
 }
 
-/// Migrates the running `guest` over `link`. On success the source guest is left paused
-/// (the destination's copy runs; the caller drops this one). On error the source guest
-/// runs.
-pub fn migrate_out<L: Read + Write>(
+/// Migrates the running `guest` over `link`; `redial` (if any) opens a new connection for
+/// a status query when the link fails after the commit. On success the source guest is left
+/// paused (the destination's copy runs; the caller drops this one). On error the source
+/// guest runs, except after an [`OutcomeUnknown`]: then it stays paused.
+pub fn migrate_out<L: Link>(
     guest: &mut dyn SourceGuest,
     link: &mut L,
     opts: &SourceOptions,
     gate: Option<&mut dyn Gate>,
+    redial: Option<&mut dyn Redial>,
     progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
-    let r = run(guest, link, opts, gate, progress);
-    if r.is_err() && !guest.is_running() {
-        // Never leave the source dead: the destination did not confirm.
-        guest
-            .resume()
-            .context("resuming the source VM after a failed migration")?;
+    let r = run(guest, link, opts, gate, redial, progress);
+    if let Err(e) = &r {
+        // The destination did not start the guest: never leave the source dead. With the
+        // outcome unknown it may run there: then the source must not run too.
+        if e.downcast_ref::<OutcomeUnknown>().is_none() && !guest.is_running() {
+            guest
+                .resume()
+                .context("resuming the source VM after a failed migration")?;
+        }
     }
     r
 }
 
-fn run<L: Read + Write>(
+fn run<L: Link>(
     guest: &mut dyn SourceGuest,
     link: &mut L,
     opts: &SourceOptions,
     gate: Option<&mut dyn Gate>,
+    redial: Option<&mut dyn Redial>,
     progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
+    let d = &opts.deadlines;
+    let id = session::new_migration_id()?;
     let (cfg, enc) = start_encoder(opts, progress)?;
     let mut policy = opts
         .policy
         .build(&PolicyParams::new(guest.pages(), u64::from(cfg.page_size)));
+    link.set_waits(Waits::idle(d.progress))?;
     let mut out = Outgoing::new(link, cfg, enc, opts, guest.page_size());
-    out.say_hello(guest, opts)?;
-    let (iterations, to_send) = out.precopy(guest, &mut policy, gate, progress)?;
-    let stopped = out.stop_and_copy(guest, to_send, iterations, progress)?;
-    let (reply, acked) = out.await_reply(stopped.pause, progress)?;
+    let (iterations, to_send) = out
+        .say_hello(guest, opts, id)
+        .and_then(|()| out.precopy(guest, &mut policy, gate, progress))
+        .map_err(|e| d.explain(Deadline::Progress, e))?;
+    let stopped = out
+        .stop_and_copy(guest, to_send, iterations, progress)
+        .map_err(|e| d.explain(Deadline::Switchover, e))?;
+    let (reply, acked, outcome_from) = out.switchover(&stopped, id, redial, progress)?;
     out.last_row(iterations, &stopped, acked, progress);
-    Ok(out.report(&*guest, opts, iterations, stopped, reply, acked))
+    let mut report = out.report(&*guest, opts, iterations, stopped, reply, acked);
+    report.migration_id = format!("{id:016x}");
+    report.outcome_from = outcome_from.into();
+    Ok(report)
 }
 
 /// Starts the encoder for the options' codec and compression settings.
@@ -202,6 +265,8 @@ struct Sent {
 /// The stop-and-copy, once the END record is out.
 struct Stopped {
     pause: Instant,
+    /// The pause ends by then, the destination ready or not.
+    deadline: Instant,
     pages: u64,
     bytes: u64,
     lz4_pages: u64,
@@ -209,7 +274,7 @@ struct Stopped {
 }
 
 /// A migration on its way out: the encoder, the link and what went over it.
-struct Outgoing<'l, L: Read + Write> {
+struct Outgoing<'l, L: Link> {
     w: Counted<'l, L>,
     enc: Box<dyn StreamEncoder>,
     /// The encoder's output, until it is written.
@@ -224,9 +289,10 @@ struct Outgoing<'l, L: Read + Write> {
     stream_bytes: u64,
     pages_sent: u64,
     rows: Vec<IterationRow>,
+    deadlines: Deadlines,
 }
 
-impl<'l, L: Read + Write> Outgoing<'l, L> {
+impl<'l, L: Link> Outgoing<'l, L> {
     fn new(
         link: &'l mut L,
         cfg: Config,
@@ -252,12 +318,18 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
             stream_bytes: 0,
             pages_sent: 0,
             rows: Vec::new(),
+            deadlines: opts.deadlines,
         }
     }
 
     /// Says what is coming, then starts a fresh dirty log (iteration 1 sends everything
     /// anyway).
-    fn say_hello(&mut self, guest: &mut dyn SourceGuest, opts: &SourceOptions) -> Result<()> {
+    fn say_hello(
+        &mut self,
+        guest: &mut dyn SourceGuest,
+        opts: &SourceOptions,
+        migration_id: u64,
+    ) -> Result<()> {
         session::write_hello(
             &mut self.w,
             &Hello {
@@ -265,6 +337,7 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
                 vcpus: guest.vcpus(),
                 page_size: guest.page_size() as u32,
                 label: opts.label.clone(),
+                migration_id,
             },
         )
         .context("sending the hello (is the destination listening?)")?;
@@ -382,6 +455,13 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
         last.extend_from_slice(&to_send);
         last.sort_unstable();
         last.dedup();
+        // the pause is bounded: the last pages' time at the pace so far, plus the margin
+        let budget = self.final_copy_time(last.len() as u64) + self.deadlines.switchover;
+        let deadline = pause + budget;
+        self.w.inner.set_waits(Waits {
+            idle: Some(budget),
+            until: Some(deadline),
+        })?;
         progress.iteration_started(iterations + 1, last.len() as u64);
         let lz4_pages = if self.enc.lz4() { last.len() as u64 } else { 0 };
         let mut bytes = 0u64;
@@ -411,11 +491,19 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
         self.pages_sent += last.len() as u64;
         Ok(Stopped {
             pause,
+            deadline,
             pages: last.len() as u64,
             bytes,
             lz4_pages,
             digest,
         })
+    }
+
+    /// What sending `pages` more takes at the pace of the pre-copy (acknowledgements
+    /// included, so it errs long).
+    fn final_copy_time(&self, pages: u64) -> Duration {
+        let per_page = self.start.elapsed().as_secs_f64() / self.pages_sent.max(1) as f64;
+        Duration::from_secs_f64((per_page * pages as f64).min(1e6))
     }
 
     /// Sends `data` as blobs tagged `tag`; returns the bytes written.
@@ -424,28 +512,92 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
         send_out(&mut self.w, &mut self.out, what)
     }
 
-    /// Waits for the destination's final reply that its copy runs; returns it and the time
-    /// since the `pause`. A refusal is an error.
-    fn await_reply(
+    /// The switchover: waits (within the pause's deadline) for the destination to be
+    /// ready, commits, and learns that the guest started there: from the reply, or from a
+    /// status query on a new connection when the reply is lost. Returns the destination's
+    /// reply, the time since the pause, and where the outcome came from.
+    fn switchover(
         &mut self,
-        pause: Instant,
+        stopped: &Stopped,
+        id: u64,
+        redial: Option<&mut dyn Redial>,
         progress: &mut dyn MigrationProgress,
-    ) -> Result<(Reply, Duration)> {
+    ) -> Result<(Reply, Duration, &'static str)> {
+        let d = self.deadlines;
         progress.note("waiting for the destination");
-        let reply = match session::read_message(self.w.inner)
-            .context("no reply from the destination (link down or destination gone)")?
-        {
-            DestMessage::Reply(r) => r,
-            DestMessage::Ack(n) => bail!("unexpected acknowledgement of iteration {n} at the end"),
-        };
-        let acked = pause.elapsed();
-        if !reply.ok {
-            bail!(
+        let ready = session::read_message(self.w.inner);
+        let late = Instant::now() > stopped.deadline;
+        match ready {
+            Ok(DestMessage::Ready) if !late => {}
+            Ok(DestMessage::Ready) => {
+                let why = "the destination was ready only after the pause's deadline";
+                self.abort(why);
+                bail!("{why} (--switchover-timeout): the migration is abandoned");
+            }
+            Ok(DestMessage::Reply(r)) => bail!(
                 "the destination refused the migration: {}",
-                reply.error.unwrap_or_else(|| "no reason given".into())
-            );
+                r.error.unwrap_or_else(|| "no reason given".into())
+            ),
+            Ok(DestMessage::Ack(n)) => {
+                bail!("unexpected acknowledgement of iteration {n} at the end")
+            }
+            Err(e) => {
+                self.abort("the source stopped waiting for ready");
+                return Err(d.explain(
+                    Deadline::Switchover,
+                    e.context("the destination did not say ready: the migration is abandoned"),
+                ));
+            }
         }
-        Ok((reply, acked))
+        // From the commit on the source never resumes on its own.
+        progress.note("committing");
+        self.w.inner.set_waits(Waits {
+            idle: Some(d.switchover),
+            until: Some(Instant::now() + d.switchover),
+        })?;
+        let heard = session::write_message(&mut self.w, &SourceMessage::Commit)
+            .context("sending the commit")
+            .and_then(|()| {
+                session::read_message(self.w.inner).context("waiting for the destination's reply")
+            });
+        let lost = match heard {
+            Ok(DestMessage::Reply(r)) if r.ok => {
+                let acked = stopped.pause.elapsed();
+                let _ = session::write_message(&mut self.w, &SourceMessage::Done);
+                return Ok((r, acked, "reply"));
+            }
+            Ok(DestMessage::Reply(r)) => bail!(
+                "the destination did not start the guest: {}",
+                r.error.unwrap_or_else(|| "no reason given".into())
+            ),
+            Ok(other) => anyhow::anyhow!("unexpected {other:?} after the commit"),
+            Err(e) => d.explain(Deadline::Switchover, e),
+        };
+        progress.note("asking the destination whether the guest started");
+        match ask_status(redial, id, &d) {
+            Ok(Status::Started(r)) => Ok((r, stopped.pause.elapsed(), "status query")),
+            Ok(Status::Aborted(why)) => bail!(
+                "the destination did not start the guest ({why}); it said so when asked after: \
+                 {lost:#}"
+            ),
+            Ok(Status::Unknown) => bail!(
+                "the destination knows no migration {id:016x}, so nothing of it runs there; \
+                 asked after: {lost:#}"
+            ),
+            Err(e) => Err(anyhow::Error::new(OutcomeUnknown {
+                migration_id: id,
+                why: format!("{lost:#}; then {e:#}"),
+            })),
+        }
+    }
+
+    /// Tells the destination not to start the guest, if the link still carries it.
+    fn abort(&mut self, why: &str) {
+        let _ = self
+            .w
+            .inner
+            .set_waits(Waits::until(Instant::now() + ABORT_GRACE));
+        let _ = session::write_message(&mut self.w, &SourceMessage::Abort(why.into()));
     }
 
     /// The stop-and-copy's row, closed by the reply.
@@ -506,8 +658,43 @@ impl<'l, L: Read + Write> Outgoing<'l, L> {
             pages_sent: self.pages_sent,
             digest: stopped.digest,
             rows: self.rows,
+            migration_id: String::new(),
+            outcome_from: String::new(),
         }
     }
+}
+
+/// Asks the destination, on new connections, whether migration `id`'s guest started there:
+/// up to `status_attempts` times, waiting longer between attempts.
+fn ask_status(redial: Option<&mut dyn Redial>, id: u64, d: &Deadlines) -> Result<Status> {
+    let Some(redial) = redial else {
+        bail!("there is no way to reach the destination again");
+    };
+    let attempts = d.status_attempts.max(1);
+    let mut backoff = Duration::from_millis(250);
+    let mut last = anyhow::anyhow!("no status query was made");
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        match ask_once(redial, id, d) {
+            Ok(status) => return Ok(status),
+            Err(e) => last = e.context(format!("status query {attempt} of {attempts} failed")),
+        }
+    }
+    Err(last)
+}
+
+/// One status query on a new connection.
+fn ask_once(redial: &mut dyn Redial, id: u64, d: &Deadlines) -> Result<Status> {
+    let mut link = redial.redial()?;
+    link.set_waits(Waits {
+        idle: Some(d.switchover),
+        until: Some(Instant::now() + d.switchover),
+    })?;
+    session::write_status_query(&mut link, &StatusQuery { migration_id: id })?;
+    session::read_message(&mut link).map_err(|e| d.explain(Deadline::Switchover, e))
 }
 
 /// This VM's own policy decides, then the group (if any) has its say; returns the

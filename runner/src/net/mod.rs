@@ -1,16 +1,14 @@
-//! Network: moving bytes between hosts. The migration's byte stream ([`Link`]) over TCP,
-//! WAN shaping on the sending side ([`shape`]), mutual TLS on pre-shared certificates
-//! ([`tls`]), and the Synchronized Arrival coordinator, its server and its client
+//! Network: moving bytes between hosts. The migration's byte stream ([`Link`]) over TCP with
+//! every wait bounded ([`deadline`]), WAN shaping on the sending side ([`shape`]), mutual TLS
+//! on pre-shared certificates ([`tls`]), an accept loop that no stranger can stop or starve
+//! ([`listen`]), and the Synchronized Arrival coordinator, its server and its client
 //! ([`coord`]). Nothing here knows about guests or the codec's stream.
 
 pub mod coord;
+pub mod deadline;
+pub mod listen;
 pub mod shape;
 pub mod tls;
 
-use std::io::{Read, Write};
-
+pub use deadline::{connect_by, is_timeout, Link, TimedTcp, Waits};
 pub use shape::{Shape, ShapedStream};
-
-/// A bidirectional byte stream a migration runs over.
-pub trait Link: Read + Write + Send {}
-impl<T: Read + Write + Send> Link for T {}

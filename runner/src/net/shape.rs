@@ -6,6 +6,10 @@
 //! `delay` after it arrived, no faster than `rate`, like a link with that bandwidth and
 //! latency. The queue holds at most one bandwidth-delay product plus 1 MiB (about what
 //! socket buffers hold), so a fast writer is held back as it would be by a slow link.
+//!
+//! Every wait (the writer for room in the queue, the pump for the socket, the reader) ends
+//! within the stream's [`Waits`] ([`Link::set_waits`]): a peer that stops reading fails the
+//! writer instead of holding it for ever.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::deadline::{Link, TimedTcp, Waits};
 use crate::units::{parse_bandwidth, parse_duration};
 
 /// A link shape: bandwidth and added delay. The default shapes nothing.
@@ -79,18 +84,21 @@ struct Shared {
 
 /// A TCP stream whose writes go through the shape.
 pub struct ShapedStream {
-    read: TcpStream,
+    read: TimedTcp,
     shared: Arc<Shared>,
     cap: usize,
     wire_bytes: Arc<AtomicU64>,
     pump: Option<JoinHandle<()>>,
+    /// The waits, as last set (the socket's handles hold them too).
+    waits: Waits,
 }
 
 impl ShapedStream {
     /// Wraps `stream`; `wire_bytes` counts what reaches the socket.
     pub fn new(stream: TcpStream, shape: Shape, wire_bytes: Arc<AtomicU64>) -> io::Result<Self> {
         stream.set_nodelay(true)?;
-        let write = stream.try_clone()?;
+        let read = TimedTcp::new(stream, Waits::NONE);
+        let write = read.clone_handle();
         let shared = Arc::new(Shared {
             q: Mutex::new(Queue::default()),
             cv: Condvar::new(),
@@ -101,11 +109,12 @@ impl ShapedStream {
             .name("shaper".into())
             .spawn(move || pump(write, shape, &s, &counter))?;
         Ok(ShapedStream {
-            read: stream,
+            read,
             shared,
             cap: shape.queue_cap(),
             wire_bytes,
             pump: Some(pump),
+            waits: Waits::NONE,
         })
     }
 
@@ -116,7 +125,7 @@ impl ShapedStream {
 
     /// The underlying stream (for shutting it down).
     pub fn tcp(&self) -> &TcpStream {
-        &self.read
+        self.read.tcp()
     }
 }
 
@@ -124,7 +133,7 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Queue> {
     s.q.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn pump(mut out: TcpStream, shape: Shape, s: &Shared, wire_bytes: &AtomicU64) {
+fn pump(mut out: TimedTcp, shape: Shape, s: &Shared, wire_bytes: &AtomicU64) {
     const PIECE: usize = 16 * 1024;
     let mut link_free = Instant::now();
     loop {
@@ -184,7 +193,24 @@ impl Write for ShapedStream {
             if q.bytes < self.cap {
                 break;
             }
-            q = self.shared.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+            // the pump's socket writes are bounded too; this bounds a pump that sleeps
+            q = match self.waits.timeout()? {
+                Some(t) => {
+                    let (q, r) = self
+                        .shared
+                        .cv
+                        .wait_timeout(q, t)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if r.timed_out() && q.bytes >= self.cap && q.error.is_none() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the link took no byte within the time allowed",
+                        ));
+                    }
+                    q
+                }
+                None => self.shared.cv.wait(q).unwrap_or_else(|p| p.into_inner()),
+            };
         }
         q.chunks.push_back((Instant::now(), buf[..n].to_vec()));
         q.bytes += n;
@@ -206,8 +232,16 @@ impl Read for ShapedStream {
     }
 }
 
+impl Link for ShapedStream {
+    fn set_waits(&mut self, waits: Waits) -> io::Result<()> {
+        self.waits = waits;
+        self.read.set_waits(waits);
+        Ok(())
+    }
+}
+
 impl Drop for ShapedStream {
-    /// Lets the pump send what is queued, then stops it.
+    /// Lets the pump send what is queued (within the waits), then stops it.
     fn drop(&mut self) {
         lock(&self.shared).closed = true;
         self.shared.cv.notify_all();
@@ -265,6 +299,28 @@ mod tests {
         assert!(first_at >= Duration::from_millis(45), "{first_at:?}");
         assert!(all_at >= Duration::from_millis(380), "{all_at:?}");
         assert!(all_at < Duration::from_millis(1500), "{all_at:?}");
+    }
+
+    #[test]
+    fn a_peer_that_stops_reading_fails_the_writer_within_its_waits() {
+        let (mut tx, _rx, _) = pair(Shape::default());
+        tx.set_waits(Waits::idle(Duration::from_millis(300)))
+            .unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        let t0 = Instant::now();
+        let e = loop {
+            if let Err(e) = tx.write_all(&chunk) {
+                break e;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "writes never blocked"
+            );
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        let t1 = Instant::now();
+        drop(tx); // the pump gives up within the waits too
+        assert!(t1.elapsed() < Duration::from_secs(5), "{:?}", t1.elapsed());
     }
 
     #[test]

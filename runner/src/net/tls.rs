@@ -4,25 +4,29 @@
 //! the receiver (name `pagewire-receiver`) and one for the sender (`pagewire-sender`). Both
 //! hosts get `ca.pem`; the receiver gets `receiver.pem` + `receiver.key`, the sender
 //! `sender.pem` + `sender.key`. The CA's key is not kept, so nobody can mint another peer.
-//! The receiver accepts only a client certificate from that CA, the sender only a server
-//! certificate from it for `pagewire-receiver`. The handshake completes before the
+//! The receiver accepts only a client certificate from that CA for `pagewire-sender` (so a
+//! receiver's own certificate cannot push a VM into another receiver), the sender only a
+//! server certificate from it for `pagewire-receiver`. The roles are also in the
+//! certificates' extended key usage, which webpki enforces where `keygen` wrote it. The handshake completes before the
 //! destination reads a byte of the migration, so an unauthenticated peer never gets as far
 //! as creating a VM; afterwards every record is authenticated, so tampering is detected.
 //!
 //! The codec's stream goes into TLS: compression happens before encryption.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::StreamOwned;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 /// The receiver's certificate name.
 pub const RECEIVER_NAME: &str = "pagewire-receiver";
@@ -100,12 +104,72 @@ fn roots(dir: &Path) -> Result<RootCertStore> {
     Ok(r)
 }
 
-/// The receiver's TLS configuration from a `keygen` folder.
+/// Accepts a client certificate only if webpki does (our CA, valid, usable for client
+/// authentication) and it names the sender: a receiver's certificate is refused.
+#[derive(Debug)]
+struct SenderOnly(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for SenderOnly {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        let sender = ServerName::try_from(SENDER_NAME)
+            .map_err(|_| rustls::Error::General("bad sender name".into()))?;
+        rustls::client::verify_server_name(&cert, &sender).map_err(|_| {
+            rustls::Error::General(format!(
+                "the client certificate is not the sender's (it does not name {SENDER_NAME})"
+            ))
+        })?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The receiver's TLS configuration from a `keygen` folder: our CA's sender only.
 pub fn server_config(dir: &Path) -> Result<Arc<ServerConfig>> {
     let p = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(dir)?), p.clone())
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(dir)?), p.clone())
         .build()
         .map_err(|e| anyhow!("client verifier: {e}"))?;
+    let verifier = Arc::new(SenderOnly(webpki));
     let cfg = ServerConfig::builder_with_provider(p)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -130,18 +194,18 @@ pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// A TLS stream as the receiver sees it.
-pub type ServerStream = StreamOwned<ServerConnection, TcpStream>;
-
-/// Accepts TLS on `tcp`; fails unless the peer presents a certificate from our CA.
-pub fn accept(tcp: TcpStream, cfg: Arc<ServerConfig>) -> Result<ServerStream> {
+/// Accepts TLS on `sock`; fails unless the peer presents a certificate from our CA.
+pub fn accept<S: Read + Write>(
+    sock: S,
+    cfg: Arc<ServerConfig>,
+) -> Result<StreamOwned<ServerConnection, S>> {
     let mut conn = ServerConnection::new(cfg)?;
-    let mut tcp = tcp;
+    let mut sock = sock;
     while conn.is_handshaking() {
-        conn.complete_io(&mut tcp)
-            .map_err(|e| anyhow!("TLS handshake with the sender failed: {e}"))?;
+        conn.complete_io(&mut sock)
+            .context("TLS handshake with the sender failed")?;
     }
-    Ok(StreamOwned::new(conn, tcp))
+    Ok(StreamOwned::new(conn, sock))
 }
 
 /// Opens TLS over `sock` (a shaped stream or plain TCP) to the receiver.
@@ -154,7 +218,7 @@ pub fn connect<S: Read + Write>(
     let mut sock = sock;
     while conn.is_handshaking() {
         conn.complete_io(&mut sock)
-            .map_err(|e| anyhow!("TLS handshake with the receiver failed: {e}"))?;
+            .context("TLS handshake with the receiver failed")?;
     }
     Ok(StreamOwned::new(conn, sock))
 }

@@ -1,12 +1,17 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod proxy;
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use pagewire_runner::live::{ReceiveConfig, ReceiveEvent, Received, Receiver};
+use pagewire_runner::net::listen::Stopper;
 use pagewire_runner::vmm::{kvm_available, GuestSpec, Vm};
 use pagewire_runner::Workload;
 
@@ -176,6 +181,12 @@ impl<L: std::io::Read> std::io::Read for Tee<L> {
     }
 }
 
+impl<L: pagewire_runner::net::Link> pagewire_runner::net::Link for Tee<L> {
+    fn set_waits(&mut self, w: pagewire_runner::net::Waits) -> std::io::Result<()> {
+        self.inner.set_waits(w)
+    }
+}
+
 /// Runs `pagewire demo` on a small guest over a fast shaped link with `--json` and `extra`
 /// arguments; returns the parsed JSON, failing the test (with its stderr) if demo fails.
 pub fn demo_json(extra: &[&std::ffi::OsStr]) -> serde_json::Value {
@@ -198,4 +209,103 @@ pub fn demo_json(extra: &[&std::ffi::OsStr]) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed: {stderr}");
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A receiver listening in the background, whose events the test reads.
+pub struct Listening {
+    pub addr: String,
+    pub events: mpsc::Receiver<ReceiveEvent>,
+    pub stopper: Stopper,
+    pub done: std::thread::JoinHandle<anyhow::Result<Received>>,
+}
+
+/// Starts a receiver on a loopback port with `cfg` (its events go to the test, and are
+/// printed).
+pub fn listen(cfg: ReceiveConfig) -> Listening {
+    let (tx, events) = mpsc::channel();
+    let cfg = ReceiveConfig {
+        log: Arc::new(move |e: &ReceiveEvent| {
+            eprintln!("receive: {e}");
+            let _ = tx.send(e.clone());
+        }),
+        ..cfg
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let r = Receiver::start(listener, cfg).unwrap();
+    let addr = r.addr().to_string();
+    let stopper = r.stopper();
+    let done = std::thread::spawn(move || r.wait());
+    Listening {
+        addr,
+        events,
+        stopper,
+        done,
+    }
+}
+
+impl Listening {
+    /// The next event `pred` accepts, within `within`; fails the test with `what` if none
+    /// comes.
+    pub fn expect(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&ReceiveEvent) -> bool,
+    ) -> ReceiveEvent {
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) => {}
+                Err(_) => panic!("no event {what} within {within:?}"),
+            }
+        }
+    }
+
+    /// Waits for the receiver to finish by itself (a migration arrived and ran).
+    pub fn finish(self) -> anyhow::Result<Received> {
+        self.done.join().unwrap()
+    }
+
+    /// Stops the receiver and returns what it returned.
+    pub fn stop(self) -> anyhow::Result<Received> {
+        self.stopper.stop();
+        self.done.join().unwrap()
+    }
+}
+
+/// The reason of a `Refused` event, or `None`.
+pub fn refused(e: &ReceiveEvent) -> Option<&str> {
+    match e {
+        ReceiveEvent::Refused { why, .. } => Some(why),
+        _ => None,
+    }
+}
+
+/// The reason of a `Failed` event, or `None`.
+pub fn failed(e: &ReceiveEvent) -> Option<&str> {
+    match e {
+        ReceiveEvent::Failed { why, .. } => Some(why),
+        _ => None,
+    }
+}
+
+/// Asks the receiver at `addr` (over TLS with the sender keys of `keys`, or plain TCP)
+/// whether migration `id` started there.
+pub fn status_of(
+    addr: &str,
+    keys: Option<&Path>,
+    id: u64,
+) -> anyhow::Result<pagewire_runner::migrate::session::Status> {
+    use pagewire_runner::migrate::session::{read_message, write_status_query, StatusQuery};
+    use pagewire_runner::net::{tls, Link};
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    let mut link: Box<dyn Link> = match keys {
+        Some(k) => Box::new(tls::connect(tcp, tls::client_config(k)?)?),
+        None => Box::new(tcp),
+    };
+    write_status_query(&mut link, &StatusQuery { migration_id: id })?;
+    read_message(&mut link)
 }
