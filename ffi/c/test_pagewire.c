@@ -909,6 +909,67 @@ static void test_handles_are_checked(void) {
     free(mem);
 }
 
+/* Releasing twice, or calling an object after its release, is refused with
+ * PAGEWIRE_INVALID_HANDLE without reading the freed memory: objects from `_new` have table
+ * handles (docs/C-API.md). The default 64 MiB cache makes each allocation larger than
+ * glibc's largest mmap threshold, so a freed one is unmapped at once and any read of it
+ * would crash (and the next allocation often gets the same address). */
+static void test_released_handles_are_refused(void) {
+    pagewire_config cfg;
+    OK(pagewire_config_default(&cfg));
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+    uint8_t *out = malloc(sz.max_output);
+    uint8_t page[PAGE] = {0};
+    size_t n = 0;
+    pagewire_encoder *enc = NULL, *again = NULL;
+    OK(pagewire_encoder_new(&cfg, &enc));
+    OK(pagewire_encoder_free(enc));
+    CHECK_RC(pagewire_encoder_free(enc), PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_encoder_encode_page(enc, 0, page, PAGE, out, sz.max_output, &n),
+             PAGEWIRE_INVALID_HANDLE);
+    char msg[200];
+    OK(pagewire_last_error_message(msg, sizeof msg, NULL));
+    CHECK(strstr(msg, "already released") != NULL);
+    /* a new encoder of the same size may get the same block: the old handle stays dead */
+    OK(pagewire_encoder_new(&cfg, &again));
+    CHECK(again != enc);
+    CHECK_RC(pagewire_encoder_finish(enc, out, sz.max_output, &n), PAGEWIRE_INVALID_HANDLE);
+    OK(pagewire_encoder_encode_page(again, 0, page, PAGE, out, sz.max_output, &n));
+    OK(pagewire_encoder_free(again));
+    CHECK_RC(pagewire_encoder_free(again), PAGEWIRE_INVALID_HANDLE);
+
+    /* a closed decoder the library allocated is not taken for a live one */
+    pagewire_decoder *dec = NULL;
+    OK(open_for(&cfg, NULL, 0, &dec));
+    OK(pagewire_decoder_close(dec));
+    size_t flen = 0;
+    uint8_t frame[PAGEWIRE_FRAME_HEADER_LEN] = {0};
+    CHECK_RC(pagewire_decoder_frame_len(dec, frame, sizeof frame, &flen),
+             PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_decoder_close(dec), PAGEWIRE_INVALID_HANDLE);
+    free(out);
+
+    /* more live objects than the table holds still work; the table's entries are reused */
+    enum { MANY = 4200 };
+    pagewire_config tiny = small_config();
+    tiny.cache_pages = 1;
+    pagewire_decoder **decs = calloc(MANY, sizeof *decs);
+    int opened = 0;
+    for (int i = 0; i < MANY; i++)
+        opened += open_for(&tiny, NULL, 0, &decs[i]) == PAGEWIRE_OK;
+    CHECK(opened == MANY);
+    for (int i = 0; i < MANY; i++)
+        CHECK_RC(pagewire_decoder_check_complete(decs[i]), PAGEWIRE_TRUNCATED);
+    for (int i = 0; i < MANY; i++)
+        OK(pagewire_decoder_close(decs[i]));
+    /* the first ones had table handles: closing them again is refused */
+    CHECK_RC(pagewire_decoder_close(decs[0]), PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_decoder_close(decs[100]), PAGEWIRE_INVALID_HANDLE);
+    free(decs);
+}
+
 typedef struct {
     uint8_t *ram;
     size_t pages;
@@ -1249,6 +1310,7 @@ int main(void) {
         {"corruption_is_rejected", test_corruption_is_rejected},
         {"null_and_undersized_arguments", test_null_and_undersized_arguments},
         {"handles_are_checked", test_handles_are_checked},
+        {"released_handles_are_refused", test_released_handles_are_refused},
         {"pages_written_while_encoding", test_pages_written_while_encoding},
         {"static_storage", test_static_storage},
         {"policies_answer_as_in_rust", test_policies_answer_as_in_rust},

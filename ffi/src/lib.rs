@@ -26,6 +26,7 @@ pub mod encoder;
 pub mod error;
 pub mod group;
 mod guard;
+mod handle_table;
 mod message;
 mod place;
 pub mod policy;

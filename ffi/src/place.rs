@@ -1,6 +1,10 @@
 //! States (encoder, decoder) placed in memory the caller owns: an aligned slot at the front
 //! holds the Rust object, the rest of the memory is the storage it borrows. Also the checks
 //! that turn a handle back into the object, allocation for callers who want it, and release.
+//!
+//! A handle is the slot's address for objects in caller memory, and an entry of
+//! [`handle_table`](crate::handle_table) for objects the library allocated, so that a handle
+//! used after its release is refused without reading freed memory.
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -9,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use crate::error::{Fail, Res};
 use crate::guard::panicked;
+use crate::handle_table::{self, Lookup};
 use crate::pagewire_result::{PAGEWIRE_INVALID_HANDLE, PAGEWIRE_OUT_OF_MEMORY, PAGEWIRE_PANIC};
 
 /// Alignment of `_new` allocations; every slot needs at most this, so its slot sits at the
@@ -19,7 +24,7 @@ pub(crate) const ALLOC_ALIGN: usize = 16;
 /// can be checked before it is trusted.
 #[repr(C)]
 pub(crate) struct Common {
-    /// `Slot::MAGIC` while alive, 0 once released.
+    /// `Slot::MAGIC` while alive, 0 once released (cleared before the memory is freed).
     magic: u64,
     /// Bytes allocated by `_new` (0 for caller memory).
     allocated: usize,
@@ -60,11 +65,21 @@ pub(crate) const fn overhead<S>() -> usize {
 pub(crate) struct Place<S>(NonNull<S>);
 
 impl<S: Slot> Place<S> {
-    /// Moves the state into its slot; returns the handle.
+    /// Moves the state into its slot; returns the handle: the slot itself in caller memory,
+    /// a [`handle_table`] entry for an allocated object (the slot itself if the table is
+    /// full: such a handle is checked by its marker alone, as caller memory is).
+    ///
+    /// Not `*mut S` in general: only the checks below turn a handle into the object.
     pub fn fill(self, state: S) -> *mut S {
+        let allocated = state.common().allocated != 0;
         // SAFETY: the slot is aligned for S, inside the caller's block and disjoint from the
         // storage `state` borrows (`carve`); it may hold garbage, which `write` ignores.
         unsafe { self.0.as_ptr().write(state) };
+        if allocated {
+            if let Some(h) = handle_table::register(S::MAGIC, self.0.cast()) {
+                return h.as_ptr().cast();
+            }
+        }
         self.0.as_ptr()
     }
 }
@@ -162,28 +177,47 @@ fn poisoned() -> Fail {
     )
 }
 
-/// Checks handle `p`: not NULL, aligned, and alive with this kind's magic.
+/// The slot behind handle `p`, if it is a live object of this kind, and whether the handle
+/// is a table entry. A table handle is checked in the table alone, so a released one is
+/// refused without touching the memory that was freed; any other handle is checked by the
+/// magic at its address.
 ///
 /// # Safety
-/// `p` is NULL or a handle this library returned whose memory is still valid.
-unsafe fn check<S: Slot>(p: *const S, name: &'static str) -> Res<NonNull<S>> {
+/// `p` is NULL, a handle this library returned from `_new` (live or released), or a handle
+/// into caller memory that is still valid.
+unsafe fn resolve<S: Slot>(p: *const S, name: &'static str) -> Res<(NonNull<S>, bool)> {
     let p = NonNull::new(p.cast_mut()).ok_or_else(|| Fail::null(name))?;
-    if !p.as_ptr().is_aligned() {
+    let (slot, in_table) = match handle_table::lookup(p.as_ptr().cast(), S::MAGIC) {
+        Lookup::Live(slot) => (slot.cast::<S>(), true),
+        Lookup::Dead => return Err(invalid_handle()),
+        Lookup::Outside => (p, false),
+    };
+    if !slot.as_ptr().is_aligned() {
         return Err(invalid_handle());
     }
-    // SAFETY: non-NULL, aligned, and by contract valid for at least the `Common` every slot
-    // starts with; `magic` is its first field (repr(C)), a u64 any bytes are valid for.
-    let magic = unsafe { p.cast::<u64>().read() };
+    // SAFETY: non-NULL, aligned, and valid for at least the `Common` every slot starts with:
+    // a live table entry's slot is a live allocation; any other handle by contract. `magic`
+    // is its first field (repr(C)), a u64 any bytes are valid for.
+    let magic = unsafe { slot.cast::<u64>().read() };
     if magic != S::MAGIC {
         return Err(invalid_handle());
     }
-    Ok(p)
+    Ok((slot, in_table))
+}
+
+/// Checks handle `p` (see [`resolve`]) and returns its slot.
+///
+/// # Safety
+/// As for [`resolve`].
+unsafe fn check<S: Slot>(p: *const S, name: &'static str) -> Res<NonNull<S>> {
+    // SAFETY: forwarded contract.
+    unsafe { resolve(p, name) }.map(|(slot, _)| slot)
 }
 
 /// Shared access to the object behind `p`, for the getters.
 ///
 /// # Safety
-/// `p` is NULL or a handle this library returned whose memory is still valid, and no call
+/// `p` is as for [`resolve`], and no call
 /// changes the object meanwhile.
 pub(crate) unsafe fn handle_ref<'a, S: Slot>(p: *const S, name: &'static str) -> Res<&'a S> {
     // SAFETY: forwarded contract.
@@ -201,7 +235,7 @@ pub(crate) unsafe fn handle_ref<'a, S: Slot>(p: *const S, name: &'static str) ->
 /// poisoned, and every later call on it fails with `PAGEWIRE_PANIC`.
 ///
 /// # Safety
-/// `p` is NULL or a handle this library returned whose memory is still valid, and no other
+/// `p` is as for [`resolve`], and no other
 /// call uses the object meanwhile.
 pub(crate) unsafe fn with_slot<S: Slot, R>(
     p: *mut S,
@@ -245,9 +279,9 @@ pub(crate) enum Release {
 /// As for [`with_slot`]; after success the handle must not be used again.
 pub(crate) unsafe fn release<S: Slot>(p: *mut S, name: &'static str, how: Release) -> Res {
     // SAFETY: forwarded contract.
-    let p = unsafe { check(p, name)? };
+    let (slot, in_table) = unsafe { resolve(p, name)? };
     // SAFETY: a live `S` (magic checked).
-    let bytes = unsafe { p.as_ref() }.common().allocated;
+    let bytes = unsafe { slot.as_ref() }.common().allocated;
     let wrong = match how {
         Release::Deinit => bytes != 0,
         Release::Free => bytes == 0,
@@ -259,17 +293,23 @@ pub(crate) unsafe fn release<S: Slot>(p: *mut S, name: &'static str, how: Releas
             S::WRONG_RELEASE[usize::from(how == Release::Free)],
         ));
     }
-    // SAFETY: `p` holds a live S (checked), dropped exactly once here; the handle is dead
-    // from now on by contract.
-    unsafe { std::ptr::drop_in_place(p.as_ptr()) };
+    // The handle dies first: emptying its entry is what refuses a second release or a later
+    // call, and only one of two releases racing each other gets past it.
+    if in_table && !handle_table::unregister(p.cast(), S::MAGIC) {
+        return Err(invalid_handle());
+    }
+    // Clear the marker before anything is freed, so that a handle to the slot itself (caller
+    // memory, still mapped) is refused from now on.
+    // SAFETY: the slot is live (checked) and its magic a plain u64 at offset 0; the state
+    // is dropped exactly once, here, and the handle is dead from now on by contract.
+    unsafe {
+        slot.cast::<u64>().write(0);
+        std::ptr::drop_in_place(slot.as_ptr());
+    }
     if bytes != 0 {
         // SAFETY: `_new` allocated `bytes` with `allocate` and its slot sits at the start
         // (ALLOC_ALIGN); the state in it was just dropped.
-        unsafe { deallocate(p.cast::<u8>(), bytes) };
-    } else {
-        // Clear the magic so that a stale handle is refused while the memory is still mapped.
-        // SAFETY: the caller's memory is still valid; the magic is a plain u64 at offset 0.
-        unsafe { p.cast::<u64>().write(0) };
+        unsafe { deallocate(slot.cast::<u8>(), bytes) };
     }
     Ok(())
 }
@@ -329,5 +369,43 @@ mod tests {
         let base = NonNull::new(mem.as_mut_ptr()).unwrap();
         // SAFETY: as above.
         assert!(unsafe { carve::<Dummy>(base, 4) }.is_none());
+    }
+
+    #[test]
+    fn allocated_handles_are_refused_after_release_without_reading_freed_memory() {
+        let len = 64;
+        let mem = allocate(len).unwrap();
+        // SAFETY: a fresh allocation of `len` bytes; every handle use below is checked, and
+        // after the release only the table is read (a read of the freed block would be
+        // reported by Miri or ASan).
+        unsafe {
+            let c = carve::<Dummy>(mem, len).unwrap();
+            let h = c.place.fill(Dummy {
+                common: Common::new(Dummy::MAGIC, len),
+                value: 9,
+            });
+            assert_ne!(
+                h.cast::<u8>(),
+                mem.as_ptr(),
+                "a table handle, not the allocation"
+            );
+            assert_eq!(with_slot(h, "h", |d| Ok(d.value)).unwrap(), 9);
+            assert_eq!(
+                release(h, "h", Release::Deinit).unwrap_err().code,
+                PAGEWIRE_INVALID_HANDLE
+            );
+            release(h, "h", Release::Free).unwrap();
+            for how in [Release::Free, Release::Either, Release::Deinit] {
+                assert_eq!(
+                    release(h, "h", how).unwrap_err().code,
+                    PAGEWIRE_INVALID_HANDLE
+                );
+            }
+            assert_eq!(
+                with_slot(h, "h", |d| Ok(d.value)).unwrap_err().code,
+                PAGEWIRE_INVALID_HANDLE
+            );
+            assert!(handle_ref(h.cast_const(), "h").is_err());
+        }
     }
 }

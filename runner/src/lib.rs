@@ -23,11 +23,12 @@
 //! * [`series`]: snapshot series, from a folder or the synthetic generator;
 //! * shared by several layers: [`settings`] (codec settings and stages), [`workload`] (the
 //!   built-in workloads by name), [`units`] (bandwidths and durations as people write
-//!   them), [`host`] (the memory this host can still give).
+//!   them), [`host_memory`] (the memory this process may have, and budgets checked against
+//!   it).
 
 mod buffer;
 pub mod encoders;
-pub mod host;
+pub mod host_memory;
 pub mod live;
 pub mod migrate;
 pub mod net;

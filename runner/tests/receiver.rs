@@ -187,11 +187,11 @@ fn strangers_neither_stop_nor_starve_the_receiver_and_the_real_sender_migrates()
 #[test]
 fn a_vm_larger_than_the_host_can_hold_is_refused_before_it_is_built() {
     let dest = listen(ReceiveConfig::default());
-    let room = pagewire_runner::host::memory_available().expect("this host says nothing");
+    let room = pagewire_runner::host_memory::headroom().bytes;
     let mut s = TcpStream::connect(&dest.addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     let hello = Hello {
-        mem_bytes: (room * 2) & !0xfff,
+        mem_bytes: room.saturating_mul(2) & !0xfff,
         vcpus: 1,
         page_size: 4096,
         label: "too big".into(),

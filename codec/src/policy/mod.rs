@@ -12,7 +12,7 @@ mod xen;
 pub use downtime::DowntimeLimit;
 pub use group::{GroupDecision, SynchronizedArrival};
 pub use kind::{AnyPolicy, PolicyKind, PolicyParams};
-pub use smart_stop::{SmartStop, DEFAULT_WINDOW};
+pub use smart_stop::{SmartStop, DEFAULT_WINDOW, MAX_WINDOW};
 pub use xen::{XenClassic, XenToday};
 
 /// What one pre-copy iteration did.

@@ -5,9 +5,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 use pagewire_runner::migrate::Deadlines;
+use pagewire_runner::units::seconds;
 
 /// Longest deadline accepted (a day): anything longer is a mistake, not a slow link.
-const MAX_SECONDS: f64 = 86_400.0;
+const MAX_DEADLINE: Duration = Duration::from_secs(86_400);
 
 /// How long either side of a migration waits for the other.
 #[derive(Args, Clone)]
@@ -30,20 +31,22 @@ impl DeadlineArgs {
     /// The engine's deadlines.
     pub fn deadlines(&self) -> Result<Deadlines> {
         Ok(Deadlines {
-            handshake: seconds("--handshake-timeout", self.handshake_timeout)?,
-            progress: seconds("--progress-timeout", self.progress_timeout)?,
-            switchover: seconds("--switchover-timeout", self.switchover_timeout)?,
+            handshake: deadline("--handshake-timeout", self.handshake_timeout)?,
+            progress: deadline("--progress-timeout", self.progress_timeout)?,
+            switchover: deadline("--switchover-timeout", self.switchover_timeout)?,
             ..Deadlines::default()
         })
     }
 }
 
-/// `v` seconds of flag `flag` as a duration: more than zero, at most a day.
-pub fn seconds(flag: &str, v: f64) -> Result<Duration> {
-    if !(v.is_finite() && v > 0.0 && v <= MAX_SECONDS) {
-        bail!("{flag} must be more than 0 and at most {MAX_SECONDS} seconds, not {v}");
+/// `v` seconds of flag `flag` as a deadline: more than zero (a zero deadline would fail
+/// every wait), at most a day.
+pub fn deadline(flag: &str, v: f64) -> Result<Duration> {
+    // `!(v > 0.0)` also catches NaN
+    if !(v > 0.0) {
+        bail!("{flag} must be more than 0 seconds, not {v}");
     }
-    Ok(Duration::from_secs_f64(v))
+    seconds(v, flag, MAX_DEADLINE)
 }
 
 #[cfg(test)]
@@ -52,10 +55,14 @@ mod tests {
 
     #[test]
     fn deadlines_must_be_positive_and_sane() {
-        assert_eq!(seconds("--x", 1.5).unwrap(), Duration::from_millis(1500));
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
-            let e = seconds("--x", bad).unwrap_err().to_string();
-            assert!(e.contains("--x must be more than 0"), "{e}");
+        assert_eq!(deadline("--x", 1.5).unwrap(), Duration::from_millis(1500));
+        for bad in [0.0, -1.0, f64::NAN] {
+            let e = deadline("--x", bad).unwrap_err().to_string();
+            assert!(e.contains("--x must be more than 0 seconds"), "{e}");
+        }
+        for bad in [f64::INFINITY, 1e300, 86_401.0] {
+            let e = deadline("--x", bad).unwrap_err().to_string();
+            assert!(e.contains("--x ") && e.contains("86400"), "{e}");
         }
     }
 }

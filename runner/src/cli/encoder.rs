@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use pagewire_runner::encoders::{default_firmware_path, EncoderChoice, FirmwareOptions};
+use pagewire_runner::units::seconds;
+
+/// The longest `--firmware-timeout`: an hour without progress is a hung firmware.
+const MAX_FIRMWARE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The encoder options of `pagewire replay`, `send` and `demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -43,12 +47,17 @@ impl EncoderArgs {
             }
             return Ok(EncoderChoice::InProcess);
         }
-        if !(self.firmware_timeout.is_finite() && self.firmware_timeout > 0.0) {
+        let timeout = seconds(
+            self.firmware_timeout,
+            "--firmware-timeout",
+            MAX_FIRMWARE_TIMEOUT,
+        )?;
+        if timeout.is_zero() {
             bail!("--firmware-timeout must be a positive number of seconds");
         }
         let mut opts =
             FirmwareOptions::new(self.firmware.clone().unwrap_or_else(default_firmware_path));
-        opts.timeout = Duration::from_secs_f64(self.firmware_timeout);
+        opts.timeout = timeout;
         opts.extra_args = self.firmware_args.clone();
         Ok(EncoderChoice::Firmware(opts))
     }

@@ -9,19 +9,26 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pagewire_runner::encoders::EncoderChoice;
+use pagewire_runner::host_memory;
 use pagewire_runner::live::{self, Demo, GroupMembership, GuestConfig, ReceiveConfig, SendConfig};
 use pagewire_runner::migrate::{
-    parse_policy, Codec, Compression, DestOptions, MigrationReport, SourceOptions,
+    dest, parse_policy, Codec, Compression, DestOptions, MigrationReport, SourceOptions,
 };
 use pagewire_runner::net::coord;
 use pagewire_runner::net::listen::ListenOptions;
 use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::units::seconds;
 use pagewire_runner::vmm::GuestSpec;
 use pagewire_runner::{CodecSettings, Workload};
 
-use super::deadlines::{seconds, DeadlineArgs};
+use super::deadlines::{deadline, DeadlineArgs};
 use super::encoder::EncoderArgs;
 use super::progress::Bar;
+
+/// The longest `--warmup`: an hour of guest running before the migration starts.
+const MAX_WARMUP: Duration = Duration::from_secs(3600);
+/// The longest `receive --run`: a day of the arrived guest running before its self-check.
+const MAX_RUN: Duration = Duration::from_secs(86_400);
 
 /// The guest and migration settings `send` and `demo` share.
 #[derive(Args, Clone)]
@@ -65,14 +72,11 @@ impl SourceArgs {
         if self.mem_mib < 16 || self.mem_mib % 2 != 0 {
             bail!("--mem-mib must be an even number of at least 16");
         }
-        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
-            bail!("--warmup must be a non-negative number of seconds");
-        }
         Ok(GuestConfig {
             spec: GuestSpec::new(Workload::parse(&self.workload)?, self.seed),
             mem_mib: self.mem_mib,
             vcpus: self.vcpus,
-            warmup: Duration::from_secs_f64(self.warmup),
+            warmup: seconds(self.warmup, "--warmup", MAX_WARMUP)?,
         })
     }
 
@@ -118,8 +122,13 @@ pub struct ShapeArgs {
 
 #[derive(Args)]
 pub struct KeygenArgs {
-    /// Folder for ca.pem, receiver.pem/.key and sender.pem/.key.
+    /// Folder for ca.pem, receiver.pem/.key and sender.pem/.key (created, mode 0700, if
+    /// missing).
     dir: PathBuf,
+    /// Replace a key set already in the folder: the certificates handed out from it stop
+    /// working.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -177,7 +186,7 @@ pub struct ReceiveArgs {
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     run: f64,
     /// Largest guest memory accepted, in MiB (default: what this host can hold when the
-    /// migration arrives: its available memory and its memory cgroup's room).
+    /// migration arrives, with the decoder cache its sender may ask for).
     #[arg(long, value_name = "MIB")]
     max_mem_mib: Option<u64>,
     /// Print the result as JSON on stdout.
@@ -202,25 +211,74 @@ pub struct DemoArgs {
     json: bool,
 }
 
+/// The smallest guest `send` boots, in MiB.
+const MIN_GUEST_MIB: u64 = 16;
+
+/// The largest guest the receiver accepts, in bytes: `--max-mem-mib` if this process can
+/// hold that guest and the largest cache its sender may ask for
+/// ([`dest::memory_needed`]), else an error; without it, the largest guest that fits.
+fn max_guest_bytes(requested_mib: Option<u64>) -> Result<u64> {
+    let room = host_memory::headroom();
+    let fits = |mib: u64| {
+        mib.checked_mul(1 << 20).is_some_and(|b| {
+            dest::memory_needed(b).saturating_add(host_memory::RESERVE) <= room.bytes
+        })
+    };
+    if room.bytes == u64::MAX {
+        // nothing says what this host has: the old fixed default
+        return Ok(requested_mib.unwrap_or(16 << 10).saturating_mul(1 << 20));
+    }
+    // the largest guest that fits: memory_needed grows with the guest
+    let (mut lo, mut hi) = (0u64, room.bytes >> 20);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let largest = if fits(lo) { lo } else { 0 };
+    match requested_mib {
+        Some(mib) if !fits(mib) => bail!(
+            "--max-mem-mib {mib}: a guest that large and the decoder cache its sender may ask \
+             for need {}, but this process can have only {room}; lower --max-mem-mib (at most \
+             {largest} fits), or leave it out for the largest that fits",
+            host_memory::mib(dest::memory_needed(mib.saturating_mul(1 << 20)))
+        ),
+        Some(mib) => Ok(mib << 20),
+        None if largest < MIN_GUEST_MIB => bail!(
+            "this process can have only {room}: not enough for a {MIN_GUEST_MIB} MiB guest and \
+             the {} decoder cache a sender may ask for",
+            host_memory::mib(dest::largest_cache(MIN_GUEST_MIB << 20))
+        ),
+        None => Ok(largest << 20),
+    }
+}
+
+/// The receiver's configuration, and the largest guest it accepts now. An explicit
+/// `--max-mem-mib` is checked here, so that a value this host cannot hold is refused at
+/// start; without one every migration is checked against the memory the host has when it
+/// arrives (`migrate::dest`), since a receiver may listen for a long time.
 fn receive_config(
     run: f64,
     max_mem_mib: Option<u64>,
     keys: &Path,
     deadlines: &DeadlineArgs,
-) -> Result<ReceiveConfig> {
-    if !(run.is_finite() && run >= 0.0) {
-        bail!("--run must be a non-negative number of seconds");
-    }
-    Ok(ReceiveConfig {
+) -> Result<(ReceiveConfig, u64)> {
+    let run_after = seconds(run, "--run", MAX_RUN)?;
+    let largest_now = max_guest_bytes(max_mem_mib)?;
+    let cfg = ReceiveConfig {
         tls: Some(tls::server_config(keys)?),
         dest: DestOptions {
             max_mem_bytes: max_mem_mib.map(|m| m.saturating_mul(1 << 20)),
             deadlines: deadlines.deadlines()?,
             ..DestOptions::default()
         },
-        run_after: Duration::from_secs_f64(run),
+        run_after,
         ..ReceiveConfig::default()
-    })
+    };
+    Ok((cfg, largest_now))
 }
 
 /// Boots the guest and sends it, with a progress bar unless `json`.
@@ -238,6 +296,8 @@ fn send(
 
 /// `pagewire send`.
 pub fn run_send(a: &SendArgs) -> Result<()> {
+    // every argument is checked before the keys are read or a guest is booted
+    let guest = a.source.guest()?;
     let cfg = SendConfig {
         to: a.to.clone(),
         shape: Shape::parse(&a.shape.rate, &a.shape.delay)?,
@@ -252,7 +312,7 @@ pub fn run_send(a: &SendArgs) -> Result<()> {
         }),
         _ => None,
     };
-    let report = send(&cfg, &a.source.guest()?, a.json, group.as_ref())?;
+    let report = send(&cfg, &guest, a.json, group.as_ref())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -268,10 +328,10 @@ pub fn run_coordinator(a: &CoordinatorArgs) -> Result<()> {
     let cfg = coord::CoordinatorConfig {
         tls: Some(tls::server_config(&a.keys)?),
         listen: ListenOptions {
-            handshake_timeout: seconds("--handshake-timeout", a.handshake_timeout)?,
+            handshake_timeout: deadline("--handshake-timeout", a.handshake_timeout)?,
             ..ListenOptions::default()
         },
-        idle: seconds("--idle-timeout", a.idle_timeout)?,
+        idle: deadline("--idle-timeout", a.idle_timeout)?,
         ..coord::CoordinatorConfig::default()
     };
     eprintln!("coordinator listening on {}", listener.local_addr()?);
@@ -281,7 +341,11 @@ pub fn run_coordinator(a: &CoordinatorArgs) -> Result<()> {
 
 /// `pagewire keygen`.
 pub fn run_keygen(a: &KeygenArgs) -> Result<()> {
-    tls::keygen(&a.dir)?;
+    if a.force {
+        tls::keygen_replacing(&a.dir)?;
+    } else {
+        tls::keygen(&a.dir)?;
+    }
     println!(
         "wrote {} into {}: give the receiver ca.pem, receiver.pem, receiver.key and the sender ca.pem, sender.pem, sender.key",
         tls::FILES.join(", "),
@@ -292,10 +356,19 @@ pub fn run_keygen(a: &KeygenArgs) -> Result<()> {
 
 /// `pagewire receive`.
 pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
-    let cfg = receive_config(a.run, a.max_mem_mib, &a.keys, &a.deadlines)?;
+    let (cfg, largest_now) = receive_config(a.run, a.max_mem_mib, &a.keys, &a.deadlines)?;
     let listener =
         TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
-    eprintln!("listening on {}", listener.local_addr()?);
+    eprintln!(
+        "listening on {}, accepting guests of up to {}{}",
+        listener.local_addr()?,
+        host_memory::mib(largest_now),
+        if a.max_mem_mib.is_none() {
+            " (what this host can hold now; --max-mem-mib to fix it)"
+        } else {
+            ""
+        }
+    );
     let r = live::receive_one(&listener, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

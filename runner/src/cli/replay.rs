@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pagewire_runner::replay::replay_with;
-use pagewire_runner::series::MANIFEST_FILE;
+use pagewire_runner::replay::{memory_budget, replay_with};
+use pagewire_runner::series::{synthetic, MANIFEST_FILE};
 use pagewire_runner::{
     CodecSettings, SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries,
 };
@@ -56,6 +56,10 @@ pub struct ReplayArgs {
     encoder: EncoderArgs,
 }
 
+/// The most snapshots a synthetic series may have: each is a pass of the whole replay, and
+/// 100,000 passes already take hours.
+const MAX_SNAPSHOTS: usize = 100_000;
+
 /// `pagewire replay`.
 pub fn run(a: &ReplayArgs) -> Result<()> {
     let settings = CodecSettings {
@@ -65,6 +69,7 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
         frame_kib: a.frame_kib,
         no_lz4: a.no_lz4,
     };
+    let choice = a.encoder.choice()?;
     let mut source: Box<dyn SnapshotSource> = match &a.dir {
         Some(dir) => {
             let d = SnapshotDir::open(dir)?;
@@ -77,6 +82,15 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
                     );
                 }
             }
+            let cfg = settings.config(d.page_size())?;
+            memory_budget(
+                &cfg,
+                d.mem_bytes(),
+                d.snapshots(),
+                &choice,
+                a.encoder.fallback,
+            )
+            .check("--cache-mib, or replay a series of less memory")?;
             Box::new(d)
         }
         None => {
@@ -89,6 +103,9 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
                 Some(ps) => usize::try_from(ps).context("--page-size is too large")?,
                 None => SyntheticParams::default().page_size,
             };
+            if !(1..=MAX_SNAPSHOTS).contains(&a.snapshots) {
+                bail!("--snapshots must be 1 to {MAX_SNAPSHOTS}");
+            }
             let params = SyntheticParams {
                 mem_bytes,
                 page_size,
@@ -96,14 +113,23 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
                 ..SyntheticParams::default()
             };
             // The codec's page size rules first, so its message names the problem.
-            settings.config(page_size)?;
+            let cfg = settings.config(page_size)?;
+            params.validate()?;
+            let mut budget = synthetic::memory_budget(&params);
+            budget.extend(memory_budget(
+                &cfg,
+                mem_bytes,
+                a.snapshots,
+                &choice,
+                a.encoder.fallback,
+            ));
+            budget.check("--synthetic-mib or --cache-mib")?;
             Box::new(SyntheticSeries::new(params, a.seed)?)
         }
     };
     let cfg = settings.config(source.page_size())?;
 
     let mut progress = Bar::new(source.snapshots() as u64, "passes");
-    let choice = a.encoder.choice()?;
     let result = replay_with(
         source.as_mut(),
         cfg,

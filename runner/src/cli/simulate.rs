@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use pagewire::policy::MAX_WINDOW;
 use pagewire_runner::simulate::{self, plot, timeline, LinkModel, SimOptions};
-use pagewire_runner::units::{parse_bandwidth, parse_duration};
-use pagewire_runner::{CodecSettings, Workload};
+use pagewire_runner::units::{parse_bandwidth, parse_link_delay};
+use pagewire_runner::{CodecSettings, SnapshotDir, SnapshotSource, Workload};
 
 use super::progress::Bar;
 
@@ -56,13 +57,17 @@ pub struct SimulateArgs {
 
 /// `pagewire simulate`.
 pub fn run(a: &SimulateArgs) -> Result<()> {
-    if a.window_mib.is_nan() || a.window_mib <= 0.0 {
-        bail!("--window-mib must be positive");
+    if !(1..=MAX_WINDOW).contains(&a.smart_window) {
+        bail!("--smart-window must be 1 to {MAX_WINDOW}");
+    }
+    let window_bytes = a.window_mib * (1u64 << 20) as f64;
+    if !(window_bytes.is_finite() && window_bytes > 0.0) {
+        bail!("--window-mib must be a positive number");
     }
     let link = LinkModel {
         bytes_per_s: parse_bandwidth(&a.bandwidth)?,
-        rtt_s: parse_duration(&a.rtt)?,
-        window_bytes: a.window_mib * (1u64 << 20) as f64,
+        rtt_s: parse_link_delay(&a.rtt, "--rtt")?.as_secs_f64(),
+        window_bytes,
     };
     let builtins: Vec<Workload> = if a.workloads.is_empty() {
         Workload::ALL.to_vec()
@@ -72,15 +77,31 @@ pub fn run(a: &SimulateArgs) -> Result<()> {
             .map(|n| Workload::parse(n))
             .collect::<Result<_>>()?
     };
-    let mem_bytes =
-        usize::try_from(a.mem_mib.saturating_mul(1 << 20)).context("--mem-mib is too large")?;
-    let mut workloads = timeline::open(a.dir.as_deref(), &builtins, mem_bytes, a.seed)?;
-    let page_size = workloads.first().map_or(4096, |w| w.page_size());
+    let mem_bytes = a
+        .mem_mib
+        .checked_mul(1 << 20)
+        .and_then(|b| usize::try_from(b).ok())
+        .context("--mem-mib is too large")?;
+    // What will run, from the arguments and the series' manifest alone: checked against the
+    // link and the host's memory before any memory is allocated.
+    let series = a.dir.as_deref().map(SnapshotDir::open).transpose()?;
+    let name = a.dir.as_deref().map(timeline::series_name);
+    let page_size = series.as_ref().map_or(4096, |d| d.page_size());
     let settings = CodecSettings {
         cache_mib: a.cache_mib,
         ..CodecSettings::default()
     };
     let codec = settings.config(page_size)?;
+    let dir = name.as_deref().zip(series.as_ref().map(|d| d.mem_bytes()));
+    let (singles, pair) = simulate::plan(dir, &builtins, mem_bytes, !a.no_group);
+    simulate::memory_budget(&singles, &pair, &codec).check(if a.dir.is_some() {
+        "--cache-mib, use a series of less memory, or add --no-group"
+    } else {
+        "--mem-mib or --cache-mib, run fewer --workload, or add --no-group"
+    })?;
+    simulate::check_link(&link, &singles, &pair, page_size)?;
+
+    let mut workloads = timeline::open(a.dir.as_deref(), &builtins, mem_bytes, a.seed)?;
     let mut group = if a.no_group {
         Vec::new()
     } else {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use pagewire::{Config, Decoder, Sink, FRAME_HEADER_LEN, HEADER_LEN};
 
+use crate::host_memory;
 use crate::net::{Link, Waits};
 
 use super::deadlines::{Deadline, Deadlines};
@@ -23,7 +24,8 @@ use super::switchover::Outcomes;
 #[derive(Debug, Clone, Copy)]
 pub struct DestOptions {
     /// Largest guest memory accepted, in bytes; `None`: what this host can hold when the
-    /// hello arrives (its available memory, and its memory cgroup's room).
+    /// hello arrives (the guest and the largest cache it may ask for, within
+    /// `host_memory::headroom`).
     pub max_mem_bytes: Option<u64>,
     /// Most vCPUs accepted.
     pub max_vcpus: u32,
@@ -39,6 +41,19 @@ impl Default for DestOptions {
             deadlines: Deadlines::default(),
         }
     }
+}
+
+/// The largest decoder cache a stream may ask of a destination whose guest has `mem_bytes`:
+/// as much as the guest's memory, or 1 GiB for a smaller guest.
+pub fn largest_cache(mem_bytes: u64) -> u64 {
+    mem_bytes.max(1 << 30)
+}
+
+/// What a destination may have to hold for a guest of `mem_bytes`: its memory and the
+/// largest cache its stream may ask for (a sender can make it touch both: duplicate-page
+/// records write every page, a cache is allocated whole).
+pub fn memory_needed(mem_bytes: u64) -> u64 {
+    mem_bytes.saturating_add(largest_cache(mem_bytes))
 }
 
 /// A guest that arrived and runs.
@@ -193,19 +208,15 @@ fn check_hello(hello: &Hello, page_size: usize, opts: &DestOptions) -> Result<()
             max >> 20
         ),
         None => {
-            let Some(room) = crate::host::memory_available() else {
-                bail!(
-                    "this host does not say how much memory it has available: pass \
-                     --max-mem-mib to accept a VM"
-                );
-            };
+            let room = host_memory::headroom();
+            let needed = memory_needed(hello.mem_bytes).saturating_add(host_memory::RESERVE);
             ensure!(
-                hello.mem_bytes <= room,
-                "the source's VM has {} MiB of memory; this host can hold {} MiB now \
-                 (available memory and its memory cgroup): free memory here, or pass \
-                 --max-mem-mib to accept more",
+                needed <= room.bytes,
+                "the source's VM has {} MiB of memory and may ask for a {} decoder cache; \
+                 this host can hold {room} now: free memory here, or pass --max-mem-mib to \
+                 accept more",
                 hello.mem_bytes >> 20,
-                room >> 20
+                host_memory::mib(largest_cache(hello.mem_bytes)),
             );
         }
     }
@@ -233,7 +244,7 @@ fn read_stream_header<R: Read>(link: &mut R, hello: &Hello) -> Result<([u8; HEAD
     );
     // The header names the cache size the decoder must allocate: bound it by the VM.
     ensure!(
-        cfg.cache_len() as u64 <= hello.mem_bytes.max(1 << 30),
+        cfg.cache_len() as u64 <= largest_cache(hello.mem_bytes),
         "the stream asks for a {} MiB cache, more than the VM's memory",
         cfg.cache_len() >> 20
     );

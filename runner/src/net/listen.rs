@@ -270,6 +270,12 @@ fn handshake_then_serve(
         None => Ok(Box::new(timed)),
     };
     counts.pending().retain(|p| p.id != id);
+    // a connection cut while its handshake had not started yet (its thread ran late, or
+    // there is no TLS) is closed like one cut mid-handshake
+    let link = match link {
+        Ok(_) if cut.load(Ordering::SeqCst) => Err(anyhow::anyhow!("cut before its handshake")),
+        other => other,
+    };
     let link = match link {
         Ok(l) => l,
         Err(e) => {
@@ -349,8 +355,13 @@ mod tests {
         let idle: Vec<_> = (0..10)
             .map(|_| TcpStream::connect(server.addr()).unwrap())
             .collect();
+        // which limit closes the surplus depends on how fast the handshake threads run
+        // against the accept loop: over the session limit, or cut as the oldest pending
         let why = refusals.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert!(why.contains("too many sessions"), "{why}");
+        assert!(
+            why.contains("too many sessions") || why.contains("cut: more than 4 handshakes"),
+            "{why}"
+        );
         std::thread::sleep(Duration::from_millis(600));
         assert_eq!(&echo(server.addr()).unwrap(), b"ping");
         drop(idle);

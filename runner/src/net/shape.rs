@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::deadline::{Link, TimedTcp, Waits};
-use crate::units::{parse_bandwidth, parse_duration};
+use crate::units::{parse_bandwidth, parse_link_delay};
 
 /// A link shape: bandwidth and added delay. The default shapes nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -43,7 +43,7 @@ impl Shape {
         };
         Ok(Shape {
             rate,
-            delay: Duration::from_secs_f64(parse_duration(delay)?),
+            delay: parse_link_delay(delay, "--delay")?,
         })
     }
 

@@ -17,8 +17,10 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use anyhow::{anyhow, bail, Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -42,22 +44,93 @@ pub const FILES: [&str; 5] = [
     "sender.key",
 ];
 
-fn write_private(path: &Path, data: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// Creates `path` with exactly `mode`, whatever the umask: never an existing file, never
+/// through a symlink (`O_CREAT | O_EXCL | O_NOFOLLOW`), so a file or link planted there is
+/// refused instead of followed or reused with its old mode.
+fn write_new(path: &Path, data: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    // the umask may have taken bits away from `mode`, never added: set it whole (fchmod)
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    f.write_all(data.as_bytes())
+        .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(data.as_bytes())?;
     Ok(())
 }
 
-/// Writes a fresh CA certificate and the two peers' certificates and keys into `dir`.
+/// Makes `dir` if it does not exist, readable by its owner alone (whatever the umask).
+fn create_key_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting the mode of {}", dir.display()))
+}
+
+/// Mode of the private keys: the owner's alone.
+const KEY_MODE: u32 = 0o600;
+/// Mode of the certificates: public, but writable by the owner alone.
+const CERT_MODE: u32 = 0o644;
+
+/// Writes a fresh CA certificate and the two peers' certificates and keys into `dir`
+/// (created, mode 0700, if missing). Refuses when any of [`FILES`] is already there (or
+/// anything else by that name, a symlink too): replacing a key set makes the certificates
+/// already handed out stop working; [`keygen_replacing`] does it on purpose.
 pub fn keygen(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    keygen_into(dir, false)
+}
+
+/// [`keygen`], replacing an existing key set (`pagewire keygen --force`). Whatever sits at a
+/// key path is removed, a symlink as itself (its target is left alone), and every file is
+/// created afresh.
+pub fn keygen_replacing(dir: &Path) -> Result<()> {
+    keygen_into(dir, true)
+}
+
+fn keygen_into(dir: &Path, replace: bool) -> Result<()> {
+    create_key_dir(dir)?;
+    let present: Vec<&str> = FILES
+        .iter()
+        .copied()
+        .filter(|f| dir.join(f).symlink_metadata().is_ok())
+        .collect();
+    if !present.is_empty() && !replace {
+        bail!(
+            "{} already holds {}: a new key set would stop the certificates already handed \
+             out from working; use --force to replace it, or another folder",
+            dir.display(),
+            present.join(", ")
+        );
+    }
+    // everything is generated before the first file is touched
+    let files = generate_key_set()?;
+    for name in present {
+        let path = dir.join(name);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    for (name, data, mode) in &files {
+        write_new(&dir.join(name), data, *mode)?;
+    }
+    Ok(())
+}
+
+/// The CA certificate and each peer's certificate and key: (file name, PEM, mode). Each
+/// peer certificate carries its role as an extended key usage (the receiver's `serverAuth`,
+/// the sender's `clientAuth`), so neither can stand in for the other.
+fn generate_key_set() -> Result<Vec<(String, String, u32)>> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -65,16 +138,24 @@ pub fn keygen(dir: &Path) -> Result<()> {
         .push(DnType::CommonName, "pagewire migration CA");
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
-    for (who, name) in [("receiver", RECEIVER_NAME), ("sender", SENDER_NAME)] {
+    let mut files = vec![("ca.pem".to_owned(), ca_cert.pem(), CERT_MODE)];
+    for (who, name, role) in [
+        (
+            "receiver",
+            RECEIVER_NAME,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        ("sender", SENDER_NAME, ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(vec![name.to_string()])?;
         p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![role];
         let cert = p.signed_by(&key, &issuer)?;
-        std::fs::write(dir.join(format!("{who}.pem")), cert.pem())?;
-        write_private(&dir.join(format!("{who}.key")), &key.serialize_pem())?;
+        files.push((format!("{who}.pem"), cert.pem(), CERT_MODE));
+        files.push((format!("{who}.key"), key.serialize_pem(), KEY_MODE));
     }
-    Ok(())
+    Ok(files)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -12,5 +12,5 @@ pub mod run;
 pub mod verify;
 
 pub use report::{ConfigReport, Counts, PassReport, ReplayReport};
-pub use run::{replay, replay_with, ReplayProgress};
+pub use run::{memory_budget, replay, replay_with, ReplayProgress};
 pub use verify::VerifyError;

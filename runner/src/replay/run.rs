@@ -10,6 +10,7 @@ use super::report::{ConfigReport, Counts, PassReport, ReplayReport};
 use super::verify::verify_pass;
 use crate::buffer::zeroed;
 use crate::encoders::{EncoderChoice, FirmwareFailure, InProcessEncoder, StreamEncoder};
+use crate::host_memory::Budget;
 use crate::series::SnapshotSource;
 
 /// Told how a replay advances (the command line draws a progress bar with it).
@@ -74,7 +75,8 @@ pub fn replay_with(
     let mut prev = zeroed(mem, "the previous snapshot")?;
     let mut cur = zeroed(mem, "the current snapshot")?;
 
-    let mut rows = Vec::with_capacity(passes);
+    // grows pass by pass: a series of many passes needs no reservation up front
+    let mut rows = Vec::new();
     for pass in 0..passes {
         source
             .read(pass, &mut cur)
@@ -99,6 +101,34 @@ pub fn replay_with(
         passes: rows,
         total: PassReport::new(None, run.total),
     })
+}
+
+/// The large buffers a replay of `passes` snapshots of `mem_bytes` holds at once (the series'
+/// own memory aside), for a check against the host's memory before anything is allocated
+/// (`host_memory::Budget::check`).
+pub fn memory_budget(
+    cfg: &Config,
+    mem_bytes: usize,
+    passes: usize,
+    choice: &EncoderChoice,
+    fallback: bool,
+) -> Budget {
+    let pages = mem_bytes / (cfg.page_size as usize).max(1);
+    let firmware = matches!(choice, EncoderChoice::Firmware(_));
+    let mut b = Budget::new();
+    b.add_len("the encoder's storage", cfg.encoder_storage_len())
+        .add_len("the decoder's storage", cfg.decoder_storage_len())
+        .add_len("the destination image", mem_bytes)
+        .add_len("the previous snapshot", mem_bytes)
+        .add_len("the current snapshot", mem_bytes)
+        // the pass's page list and the destination's list of delivered pages
+        .add_len("the page lists", pages.saturating_mul(2 * size_of::<u64>()))
+        .add_len("the report", passes.saturating_mul(size_of::<PassReport>()));
+    if fallback && firmware {
+        b.add_len("the fallback encoder's storage", cfg.encoder_storage_len())
+            .add_len("the fallback decoder's storage", cfg.decoder_storage_len());
+    }
+    b
 }
 
 /// Checks that `source` and `cfg` fit together; returns (pages, passes).

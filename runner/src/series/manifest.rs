@@ -38,6 +38,39 @@ pub struct Manifest {
     pub description: Option<String>,
 }
 
+/// The largest `manifest.json` read: a list of 100,000 snapshots takes about 3 MB.
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// Opens `path` for reading if it is a regular file. The open does not block (a FIFO
+/// planted there would wait for a writer forever), and the check is made on the file that
+/// was opened, so it cannot be swapped in between.
+fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    Ok(f)
+}
+
+/// The text of a manifest: a regular file of at most [`MAX_MANIFEST_BYTES`].
+fn read_manifest(path: &Path) -> Result<String> {
+    let f = open_regular(path)?;
+    let mut text = String::new();
+    f.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        bail!(
+            "{} is larger than {} MiB: not a series manifest",
+            path.display(),
+            MAX_MANIFEST_BYTES >> 20
+        );
+    }
+    Ok(text)
+}
+
 /// A checked snapshot series folder.
 #[derive(Debug, Clone)]
 pub struct SnapshotDir {
@@ -52,7 +85,7 @@ impl SnapshotDir {
     /// snapshot file present and exactly `mem_bytes` long.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
+        let text = read_manifest(&path).with_context(|| {
             format!(
                 "cannot read {} (a snapshot series folder needs a {MANIFEST_FILE})",
                 path.display()
@@ -166,7 +199,8 @@ impl SnapshotSource for SnapshotDir {
 
     fn read(&mut self, i: usize, buf: &mut [u8]) -> Result<()> {
         let path = self.snapshot_path(i);
-        let mut f = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut f =
+            open_regular(&path).with_context(|| format!("cannot open {}", path.display()))?;
         f.read_exact(buf).with_context(|| {
             format!(
                 "cannot read {} bytes of snapshot {i} from {}",

@@ -32,6 +32,7 @@
 use anyhow::{bail, Result};
 
 use super::SnapshotSource;
+use crate::host_memory::Budget;
 
 /// A SplitMix64 pseudo-random generator: tiny, fast, deterministic, good enough for
 /// workload synthesis (not for cryptography).
@@ -423,6 +424,23 @@ fn gen_code(rng: &mut SplitMix64, page: &mut [u8]) {
             p += 1;
         }
     }
+}
+
+/// The memory a series for `params` holds: its image, the kind of every page, the library
+/// pool, and the hot and warm page lists (at most one entry per page each).
+pub fn memory_budget(params: &SyntheticParams) -> Budget {
+    let pages = params.mem_bytes / params.page_size.max(1);
+    let mut b = Budget::new();
+    b.add_len("the synthetic image", params.mem_bytes)
+        .add_len(
+            "the synthetic page lists",
+            pages.saturating_mul(size_of::<PageKind>() + 2 * size_of::<u64>()),
+        )
+        .add_len(
+            "the synthetic library",
+            params.library_pages.saturating_mul(params.page_size),
+        );
+    b
 }
 
 /// A generated, evolving guest memory image; see the module documentation.

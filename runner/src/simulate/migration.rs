@@ -6,12 +6,17 @@
 //! resumes there). Encoding time is not modelled: the codec runs at hundreds of MB/s, the
 //! links modelled here at 125 MB/s or less.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use pagewire::policy::{Decision, IterationReport};
 
 use super::guest::Guest;
 use super::link::LinkModel;
 use super::sender::Sender;
+
+/// The longest simulated migration, in simulated seconds (6 hours). The guest's workload is
+/// stepped through every simulated second (about 10 ms of work per second for a 128 MiB
+/// guest), so this bounds how long `simulate` runs too.
+pub const MAX_SIMULATED_S: f64 = 6.0 * 3600.0;
 
 /// What one iteration did.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -90,6 +95,20 @@ impl<'a, 'w> Migration<'a, 'w> {
         bytes as f64 / self.link.throughput()
     }
 
+    /// Fails once the simulated clock has passed [`MAX_SIMULATED_S`]: the guest is stepped
+    /// through every simulated second, so a clock without bound is a run without end.
+    fn check_clock(&self) -> Result<()> {
+        if self.now > MAX_SIMULATED_S {
+            bail!(
+                "a simulated migration passed {} hours of simulated time without finishing \
+                 (the simulator's limit): the link is too slow for this guest; raise \
+                 --bandwidth or --window-mib, or lower --rtt or --mem-mib",
+                MAX_SIMULATED_S / 3600.0
+            );
+        }
+        Ok(())
+    }
+
     /// Sends the pending pages while the guest keeps running; returns what a stop policy is
     /// fed.
     pub fn iterate(&mut self) -> Result<IterationReport> {
@@ -97,6 +116,7 @@ impl<'a, 'w> Migration<'a, 'w> {
         let mut bytes = 0;
         let pages = std::mem::take(&mut self.to_send);
         for &pfn in &pages {
+            self.check_clock()?;
             self.guest.run_until(self.now)?;
             let b = self.sender.page(pfn, self.guest.page(pfn))?;
             bytes += b;
@@ -105,6 +125,7 @@ impl<'a, 'w> Migration<'a, 'w> {
         let b = self.sender.end_iteration()?;
         bytes += b;
         self.now += self.wire_time(b) + self.link.rtt_s;
+        self.check_clock()?;
         self.guest.run_until(self.now)?;
         self.to_send = self.guest.take_dirty();
         self.bytes += bytes;
@@ -170,5 +191,77 @@ impl<'a, 'w> Migration<'a, 'w> {
                 return self.stop_and_copy();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::sender::CodecMode;
+    use crate::simulate::timeline::Timeline;
+    use pagewire::policy::StopPolicy;
+
+    /// 16 pages, every one rewritten every simulated second.
+    struct Busy {
+        image: Vec<u8>,
+        round: u8,
+    }
+
+    impl Timeline for Busy {
+        fn name(&self) -> &str {
+            "busy"
+        }
+        fn page_size(&self) -> usize {
+            4096
+        }
+        fn mem_bytes(&self) -> usize {
+            self.image.len()
+        }
+        fn interval_s(&self, _k: usize) -> f64 {
+            1.0
+        }
+        fn reset(&mut self) -> Result<()> {
+            self.image.fill(0);
+            Ok(())
+        }
+        fn image(&self) -> &[u8] {
+            &self.image
+        }
+        fn step(&mut self) -> Result<Vec<u64>> {
+            self.round = self.round.wrapping_add(1);
+            self.image.fill(self.round);
+            Ok((0..16).collect())
+        }
+    }
+
+    /// A policy that never stops (the codec's all have a ceiling; a broken one might not).
+    struct Never;
+
+    impl StopPolicy for Never {
+        fn decide(&mut self, _r: &IterationReport) -> Decision {
+            Decision::Continue
+        }
+        fn name(&self) -> &'static str {
+            "never"
+        }
+    }
+
+    #[test]
+    fn the_simulated_clock_is_bounded() {
+        let mut t = Busy {
+            image: vec![0; 16 * 4096],
+            round: 0,
+        };
+        // an iteration of 16 raw pages takes about an hour
+        let link = LinkModel {
+            bytes_per_s: 16.0 * 4104.0 / 3600.0,
+            rtt_s: 0.0,
+            window_bytes: 1e9,
+        };
+        let cfg = pagewire::Config::DEFAULT;
+        let sender = Sender::new(CodecMode::None, cfg, &mut []).unwrap();
+        let m = Migration::new(Guest::start(&mut t).unwrap(), sender, link);
+        let e = m.run(&mut Never).unwrap_err().to_string();
+        assert!(e.contains("passed 6 hours of simulated time"), "{e}");
     }
 }

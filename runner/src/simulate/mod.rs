@@ -17,11 +17,13 @@ use pagewire::policy::PolicyKind;
 use pagewire::Config;
 
 pub use link::LinkModel;
-pub use migration::{Migration, RunResult, SimIteration};
+pub use migration::{Migration, RunResult, SimIteration, MAX_SIMULATED_S};
 pub use report::{GroupMember, GroupRun, Row, SimReport};
 pub use sender::{CodecMode, Sender};
 pub use timeline::{SnapshotTimeline, SyntheticTimeline, Timeline};
 
+use crate::host_memory::Budget;
+use crate::workload::Workload;
 use guest::Guest;
 
 /// Everything a simulation run needs besides the workload.
@@ -191,6 +193,131 @@ pub fn run_all(
         rows,
         groups,
     })
+}
+
+/// A guest a simulation will run, known before anything is allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedGuest {
+    /// Its name in reports and messages.
+    pub name: String,
+    /// Guest memory in bytes.
+    pub mem_bytes: usize,
+    /// Its built-in workload, or `None` for a snapshot series.
+    pub workload: Option<Workload>,
+}
+
+/// The guests [`run_all`] will run, as [`timeline::open`] and [`timeline::group`] build
+/// them: the single runs (the series `dir`, named and sized, or each of `builtins` with
+/// `mem_bytes`), and with `group` the Synchronized Arrival pair.
+pub fn plan(
+    dir: Option<(&str, usize)>,
+    builtins: &[Workload],
+    mem_bytes: usize,
+    group: bool,
+) -> (Vec<PlannedGuest>, Vec<PlannedGuest>) {
+    let singles: Vec<PlannedGuest> = match dir {
+        Some((name, mem)) => vec![PlannedGuest {
+            name: name.to_owned(),
+            mem_bytes: mem,
+            workload: None,
+        }],
+        None => builtins
+            .iter()
+            .map(|&w| PlannedGuest {
+                name: w.name().to_owned(),
+                mem_bytes,
+                workload: Some(w),
+            })
+            .collect(),
+    };
+    if !group {
+        return (singles, Vec::new());
+    }
+    let big = singles.first().map_or(mem_bytes, |g| g.mem_bytes);
+    let pair = vec![
+        PlannedGuest {
+            name: "the group's web tier".into(),
+            mem_bytes: timeline::web_tier_bytes(big),
+            workload: Some(Workload::HotSet),
+        },
+        PlannedGuest {
+            name: "the group's database tier".into(),
+            mem_bytes: big,
+            workload: dir.is_none().then_some(Workload::Database),
+        },
+    ];
+    (singles, pair)
+}
+
+/// Checks up front that the link carries each planned guest's first pass within
+/// [`MAX_SIMULATED_S`] (the group's members share it).
+pub fn check_link(
+    link: &LinkModel,
+    singles: &[PlannedGuest],
+    group: &[PlannedGuest],
+    page_size: usize,
+) -> Result<()> {
+    for g in singles {
+        link.check_first_pass(g.mem_bytes, page_size, &g.name)?;
+    }
+    let shared = link.share(group.len());
+    for g in group {
+        shared.check_first_pass(g.mem_bytes, page_size, &g.name)?;
+    }
+    Ok(())
+}
+
+/// The memory [`run_all`] holds at once for these guests: every timeline (they live for
+/// the whole run), one more synthetic series (a timeline's reset builds the new one before
+/// the old is gone), and the larger of one single run and the group run.
+pub fn memory_budget(singles: &[PlannedGuest], group: &[PlannedGuest], codec: &Config) -> Budget {
+    let mut b = Budget::new();
+    let mut largest_series = Budget::new();
+    for g in singles.iter().chain(group) {
+        let t = timeline::memory_budget(g.workload, g.mem_bytes, &g.name);
+        if g.workload.is_some() && t.total() > largest_series.total() {
+            largest_series = t.clone();
+        }
+        b.extend(t);
+    }
+    for (what, bytes) in largest_series.items() {
+        b.add(format!("{what}, rebuilt"), *bytes);
+    }
+    let single = singles
+        .iter()
+        .map(|g| run_memory_budget(g.mem_bytes, codec, &g.name))
+        .max_by_key(Budget::total)
+        .unwrap_or_default();
+    let mut pair = Budget::new();
+    for g in group {
+        pair.extend(run_memory_budget(g.mem_bytes, codec, &g.name));
+    }
+    b.extend(if pair.total() > single.total() {
+        pair
+    } else {
+        single
+    });
+    b
+}
+
+/// The memory one simulated migration of `mem_bytes` holds besides its timeline: the
+/// guest's current memory, its dirty log and write plan, the encoder's storage and output.
+pub fn run_memory_budget(mem_bytes: usize, codec: &Config, name: &str) -> Budget {
+    let pages = mem_bytes / (codec.page_size as usize).max(1);
+    let storage = CodecMode::ALL
+        .iter()
+        .map(|&m| sender::storage_len(m, *codec))
+        .max()
+        .unwrap_or(0);
+    let mut b = Budget::new();
+    b.add_len(format!("the running memory of {name}"), mem_bytes)
+        // dirty flags (1 byte), dirty list, send list and write plan (8, 8 and 16 bytes)
+        .add_len(format!("the dirty log of {name}"), pages.saturating_mul(33))
+        .add_len(
+            format!("the encoder of {name}"),
+            storage.saturating_add(codec.max_output_len()),
+        );
+    b
 }
 
 /// Runs `run_all` would make for these inputs (for a progress bar).

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::series::{SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
+use crate::host_memory::Budget;
+use crate::series::{synthetic, SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
 use crate::workload::Workload;
 
 /// A guest's memory over simulated time: snapshots that can be replayed from the start as
@@ -167,9 +168,7 @@ impl SnapshotTimeline {
                 path.display()
             );
         }
-        let name = path
-            .file_name()
-            .map_or_else(|| "trace".to_owned(), |n| n.to_string_lossy().into_owned());
+        let name = series_name(path);
         let bytes = dir.manifest().mem_bytes as usize;
         let mut w = SnapshotTimeline {
             name,
@@ -232,6 +231,40 @@ impl Timeline for SnapshotTimeline {
     }
 }
 
+/// The memory a timeline holds: a built-in workload's synthetic series (`Some(kind)`), or a
+/// snapshot series' two images (`None`), for `mem_bytes` of guest memory.
+pub fn memory_budget(kind: Option<Workload>, mem_bytes: usize, name: &str) -> Budget {
+    match kind {
+        Some(k) => {
+            let mut b = Budget::new();
+            for (what, bytes) in synthetic::memory_budget(&params(k, mem_bytes)).items() {
+                b.add(format!("{what} of {name}"), *bytes);
+            }
+            b
+        }
+        None => {
+            let mut b = Budget::new();
+            b.add_len(
+                format!("the two snapshots of {name}"),
+                mem_bytes.saturating_mul(2),
+            );
+            b
+        }
+    }
+}
+
+/// Memory of the group's web tier for a database tier of `big` bytes (see [`group`]).
+pub fn web_tier_bytes(big: usize) -> usize {
+    let page = 1usize << 20;
+    (big / 2 / page).max(1) * page
+}
+
+/// A snapshot series' name in reports: its folder's name.
+pub fn series_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| "trace".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
 /// Timelines of the named built-in workloads, or of the snapshot series at `dir`.
 pub fn open(
     dir: Option<&Path>,
@@ -260,10 +293,11 @@ pub fn group(
     seed: u64,
 ) -> Result<Vec<Box<dyn Timeline>>> {
     let big = timelines.first().map_or(mem_bytes, |w| w.mem_bytes());
-    let page = 1usize << 20;
-    let half = (big / 2 / page).max(1) * page;
-    let web: Box<dyn Timeline> =
-        Box::new(SyntheticTimeline::new(Workload::HotSet, half, seed + 1)?);
+    let web: Box<dyn Timeline> = Box::new(SyntheticTimeline::new(
+        Workload::HotSet,
+        web_tier_bytes(big),
+        seed + 1,
+    )?);
     let db: Box<dyn Timeline> = match dir {
         Some(d) => Box::new(SnapshotTimeline::open(d)?),
         None => Box::new(SyntheticTimeline::new(Workload::Database, big, seed)?),
