@@ -60,6 +60,7 @@ struct Report {
     pages: String,
     rows: Vec<Row>,
     zero_pages: Vec<Row>,
+    zero_pages_read_ceiling_gb_s: f64,
     lanes: Vec<(usize, f64)>,
     best_by_link: Vec<(String, String, f64)>,
 }
@@ -83,6 +84,44 @@ fn part(raw: u64, wire: u64, enc: Duration, dec: Duration) -> Part {
         encode_gb_s: gb(enc),
         decode_gb_s: gb(dec),
     }
+}
+
+/// `pages` zero pages as a guest's zeroed memory holds them: written. A buffer never written
+/// is the kernel's one shared zero page, which the CPU cache serves at any size, so a codec
+/// reading it would be measured against the cache, not memory.
+fn written_zero_pages(pages: usize, ps: usize) -> PageSet {
+    let mut data = vec![0xa5u8; pages * ps];
+    std::hint::black_box(&mut data);
+    data.fill(0);
+    PageSet {
+        name: "zero pages".into(),
+        page_size: ps,
+        mem_bytes: pages * ps,
+        passes: vec![(0..pages).map(|p| (p as u64, p * ps)).collect()],
+        data: std::hint::black_box(data),
+    }
+}
+
+/// GB/s of reading every page of `set`'s first pass (a word sum), the fastest of `repeat`:
+/// the most any codec that must look at every byte can do on these pages.
+fn read_ceiling(set: &PageSet, repeat: usize) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..repeat {
+        let t = Instant::now();
+        // eight independent sums, so the loop is bound by loads, not by one add chain
+        let mut sums = [0u64; 8];
+        for &(_, off) in &set.passes[0] {
+            for line in set.page(off).chunks_exact(64) {
+                for (s, w) in sums.iter_mut().zip(line.chunks_exact(8)) {
+                    *s = s.wrapping_add(u64::from_ne_bytes(w.try_into().unwrap()));
+                }
+            }
+        }
+        std::hint::black_box(sums);
+        let bytes = (set.passes[0].len() * set.page_size) as f64;
+        best = best.max(bytes / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
 }
 
 /// Runs one codec over every pass; verifies the destination after each pass.
@@ -363,15 +402,10 @@ fn main() -> Result<()> {
         &rows,
     );
 
-    // zero pages alone, against the copy ceiling on the same pages
-    let pages = 16384;
-    let zero = PageSet {
-        name: "zero pages".into(),
-        page_size: ps,
-        mem_bytes: pages * ps,
-        passes: vec![(0..pages).map(|p| (p as u64, p * ps)).collect()],
-        data: vec![0u8; pages * ps],
-    };
+    // zero pages alone, against the read ceiling on the same pages
+    let zero = written_zero_pages(16384, ps);
+    let pages = zero.pages_in(0..1);
+    let read_gb_s = read_ceiling(&zero, args.repeat.max(3));
     let mut zero_rows = Vec::new();
     for (verify, make) in makers(ps) {
         let c = make()?;
@@ -386,7 +420,8 @@ fn main() -> Result<()> {
             zero_rows.push(best_of(args.repeat.max(3), &make, &zero, verify)?);
         }
     }
-    print_rows(&format!("{pages} zero pages"), &zero_rows);
+    print_rows(&format!("{pages} zero pages (written first)"), &zero_rows);
+    println!("read ceiling (summing the same pages): {read_gb_s:.2} GB/s");
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut lane_rows = Vec::new();
@@ -431,9 +466,10 @@ fn main() -> Result<()> {
     println!("\nspeed targets (ratios within this run):");
     let find = |name: &str| rows.iter().find(|r| r.codec == name);
     let zfind = |name: &str| zero_rows.iter().find(|r| r.codec == name);
-    if let (Some(copy), Some(z)) = (zfind("memcpy (ceiling)"), zfind("pagewire all + LZ4")) {
-        let r = z.all_passes.encode_gb_s / copy.all_passes.encode_gb_s;
-        check("zero pages >= 0.9x copy", r >= 0.9, format!("{:.2}x", r));
+    if let Some(z) = zfind("pagewire all + LZ4") {
+        // finding a zero page is reading it: the ceiling is reading, not copying
+        let r = z.all_passes.encode_gb_s / read_gb_s;
+        check("zero pages >= 0.9x read", r >= 0.9, format!("{:.2}x", r));
     }
     if let (Some(pw), Some(xb)) = (find("pagewire all, no LZ4"), find("xbzrle (QEMU-style)")) {
         let (p, x) = (&pw.later_passes, &xb.later_passes);
@@ -483,6 +519,7 @@ fn main() -> Result<()> {
             pages: label,
             rows,
             zero_pages: zero_rows,
+            zero_pages_read_ceiling_gb_s: read_gb_s,
             lanes: lane_rows,
             best_by_link,
         };
