@@ -23,11 +23,11 @@ fn small_cfg() -> Config {
 #[test]
 fn hand_built_stream_matches_the_spec() {
     let cfg = small_cfg();
-    // stream header: magic, version 2, flags 0, blocks 4, reserved, page_size 4096,
+    // stream header: magic, version 3, flags 0, blocks 4, reserved, page_size 4096,
     // cache 4, frame_bytes 8192, delta_threshold 2048, stream id, CRC-32C of bytes 0..28
     let mut want = Vec::new();
     want.extend_from_slice(b"PGWR");
-    want.extend_from_slice(&[2, 0, 4, 0]);
+    want.extend_from_slice(&[3, 0, 4, 0]);
     want.extend_from_slice(&4096u32.to_le_bytes());
     want.extend_from_slice(&4u32.to_le_bytes());
     want.extend_from_slice(&8192u32.to_le_bytes());
@@ -108,7 +108,7 @@ fn encoder_output_is_pinned() {
     // Everything but the two large payloads, in order: header, frame 0 header, records.
     let s = hex(&wire);
     let expected_prefix = concat!(
-        "5047575202000400",
+        "5047575203000400",
         "00100000",
         "04000000",
         "00400000",
