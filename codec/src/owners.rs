@@ -64,7 +64,12 @@ impl<'a> Owners<'a> {
                 slot + cap - self.pending_first
             };
             if k0 < self.pending_len {
-                let latest = k0 + (self.pending_len - 1 - k0) / cap * cap;
+                // the frame's last insertion into this slot (it wraps only past `cap`)
+                let latest = if self.pending_len <= cap {
+                    k0
+                } else {
+                    k0 + (self.pending_len - 1 - k0) / cap * cap
+                };
                 return self.pending[latest];
             }
         }

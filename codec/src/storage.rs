@@ -32,6 +32,7 @@ impl<'a> Carver<'a> {
     }
 
     /// The next `count` 32-bit words.
+    #[cfg(any(feature = "encoder", feature = "decoder"))]
     pub fn words32(&mut self, count: usize) -> Result<&'a mut [u32]> {
         let bytes = self.bytes(count * 4)?;
         bytemuck::try_cast_slice_mut(bytes).map_err(|_| Error::InsufficientStorage {
