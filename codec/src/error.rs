@@ -87,14 +87,11 @@ impl fmt::Display for Error {
             }
             Error::Finished => write!(f, "the stream is already finished or failed; start a new one"),
             Error::BadMagic => write!(f, "not a pagewire stream (bad magic)"),
-            Error::UnsupportedVersion(v) if v < crate::FORMAT_VERSION => write!(
+            Error::UnsupportedVersion(v) => write!(
                 f,
-                "format version {v} comes from an older release; this one reads version {} only: run the same release at both ends",
+                "unsupported format version {v}: this release reads version {} only; run releases of the same format version at both ends",
                 crate::FORMAT_VERSION
             ),
-            Error::UnsupportedVersion(v) => {
-                write!(f, "unsupported format version {v}; upgrade the receiver")
-            }
             Error::CrcMismatch => write!(f, "CRC-32C mismatch: the stream was corrupted in transit"),
             Error::Truncated => write!(f, "stream truncated: input ends inside a frame or before the end record"),
             Error::WrongStream => write!(f, "frame belongs to another stream (stream id differs)"),

@@ -33,7 +33,7 @@ pub(super) fn check_body(
     mut st: ParseState,
     iteration: u64,
     page_records: u64,
-    owners: &mut Owners<'_>,
+    owners: &mut Owners<'_, true>,
 ) -> Result<Tally> {
     let mut t = Tally {
         iteration,
@@ -81,7 +81,7 @@ pub(super) fn check_body(
 /// slot it refers to must be live, a PATCH must name its own page's slot; then its page's
 /// old slot retires unless the record leaves the page equal to it, and an inserting record
 /// makes the new slot its page's.
-fn check_owners(record: &Record<'_>, st: &ParseState, owners: &mut Owners<'_>) -> Result<()> {
+fn check_owners(record: &Record<'_>, st: &ParseState, owners: &mut Owners<'_, true>) -> Result<()> {
     let slot = |age| slot_for_age(st.inserted, st.capacity, age);
     match *record {
         Record::Zero { pfn } => owners.retire(pfn),
@@ -139,7 +139,7 @@ fn check_owners(record: &Record<'_>, st: &ParseState, owners: &mut Owners<'_>) -
     Ok(())
 }
 
-fn live(owners: &Owners<'_>, slot: usize) -> Result<()> {
+fn live(owners: &Owners<'_, true>, slot: usize) -> Result<()> {
     if owners.is_live(slot) {
         Ok(())
     } else {
@@ -148,9 +148,9 @@ fn live(owners: &Owners<'_>, slot: usize) -> Result<()> {
 }
 
 /// An inserting record for `pfn`, its new slot the head of the ring at `st`.
-fn insert(owners: &mut Owners<'_>, st: &ParseState, pfn: u64) -> Result<()> {
+fn insert(owners: &mut Owners<'_, true>, st: &ParseState, pfn: u64) -> Result<()> {
     let head = (st.inserted % st.capacity) as usize;
-    if owners.insert(head, st.inserted >= st.capacity, pfn, true) {
+    if owners.insert(head, st.inserted >= st.capacity, pfn) {
         Ok(())
     } else {
         Err(Error::Malformed(

@@ -88,7 +88,7 @@ pub struct Encoder<'a> {
     exhaustive: bool,
     cache: PageCache<'a>,
     /// Owners of the slots and which are live: the retirement rule, as the decoder keeps it.
-    owners: Owners<'a>,
+    owners: Owners<'a, false>,
     /// Pages the frame being filled inserts (at most `Config::max_frame_inserts`).
     frame_inserts: usize,
     content: ContentIndex<'a>,

@@ -65,7 +65,7 @@ impl Encoder<'_> {
     fn take_head(&mut self, pfn: u64, page: &[u8]) -> usize {
         let slot = self.cache.head_slot();
         let filled = self.cache.ring().head_filled();
-        self.owners.insert(slot, filled, pfn, false);
+        self.owners.insert(slot, filled, pfn);
         self.cache.page_mut(slot).copy_from_slice(page);
         let seq = self.cache.advance();
         self.address.put(pfn, seq);

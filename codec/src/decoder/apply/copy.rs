@@ -14,7 +14,7 @@ use crate::wire::record::{block_item, BlockItem, BlockKind, ParseState, Record};
 /// returns its pfn.
 pub(super) fn apply_page<D: Destination>(
     cache: &mut PageCache<'_>,
-    owners: &mut Owners<'_>,
+    owners: &mut Owners<'_, true>,
     scratch: &mut [u8],
     record: Record<'_>,
     st: &ParseState,
@@ -72,7 +72,7 @@ pub(super) fn apply_page<D: Destination>(
 }
 
 /// The head slot, now `pfn`'s: its owner stored, the ring advanced.
-fn insert(cache: &mut PageCache<'_>, owners: &mut Owners<'_>, pfn: u64) -> usize {
+fn insert(cache: &mut PageCache<'_>, owners: &mut Owners<'_, true>, pfn: u64) -> usize {
     let head = cache.head_slot();
     owners.store_owner(head, pfn);
     cache.advance();

@@ -15,7 +15,7 @@ use crate::wire::record::{block_item, BlockItem, BlockKind, ParseState, Record};
 /// Writes the page of a page record (parsed from state `st`) into `dest`; returns its pfn.
 pub(super) fn apply_page<D: Destination>(
     ring: &mut Ring,
-    owners: &mut Owners<'_>,
+    owners: &mut Owners<'_, true>,
     scratch: &mut [u8],
     record: Record<'_>,
     st: &ParseState,
@@ -97,7 +97,7 @@ pub(super) fn apply_page<D: Destination>(
 }
 
 /// The head slot, now `pfn`'s: its owner stored, the ring advanced.
-fn insert(ring: &mut Ring, owners: &mut Owners<'_>, pfn: u64) {
+fn insert(ring: &mut Ring, owners: &mut Owners<'_, true>, pfn: u64) {
     owners.store_owner(ring.head_slot(), pfn);
     ring.advance();
 }
@@ -125,7 +125,7 @@ fn copy_page<D: Destination>(dest: &mut D, from: u64, to: u64, page_size: usize)
 /// A validated BLOCKS record, its references resolved to owner pages.
 struct Blocks<'r, 'o> {
     ring: &'r Ring,
-    owners: &'r Owners<'o>,
+    owners: &'r Owners<'o, true>,
     st: &'r ParseState,
     kinds: &'r [BlockKind; MAX_BLOCKS_PER_PAGE],
     /// Owner of the base page of the delta blocks.

@@ -28,7 +28,7 @@ pub(super) enum Store<'a> {
 /// page built out of (among others) the page it replaces.
 pub(super) struct Pages<'a> {
     pub store: Store<'a>,
-    pub owners: Owners<'a>,
+    pub owners: Owners<'a, true>,
     pub scratch: &'a mut [u8],
 }
 
