@@ -1,6 +1,7 @@
 //! The record for one page, step by step: zero page, the page delta against the page's
-//! previous version (a duplicate, or a PATCH when small enough), the per-block plan (with a
-//! duplicate found by content), block deltas, then the smallest of the page delta, BLOCKS and RAW.
+//! previous version (a duplicate, or a PATCH or DELTA when small enough), the per-block plan
+//! (with a duplicate found by content), block deltas, then the smallest of the page delta,
+//! BLOCKS and RAW. Only live slots are ever named (format version 3's retirement rule).
 
 use super::blocks::BlockPlan;
 use super::{Base, Encoder};
@@ -73,7 +74,8 @@ impl Encoder<'_> {
     }
 
     /// The page delta comes first. Empty: the page is unchanged, a duplicate. Within the
-    /// delta threshold: sent at once as a PATCH, without content lookups, block deltas or
+    /// delta threshold: sent at once (a PATCH, or a DELTA where the base is another page's
+    /// slot), without content lookups, block deltas or
     /// hashing (weighing it against a block layout sends almost the same bytes for much more
     /// work; `docs/PERFORMANCE.md`). In both cases the record is written and `None` comes
     /// back. Otherwise (or with `exhaustive`, where a delta within the threshold stays a
@@ -125,7 +127,7 @@ impl Encoder<'_> {
         Some(Pending { page_delta, bounds })
     }
 
-    /// Writes the smallest of the candidates: a PATCH of the page delta (when one was kept),
+    /// Writes the smallest of the candidates: the page delta (when one was kept),
     /// the BLOCKS record of `plan`, or the RAW page.
     fn write_smallest(
         &mut self,
