@@ -294,6 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn each_mode_needs_its_storage_and_no_more() {
+        for mode in [DecodeMode::InPlace, DecodeMode::CacheCopy] {
+            let need = CFG.decoder_storage_len_for(mode);
+            let mut mem = [0u8; CFG.decoder_storage_len() + 8];
+            // any alignment of the buffer will do
+            for skew in [0, 3] {
+                let exact = &mut mem[skew..skew + need];
+                assert_eq!(
+                    Decoder::new(CFG, mode, exact).map(|d| d.mode()).ok(),
+                    Some(mode)
+                );
+            }
+            assert_eq!(
+                Decoder::new(CFG, mode, &mut mem[..need - 1]).err(),
+                Some(Error::InsufficientStorage {
+                    needed: need,
+                    given: need - 1
+                })
+            );
+        }
+        // in place: the owner tables and the frame buffers, no page copies
+        let in_place = CFG.decoder_storage_len_for(DecodeMode::InPlace);
+        assert!(in_place < CFG.frame_bytes as usize * 3 / 2 + 2 * 16 + 4096 + 64);
+    }
+
+    #[test]
     fn partial_frames_wait_for_more_input() {
         let mut mem = [0u8; CFG.decoder_storage_len()];
         let mut dec = Decoder::new(CFG, DecodeMode::CacheCopy, &mut mem).unwrap();
