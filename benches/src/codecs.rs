@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use pagewire::xbzrle::{self, XbzrleCache, XbzrlePage};
-use pagewire::{Config, Decoder, Encoder, Features, Sink};
+use pagewire::{Config, DecodeMode, Decoder, Encoder, Features, MemoryImage};
 
 use crate::PageSet;
 
@@ -360,20 +360,6 @@ impl Pagewire {
     }
 }
 
-struct Into<'m> {
-    mem: &'m mut [u8],
-    ps: usize,
-}
-
-impl Sink for Into<'_> {
-    fn page(&mut self, pfn: u64, data: &[u8]) {
-        let at = pfn as usize * self.ps;
-        if let Some(d) = self.mem.get_mut(at..at + self.ps) {
-            d.copy_from_slice(data);
-        }
-    }
-}
-
 impl Codec for Pagewire {
     fn name(&self) -> String {
         self.label.clone()
@@ -385,7 +371,8 @@ impl Codec for Pagewire {
         self.enc = Some(e);
         self.dec = Some(Decoder::new(
             self.cfg,
-            leak(self.cfg.decoder_storage_len()),
+            DecodeMode::CacheCopy,
+            leak(self.cfg.decoder_storage_len_for(DecodeMode::CacheCopy)),
         )?);
         Ok(())
     }
@@ -439,11 +426,8 @@ impl Codec for Pagewire {
             }
             input = &input[pagewire::HEADER_LEN..];
         }
-        let mut sink = Into {
-            mem,
-            ps: self.cfg.page_size as usize,
-        };
-        let used = dec.decode(input, &mut sink)?;
+        let mut dest = MemoryImage::new(mem, self.cfg.page_size as usize);
+        let used = dec.decode(input, &mut dest)?;
         if used != input.len() {
             bail!("pagewire: {} bytes left undecoded", input.len() - used);
         }

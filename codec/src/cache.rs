@@ -7,22 +7,19 @@
 use crate::error::Result;
 use crate::wire::record::slot_for_age;
 
-/// A FIFO ring of page slots.
-pub struct PageCache<'a> {
-    slots: &'a mut [u8],
-    page_size: usize,
+/// The FIFO order of the slots alone: how many pages were inserted, where each lives. The
+/// in-place decoder keeps only this (the pages themselves are in destination memory).
+#[derive(Clone, Copy)]
+pub struct Ring {
     capacity: u64,
     inserted: u64,
 }
 
-impl<'a> PageCache<'a> {
-    /// Builds an empty cache over `slots`, which holds exactly `capacity` pages.
-    pub fn new(slots: &'a mut [u8], page_size: usize) -> Self {
-        let capacity = (slots.len() / page_size) as u64;
-        PageCache {
-            slots,
-            page_size,
-            capacity,
+impl Ring {
+    /// An empty ring of `capacity` slots (at least 1).
+    pub fn new(capacity: u64) -> Self {
+        Ring {
+            capacity: capacity.max(1),
             inserted: 0,
         }
     }
@@ -43,6 +40,12 @@ impl<'a> PageCache<'a> {
     #[inline]
     pub fn head_slot(&self) -> usize {
         (self.inserted % self.capacity) as usize
+    }
+
+    /// True when the next insertion overwrites a page (every slot has been filled).
+    #[inline]
+    pub fn head_filled(&self) -> bool {
+        self.inserted >= self.capacity
     }
 
     /// The slot of the page with this age.
@@ -69,6 +72,68 @@ impl<'a> PageCache<'a> {
             return None;
         }
         Some(self.inserted - seq)
+    }
+
+    /// Marks the head slot as filled; returns the `seq` it was given.
+    #[inline]
+    pub fn advance(&mut self) -> u64 {
+        self.inserted += 1;
+        self.inserted - 1
+    }
+}
+
+/// A FIFO ring of page slots.
+pub struct PageCache<'a> {
+    slots: &'a mut [u8],
+    page_size: usize,
+    ring: Ring,
+}
+
+impl<'a> PageCache<'a> {
+    /// Builds an empty cache over `slots`, which holds exactly `capacity` pages.
+    pub fn new(slots: &'a mut [u8], page_size: usize) -> Self {
+        let capacity = (slots.len() / page_size) as u64;
+        PageCache {
+            slots,
+            page_size,
+            ring: Ring::new(capacity),
+        }
+    }
+
+    /// The FIFO order of the slots.
+    #[inline]
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Number of pages inserted since the start of the stream.
+    #[inline]
+    pub fn inserted(&self) -> u64 {
+        self.ring.inserted()
+    }
+
+    /// Slot the next insertion overwrites.
+    #[inline]
+    pub fn head_slot(&self) -> usize {
+        self.ring.head_slot()
+    }
+
+    /// The slot of the page with this age.
+    #[inline]
+    pub fn slot_for_age(&self, age: u64) -> Result<usize> {
+        self.ring.slot_for_age(age)
+    }
+
+    /// Age of the page now in `slot`, or `None` if the slot was never filled.
+    #[inline]
+    pub fn age_of_slot(&self, slot: usize) -> Option<u64> {
+        self.ring.age_of_slot(slot)
+    }
+
+    /// Age of the page inserted as number `seq`, if it is still cached.
+    #[inline]
+    pub fn age_of_seq(&self, seq: u64) -> Option<u64> {
+        self.ring.age_of_seq(seq)
     }
 
     /// The bytes of `slot`.
@@ -103,8 +168,7 @@ impl<'a> PageCache<'a> {
     /// Marks the head slot as filled; returns the `seq` it was given.
     #[inline]
     pub fn advance(&mut self) -> u64 {
-        self.inserted += 1;
-        self.inserted - 1
+        self.ring.advance()
     }
 }
 
@@ -117,7 +181,7 @@ mod tests {
     fn ages_and_slots() {
         let mut buf = [0u8; 3 * 4096];
         let mut c = PageCache::new(&mut buf, 4096);
-        assert_eq!(c.capacity(), 3);
+        assert_eq!(c.ring().capacity(), 3);
         assert_eq!(c.slot_for_age(1), Err(Error::EmptySlot));
         assert_eq!(c.age_of_slot(0), None);
         for _ in 0..5 {

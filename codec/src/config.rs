@@ -35,6 +35,25 @@ pub(crate) const LZ4_TABLE_SLOT: usize = core::mem::size_of::<lz4_flex::block::C
 pub const LZ4_TABLES_STORAGE_MAX: usize = 2 * (4096 * 4 + 2 * 64);
 const _: () = assert!(2 * ((LZ4_TABLE_SLOT + 7) & !7) <= LZ4_TABLES_STORAGE_MAX);
 
+/// How a [`Decoder`](crate::Decoder) keeps the pages its stream refers to. Both decode the
+/// same streams into the same memory, or fail with the same error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum DecodeMode {
+    /// Pages are built directly in destination memory and references are read from it: the
+    /// decoder keeps only the owner of each cache slot (16 bytes per slot). For a
+    /// destination that holds the guest's memory (a VMM, the C API's RAM regions).
+    InPlace = 0,
+    /// The decoder keeps its own copy of the cache (`cache_pages * page_size` bytes) and
+    /// copies each page out: for destinations without guest memory at hand (a relay, a
+    /// firmware, a callback).
+    CacheCopy = 1,
+}
+
+/// Every frame may insert at most `frame_bytes / FRAME_INSERT_DIVISOR` pages into the cache
+/// (see [`Config::max_frame_inserts`]).
+pub const FRAME_INSERT_DIVISOR: usize = 16;
+
 /// Everything both ends must agree on. Carried in the stream header, so the decoder learns it
 /// from the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +168,19 @@ impl Config {
         next_pow2(self.cache_pages as usize * 2)
     }
 
+    /// Most pages one frame may insert into the cache (RAW, DELTA and BLOCKS records):
+    /// `frame_bytes / 16`. A rule of the format (version 3): it bounds the owners a
+    /// decoder's validation pass must hold apart until the frame is applied.
+    pub const fn max_frame_inserts(&self) -> usize {
+        self.frame_bytes as usize / FRAME_INSERT_DIVISOR
+    }
+
+    /// Bytes of the owner tables (`docs/FORMAT.md`, owners): an owner pfn per slot and a
+    /// pfn map of two 4-byte entries per slot, 16 bytes per slot in all.
+    pub const fn owner_tables_len(&self) -> usize {
+        align8(self.cache_pages as usize * 8) + align8(self.cache_pages as usize * 2 * 4)
+    }
+
     /// Largest opaque blob one `append_blob` call may carry.
     pub const fn max_blob_len(&self) -> usize {
         self.frame_bytes as usize - RECORD_OVERHEAD
@@ -171,6 +203,7 @@ impl Config {
     /// for aligning the index tables, so any `&mut [u8]` of this length works).
     pub const fn encoder_storage_len(&self) -> usize {
         8 + align8(self.cache_len())
+            + self.owner_tables_len()
             + self.content_index_entries() * 8
             + self.address_index_entries() * 16
             + align8(self.frame_bytes as usize)
@@ -195,9 +228,28 @@ impl Config {
         self.lz4_tables() * LZ4_TABLE_SLOT
     }
 
-    /// Storage a [`Decoder`](crate::Decoder) needs for this configuration.
+    /// Storage a [`Decoder`](crate::Decoder) in [`DecodeMode::CacheCopy`] needs for this
+    /// configuration: [`Config::decoder_storage_len_for`] of that mode.
     pub const fn decoder_storage_len(&self) -> usize {
-        self.cache_len() + self.frame_bytes as usize + 2 * self.page_size as usize
+        self.decoder_storage_len_for(DecodeMode::CacheCopy)
+    }
+
+    /// Storage a [`Decoder`](crate::Decoder) needs in `mode` (includes slack for alignment,
+    /// so any `&mut [u8]` of this length works). Both modes hold the owner tables (16 bytes
+    /// per slot), the owners a frame gives until it is applied (8 bytes per insertion a
+    /// frame may make: `frame_bytes / 2`), a frame body for LZ4 and a page of scratch;
+    /// cache copy adds the cache itself. For the default configuration: 364,552 bytes in
+    /// place, 67,473,416 with a cache copy.
+    pub const fn decoder_storage_len_for(&self, mode: DecodeMode) -> usize {
+        let common = 8
+            + self.owner_tables_len()
+            + align8(self.max_frame_inserts() * 8)
+            + align8(self.frame_bytes as usize)
+            + align8(self.page_size as usize);
+        match mode {
+            DecodeMode::InPlace => common,
+            DecodeMode::CacheCopy => common + align8(self.cache_len()),
+        }
     }
 
     /// The 32-byte stream header for this configuration.
@@ -316,8 +368,8 @@ mod tests {
         let mut m = h;
         m[0] = b'X';
         assert_eq!(Config::from_header(&m), Err(Error::BadMagic));
-        // version 1 (before PATCH) and 3 (not yet written) are both refused
-        for version in [1, 3] {
+        // version 1 (before PATCH), 2 (before retirement) and 4 (not yet written) are refused
+        for version in [1, 2, 4] {
             let mut v = h;
             v[4] = version;
             assert_eq!(
@@ -343,5 +395,32 @@ mod tests {
         assert!(small.encoder_storage_len() < big.encoder_storage_len());
         assert!(big.decoder_storage_len() >= 1024 * 4096);
         assert!(Config::DEFAULT.max_output_len() > Config::DEFAULT.frame_bytes as usize);
+    }
+
+    #[test]
+    fn in_place_storage_is_16_bytes_per_slot_plus_the_frame_buffers() {
+        for cache_pages in [1u32, 3, 1000, 16384, 1 << 20] {
+            let c = Config {
+                cache_pages,
+                ..Config::DEFAULT
+            };
+            let frame = c.frame_bytes as usize;
+            let in_place = c.decoder_storage_len_for(DecodeMode::InPlace);
+            let slack = 8 * 6;
+            assert!(
+                in_place <= 16 * cache_pages as usize + frame + frame / 2 + 4096 + slack,
+                "{cache_pages}: {in_place}"
+            );
+            assert_eq!(
+                c.decoder_storage_len_for(DecodeMode::CacheCopy),
+                in_place + c.cache_len()
+            );
+        }
+        // the figures docs/FORMAT.md and the doc comment give
+        assert_eq!(
+            Config::DEFAULT.decoder_storage_len_for(DecodeMode::InPlace),
+            364_552
+        );
+        assert_eq!(Config::DEFAULT.decoder_storage_len(), 67_473_416);
     }
 }

@@ -46,6 +46,17 @@ pub enum Error {
     EmptySlot,
     /// A cache reference names a slot whose page was already evicted.
     EvictedSlot,
+    /// A cache reference names a slot its owner page has retired (format version 3: the
+    /// owner's memory has changed since, so the slot may no longer be referenced).
+    RetiredSlot,
+    /// A PATCH names a live slot that another page owns (a PATCH may only change the slot
+    /// of its own page).
+    ForeignPatch,
+    /// The destination has no place for page `pfn` (outside the guest's memory).
+    PfnOutOfRange { pfn: u64 },
+    /// An in-place decoder could not read page `pfn` back from the destination (a
+    /// destination that cannot be read decodes in `DecodeMode::CacheCopy`).
+    PageUnreadable { pfn: u64 },
     /// An XOR/RLE delta is malformed: empty run, or a run past the end of the page or block.
     BadDelta,
     /// The LZ4-compressed frame body does not decompress to its declared length.
@@ -76,9 +87,11 @@ impl fmt::Display for Error {
             }
             Error::Finished => write!(f, "the stream is already finished or failed; start a new one"),
             Error::BadMagic => write!(f, "not a pagewire stream (bad magic)"),
-            Error::UnsupportedVersion(v) => {
-                write!(f, "unsupported format version {v}; upgrade the receiver")
-            }
+            Error::UnsupportedVersion(v) => write!(
+                f,
+                "unsupported format version {v}: this release reads version {} only; run releases of the same format version at both ends",
+                crate::FORMAT_VERSION
+            ),
             Error::CrcMismatch => write!(f, "CRC-32C mismatch: the stream was corrupted in transit"),
             Error::Truncated => write!(f, "stream truncated: input ends inside a frame or before the end record"),
             Error::WrongStream => write!(f, "frame belongs to another stream (stream id differs)"),
@@ -91,6 +104,15 @@ impl fmt::Display for Error {
             Error::VarintOverflow => write!(f, "a varint overflows its field"),
             Error::EmptySlot => write!(f, "reference to a cache slot that was never filled"),
             Error::EvictedSlot => write!(f, "reference to a cache slot that was already evicted"),
+            Error::RetiredSlot => write!(f, "reference to a cache slot its owner page has retired"),
+            Error::ForeignPatch => write!(f, "PATCH of a cache slot that another page owns"),
+            Error::PfnOutOfRange { pfn } => {
+                write!(f, "the destination has no place for page {pfn} (outside guest memory)")
+            }
+            Error::PageUnreadable { pfn } => write!(
+                f,
+                "the destination cannot read page {pfn} back; decode in cache-copy mode"
+            ),
             Error::BadDelta => write!(f, "malformed XOR/RLE delta (empty run or run past the end)"),
             Error::BadCompression => write!(f, "LZ4 frame body does not decompress to its declared length"),
             Error::IterationOutOfOrder { expected, got } => {

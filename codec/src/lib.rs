@@ -8,15 +8,18 @@
 //! CRC-32C and, where it saves bytes, an LZ4-compressed body.
 //!
 //! The caller owns all memory: [`Encoder::new`] and [`Decoder::new`] take a `&mut [u8]` of
-//! [`Config::encoder_storage_len`] / [`Config::decoder_storage_len`] bytes (both `const fn`),
-//! and every output goes to a caller buffer of [`Config::max_output_len`] bytes.
+//! [`Config::encoder_storage_len`] / [`Config::decoder_storage_len_for`] bytes (both
+//! `const fn`), and every output goes to a caller buffer of [`Config::max_output_len`]
+//! bytes. The decoder writes pages into a [`Destination`] (guest memory): in place
+//! ([`DecodeMode::InPlace`]: 16 bytes per cache slot, references read from that memory) or
+//! through a copy of the cache ([`DecodeMode::CacheCopy`]).
 //!
 //! ```
-//! use pagewire::{Config, Decoder, Encoder, Sink};
+//! use pagewire::{Config, DecodeMode, Decoder, Encoder, MemoryImage};
 //!
 //! let cfg = Config { cache_pages: 64, ..Config::DEFAULT };
 //! let mut enc_mem = vec![0u8; cfg.encoder_storage_len()];
-//! let mut dec_mem = vec![0u8; cfg.decoder_storage_len()];
+//! let mut dec_mem = vec![0u8; cfg.decoder_storage_len_for(DecodeMode::InPlace)];
 //! let mut out = vec![0u8; cfg.max_output_len()];
 //! let mut wire = Vec::new();
 //!
@@ -29,18 +32,11 @@
 //! let n = enc.finish(&mut out).unwrap();
 //! wire.extend_from_slice(&out[..n]);
 //!
-//! struct Count(usize);
-//! impl Sink for Count {
-//!     fn page(&mut self, _pfn: u64, data: &[u8]) {
-//!         assert_eq!(data, &[7u8; 4096][..]);
-//!         self.0 += 1;
-//!     }
-//! }
-//! let (mut dec, used) = Decoder::from_header(&wire, &mut dec_mem).unwrap();
-//! let mut sink = Count(0);
-//! dec.decode(&wire[used..], &mut sink).unwrap();
+//! let mut guest = vec![0u8; 10 * 4096];
+//! let (mut dec, used) = Decoder::from_header(&wire, DecodeMode::InPlace, &mut dec_mem).unwrap();
+//! dec.decode(&wire[used..], &mut MemoryImage::new(&mut guest, 4096)).unwrap();
 //! dec.check_complete().unwrap();
-//! assert_eq!(sink.0, 10);
+//! assert!(guest.iter().all(|&b| b == 7));
 //! ```
 //!
 //! The wire format is specified byte by byte in `docs/FORMAT.md`.
@@ -56,7 +52,7 @@
 mod bytes;
 #[cfg_attr(not(feature = "encoder"), allow(dead_code))]
 mod fast;
-#[cfg(any(feature = "encoder", feature = "xbzrle"))]
+#[cfg(any(feature = "encoder", feature = "decoder", feature = "xbzrle"))]
 mod storage;
 
 // The page codec: the wire format, its configuration, the cache both ends keep, each end.
@@ -69,6 +65,9 @@ mod decoder;
 #[cfg(feature = "encoder")]
 mod encoder;
 mod error;
+#[cfg(any(feature = "encoder", feature = "decoder"))]
+#[cfg_attr(not(all(feature = "encoder", feature = "decoder")), allow(dead_code))]
+mod owners;
 pub mod wire;
 
 // Beside the page codec, each behind its feature.
@@ -80,11 +79,11 @@ pub mod policy;
 pub mod xbzrle;
 
 pub use config::{
-    Config, LZ4_TABLES_STORAGE_MAX, MAX_BLOCKS_PER_PAGE, MAX_CACHE_PAGES, MAX_FRAME_BYTES,
-    MAX_PAGE_SIZE, MIN_PAGE_SIZE, RECORD_OVERHEAD,
+    Config, DecodeMode, FRAME_INSERT_DIVISOR, LZ4_TABLES_STORAGE_MAX, MAX_BLOCKS_PER_PAGE,
+    MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RECORD_OVERHEAD,
 };
 #[cfg(feature = "decoder")]
-pub use decoder::{Decoder, DecoderStats, Sink};
+pub use decoder::{Decoder, DecoderStats, Destination, MemoryImage};
 #[cfg(feature = "encoder")]
 pub use encoder::{block_hash, Encoder, EncoderStats, Features, KindStats};
 pub use error::{Error, Result};

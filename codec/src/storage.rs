@@ -31,6 +31,16 @@ impl<'a> Carver<'a> {
         Ok(&mut head[..len])
     }
 
+    /// The next `count` 32-bit words.
+    #[cfg(any(feature = "encoder", feature = "decoder"))]
+    pub fn words32(&mut self, count: usize) -> Result<&'a mut [u32]> {
+        let bytes = self.bytes(count * 4)?;
+        bytemuck::try_cast_slice_mut(bytes).map_err(|_| Error::InsufficientStorage {
+            needed: count * 4,
+            given: 0,
+        })
+    }
+
     /// The next `count` 64-bit words.
     pub fn words(&mut self, count: usize) -> Result<&'a mut [u64]> {
         let bytes = self.bytes(count * 8)?;

@@ -454,3 +454,319 @@ fn encoder_only_fails_on_its_own_contract() {
         Err(Error::InsufficientStorage { .. })
     ));
 }
+
+// ---- format version 3: owners and retirement ----
+
+/// A body of records: RAW pfn 0 (all 7) and then `rest`.
+fn after_raw(rest: &[u8]) -> Vec<u8> {
+    let mut body = raw_record(0, 7);
+    body.extend_from_slice(rest);
+    body
+}
+
+#[test]
+fn references_to_retired_slots_are_rejected_before_their_frame_is_applied() {
+    let cfg = hostile_cfg();
+    // ZERO pfn 0 (zigzag -1 = 1) retires pfn 0's slot; DUP pfn 1 age 1 refers to it
+    let retire = [0x01, 0x01];
+    let dup = [0x02, 0x00, 0x01];
+    assert_rejected(
+        &stream_of(cfg, &[&after_raw(&[&retire[..], &dup].concat())]),
+        Error::RetiredSlot,
+    );
+    // the same across frames: the retirement is applied, the reference's frame is not
+    assert_rejected(
+        &stream_of(cfg, &[&after_raw(&retire), &[0x02, 0x01, 0x01]]),
+        Error::RetiredSlot,
+    );
+    // a second RAW of pfn 0 retires the first: a block reference (age 2, block 0) to it
+    let mut second = raw_record(0x01, 9);
+    second.extend_from_slice(&[0x05, 0x00, 0x01, 0x04]);
+    assert_rejected(&stream_of(cfg, &[&after_raw(&second)]), Error::RetiredSlot);
+    // ... and a DELTA base (BLOCKS with a delta block) or a copying DELTA of it
+    let mut base = raw_record(0x01, 9);
+    base.extend_from_slice(&[0x05, 0x00, 0x03, 0x02, 0x00, 0x01]);
+    assert_rejected(&stream_of(cfg, &[&after_raw(&base)]), Error::RetiredSlot);
+    let mut copy = raw_record(0x01, 9);
+    copy.extend_from_slice(&[0x04, 0x00, 0x02, 0x00, 0x01]);
+    assert_rejected(&stream_of(cfg, &[&after_raw(&copy)]), Error::RetiredSlot);
+    // a DUP of another page's slot retires the duplicating page's own
+    let mut dup_retires = raw_record(0x00, 9); // RAW pfn 1: its slot
+    dup_retires.extend_from_slice(&[0x02, 0x01, 0x02]); // DUP pfn 1 age 2 (pfn 0's)
+    dup_retires.extend_from_slice(&[0x02, 0x00, 0x01]); // DUP pfn 2 age 1 (pfn 1's old)
+    assert_rejected(
+        &stream_of(cfg, &[&after_raw(&dup_retires)]),
+        Error::RetiredSlot,
+    );
+}
+
+#[test]
+fn a_patch_may_change_only_its_own_pages_slot() {
+    let cfg = hostile_cfg();
+    let empty_patch = |pfn_code: u8| [0x06, pfn_code, 0x01, 0x00, 0x01];
+    // PATCH pfn 1 of pfn 0's live slot
+    assert_rejected(
+        &stream_of(cfg, &[&after_raw(&empty_patch(0x00))]),
+        Error::ForeignPatch,
+    );
+    // a DUP does not make the slot the duplicating page's
+    let dup_then_patch = [&[0x02, 0x00, 0x01][..], &empty_patch(0x01)].concat();
+    assert_rejected(
+        &stream_of(cfg, &[&after_raw(&dup_then_patch)]),
+        Error::ForeignPatch,
+    );
+    // PATCH of the page's own slot after the page was zeroed: retired
+    let zero_then_patch = [&[0x01, 0x01][..], &empty_patch(0x01)].concat();
+    assert_rejected(
+        &stream_of(cfg, &[&after_raw(&zero_then_patch)]),
+        Error::RetiredSlot,
+    );
+    // what stays allowed: a DUP of the page's own slot keeps it, a PATCH then changes it,
+    // and another page DUPs the patched slot; a copying DELTA takes a slot of its own
+    let body = after_raw(&[
+        0x02, 0x01, 0x01, // DUP pfn 0 age 1: its own slot, kept
+        0x06, 0x01, 0x01, 0x09, 0x03, 0x0f, // PATCH pfn 0: byte 9 ^= 0x0f
+        0x02, 0x00, 0x01, // DUP pfn 1 of it
+        0x04, 0x01, 0x01, 0x00, 0x03, 0xf0, // DELTA pfn 1 age 1: byte 0 ^= 0xf0, new slot
+        0x02, 0x00, 0x02, // DUP pfn 2 age 2: pfn 0's slot, still live
+        0x12, 0x06,
+    ]);
+    let (events, r) = decode(&stream_of(cfg, &[&body]));
+    r.unwrap();
+    let mut patched = vec![7u8; 4096];
+    patched[9] ^= 0x0f;
+    let mut copied = patched.clone();
+    copied[0] ^= 0xf0;
+    let pages: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Page(pfn, p) => Some((*pfn, p[0], p[9])),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            (0, 7, 7),
+            (0, 7, 7),
+            (0, 7, 7 ^ 0x0f),
+            (1, 7, 7 ^ 0x0f),
+            (1, 7 ^ 0xf0, 7 ^ 0x0f),
+            (2, 7, 7 ^ 0x0f),
+        ]
+    );
+    assert_eq!(events[4], Event::Page(1, copied));
+}
+
+#[test]
+fn a_page_built_from_its_own_old_content_and_a_frame_that_wraps_the_cache() {
+    let cfg = hostile_cfg(); // 2 slots
+    let mut raw1 = raw_record(0x00, 1); // RAW pfn 1 (all 1): slot 1
+    raw1[100] = 0xaa; // byte 98 of the page
+    let body = after_raw(
+        &[
+            &raw1[..],
+            // BLOCKS pfn 1 (zigzag -1 = 1) built out of its own old page and of the slot it
+            // overwrites: block 0 = block 3 of its own page (age 1: ref 3), block 1 a delta of
+            // its own block 1 (base age 1), blocks 2, 3 = block 0 of pfn 0 (age 2, the head
+            // slot: refs 4); kinds ref, delta, ref, ref = 0b01_01_11_01. It takes slot 0
+            // (evicting pfn 0's page) and retires its old slot 1.
+            &[0x05, 0x01, 0x5d, 0x01, 0x03, 0x00, 0x03, 0x55, 0x04, 0x04],
+            // DELTA pfn 2 copying the BLOCKS page (age 1): byte 1 ^= 0x77, into slot 1
+            &[0x04, 0x00, 0x01, 0x01, 0x03, 0x77],
+            // DUP pfn 3 of age 2 (the BLOCKS page, still live), END
+            &[0x02, 0x00, 0x02, 0x12, 0x05],
+        ]
+        .concat(),
+    );
+    let (events, r) = decode(&stream_of(cfg, &[&body]));
+    r.unwrap();
+    // block 0 from pfn 1's block 3 (all 1, not its own block 0 with 0xaa at byte 98)
+    let mut blocks = vec![1u8; 4096];
+    blocks[1024] ^= 0x55; // block 1's delta at its offset 0
+    blocks[2048..].fill(7); // blocks 2 and 3 from pfn 0
+    let mut delta = blocks.clone();
+    delta[1] ^= 0x77;
+    let pages: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Page(pfn, p) => Some((*pfn, p.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pages.len(), 5);
+    assert_eq!(pages[2], (1, blocks.clone()));
+    assert_eq!(pages[3], (2, delta));
+    assert_eq!(pages[4], (3, blocks));
+}
+
+#[test]
+fn a_frame_may_insert_at_most_frame_bytes_over_16_pages() {
+    let cfg = hostile_cfg(); // 16 KiB frames: 1024 insertions
+    assert_eq!(cfg.max_frame_inserts(), 1024);
+    // BLOCKS of four zero blocks: three bytes, one insertion each
+    let body: Vec<u8> = (0..1025).flat_map(|_| [0x05, 0x00, 0x00]).collect();
+    assert_rejected(
+        &stream_of(cfg, &[&body]),
+        Error::Malformed("a frame inserts more pages than frame_bytes / 16"),
+    );
+    let (_, r) = decode(&stream_of(cfg, &[&body[..1024 * 3]]));
+    assert_eq!(
+        r,
+        Err(Error::Truncated),
+        "1024 are fine (the stream just has no end)"
+    );
+    // the encoder ends its frames there: pages of four cached blocks each are small
+    // inserting records, far more than 1024 of which would fit in a frame's bytes
+    let mut rng = Rng(5);
+    let pool: Vec<Vec<u8>> = (0..8).map(|_| random_page(&mut rng, 1024)).collect();
+    let steps: Vec<Step> = (0..3000u64)
+        .map(|pfn| {
+            let page: Vec<u8> = (0..4)
+                .flat_map(|b| pool[((pfn >> (3 * b)) + b) as usize % 8].clone())
+                .collect();
+            Step::Page(pfn % 200, page)
+        })
+        .collect();
+    let cfg = Config {
+        cache_pages: 64,
+        frame_bytes: 65536,
+        ..hostile_cfg()
+    };
+    let (wire, stats) = encode(cfg, &steps);
+    assert!(stats.blocks.pages > 2500, "{stats:?}");
+    let (events, r) = decode(&wire);
+    r.unwrap();
+    assert_eq!(events, expected_events(&steps));
+    assert!(stats.frames > stats.blocks.pages / 4096, "{stats:?}");
+}
+
+/// Decodes `wire` into 8 pages of flat guest memory in `mode`.
+fn into_memory(wire: &[u8], mode: pagewire::DecodeMode) -> (Vec<u8>, pagewire::Result<()>) {
+    let cfg = Config::from_header(wire).unwrap();
+    let mut guest = vec![0u8; 8 * 4096];
+    let mut mem = vec![0u8; cfg.decoder_storage_len_for(mode)];
+    let (mut dec, used) = pagewire::Decoder::from_header(wire, mode, &mut mem).unwrap();
+    let r = dec
+        .decode(
+            &wire[used..],
+            &mut pagewire::MemoryImage::new(&mut guest, 4096),
+        )
+        .and_then(|_| dec.check_complete());
+    (guest, r)
+}
+
+/// Six pages rewritten over and over: edits of their own last version (PATCH or DELTA),
+/// copies of each other (DUP), zero pages and new text: every retirement event.
+fn rewriting_steps(seed: u64) -> Vec<Step> {
+    let mut rng = Rng(seed);
+    let mut now: Vec<Vec<u8>> = vec![vec![0u8; 4096]; 6];
+    let mut steps = Vec::new();
+    for i in 0..40 {
+        let pfn = rng.below(6) as usize;
+        let page = match rng.below(5) {
+            0 => vec![0u8; 4096],
+            1 => now[rng.below(6) as usize].clone(),
+            2 => text_page(&mut rng, 4096),
+            _ => {
+                let mut p = now[pfn].clone();
+                for _ in 0..3 {
+                    p[rng.below(4096) as usize] ^= 1 + rng.below(255) as u8;
+                }
+                p
+            }
+        };
+        now[pfn] = page.clone();
+        steps.push(Step::Page(pfn as u64, page));
+        if i % 13 == 12 {
+            steps.push(Step::EndIteration);
+        }
+    }
+    steps
+}
+
+/// Where each record of a valid body starts.
+fn record_starts(body: &[u8], cfg: Config) -> Vec<usize> {
+    use pagewire::wire::record::{parse, ParseState};
+    let mut st = ParseState {
+        page_size: cfg.page_size as usize,
+        blocks_per_page: cfg.blocks_per_page as usize,
+        capacity: u64::MAX / 2,
+        inserted: u64::MAX / 2,
+        next_pfn: 0,
+    };
+    let (mut pos, mut starts) = (0, Vec::new());
+    while pos < body.len() {
+        starts.push(pos);
+        parse(body, &mut pos, &mut st).unwrap();
+    }
+    starts
+}
+
+#[test]
+fn mutated_streams_decode_the_same_in_both_modes() {
+    // stored frames with their CRCs fixed after the mutation, so the records themselves
+    // are what is hostile: both modes must write the same memory and fail the same way
+    let mut rng = Rng(77);
+    let mut outcomes = std::collections::HashMap::new();
+    for round in 0..2000u64 {
+        let cfg = Config {
+            cache_pages: 1 + (round % 4) as u32,
+            frame_bytes: 9000 + (round % 3) as u32 * 4096,
+            lz4: false,
+            blocks_per_page: [1, 2, 4, 8][(round % 4) as usize],
+            ..Config::DEFAULT
+        };
+        let (mut wire, _) = encode(cfg, &rewriting_steps(round));
+        let starts = frame_starts(&wire, cfg.frame_bytes);
+        let f = starts[rng.below(starts.len() as u64) as usize];
+        let len = FrameHeader::parse(&wire[f..], cfg.frame_bytes)
+            .unwrap()
+            .frame_len();
+        let body = f + FRAME_HEADER_LEN..f + len - 4;
+        // the records' own fields: PATCH <-> DELTA, pfn codes, ages (or any byte)
+        let starts = record_starts(&wire[body.clone()], cfg);
+        for _ in 0..=rng.below(3) {
+            let r = body.start + starts[rng.below(starts.len() as u64) as usize];
+            let tag = wire[r];
+            match rng.below(4) {
+                0 if tag == 0x04 || tag == 0x06 => wire[r] ^= 0x04 ^ 0x06,
+                1 if wire[r + 1] < 0x80 => wire[r + 1] = rng.below(6) as u8,
+                2 if matches!(tag, 0x02 | 0x04 | 0x06) && wire[r + 2] < 0x80 => {
+                    wire[r + 2] = 1 + rng.below(4) as u8
+                }
+                _ => {
+                    let at = body.start + rng.below(body.len() as u64) as usize;
+                    wire[at] ^= 1 << rng.below(8);
+                }
+            }
+        }
+        let c = crc32c(&wire[f..f + len - 4]);
+        wire[f + len - 4..f + len].copy_from_slice(&c.to_le_bytes());
+        // events and verdicts through the helper (any pfn), memory through an 8-page image
+        let (_, r) = decode(&wire);
+        let in_place = into_memory(&wire, pagewire::DecodeMode::InPlace);
+        let copy = into_memory(&wire, pagewire::DecodeMode::CacheCopy);
+        assert!(
+            in_place == copy,
+            "round {round}: {:?} / {:?}",
+            in_place.1,
+            copy.1
+        );
+        *outcomes.entry(format!("{r:?}")).or_insert(0) += 1;
+        *outcomes.entry(format!("{:?}", in_place.1)).or_insert(0) += 1;
+    }
+    // the mutations reach the owner rules: some streams still decode, and among the
+    // errors are references to retired slots and PATCHes of foreign ones
+    for want in [
+        "Ok(())",
+        "Err(RetiredSlot)",
+        "Err(ForeignPatch)",
+        "Err(EvictedSlot)",
+    ] {
+        assert!(
+            outcomes.get(want).copied().unwrap_or(0) >= 10,
+            "{want}: {outcomes:?}"
+        );
+    }
+}

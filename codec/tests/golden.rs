@@ -1,6 +1,8 @@
 //! Golden vectors: the exact bytes of small streams, so that any change to the wire format
 //! is noticed. The first vector is built by hand from docs/FORMAT.md; the others pin the
-//! encoder's choices (LZ4 off, so they do not depend on the LZ4 implementation).
+//! encoder's choices (LZ4 off, so they do not depend on the LZ4 implementation), the last
+//! one those the retirement rule of format version 3 forces (a DELTA where the slot is
+//! another page's, a literal block where the only equal block is in a retired slot).
 
 mod common;
 use common::*;
@@ -23,11 +25,11 @@ fn small_cfg() -> Config {
 #[test]
 fn hand_built_stream_matches_the_spec() {
     let cfg = small_cfg();
-    // stream header: magic, version 2, flags 0, blocks 4, reserved, page_size 4096,
+    // stream header: magic, version 3, flags 0, blocks 4, reserved, page_size 4096,
     // cache 4, frame_bytes 8192, delta_threshold 2048, stream id, CRC-32C of bytes 0..28
     let mut want = Vec::new();
     want.extend_from_slice(b"PGWR");
-    want.extend_from_slice(&[2, 0, 4, 0]);
+    want.extend_from_slice(&[3, 0, 4, 0]);
     want.extend_from_slice(&4096u32.to_le_bytes());
     want.extend_from_slice(&4u32.to_le_bytes());
     want.extend_from_slice(&8192u32.to_le_bytes());
@@ -108,7 +110,7 @@ fn encoder_output_is_pinned() {
     // Everything but the two large payloads, in order: header, frame 0 header, records.
     let s = hex(&wire);
     let expected_prefix = concat!(
-        "5047575202000400",
+        "5047575203000400",
         "00100000",
         "04000000",
         "00400000",
@@ -155,4 +157,83 @@ fn encoder_output_is_pinned() {
     );
     assert_eq!(hex(&wire[f1 + 20..f1 + 29]), "110704766370751205");
     assert_eq!(wire.len(), f1 + 20 + 9 + 4);
+}
+
+#[test]
+fn retirement_is_pinned() {
+    let cfg = Config {
+        frame_bytes: 16384,
+        ..small_cfg()
+    };
+    let mut base = vec![0u8; 4096];
+    for (i, b) in base.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let mut two = base.clone();
+    two[100] ^= 0x11;
+    let mut one = base.clone();
+    one[3000] ^= 0x22;
+    let steps = vec![
+        Step::Page(1, base.clone()),  // RAW: slot of pfn 1
+        Step::Page(2, base.clone()),  // DUP of pfn 1's slot: pfn 2 owns no slot
+        Step::Page(2, two.clone()),   // DELTA (not PATCH): pfn 2's own new slot
+        Step::Page(1, one.clone()),   // PATCH of pfn 1's own slot
+        Step::Page(2, vec![0; 4096]), // ZERO: pfn 2's slot retires
+        Step::Page(3, two.clone()),   // equal to the retired slot: may not refer to it
+        Step::EndIteration,
+    ];
+    let (wire, stats) = encode(cfg, &steps);
+    let (events, r) = decode(&wire);
+    r.unwrap();
+    assert_eq!(events, expected_events(&steps));
+    assert_eq!(
+        (
+            stats.raw.pages,
+            stats.dup.pages,
+            stats.delta.pages,
+            stats.zero.pages
+        ),
+        (1, 1, 2, 1)
+    );
+    assert_eq!(
+        (stats.blocks.pages, stats.block_ref, stats.block_literal),
+        (1, 2, 2)
+    );
+    // header (version 3), then frame 0 with every record of the first iteration
+    assert_eq!(hex(&wire[..8]), "5047575203000400");
+    let body = 32 + 20;
+    // RAW pfn 1 (zigzag 1 = 02), then the page
+    assert_eq!(hex(&wire[body..body + 2]), "0302");
+    assert_eq!(&wire[body + 2..body + 2 + 4096], &base[..]);
+    let at = body + 2 + 4096;
+    assert_eq!(
+        hex(&wire[at..at + 21]),
+        concat!(
+            "020001",         // DUP pfn 2, age 1 (pfn 1's slot)
+            "040101640311",   // DELTA pfn 2 (zigzag -1), age 1: skip 100, 1 byte ^ 11
+            "060302b8170322", // PATCH pfn 1 (zigzag -2), age 2: skip 3000, 1 byte ^ 22
+            "0100",           // ZERO pfn 2: retires the DELTA's slot
+            "050066",         // BLOCKS pfn 3: literal, ref, literal, ref (0b01_10_01_10)
+        )
+    );
+    // block 0 equals block 0 of the retired slot (age 1) only: it goes out literal
+    let at = at + 21;
+    assert_eq!(&wire[at..at + 1024], &two[..1024]);
+    // block 1: block 1 of pfn 1's slot (age 2): (2 - 1) * 4 + 1 = 5
+    assert_eq!(hex(&wire[at + 1024..at + 1025]), "05");
+    // block 2 differs from pfn 1's (its PATCH at 3000): literal; block 3: ref 7
+    let at = at + 1025;
+    assert_eq!(&wire[at..at + 1024], &two[2048..3072]);
+    assert_eq!(
+        hex(&wire[at + 1024..at + 1027]),
+        "071000",
+        "ref 7, ITERATION_END 0"
+    );
+    let crc = crc32c(&wire[32..at + 1027]);
+    assert_eq!(&wire[at + 1027..at + 1031], &crc.to_le_bytes());
+    // frame 1: END with 6 pages
+    assert_eq!(
+        hex(&wire[at + 1031 + 20..]),
+        "1206".to_owned() + &hex(&wire[wire.len() - 4..])
+    );
 }

@@ -86,7 +86,7 @@
 /**
  * Wire format version this library writes and reads.
  */
-#define PAGEWIRE_FORMAT_VERSION 2
+#define PAGEWIRE_FORMAT_VERSION 3
 
 /**
  * Upper bound of the bytes an encoder or decoder handle adds to the codec's own
@@ -109,9 +109,10 @@
 
 /**
  * Encoder storage per cache page beyond the page itself, at most (the address index:
- * fewer than 4 entries of 16 bytes per page), for PAGEWIRE_ENCODER_STORAGE_BOUND.
+ * fewer than 4 entries of 16 bytes per page; the owner tables: 16 bytes per page), for
+ * PAGEWIRE_ENCODER_STORAGE_BOUND.
  */
-#define PAGEWIRE_ENCODER_BYTES_PER_CACHE_PAGE 64
+#define PAGEWIRE_ENCODER_BYTES_PER_CACHE_PAGE 80
 
 /**
  * Page-sized buffers of an encoder: the codec's two work pages and the handle's copy of
@@ -120,9 +121,17 @@
 #define PAGEWIRE_ENCODER_PAGE_BUFFERS 3
 
 /**
- * Page-sized work buffers of a decoder.
+ * Page-sized work buffers of a decoder: the codec's scratch page and the handle's
+ * staging page.
  */
 #define PAGEWIRE_DECODER_PAGE_BUFFERS 2
+
+/**
+ * Decoder storage per cache page beyond the page itself (the owner tables of format
+ * version 3: an owner pfn and two map entries per slot), for
+ * PAGEWIRE_DECODER_STORAGE_BOUND.
+ */
+#define PAGEWIRE_DECODER_BYTES_PER_CACHE_PAGE 16
 
 /**
  * Bytes of encoder output that do not grow with frame_bytes, at most (stream header,
@@ -228,7 +237,9 @@
  */
 #define PAGEWIRE_DECODER_STORAGE_BOUND(page_size, cache_pages, frame_bytes) \
   ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)(cache_pages) * (size_t)(page_size) + \
-   (size_t)(frame_bytes) + (size_t)PAGEWIRE_DECODER_PAGE_BUFFERS * (size_t)(page_size))
+   (size_t)(cache_pages) * (size_t)PAGEWIRE_DECODER_BYTES_PER_CACHE_PAGE + \
+   (size_t)(frame_bytes) + (size_t)(frame_bytes) / 2 + \
+   (size_t)PAGEWIRE_DECODER_PAGE_BUFFERS * (size_t)(page_size))
 
 /**
  * Compile-time upper bound of pagewire_sizes.max_output (and .max_frame).
@@ -337,6 +348,18 @@ enum pagewire_result
    * Data after the end of the stream.
    */
   PAGEWIRE_TRAILING_DATA = 21,
+  /**
+   * Reference to a cache slot its owner page has retired (format version 3).
+   */
+  PAGEWIRE_RETIRED_SLOT = 22,
+  /**
+   * A PATCH of a cache slot another page owns.
+   */
+  PAGEWIRE_FOREIGN_PATCH = 23,
+  /**
+   * An in-place decoder could not read a page back from its destination.
+   */
+  PAGEWIRE_PAGE_UNREADABLE = 24,
   /**
    * A codec error newer than this C API (its message still says what happened).
    */

@@ -4,7 +4,7 @@
 use core::ffi::c_void;
 use core::ptr::NonNull;
 
-use pagewire::{Config, Decoder, Error};
+use pagewire::{Config, DecodeMode, Decoder, Error};
 
 use crate::config::pagewire_config;
 use crate::defines::PAGEWIRE_FRAME_HEADER_LEN;
@@ -36,6 +36,8 @@ pub(crate) struct DecoderSlot {
     /// cases where the codec's own decoder does not know the stream is broken.
     failed: bool,
     inner: Decoder<'static>,
+    /// The page a decode call writes into when its destination has no RAM.
+    staging: &'static mut [u8],
 }
 
 // SAFETY: repr(C), Common first; alignment 8 (asserted below).
@@ -57,10 +59,10 @@ fn slot(p: *mut pagewire_decoder) -> *mut DecoderSlot {
 /// Bytes a handle takes in front of the codec's storage, alignment slack included.
 pub(crate) const HANDLE_LEN: usize = overhead::<DecoderSlot>();
 
-/// Bytes a decoder for `cfg` needs (`pagewire_sizes.decoder_storage`): the handle and the
-/// codec's storage.
+/// Bytes a decoder for `cfg` needs (`pagewire_sizes.decoder_storage`): the handle, a
+/// staging page and the codec's storage (a cache-copy decoder).
 pub(crate) const fn storage_len(cfg: &Config) -> usize {
-    HANDLE_LEN + cfg.decoder_storage_len()
+    HANDLE_LEN + cfg.page_size as usize + cfg.decoder_storage_len_for(DecodeMode::CacheCopy)
 }
 
 /// Builds a decoder for the stream header at the front of `input` in `len` bytes at `mem`;
@@ -81,11 +83,17 @@ unsafe fn build(
     }
     // SAFETY: forwarded contract.
     let c = unsafe { carve::<DecoderSlot>(mem, len) }.ok_or_else(short)?;
-    let (inner, used) = Decoder::from_header(input, c.rest)?;
+    let ps = Config::from_header(input)?.page_size as usize;
+    if c.rest.len() < ps {
+        return Err(short());
+    }
+    let (staging, rest) = c.rest.split_at_mut(ps);
+    let (inner, used) = Decoder::from_header(input, DecodeMode::CacheCopy, rest)?;
     let h = c.place.fill(DecoderSlot {
         common: Common::new(DecoderSlot::MAGIC, allocated),
         failed: false,
         inner,
+        staging,
     });
     Ok((h, used))
 }
@@ -197,33 +205,44 @@ pub unsafe extern "C" fn pagewire_decoder_frame_len(
     })
 }
 
-/// Decodes one frame of exactly `frame.len()` bytes; returns the pages delivered.
-fn one_frame(s: &mut DecoderSlot, frame: &[u8], events: &mut Events<'_>) -> Res<usize> {
-    if s.failed {
+/// Decodes one frame of exactly `frame.len()` bytes; returns the pages delivered. A
+/// delivery failure (callback or RAM) is reported as itself, whatever the codec made of it.
+fn one_frame(
+    inner: &mut Decoder<'_>,
+    failed: &mut bool,
+    frame: &[u8],
+    events: &mut Events<'_>,
+) -> Res<usize> {
+    if *failed {
         return Err(Error::Finished.into());
     }
-    let pages = s.inner.decode_frame(frame, events)?;
+    let r = inner.decode_frame(frame, events);
     if let Some(fail) = events.stopped {
-        s.failed = true;
+        *failed = true;
         return Err(fail);
     }
-    Ok(pages)
+    Ok(r?)
 }
 
 /// Decodes every complete frame at the front of `input`; returns the bytes consumed and
 /// the pages delivered.
-fn frames(s: &mut DecoderSlot, input: &[u8], events: &mut Events<'_>) -> Res<(usize, usize)> {
+fn frames(
+    inner: &mut Decoder<'_>,
+    failed: &mut bool,
+    input: &[u8],
+    events: &mut Events<'_>,
+) -> Res<(usize, usize)> {
     let (mut pos, mut pages) = (0, 0);
-    while input.len() - pos >= PAGEWIRE_FRAME_HEADER_LEN && !s.failed {
+    while input.len() - pos >= PAGEWIRE_FRAME_HEADER_LEN && !*failed {
         let rest = &input[pos..];
-        let len = s.inner.frame_len(rest).inspect_err(|_| s.failed = true)?;
+        let len = inner.frame_len(rest).inspect_err(|_| *failed = true)?;
         if rest.len() < len {
             break;
         }
-        pages += one_frame(s, &rest[..len], events)?;
+        pages += one_frame(inner, failed, &rest[..len], events)?;
         pos += len;
     }
-    if s.failed {
+    if *failed {
         return Err(Error::Finished.into());
     }
     Ok((pos, pages))
@@ -263,8 +282,14 @@ pub unsafe extern "C" fn pagewire_decoder_decode(
         // SAFETY: pointer rules: `dec` is a live handle used by this thread alone.
         unsafe {
             with_slot(slot(dec), "dec", |s| {
-                let mut events = dest.sink(s.inner.config().page_size as usize)?;
-                let (used, delivered) = frames(s, input, &mut events)?;
+                let DecoderSlot {
+                    inner,
+                    failed,
+                    staging,
+                    ..
+                } = s;
+                let mut events = dest.sink(staging)?;
+                let (used, delivered) = frames(inner, failed, input, &mut events)?;
                 consumed.write(used);
                 if let Some(pages) = pages {
                     pages.write(delivered);

@@ -117,13 +117,19 @@ header_constants! {
     /// PAGEWIRE_ENCODER_STORAGE_BOUND.
     pub const PAGEWIRE_ENCODER_BYTES_PER_CACHED_BLOCK: usize = 32;
     /// Encoder storage per cache page beyond the page itself, at most (the address index:
-    /// fewer than 4 entries of 16 bytes per page), for PAGEWIRE_ENCODER_STORAGE_BOUND.
-    pub const PAGEWIRE_ENCODER_BYTES_PER_CACHE_PAGE: usize = 64;
+    /// fewer than 4 entries of 16 bytes per page; the owner tables: 16 bytes per page), for
+    /// PAGEWIRE_ENCODER_STORAGE_BOUND.
+    pub const PAGEWIRE_ENCODER_BYTES_PER_CACHE_PAGE: usize = 80;
     /// Page-sized buffers of an encoder: the codec's two work pages and the handle's copy of
     /// the guest page being encoded.
     pub const PAGEWIRE_ENCODER_PAGE_BUFFERS: usize = 3;
-    /// Page-sized work buffers of a decoder.
+    /// Page-sized work buffers of a decoder: the codec's scratch page and the handle's
+    /// staging page.
     pub const PAGEWIRE_DECODER_PAGE_BUFFERS: usize = 2;
+    /// Decoder storage per cache page beyond the page itself (the owner tables of format
+    /// version 3: an owner pfn and two map entries per slot), for
+    /// PAGEWIRE_DECODER_STORAGE_BOUND.
+    pub const PAGEWIRE_DECODER_BYTES_PER_CACHE_PAGE: usize = 16;
     /// Bytes of encoder output that do not grow with frame_bytes, at most (stream header,
     /// frame header and trailer, LZ4's fixed overhead), for PAGEWIRE_MAX_OUTPUT_BOUND.
     pub const PAGEWIRE_OUTPUT_FIXED_BYTES: usize = 128;
@@ -234,7 +240,9 @@ Compile-time upper bound of pagewire_sizes.decoder_storage, as
 PAGEWIRE_ENCODER_STORAGE_BOUND.",
             r"
 ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)(cache_pages) * (size_t)(page_size) + \
-   (size_t)(frame_bytes) + (size_t)PAGEWIRE_DECODER_PAGE_BUFFERS * (size_t)(page_size))",
+   (size_t)(cache_pages) * (size_t)PAGEWIRE_DECODER_BYTES_PER_CACHE_PAGE + \
+   (size_t)(frame_bytes) + (size_t)(frame_bytes) / 2 + \
+   (size_t)PAGEWIRE_DECODER_PAGE_BUFFERS * (size_t)(page_size))",
         ),
         raw(
             "PAGEWIRE_MAX_OUTPUT_BOUND(frame_bytes)",

@@ -1,6 +1,6 @@
 //! `pagewire_destination`: where one decode call delivers, described by a small struct (the
 //! callbacks alone, guest RAM regions, or a page table, each with the optional event
-//! callbacks), checked and turned into the codec's `Sink`.
+//! callbacks), checked and turned into the codec's `Destination`.
 
 use crate::error::{Fail, Res};
 use crate::pagewire_result::PAGEWIRE_INVALID_ARGUMENT;
@@ -116,14 +116,19 @@ impl<'a> Destination<'a> {
         })
     }
 
-    /// The codec's `Sink` for a stream of `page_size`-byte pages; checks the RAM regions.
-    pub fn sink(&self, page_size: usize) -> Res<Events<'a>> {
+    /// The codec's `Destination` for a stream of pages the size of `staging` (the page it
+    /// writes into without RAM); checks the RAM regions.
+    pub fn sink<'s>(&self, staging: &'s mut [u8]) -> Res<Events<'s>>
+    where
+        'a: 's,
+    {
+        let page_size = staging.len();
         let ram = match self.places {
             Places::None => None,
             Places::Regions(regions) => Some(Ram::regions(regions, page_size)?),
-            Places::Table(table) => Some(Ram::table(table, page_size)),
+            Places::Table(table) => Some(Ram::table(table)),
         };
-        Ok(Events::new(self.events, ram))
+        Ok(Events::new(self.events, ram, staging))
     }
 }
 

@@ -62,6 +62,12 @@ pub enum pagewire_result {
     PAGEWIRE_ITERATION_OUT_OF_ORDER = 20,
     /// Data after the end of the stream.
     PAGEWIRE_TRAILING_DATA = 21,
+    /// Reference to a cache slot its owner page has retired (format version 3).
+    PAGEWIRE_RETIRED_SLOT = 22,
+    /// A PATCH of a cache slot another page owns.
+    PAGEWIRE_FOREIGN_PATCH = 23,
+    /// An in-place decoder could not read a page back from its destination.
+    PAGEWIRE_PAGE_UNREADABLE = 24,
     /// A codec error newer than this C API (its message still says what happened).
     PAGEWIRE_OTHER_CODEC_ERROR = 99,
     /// A required pointer argument is NULL.
@@ -143,6 +149,10 @@ impl From<Error> for pagewire_result {
             Error::BadCompression => PAGEWIRE_BAD_COMPRESSION,
             Error::IterationOutOfOrder { .. } => PAGEWIRE_ITERATION_OUT_OF_ORDER,
             Error::TrailingData => PAGEWIRE_TRAILING_DATA,
+            Error::RetiredSlot => PAGEWIRE_RETIRED_SLOT,
+            Error::ForeignPatch => PAGEWIRE_FOREIGN_PATCH,
+            Error::PfnOutOfRange { .. } => PAGEWIRE_PFN_OUT_OF_RANGE,
+            Error::PageUnreadable { .. } => PAGEWIRE_PAGE_UNREADABLE,
             // `Error` is non-exhaustive: a variant added to the codec later still gets a
             // stable number and its own message.
             _ => PAGEWIRE_OTHER_CODEC_ERROR,
@@ -253,6 +263,9 @@ mod tests {
                 got: 2,
             },
             Error::TrailingData,
+            Error::RetiredSlot,
+            Error::ForeignPatch,
+            Error::PageUnreadable { pfn: 1 },
         ]
     }
 
@@ -280,6 +293,12 @@ mod tests {
             assert_eq!(r.name().to_str().unwrap(), want, "{e:?}");
             assert_eq!(r as u32, seen.len() as u32, "codec errors are numbered 1..");
         }
+        // a destination's refusal has the C API's own number, which RAM regions and page
+        // tables gave it before the codec named it
+        assert_eq!(
+            pagewire_result::from(Error::PfnOutOfRange { pfn: 1 }),
+            PAGEWIRE_PFN_OUT_OF_RANGE
+        );
     }
 
     #[test]
@@ -291,7 +310,7 @@ mod tests {
             assert_eq!(n, format!("{r:?}"));
             assert!(names.insert(n));
         }
-        assert_eq!(names.len(), 32);
-        assert_eq!(pagewire_result::from_u32(22), None);
+        assert_eq!(names.len(), 35);
+        assert_eq!(pagewire_result::from_u32(25), None);
     }
 }

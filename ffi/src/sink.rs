@@ -3,7 +3,7 @@
 
 use core::ffi::{c_int, c_void};
 
-use pagewire::Sink;
+use pagewire::Destination;
 
 use crate::error::{Fail, Res};
 use crate::pagewire_result::{
@@ -63,7 +63,6 @@ pub(crate) enum Ram<'a> {
     },
     Table {
         table: &'a [*mut u8],
-        page_size: usize,
     },
 }
 
@@ -104,8 +103,8 @@ impl<'a> Ram<'a> {
     }
 
     /// A page table: page `pfn` goes to `table[pfn]` (NULL: the pfn has no place).
-    pub fn table(table: &'a [*mut u8], page_size: usize) -> Ram<'a> {
-        Ram::Table { table, page_size }
+    pub fn table(table: &'a [*mut u8]) -> Ram<'a> {
+        Ram::Table { table }
     }
 
     /// Where page `pfn` goes: a pointer to `page_size` writable bytes.
@@ -137,7 +136,7 @@ impl<'a> Ram<'a> {
                 // host memory (valid by the pointer rules).
                 Ok(unsafe { regions[n].host.add(offset) })
             }
-            Ram::Table { table, .. } => {
+            Ram::Table { table } => {
                 let p = usize::try_from(pfn)
                     .ok()
                     .and_then(|i| table.get(i).copied())
@@ -150,32 +149,37 @@ impl<'a> Ram<'a> {
         }
     }
 
-    /// Copies page `pfn` to its place.
+    /// Copies page `pfn` (`data`, one page) to its place.
+    #[cfg(test)]
     fn store(&mut self, pfn: u64, data: &[u8]) -> Res {
-        let page_size = match self {
-            Ram::Regions { page_size, .. } | Ram::Table { page_size, .. } => *page_size,
-        };
         let dst = self.place(pfn)?;
-        // SAFETY: by the pointer rules the place has `page_size` writable bytes that overlap
+        // SAFETY: by the pointer rules the place has a page of writable bytes that overlap
         // neither the decoder's storage nor anything Rust holds; `data` is one page.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len().min(page_size)) };
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         Ok(())
     }
 }
 
-/// The codec's `Sink` over the C callbacks and/or RAM; remembers the first failure, after
-/// which it delivers nothing.
+/// The codec's `Destination` over the C callbacks and/or RAM, for a cache-copy decoder:
+/// pages are written into their RAM place, or else into a staging page, then handed to the
+/// page callback. Remembers the first failure, after which it delivers nothing.
 pub(crate) struct Events<'a> {
     sink: &'a pagewire_sink,
     ram: Option<Ram<'a>>,
+    /// Where a page goes when there is no RAM (one page).
+    staging: &'a mut [u8],
+    /// The RAM place of the page being written.
+    place: *mut u8,
     pub stopped: Option<Fail>,
 }
 
 impl<'a> Events<'a> {
-    pub fn new(sink: &'a pagewire_sink, ram: Option<Ram<'a>>) -> Events<'a> {
+    pub fn new(sink: &'a pagewire_sink, ram: Option<Ram<'a>>, staging: &'a mut [u8]) -> Events<'a> {
         Events {
             sink,
             ram,
+            staging,
+            place: core::ptr::null_mut(),
             stopped: None,
         }
     }
@@ -190,21 +194,44 @@ impl<'a> Events<'a> {
     }
 }
 
-impl Sink for Events<'_> {
-    fn page(&mut self, pfn: u64, data: &[u8]) {
+impl Destination for Events<'_> {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+        if self.stopped.is_some() {
+            // the caller reports `stopped`, not this
+            return Err(pagewire::Error::Finished);
+        }
+        let page_size = self.staging.len();
+        let Some(ram) = &mut self.ram else {
+            self.place = core::ptr::null_mut();
+            return Ok(self.staging);
+        };
+        match ram.place(pfn) {
+            Ok(place) => {
+                self.place = place;
+                // SAFETY: by the pointer rules the place has `page_size` writable bytes that
+                // overlap neither the decoder's storage nor anything Rust holds.
+                Ok(unsafe { core::slice::from_raw_parts_mut(place, page_size) })
+            }
+            Err(f) => {
+                self.stopped = Some(f);
+                Err(pagewire::Error::PfnOutOfRange { pfn })
+            }
+        }
+    }
+
+    fn page_done(&mut self, pfn: u64) {
         if self.stopped.is_some() {
             return;
         }
-        if let Some(ram) = &mut self.ram {
-            if let Err(f) = ram.store(pfn, data) {
-                self.stopped = Some(f);
-                return;
-            }
-        }
         if let Some(cb) = self.sink.page {
+            let data = if self.place.is_null() {
+                self.staging.as_ptr()
+            } else {
+                self.place.cast_const()
+            };
             // SAFETY: pointer rules: a non-NULL callback is a valid function of this type;
-            // `data` is valid for the duration of the call.
-            let rc = unsafe { cb(self.sink.user, pfn, data.as_ptr(), data.len()) };
+            // `data` holds the page (staging or its RAM place) for the duration of the call.
+            let rc = unsafe { cb(self.sink.user, pfn, data, self.staging.len()) };
             self.check(rc);
         }
     }
@@ -278,7 +305,7 @@ mod tests {
         assert!(b.iter().all(|&x| x == 9));
         let mut table_page = vec![0u8; 4096];
         let table = [core::ptr::null_mut(), table_page.as_mut_ptr()];
-        let mut by_table = Ram::table(&table, 4096);
+        let mut by_table = Ram::table(&table);
         by_table.store(1, &[3u8; 4096]).unwrap();
         for pfn in [0, 2, u64::MAX] {
             assert_eq!(

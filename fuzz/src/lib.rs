@@ -3,7 +3,7 @@
 
 use arbitrary::Arbitrary;
 use pagewire::wire::frame::{FrameHeader, FRAME_HEADER_LEN};
-use pagewire::{crc32c, Config, Decoder, Encoder, Features, Sink};
+use pagewire::{crc32c, Config, DecodeMode, Decoder, Destination, Encoder, Features};
 
 /// What the decoder handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,13 +14,17 @@ pub enum Event {
     End,
 }
 
-/// Collects every event.
+/// Collects every event; pages go through one staging page (a cache-copy decoder's
+/// destination).
 #[derive(Default)]
-pub struct Collect(pub Vec<Event>);
+pub struct Collect(pub Vec<Event>, Vec<u8>);
 
-impl Sink for Collect {
-    fn page(&mut self, pfn: u64, data: &[u8]) {
-        self.0.push(Event::Page(pfn, data.to_vec()));
+impl Destination for Collect {
+    fn page_mut(&mut self, _pfn: u64) -> pagewire::Result<&mut [u8]> {
+        Ok(&mut self.1)
+    }
+    fn page_done(&mut self, pfn: u64) {
+        self.0.push(Event::Page(pfn, self.1.clone()));
     }
     fn iteration_end(&mut self, n: u64) {
         self.0.push(Event::Iteration(n));
@@ -39,12 +43,13 @@ pub fn decode_all(wire: &[u8], storage_cap: usize) -> (Vec<Event>, bool) {
     let Ok(cfg) = Config::from_header(wire) else {
         return (sink.0, false);
     };
-    let need = cfg.decoder_storage_len();
+    let need = cfg.decoder_storage_len_for(DecodeMode::CacheCopy);
     if need > storage_cap {
         return (sink.0, false);
     }
+    sink.1 = vec![0u8; cfg.page_size as usize];
     let mut mem = vec![0u8; need];
-    let Ok((mut dec, used)) = Decoder::from_header(wire, &mut mem) else {
+    let Ok((mut dec, used)) = Decoder::from_header(wire, DecodeMode::CacheCopy, &mut mem) else {
         return (sink.0, false);
     };
     let ok = match dec.decode(&wire[used..], &mut sink) {

@@ -10,7 +10,9 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 use pagewire::policy::PolicyKind;
-use pagewire::{Config, Decoder, Encoder, Features, Sink, FRAME_HEADER_LEN, HEADER_LEN};
+use pagewire::{
+    Config, DecodeMode, Decoder, Destination, Encoder, Features, FRAME_HEADER_LEN, HEADER_LEN,
+};
 use pagewire_runner::encoders::{EncoderChoice, FirmwareOptions};
 use pagewire_runner::migrate::{
     migrate_in, migrate_out, Codec, DestOptions, NoProgress, SourceOptions,
@@ -25,12 +27,22 @@ enum Event {
     Blob(u32, Vec<u8>),
 }
 
-#[derive(Default)]
-struct Record(Vec<Event>);
+/// Records every event; pages go through one staging page (a cache-copy decoder's
+/// destination without memory of its own).
+struct Record(Vec<Event>, Vec<u8>);
 
-impl Sink for Record {
-    fn page(&mut self, pfn: u64, data: &[u8]) {
-        self.0.push(Event::Page(pfn, data.to_vec()));
+impl Record {
+    fn new(cfg: &Config) -> Self {
+        Record(Vec::new(), vec![0; cfg.page_size as usize])
+    }
+}
+
+impl Destination for Record {
+    fn page_mut(&mut self, _pfn: u64) -> pagewire::Result<&mut [u8]> {
+        Ok(&mut self.1)
+    }
+    fn page_done(&mut self, pfn: u64) {
+        self.0.push(Event::Page(pfn, self.1.clone()));
     }
     fn iteration_end(&mut self, _iteration: u64) {
         self.0.push(Event::IterationEnd);
@@ -47,10 +59,11 @@ fn codec_stream(session: &[u8]) -> &[u8] {
     let stream = &session[8 + len..];
     let cfg = Config::from_header(stream).unwrap();
     let mut store = vec![0u8; cfg.decoder_storage_len()];
-    let (mut dec, mut at) = Decoder::from_header(stream, &mut store).unwrap();
+    let (mut dec, mut at) =
+        Decoder::from_header(stream, DecodeMode::CacheCopy, &mut store).unwrap();
     while !dec.is_complete() {
         let n = dec.frame_len(&stream[at..at + FRAME_HEADER_LEN]).unwrap();
-        dec.decode_frame(&stream[at..at + n], &mut Record::default())
+        dec.decode_frame(&stream[at..at + n], &mut Record::new(&cfg))
             .unwrap();
         at += n;
     }
@@ -62,8 +75,8 @@ fn codec_stream(session: &[u8]) -> &[u8] {
 fn reencode_in_process(stream: &[u8], features: Features) -> (Vec<u8>, usize) {
     let cfg = Config::from_header(stream).unwrap();
     let mut dstore = vec![0u8; cfg.decoder_storage_len()];
-    let (mut dec, at) = Decoder::from_header(stream, &mut dstore).unwrap();
-    let mut rec = Record::default();
+    let (mut dec, at) = Decoder::from_header(stream, DecodeMode::CacheCopy, &mut dstore).unwrap();
+    let mut rec = Record::new(&cfg);
     assert_eq!(
         dec.decode(&stream[at..], &mut rec).unwrap(),
         stream.len() - at

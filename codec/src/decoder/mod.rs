@@ -1,37 +1,32 @@
 //! The decoder: checks each frame completely (CRC, then every record against the cache
-//! state) before it hands out a single page, then rebuilds the pages into its cache.
+//! state and the owners of its slots) before it writes a single page, then writes the pages
+//! into destination memory, in place or through a cache copy ([`DecodeMode`]).
 //!
 //! | module | its one job |
 //! | --- | --- |
 //! | this one | the [`Decoder`], its calls and its progress through the stream |
+//! | `destination` | the [`Destination`] interface, and [`MemoryImage`] |
 //! | `frame` | a frame's checks before its body is read, and the body (LZ4) |
-//! | `validate` | the first pass: every record checked, nothing handed out |
-//! | `apply` | the second pass: pages rebuilt in the cache and handed to the [`Sink`] |
+//! | `validate` | the first pass: every record checked, owners and retirement, nothing written |
+//! | `apply` | the second pass: pages written to the destination, in either mode |
 
 mod apply;
+mod destination;
 mod frame;
 mod validate;
 
-use crate::cache::PageCache;
-use crate::config::Config;
+pub use destination::{Destination, MemoryImage};
+
+use crate::cache::{PageCache, Ring};
+use crate::config::{Config, DecodeMode};
 use crate::error::{Error, Result};
+use crate::owners::{map_entries, Owners};
+use crate::storage::Carver;
 use crate::wire::frame::{FrameHeader, FRAME_HEADER_LEN};
 use crate::wire::header::HEADER_LEN;
 use crate::wire::record::ParseState;
-use apply::Pages;
+use apply::{Pages, Store};
 use validate::Tally;
-
-/// Where decoded pages, iteration ends and blobs go.
-pub trait Sink {
-    /// Page `pfn` now holds `data` (`page_size` bytes).
-    fn page(&mut self, pfn: u64, data: &[u8]);
-    /// Every page of iteration `iteration` has been delivered.
-    fn iteration_end(&mut self, _iteration: u64) {}
-    /// An opaque blob the source appended.
-    fn blob(&mut self, _tag: u32, _data: &[u8]) {}
-    /// The end-of-stream record arrived; the migration stream is complete.
-    fn end_of_stream(&mut self) {}
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -54,6 +49,7 @@ pub struct DecoderStats {
 /// The destination side of a stream, over storage the caller owns.
 pub struct Decoder<'a> {
     cfg: Config,
+    mode: DecodeMode,
     pages: Pages<'a>,
     /// Where an LZ4 body is decompressed.
     body: &'a mut [u8],
@@ -66,10 +62,11 @@ pub struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
-    /// Builds a decoder for `cfg` over `storage` (at least `cfg.decoder_storage_len()` bytes).
-    pub fn new(cfg: Config, storage: &'a mut [u8]) -> Result<Self> {
+    /// Builds a decoder for `cfg` in `mode` over `storage` (at least
+    /// `cfg.decoder_storage_len_for(mode)` bytes).
+    pub fn new(cfg: Config, mode: DecodeMode, storage: &'a mut [u8]) -> Result<Self> {
         cfg.validate()?;
-        let needed = cfg.decoder_storage_len();
+        let needed = cfg.decoder_storage_len_for(mode);
         if storage.len() < needed {
             return Err(Error::InsufficientStorage {
                 needed,
@@ -77,17 +74,26 @@ impl<'a> Decoder<'a> {
             });
         }
         let ps = cfg.page_size as usize;
-        let (cache, rest) = storage.split_at_mut(cfg.cache_len());
-        let (body, rest) = rest.split_at_mut(cfg.frame_bytes as usize);
-        let (scratch, rest) = rest.split_at_mut(ps);
-        let zero = &mut rest[..ps];
-        zero.fill(0);
+        let slots = cfg.cache_pages as usize;
+        let mut carve = Carver::new(storage);
+        let owner = carve.words(slots)?;
+        let map = carve.words32(map_entries(slots))?;
+        let pending = carve.words(cfg.max_frame_inserts())?;
+        let body = carve.bytes(cfg.frame_bytes as usize)?;
+        let scratch = carve.bytes(ps)?;
+        let store = match mode {
+            DecodeMode::InPlace => Store::InPlace(Ring::new(slots as u64)),
+            DecodeMode::CacheCopy => {
+                Store::CacheCopy(PageCache::new(carve.bytes(cfg.cache_len())?, ps))
+            }
+        };
         Ok(Decoder {
             cfg,
+            mode,
             pages: Pages {
-                cache: PageCache::new(cache, ps),
+                store,
+                owners: Owners::new(owner, map, pending),
                 scratch,
-                zero,
             },
             body,
             expected_seq: 0,
@@ -98,13 +104,22 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    /// Parses the stream header at the front of `input` and builds a decoder for the
-    /// configuration it carries. Returns the decoder and the header length consumed.
-    pub fn from_header(input: &[u8], storage: &'a mut [u8]) -> Result<(Self, usize)> {
+    /// Parses the stream header at the front of `input` and builds a decoder in `mode` for
+    /// the configuration it carries. Returns the decoder and the header length consumed.
+    pub fn from_header(
+        input: &[u8],
+        mode: DecodeMode,
+        storage: &'a mut [u8],
+    ) -> Result<(Self, usize)> {
         let cfg = Config::from_header(input)?;
-        let mut dec = Decoder::new(cfg, storage)?;
+        let mut dec = Decoder::new(cfg, mode, storage)?;
         dec.stats.bytes_in = HEADER_LEN as u64;
         Ok((dec, HEADER_LEN))
+    }
+
+    /// The storage mode.
+    pub fn mode(&self) -> DecodeMode {
+        self.mode
     }
 
     /// The configuration from the stream header.
@@ -140,7 +155,7 @@ impl<'a> Decoder<'a> {
 
     /// Decodes every complete frame at the front of `input`; returns the bytes consumed.
     /// A partial frame at the end is left for the next call.
-    pub fn decode<S: Sink>(&mut self, input: &[u8], sink: &mut S) -> Result<usize> {
+    pub fn decode<D: Destination>(&mut self, input: &[u8], dest: &mut D) -> Result<usize> {
         let mut pos = 0;
         while pos < input.len() {
             let rest = &input[pos..];
@@ -162,15 +177,15 @@ impl<'a> Decoder<'a> {
             if rest.len() < len {
                 break;
             }
-            self.decode_frame(&rest[..len], sink)?;
+            self.decode_frame(&rest[..len], dest)?;
             pos += len;
         }
         Ok(pos)
     }
 
-    /// Decodes exactly one frame. Nothing reaches `sink` unless the whole frame is valid.
-    /// Any error is final: the decoder refuses further frames.
-    pub fn decode_frame<S: Sink>(&mut self, frame: &[u8], sink: &mut S) -> Result<usize> {
+    /// Decodes exactly one frame. Nothing of it is written to `dest` unless the whole frame
+    /// is valid. Any error is final: the decoder refuses further frames.
+    pub fn decode_frame<D: Destination>(&mut self, frame: &[u8], dest: &mut D) -> Result<usize> {
         match self.state {
             State::Failed => return Err(Error::Finished),
             State::Ended => {
@@ -179,7 +194,7 @@ impl<'a> Decoder<'a> {
             }
             State::Running => {}
         }
-        let r = self.decode_frame_inner(frame, sink);
+        let r = self.decode_frame_inner(frame, dest);
         if r.is_err() {
             self.state = State::Failed;
         }
@@ -190,19 +205,20 @@ impl<'a> Decoder<'a> {
         ParseState {
             page_size: self.cfg.page_size as usize,
             blocks_per_page: self.cfg.blocks_per_page as usize,
-            capacity: self.pages.cache.capacity(),
-            inserted: self.pages.cache.inserted(),
+            capacity: self.pages.ring().capacity(),
+            inserted: self.pages.ring().inserted(),
             next_pfn: 0,
         }
     }
 
     /// One frame: checked, its records validated, then applied; returns the pages in it.
-    fn decode_frame_inner<S: Sink>(&mut self, frame: &[u8], sink: &mut S) -> Result<usize> {
+    fn decode_frame_inner<D: Destination>(&mut self, frame: &[u8], dest: &mut D) -> Result<usize> {
         let fh = self.check_frame(frame)?;
         let st = self.parse_state();
         let body = frame::body(frame, &fh, self.cfg.lz4, self.body)?;
-        let tally = validate::check_body(body, st, self.iteration, self.page_records)?;
-        self.pages.apply_body(body, st, sink)?;
+        let owners = &mut self.pages.owners;
+        let tally = validate::check_body(body, st, self.iteration, self.page_records, owners)?;
+        self.pages.apply_body(body, st, dest)?;
         Ok(self.advance(&fh, &tally))
     }
 
@@ -228,9 +244,11 @@ impl<'a> Decoder<'a> {
 mod tests {
     use super::*;
 
-    struct Nothing;
-    impl Sink for Nothing {
-        fn page(&mut self, _pfn: u64, _data: &[u8]) {}
+    struct Nothing([u8; 4096]);
+    impl Destination for Nothing {
+        fn page_mut(&mut self, _pfn: u64) -> Result<&mut [u8]> {
+            Ok(&mut self.0)
+        }
     }
 
     const CFG: Config = Config {
@@ -259,31 +277,57 @@ mod tests {
     #[test]
     fn errors_are_final() {
         let mut mem = [0u8; CFG.decoder_storage_len()];
-        let mut dec = Decoder::new(CFG, &mut mem).unwrap();
+        let mut dec = Decoder::new(CFG, DecodeMode::CacheCopy, &mut mem).unwrap();
         let mut buf = [0u8; 64];
         let n = frame(0, &[0x02, 0x00, 0x01], &mut buf); // DUP of an empty slot
         assert_eq!(dec.frame_len(&buf), Ok(n));
         assert_eq!(
-            dec.decode_frame(&buf[..n], &mut Nothing),
+            dec.decode_frame(&buf[..n], &mut Nothing([0; 4096])),
             Err(Error::EmptySlot)
         );
         let n = frame(0, &[0x01, 0x00], &mut buf);
         assert_eq!(
-            dec.decode_frame(&buf[..n], &mut Nothing),
+            dec.decode_frame(&buf[..n], &mut Nothing([0; 4096])),
             Err(Error::Finished)
         );
         assert_eq!(dec.check_complete(), Err(Error::Finished));
     }
 
     #[test]
+    fn each_mode_needs_its_storage_and_no_more() {
+        for mode in [DecodeMode::InPlace, DecodeMode::CacheCopy] {
+            let need = CFG.decoder_storage_len_for(mode);
+            let mut mem = [0u8; CFG.decoder_storage_len() + 8];
+            // any alignment of the buffer will do
+            for skew in [0, 3] {
+                let exact = &mut mem[skew..skew + need];
+                assert_eq!(
+                    Decoder::new(CFG, mode, exact).map(|d| d.mode()).ok(),
+                    Some(mode)
+                );
+            }
+            assert_eq!(
+                Decoder::new(CFG, mode, &mut mem[..need - 1]).err(),
+                Some(Error::InsufficientStorage {
+                    needed: need,
+                    given: need - 1
+                })
+            );
+        }
+        // in place: the owner tables and the frame buffers, no page copies
+        let in_place = CFG.decoder_storage_len_for(DecodeMode::InPlace);
+        assert!(in_place < CFG.frame_bytes as usize * 3 / 2 + 2 * 16 + 4096 + 64);
+    }
+
+    #[test]
     fn partial_frames_wait_for_more_input() {
         let mut mem = [0u8; CFG.decoder_storage_len()];
-        let mut dec = Decoder::new(CFG, &mut mem).unwrap();
+        let mut dec = Decoder::new(CFG, DecodeMode::CacheCopy, &mut mem).unwrap();
         let mut buf = [0u8; 64];
         let n = frame(0, &[0x01, 0x00, 0x12, 0x01], &mut buf);
-        assert_eq!(dec.decode(&buf[..n - 1], &mut Nothing), Ok(0));
+        assert_eq!(dec.decode(&buf[..n - 1], &mut Nothing([0; 4096])), Ok(0));
         assert_eq!(dec.check_complete(), Err(Error::Truncated));
-        assert_eq!(dec.decode(&buf[..n], &mut Nothing), Ok(n));
+        assert_eq!(dec.decode(&buf[..n], &mut Nothing([0; 4096])), Ok(n));
         assert!(dec.is_complete());
         assert_eq!(dec.stats().pages, 1);
     }

@@ -101,6 +101,9 @@ impl Encoder<'_> {
                 let Some(age) = self.cache.age_of_slot(slot) else {
                     continue;
                 };
+                if !self.owners.is_live(slot) {
+                    continue;
+                }
                 if &self.cache.page(slot)[cb * bs..(cb + 1) * bs] == block {
                     plan.kinds[b] = BlockKind::Ref;
                     plan.refs[b] = block_ref(age, cb, bpp as u64);
@@ -127,7 +130,11 @@ impl Encoder<'_> {
         plan.dup_candidates
             .into_iter()
             .flatten()
-            .find(|&(slot, _)| Some(slot) != base.map(|b| b.slot) && self.cache.page(slot) == page)
+            .find(|&(slot, _)| {
+                Some(slot) != base.map(|b| b.slot)
+                    && self.owners.is_live(slot)
+                    && self.cache.page(slot) == page
+            })
             .map(|(_, age)| age)
     }
 

@@ -1,6 +1,7 @@
 //! The record for one page, step by step: zero page, the page delta against the page's
-//! previous version (a duplicate, or a PATCH when small enough), the per-block plan (with a
-//! duplicate found by content), block deltas, then the smallest of PATCH, BLOCKS and RAW.
+//! previous version (a duplicate, or a PATCH or DELTA when small enough), the per-block plan
+//! (with a duplicate found by content), block deltas, then the smallest of the page delta,
+//! BLOCKS and RAW. Only live slots are ever named (format version 3's retirement rule).
 
 use super::blocks::BlockPlan;
 use super::{Base, Encoder};
@@ -24,7 +25,7 @@ impl Encoder<'_> {
         let pfn_code = zigzag(pfn.wrapping_sub(self.next_pfn) as i64);
         self.next_pfn = pfn.wrapping_add(1);
         if is_zero(page) {
-            return self.write_zero(pfn_code);
+            return self.write_zero(pfn, pfn_code);
         }
         let base = self.base_of(pfn);
         let pending = match base {
@@ -45,16 +46,36 @@ impl Encoder<'_> {
         self.write_smallest(pfn, pfn_code, page, base, page_delta, &plan);
     }
 
-    /// The latest cached version of `pfn`, the base for deltas, when deltas are on.
+    /// The latest cached version of `pfn`, the base for deltas, when deltas are on: the
+    /// live slot the page owns, else the live slot the address index remembers for it (a
+    /// page it duplicated).
     fn base_of(&self, pfn: u64) -> Option<Base> {
-        let seq = self.address.get(pfn).filter(|_| self.features.delta)?;
-        let age = self.cache.age_of_seq(seq)?;
-        let slot = self.cache.slot_for_age(age).ok()?;
-        Some(Base { age, slot })
+        if !self.features.delta {
+            return None;
+        }
+        let owned = self.owners.slot_of(pfn);
+        let slot = match owned {
+            Some(slot) => slot,
+            None => {
+                let seq = self.address.get(pfn)?;
+                let slot = self.cache.slot_for_age(self.cache.age_of_seq(seq)?).ok()?;
+                if !self.owners.is_live(slot) {
+                    return None;
+                }
+                slot
+            }
+        };
+        let age = self.cache.age_of_slot(slot)?;
+        Some(Base {
+            age,
+            slot,
+            owned: owned.is_some(),
+        })
     }
 
     /// The page delta comes first. Empty: the page is unchanged, a duplicate. Within the
-    /// delta threshold: sent at once as a PATCH, without content lookups, block deltas or
+    /// delta threshold: sent at once (a PATCH, or a DELTA where the base is another page's
+    /// slot), without content lookups, block deltas or
     /// hashing (weighing it against a block layout sends almost the same bytes for much more
     /// work; `docs/PERFORMANCE.md`). In both cases the record is written and `None` comes
     /// back. Otherwise (or with `exhaustive`, where a delta within the threshold stays a
@@ -94,7 +115,7 @@ impl Encoder<'_> {
             }
             Some(n) if n <= threshold && self.exhaustive => Some(n),
             Some(n) if n <= threshold && n + varint_len(base.age) <= ps => {
-                self.write_patch(pfn_code, base.age, base.slot, n, page);
+                self.write_delta(pfn, pfn_code, base, n, page);
                 return None;
             }
             _ => None,
@@ -106,7 +127,7 @@ impl Encoder<'_> {
         Some(Pending { page_delta, bounds })
     }
 
-    /// Writes the smallest of the candidates: a PATCH of the page delta (when one was kept),
+    /// Writes the smallest of the candidates: the page delta (when one was kept),
     /// the BLOCKS record of `plan`, or the RAW page.
     fn write_smallest(
         &mut self,
@@ -125,7 +146,7 @@ impl Encoder<'_> {
         if let (Some(n), Some(base)) = (page_delta, base) {
             let delta_len = head + varint_len(base_age) + n;
             if delta_len <= blocks_len && delta_len <= raw_len {
-                return self.write_patch(pfn_code, base_age, base.slot, n, page);
+                return self.write_delta(pfn, pfn_code, base, n, page);
             }
         }
         if blocks_len < raw_len {

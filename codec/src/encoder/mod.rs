@@ -25,6 +25,7 @@ pub use stats::{EncoderStats, KindStats};
 use crate::cache::PageCache;
 use crate::config::{Config, RECORD_OVERHEAD};
 use crate::error::{Error, Result};
+use crate::owners::{map_entries, Owners};
 use crate::storage::Carver;
 use crate::wire::header::{StreamHeader, HEADER_LEN};
 use crate::wire::record::{BodyWriter, RecordTag};
@@ -73,6 +74,8 @@ impl Default for Features {
 struct Base {
     age: u64,
     slot: usize,
+    /// The slot is the page's own (a delta may then be a PATCH of it).
+    owned: bool,
 }
 
 /// The source side of a stream, over storage the caller owns.
@@ -84,6 +87,10 @@ pub struct Encoder<'a> {
     /// Weigh every record kind for every page ([`Encoder::set_exhaustive`]).
     exhaustive: bool,
     cache: PageCache<'a>,
+    /// Owners of the slots and which are live: the retirement rule, as the decoder keeps it.
+    owners: Owners<'a, false>,
+    /// Pages the frame being filled inserts (at most `Config::max_frame_inserts`).
+    frame_inserts: usize,
     content: ContentIndex<'a>,
     address: AddressIndex<'a>,
     /// The body of the frame being filled.
@@ -115,6 +122,12 @@ impl<'a> Encoder<'a> {
         }
         let mut carve = Carver::new(storage);
         let cache = PageCache::new(carve.bytes(cfg.cache_len())?, cfg.page_size as usize);
+        let slots = cfg.cache_pages as usize;
+        let owners = Owners::new(
+            carve.words(slots)?,
+            carve.words32(map_entries(slots))?,
+            &mut [],
+        );
         let content = ContentIndex::new(carve.words(cfg.content_index_entries())?);
         let address = AddressIndex::new(carve.words(cfg.address_index_entries() * 2)?);
         let body = BodyWriter::new(carve.bytes(cfg.frame_bytes as usize)?);
@@ -126,6 +139,8 @@ impl<'a> Encoder<'a> {
             lz4: cfg.lz4,
             exhaustive: false,
             cache,
+            owners,
+            frame_inserts: 0,
             content,
             address,
             body,
@@ -274,10 +289,11 @@ impl<'a> Encoder<'a> {
     }
 
     /// Writes the stream header on the first call, and seals the frame when the next record
-    /// (at most `record` bytes) might not fit in it. Returns the bytes written to `out`.
+    /// (at most `record` bytes) might not fit in it, or might insert a page beyond the
+    /// frame's limit. Returns the bytes written to `out`.
     fn make_room(&mut self, out: &mut [u8], record: usize) -> usize {
         let written = self.take_header(out);
-        if self.body.room() >= record {
+        if self.body.room() >= record && self.frame_inserts < self.cfg.max_frame_inserts() {
             return written;
         }
         written + self.flush(&mut out[written..])

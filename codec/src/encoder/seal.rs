@@ -38,6 +38,7 @@ impl Encoder<'_> {
         self.stats.frames_lz4 += u64::from(lz4);
         self.stats.bytes_out += total as u64;
         self.body.clear();
+        self.frame_inserts = 0;
         self.next_pfn = 0;
         self.frame_seq = self.frame_seq.wrapping_add(1);
         total

@@ -24,7 +24,8 @@ pub struct EncoderStats {
     pub zero: KindStats,
     pub dup: KindStats,
     pub raw: KindStats,
-    /// Whole-page deltas (PATCH records).
+    /// Whole-page deltas (PATCH records, and DELTA records where the base is another
+    /// page's slot).
     pub delta: KindStats,
     pub blocks: KindStats,
     /// Blocks inside BLOCKS records, by kind.

@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering::{Relaxed, Release};
 
 use super::layout::{ctrl, flags, status, CONTROL_LEN, OFFLOAD_VERSION};
 use super::*;
-use crate::{Config, Decoder, Encoder, Error, Features, Sink};
+use crate::{Config, DecodeMode, Decoder, Destination, Encoder, Error, Features, Result};
 
 const CFG: Config = Config {
     cache_pages: 32,
@@ -198,15 +198,19 @@ fn ring_stream_equals_in_process_stream_and_decodes() {
     assert_eq!(host_stats, dev_stats);
     assert_eq!(host_stats.bytes_out, wire.len() as u64);
 
-    struct Count(u64);
-    impl Sink for Count {
-        fn page(&mut self, _: u64, _: &[u8]) {
+    /// Counts pages through one staging page (a relay's destination).
+    struct Count(u64, [u8; 4096]);
+    impl Destination for Count {
+        fn page_mut(&mut self, _: u64) -> Result<&mut [u8]> {
+            Ok(&mut self.1)
+        }
+        fn page_done(&mut self, _: u64) {
             self.0 += 1;
         }
     }
     let mut dm = vec![0u8; CFG.decoder_storage_len()];
-    let (mut dec, used) = Decoder::from_header(&wire, &mut dm).unwrap();
-    let mut n = Count(0);
+    let (mut dec, used) = Decoder::from_header(&wire, DecodeMode::CacheCopy, &mut dm).unwrap();
+    let mut n = Count(0, [0; 4096]);
     dec.decode(&wire[used..], &mut n).unwrap();
     dec.check_complete().unwrap();
     assert_eq!(n.0, host_stats.pages());

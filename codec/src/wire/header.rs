@@ -31,7 +31,7 @@ pub mod field {
 /// Magic bytes that open every pagewire stream.
 pub const MAGIC: [u8; 4] = *b"PGWR";
 /// Wire format version written by this crate (see `docs/FORMAT.md`).
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 /// Length of the stream header in bytes.
 pub const HEADER_LEN: usize = field::CRC.end;
 /// Flag: frame bodies may be LZ4-compressed.
@@ -224,6 +224,6 @@ mod tests {
         t.set_page_size(4096);
         t.fill_crc();
         assert_eq!(t.page_size(), 0);
-        assert_eq!(&tiny, b"PGWR\x02\x00");
+        assert_eq!(&tiny, b"PGWR\x03\x00");
     }
 }

@@ -2,7 +2,7 @@
 //! stream, decode a wire stream into the pages it delivers, and make memory-like pages.
 #![allow(dead_code)]
 
-use pagewire::{Config, Decoder, Encoder, Result, Sink};
+use pagewire::{Config, DecodeMode, Decoder, Destination, Encoder, Result};
 
 /// One step of a migration stream.
 #[derive(Debug, Clone)]
@@ -73,40 +73,100 @@ pub enum Event {
     End,
 }
 
-#[derive(Default)]
-pub struct Collect(pub Vec<Event>);
+/// A destination that records every event, each page as it was written (through one
+/// staging page in cache-copy mode; in place, over a sparse memory whose pages it reads
+/// back).
+pub struct Collect {
+    pub events: Vec<Event>,
+    /// Guest memory by pfn (in place), grown on demand.
+    pub mem: std::collections::BTreeMap<u64, Vec<u8>>,
+    staging: Vec<u8>,
+    page_size: usize,
+    in_place: bool,
+}
 
-impl Sink for Collect {
-    fn page(&mut self, pfn: u64, data: &[u8]) {
-        self.0.push(Event::Page(pfn, data.to_vec()));
+impl Collect {
+    pub fn new(page_size: usize, mode: DecodeMode) -> Self {
+        Collect {
+            events: Vec::new(),
+            mem: Default::default(),
+            staging: vec![0; page_size],
+            page_size,
+            in_place: mode == DecodeMode::InPlace,
+        }
+    }
+}
+
+impl Destination for Collect {
+    fn page_mut(&mut self, pfn: u64) -> Result<&mut [u8]> {
+        if !self.in_place {
+            return Ok(&mut self.staging);
+        }
+        let ps = self.page_size;
+        Ok(self.mem.entry(pfn).or_insert_with(|| vec![0; ps]))
+    }
+    fn page(&self, pfn: u64) -> Result<&[u8]> {
+        self.mem
+            .get(&pfn)
+            .map(|p| &p[..])
+            .ok_or(pagewire::Error::PageUnreadable { pfn })
+    }
+    fn page_pair(&mut self, from: u64, to: u64) -> Result<(&[u8], &mut [u8])> {
+        let src = self.page(from)?.to_vec();
+        self.staging.copy_from_slice(&src);
+        let ps = self.page_size;
+        let dst = self.mem.entry(to).or_insert_with(|| vec![0; ps]);
+        Ok((&self.staging, dst))
+    }
+    fn page_done(&mut self, pfn: u64) {
+        let page = if self.in_place {
+            self.mem[&pfn].clone()
+        } else {
+            self.staging.clone()
+        };
+        self.events.push(Event::Page(pfn, page));
     }
     fn iteration_end(&mut self, iteration: u64) {
-        self.0.push(Event::IterationEnd(iteration));
+        self.events.push(Event::IterationEnd(iteration));
     }
     fn blob(&mut self, tag: u32, data: &[u8]) {
-        self.0.push(Event::Blob(tag, data.to_vec()));
+        self.events.push(Event::Blob(tag, data.to_vec()));
     }
     fn end_of_stream(&mut self) {
-        self.0.push(Event::End);
+        self.events.push(Event::End);
     }
 }
 
-/// Decodes a whole stream: every event handed out (even on failure) and the verdict.
+/// Decodes a whole stream in both modes: every event handed out (even on failure) and the
+/// verdict, which must be the same in both (this checks it).
 pub fn decode(wire: &[u8]) -> (Vec<Event>, Result<()>) {
-    decode_with_storage(wire, None)
+    let copy = decode_in(wire, DecodeMode::CacheCopy, None);
+    let in_place = decode_in(wire, DecodeMode::InPlace, None);
+    assert_eq!(copy, in_place, "cache copy and in place differ");
+    copy
 }
 
-/// Like [`decode`], with a storage size override.
+/// Like [`decode`], with a storage size override, in cache-copy mode.
 pub fn decode_with_storage(wire: &[u8], storage: Option<usize>) -> (Vec<Event>, Result<()>) {
-    let mut sink = Collect::default();
+    decode_in(wire, DecodeMode::CacheCopy, storage)
+}
+
+/// Decodes a whole stream in `mode` (with a storage size override).
+pub fn decode_in(
+    wire: &[u8],
+    mode: DecodeMode,
+    storage: Option<usize>,
+) -> (Vec<Event>, Result<()>) {
+    let page_size = Config::from_header(wire).map_or(4096, |c| c.page_size as usize);
+    let mut sink = Collect::new(page_size, mode);
     let cfg = match Config::from_header(wire) {
         Ok(c) => c,
-        Err(e) => return (sink.0, Err(e)),
+        Err(e) => return (sink.events, Err(e)),
     };
-    let mut mem = vec![0u8; storage.unwrap_or(cfg.decoder_storage_len())];
-    let (mut dec, used) = match Decoder::from_header(wire, &mut mem) {
+    let mut mem = vec![0u8; storage.unwrap_or(cfg.decoder_storage_len_for(mode))];
+    let (mut dec, used) = match Decoder::from_header(wire, mode, &mut mem) {
         Ok(d) => d,
-        Err(e) => return (sink.0, Err(e)),
+        Err(e) => return (sink.events, Err(e)),
     };
     let r = dec.decode(&wire[used..], &mut sink).and_then(|n| {
         if used + n != wire.len() && !dec.is_complete() {
@@ -117,7 +177,7 @@ pub fn decode_with_storage(wire: &[u8], storage: Option<usize>) -> (Vec<Event>, 
         }
         dec.check_complete()
     });
-    (sink.0, r)
+    (sink.events, r)
 }
 
 /// The events a correct decoder must hand out for `steps`.

@@ -42,8 +42,7 @@ impl DeadlineArgs {
 /// `v` seconds of flag `flag` as a deadline: more than zero (a zero deadline would fail
 /// every wait), at most a day.
 pub fn deadline(flag: &str, v: f64) -> Result<Duration> {
-    // `!(v > 0.0)` also catches NaN
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         bail!("{flag} must be more than 0 seconds, not {v}");
     }
     seconds(v, flag, MAX_DEADLINE)

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use pagewire::{Config, Decoder, Sink, FRAME_HEADER_LEN, HEADER_LEN};
+use pagewire::{Config, DecodeMode, Decoder, Destination, FRAME_HEADER_LEN, HEADER_LEN};
 
 use crate::host_memory;
 use crate::net::{Link, Waits};
@@ -267,8 +267,8 @@ fn receive_stream<L: Read + Write, G: DestGuest>(
     hello: &Hello,
 ) -> Result<Stream> {
     let (header, cfg) = read_stream_header(link, hello)?;
-    let mut storage = vec![0u8; cfg.decoder_storage_len()];
-    let (mut dec, _) = Decoder::from_header(&header, &mut storage)
+    let mut storage = vec![0u8; cfg.decoder_storage_len_for(DecodeMode::CacheCopy)];
+    let (mut dec, _) = Decoder::from_header(&header, DecodeMode::CacheCopy, &mut storage)
         .map_err(|e| anyhow!("bad stream header: {e}"))?;
     let pages = hello.mem_bytes / u64::from(hello.page_size);
     let mut sink = IntoGuest {
@@ -276,6 +276,7 @@ fn receive_stream<L: Read + Write, G: DestGuest>(
         pages,
         page_size: hello.page_size as usize,
         written: vec![0; (pages as usize).div_ceil(64)],
+        staging: vec![0; hello.page_size as usize],
         bad_pfn: None,
         write_failed: None,
         blobs: StateBlobs::new(hello.vcpus as usize),
@@ -300,12 +301,12 @@ fn receive_stream<L: Read + Write, G: DestGuest>(
     })
 }
 
-/// Reads one frame from `link` and decodes it into `sink`; returns its length.
-fn decode_frame<R: Read, S: Sink>(
+/// Reads one frame from `link` and decodes it into `dest`; returns its length.
+fn decode_frame<R: Read, D: Destination>(
     link: &mut R,
     dec: &mut Decoder<'_>,
     frame: &mut [u8],
-    sink: &mut S,
+    dest: &mut D,
 ) -> Result<u64> {
     link.read_exact(&mut frame[..FRAME_HEADER_LEN])
         .context("the stream ended before its END record")?;
@@ -314,7 +315,7 @@ fn decode_frame<R: Read, S: Sink>(
         .map_err(|e| anyhow!("bad frame: {e}"))?;
     link.read_exact(&mut frame[FRAME_HEADER_LEN..len])
         .context("the stream ended inside a frame")?;
-    dec.decode_frame(&frame[..len], sink)
+    dec.decode_frame(&frame[..len], dest)
         .map_err(|e| anyhow!("bad frame: {e}"))?;
     Ok(len as u64)
 }
@@ -360,6 +361,8 @@ struct IntoGuest<'g, G> {
     /// Pages written so far: a zero page over a never-written page is skipped, so memory
     /// the guest never used stays unbacked here too.
     written: Vec<u64>,
+    /// The page the decoder writes, then handed to the guest.
+    staging: Vec<u8>,
     bad_pfn: Option<u64>,
     write_failed: Option<anyhow::Error>,
     blobs: StateBlobs,
@@ -382,19 +385,26 @@ impl<G> IntoGuest<'_, G> {
     }
 }
 
-impl<G: DestGuest> Sink for IntoGuest<'_, G> {
-    fn page(&mut self, pfn: u64, data: &[u8]) {
-        if pfn < self.pages && data.len() == self.page_size {
-            let (w, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
-            if self.written[w] & bit == 0 && data.iter().all(|&b| b == 0) {
-                return;
-            }
-            self.written[w] |= bit;
-            if let Err(e) = self.guest.write_page(pfn, data) {
-                self.write_failed.get_or_insert(e);
-            }
-        } else {
+/// A cache-copy decoder writes each page into the staging page, which then goes to the
+/// guest.
+impl<G: DestGuest> Destination for IntoGuest<'_, G> {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+        if pfn >= self.pages || self.staging.len() != self.page_size {
             self.bad_pfn.get_or_insert(pfn);
+            return Err(pagewire::Error::PfnOutOfRange { pfn });
+        }
+        Ok(&mut self.staging)
+    }
+
+    fn page_done(&mut self, pfn: u64) {
+        let data = &self.staging;
+        let (w, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
+        if self.written[w] & bit == 0 && data.iter().all(|&b| b == 0) {
+            return;
+        }
+        self.written[w] |= bit;
+        if let Err(e) = self.guest.write_page(pfn, data) {
+            self.write_failed.get_or_insert(e);
         }
     }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use pagewire::{Decoder, Sink, HEADER_LEN};
+use pagewire::{DecodeMode, Decoder, HEADER_LEN};
 
 /// The destination: a memory image the decoder writes into, and what arrived.
 pub struct Destination {
@@ -33,22 +33,26 @@ impl Destination {
     }
 }
 
-impl Sink for Destination {
-    fn page(&mut self, pfn: u64, data: &[u8]) {
+/// The decoder writes each page straight into the image (a cache-copy decoder: it keeps
+/// its own copy of the cache).
+impl pagewire::Destination for Destination {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
         let ps = self.page_size;
         let at = usize::try_from(pfn)
             .ok()
             .and_then(|p| p.checked_mul(ps))
-            .filter(|&at| at + ps <= self.image.len() && data.len() == ps);
+            .filter(|&at| at + ps <= self.image.len());
         match at {
-            Some(at) => {
-                self.image[at..at + ps].copy_from_slice(data);
-                self.delivered.push(pfn);
-            }
+            Some(at) => Ok(&mut self.image[at..at + ps]),
             None => {
-                self.bad.get_or_insert((pfn, data.len()));
+                self.bad.get_or_insert((pfn, ps));
+                Err(pagewire::Error::PfnOutOfRange { pfn })
             }
         }
+    }
+
+    fn page_done(&mut self, pfn: u64) {
+        self.delivered.push(pfn);
     }
 
     fn iteration_end(&mut self, iteration: u64) {
@@ -98,7 +102,7 @@ impl<'a> Receiver<'a> {
                 .take()
                 .ok_or_else(|| anyhow!("decoder storage already used"))?;
             let t = Instant::now();
-            let r = Decoder::from_header(data, storage);
+            let r = Decoder::from_header(data, DecodeMode::CacheCopy, storage);
             self.time += t.elapsed();
             let (dec, used) = r.context("the decoder rejected the stream header")?;
             self.decoder = Some(dec);
@@ -120,6 +124,7 @@ mod tests {
 
     #[test]
     fn destination_rejects_pages_outside_memory() {
+        use pagewire::Destination as _;
         let mut d = Destination {
             image: vec![0; 8192],
             page_size: 4096,
@@ -129,10 +134,15 @@ mod tests {
             ended: false,
             bad: None,
         };
-        d.page(1, &[1; 4096]);
-        d.page(2, &[1; 4096]);
-        d.page(u64::MAX, &[1; 4096]);
+        d.page_mut(1).unwrap().fill(1);
+        d.page_done(1);
+        assert_eq!(
+            d.page_mut(2).err(),
+            Some(pagewire::Error::PfnOutOfRange { pfn: 2 })
+        );
+        assert!(d.page_mut(u64::MAX).is_err());
         assert_eq!(d.delivered, [1]);
         assert_eq!(d.bad, Some((2, 4096)));
+        assert!(d.image[4096..].iter().all(|&b| b == 1));
     }
 }

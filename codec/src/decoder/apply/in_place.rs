@@ -1,0 +1,243 @@
+//! In place: each page is built directly in destination memory, and what a record refers
+//! to is read from the memory of the slot's owner, which holds the slot's content (the
+//! retirement rule keeps it so). A page built out of its own old content (a BLOCKS record
+//! that refers to the page it replaces) is built in scratch first.
+
+use super::writable;
+use crate::cache::Ring;
+use crate::config::MAX_BLOCKS_PER_PAGE;
+use crate::decoder::Destination;
+use crate::error::{Error, Result};
+use crate::owners::Owners;
+use crate::wire::delta;
+use crate::wire::record::{block_item, BlockItem, BlockKind, ParseState, Record};
+
+/// Writes the page of a page record (parsed from state `st`) into `dest`; returns its pfn.
+pub(super) fn apply_page<D: Destination>(
+    ring: &mut Ring,
+    owners: &mut Owners<'_, true>,
+    scratch: &mut [u8],
+    record: Record<'_>,
+    st: &ParseState,
+    dest: &mut D,
+) -> Result<u64> {
+    let ps = st.page_size;
+    let owner_of_age = |age| ring.slot_for_age(age).map(|s| owners.stored_owner(s));
+    let pfn = match record {
+        Record::Zero { pfn } => {
+            writable(dest, pfn, ps)?.fill(0);
+            pfn
+        }
+        Record::Dup { pfn, age } => {
+            let from = owner_of_age(age)?;
+            if from != pfn {
+                copy_page(dest, from, pfn, ps)?;
+            }
+            pfn
+        }
+        Record::Raw { pfn, bytes } => {
+            writable(dest, pfn, ps)?.copy_from_slice(bytes);
+            insert(ring, owners, pfn);
+            pfn
+        }
+        Record::Delta {
+            pfn,
+            rle,
+            in_place: true,
+            ..
+        } => {
+            // validated: the slot is this page's own, equal to its memory
+            delta::apply(rle, writable(dest, pfn, ps)?)?;
+            pfn
+        }
+        Record::Delta {
+            pfn,
+            age,
+            rle,
+            in_place: false,
+        } => {
+            let from = owner_of_age(age)?;
+            if from != pfn {
+                copy_page(dest, from, pfn, ps)?;
+            }
+            delta::apply(rle, writable(dest, pfn, ps)?)?;
+            insert(ring, owners, pfn);
+            pfn
+        }
+        Record::Blocks {
+            pfn,
+            kinds,
+            base_age,
+            payload,
+        } => {
+            let base = match base_age {
+                Some(age) => Some(owner_of_age(age)?),
+                None => None,
+            };
+            let blocks = Blocks {
+                ring,
+                owners,
+                st,
+                kinds: &kinds,
+                base,
+                payload,
+            };
+            if blocks.refers_to(pfn)? {
+                blocks.build_in_scratch(scratch, dest)?;
+                writable(dest, pfn, ps)?.copy_from_slice(scratch);
+            } else {
+                blocks.build_in(pfn, dest)?;
+            }
+            insert(ring, owners, pfn);
+            pfn
+        }
+        Record::IterationEnd { .. } | Record::Blob { .. } | Record::End { .. } => 0,
+    };
+    Ok(pfn)
+}
+
+/// The head slot, now `pfn`'s: its owner stored, the ring advanced.
+fn insert(ring: &mut Ring, owners: &mut Owners<'_, true>, pfn: u64) {
+    owners.store_owner(ring.head_slot(), pfn);
+    ring.advance();
+}
+
+/// Checks a page handed out by the destination for its length.
+fn one_page(page: &[u8], page_size: usize) -> Result<()> {
+    if page.len() != page_size {
+        return Err(Error::WrongPageLength {
+            expected: page_size,
+            got: page.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Page `to` becomes a copy of page `from` (`from != to`).
+fn copy_page<D: Destination>(dest: &mut D, from: u64, to: u64, page_size: usize) -> Result<()> {
+    let (src, dst) = dest.page_pair(from, to)?;
+    one_page(src, page_size)?;
+    one_page(dst, page_size)?;
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
+/// A validated BLOCKS record, its references resolved to owner pages.
+struct Blocks<'r, 'o> {
+    ring: &'r Ring,
+    owners: &'r Owners<'o, true>,
+    st: &'r ParseState,
+    kinds: &'r [BlockKind; MAX_BLOCKS_PER_PAGE],
+    /// Owner of the base page of the delta blocks.
+    base: Option<u64>,
+    payload: &'r [u8],
+}
+
+/// Where one block comes from: a block of another page's memory, and what then goes on it.
+enum Source<'b> {
+    Page { pfn: u64, block: usize },
+    Nothing,
+    Literal(&'b [u8]),
+}
+
+impl<'r> Blocks<'r, '_> {
+    fn bpp(&self) -> usize {
+        self.st.blocks_per_page
+    }
+
+    fn bs(&self) -> usize {
+        self.st.page_size / self.st.blocks_per_page
+    }
+
+    /// Block `b`'s item at `*pos`: where it comes from, and its delta if it has one.
+    fn item(&self, pos: &mut usize, b: usize) -> Result<(Source<'r>, Option<&'r [u8]>)> {
+        Ok(
+            match block_item(self.payload, pos, self.kinds[b], self.st)? {
+                BlockItem::Zero => (Source::Nothing, None),
+                BlockItem::Literal(bytes) => (Source::Literal(bytes), None),
+                BlockItem::Ref { age, block } => {
+                    let slot = self.ring.slot_for_age(age)?;
+                    let pfn = self.owners.stored_owner(slot);
+                    (Source::Page { pfn, block }, None)
+                }
+                BlockItem::Delta(rle) => {
+                    let pfn = self
+                        .base
+                        .ok_or(Error::Malformed("delta block without a base"))?;
+                    (Source::Page { pfn, block: b }, Some(rle))
+                }
+            },
+        )
+    }
+
+    /// True when a block comes from page `pfn` itself.
+    fn refers_to(&self, pfn: u64) -> Result<bool> {
+        let mut pos = 0;
+        for b in 0..self.bpp() {
+            if let (Source::Page { pfn: from, .. }, _) = self.item(&mut pos, b)? {
+                if from == pfn {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Builds the page in `scratch`, reading the pages it refers to.
+    fn build_in_scratch<D: Destination>(&self, scratch: &mut [u8], dest: &D) -> Result<()> {
+        let bs = self.bs();
+        let mut pos = 0;
+        for b in 0..self.bpp() {
+            let dst = &mut scratch[b * bs..(b + 1) * bs];
+            let (source, rle) = self.item(&mut pos, b)?;
+            match source {
+                Source::Nothing => dst.fill(0),
+                Source::Literal(bytes) => dst.copy_from_slice(bytes),
+                Source::Page { pfn, block } => {
+                    let src = dest.page(pfn)?;
+                    one_page(src, self.st.page_size)?;
+                    dst.copy_from_slice(&src[block * bs..(block + 1) * bs]);
+                }
+            }
+            if let Some(rle) = rle {
+                delta::apply(rle, dst)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the page in page `pfn`'s memory, which no block comes from.
+    fn build_in<D: Destination>(&self, pfn: u64, dest: &mut D) -> Result<()> {
+        let bs = self.bs();
+        let ps = self.st.page_size;
+        let mut pos = 0;
+        for b in 0..self.bpp() {
+            let (source, rle) = self.item(&mut pos, b)?;
+            let r = b * bs..(b + 1) * bs;
+            let dst = match source {
+                Source::Nothing => {
+                    let dst = &mut writable(dest, pfn, ps)?[r];
+                    dst.fill(0);
+                    dst
+                }
+                Source::Literal(bytes) => {
+                    let dst = &mut writable(dest, pfn, ps)?[r];
+                    dst.copy_from_slice(bytes);
+                    dst
+                }
+                Source::Page { pfn: from, block } => {
+                    let (src, dst) = dest.page_pair(from, pfn)?;
+                    one_page(src, ps)?;
+                    one_page(dst, ps)?;
+                    let dst = &mut dst[r];
+                    dst.copy_from_slice(&src[block * bs..(block + 1) * bs]);
+                    dst
+                }
+            };
+            if let Some(rle) = rle {
+                delta::apply(rle, dst)?;
+            }
+        }
+        Ok(())
+    }
+}
