@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use super::migration::MAX_SIMULATED_S;
+use super::limits::MAX_SIMULATED_S;
 use super::sender::RAW_PAGE_HEADER;
 
 /// A WAN link as the simulator sees it.

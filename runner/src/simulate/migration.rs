@@ -10,13 +10,9 @@ use anyhow::{bail, Result};
 use pagewire::policy::{Decision, IterationReport};
 
 use super::guest::Guest;
+use super::limits::MAX_SIMULATED_S;
 use super::link::LinkModel;
 use super::sender::Sender;
-
-/// The longest simulated migration, in simulated seconds (6 hours). The guest's workload is
-/// stepped through every simulated second (about 10 ms of work per second for a 128 MiB
-/// guest), so this bounds how long `simulate` runs too.
-pub const MAX_SIMULATED_S: f64 = 6.0 * 3600.0;
 
 /// What one iteration did.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]

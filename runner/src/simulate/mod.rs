@@ -3,6 +3,7 @@
 //! and codec setting. See `docs/SIMULATOR.md` for the model and its limits.
 
 pub mod guest;
+pub mod limits;
 pub mod link;
 pub mod migration;
 pub mod plot;
@@ -16,8 +17,9 @@ use pagewire::policy::{AnyPolicy, PolicyParams, SmartStop, StopPolicy, Synchroni
 use pagewire::policy::PolicyKind;
 use pagewire::Config;
 
+pub use limits::MAX_SIMULATED_S;
 pub use link::LinkModel;
-pub use migration::{Migration, RunResult, SimIteration, MAX_SIMULATED_S};
+pub use migration::{Migration, RunResult, SimIteration};
 pub use report::{GroupMember, GroupRun, Row, SimReport};
 pub use sender::{CodecMode, Sender};
 pub use timeline::{SnapshotTimeline, SyntheticTimeline, Timeline};
