@@ -83,7 +83,7 @@ pub use config::{
     MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RECORD_OVERHEAD,
 };
 #[cfg(feature = "decoder")]
-pub use decoder::{Decoder, DecoderStats, Destination, MemoryImage};
+pub use decoder::{page_pair_in, Decoder, DecoderStats, Destination, MemoryImage};
 #[cfg(feature = "encoder")]
 pub use encoder::{block_hash, Encoder, EncoderStats, Features, KindStats};
 pub use error::{Error, Result};

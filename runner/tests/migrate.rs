@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 use pagewire::policy::PolicyKind;
+use pagewire::DecodeMode;
 use pagewire_runner::migrate::session::{read_message, DestMessage, Reply};
 use pagewire_runner::migrate::{
     migrate_in, migrate_out, Codec, Compression, DestOptions, NoProgress, SourceOptions,
@@ -35,6 +36,13 @@ fn migrate(w: Workload, vcpus: usize, codec: Codec, policy: PolicyKind) {
     assert_eq!(report.rows[0].pages_sent, (64 * MIB / 4096) as u64);
     assert!(report.downtime_s > 0.0 && report.downtime_s < report.total_s);
     assert_eq!(arrived.reply.stream_bytes, report.stream_bytes);
+    // our VMM hands its memory to the decoder: no copy of the cache at the destination
+    assert_eq!(arrived.decoding.mode, DecodeMode::InPlace);
+    assert!(
+        arrived.decoding.storage_bytes < MIB,
+        "{:?}",
+        arrived.decoding
+    );
     check_arrived(&arrived.vm, &rounds(&vm));
     let mut dst = arrived.vm;
     dst.pause().unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::firmware;
 
-use pagewire::{Config, EncoderStats};
+use pagewire::{Config, DecodeMode, EncoderStats};
 use pagewire_runner::encoders::{
     EncoderChoice, FailureKind, FirmwareEncoder, FirmwareFailure, FirmwareOptions,
     InProcessEncoder, StreamEncoder,
@@ -117,6 +117,7 @@ fn replay_through_the_firmware_verifies_and_matches_in_process() {
     let inproc = replay_with(
         &mut series(3),
         CFG,
+        DecodeMode::InPlace,
         &EncoderChoice::InProcess,
         false,
         &mut (),
@@ -126,6 +127,7 @@ fn replay_through_the_firmware_verifies_and_matches_in_process() {
     let offload = replay_with(
         &mut series(3),
         CFG,
+        DecodeMode::InPlace,
         &EncoderChoice::Firmware(opts),
         false,
         &mut (),
@@ -219,6 +221,7 @@ fn with_fallback_the_replay_finishes_in_process() {
     let inproc = replay_with(
         &mut series(5),
         CFG,
+        DecodeMode::InPlace,
         &EncoderChoice::InProcess,
         false,
         &mut (),
@@ -229,7 +232,15 @@ fn with_fallback_the_replay_finishes_in_process() {
     opts.extra_args = vec!["--crash-after".into(), "2100".into()];
     let choice = EncoderChoice::Firmware(opts);
 
-    let e = replay_with(&mut series(5), CFG, &choice, false, &mut ()).unwrap_err();
+    let e = replay_with(
+        &mut series(5),
+        CFG,
+        DecodeMode::InPlace,
+        &choice,
+        false,
+        &mut (),
+    )
+    .unwrap_err();
     assert_eq!(
         failure(&e).kind,
         FailureKind::Crashed,
@@ -237,7 +248,15 @@ fn with_fallback_the_replay_finishes_in_process() {
     );
 
     let mut rec = Record::default();
-    let r = replay_with(&mut series(5), CFG, &choice, true, &mut rec).unwrap();
+    let r = replay_with(
+        &mut series(5),
+        CFG,
+        DecodeMode::CacheCopy,
+        &choice,
+        true,
+        &mut rec,
+    )
+    .unwrap();
     assert!(r.verified, "every page verified after the fallback");
     assert_eq!(rec.0.len(), 1);
     assert_eq!(rec.0[0].0, 1, "fell back in pass 1");

@@ -151,12 +151,23 @@ fn cli_synthetic_with_options() {
         "32",
         "--delta-threshold",
         "1024",
+        "--decoder",
+        "cache-copy",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
         table.contains("8 blocks/page") && table.contains("LZ4 off"),
         "{table}"
+    );
+    assert!(table.contains("decoder: cache copy"), "{table}");
+
+    let o = run(&["replay", "--synthetic-mib", "4", "--snapshots", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("decoder: in place"),
+        "in place by default: {table}"
     );
 }
 

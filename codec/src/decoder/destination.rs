@@ -31,6 +31,21 @@ pub trait Destination {
         Err(Error::PageUnreadable { pfn: from })
     }
 
+    /// Page `pfn` becomes all zeros. By default it is written like any page; a destination
+    /// may keep a page that already reads as zeros untouched (memory never written then
+    /// stays unbacked). Errors as [`Destination::page_mut`].
+    fn zero_page(&mut self, pfn: u64, page_size: usize) -> Result<()> {
+        let page = self.page_mut(pfn)?;
+        if page.len() != page_size {
+            return Err(Error::WrongPageLength {
+                expected: page_size,
+                got: page.len(),
+            });
+        }
+        page.fill(0);
+        Ok(())
+    }
+
     /// Page `pfn` is complete: every byte the record for it writes has been written.
     fn page_done(&mut self, _pfn: u64) {}
 
@@ -86,19 +101,38 @@ impl Destination for MemoryImage<'_> {
     }
 
     fn page_pair(&mut self, from: u64, to: u64) -> Result<(&[u8], &mut [u8])> {
-        let (src, dst) = (self.range(from)?, self.range(to)?);
-        if src.start == dst.start {
-            return Err(Error::PageUnreadable { pfn: from });
-        }
-        let ps = self.page_size;
-        Ok(if src.start < dst.start {
-            let (a, b) = self.mem.split_at_mut(dst.start);
-            (&a[src], &mut b[..ps])
-        } else {
-            let (a, b) = self.mem.split_at_mut(src.start);
-            (&b[..ps], &mut a[dst])
-        })
+        page_pair_in(self.mem, self.page_size, from, to)
     }
+}
+
+/// Page `from` to read and page `to` to write of flat memory `mem` (page `pfn` at
+/// `pfn * page_size`): [`Destination::page_pair`] for any destination whose memory is one
+/// piece. A page past the end is [`Error::PfnOutOfRange`], `from == to`
+/// [`Error::PageUnreadable`].
+pub fn page_pair_in(
+    mem: &mut [u8],
+    page_size: usize,
+    from: u64,
+    to: u64,
+) -> Result<(&[u8], &mut [u8])> {
+    let ps = page_size.max(1);
+    let pages = (mem.len() / ps) as u64;
+    for pfn in [from, to] {
+        if pfn >= pages {
+            return Err(Error::PfnOutOfRange { pfn });
+        }
+    }
+    if from == to {
+        return Err(Error::PageUnreadable { pfn: from });
+    }
+    let (src, dst) = (from as usize * ps, to as usize * ps);
+    Ok(if src < dst {
+        let (a, b) = mem.split_at_mut(dst);
+        (&a[src..src + ps], &mut b[..ps])
+    } else {
+        let (a, b) = mem.split_at_mut(src);
+        (&b[..ps], &mut a[dst..dst + ps])
+    })
 }
 
 #[cfg(test)]

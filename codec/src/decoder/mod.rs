@@ -15,7 +15,7 @@ mod destination;
 mod frame;
 mod validate;
 
-pub use destination::{Destination, MemoryImage};
+pub use destination::{page_pair_in, Destination, MemoryImage};
 
 use crate::cache::{PageCache, Ring};
 use crate::config::{Config, DecodeMode};

@@ -374,10 +374,12 @@ pub fn run_receive(a: &ReceiveArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "received {} ({} MiB) in {} iterations; downtime {:.1} ms; guest ran {} rounds here; self-check {}",
+            "received {} ({} MiB) in {} iterations, decoded {} ({} KiB of decoder storage); downtime {:.1} ms; guest ran {} rounds here; self-check {}",
             r.label,
             r.mem_bytes >> 20,
             r.iterations,
+            r.decoder,
+            r.decoder_storage_bytes.div_ceil(1024),
             r.reply.downtime_us as f64 / 1e3,
             r.heartbeats,
             if r.self_check_ok { "OK" } else { "FAILED" }

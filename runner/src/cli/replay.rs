@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use pagewire::DecodeMode;
 use pagewire_runner::replay::{memory_budget, replay_with};
 use pagewire_runner::series::{synthetic, MANIFEST_FILE};
 use pagewire_runner::{
@@ -38,6 +39,11 @@ pub struct ReplayArgs {
     /// Do not LZ4-compress frames.
     #[arg(long)]
     no_lz4: bool,
+    /// How the decoder keeps the pages its stream refers to: `in-place` reads them from the
+    /// destination image (a few bytes per cache slot), `cache-copy` keeps its own copy of
+    /// the cache (as a relay or a firmware must).
+    #[arg(long, value_enum, default_value_t = DecoderArg::InPlace)]
+    decoder: DecoderArg,
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -54,6 +60,22 @@ pub struct ReplayArgs {
 
     #[command(flatten)]
     encoder: EncoderArgs,
+}
+
+/// `--decoder`: the codec's [`DecodeMode`].
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DecoderArg {
+    InPlace,
+    CacheCopy,
+}
+
+impl DecoderArg {
+    fn mode(self) -> DecodeMode {
+        match self {
+            DecoderArg::InPlace => DecodeMode::InPlace,
+            DecoderArg::CacheCopy => DecodeMode::CacheCopy,
+        }
+    }
 }
 
 /// The most snapshots a synthetic series may have: each is a pass of the whole replay, and
@@ -85,6 +107,7 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
             let cfg = settings.config(d.page_size())?;
             memory_budget(
                 &cfg,
+                a.decoder.mode(),
                 d.mem_bytes(),
                 d.snapshots(),
                 &choice,
@@ -118,6 +141,7 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
             let mut budget = synthetic::memory_budget(&params);
             budget.extend(memory_budget(
                 &cfg,
+                a.decoder.mode(),
                 mem_bytes,
                 a.snapshots,
                 &choice,
@@ -133,6 +157,7 @@ pub fn run(a: &ReplayArgs) -> Result<()> {
     let result = replay_with(
         source.as_mut(),
         cfg,
+        a.decoder.mode(),
         &choice,
         a.encoder.fallback,
         &mut progress,

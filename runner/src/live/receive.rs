@@ -169,6 +169,10 @@ pub struct Received {
     pub reply: migrate::session::Reply,
     /// Pre-copy iterations in the stream.
     pub iterations: u64,
+    /// How the stream was decoded: "in place" or "cache copy".
+    pub decoder: String,
+    /// The decoder's storage in bytes.
+    pub decoder_storage_bytes: usize,
     /// Heartbeats heard from the guest at the destination.
     pub heartbeats: u64,
     /// The guest's own check of its memory after running at the destination.
@@ -286,6 +290,8 @@ fn run_arrived(arrived: Arrived<Vm>, run_after: Duration) -> Result<Received> {
         mem_bytes: arrived.hello.mem_bytes,
         reply: arrived.reply,
         iterations: arrived.iterations,
+        decoder: arrived.decoding.mode_name().into(),
+        decoder_storage_bytes: arrived.decoding.storage_bytes,
         heartbeats,
         self_check_ok: ok,
         migration_id: format!("{:016x}", arrived.hello.migration_id),

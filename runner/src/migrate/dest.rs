@@ -13,11 +13,11 @@ use pagewire::{Config, DecodeMode, Decoder, Destination, FRAME_HEADER_LEN, HEADE
 use crate::host_memory;
 use crate::net::{Link, Waits};
 
+pub use super::arrival::Decoding;
+use super::arrival::{Arrivals, GuestDestination, InMemory, Stream, ThroughStaging};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::{DestGuest, GuestBuilder};
-use super::session::{
-    self, DestMessage, Hello, PauseInfo, Reply, SourceMessage, BLOB_PAUSE, BLOB_VCPU, MAX_BLOB,
-};
+use super::session::{self, DestMessage, Hello, PauseInfo, Reply, SourceMessage};
 use super::switchover::Outcomes;
 
 /// Limits on what a source may ask the destination to build.
@@ -66,6 +66,8 @@ pub struct Arrived<G> {
     pub reply: Reply,
     /// Pre-copy iterations the stream carried.
     pub iterations: u64,
+    /// How the stream was decoded (in place into the guest's memory, or through a copy).
+    pub decoding: Decoding,
     /// The source said it heard the reply. If not, it may still ask (a status query on a
     /// new connection): keep answering for a while.
     pub source_told: bool,
@@ -172,6 +174,7 @@ fn receive<L: Link, B: GuestBuilder>(
         hello,
         reply,
         iterations: stream.iterations,
+        decoding: stream.decoding,
         source_told,
     })
 }
@@ -251,54 +254,58 @@ fn read_stream_header<R: Read>(link: &mut R, hello: &Hello) -> Result<([u8; HEAD
     Ok((header, cfg))
 }
 
-/// What the stream carried besides the pages.
-struct Stream {
-    blobs: StateBlobs,
-    iterations: u64,
-    /// Stream bytes decoded (header and frames).
-    bytes: u64,
-}
-
 /// Decodes the stream into `guest` up to its END record, acknowledging every pre-copy
-/// iteration as it completes.
+/// iteration as it completes: in place when the guest's memory is at hand as one piece
+/// (no copy of the cache is kept), else through a cache copy and [`DestGuest::write_page`].
 fn receive_stream<L: Read + Write, G: DestGuest>(
     link: &mut L,
     guest: &mut G,
     hello: &Hello,
 ) -> Result<Stream> {
     let (header, cfg) = read_stream_header(link, hello)?;
-    let mut storage = vec![0u8; cfg.decoder_storage_len_for(DecodeMode::CacheCopy)];
-    let (mut dec, _) = Decoder::from_header(&header, DecodeMode::CacheCopy, &mut storage)
-        .map_err(|e| anyhow!("bad stream header: {e}"))?;
+    let page_size = hello.page_size as usize;
     let pages = hello.mem_bytes / u64::from(hello.page_size);
-    let mut sink = IntoGuest {
-        guest,
-        pages,
-        page_size: hello.page_size as usize,
-        written: vec![0; (pages as usize).div_ceil(64)],
-        staging: vec![0; hello.page_size as usize],
-        bad_pfn: None,
-        write_failed: None,
-        blobs: StateBlobs::new(hello.vcpus as usize),
-        iterations: 0,
+    let arrivals = Arrivals::new(pages, hello.vcpus as usize);
+    let len = usize::try_from(hello.mem_bytes).context("guest memory too large")?;
+    if let Some(mem) = guest.memory_mut().filter(|m| m.len() >= len) {
+        let mut dest = InMemory::new(&mut mem[..len], page_size, arrivals);
+        let (bytes, decoding) = decode_stream(link, &header, cfg, DecodeMode::InPlace, &mut dest)?;
+        return Ok(dest.into_stream(bytes, decoding));
+    }
+    let mut dest = ThroughStaging::new(guest, page_size, arrivals);
+    let (bytes, decoding) = decode_stream(link, &header, cfg, DecodeMode::CacheCopy, &mut dest)?;
+    Ok(dest.into_stream(bytes, decoding))
+}
+
+/// Decodes frames into `dest` in `mode` until the END record, acknowledging each pre-copy
+/// iteration as it completes; returns the stream's length in bytes and how it was decoded.
+fn decode_stream<L: Read + Write, D: GuestDestination>(
+    link: &mut L,
+    header: &[u8; HEADER_LEN],
+    cfg: Config,
+    mode: DecodeMode,
+    dest: &mut D,
+) -> Result<(u64, Decoding)> {
+    let decoding = Decoding {
+        mode,
+        storage_bytes: cfg.decoder_storage_len_for(mode),
     };
+    let mut storage = vec![0u8; decoding.storage_bytes];
+    let (mut dec, _) = Decoder::from_header(header, mode, &mut storage)
+        .map_err(|e| anyhow!("bad stream header: {e}"))?;
     let mut frame = vec![0u8; cfg.max_frame_len()];
     let mut bytes = HEADER_LEN as u64;
     let mut acked = 0u64;
     while !dec.is_complete() {
-        bytes += decode_frame(link, &mut dec, &mut frame, &mut sink)?;
-        sink.check()?;
-        while acked < sink.iterations {
+        bytes += decode_frame(link, &mut dec, &mut frame, dest)?;
+        dest.check()?;
+        while acked < dest.arrivals().iterations {
             session::write_message(link, &DestMessage::Ack(acked))
                 .context("acknowledging an iteration")?;
             acked += 1;
         }
     }
-    Ok(Stream {
-        blobs: sink.blobs,
-        iterations: sink.iterations,
-        bytes,
-    })
+    Ok((bytes, decoding))
 }
 
 /// Reads one frame from `link` and decodes it into `dest`; returns its length.
@@ -351,137 +358,4 @@ fn check_and_restore<G: DestGuest>(guest: &mut G, stream: &Stream) -> Result<Pau
         pause.digest
     );
     Ok(pause)
-}
-
-/// Where decoded pages and blobs go.
-struct IntoGuest<'g, G> {
-    guest: &'g mut G,
-    pages: u64,
-    page_size: usize,
-    /// Pages written so far: a zero page over a never-written page is skipped, so memory
-    /// the guest never used stays unbacked here too.
-    written: Vec<u64>,
-    /// The page the decoder writes, then handed to the guest.
-    staging: Vec<u8>,
-    bad_pfn: Option<u64>,
-    write_failed: Option<anyhow::Error>,
-    blobs: StateBlobs,
-    iterations: u64,
-}
-
-impl<G> IntoGuest<'_, G> {
-    /// Fails on the first page or blob that could not go where it belongs.
-    fn check(&mut self) -> Result<()> {
-        if let Some(pfn) = self.bad_pfn {
-            bail!("the stream carries page {pfn}, beyond the VM's memory");
-        }
-        if let Some(tag) = self.blobs.bad {
-            bail!("the stream carries an unknown or oversized blob (tag {tag})");
-        }
-        if let Some(e) = self.write_failed.take() {
-            return Err(e.context("writing a page into the guest"));
-        }
-        Ok(())
-    }
-}
-
-/// A cache-copy decoder writes each page into the staging page, which then goes to the
-/// guest.
-impl<G: DestGuest> Destination for IntoGuest<'_, G> {
-    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
-        if pfn >= self.pages || self.staging.len() != self.page_size {
-            self.bad_pfn.get_or_insert(pfn);
-            return Err(pagewire::Error::PfnOutOfRange { pfn });
-        }
-        Ok(&mut self.staging)
-    }
-
-    fn page_done(&mut self, pfn: u64) {
-        let data = &self.staging;
-        let (w, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
-        if self.written[w] & bit == 0 && data.iter().all(|&b| b == 0) {
-            return;
-        }
-        self.written[w] |= bit;
-        if let Err(e) = self.guest.write_page(pfn, data) {
-            self.write_failed.get_or_insert(e);
-        }
-    }
-
-    fn iteration_end(&mut self, iteration: u64) {
-        self.iterations = iteration + 1;
-    }
-
-    fn blob(&mut self, tag: u32, data: &[u8]) {
-        self.blobs.add(tag, data);
-    }
-}
-
-/// The blobs of a stream: the pause information and one state per vCPU, each joined from
-/// its pieces (see `session`).
-struct StateBlobs {
-    pause: Option<Vec<u8>>,
-    states: Vec<Option<Vec<u8>>>,
-    /// The first blob with an unknown tag, or past [`MAX_BLOB`].
-    bad: Option<u32>,
-}
-
-impl StateBlobs {
-    fn new(vcpus: usize) -> Self {
-        StateBlobs {
-            pause: None,
-            states: vec![None; vcpus],
-            bad: None,
-        }
-    }
-
-    fn add(&mut self, tag: u32, data: &[u8]) {
-        let slot = if tag == BLOB_PAUSE {
-            &mut self.pause
-        } else if let Some(slot) = tag
-            .checked_sub(BLOB_VCPU)
-            .and_then(|i| self.states.get_mut(i as usize))
-        {
-            slot
-        } else {
-            self.bad.get_or_insert(tag);
-            return;
-        };
-        // pieces of one blob arrive back to back: join them, within bounds
-        let whole = slot.get_or_insert_with(Vec::new);
-        if whole.len() + data.len() > MAX_BLOB {
-            self.bad.get_or_insert(tag);
-            return;
-        }
-        whole.extend_from_slice(data);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blob_pieces_are_joined_and_oversized_or_unknown_blobs_refused() {
-        let mut blobs = StateBlobs::new(2);
-        blobs.add(BLOB_VCPU + 1, &[1; 4096]);
-        blobs.add(BLOB_VCPU + 1, &[2; 900]);
-        blobs.add(BLOB_PAUSE, b"{}");
-        let v = blobs.states[1].as_deref().unwrap();
-        assert_eq!(v.len(), 4996);
-        assert_eq!((v[4095], v[4096]), (1, 2));
-        assert_eq!(blobs.pause.as_deref(), Some(&b"{}"[..]));
-        assert!(blobs.states[0].is_none() && blobs.bad.is_none());
-
-        blobs.add(BLOB_VCPU + 2, b"no such vCPU");
-        assert_eq!(blobs.bad, Some(BLOB_VCPU + 2));
-        blobs.bad = None;
-        let piece = vec![0u8; 4096];
-        for _ in 0..MAX_BLOB / 4096 {
-            blobs.add(BLOB_VCPU, &piece);
-        }
-        assert!(blobs.bad.is_none());
-        blobs.add(BLOB_VCPU, &[0]);
-        assert_eq!(blobs.bad, Some(BLOB_VCPU), "past MAX_BLOB");
-    }
 }

@@ -53,6 +53,14 @@ pub trait GuestBuilder {
 pub trait DestGuest {
     /// Writes page `pfn` (`page_size` bytes, inside memory).
     fn write_page(&mut self, pfn: u64, data: &[u8]) -> Result<()>;
+    /// The guest's memory as one flat buffer (page `pfn` at `pfn * page_size`), read and
+    /// written only by the decoder until [`DestGuest::start`]: the engine then decodes in
+    /// place and keeps no copy of the cache. `None` (the default) if the memory is not at
+    /// hand as one piece: pages then go through [`DestGuest::write_page`], decoded through
+    /// a cache copy.
+    fn memory_mut(&mut self) -> Option<&mut [u8]> {
+        None
+    }
     /// Loads the blobs of the source's [`SourceGuest::save_state`], one per vCPU.
     fn restore_state(&mut self, blobs: &[Vec<u8>]) -> Result<()>;
     /// The digest of all memory, as [`SourceGuest::memory_digest`] computes it.

@@ -8,7 +8,7 @@
 //!
 //! * [`guest`]: what the engine needs of a guest at either end;
 //! * [`source`]: the sending side;
-//! * [`dest`]: the receiving side;
+//! * [`dest`]: the receiving side; [`arrival`]: where its decoder puts the stream;
 //! * [`session`]: the session around the codec stream (hello, blobs, acknowledgements, the
 //!   switchover's messages, status queries);
 //! * [`switchover`]: the destination's one decision per migration, start or abort;
@@ -17,6 +17,7 @@
 //! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
 //! * [`report`]: measurements as a table and JSON.
 
+pub mod arrival;
 pub mod compress;
 pub mod deadlines;
 pub mod dest;
@@ -29,7 +30,7 @@ pub mod switchover;
 
 pub use compress::{AutoLz4, Compression};
 pub use deadlines::{Deadline, Deadlines};
-pub use dest::{arrive, migrate_in, Arrived, DestOptions};
+pub use dest::{arrive, migrate_in, Arrived, Decoding, DestOptions};
 pub use guest::{DestGuest, GuestBuilder, SourceGuest};
 pub use policy::{parse_policy, Codec};
 pub use report::{IterationRow, MigrationReport};

@@ -31,24 +31,49 @@ impl Destination {
             bad: None,
         }
     }
-}
-
-/// The decoder writes each page straight into the image (a cache-copy decoder: it keeps
-/// its own copy of the cache).
-impl pagewire::Destination for Destination {
-    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+    /// Where page `pfn` lies in the image, if it does.
+    fn range(&self, pfn: u64) -> Option<std::ops::Range<usize>> {
         let ps = self.page_size;
         let at = usize::try_from(pfn)
             .ok()
             .and_then(|p| p.checked_mul(ps))
-            .filter(|&at| at + ps <= self.image.len());
-        match at {
-            Some(at) => Ok(&mut self.image[at..at + ps]),
+            .filter(|&at| at + ps <= self.image.len())?;
+        Some(at..at + ps)
+    }
+
+    /// [`Destination::range`], or the error that also marks the stream bad.
+    fn range_or_bad(&mut self, pfn: u64) -> pagewire::Result<std::ops::Range<usize>> {
+        match self.range(pfn) {
+            Some(r) => Ok(r),
             None => {
-                self.bad.get_or_insert((pfn, ps));
+                self.bad.get_or_insert((pfn, self.page_size));
                 Err(pagewire::Error::PfnOutOfRange { pfn })
             }
         }
+    }
+}
+
+/// The image is the destination's memory: the decoder writes each page straight into it
+/// and, in place, reads the pages its cache refers to from it.
+impl pagewire::Destination for Destination {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+        let r = self.range_or_bad(pfn)?;
+        Ok(&mut self.image[r])
+    }
+
+    fn page(&self, pfn: u64) -> pagewire::Result<&[u8]> {
+        match self.range(pfn) {
+            Some(r) => Ok(&self.image[r]),
+            None => Err(pagewire::Error::PfnOutOfRange { pfn }),
+        }
+    }
+
+    fn page_pair(&mut self, from: u64, to: u64) -> pagewire::Result<(&[u8], &mut [u8])> {
+        let r = pagewire::page_pair_in(&mut self.image, self.page_size, from, to);
+        if let Err(pagewire::Error::PfnOutOfRange { pfn }) = r {
+            self.bad.get_or_insert((pfn, self.page_size));
+        }
+        r
     }
 
     fn page_done(&mut self, pfn: u64) {
@@ -67,6 +92,7 @@ impl pagewire::Destination for Destination {
 /// The receiving end: decoder (built from the stream header), bytes not yet decoded, and
 /// the time spent in decoder calls.
 pub struct Receiver<'a> {
+    pub(super) mode: DecodeMode,
     storage: Option<&'a mut [u8]>,
     pub(super) decoder: Option<Decoder<'a>>,
     pub(super) pending: Vec<u8>,
@@ -74,8 +100,11 @@ pub struct Receiver<'a> {
 }
 
 impl<'a> Receiver<'a> {
-    pub(super) fn new(storage: &'a mut [u8]) -> Self {
+    /// A receiver that decodes in `mode` over `storage`
+    /// (`decoder_storage_len_for(mode)` bytes).
+    pub(super) fn new(mode: DecodeMode, storage: &'a mut [u8]) -> Self {
         Receiver {
+            mode,
             storage: Some(storage),
             decoder: None,
             pending: Vec::new(),
@@ -102,7 +131,7 @@ impl<'a> Receiver<'a> {
                 .take()
                 .ok_or_else(|| anyhow!("decoder storage already used"))?;
             let t = Instant::now();
-            let r = Decoder::from_header(data, DecodeMode::CacheCopy, storage);
+            let r = Decoder::from_header(data, self.mode, storage);
             self.time += t.elapsed();
             let (dec, used) = r.context("the decoder rejected the stream header")?;
             self.decoder = Some(dec);

@@ -184,6 +184,10 @@ pub struct ReplayReport {
     pub snapshots: usize,
     pub interval_ms: Option<u64>,
     pub config: ConfigReport,
+    /// How the decoder kept the pages its stream refers to: "in place" or "cache copy".
+    pub decoder: String,
+    /// The decoder's storage in bytes (one stream's).
+    pub decoder_storage_bytes: usize,
     /// Every page delivered matched the source, and after every pass the destination image
     /// matched the snapshot.
     pub verified: bool,
@@ -214,6 +218,12 @@ impl ReplayReport {
             c.delta_threshold,
             c.frame_bytes / 1024,
             if c.lz4 { "on" } else { "off" },
+        );
+        let _ = writeln!(
+            s,
+            "decoder: {}, {} KiB of storage",
+            self.decoder,
+            self.decoder_storage_bytes.div_ceil(1024)
         );
         s.push('\n');
 
@@ -334,6 +344,8 @@ mod tests {
             snapshots: 2,
             interval_ms: None,
             config: ConfigReport::from(&Config::DEFAULT),
+            decoder: "in place".into(),
+            decoder_storage_bytes: 364_552,
             verified: true,
             passes: vec![PassReport::new(Some(0), a), PassReport::new(Some(1), b)],
             total: PassReport::new(None, t),

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pagewire::{Config, EncoderStats};
+use pagewire::{Config, DecodeMode, EncoderStats};
 
 use super::receiver::{Destination, Receiver};
 use super::report::{ConfigReport, Counts, PassReport, ReplayReport};
@@ -38,15 +38,23 @@ pub fn replay(
     cfg: Config,
     progress: &mut dyn ReplayProgress,
 ) -> Result<ReplayReport> {
-    replay_with(source, cfg, &EncoderChoice::InProcess, false, progress)
+    replay_with(
+        source,
+        cfg,
+        DecodeMode::InPlace,
+        &EncoderChoice::InProcess,
+        false,
+        progress,
+    )
 }
 
-/// [`replay`] with the encoder `choice`. With `fallback`, a firmware failure in a pass
+/// [`replay`] with the decoder in `mode` and the encoder `choice`. With `fallback`, a firmware failure in a pass
 /// switches to the in-process encoder: a new stream (next stream id) sends that pass again
 /// and the rest, to a new decoder, as a real destination would.
 pub fn replay_with(
     source: &mut dyn SnapshotSource,
     cfg: Config,
+    mode: DecodeMode,
     choice: &EncoderChoice,
     fallback: bool,
     progress: &mut dyn ReplayProgress,
@@ -54,18 +62,19 @@ pub fn replay_with(
     let (pages, passes) = check_series(source, &cfg)?;
     let (ps, mem) = (source.page_size(), source.mem_bytes());
 
-    let mut dec_mem = zeroed(cfg.decoder_storage_len(), "decoder storage")?;
+    let dec_len = cfg.decoder_storage_len_for(mode);
+    let mut dec_mem = zeroed(dec_len, "decoder storage")?;
     // a fallback stream needs a fresh decoder: its storage is set aside up front
     let can_fall_back = fallback && matches!(choice, EncoderChoice::Firmware(_));
     let mut spare_mem = match can_fall_back {
-        true => zeroed(cfg.decoder_storage_len(), "the fallback decoder's storage")?,
+        true => zeroed(dec_len, "the fallback decoder's storage")?,
         false => Vec::new(),
     };
     let enc = choice.start(cfg)?;
     let mut run = Run {
         cfg,
         enc,
-        rx: Receiver::new(&mut dec_mem),
+        rx: Receiver::new(mode, &mut dec_mem),
         can_fall_back,
         spare: Some(&mut spare_mem[..]),
         dest: Destination::new(zeroed(mem, "the destination image")?, ps),
@@ -97,6 +106,12 @@ pub fn replay_with(
         snapshots: passes,
         interval_ms: source.interval_ms(),
         config: ConfigReport::from(&cfg),
+        decoder: match mode {
+            DecodeMode::InPlace => "in place",
+            DecodeMode::CacheCopy => "cache copy",
+        }
+        .into(),
+        decoder_storage_bytes: dec_len,
         verified: true,
         passes: rows,
         total: PassReport::new(None, run.total),
@@ -108,6 +123,7 @@ pub fn replay_with(
 /// (`host_memory::Budget::check`).
 pub fn memory_budget(
     cfg: &Config,
+    mode: DecodeMode,
     mem_bytes: usize,
     passes: usize,
     choice: &EncoderChoice,
@@ -117,7 +133,7 @@ pub fn memory_budget(
     let firmware = matches!(choice, EncoderChoice::Firmware(_));
     let mut b = Budget::new();
     b.add_len("the encoder's storage", cfg.encoder_storage_len())
-        .add_len("the decoder's storage", cfg.decoder_storage_len())
+        .add_len("the decoder's storage", cfg.decoder_storage_len_for(mode))
         .add_len("the destination image", mem_bytes)
         .add_len("the previous snapshot", mem_bytes)
         .add_len("the current snapshot", mem_bytes)
@@ -126,7 +142,10 @@ pub fn memory_budget(
         .add_len("the report", passes.saturating_mul(size_of::<PassReport>()));
     if fallback && firmware {
         b.add_len("the fallback encoder's storage", cfg.encoder_storage_len())
-            .add_len("the fallback decoder's storage", cfg.decoder_storage_len());
+            .add_len(
+                "the fallback decoder's storage",
+                cfg.decoder_storage_len_for(mode),
+            );
     }
     b
 }
@@ -239,7 +258,7 @@ impl Run<'_> {
             .spare
             .take()
             .context("a second fallback is not possible")?;
-        self.rx = Receiver::new(mem);
+        self.rx = Receiver::new(self.rx.mode, mem);
         self.dest.delivered.clear();
         self.dest.iterations.truncate(pass);
         self.dest.iteration_base = pass as u64;

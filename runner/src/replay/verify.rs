@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn verify_catches_a_corrupted_destination() {
         let mut storage = [0u8; 0];
-        let rx = Receiver::new(&mut storage);
+        let rx = Receiver::new(pagewire::DecodeMode::InPlace, &mut storage);
         let snapshot = vec![7u8; 4 * 4096];
         let mut dest = Destination {
             image: snapshot.clone(),

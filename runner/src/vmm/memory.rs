@@ -126,6 +126,18 @@ impl GuestMemory {
         }
     }
 
+    /// All of memory as one slice, for a decoder that builds pages in place.
+    ///
+    /// # Safety
+    /// No vCPU of a VM this memory is mapped into may run while the slice lives: the
+    /// guest's writes would race with it. (`&mut self` already keeps every other Rust
+    /// access out.)
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` bytes, lives as long as `self`, and is reached only
+        // through this slice while it lives (the caller keeps the vCPUs out).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
     /// Reads a little-endian u64 at `addr`.
     pub fn read_u64(&self, addr: u64) -> u64 {
         let mut b = [0u8; 8];

@@ -81,6 +81,10 @@ impl DestGuest for Vm {
         Ok(())
     }
 
+    fn memory_mut(&mut self) -> Option<&mut [u8]> {
+        Vm::memory_mut(self)
+    }
+
     fn restore_state(&mut self, blobs: &[Vec<u8>]) -> Result<()> {
         let states = blobs
             .iter()

@@ -116,6 +116,18 @@ impl Vm {
         &self.mem
     }
 
+    /// Guest memory as one slice, while no vCPU runs and nothing else holds the memory
+    /// (a destination VM being filled); else `None`.
+    pub fn memory_mut(&mut self) -> Option<&mut [u8]> {
+        if !self.vcpus.iter().all(|s| matches!(s, Slot::Parked(_))) {
+            return None;
+        }
+        let mem = Arc::get_mut(&mut self.mem)?;
+        // SAFETY: every vCPU is parked and stays so while `&mut self` is borrowed: only
+        // `start` (which takes `&mut self`) runs them.
+        Some(unsafe { mem.as_mut_slice() })
+    }
+
     /// What the guest reported.
     pub fn monitor(&self) -> &Arc<Monitor> {
         &self.monitor

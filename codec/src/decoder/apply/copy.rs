@@ -23,7 +23,7 @@ pub(super) fn apply_page<D: Destination>(
     let ps = st.page_size;
     let (pfn, slot) = match record {
         Record::Zero { pfn } => {
-            writable(dest, pfn, ps)?.fill(0);
+            dest.zero_page(pfn, ps)?;
             return Ok(pfn);
         }
         Record::Dup { pfn, age } => (pfn, cache.slot_for_age(age)?),

@@ -25,7 +25,7 @@ pub(super) fn apply_page<D: Destination>(
     let owner_of_age = |age| ring.slot_for_age(age).map(|s| owners.stored_owner(s));
     let pfn = match record {
         Record::Zero { pfn } => {
-            writable(dest, pfn, ps)?.fill(0);
+            dest.zero_page(pfn, ps)?;
             pfn
         }
         Record::Dup { pfn, age } => {

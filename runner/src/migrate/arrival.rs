@@ -1,0 +1,424 @@
+//! Where the destination's decoder puts a stream: the guest's memory, in place when it is at
+//! hand as one piece ([`InMemory`]), else page by page through a staging page
+//! ([`ThroughStaging`]); and what else the stream carries ([`Arrivals`]).
+
+use anyhow::{bail, Result};
+use pagewire::{DecodeMode, Destination, Error};
+
+use super::guest::DestGuest;
+use super::session::{BLOB_PAUSE, BLOB_VCPU, MAX_BLOB};
+
+/// What the stream carried besides the pages.
+pub(super) struct Stream {
+    pub(super) blobs: StateBlobs,
+    pub(super) iterations: u64,
+    /// Stream bytes decoded (header and frames).
+    pub(super) bytes: u64,
+    /// How it was decoded.
+    pub(super) decoding: Decoding,
+}
+
+/// How the destination decoded a stream: its mode, and the storage its decoder held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoding {
+    pub mode: DecodeMode,
+    pub storage_bytes: usize,
+}
+
+impl Decoding {
+    /// "in place" or "cache copy".
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            DecodeMode::InPlace => "in place",
+            DecodeMode::CacheCopy => "cache copy",
+        }
+    }
+}
+
+/// What arrived besides page contents, and the first page that had no place.
+pub(super) struct Arrivals {
+    pages: u64,
+    bad_pfn: Option<u64>,
+    blobs: StateBlobs,
+    /// Pre-copy iterations completed.
+    pub(super) iterations: u64,
+}
+
+impl Arrivals {
+    /// For a guest of `pages` pages and `vcpus` vCPUs.
+    pub(super) fn new(pages: u64, vcpus: usize) -> Self {
+        Arrivals {
+            pages,
+            bad_pfn: None,
+            blobs: StateBlobs::new(vcpus),
+            iterations: 0,
+        }
+    }
+
+    /// `pfn` if it is a page of the guest; else the decoder's error, remembered.
+    fn page(&mut self, pfn: u64) -> pagewire::Result<usize> {
+        if pfn >= self.pages {
+            self.bad_pfn.get_or_insert(pfn);
+            return Err(Error::PfnOutOfRange { pfn });
+        }
+        Ok(pfn as usize)
+    }
+
+    /// Fails on the first page or blob that could not go where it belongs.
+    fn check(&self) -> Result<()> {
+        if let Some(pfn) = self.bad_pfn {
+            bail!("the stream carries page {pfn}, beyond the VM's memory");
+        }
+        if let Some(tag) = self.blobs.bad {
+            bail!("the stream carries an unknown or oversized blob (tag {tag})");
+        }
+        Ok(())
+    }
+
+    fn into_stream(self, bytes: u64, decoding: Decoding) -> Stream {
+        Stream {
+            blobs: self.blobs,
+            iterations: self.iterations,
+            bytes,
+            decoding,
+        }
+    }
+}
+
+/// A destination for the engine's receive loop.
+pub(super) trait GuestDestination: Destination {
+    /// What arrived so far.
+    fn arrivals(&self) -> &Arrivals;
+    /// Fails on the first page or blob that could not go where it belongs.
+    fn check(&mut self) -> Result<()>;
+    /// What the whole stream of `bytes` bytes, decoded as `decoding` says, carried
+    /// besides the pages.
+    fn into_stream(self, bytes: u64, decoding: Decoding) -> Stream;
+}
+
+/// In place: the decoder writes and reads the guest's memory itself, which holds what it
+/// last wrote (the guest does not run before the end).
+pub(super) struct InMemory<'m> {
+    mem: &'m mut [u8],
+    page_size: usize,
+    arrivals: Arrivals,
+}
+
+impl<'m> InMemory<'m> {
+    /// Over the guest's memory `mem` (`arrivals`' pages of `page_size` bytes).
+    pub(super) fn new(mem: &'m mut [u8], page_size: usize, arrivals: Arrivals) -> Self {
+        InMemory {
+            mem,
+            page_size,
+            arrivals,
+        }
+    }
+
+    fn range(&mut self, pfn: u64) -> pagewire::Result<std::ops::Range<usize>> {
+        let at = self.arrivals.page(pfn)? * self.page_size;
+        match at + self.page_size <= self.mem.len() {
+            true => Ok(at..at + self.page_size),
+            false => Err(Error::PfnOutOfRange { pfn }),
+        }
+    }
+}
+
+impl Destination for InMemory<'_> {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+        let r = self.range(pfn)?;
+        Ok(&mut self.mem[r])
+    }
+
+    fn page(&self, pfn: u64) -> pagewire::Result<&[u8]> {
+        let at = usize::try_from(pfn).map_or(usize::MAX, |p| p.saturating_mul(self.page_size));
+        self.mem
+            .get(at..at.saturating_add(self.page_size))
+            .ok_or(Error::PfnOutOfRange { pfn })
+    }
+
+    fn page_pair(&mut self, from: u64, to: u64) -> pagewire::Result<(&[u8], &mut [u8])> {
+        self.range(from)?;
+        self.range(to)?;
+        pagewire::page_pair_in(self.mem, self.page_size, from, to)
+    }
+
+    /// A page that already reads as zeros is left alone: memory the guest never used stays
+    /// unbacked here too.
+    fn zero_page(&mut self, pfn: u64, page_size: usize) -> pagewire::Result<()> {
+        let page = self.page_mut(pfn)?;
+        if page.len() != page_size {
+            return Err(Error::WrongPageLength {
+                expected: page_size,
+                got: page.len(),
+            });
+        }
+        if page.iter().any(|&b| b != 0) {
+            page.fill(0);
+        }
+        Ok(())
+    }
+
+    fn iteration_end(&mut self, iteration: u64) {
+        self.arrivals.iterations = iteration + 1;
+    }
+
+    fn blob(&mut self, tag: u32, data: &[u8]) {
+        self.arrivals.blobs.add(tag, data);
+    }
+}
+
+impl GuestDestination for InMemory<'_> {
+    fn arrivals(&self) -> &Arrivals {
+        &self.arrivals
+    }
+
+    fn check(&mut self) -> Result<()> {
+        self.arrivals.check()
+    }
+
+    fn into_stream(self, bytes: u64, decoding: Decoding) -> Stream {
+        self.arrivals.into_stream(bytes, decoding)
+    }
+}
+
+/// Cache copy: the decoder writes each page into a staging page, which then goes to the
+/// guest through [`DestGuest::write_page`].
+pub(super) struct ThroughStaging<'g, G> {
+    guest: &'g mut G,
+    /// Pages written so far: a zero page over a never-written page is skipped, so memory
+    /// the guest never used stays unbacked here too.
+    written: Vec<u64>,
+    staging: Vec<u8>,
+    write_failed: Option<anyhow::Error>,
+    arrivals: Arrivals,
+}
+
+impl<'g, G> ThroughStaging<'g, G> {
+    /// Into `guest`, whose pages are `page_size` bytes.
+    pub(super) fn new(guest: &'g mut G, page_size: usize, arrivals: Arrivals) -> Self {
+        ThroughStaging {
+            guest,
+            written: vec![0; (arrivals.pages as usize).div_ceil(64)],
+            staging: vec![0; page_size],
+            write_failed: None,
+            arrivals,
+        }
+    }
+}
+
+impl<G: DestGuest> Destination for ThroughStaging<'_, G> {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+        self.arrivals.page(pfn)?;
+        Ok(&mut self.staging)
+    }
+
+    fn page_done(&mut self, pfn: u64) {
+        let data = &self.staging;
+        let (w, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
+        if self.written[w] & bit == 0 && data.iter().all(|&b| b == 0) {
+            return;
+        }
+        self.written[w] |= bit;
+        if let Err(e) = self.guest.write_page(pfn, data) {
+            self.write_failed.get_or_insert(e);
+        }
+    }
+
+    fn iteration_end(&mut self, iteration: u64) {
+        self.arrivals.iterations = iteration + 1;
+    }
+
+    fn blob(&mut self, tag: u32, data: &[u8]) {
+        self.arrivals.blobs.add(tag, data);
+    }
+}
+
+impl<G: DestGuest> GuestDestination for ThroughStaging<'_, G> {
+    fn arrivals(&self) -> &Arrivals {
+        &self.arrivals
+    }
+
+    fn check(&mut self) -> Result<()> {
+        self.arrivals.check()?;
+        if let Some(e) = self.write_failed.take() {
+            return Err(e.context("writing a page into the guest"));
+        }
+        Ok(())
+    }
+
+    fn into_stream(self, bytes: u64, decoding: Decoding) -> Stream {
+        self.arrivals.into_stream(bytes, decoding)
+    }
+}
+
+/// The blobs of a stream: the pause information and one state per vCPU, each joined from
+/// its pieces (see `session`).
+pub(super) struct StateBlobs {
+    pub(super) pause: Option<Vec<u8>>,
+    pub(super) states: Vec<Option<Vec<u8>>>,
+    /// The first blob with an unknown tag, or past [`MAX_BLOB`].
+    bad: Option<u32>,
+}
+
+impl StateBlobs {
+    fn new(vcpus: usize) -> Self {
+        StateBlobs {
+            pause: None,
+            states: vec![None; vcpus],
+            bad: None,
+        }
+    }
+
+    fn add(&mut self, tag: u32, data: &[u8]) {
+        let slot = if tag == BLOB_PAUSE {
+            &mut self.pause
+        } else if let Some(slot) = tag
+            .checked_sub(BLOB_VCPU)
+            .and_then(|i| self.states.get_mut(i as usize))
+        {
+            slot
+        } else {
+            self.bad.get_or_insert(tag);
+            return;
+        };
+        // pieces of one blob arrive back to back: join them, within bounds
+        let whole = slot.get_or_insert_with(Vec::new);
+        if whole.len() + data.len() > MAX_BLOB {
+            self.bad.get_or_insert(tag);
+            return;
+        }
+        whole.extend_from_slice(data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagewire::{Config, Decoder, Encoder};
+
+    const PS: usize = 4096;
+    const PAGES: usize = 96;
+
+    /// A guest whose memory is not at hand: pages arrive through `write_page`.
+    struct PageByPage(Vec<u8>);
+
+    impl DestGuest for PageByPage {
+        fn write_page(&mut self, pfn: u64, data: &[u8]) -> Result<()> {
+            let at = pfn as usize * PS;
+            self.0[at..at + PS].copy_from_slice(data);
+            Ok(())
+        }
+        fn restore_state(&mut self, _: &[Vec<u8>]) -> Result<()> {
+            Ok(())
+        }
+        fn memory_digest(&mut self) -> Result<u128> {
+            Ok(0)
+        }
+        fn start(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Three passes over memory that repeats, changes a little and goes back to zeros, as
+    /// one stream with iteration ends and a blob; and the memory after the last pass.
+    fn stream() -> (Vec<u8>, Vec<u8>) {
+        let cfg = Config {
+            cache_pages: 32,
+            ..Config::DEFAULT
+        };
+        let mut storage = vec![0u8; cfg.encoder_storage_len()];
+        let mut enc = Encoder::new(cfg, &mut storage).unwrap();
+        let mut out = vec![0u8; cfg.max_output_len()];
+        let mut wire = Vec::new();
+        let mut mem = vec![0u8; PAGES * PS];
+        for pass in 0..3u8 {
+            for pfn in 0..PAGES {
+                let page = &mut mem[pfn * PS..(pfn + 1) * PS];
+                match (pfn + pass as usize) % 4 {
+                    0 => page.fill(0),
+                    1 => page.fill(pfn as u8 % 5),
+                    _ => page[pfn * 7 % PS] = pfn as u8 ^ pass,
+                }
+                let n = enc.encode_page(pfn as u64, page, &mut out).unwrap();
+                wire.extend_from_slice(&out[..n]);
+            }
+            let n = enc.end_iteration(&mut out).unwrap();
+            wire.extend_from_slice(&out[..n]);
+        }
+        let n = enc.append_blob(BLOB_PAUSE, b"{}", &mut out).unwrap();
+        wire.extend_from_slice(&out[..n]);
+        let n = enc.finish(&mut out).unwrap();
+        wire.extend_from_slice(&out[..n]);
+        (wire, mem)
+    }
+
+    fn decode<D: GuestDestination>(wire: &[u8], mode: DecodeMode, dest: &mut D) {
+        let cfg = Config::from_header(wire).unwrap();
+        let mut storage = vec![0u8; cfg.decoder_storage_len_for(mode)];
+        let (mut dec, used) = Decoder::from_header(wire, mode, &mut storage).unwrap();
+        dec.decode(&wire[used..], dest).unwrap();
+        dec.check_complete().unwrap();
+        dest.check().unwrap();
+    }
+
+    #[test]
+    fn in_place_and_through_staging_rebuild_the_same_memory() {
+        let (wire, want) = stream();
+        // stale bytes where the stream writes zeros: a zero page must still be written
+        let mut mem = vec![0xa5u8; PAGES * PS];
+        let mut in_mem = InMemory::new(&mut mem, PS, Arrivals::new(PAGES as u64, 1));
+        decode(&wire, DecodeMode::InPlace, &mut in_mem);
+        assert_eq!(in_mem.arrivals().iterations, 3);
+        let decoding = Decoding {
+            mode: DecodeMode::InPlace,
+            storage_bytes: 0,
+        };
+        let stream = in_mem.into_stream(wire.len() as u64, decoding);
+        assert_eq!(stream.blobs.pause.as_deref(), Some(&b"{}"[..]));
+        assert!(mem == want, "in place");
+
+        let mut guest = PageByPage(vec![0; PAGES * PS]);
+        let mut staged = ThroughStaging::new(&mut guest, PS, Arrivals::new(PAGES as u64, 1));
+        decode(&wire, DecodeMode::CacheCopy, &mut staged);
+        assert_eq!(staged.arrivals().iterations, 3);
+        assert!(guest.0 == want, "through staging");
+    }
+
+    #[test]
+    fn a_page_beyond_the_guest_is_refused_in_place() {
+        let (wire, _) = stream();
+        let mut mem = vec![0u8; (PAGES - 1) * PS];
+        let mut in_mem = InMemory::new(&mut mem, PS, Arrivals::new(PAGES as u64 - 1, 1));
+        let cfg = Config::from_header(&wire).unwrap();
+        let mut storage = vec![0u8; cfg.decoder_storage_len_for(DecodeMode::InPlace)];
+        let (mut dec, used) =
+            Decoder::from_header(&wire, DecodeMode::InPlace, &mut storage).unwrap();
+        assert!(dec.decode(&wire[used..], &mut in_mem).is_err());
+        let e = in_mem.check().unwrap_err().to_string();
+        assert!(e.contains(&format!("page {}", PAGES - 1)), "{e}");
+    }
+
+    #[test]
+    fn blob_pieces_are_joined_and_oversized_or_unknown_blobs_refused() {
+        let mut blobs = StateBlobs::new(2);
+        blobs.add(BLOB_VCPU + 1, &[1; 4096]);
+        blobs.add(BLOB_VCPU + 1, &[2; 900]);
+        blobs.add(BLOB_PAUSE, b"{}");
+        let v = blobs.states[1].as_deref().unwrap();
+        assert_eq!(v.len(), 4996);
+        assert_eq!((v[4095], v[4096]), (1, 2));
+        assert_eq!(blobs.pause.as_deref(), Some(&b"{}"[..]));
+        assert!(blobs.states[0].is_none() && blobs.bad.is_none());
+
+        blobs.add(BLOB_VCPU + 2, b"no such vCPU");
+        assert_eq!(blobs.bad, Some(BLOB_VCPU + 2));
+        blobs.bad = None;
+        let piece = vec![0u8; 4096];
+        for _ in 0..MAX_BLOB / 4096 {
+            blobs.add(BLOB_VCPU, &piece);
+        }
+        assert!(blobs.bad.is_none());
+        blobs.add(BLOB_VCPU, &[0]);
+        assert_eq!(blobs.bad, Some(BLOB_VCPU), "past MAX_BLOB");
+    }
+}
