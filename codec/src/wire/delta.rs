@@ -314,27 +314,46 @@ fn xor_run(new: &[u8], base: &[u8], out: &mut [u8], len: usize) {
 /// Checks the delta at the start of `rle` against a target of `len` bytes without applying
 /// it. Returns the bytes it occupies.
 pub fn check(rle: &[u8], len: usize) -> Result<usize> {
-    walk(rle, len, |_, _| {})
+    walk(rle, len, |_, _, _| {})
 }
 
 /// XORs the delta at the start of `rle` into `dst`. Returns the bytes it occupies.
 /// On error `dst` may be partly modified; callers check first.
 pub fn apply(rle: &[u8], dst: &mut [u8]) -> Result<usize> {
     let len = dst.len();
-    walk(rle, len, |at, xor| {
-        crate::bytes::xor_into(&mut dst[at..at + xor.len()], xor)
+    walk(rle, len, |at, p, run| {
+        // most runs are a few bytes: one masked word where both sides have eight bytes
+        if run <= 8 && at + 8 <= len && p + 8 <= rle.len() {
+            let mask = u64::MAX >> (64 - 8 * run);
+            let x = word(rle, p) & mask;
+            let d = word(dst, at) ^ x;
+            dst[at..at + 8].copy_from_slice(&d.to_le_bytes());
+        } else {
+            crate::bytes::xor_into(&mut dst[at..at + run], &rle[p..p + run]);
+        }
     })
 }
 
+/// The little-endian word at `s[i..i + 8]`.
+#[inline(always)]
+fn word(s: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// Walks the runs of the delta at the start of `rle` for a target of `len` bytes, handing
+/// `f` each run's target offset, its offset in `rle` and its length (at least 1; both
+/// ranges in bounds). Returns the bytes the delta occupies.
 #[inline]
-fn walk(rle: &[u8], len: usize, mut f: impl FnMut(usize, &[u8])) -> Result<usize> {
+fn walk(rle: &[u8], len: usize, mut f: impl FnMut(usize, usize, usize)) -> Result<usize> {
     let mut p = 0usize;
     let mut at = 0usize;
     let mut first = true;
     loop {
         let skip = varint::get(rle, &mut p)?;
         let code = varint::get(rle, &mut p)?;
-        let run = (code >> 1) as usize;
+        let run = code >> 1;
         let last = code & 1 == 1;
         if run == 0 {
             // only the empty delta `00 01` has an empty run
@@ -343,16 +362,20 @@ fn walk(rle: &[u8], len: usize, mut f: impl FnMut(usize, &[u8])) -> Result<usize
             }
             return Err(Error::BadDelta);
         }
-        let start = at.checked_add(usize::try_from(skip).map_err(|_| Error::BadDelta)?);
-        let end = start.and_then(|s| s.checked_add(run));
-        let (start, end) = match (start, end) {
-            (Some(s), Some(e)) if e <= len && code >> 1 <= len as u64 => (s, e),
-            _ => return Err(Error::BadDelta),
-        };
-        let bytes = rle.get(p..p + run).ok_or(Error::Truncated)?;
-        f(start, bytes);
+        // both at most `len`, so no sum below overflows
+        if skip > len as u64 || run > len as u64 {
+            return Err(Error::BadDelta);
+        }
+        let (start, run) = (at + skip as usize, run as usize);
+        if start + run > len {
+            return Err(Error::BadDelta);
+        }
+        if p + run > rle.len() {
+            return Err(Error::Truncated);
+        }
+        f(start, p, run);
         p += run;
-        at = end;
+        at = start + run;
         if last {
             return Ok(p);
         }

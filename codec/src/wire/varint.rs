@@ -25,8 +25,28 @@ pub fn put(out: &mut [u8], pos: &mut usize, mut v: u64) {
 }
 
 /// Reads a varint from `buf` at `*pos`, rejecting truncation and values over 64 bits.
-#[inline]
+/// Varints of one or two bytes (the lengths and skips of a delta, record lengths) take the
+/// inlined fast path.
+#[inline(always)]
 pub fn get(buf: &[u8], pos: &mut usize) -> Result<u64> {
+    if let Some(&b0) = buf.get(*pos) {
+        if b0 < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(b0));
+        }
+        if let Some(&b1) = buf.get(*pos + 1) {
+            if b1 < 0x80 {
+                *pos += 2;
+                return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
+            }
+        }
+    }
+    get_long(buf, pos)
+}
+
+/// [`get`] for varints of more than two bytes, and the errors.
+#[inline(never)]
+fn get_long(buf: &[u8], pos: &mut usize) -> Result<u64> {
     let mut v: u64 = 0;
     for i in 0..MAX_VARINT_LEN {
         let b = *buf.get(*pos).ok_or(Error::Truncated)?;
