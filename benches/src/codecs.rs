@@ -327,6 +327,8 @@ pub struct Pagewire {
     pub zstd: Option<i32>,
     /// Weigh every record kind for every page (`Encoder::set_exhaustive`).
     pub exhaustive: bool,
+    /// How the decoder keeps the pages its stream refers to.
+    pub mode: DecodeMode,
     label: String,
     out: Vec<u8>,
     // Encoder and decoder live across passes over storage leaked once per row: the harness
@@ -352,6 +354,7 @@ impl Pagewire {
             features,
             zstd,
             exhaustive: false,
+            mode: DecodeMode::CacheCopy,
             label: label.into(),
             out: vec![0; cfg.max_output_len()],
             enc: None,
@@ -371,8 +374,8 @@ impl Codec for Pagewire {
         self.enc = Some(e);
         self.dec = Some(Decoder::new(
             self.cfg,
-            DecodeMode::CacheCopy,
-            leak(self.cfg.decoder_storage_len_for(DecodeMode::CacheCopy)),
+            self.mode,
+            leak(self.cfg.decoder_storage_len_for(self.mode)),
         )?);
         Ok(())
     }

@@ -23,18 +23,23 @@ fn compare_round_trips_every_codec_and_reports_the_targets() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // all four targets are judged, the two LZ4 ones next to what LZ4 alone reaches
+    // all seven targets are judged, the four LZ4 ones next to what LZ4 alone reaches
     let targets: Vec<&str> = stdout
         .lines()
         .filter(|l| l.contains("] ") && l.trim_start().starts_with('['))
         .collect();
-    assert_eq!(targets.len(), 4, "{stdout}");
+    assert_eq!(targets.len(), 7, "{stdout}");
+    assert_eq!(
+        targets.iter().filter(|l| l.contains("in place")).count(),
+        3,
+        "{stdout}"
+    );
     assert_eq!(
         targets
             .iter()
             .filter(|l| l.contains("(LZ4 alone: "))
             .count(),
-        2,
+        4,
         "{stdout}"
     );
 
@@ -53,6 +58,14 @@ fn compare_round_trips_every_codec_and_reports_the_targets() {
     assert!(later_ratio("xbzrle (QEMU-style)") < 60.0);
     // pagewire's later passes are smaller than XBZRLE's on the synthetic series
     assert!(later_ratio("pagewire all, no LZ4") < later_ratio("xbzrle (QEMU-style)"));
+    // decoding in place sends the same stream as through a cache copy
+    for setting in ["pagewire all + LZ4", "pagewire all, no LZ4"] {
+        let in_place = format!("{setting}, in place");
+        assert_eq!(
+            row(setting)["all_passes"]["wire_bytes"],
+            row(&in_place)["all_passes"]["wire_bytes"]
+        );
+    }
     for r in rows {
         for part in ["all_passes", "later_passes"] {
             let gb = r[part]["encode_gb_s"].as_f64().unwrap();

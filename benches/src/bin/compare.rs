@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Parser;
 use pagewire::xbzrle::{XbzrleCache, DEFAULT_CACHE_BYTES};
-use pagewire::{Config, Features};
+use pagewire::{Config, DecodeMode, Features};
 use pagewire_benches::codecs::{Block, Codec, Copy, Lz, Pagewire, Raw, Xbzrle};
 use pagewire_benches::PageSet;
 use serde::Serialize;
@@ -223,6 +223,17 @@ fn makers(ps: usize) -> Vec<(bool, Maker)> {
                 Box::new(move || Ok(Box::new(Pagewire::new(label, cfg, f, z)) as Box<dyn Codec>)),
             )
         };
+    // decoding into the destination memory itself, which holds the previous pass
+    let in_place = move |label: &'static str, cfg: Config| -> (bool, Maker) {
+        (
+            true,
+            Box::new(move || {
+                let mut c = Pagewire::new(label, cfg, Features::ALL, None);
+                c.mode = DecodeMode::InPlace;
+                Ok(Box::new(c) as Box<dyn Codec>)
+            }),
+        )
+    };
     let block = move |lz: Lz, batch: usize| -> (bool, Maker) {
         (
             true,
@@ -279,8 +290,10 @@ fn makers(ps: usize) -> Vec<(bool, Maker)> {
                 Ok(Box::new(c) as Box<dyn Codec>)
             }),
         ),
+        in_place("pagewire all, no LZ4, in place", no_lz4),
         pw("pagewire zero + LZ4", base, zero_only, None),
         pw("pagewire all + LZ4", base, Features::ALL, None),
+        in_place("pagewire all + LZ4, in place", base),
         pw(
             "pagewire all, no LZ4, + zstd-1",
             no_lz4,
@@ -512,6 +525,52 @@ fn main() -> Result<()> {
             format!(" (LZ4 alone: {:.2}x)", l.all_passes.decode_gb_s / c)
         });
         check("decoder >= 0.7x copy", r >= 0.7, format!("{r:.2}x{bound}"));
+    }
+    // Decoding in place, into memory that holds the previous pass (as a destination VMM's).
+    if let (Some(ip), Some(copy)) = (
+        find("pagewire all + LZ4, in place"),
+        find("memcpy (ceiling)"),
+    ) {
+        for (what, part, copy_part, lz4_part, target) in [
+            (
+                "later passes",
+                &ip.later_passes,
+                &copy.later_passes,
+                lz4_alone.map(|l| &l.later_passes),
+                1.0,
+            ),
+            (
+                "all passes",
+                &ip.all_passes,
+                &copy.all_passes,
+                lz4_alone.map(|l| &l.all_passes),
+                0.7,
+            ),
+        ] {
+            let r = part.decode_gb_s / copy_part.decode_gb_s;
+            let bound = lz4_part.map_or(String::new(), |l| {
+                format!(
+                    " (LZ4 alone: {:.2}x)",
+                    l.decode_gb_s / copy_part.decode_gb_s
+                )
+            });
+            check(
+                &format!("decoder in place, {what}: >= {target:.1}x copy"),
+                r >= target,
+                format!("{r:.2}x{bound}"),
+            );
+        }
+    }
+    if let (Some(ip), Some(xb)) = (
+        find("pagewire all, no LZ4, in place"),
+        find("xbzrle (QEMU-style)"),
+    ) {
+        let (p, x) = (&ip.later_passes, &xb.later_passes);
+        check(
+            "decoder in place without LZ4, later passes: as fast as XBZRLE's",
+            p.decode_gb_s >= x.decode_gb_s,
+            format!("{:.2} vs {:.2} GB/s", p.decode_gb_s, x.decode_gb_s),
+        );
     }
 
     if let Some(path) = &args.json {
