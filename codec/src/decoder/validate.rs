@@ -9,7 +9,9 @@
 
 use crate::error::{Error, Result};
 use crate::owners::Owners;
-use crate::wire::record::{block_item, parse, slot_for_age, BlockItem, ParseState, Record};
+use crate::wire::record::{
+    block_item, blocks_to_last_ref, parse, slot_for_age, BlockItem, ParseState, Record,
+};
 
 /// What a valid frame adds to the stream's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +128,10 @@ fn check_owners(record: &Record<'_>, st: &ParseState, owners: &mut Owners<'_, tr
             if let Some(age) = base_age {
                 live(owners, slot(age)?)?;
             }
+            // items after the last reference hold none: not walked again
+            let kinds = &kinds[..st.blocks_per_page];
             let mut pos = 0;
-            for &k in &kinds[..st.blocks_per_page] {
+            for &k in &kinds[..blocks_to_last_ref(kinds)] {
                 if let BlockItem::Ref { age, .. } = block_item(payload, &mut pos, k, st)? {
                     live(owners, slot(age)?)?;
                 }

@@ -8,10 +8,13 @@ use crate::decoder::Destination;
 use crate::error::Result;
 use crate::owners::Owners;
 use crate::wire::delta;
-use crate::wire::record::{block_item, BlockItem, BlockKind, ParseState, Record};
+use crate::wire::record::{
+    block_item, block_item_validated, blocks_to_last_ref, BlockItem, BlockKind, ParseState, Record,
+};
 
-/// Rebuilds the page of a page record (parsed from state `st`) and writes it to `dest`;
-/// returns its pfn.
+/// Rebuilds the page of a page record (parsed from state `st` by `parse_validated`) and
+/// writes it to `dest`; returns its pfn and the length of its whole-page delta (0 for other
+/// records).
 pub(super) fn apply_page<D: Destination>(
     cache: &mut PageCache<'_>,
     owners: &mut Owners<'_, true>,
@@ -19,12 +22,13 @@ pub(super) fn apply_page<D: Destination>(
     record: Record<'_>,
     st: &ParseState,
     dest: &mut D,
-) -> Result<u64> {
+) -> Result<(u64, usize)> {
     let ps = st.page_size;
+    let mut delta_len = 0;
     let (pfn, slot) = match record {
         Record::Zero { pfn } => {
             dest.zero_page(pfn, ps)?;
-            return Ok(pfn);
+            return Ok((pfn, 0));
         }
         Record::Dup { pfn, age } => (pfn, cache.slot_for_age(age)?),
         Record::Raw { pfn, bytes } => {
@@ -39,7 +43,7 @@ pub(super) fn apply_page<D: Destination>(
             in_place: true,
         } => {
             let slot = cache.slot_for_age(age)?;
-            delta::apply(rle, cache.page_mut(slot))?;
+            delta_len = delta::apply(rle, cache.page_mut(slot))?;
             (pfn, slot)
         }
         Record::Delta {
@@ -53,7 +57,7 @@ pub(super) fn apply_page<D: Destination>(
             if base != head {
                 cache.copy_between(base, 0, head, 0, ps);
             }
-            delta::apply(rle, cache.page_mut(head))?;
+            delta_len = delta::apply(rle, cache.page_mut(head))?;
             (pfn, insert(cache, owners, pfn))
         }
         Record::Blocks {
@@ -62,13 +66,15 @@ pub(super) fn apply_page<D: Destination>(
             base_age,
             payload,
         } => {
-            build_blocks(cache, scratch, st, &kinds, base_age, payload)?;
+            delta_len = build_blocks(cache, scratch, st, &kinds, base_age, payload)?;
             (pfn, insert(cache, owners, pfn))
         }
-        Record::IterationEnd { .. } | Record::Blob { .. } | Record::End { .. } => return Ok(0),
+        Record::IterationEnd { .. } | Record::Blob { .. } | Record::End { .. } => {
+            return Ok((0, 0))
+        }
     };
     writable(dest, pfn, ps)?.copy_from_slice(cache.page(slot));
-    Ok(pfn)
+    Ok((pfn, delta_len))
 }
 
 /// The head slot, now `pfn`'s: its owner stored, the ring advanced.
@@ -79,7 +85,8 @@ fn insert(cache: &mut PageCache<'_>, owners: &mut Owners<'_, true>, pfn: u64) ->
     head
 }
 
-/// Rebuilds a BLOCKS page into the head slot. When the record refers to the page it is
+/// Rebuilds a BLOCKS page into the head slot; returns the length of its payload (which runs
+/// to the end of the body: `parse_validated`). When the record refers to the page it is
 /// about to evict, the page is built in `scratch` first.
 fn build_blocks(
     cache: &mut PageCache<'_>,
@@ -88,7 +95,7 @@ fn build_blocks(
     kinds: &[BlockKind; MAX_BLOCKS_PER_PAGE],
     base_age: Option<u64>,
     payload: &[u8],
-) -> Result<()> {
+) -> Result<usize> {
     let bpp = st.blocks_per_page;
     let bs = st.page_size / bpp;
     let head = cache.head_slot();
@@ -99,7 +106,7 @@ fn build_blocks(
     // Does any source slot equal the slot being overwritten?
     let mut conflict = base == Some(head);
     let mut pos = 0;
-    for &k in &kinds[..bpp] {
+    for &k in &kinds[..blocks_to_last_ref(&kinds[..bpp])] {
         if let BlockItem::Ref { age, .. } = block_item(payload, &mut pos, k, st)? {
             conflict |= cache.slot_for_age(age)? == head;
         }
@@ -107,7 +114,7 @@ fn build_blocks(
     let mut pos = 0;
     for (b, &k) in kinds[..bpp].iter().enumerate() {
         let at = b * bs;
-        let item = block_item(payload, &mut pos, k, st)?;
+        let item = block_item_validated(payload, &mut pos, k, st)?;
         let (src, src_block) = match item {
             BlockItem::Ref { age, block } => (Some(cache.slot_for_age(age)?), block),
             BlockItem::Delta(_) => (base, b),
@@ -130,7 +137,7 @@ fn build_blocks(
             BlockItem::Zero => dst.fill(0),
             BlockItem::Literal(bytes) => dst.copy_from_slice(bytes),
             BlockItem::Delta(rle) => {
-                delta::apply(rle, dst)?;
+                pos += delta::apply(rle, dst)?;
             }
             BlockItem::Ref { .. } => {}
         }
@@ -138,5 +145,5 @@ fn build_blocks(
     if conflict {
         cache.page_mut(head).copy_from_slice(scratch);
     }
-    Ok(())
+    Ok(pos)
 }

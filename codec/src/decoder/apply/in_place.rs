@@ -10,9 +10,12 @@ use crate::decoder::Destination;
 use crate::error::{Error, Result};
 use crate::owners::Owners;
 use crate::wire::delta;
-use crate::wire::record::{block_item, BlockItem, BlockKind, ParseState, Record};
+use crate::wire::record::{
+    block_item, block_item_validated, blocks_to_last_ref, BlockItem, BlockKind, ParseState, Record,
+};
 
-/// Writes the page of a page record (parsed from state `st`) into `dest`; returns its pfn.
+/// Writes the page of a page record (parsed from state `st` by `parse_validated`) into
+/// `dest`; returns its pfn and the length of its whole-page delta (0 for other records).
 pub(super) fn apply_page<D: Destination>(
     ring: &mut Ring,
     owners: &mut Owners<'_, true>,
@@ -20,9 +23,10 @@ pub(super) fn apply_page<D: Destination>(
     record: Record<'_>,
     st: &ParseState,
     dest: &mut D,
-) -> Result<u64> {
+) -> Result<(u64, usize)> {
     let ps = st.page_size;
     let owner_of_age = |age| ring.slot_for_age(age).map(|s| owners.stored_owner(s));
+    let mut delta_len = 0;
     let pfn = match record {
         Record::Zero { pfn } => {
             dest.zero_page(pfn, ps)?;
@@ -47,7 +51,7 @@ pub(super) fn apply_page<D: Destination>(
             ..
         } => {
             // validated: the slot is this page's own, equal to its memory
-            delta::apply(rle, writable(dest, pfn, ps)?)?;
+            delta_len = delta::apply(rle, writable(dest, pfn, ps)?)?;
             pfn
         }
         Record::Delta {
@@ -60,7 +64,7 @@ pub(super) fn apply_page<D: Destination>(
             if from != pfn {
                 copy_page(dest, from, pfn, ps)?;
             }
-            delta::apply(rle, writable(dest, pfn, ps)?)?;
+            delta_len = delta::apply(rle, writable(dest, pfn, ps)?)?;
             insert(ring, owners, pfn);
             pfn
         }
@@ -82,18 +86,19 @@ pub(super) fn apply_page<D: Destination>(
                 base,
                 payload,
             };
-            if blocks.refers_to(pfn)? {
-                blocks.build_in_scratch(scratch, dest)?;
+            delta_len = if blocks.refers_to(pfn)? {
+                let n = blocks.build_in_scratch(scratch, dest)?;
                 writable(dest, pfn, ps)?.copy_from_slice(scratch);
+                n
             } else {
-                blocks.build_in(pfn, dest)?;
-            }
+                blocks.build_in(pfn, dest)?
+            };
             insert(ring, owners, pfn);
             pfn
         }
         Record::IterationEnd { .. } | Record::Blob { .. } | Record::End { .. } => 0,
     };
-    Ok(pfn)
+    Ok((pfn, delta_len))
 }
 
 /// The head slot, now `pfn`'s: its owner stored, the ring advanced.
@@ -149,10 +154,12 @@ impl<'r> Blocks<'r, '_> {
         self.st.page_size / self.st.blocks_per_page
     }
 
-    /// Block `b`'s item at `*pos`: where it comes from, and its delta if it has one.
+    /// Block `b`'s item at `*pos`: where it comes from, and its delta if it has one (which
+    /// runs to the end of the payload: its caller adds the length `delta::apply` returns to
+    /// `*pos`).
     fn item(&self, pos: &mut usize, b: usize) -> Result<(Source<'r>, Option<&'r [u8]>)> {
         Ok(
-            match block_item(self.payload, pos, self.kinds[b], self.st)? {
+            match block_item_validated(self.payload, pos, self.kinds[b], self.st)? {
                 BlockItem::Zero => (Source::Nothing, None),
                 BlockItem::Literal(bytes) => (Source::Literal(bytes), None),
                 BlockItem::Ref { age, block } => {
@@ -170,12 +177,18 @@ impl<'r> Blocks<'r, '_> {
         )
     }
 
-    /// True when a block comes from page `pfn` itself.
+    /// True when a block comes from page `pfn` itself: a delta block on its base, or a
+    /// reference (only items up to the last reference are walked).
     fn refers_to(&self, pfn: u64) -> Result<bool> {
+        if self.base == Some(pfn) && self.kinds[..self.bpp()].contains(&BlockKind::Delta) {
+            return Ok(true);
+        }
+        let kinds = &self.kinds[..self.bpp()];
         let mut pos = 0;
-        for b in 0..self.bpp() {
-            if let (Source::Page { pfn: from, .. }, _) = self.item(&mut pos, b)? {
-                if from == pfn {
+        for &k in &kinds[..blocks_to_last_ref(kinds)] {
+            if let BlockItem::Ref { age, .. } = block_item(self.payload, &mut pos, k, self.st)? {
+                let slot = self.ring.slot_for_age(age)?;
+                if self.owners.stored_owner(slot) == pfn {
                     return Ok(true);
                 }
             }
@@ -183,8 +196,9 @@ impl<'r> Blocks<'r, '_> {
         Ok(false)
     }
 
-    /// Builds the page in `scratch`, reading the pages it refers to.
-    fn build_in_scratch<D: Destination>(&self, scratch: &mut [u8], dest: &D) -> Result<()> {
+    /// Builds the page in `scratch`, reading the pages it refers to; returns the length of
+    /// the payload.
+    fn build_in_scratch<D: Destination>(&self, scratch: &mut [u8], dest: &D) -> Result<usize> {
         let bs = self.bs();
         let mut pos = 0;
         for b in 0..self.bpp() {
@@ -200,14 +214,15 @@ impl<'r> Blocks<'r, '_> {
                 }
             }
             if let Some(rle) = rle {
-                delta::apply(rle, dst)?;
+                pos += delta::apply(rle, dst)?;
             }
         }
-        Ok(())
+        Ok(pos)
     }
 
-    /// Builds the page in page `pfn`'s memory, which no block comes from.
-    fn build_in<D: Destination>(&self, pfn: u64, dest: &mut D) -> Result<()> {
+    /// Builds the page in page `pfn`'s memory, which no block comes from; returns the length
+    /// of the payload.
+    fn build_in<D: Destination>(&self, pfn: u64, dest: &mut D) -> Result<usize> {
         let bs = self.bs();
         let ps = self.st.page_size;
         let mut pos = 0;
@@ -235,9 +250,9 @@ impl<'r> Blocks<'r, '_> {
                 }
             };
             if let Some(rle) = rle {
-                delta::apply(rle, dst)?;
+                pos += delta::apply(rle, dst)?;
             }
         }
-        Ok(())
+        Ok(pos)
     }
 }

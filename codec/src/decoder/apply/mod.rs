@@ -14,7 +14,7 @@ use super::Destination;
 use crate::cache::{PageCache, Ring};
 use crate::error::{Error, Result};
 use crate::owners::Owners;
-use crate::wire::record::{parse, ParseState, Record};
+use crate::wire::record::{parse_validated, ParseState, Record};
 
 /// Where the decoder keeps the pages its stream refers to.
 pub(super) enum Store<'a> {
@@ -42,7 +42,7 @@ impl Pages<'_> {
     }
 
     /// Applies every record of `body`, parsed from `st` on, in order. Every check already
-    /// passed (the first pass), so an error here comes from the destination (a pfn it has
+    /// passed (the first pass: a whole-page delta is walked once more only to apply it), so an error here comes from the destination (a pfn it has
     /// no place for) or means a bug; it is returned, never panicked on.
     pub fn apply_body<D: Destination>(
         &mut self,
@@ -53,12 +53,12 @@ impl Pages<'_> {
         let mut pos = 0;
         while pos < body.len() {
             let before = st;
-            match parse(body, &mut pos, &mut st)? {
+            match parse_validated(body, &mut pos, &mut st)? {
                 Record::IterationEnd { iteration } => dest.iteration_end(iteration),
                 Record::Blob { tag, data } => dest.blob(tag, data),
                 Record::End { .. } => dest.end_of_stream(),
                 page => {
-                    let pfn = match &mut self.store {
+                    let (pfn, delta_len) = match &mut self.store {
                         Store::InPlace(ring) => in_place::apply_page(
                             ring,
                             &mut self.owners,
@@ -76,6 +76,7 @@ impl Pages<'_> {
                             dest,
                         )?,
                     };
+                    pos += delta_len;
                     dest.page_done(pfn);
                 }
             }

@@ -5,7 +5,10 @@
 mod parse;
 mod write;
 
-pub use parse::{block_item, parse, BlockItem, ParseState, Record};
+pub use parse::{
+    block_item, block_item_validated, blocks_to_last_ref, parse, parse_validated, BlockItem,
+    ParseState, Record,
+};
 pub use write::BodyWriter;
 
 use crate::config::MAX_BLOCKS_PER_PAGE;

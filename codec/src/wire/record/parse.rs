@@ -103,8 +103,59 @@ pub fn block_item<'b>(
     })
 }
 
+/// [`block_item`] for a payload that already passed it (the decoder's apply pass): a
+/// delta block is not walked to find its end. Its slice runs to the end of the payload and
+/// `*pos` stays at its start; applying it (`delta::apply`) returns its length, which the
+/// caller adds to `*pos`.
+#[inline]
+pub fn block_item_validated<'b>(
+    payload: &'b [u8],
+    pos: &mut usize,
+    kind: BlockKind,
+    st: &ParseState,
+) -> Result<BlockItem<'b>> {
+    match kind {
+        BlockKind::Delta => Ok(BlockItem::Delta(
+            payload.get(*pos..).ok_or(Error::Truncated)?,
+        )),
+        _ => block_item(payload, pos, kind, st),
+    }
+}
+
+/// Blocks up to and including the last reference among `kinds` (0 when none is): the
+/// items a pass that looks only at references must walk.
+pub fn blocks_to_last_ref(kinds: &[BlockKind]) -> usize {
+    kinds
+        .iter()
+        .rposition(|&k| k == BlockKind::Ref)
+        .map_or(0, |i| i + 1)
+}
+
 /// Parses the record at `*pos`, checks it against `st` and advances both.
 pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result<Record<'b>> {
+    parse_with(body, pos, st, true)
+}
+
+/// [`parse`] for a body that already passed it record by record (the decoder's apply
+/// pass): a record that holds deltas is not walked here to find its end. A whole-page
+/// delta's `rle`, and a BLOCKS record's `payload`, run to the end of the body, and `*pos`
+/// stays at their start; applying the record tells its length, which the caller adds to
+/// `*pos`.
+pub fn parse_validated<'b>(
+    body: &'b [u8],
+    pos: &mut usize,
+    st: &mut ParseState,
+) -> Result<Record<'b>> {
+    parse_with(body, pos, st, false)
+}
+
+#[inline(always)]
+fn parse_with<'b>(
+    body: &'b [u8],
+    pos: &mut usize,
+    st: &mut ParseState,
+    walk_deltas: bool,
+) -> Result<Record<'b>> {
     let tag = RecordTag::try_from(*body.get(*pos).ok_or(Error::Truncated)?)?;
     *pos += 1;
     let pfn = if tag.is_page() {
@@ -127,15 +178,21 @@ pub fn parse<'b>(body: &'b [u8], pos: &mut usize, st: &mut ParseState) -> Result
         },
         RecordTag::Delta | RecordTag::Patch => {
             let age = age(body, pos, st)?;
-            let n = delta::check(&body[*pos..], st.page_size)?;
+            let rle = match walk_deltas {
+                true => {
+                    let n = delta::check(&body[*pos..], st.page_size)?;
+                    take(body, pos, n)?
+                }
+                false => body.get(*pos..).ok_or(Error::Truncated)?,
+            };
             Record::Delta {
                 pfn,
                 age,
-                rle: take(body, pos, n)?,
+                rle,
                 in_place: tag == RecordTag::Patch,
             }
         }
-        RecordTag::Blocks => parse_blocks(body, pos, st, pfn)?,
+        RecordTag::Blocks => parse_blocks(body, pos, st, pfn, walk_deltas)?,
         RecordTag::IterationEnd => Record::IterationEnd {
             iteration: varint::get(body, pos)?,
         },
@@ -172,6 +229,7 @@ fn parse_blocks<'b>(
     pos: &mut usize,
     st: &ParseState,
     pfn: u64,
+    walk_items: bool,
 ) -> Result<Record<'b>> {
     let bpp = st.blocks_per_page;
     let kinds = unpack_kinds(body.get(*pos..).unwrap_or(&[]), bpp)?;
@@ -182,6 +240,14 @@ fn parse_blocks<'b>(
         None
     };
     let start = *pos;
+    if !walk_items {
+        return Ok(Record::Blocks {
+            pfn,
+            kinds,
+            base_age,
+            payload: body.get(start..).ok_or(Error::Truncated)?,
+        });
+    }
     for &k in &kinds[..bpp] {
         block_item(body, pos, k, st)?;
     }
