@@ -7,7 +7,7 @@ use core::ptr::NonNull;
 use pagewire::{Config, DecodeMode, Decoder, Error};
 
 use crate::config::pagewire_config;
-use crate::defines::PAGEWIRE_FRAME_HEADER_LEN;
+use crate::defines::{PAGEWIRE_DECODE_IN_PLACE, PAGEWIRE_FRAME_HEADER_LEN};
 use crate::destination::{pagewire_destination, Destination};
 use crate::error::{Fail, Res};
 use crate::guard::guard;
@@ -36,7 +36,8 @@ pub(crate) struct DecoderSlot {
     /// cases where the codec's own decoder does not know the stream is broken.
     failed: bool,
     inner: Decoder<'static>,
-    /// The page a decode call writes into when its destination has no RAM.
+    /// The page a decode call writes into when its destination has no RAM (cache copy;
+    /// empty in place, where every page goes to RAM).
     staging: &'static mut [u8],
 }
 
@@ -59,10 +60,33 @@ fn slot(p: *mut pagewire_decoder) -> *mut DecoderSlot {
 /// Bytes a handle takes in front of the codec's storage, alignment slack included.
 pub(crate) const HANDLE_LEN: usize = overhead::<DecoderSlot>();
 
-/// Bytes a decoder for `cfg` needs (`pagewire_sizes.decoder_storage`): the handle, a
-/// staging page and the codec's storage (a cache-copy decoder).
-pub(crate) const fn storage_len(cfg: &Config) -> usize {
-    HANDLE_LEN + cfg.page_size as usize + cfg.decoder_storage_len_for(DecodeMode::CacheCopy)
+/// The decoding mode `flags` of `pagewire_decoder_open` ask for: 0 a cache copy,
+/// `PAGEWIRE_DECODE_IN_PLACE` in place; any other bit is refused.
+pub(crate) fn mode_of(flags: u32) -> Res<DecodeMode> {
+    match flags {
+        0 => Ok(DecodeMode::CacheCopy),
+        PAGEWIRE_DECODE_IN_PLACE => Ok(DecodeMode::InPlace),
+        _ => Err(Fail::new(
+            PAGEWIRE_INVALID_ARGUMENT,
+            "flags may hold only PAGEWIRE_DECODE_IN_PLACE (or be 0)",
+        )),
+    }
+}
+
+/// The staging page a decoder in `mode` keeps: one page with a cache copy (for callbacks
+/// without RAM), none in place.
+const fn staging_len(cfg: &Config, mode: DecodeMode) -> usize {
+    match mode {
+        DecodeMode::CacheCopy => cfg.page_size as usize,
+        DecodeMode::InPlace => 0,
+    }
+}
+
+/// Bytes a decoder for `cfg` in `mode` needs (`pagewire_sizes.decoder_storage` for a cache
+/// copy, `pagewire_config_decoder_storage` for either): the handle, its staging page and
+/// the codec's storage.
+pub(crate) const fn storage_len(cfg: &Config, mode: DecodeMode) -> usize {
+    HANDLE_LEN + staging_len(cfg, mode) + cfg.decoder_storage_len_for(mode)
 }
 
 /// Builds a decoder for the stream header at the front of `input` in `len` bytes at `mem`;
@@ -72,23 +96,25 @@ pub(crate) const fn storage_len(cfg: &Config) -> usize {
 /// `mem` is valid for `len` bytes, used by nothing else until the decoder is released.
 unsafe fn build(
     input: &[u8],
+    mode: DecodeMode,
     mem: NonNull<u8>,
     len: usize,
     allocated: usize,
 ) -> Res<(*mut DecoderSlot, usize)> {
-    let needed = storage_len(&Config::from_header(input)?);
+    let cfg = Config::from_header(input)?;
+    let needed = storage_len(&cfg, mode);
     let short = || Fail::from(Error::InsufficientStorage { needed, given: len });
     if len < needed {
         return Err(short());
     }
     // SAFETY: forwarded contract.
     let c = unsafe { carve::<DecoderSlot>(mem, len) }.ok_or_else(short)?;
-    let ps = Config::from_header(input)?.page_size as usize;
-    if c.rest.len() < ps {
+    let staging = staging_len(&cfg, mode);
+    if c.rest.len() < staging {
         return Err(short());
     }
-    let (staging, rest) = c.rest.split_at_mut(ps);
-    let (inner, used) = Decoder::from_header(input, DecodeMode::CacheCopy, rest)?;
+    let (staging, rest) = c.rest.split_at_mut(staging);
+    let (inner, used) = Decoder::from_header(input, mode, rest)?;
     let h = c.place.fill(DecoderSlot {
         common: Common::new(DecoderSlot::MAGIC, allocated),
         failed: false,
@@ -98,12 +124,12 @@ unsafe fn build(
     Ok((h, used))
 }
 
-/// `build` in a fresh allocation of the size the header asks for.
-fn build_allocated(input: &[u8]) -> Res<(*mut DecoderSlot, usize)> {
-    let len = storage_len(&Config::from_header(input)?);
+/// `build` in a fresh allocation of the size the header and the mode ask for.
+fn build_allocated(input: &[u8], mode: DecodeMode) -> Res<(*mut DecoderSlot, usize)> {
+    let len = storage_len(&Config::from_header(input)?, mode);
     let mem = allocate(len)?;
     // SAFETY: a fresh allocation of `len` bytes, owned by the decoder from here on.
-    unsafe { build(input, mem, len, len) }.inspect_err(|_| {
+    unsafe { build(input, mode, mem, len, len) }.inspect_err(|_| {
         // SAFETY: nothing was built in it.
         unsafe { deallocate(mem, len) }
     })
@@ -114,13 +140,26 @@ fn build_allocated(input: &[u8]) -> Res<(*mut DecoderSlot, usize)> {
 /// the header bytes consumed (`PAGEWIRE_HEADER_LEN`) to `*consumed`; decode the stream
 /// bytes after them.
 ///
-/// The decoder lives in `storage_len` bytes at `storage` (any alignment; at least
-/// `pagewire_sizes.decoder_storage`: learn the configuration first with
-/// `pagewire_config_from_header`, then size it with `pagewire_config_sizes`), which belong
-/// to it until `pagewire_decoder_close`; the handle points inside them. With `storage`
-/// NULL and `storage_len` 0 the library allocates the memory instead.
+/// `flags` chooses how the decoder keeps the pages its stream refers to:
 ///
-/// `flags` must be 0 (room for decoding modes to come, such as decoding in place).
+/// * 0: a cache copy. The decoder holds a copy of the whole cache (about `cache_pages *
+///   page_size` bytes: 67,473,416 for the default configuration) and delivers to any
+///   destination, callbacks alone included.
+/// * `PAGEWIRE_DECODE_IN_PLACE`: in place, for a VMM. The decoder builds each page
+///   directly in guest memory and reads referenced pages back from there: 364,552 bytes
+///   of codec storage for the default configuration. Every decode call must then give RAM
+///   regions or a page table (see `pagewire_destination` for the memory contract);
+///   callbacks alone are refused with `PAGEWIRE_INVALID_ARGUMENT`.
+///
+/// Any other bit is refused with `PAGEWIRE_INVALID_ARGUMENT`. Both modes decode the same
+/// streams into the same memory.
+///
+/// The decoder lives in `storage_len` bytes at `storage` (any alignment; at least
+/// `pagewire_config_decoder_storage` for the same `flags`, which for flags 0 is
+/// `pagewire_sizes.decoder_storage`: learn the configuration first with
+/// `pagewire_config_from_header`), which belong to it until `pagewire_decoder_close`; the
+/// handle points inside them. With `storage` NULL and `storage_len` 0 the library
+/// allocates the memory instead (as much as the mode needs).
 ///
 /// # Safety
 /// The pointer rules at the top of this header.
@@ -143,18 +182,13 @@ pub unsafe extern "C" fn pagewire_decoder_open(
                 Out::new(consumed, "consumed")?,
             )
         };
-        if flags != 0 {
-            return Err(Fail::new(
-                PAGEWIRE_INVALID_ARGUMENT,
-                "flags must be 0: no decoding modes are defined yet",
-            ));
-        }
+        let mode = mode_of(flags)?;
         let (h, used) = match NonNull::new(storage.cast::<u8>()) {
-            None if storage_len == 0 => build_allocated(input)?,
+            None if storage_len == 0 => build_allocated(input, mode)?,
             None => return Err(Fail::null("storage")),
             // SAFETY: pointer rules: `storage_len` bytes at `storage` belong to the decoder
             // until it is released.
-            Some(mem) => unsafe { build(input, mem, storage_len, 0)? },
+            Some(mem) => unsafe { build(input, mode, mem, storage_len, 0)? },
         };
         out.write(h.cast());
         consumed.write(used);
@@ -217,7 +251,7 @@ fn one_frame(
         return Err(Error::Finished.into());
     }
     let r = inner.decode_frame(frame, events);
-    if let Some(fail) = events.stopped {
+    if let Some(fail) = events.stopped() {
         *failed = true;
         return Err(fail);
     }
@@ -288,7 +322,8 @@ pub unsafe extern "C" fn pagewire_decoder_decode(
                     staging,
                     ..
                 } = s;
-                let mut events = dest.sink(staging)?;
+                let page_size = inner.config().page_size as usize;
+                let mut events = dest.sink(staging, page_size, inner.mode())?;
                 let (used, delivered) = frames(inner, failed, input, &mut events)?;
                 consumed.write(used);
                 if let Some(pages) = pages {
