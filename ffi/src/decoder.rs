@@ -397,3 +397,212 @@ pub unsafe extern "C" fn pagewire_decoder_get_config(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Decoding in place through the C entry points, small enough for Miri: the RAM
+    //! destination reads pages back and pairs them while the codec builds pages.
+
+    use super::*;
+    use crate::destination::pagewire_destination_kind::{self, *};
+    use crate::pagewire_result::*;
+    use crate::sink::{pagewire_ram_region, pagewire_sink};
+    use pagewire::Encoder;
+
+    const PS: usize = 4096;
+    const PAGES: usize = 6;
+
+    fn cfg() -> Config {
+        Config {
+            cache_pages: 4,
+            frame_bytes: 16384,
+            lz4: false,
+            ..Config::DEFAULT
+        }
+    }
+
+    /// Three passes over six pages with copies, small changes and a page of two others'
+    /// halves: a stream with DUP, DELTA and BLOCKS records. Returns it and the memory.
+    fn stream() -> (Vec<u8>, Vec<u8>) {
+        let cfg = cfg();
+        let mut storage = vec![0u8; cfg.encoder_storage_len()];
+        let mut enc = Encoder::new(cfg, &mut storage).unwrap();
+        let mut out = vec![0u8; cfg.max_output_len()];
+        let mut wire = Vec::new();
+        let mut mem: Vec<u8> = (0..PAGES * PS)
+            .map(|i| ((i % PS) * 31 + (i / PS) * 7) as u8 ^ (i / 97) as u8)
+            .collect();
+        let copy = |mem: &mut Vec<u8>, from: usize, to: usize, bytes: core::ops::Range<usize>| {
+            mem.copy_within(
+                from * PS + bytes.start..from * PS + bytes.end,
+                to * PS + bytes.start,
+            )
+        };
+        for pass in 0..3 {
+            match pass {
+                0 => copy(&mut mem, 1, 3, 0..PS),
+                1 => {
+                    mem[5] ^= 0x55;
+                    mem[2 * PS + 100] ^= 1;
+                    copy(&mut mem, 0, 4, 0..PS);
+                }
+                _ => {
+                    copy(&mut mem, 2, 5, 0..PS / 2);
+                    copy(&mut mem, 0, 5, PS / 2..PS);
+                    mem[PS + 7] ^= 0xf0;
+                }
+            }
+            for pfn in 0..PAGES {
+                let page = &mem[pfn * PS..(pfn + 1) * PS];
+                let n = enc.encode_page(pfn as u64, page, &mut out).unwrap();
+                wire.extend_from_slice(&out[..n]);
+            }
+            let n = enc.end_iteration(&mut out).unwrap();
+            wire.extend_from_slice(&out[..n]);
+        }
+        let n = enc.finish(&mut out).unwrap();
+        wire.extend_from_slice(&out[..n]);
+        let s = enc.stats();
+        assert!(
+            s.dup.pages > 0 && s.delta.pages > 0 && s.blocks.pages > 0,
+            "{s:?}"
+        );
+        (wire, mem)
+    }
+
+    fn destination(kind: pagewire_destination_kind) -> pagewire_destination {
+        pagewire_destination {
+            kind: kind as u32,
+            reserved: 0,
+            regions: core::ptr::null(),
+            region_count: 0,
+            page_table: core::ptr::null(),
+            page_table_len: 0,
+            events: pagewire_sink {
+                user: core::ptr::null_mut(),
+                page: None,
+                iteration_end: None,
+                blob: None,
+                end_of_stream: None,
+            },
+        }
+    }
+
+    /// Opens a decoder in the mode of `flags` and decodes the whole stream into `dest`.
+    fn decode(wire: &[u8], flags: u32, dest: &pagewire_destination) -> pagewire_result {
+        let (mut dec, mut used, mut consumed) = (core::ptr::null_mut(), 0, 0);
+        // SAFETY: valid pointers; `dest` describes live memory (the callers' contract).
+        unsafe {
+            let rc = pagewire_decoder_open(
+                wire.as_ptr(),
+                wire.len(),
+                core::ptr::null_mut(),
+                0,
+                flags,
+                &mut dec,
+                &mut used,
+            );
+            assert_eq!(rc, PAGEWIRE_OK);
+            let rest = &wire[used..];
+            let mut rc = pagewire_decoder_decode(
+                dec,
+                rest.as_ptr(),
+                rest.len(),
+                dest,
+                &mut consumed,
+                core::ptr::null_mut(),
+            );
+            if rc == PAGEWIRE_OK {
+                assert_eq!(consumed, rest.len());
+                rc = pagewire_decoder_check_complete(dec);
+            }
+            assert_eq!(pagewire_decoder_close(dec), PAGEWIRE_OK);
+            rc
+        }
+    }
+
+    #[test]
+    fn in_place_into_a_page_table_and_regions_equals_the_source_and_a_cache_copy() {
+        let (wire, mem) = stream();
+        // a cache copy into one region
+        let mut copy = vec![0u8; PAGES * PS];
+        let all = [pagewire_ram_region {
+            first_pfn: 0,
+            page_count: PAGES as u64,
+            host: copy.as_mut_ptr(),
+        }];
+        let into_copy = pagewire_destination {
+            regions: all.as_ptr(),
+            region_count: 1,
+            ..destination(PAGEWIRE_TO_RAM_REGIONS)
+        };
+        assert_eq!(decode(&wire, 0, &into_copy), PAGEWIRE_OK);
+        assert!(copy == mem);
+
+        // in place, each page its own allocation, the table in reverse order of them
+        let mut pages: Vec<Vec<u8>> = (0..PAGES).map(|_| vec![0u8; PS]).collect();
+        let table: Vec<*mut u8> = pages.iter_mut().rev().map(|p| p.as_mut_ptr()).collect();
+        let through_table = pagewire_destination {
+            page_table: table.as_ptr(),
+            page_table_len: PAGES,
+            ..destination(PAGEWIRE_TO_PAGE_TABLE)
+        };
+        assert_eq!(
+            decode(&wire, PAGEWIRE_DECODE_IN_PLACE, &through_table),
+            PAGEWIRE_OK
+        );
+        for (pfn, page) in pages.iter().rev().enumerate() {
+            assert!(page[..] == mem[pfn * PS..(pfn + 1) * PS], "pfn {pfn}");
+        }
+
+        // in place, two regions of three pages
+        let (mut low, mut high) = (vec![0u8; 3 * PS], vec![0u8; 3 * PS]);
+        let banks = [
+            pagewire_ram_region {
+                first_pfn: 3,
+                page_count: 3,
+                host: high.as_mut_ptr(),
+            },
+            pagewire_ram_region {
+                first_pfn: 0,
+                page_count: 3,
+                host: low.as_mut_ptr(),
+            },
+        ];
+        let into_banks = pagewire_destination {
+            regions: banks.as_ptr(),
+            region_count: 2,
+            ..destination(PAGEWIRE_TO_RAM_REGIONS)
+        };
+        assert_eq!(
+            decode(&wire, PAGEWIRE_DECODE_IN_PLACE, &into_banks),
+            PAGEWIRE_OK
+        );
+        assert!(low[..] == mem[..3 * PS] && high[..] == mem[3 * PS..]);
+
+        // in place with callbacks alone: refused, never decoded into a staging page
+        let callbacks = destination(PAGEWIRE_TO_CALLBACKS);
+        assert_eq!(
+            decode(&wire, PAGEWIRE_DECODE_IN_PLACE, &callbacks),
+            PAGEWIRE_INVALID_ARGUMENT
+        );
+        assert_eq!(decode(&wire, 0, &callbacks), PAGEWIRE_OK);
+    }
+
+    #[test]
+    fn flags_choose_the_mode_and_nothing_else() {
+        assert_eq!(mode_of(0).unwrap(), DecodeMode::CacheCopy);
+        assert_eq!(
+            mode_of(PAGEWIRE_DECODE_IN_PLACE).unwrap(),
+            DecodeMode::InPlace
+        );
+        for flags in [2, 3, 1 << 31, u32::MAX] {
+            assert_eq!(mode_of(flags).unwrap_err().code, PAGEWIRE_INVALID_ARGUMENT);
+        }
+        let c = cfg();
+        assert_eq!(
+            storage_len(&c, DecodeMode::CacheCopy) - storage_len(&c, DecodeMode::InPlace),
+            c.cache_len() + PS
+        );
+    }
+}
