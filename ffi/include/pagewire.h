@@ -278,7 +278,7 @@
 
 /**
  * What every fallible function returns. The numbers are stable: new results get new
- * numbers, existing ones never change. 1-21 mirror the codec's errors; 100 and up belong to
+ * numbers, existing ones never change. 1-24 mirror the codec's errors; 100 and up belong to
  * the C API itself. `pagewire_result_name` names each one;
  * `pagewire_last_error_message` gives the details of the latest failure on the thread.
  */
@@ -957,9 +957,9 @@ pagewire_result pagewire_config_header(const struct pagewire_config *cfg, uint8_
  *
  * `flags` chooses how the decoder keeps the pages its stream refers to:
  *
- * * 0: a cache copy. The decoder holds a copy of the whole cache (about `cache_pages *
- *   page_size` bytes: 67,473,416 for the default configuration) and delivers to any
- *   destination, callbacks alone included.
+ * * 0: a cache copy. The decoder holds a copy of the whole cache (67,473,416 bytes of
+ *   codec storage for the default configuration, about `cache_pages * page_size`) and
+ *   delivers to any destination, callbacks alone included.
  * * `PAGEWIRE_DECODE_IN_PLACE`: in place, for a VMM. The decoder builds each page
  *   directly in guest memory and reads referenced pages back from there: 364,552 bytes
  *   of codec storage for the default configuration. Every decode call must then give RAM

@@ -142,9 +142,9 @@ fn build_allocated(input: &[u8], mode: DecodeMode) -> Res<(*mut DecoderSlot, usi
 ///
 /// `flags` chooses how the decoder keeps the pages its stream refers to:
 ///
-/// * 0: a cache copy. The decoder holds a copy of the whole cache (about `cache_pages *
-///   page_size` bytes: 67,473,416 for the default configuration) and delivers to any
-///   destination, callbacks alone included.
+/// * 0: a cache copy. The decoder holds a copy of the whole cache (67,473,416 bytes of
+///   codec storage for the default configuration, about `cache_pages * page_size`) and
+///   delivers to any destination, callbacks alone included.
 /// * `PAGEWIRE_DECODE_IN_PLACE`: in place, for a VMM. The decoder builds each page
 ///   directly in guest memory and reads referenced pages back from there: 364,552 bytes
 ///   of codec storage for the default configuration. Every decode call must then give RAM
