@@ -408,7 +408,6 @@ mod tests {
         assert_eq!(d.page(11).unwrap()[..2], [11, 5]);
         assert_eq!(d.page(10).unwrap()[..2], [10, 5]);
         assert!(d.stopped().is_none());
-        drop(d);
         assert_eq!((a[0], a[1], a[4096], b[0], b[1]), (10, 5, 11, 100, 5));
     }
 
