@@ -288,8 +288,11 @@ fn frames(
 /// `*consumed` and the pages delivered to `*pages` (may be NULL).
 ///
 /// Each frame is checked completely (CRC, every record) before anything of it is
-/// delivered. Any error is final for the stream: the decoder refuses all later input
-/// (`PAGEWIRE_FINISHED`), and frames before the failing one may have been delivered.
+/// delivered. Any error of the stream or of its delivery is final: the decoder refuses all
+/// later input (`PAGEWIRE_FINISHED`), and frames before the failing one may have been
+/// delivered. Errors of the arguments found before any input is read (a NULL pointer, a
+/// destination its checks refuse, callbacks alone for a decoder opened with
+/// `PAGEWIRE_DECODE_IN_PLACE`) leave the decoder as it was.
 ///
 /// # Safety
 /// The pointer rules at the top of this header, and those of `pagewire_destination`.
