@@ -111,9 +111,11 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
         const size_t *c = configs[i];
-        printf("bounds %zu %zu %zu %zu: %zu %zu %zu\n", c[0], c[1], c[2], c[3],
+        printf("bounds %zu %zu %zu %zu: %zu %zu %zu %zu\n", c[0], c[1], c[2], c[3],
                PAGEWIRE_ENCODER_STORAGE_BOUND(c[0], c[1], c[2], c[3]),
-               PAGEWIRE_DECODER_STORAGE_BOUND(c[0], c[2], c[3]), PAGEWIRE_MAX_OUTPUT_BOUND(c[3]));
+               PAGEWIRE_DECODER_STORAGE_BOUND(c[0], c[2], c[3]),
+               PAGEWIRE_DECODER_IN_PLACE_STORAGE_BOUND(c[0], c[2], c[3]),
+               PAGEWIRE_MAX_OUTPUT_BOUND(c[3]));
     }
     return 0;
 }

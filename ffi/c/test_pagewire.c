@@ -746,8 +746,11 @@ static void test_null_and_undersized_arguments(void) {
     /* storage NULL with a length is a mistake, not a request to allocate */
     CHECK_RC(pagewire_decoder_open(header, sizeof header, NULL, sz.decoder_storage, 0, &dec, &used),
              PAGEWIRE_NULL_ARGUMENT);
-    /* no decoding modes (flags) are defined yet */
-    CHECK_RC(pagewire_decoder_open(header, sizeof header, dmem, sz.decoder_storage, 1, &dec, &used),
+    /* flags other than PAGEWIRE_DECODE_IN_PLACE */
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, dmem, sz.decoder_storage, 2, &dec, &used),
+             PAGEWIRE_INVALID_ARGUMENT);
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, dmem, sz.decoder_storage,
+                                   PAGEWIRE_DECODE_IN_PLACE | 0x80000000u, &dec, &used),
              PAGEWIRE_INVALID_ARGUMENT);
     CHECK(dec == NULL && used == 0);
 
@@ -1297,6 +1300,467 @@ static void test_synchronized_arrival(void) {
     OK(pagewire_group_deinit(&g));
 }
 
+/* ---------------------------------------------------------------- decoding in place */
+
+/* Guest pfns of the in-place tests: two banks with a hole between, as below and above a
+ * PCI hole. */
+#define BANK 700u
+#define HOLE 300u
+#define IP_PAGES (2 * BANK + HOLE) /* pfn space, hole included */
+
+static int in_hole(size_t pfn) { return pfn >= BANK && pfn < BANK + HOLE; }
+
+/* A multi-pass stream of the pfns outside the hole (RAM left in `src`, IP_PAGES pages,
+ * the hole zero), with the encoder's counters in `*es`. */
+static bytes make_holed_stream(const pagewire_config *cfg, uint8_t *src,
+                               pagewire_encoder_stats *es) {
+    bytes s = {0};
+    pagewire_sizes sz;
+    pagewire_encoder *enc = NULL;
+    OK(pagewire_config_sizes(cfg, &sz));
+    OK(pagewire_encoder_new(cfg, &enc));
+    uint8_t *out = malloc(sz.max_output);
+    size_t n = 0;
+    for (size_t pfn = 0; pfn < IP_PAGES; pfn++)
+        if (!in_hole(pfn))
+            fill_page(src, BANK, pfn); /* copies come from the first bank */
+    for (int it = 0; it < 6; it++) {
+        for (size_t pfn = 0; pfn < IP_PAGES; pfn++) {
+            if (in_hole(pfn))
+                continue;
+            if (it > 0) {
+                if (next_rand() % 5)
+                    continue;
+                dirty_page(src, BANK, pfn);
+            }
+            OK(pagewire_encoder_encode_page(enc, pfn, src + pfn * PAGE, PAGE, out,
+                                            sz.max_output, &n));
+            append(&s, out, n);
+        }
+        OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
+        append(&s, out, n);
+    }
+    OK(pagewire_encoder_finish(enc, out, sz.max_output, &n));
+    append(&s, out, n);
+    OK(pagewire_encoder_get_stats(enc, es));
+    OK(pagewire_encoder_free(enc));
+    free(out);
+    return s;
+}
+
+/* Decodes the stream after its header in chunks of random size; returns the first failure
+ * (PAGEWIRE_OK when the whole stream decoded and is complete). */
+static pagewire_result decode_in_chunks(pagewire_decoder *dec, const bytes *s,
+                                        const pagewire_destination *d, size_t *delivered) {
+    size_t pos = PAGEWIRE_HEADER_LEN, avail = pos;
+    *delivered = 0;
+    while (pos < s->len) {
+        avail += 1 + next_rand() % 20000;
+        if (avail > s->len)
+            avail = s->len;
+        size_t consumed = 0, pages = 0;
+        pagewire_result rc =
+            pagewire_decoder_decode(dec, s->data + pos, avail - pos, d, &consumed, &pages);
+        if (rc != PAGEWIRE_OK)
+            return rc;
+        pos += consumed;
+        *delivered += pages;
+        if (avail == s->len && consumed == 0)
+            break;
+    }
+    return pagewire_decoder_check_complete(dec);
+}
+
+static pagewire_decoder *open_mode(const bytes *s, uint32_t flags) {
+    pagewire_decoder *dec = NULL;
+    size_t used = 0;
+    OK(pagewire_decoder_open(s->data, s->len, NULL, 0, flags, &dec, &used));
+    CHECK(used == PAGEWIRE_HEADER_LEN);
+    return dec;
+}
+
+#define CANARY 0xA5
+
+static size_t canary_bytes_changed(const uint8_t *p, size_t n) {
+    size_t changed = 0;
+    for (size_t i = 0; i < n; i++)
+        changed += p[i] != CANARY;
+    return changed;
+}
+
+/* The storage an in-place decoder asks for is the small figure, and it is enough. */
+static void test_in_place_storage(void) {
+    pagewire_config cfg;
+    OK(pagewire_config_default(&cfg));
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+    size_t in_place = 0, copy = 0, untouched = 99;
+    OK(pagewire_config_decoder_storage(&cfg, PAGEWIRE_DECODE_IN_PLACE, &in_place));
+    OK(pagewire_config_decoder_storage(&cfg, 0, &copy));
+    CHECK(copy == sz.decoder_storage);
+    /* the codec's 364,552 bytes plus the handle, against 67,473,416 plus it and a page */
+    CHECK(in_place >= 364552 && in_place <= 364552 + PAGEWIRE_STATE_OVERHEAD);
+    CHECK(copy >= 67473416 + PAGE && copy <= 67473416 + PAGE + PAGEWIRE_STATE_OVERHEAD);
+    CHECK(copy - in_place == (size_t)cfg.cache_pages * cfg.page_size + cfg.page_size);
+    size_t bound = PAGEWIRE_DECODER_IN_PLACE_STORAGE_BOUND(cfg.page_size, cfg.cache_pages,
+                                                            cfg.frame_bytes);
+    CHECK(bound >= in_place && bound <= in_place + 1024);
+    CHECK_RC(pagewire_config_decoder_storage(&cfg, 2, &untouched), PAGEWIRE_INVALID_ARGUMENT);
+    CHECK_RC(pagewire_config_decoder_storage(&cfg, PAGEWIRE_DECODE_IN_PLACE | 4, &untouched),
+             PAGEWIRE_INVALID_ARGUMENT);
+    CHECK_RC(pagewire_config_decoder_storage(NULL, 0, &untouched), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_config_decoder_storage(&cfg, 0, NULL), PAGEWIRE_NULL_ARGUMENT);
+    CHECK(untouched == 99);
+
+    /* exactly that much, at an odd alignment, opens; a byte less does not */
+    uint8_t header[PAGEWIRE_HEADER_LEN];
+    OK(pagewire_config_header(&cfg, header, sizeof header));
+    uint8_t *mem = malloc(in_place + 3);
+    pagewire_decoder *dec = NULL;
+    size_t used = 0;
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, mem + 3, in_place - 1,
+                                   PAGEWIRE_DECODE_IN_PLACE, &dec, &used),
+             PAGEWIRE_INSUFFICIENT_STORAGE);
+    CHECK(dec == NULL);
+    OK(pagewire_decoder_open(header, sizeof header, mem + 3, in_place, PAGEWIRE_DECODE_IN_PLACE,
+                             &dec, &used));
+    CHECK(dec != NULL && used == PAGEWIRE_HEADER_LEN);
+    /* a cache copy does not fit there */
+    pagewire_decoder *copy_dec = NULL;
+    CHECK_RC(pagewire_decoder_open(header, sizeof header, mem + 3, in_place, 0, &copy_dec, &used),
+             PAGEWIRE_INSUFFICIENT_STORAGE);
+    OK(pagewire_decoder_close(dec));
+    free(mem);
+}
+
+/* A multi-pass stream decoded in place into two RAM regions with a gap, and into a
+ * scattered page table, equals the source and a cache-copy decode of the same stream. */
+static void test_in_place_round_trip(void) {
+    pagewire_config cfg = small_config(); /* 1024 cache pages: slots are reused */
+    uint8_t *src = calloc(IP_PAGES, PAGE);
+    pagewire_encoder_stats es;
+    bytes s = make_holed_stream(&cfg, src, &es);
+    /* the stream refers to earlier pages, which an in-place decoder reads back */
+    CHECK(es.dup.pages > 0 && es.delta.pages > 0 && es.blocks.pages > 0);
+    CHECK(es.iterations == 6);
+
+    /* the reference: a cache copy into flat memory */
+    uint8_t *flat = calloc(IP_PAGES, PAGE);
+    pagewire_ram_region all = {0, IP_PAGES, flat};
+    pagewire_destination into_flat = to_ram(&all, 1, no_events);
+    pagewire_decoder *dec = open_mode(&s, 0);
+    size_t delivered = 0;
+    OK(decode_in_chunks(dec, &s, &into_flat, &delivered));
+    CHECK(delivered == es.pages);
+    CHECK(memcmp(flat, src, (size_t)IP_PAGES * PAGE) == 0);
+    OK(pagewire_decoder_close(dec));
+
+    /* in place, two regions (listed high bank first) in one buffer with a gap of canary
+     * pages between them, and the page callback reading what was stored */
+    enum { GAP = 5 };
+    uint8_t *host = malloc((size_t)(2 * BANK + GAP) * PAGE);
+    memset(host, CANARY, (size_t)(2 * BANK + GAP) * PAGE);
+    uint8_t *low = host, *gap = host + (size_t)BANK * PAGE, *high = gap + (size_t)GAP * PAGE;
+    pagewire_ram_region banks[2] = {{BANK + HOLE, BANK, high}, {0, BANK, low}};
+    dest seen = {0};
+    seen.ram = calloc(IP_PAGES, PAGE);
+    seen.pages = IP_PAGES;
+    pagewire_destination into_banks = to_ram(banks, 2, sink_for(&seen));
+    dec = open_mode(&s, PAGEWIRE_DECODE_IN_PLACE);
+    OK(decode_in_chunks(dec, &s, &into_banks, &delivered));
+    CHECK(delivered == es.pages && seen.pages_seen == es.pages);
+    CHECK(seen.iterations_seen == 6 && seen.ended && !seen.out_of_order);
+    CHECK(memcmp(low, src, (size_t)BANK * PAGE) == 0);
+    CHECK(memcmp(high, src + (size_t)(BANK + HOLE) * PAGE, (size_t)BANK * PAGE) == 0);
+    CHECK(memcmp(low, flat, (size_t)BANK * PAGE) == 0);
+    CHECK(memcmp(high, flat + (size_t)(BANK + HOLE) * PAGE, (size_t)BANK * PAGE) == 0);
+    CHECK(canary_bytes_changed(gap, (size_t)GAP * PAGE) == 0);
+    /* the callback saw each page's final bytes in guest memory */
+    CHECK(memcmp(seen.ram, src, (size_t)IP_PAGES * PAGE) == 0);
+    pagewire_decoder_stats ds;
+    OK(pagewire_decoder_get_stats(dec, &ds));
+    CHECK(ds.pages == es.pages && ds.bytes_in == s.len && ds.frames == es.frames);
+    OK(pagewire_decoder_close(dec));
+
+    /* in place, through a page table: each pfn at a random page of a larger buffer, the
+     * pages between never written; the hole's entries NULL */
+    enum { SPREAD = 3 };
+    size_t slots = (size_t)SPREAD * IP_PAGES;
+    uint8_t *pool = malloc(slots * PAGE);
+    memset(pool, CANARY, slots * PAGE);
+    size_t *order = malloc(slots * sizeof *order);
+    for (size_t i = 0; i < slots; i++)
+        order[i] = i;
+    for (size_t i = slots - 1; i > 0; i--) {
+        size_t j = next_rand() % (i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    uint8_t **table = calloc(IP_PAGES, sizeof *table);
+    uint8_t *used_slot = calloc(slots, 1);
+    for (size_t pfn = 0; pfn < IP_PAGES; pfn++)
+        if (!in_hole(pfn)) {
+            table[pfn] = pool + order[pfn] * PAGE;
+            used_slot[order[pfn]] = 1;
+        }
+    pagewire_destination through_table = to_table(table, IP_PAGES, no_events);
+    dec = open_mode(&s, PAGEWIRE_DECODE_IN_PLACE);
+    OK(decode_in_chunks(dec, &s, &through_table, &delivered));
+    CHECK(delivered == es.pages);
+    size_t same = 0, sent = 0, untouched = 0;
+    for (size_t pfn = 0; pfn < IP_PAGES; pfn++) {
+        if (in_hole(pfn))
+            continue;
+        sent++;
+        same += memcmp(table[pfn], src + pfn * PAGE, PAGE) == 0 &&
+                memcmp(table[pfn], flat + pfn * PAGE, PAGE) == 0;
+    }
+    for (size_t i = 0; i < slots; i++)
+        untouched += !used_slot[i] && canary_bytes_changed(pool + i * PAGE, PAGE) == 0;
+    CHECK(sent == 2 * BANK && same == sent);
+    CHECK(untouched == slots - 2 * BANK);
+    OK(pagewire_decoder_close(dec));
+
+    free(used_slot);
+    free(table);
+    free(order);
+    free(pool);
+    free(seen.ram);
+    free(host);
+    free(flat);
+    free(s.data);
+    free(src);
+}
+
+/* CRC-32C (Castagnoli), bit by bit: for hand-made frames. */
+static uint32_t crc32c(const uint8_t *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+static void put_le32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Appends a frame (records, stored) of `body` to a stream (docs/FORMAT.md: type, flags,
+ * reserved, stream id, sequence number, body lengths; the body; its CRC-32C). */
+static void append_frame(bytes *s, uint32_t stream_id, uint32_t seq, const uint8_t *body,
+                         size_t len) {
+    size_t at = s->len;
+    uint8_t h[PAGEWIRE_FRAME_HEADER_LEN] = {1, 0, 0, 0};
+    put_le32(h + 4, stream_id);
+    put_le32(h + 8, seq);
+    put_le32(h + 12, (uint32_t)len);
+    put_le32(h + 16, (uint32_t)len);
+    append(s, h, sizeof h);
+    append(s, body, len);
+    uint8_t crc[4];
+    put_le32(crc, crc32c(s->data + at, s->len - at));
+    append(s, crc, 4);
+}
+
+/* Records (docs/FORMAT.md): RAW pfn 0 full of 7s; ZERO of pfn 0, which retires its slot;
+ * DUP of the slot of age 1 (pfn 0's, retired) for the next pfn. */
+static size_t retiring_records(uint8_t *body, int with_dup) {
+    size_t n = 0;
+    body[n++] = 0x03; /* RAW */
+    body[n++] = 0x00; /* pfn 0 */
+    memset(body + n, 7, PAGE);
+    n += PAGE;
+    body[n++] = 0x01; /* ZERO */
+    body[n++] = 0x01; /* pfn 0 (zigzag -1 from the next pfn, 1) */
+    if (with_dup) {
+        body[n++] = 0x02; /* DUP */
+        body[n++] = 0x00; /* pfn 1 */
+        body[n++] = 0x01; /* age 1 */
+    }
+    return n;
+}
+
+/* A reference to a retired slot is refused with PAGEWIRE_RETIRED_SLOT in both modes,
+ * before anything of its frame is written. */
+static void test_retired_slot_is_refused(void) {
+    pagewire_config cfg;
+    OK(pagewire_config_default(&cfg));
+    cfg.cache_pages = 2;
+    cfg.lz4 = 0;
+    cfg.frame_bytes = 16384;
+    cfg.stream_id = 3;
+    uint8_t header[PAGEWIRE_HEADER_LEN];
+    OK(pagewire_config_header(&cfg, header, sizeof header));
+    uint8_t body[PAGE + 16];
+    /* one frame: RAW 0, ZERO 0, DUP of the retired slot */
+    bytes one = {0};
+    append(&one, header, sizeof header);
+    append_frame(&one, cfg.stream_id, 0, body, retiring_records(body, 1));
+    /* two frames: RAW 0, ZERO 0; then a DUP of pfn 0's retired slot for pfn 0 itself */
+    bytes two = {0};
+    append(&two, header, sizeof header);
+    append_frame(&two, cfg.stream_id, 0, body, retiring_records(body, 0));
+    static const uint8_t dup_again[] = {0x02, 0x01, 0x01};
+    append_frame(&two, cfg.stream_id, 1, dup_again, sizeof dup_again);
+
+    static const uint32_t modes[] = {0, PAGEWIRE_DECODE_IN_PLACE};
+    for (size_t m = 0; m < 2; m++) {
+        uint8_t *ram = malloc(2 * PAGE);
+        pagewire_ram_region r = {0, 2, ram};
+        pagewire_destination into_ram = to_ram(&r, 1, no_events);
+        size_t consumed = 77, pages = 77;
+
+        memset(ram, CANARY, 2 * PAGE);
+        pagewire_decoder *dec = open_mode(&one, modes[m]);
+        CHECK_RC(pagewire_decoder_decode(dec, one.data + PAGEWIRE_HEADER_LEN,
+                                         one.len - PAGEWIRE_HEADER_LEN, &into_ram, &consumed,
+                                         &pages),
+                 PAGEWIRE_RETIRED_SLOT);
+        CHECK(consumed == 77 && pages == 77);
+        CHECK(canary_bytes_changed(ram, 2 * PAGE) == 0); /* nothing of the frame written */
+        CHECK_RC(pagewire_decoder_check_complete(dec), PAGEWIRE_FINISHED);
+        OK(pagewire_decoder_close(dec));
+
+        memset(ram, CANARY, 2 * PAGE);
+        dec = open_mode(&two, modes[m]);
+        CHECK_RC(pagewire_decoder_decode(dec, two.data + PAGEWIRE_HEADER_LEN,
+                                         two.len - PAGEWIRE_HEADER_LEN, &into_ram, &consumed,
+                                         &pages),
+                 PAGEWIRE_RETIRED_SLOT);
+        /* the first frame was applied: pfn 0 zeroed; pfn 1 never written */
+        size_t zeros = 0;
+        for (size_t i = 0; i < PAGE; i++)
+            zeros += ram[i] == 0;
+        CHECK(zeros == PAGE);
+        CHECK(canary_bytes_changed(ram + PAGE, PAGE) == 0);
+        OK(pagewire_decoder_close(dec));
+        free(ram);
+    }
+    free(one.data);
+    free(two.data);
+}
+
+/* An in-place decoder refuses what would leave wrong bytes or alias memory: callbacks
+ * alone (before reading any input; the decoder stays usable), two pfns on the same host
+ * page, a pfn without a page. */
+static void test_in_place_refusals(void) {
+    pagewire_config cfg = small_config();
+    cfg.lz4 = 0;
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+    /* pfn 0 random, pfn 1 the same bytes: a DUP that copies page 0 to page 1 */
+    uint8_t *src = malloc(2 * PAGE);
+    for (size_t i = 0; i < PAGE; i += 8) {
+        uint64_t r = next_rand();
+        memcpy(src + i, &r, 8);
+    }
+    memcpy(src + PAGE, src, PAGE);
+    pagewire_encoder *enc = NULL;
+    OK(pagewire_encoder_new(&cfg, &enc));
+    uint8_t *out = malloc(sz.max_output);
+    bytes s = {0};
+    size_t n = 0;
+    for (size_t pfn = 0; pfn < 2; pfn++) {
+        OK(pagewire_encoder_encode_page(enc, pfn, src + pfn * PAGE, PAGE, out, sz.max_output,
+                                        &n));
+        append(&s, out, n);
+    }
+    OK(pagewire_encoder_finish(enc, out, sz.max_output, &n));
+    append(&s, out, n);
+    pagewire_encoder_stats es;
+    OK(pagewire_encoder_get_stats(enc, &es));
+    CHECK(es.raw.pages == 1 && es.dup.pages == 1);
+    OK(pagewire_encoder_free(enc));
+    const uint8_t *body = s.data + PAGEWIRE_HEADER_LEN;
+    size_t body_len = s.len - PAGEWIRE_HEADER_LEN;
+
+    /* callbacks alone: refused, nothing consumed; the same decoder then decodes into RAM */
+    dest d = {0};
+    d.ram = calloc(2, PAGE);
+    d.pages = 2;
+    pagewire_destination to_sink = to_callbacks(sink_for(&d));
+    pagewire_decoder *dec = open_mode(&s, PAGEWIRE_DECODE_IN_PLACE);
+    size_t consumed = 55, pages = 55;
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &to_sink, &consumed, &pages),
+             PAGEWIRE_INVALID_ARGUMENT);
+    char msg[256];
+    OK(pagewire_last_error_message(msg, sizeof msg, NULL));
+    CHECK(strstr(msg, "PAGEWIRE_DECODE_IN_PLACE") != NULL);
+    CHECK(consumed == 55 && pages == 55 && d.pages_seen == 0);
+    uint8_t *ram = calloc(2, PAGE);
+    pagewire_ram_region r = {0, 2, ram};
+    pagewire_destination into_ram = to_ram(&r, 1, sink_for(&d));
+    OK(pagewire_decoder_decode(dec, body, body_len, &into_ram, &consumed, &pages));
+    CHECK(consumed == body_len && pages == 2 && d.pages_seen == 2);
+    OK(pagewire_decoder_check_complete(dec));
+    CHECK(memcmp(ram, src, 2 * PAGE) == 0 && memcmp(d.ram, src, 2 * PAGE) == 0);
+    OK(pagewire_decoder_close(dec));
+
+    /* a cache copy still delivers to callbacks alone */
+    memset(d.ram, 0, 2 * PAGE);
+    dec = open_mode(&s, 0);
+    OK(pagewire_decoder_decode(dec, body, body_len, &to_sink, &consumed, &pages));
+    CHECK(memcmp(d.ram, src, 2 * PAGE) == 0);
+    OK(pagewire_decoder_close(dec));
+
+    /* pfns 0 and 1 on one host page: the DUP would read and write it at once */
+    uint8_t *one_page = calloc(1, PAGE);
+    uint8_t *aliased[2] = {one_page, one_page};
+    pagewire_destination through_aliases = to_table(aliased, 2, no_events);
+    dec = open_mode(&s, PAGEWIRE_DECODE_IN_PLACE);
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &through_aliases, &consumed, &pages),
+             PAGEWIRE_INVALID_ARGUMENT);
+    OK(pagewire_last_error_message(msg, sizeof msg, NULL));
+    CHECK(strstr(msg, "share host memory") != NULL);
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &into_ram, &consumed, &pages),
+             PAGEWIRE_FINISHED);
+    OK(pagewire_decoder_close(dec));
+
+    /* pfn 1 has no page */
+    uint8_t *short_table[1] = {ram};
+    pagewire_destination too_short = to_table(short_table, 1, no_events);
+    dec = open_mode(&s, PAGEWIRE_DECODE_IN_PLACE);
+    CHECK_RC(pagewire_decoder_decode(dec, body, body_len, &too_short, &consumed, &pages),
+             PAGEWIRE_PFN_OUT_OF_RANGE);
+    OK(pagewire_decoder_close(dec));
+
+    free(one_page);
+    free(ram);
+    free(d.ram);
+    free(s.data);
+    free(out);
+    free(src);
+}
+
+/* An in-place decoder in static memory, sized at compile time. */
+static uint8_t static_in_place[PAGEWIRE_DECODER_IN_PLACE_STORAGE_BOUND(PAGE, 16384, 65536)];
+
+static void test_in_place_static_storage(void) {
+    pagewire_config cfg;
+    OK(pagewire_config_default(&cfg));
+    CHECK(sizeof static_in_place < 400000);
+    enum { PAGES = 64 };
+    uint8_t *src = calloc(PAGES, PAGE), *got = calloc(PAGES, PAGE);
+    bytes s = make_stream(&cfg, src, PAGES, 3);
+    pagewire_decoder *dec = NULL;
+    size_t used = 0, consumed = 0;
+    OK(pagewire_decoder_open(s.data, s.len, static_in_place, sizeof static_in_place,
+                             PAGEWIRE_DECODE_IN_PLACE, &dec, &used));
+    pagewire_ram_region r = {0, PAGES, got};
+    pagewire_destination into_ram = to_ram(&r, 1, no_events);
+    OK(pagewire_decoder_decode(dec, s.data + used, s.len - used, &into_ram, &consumed, NULL));
+    CHECK(consumed == s.len - used);
+    OK(pagewire_decoder_check_complete(dec));
+    CHECK(memcmp(src, got, (size_t)PAGES * PAGE) == 0);
+    OK(pagewire_decoder_close(dec));
+    free(s.data);
+    free(got);
+    free(src);
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(void) {
@@ -1316,6 +1780,11 @@ int main(void) {
         {"static_storage", test_static_storage},
         {"policies_answer_as_in_rust", test_policies_answer_as_in_rust},
         {"synchronized_arrival", test_synchronized_arrival},
+        {"in_place_storage", test_in_place_storage},
+        {"in_place_round_trip", test_in_place_round_trip},
+        {"retired_slot_is_refused", test_retired_slot_is_refused},
+        {"in_place_refusals", test_in_place_refusals},
+        {"in_place_static_storage", test_in_place_static_storage},
     };
     int passed = 0, failed = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {

@@ -324,11 +324,20 @@ static int destination(int fd, const uint8_t *source_ram, size_t pages) {
     must(pagewire_config_from_header(header, sizeof header, &cfg), "config_from_header");
     pagewire_sizes sz;
     must(pagewire_config_sizes(&cfg, &sz), "config_sizes");
-    void *storage = map(sz.decoder_storage, 0);
+    /* In place: the decoder builds pages directly in guest RAM and reads the pages the
+     * stream refers to back from there, so it needs no copy of the cache (a few hundred KB
+     * instead of cache_pages * page_size). The guest must not run until the end. */
+    size_t storage_len = 0;
+    must(pagewire_config_decoder_storage(&cfg, PAGEWIRE_DECODE_IN_PLACE, &storage_len),
+         "config_decoder_storage");
+    void *storage = map(storage_len, 0);
     pagewire_decoder *dec = NULL;
     size_t used = 0;
-    must(pagewire_decoder_open(header, sizeof header, storage, sz.decoder_storage, 0, &dec, &used),
+    must(pagewire_decoder_open(header, sizeof header, storage, storage_len,
+                               PAGEWIRE_DECODE_IN_PLACE, &dec, &used),
          "decoder_open");
+    printf("destination: decoder storage %zu bytes in place (%zu with a cache copy)\n",
+           storage_len, sz.decoder_storage);
 
     /* Pages go straight into the destination guest's RAM, one region here (a VMM passes
      * its memory slots); the callbacks get the iteration ends, the vCPU state and the end. */

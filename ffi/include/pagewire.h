@@ -89,6 +89,16 @@
 #define PAGEWIRE_FORMAT_VERSION 3
 
 /**
+ * Flag of pagewire_decoder_open (and pagewire_config_decoder_storage): decode in
+ * place. The decoder builds each page directly in guest memory and reads the pages
+ * its cache refers to back from there, so it keeps no copy of the cache: 364,552
+ * bytes of codec storage for the default configuration instead of 67,473,416. It
+ * needs RAM regions or a page table that hold what it last wrote (the guest must not
+ * run); see pagewire_destination.
+ */
+#define PAGEWIRE_DECODE_IN_PLACE 1
+
+/**
  * Upper bound of the bytes an encoder or decoder handle adds to the codec's own
  * storage (the `_STORAGE_BOUND` macros use it).
  */
@@ -125,6 +135,12 @@
  * staging page.
  */
 #define PAGEWIRE_DECODER_PAGE_BUFFERS 2
+
+/**
+ * Page-sized work buffers of an in-place decoder: the codec's scratch page alone (it
+ * writes into guest memory, never into a staging page).
+ */
+#define PAGEWIRE_DECODER_IN_PLACE_PAGE_BUFFERS 1
 
 /**
  * Decoder storage per cache page beyond the page itself (the owner tables of format
@@ -232,14 +248,25 @@
    (size_t)(frame_bytes) + (size_t)PAGEWIRE_ENCODER_PAGE_BUFFERS * (size_t)(page_size))
 
 /**
- * Compile-time upper bound of pagewire_sizes.decoder_storage, as
- * PAGEWIRE_ENCODER_STORAGE_BOUND.
+ * Compile-time upper bound of pagewire_sizes.decoder_storage (a decoder with a cache copy,
+ * flags 0), as PAGEWIRE_ENCODER_STORAGE_BOUND.
  */
 #define PAGEWIRE_DECODER_STORAGE_BOUND(page_size, cache_pages, frame_bytes) \
   ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)(cache_pages) * (size_t)(page_size) + \
    (size_t)(cache_pages) * (size_t)PAGEWIRE_DECODER_BYTES_PER_CACHE_PAGE + \
    (size_t)(frame_bytes) + (size_t)(frame_bytes) / 2 + \
    (size_t)PAGEWIRE_DECODER_PAGE_BUFFERS * (size_t)(page_size))
+
+/**
+ * Compile-time upper bound of what pagewire_config_decoder_storage gives with
+ * PAGEWIRE_DECODE_IN_PLACE, as PAGEWIRE_ENCODER_STORAGE_BOUND: no cache copy, so a few
+ * bytes per cache page (under 400 KB for the default configuration).
+ */
+#define PAGEWIRE_DECODER_IN_PLACE_STORAGE_BOUND(page_size, cache_pages, frame_bytes) \
+  ((size_t)PAGEWIRE_STATE_OVERHEAD + \
+   (size_t)(cache_pages) * (size_t)PAGEWIRE_DECODER_BYTES_PER_CACHE_PAGE + \
+   (size_t)(frame_bytes) + (size_t)(frame_bytes) / 2 + \
+   (size_t)PAGEWIRE_DECODER_IN_PLACE_PAGE_BUFFERS * (size_t)(page_size))
 
 /**
  * Compile-time upper bound of pagewire_sizes.max_output (and .max_frame).
@@ -251,7 +278,7 @@
 
 /**
  * What every fallible function returns. The numbers are stable: new results get new
- * numbers, existing ones never change. 1-21 mirror the codec's errors; 100 and up belong to
+ * numbers, existing ones never change. 1-24 mirror the codec's errors; 100 and up belong to
  * the C API itself. `pagewire_result_name` names each one;
  * `pagewire_last_error_message` gives the details of the latest failure on the thread.
  */
@@ -624,9 +651,27 @@ typedef struct pagewire_sink {
  * stored. `events` also receives iteration ends, blobs and the end of the stream; any of
  * its callbacks may be NULL.
  *
- * Safety: each region's `host` has `page_count * page_size` writable bytes, and each
- * non-NULL `page_table` entry `page_size` writable bytes, that overlap no other buffer of
- * the call and no decoder storage.
+ * A decoder opened with `PAGEWIRE_DECODE_IN_PLACE` also reads from this memory: the pages
+ * the stream refers to (a duplicate, a delta's base, a block) are read back from where it
+ * wrote them. It needs RAM regions or a page table on every call (callbacks alone are
+ * refused with `PAGEWIRE_INVALID_ARGUMENT`, before any input is read; the decoder stays
+ * usable), and:
+ *
+ * * the memory of every pfn the decoder wrote holds, at the next call, exactly what it
+ *   last wrote there: the guest does not run and nothing else writes to it until the
+ *   stream is complete, and each call gives the same pfn -> memory mapping (the memory
+ *   need not stay mapped between calls, but must be back with the same content);
+ * * distinct pfns have distinct, non-overlapping host pages. The decoder refuses to read
+ *   one page while it writes another that overlaps it (`PAGEWIRE_INVALID_ARGUMENT`,
+ *   final for the stream) rather than hand out aliasing memory, but it cannot see
+ *   aliases it does not use at once: those leave wrong bytes in guest memory.
+ *
+ * A pfn the stream refers to that has no place (out of the regions, past
+ * `page_table_len`, or a NULL entry) stops delivery with `PAGEWIRE_PFN_OUT_OF_RANGE`.
+ *
+ * Safety: each region's `host` has `page_count * page_size` writable (and, in place,
+ * readable) bytes, and each non-NULL `page_table` entry `page_size` such bytes, that
+ * overlap no other buffer of the call and no decoder storage.
  */
 typedef struct pagewire_destination {
   /**
@@ -842,7 +887,8 @@ typedef struct pagewire_sizes {
    */
   size_t encoder_storage;
   /**
-   * Bytes of memory for `pagewire_decoder_open` (any alignment).
+   * Bytes of memory for `pagewire_decoder_open` with flags 0, a cache copy (any
+   * alignment). An in-place decoder needs far less: `pagewire_config_decoder_storage`.
    */
   size_t decoder_storage;
   /**
@@ -909,13 +955,26 @@ pagewire_result pagewire_config_header(const struct pagewire_config *cfg, uint8_
  * the header bytes consumed (`PAGEWIRE_HEADER_LEN`) to `*consumed`; decode the stream
  * bytes after them.
  *
- * The decoder lives in `storage_len` bytes at `storage` (any alignment; at least
- * `pagewire_sizes.decoder_storage`: learn the configuration first with
- * `pagewire_config_from_header`, then size it with `pagewire_config_sizes`), which belong
- * to it until `pagewire_decoder_close`; the handle points inside them. With `storage`
- * NULL and `storage_len` 0 the library allocates the memory instead.
+ * `flags` chooses how the decoder keeps the pages its stream refers to:
  *
- * `flags` must be 0 (room for decoding modes to come, such as decoding in place).
+ * * 0: a cache copy. The decoder holds a copy of the whole cache (67,473,416 bytes of
+ *   codec storage for the default configuration, about `cache_pages * page_size`) and
+ *   delivers to any destination, callbacks alone included.
+ * * `PAGEWIRE_DECODE_IN_PLACE`: in place, for a VMM. The decoder builds each page
+ *   directly in guest memory and reads referenced pages back from there: 364,552 bytes
+ *   of codec storage for the default configuration. Every decode call must then give RAM
+ *   regions or a page table (see `pagewire_destination` for the memory contract);
+ *   callbacks alone are refused with `PAGEWIRE_INVALID_ARGUMENT`.
+ *
+ * Any other bit is refused with `PAGEWIRE_INVALID_ARGUMENT`. Both modes decode the same
+ * streams into the same memory.
+ *
+ * The decoder lives in `storage_len` bytes at `storage` (any alignment; at least
+ * `pagewire_config_decoder_storage` for the same `flags`, which for flags 0 is
+ * `pagewire_sizes.decoder_storage`: learn the configuration first with
+ * `pagewire_config_from_header`), which belong to it until `pagewire_decoder_close`; the
+ * handle points inside them. With `storage` NULL and `storage_len` 0 the library
+ * allocates the memory instead (as much as the mode needs).
  *
  * # Safety
  * The pointer rules at the top of this header.
@@ -948,8 +1007,11 @@ pagewire_result pagewire_decoder_frame_len(const struct pagewire_decoder *dec, c
  * `*consumed` and the pages delivered to `*pages` (may be NULL).
  *
  * Each frame is checked completely (CRC, every record) before anything of it is
- * delivered. Any error is final for the stream: the decoder refuses all later input
- * (`PAGEWIRE_FINISHED`), and frames before the failing one may have been delivered.
+ * delivered. Any error of the stream or of its delivery is final: the decoder refuses all
+ * later input (`PAGEWIRE_FINISHED`), and frames before the failing one may have been
+ * delivered. Errors of the arguments found before any input is read (a NULL pointer, a
+ * destination its checks refuse, callbacks alone for a decoder opened with
+ * `PAGEWIRE_DECODE_IN_PLACE`) leave the decoder as it was.
  *
  * # Safety
  * The pointer rules at the top of this header, and those of `pagewire_destination`.
@@ -1268,6 +1330,18 @@ const char *pagewire_policy_name(const struct pagewire_policy *policy);
  * The pointer rules at the top of this header.
  */
 pagewire_result pagewire_config_sizes(const struct pagewire_config *cfg, struct pagewire_sizes *out);
+
+/**
+ * Checks `*cfg` and `flags` (those of `pagewire_decoder_open`: 0 or
+ * `PAGEWIRE_DECODE_IN_PLACE`) and writes to `*out` the bytes of memory
+ * `pagewire_decoder_open` needs for that configuration and mode (any alignment). With
+ * flags 0 it is `pagewire_sizes.decoder_storage`; in place, for the default configuration,
+ * the codec's part is 364,552 bytes (against 67,473,416 with a cache copy). Thread-safe.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_config_decoder_storage(const struct pagewire_config *cfg, uint32_t flags, size_t *out);
 
 /**
  * The library's version ("0.1.0") as a static string. Thread-safe.

@@ -106,6 +106,14 @@ header_constants! {
     /// Wire format version this library writes and reads.
     pub const PAGEWIRE_FORMAT_VERSION: u32 = pagewire::FORMAT_VERSION as u32;
 
+    /// Flag of pagewire_decoder_open (and pagewire_config_decoder_storage): decode in
+    /// place. The decoder builds each page directly in guest memory and reads the pages
+    /// its cache refers to back from there, so it keeps no copy of the cache: 364,552
+    /// bytes of codec storage for the default configuration instead of 67,473,416. It
+    /// needs RAM regions or a page table that hold what it last wrote (the guest must not
+    /// run); see pagewire_destination.
+    pub const PAGEWIRE_DECODE_IN_PLACE: u32 = 1;
+
     /// Upper bound of the bytes an encoder or decoder handle adds to the codec's own
     /// storage (the `_STORAGE_BOUND` macros use it).
     pub const PAGEWIRE_STATE_OVERHEAD: usize = 512;
@@ -126,6 +134,9 @@ header_constants! {
     /// Page-sized work buffers of a decoder: the codec's scratch page and the handle's
     /// staging page.
     pub const PAGEWIRE_DECODER_PAGE_BUFFERS: usize = 2;
+    /// Page-sized work buffers of an in-place decoder: the codec's scratch page alone (it
+    /// writes into guest memory, never into a staging page).
+    pub const PAGEWIRE_DECODER_IN_PLACE_PAGE_BUFFERS: usize = 1;
     /// Decoder storage per cache page beyond the page itself (the owner tables of format
     /// version 3: an owner pfn and two map entries per slot), for
     /// PAGEWIRE_DECODER_STORAGE_BOUND.
@@ -236,13 +247,25 @@ Arguments must be valid configuration values.",
         raw(
             "PAGEWIRE_DECODER_STORAGE_BOUND(page_size, cache_pages, frame_bytes)",
             "
-Compile-time upper bound of pagewire_sizes.decoder_storage, as
-PAGEWIRE_ENCODER_STORAGE_BOUND.",
+Compile-time upper bound of pagewire_sizes.decoder_storage (a decoder with a cache copy,
+flags 0), as PAGEWIRE_ENCODER_STORAGE_BOUND.",
             r"
 ((size_t)PAGEWIRE_STATE_OVERHEAD + (size_t)(cache_pages) * (size_t)(page_size) + \
    (size_t)(cache_pages) * (size_t)PAGEWIRE_DECODER_BYTES_PER_CACHE_PAGE + \
    (size_t)(frame_bytes) + (size_t)(frame_bytes) / 2 + \
    (size_t)PAGEWIRE_DECODER_PAGE_BUFFERS * (size_t)(page_size))",
+        ),
+        raw(
+            "PAGEWIRE_DECODER_IN_PLACE_STORAGE_BOUND(page_size, cache_pages, frame_bytes)",
+            "
+Compile-time upper bound of what pagewire_config_decoder_storage gives with
+PAGEWIRE_DECODE_IN_PLACE, as PAGEWIRE_ENCODER_STORAGE_BOUND: no cache copy, so a few
+bytes per cache page (under 400 KB for the default configuration).",
+            r"
+((size_t)PAGEWIRE_STATE_OVERHEAD + \
+   (size_t)(cache_pages) * (size_t)PAGEWIRE_DECODER_BYTES_PER_CACHE_PAGE + \
+   (size_t)(frame_bytes) + (size_t)(frame_bytes) / 2 + \
+   (size_t)PAGEWIRE_DECODER_IN_PLACE_PAGE_BUFFERS * (size_t)(page_size))",
         ),
         raw(
             "PAGEWIRE_MAX_OUTPUT_BOUND(frame_bytes)",

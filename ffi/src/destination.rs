@@ -2,6 +2,8 @@
 //! callbacks alone, guest RAM regions, or a page table, each with the optional event
 //! callbacks), checked and turned into the codec's `Destination`.
 
+use pagewire::DecodeMode;
+
 use crate::error::{Fail, Res};
 use crate::pagewire_result::PAGEWIRE_INVALID_ARGUMENT;
 use crate::ptr::items;
@@ -37,9 +39,27 @@ pub enum pagewire_destination_kind {
 /// stored. `events` also receives iteration ends, blobs and the end of the stream; any of
 /// its callbacks may be NULL.
 ///
-/// Safety: each region's `host` has `page_count * page_size` writable bytes, and each
-/// non-NULL `page_table` entry `page_size` writable bytes, that overlap no other buffer of
-/// the call and no decoder storage.
+/// A decoder opened with `PAGEWIRE_DECODE_IN_PLACE` also reads from this memory: the pages
+/// the stream refers to (a duplicate, a delta's base, a block) are read back from where it
+/// wrote them. It needs RAM regions or a page table on every call (callbacks alone are
+/// refused with `PAGEWIRE_INVALID_ARGUMENT`, before any input is read; the decoder stays
+/// usable), and:
+///
+/// * the memory of every pfn the decoder wrote holds, at the next call, exactly what it
+///   last wrote there: the guest does not run and nothing else writes to it until the
+///   stream is complete, and each call gives the same pfn -> memory mapping (the memory
+///   need not stay mapped between calls, but must be back with the same content);
+/// * distinct pfns have distinct, non-overlapping host pages. The decoder refuses to read
+///   one page while it writes another that overlaps it (`PAGEWIRE_INVALID_ARGUMENT`,
+///   final for the stream) rather than hand out aliasing memory, but it cannot see
+///   aliases it does not use at once: those leave wrong bytes in guest memory.
+///
+/// A pfn the stream refers to that has no place (out of the regions, past
+/// `page_table_len`, or a NULL entry) stops delivery with `PAGEWIRE_PFN_OUT_OF_RANGE`.
+///
+/// Safety: each region's `host` has `page_count * page_size` writable (and, in place,
+/// readable) bytes, and each non-NULL `page_table` entry `page_size` such bytes, that
+/// overlap no other buffer of the call and no decoder storage.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct pagewire_destination {
@@ -116,19 +136,31 @@ impl<'a> Destination<'a> {
         })
     }
 
-    /// The codec's `Destination` for a stream of pages the size of `staging` (the page it
-    /// writes into without RAM); checks the RAM regions.
-    pub fn sink<'s>(&self, staging: &'s mut [u8]) -> Res<Events<'s>>
+    /// The codec's `Destination` for a decoder in `mode` of pages of `page_size` bytes, with
+    /// `staging` (one page, cache copy only) to write into without RAM; checks the RAM
+    /// regions. An in-place decoder reads pages back from its destination, which callbacks
+    /// alone cannot give: refused before anything is decoded.
+    pub fn sink<'s>(
+        &self,
+        staging: &'s mut [u8],
+        page_size: usize,
+        mode: DecodeMode,
+    ) -> Res<Events<'s>>
     where
         'a: 's,
     {
-        let page_size = staging.len();
-        let ram = match self.places {
-            Places::None => None,
-            Places::Regions(regions) => Some(Ram::regions(regions, page_size)?),
-            Places::Table(table) => Some(Ram::table(table)),
-        };
-        Ok(Events::new(self.events, ram, staging))
+        let ram =
+            match self.places {
+                Places::None if mode == DecodeMode::InPlace => return Err(invalid(
+                    "a decoder opened with PAGEWIRE_DECODE_IN_PLACE reads pages back from guest \
+                     memory: give it PAGEWIRE_TO_RAM_REGIONS or PAGEWIRE_TO_PAGE_TABLE, not \
+                     callbacks alone",
+                )),
+                Places::None => None,
+                Places::Regions(regions) => Some(Ram::regions(regions, page_size)?),
+                Places::Table(table) => Some(Ram::table(table)),
+            };
+        Ok(Events::new(self.events, ram, staging, page_size))
     }
 }
 

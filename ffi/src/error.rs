@@ -11,7 +11,7 @@ use pagewire::Error;
 use strum::{IntoStaticStr, VariantArray};
 
 /// What every fallible function returns. The numbers are stable: new results get new
-/// numbers, existing ones never change. 1-21 mirror the codec's errors; 100 and up belong to
+/// numbers, existing ones never change. 1-24 mirror the codec's errors; 100 and up belong to
 /// the C API itself. `pagewire_result_name` names each one;
 /// `pagewire_last_error_message` gives the details of the latest failure on the thread.
 #[repr(u32)]

@@ -220,9 +220,10 @@ fn rust_layout() -> Vec<String> {
         [65536, 8, 1 << 26, 1 << 24],
     ] {
         v.push(format!(
-            "bounds {ps} {bpp} {cp} {fb}: {} {} {}",
+            "bounds {ps} {bpp} {cp} {fb}: {} {} {} {}",
             sizes::encoder_storage_bound(ps, bpp, cp, fb),
             sizes::decoder_storage_bound(ps, cp, fb),
+            sizes::decoder_in_place_storage_bound(ps, cp, fb),
             sizes::max_output_bound(fb)
         ));
     }
