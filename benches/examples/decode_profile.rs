@@ -1,7 +1,12 @@
-//! Profiling aid: encodes a series once, then decodes its later passes over and over (in
-//! place or through a cache copy), so a profiler sees the decoder alone.
+//! Profiling aid: encodes a series once, then decodes it over and over (in place or through
+//! a cache copy), so a profiler sees the decoder alone; prints each pass's decode speed and
+//! the later passes' (mean, and the best round).
 //!
 //!     cargo run --release -p pagewire-benches --example decode_profile -- DIR [in-place|cache-copy] [no-lz4]
+//!
+//! `ROUNDS=N` (20): decodes of the whole stream. `FOCUS=1`: pass 0 keeps only the pages the
+//! later passes send again, so the later passes dominate a profile. `ONLY_FIRST=1`: decodes
+//! pass 0 alone (subtract its profile from a full one to see the later passes).
 
 use std::time::{Duration, Instant};
 
