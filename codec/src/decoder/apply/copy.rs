@@ -13,8 +13,8 @@ use crate::wire::record::{
 };
 
 /// Rebuilds the page of a page record (parsed from state `st` by `parse_validated`) and
-/// writes it to `dest`; returns its pfn and the length of its whole-page delta (0 for other
-/// records).
+/// writes it to `dest`; returns its pfn and the length of what `parse_validated` left unparsed
+/// (a whole-page delta, a BLOCKS payload; 0 for other records).
 pub(super) fn apply_page<D: Destination>(
     cache: &mut PageCache<'_>,
     owners: &mut Owners<'_, true>,
@@ -24,7 +24,7 @@ pub(super) fn apply_page<D: Destination>(
     dest: &mut D,
 ) -> Result<(u64, usize)> {
     let ps = st.page_size;
-    let mut delta_len = 0;
+    let mut unparsed = 0;
     let (pfn, slot) = match record {
         Record::Zero { pfn } => {
             dest.zero_page(pfn, ps)?;
@@ -43,7 +43,7 @@ pub(super) fn apply_page<D: Destination>(
             in_place: true,
         } => {
             let slot = cache.slot_for_age(age)?;
-            delta_len = delta::apply(rle, cache.page_mut(slot))?;
+            unparsed = delta::apply(rle, cache.page_mut(slot))?;
             (pfn, slot)
         }
         Record::Delta {
@@ -57,7 +57,7 @@ pub(super) fn apply_page<D: Destination>(
             if base != head {
                 cache.copy_between(base, 0, head, 0, ps);
             }
-            delta_len = delta::apply(rle, cache.page_mut(head))?;
+            unparsed = delta::apply(rle, cache.page_mut(head))?;
             (pfn, insert(cache, owners, pfn))
         }
         Record::Blocks {
@@ -66,7 +66,7 @@ pub(super) fn apply_page<D: Destination>(
             base_age,
             payload,
         } => {
-            delta_len = build_blocks(cache, scratch, st, &kinds, base_age, payload)?;
+            unparsed = build_blocks(cache, scratch, st, &kinds, base_age, payload)?;
             (pfn, insert(cache, owners, pfn))
         }
         Record::IterationEnd { .. } | Record::Blob { .. } | Record::End { .. } => {
@@ -74,7 +74,7 @@ pub(super) fn apply_page<D: Destination>(
         }
     };
     writable(dest, pfn, ps)?.copy_from_slice(cache.page(slot));
-    Ok((pfn, delta_len))
+    Ok((pfn, unparsed))
 }
 
 /// The head slot, now `pfn`'s: its owner stored, the ring advanced.

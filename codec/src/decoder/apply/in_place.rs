@@ -15,7 +15,8 @@ use crate::wire::record::{
 };
 
 /// Writes the page of a page record (parsed from state `st` by `parse_validated`) into
-/// `dest`; returns its pfn and the length of its whole-page delta (0 for other records).
+/// `dest`; returns its pfn and the length of what `parse_validated` left unparsed (a
+/// whole-page delta, a BLOCKS payload; 0 for other records).
 pub(super) fn apply_page<D: Destination>(
     ring: &mut Ring,
     owners: &mut Owners<'_, true>,
@@ -26,7 +27,7 @@ pub(super) fn apply_page<D: Destination>(
 ) -> Result<(u64, usize)> {
     let ps = st.page_size;
     let owner_of_age = |age| ring.slot_for_age(age).map(|s| owners.stored_owner(s));
-    let mut delta_len = 0;
+    let mut unparsed = 0;
     let pfn = match record {
         Record::Zero { pfn } => {
             dest.zero_page(pfn, ps)?;
@@ -51,7 +52,7 @@ pub(super) fn apply_page<D: Destination>(
             ..
         } => {
             // validated: the slot is this page's own, equal to its memory
-            delta_len = delta::apply(rle, writable(dest, pfn, ps)?)?;
+            unparsed = delta::apply(rle, writable(dest, pfn, ps)?)?;
             pfn
         }
         Record::Delta {
@@ -64,7 +65,7 @@ pub(super) fn apply_page<D: Destination>(
             if from != pfn {
                 copy_page(dest, from, pfn, ps)?;
             }
-            delta_len = delta::apply(rle, writable(dest, pfn, ps)?)?;
+            unparsed = delta::apply(rle, writable(dest, pfn, ps)?)?;
             insert(ring, owners, pfn);
             pfn
         }
@@ -86,7 +87,7 @@ pub(super) fn apply_page<D: Destination>(
                 base,
                 payload,
             };
-            delta_len = if blocks.refers_to(pfn)? {
+            unparsed = if blocks.refers_to(pfn)? {
                 let n = blocks.build_in_scratch(scratch, dest)?;
                 writable(dest, pfn, ps)?.copy_from_slice(scratch);
                 n
@@ -98,7 +99,7 @@ pub(super) fn apply_page<D: Destination>(
         }
         Record::IterationEnd { .. } | Record::Blob { .. } | Record::End { .. } => 0,
     };
-    Ok((pfn, delta_len))
+    Ok((pfn, unparsed))
 }
 
 /// The head slot, now `pfn`'s: its owner stored, the ring advanced.

@@ -58,7 +58,7 @@ impl Pages<'_> {
                 Record::Blob { tag, data } => dest.blob(tag, data),
                 Record::End { .. } => dest.end_of_stream(),
                 page => {
-                    let (pfn, delta_len) = match &mut self.store {
+                    let (pfn, unparsed) = match &mut self.store {
                         Store::InPlace(ring) => in_place::apply_page(
                             ring,
                             &mut self.owners,
@@ -76,7 +76,7 @@ impl Pages<'_> {
                             dest,
                         )?,
                     };
-                    pos += delta_len;
+                    pos += unparsed;
                     dest.page_done(pfn);
                 }
             }
