@@ -6,7 +6,8 @@
 //!
 //! `ROUNDS=N` (20): decodes of the whole stream. `FOCUS=1`: pass 0 keeps only the pages the
 //! later passes send again, so the later passes dominate a profile. `ONLY_FIRST=1`: decodes
-//! pass 0 alone (subtract its profile from a full one to see the later passes).
+//! pass 0 alone. `PERF_CTL=FIFO PERF_ACK=FIFO2` with
+//! `perf record --control fifo:FIFO,FIFO2 -D -1`: perf samples the later passes only.
 
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,25 @@ fn main() -> Result<()> {
     let mut later = Duration::ZERO;
     let rounds: usize = std::env::var("ROUNDS").map_or(20, |r| r.parse().unwrap_or(20));
     let mut per_pass = vec![Duration::ZERO; wires.len()];
+    // PERF_CTL=FIFO PERF_ACK=FIFO2: `perf record --control fifo:FIFO,FIFO2 -D -1` samples
+    // the later passes only
+    let mut perf_ctl = std::env::var_os("PERF_CTL").map(|p| {
+        let ctl = std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .expect("PERF_CTL");
+        let ack =
+            std::fs::File::open(std::env::var_os("PERF_ACK").expect("PERF_ACK")).expect("PERF_ACK");
+        (ctl, ack)
+    });
+    let tell = |perf: &mut Option<(std::fs::File, std::fs::File)>, what: &[u8]| {
+        use std::io::{Read, Write};
+        if let Some((ctl, ack)) = perf.as_mut() {
+            ctl.write_all(what).expect("perf control");
+            let mut b = [0u8; 5];
+            ack.read_exact(&mut b).expect("perf ack");
+        }
+    };
     let mut best = Duration::MAX;
     for _ in 0..rounds {
         let before = later;
@@ -83,6 +103,9 @@ fn main() -> Result<()> {
         };
         for (i, w) in wires.iter().enumerate().take(passes) {
             let input = if i == 0 { &w[HEADER_LEN..] } else { &w[..] };
+            if i == 1 {
+                tell(&mut perf_ctl, b"enable\n");
+            }
             let t = Instant::now();
             let used = dec
                 .decode(input, &mut MemoryImage::new(&mut mem, set.page_size))
@@ -93,6 +116,7 @@ fn main() -> Result<()> {
             }
             assert_eq!(used, input.len());
         }
+        tell(&mut perf_ctl, b"disable\n");
         best = best.min(later - before);
     }
     for (i, (d, w)) in per_pass.iter().zip(&wires).enumerate() {
