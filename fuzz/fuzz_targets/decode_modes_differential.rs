@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pagewire::{Config, DecodeMode, Decoder, Destination, MemoryImage};
-use pagewire_fuzz::{Event, ModesCase, MODES};
+use pagewire_fuzz::{Event, ModesCase};
 
 /// Storage above which a stream is skipped (a cache copy of 16 MiB).
 const STORAGE_CAP: usize = 16 << 20;
@@ -59,17 +59,15 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     }
-    let mut storage = MODES.map(|mode| {
-        let len = Config::from_header(wire).map_or(0, |c| c.decoder_storage_len_for(mode));
-        vec![0u8; len]
-    });
-    let [s_copy, s_in_place] = &mut storage;
-    let built = [
-        Decoder::from_header(wire, DecodeMode::CacheCopy, s_copy),
-        Decoder::from_header(wire, DecodeMode::InPlace, s_in_place),
-    ];
-    let [copy, in_place] = built;
-    let (mut copy, mut in_place, used) = match (copy, in_place) {
+    let storage_len =
+        |mode| Config::from_header(wire).map_or(0, |c| c.decoder_storage_len_for(mode));
+    let mut s_copy = vec![0u8; storage_len(DecodeMode::CacheCopy)];
+    let mut s_in_place = vec![0u8; storage_len(DecodeMode::InPlace)];
+    let built = (
+        Decoder::from_header(wire, DecodeMode::CacheCopy, &mut s_copy),
+        Decoder::from_header(wire, DecodeMode::InPlace, &mut s_in_place),
+    );
+    let (mut copy, mut in_place, used) = match built {
         (Ok((a, used)), Ok((b, used_b))) => {
             assert_eq!(used, used_b);
             (a, b, used)
@@ -79,20 +77,17 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let mut memory = [case.initial.clone(), case.initial.clone()];
-    let [m_copy, m_in_place] = &mut memory;
     let ps = case.page_size;
-    let mut dests = [
-        Logged {
-            mem: MemoryImage::new(m_copy, ps),
-            events: Vec::new(),
-        },
-        Logged {
-            mem: MemoryImage::new(m_in_place, ps),
-            events: Vec::new(),
-        },
-    ];
-    let [d_copy, d_in_place] = &mut dests;
+    let mut m_copy = case.initial.clone();
+    let mut m_in_place = case.initial;
+    let d_copy = &mut Logged {
+        mem: MemoryImage::new(&mut m_copy, ps),
+        events: Vec::new(),
+    };
+    let d_in_place = &mut Logged {
+        mem: MemoryImage::new(&mut m_in_place, ps),
+        events: Vec::new(),
+    };
     let mut pos = used;
     let mut frame = 0;
     while pos < wire.len() {
