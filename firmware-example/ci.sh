@@ -79,4 +79,10 @@ step "footprint"
 ./footprint.sh "host (x86_64 Linux)" "$HOST_IMAGE" "$host_stack"
 if [ "$arm" = yes ]; then
   ./footprint.sh "arm (thumbv7em, opt-level s)" "$ARM_IMAGE" "$arm_stack"
+  # the code budget of a small NIC core (docs/OFFLOAD.md, Footprint)
+  arm_code=$(size -A "$ARM_IMAGE" | awk '$1 == ".text" || $1 == ".vector_table" { n += $2 } END { print n + 0 }')
+  if [ "$arm_code" -gt 32768 ]; then
+    echo "FAIL: the Arm image has $arm_code B of code, over its 32 KiB budget (docs/OFFLOAD.md)"
+    exit 1
+  fi
 fi

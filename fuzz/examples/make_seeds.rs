@@ -7,7 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use pagewire::{Config, Features};
-use pagewire_fuzz::{encode, PageOp, Step};
+use pagewire_fuzz::{
+    bodies_input, bodies_of, decode_all, encode, ModesCase, PageOp, Step, MAX_BODIES,
+};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -109,11 +111,13 @@ fn main() {
         vec![0x11, 0x01, 0x03, b'a', b'b', b'c', 0x12, 0x00],
     ];
     for (i, b) in bodies.iter().enumerate() {
+        // the two targets read the same selector bits 0-4 and body layout
         let mut s = vec![(i as u8) << 2];
-        s.extend_from_slice(&(b.len() as u16).to_le_bytes());
-        s.extend_from_slice(b);
+        s.extend_from_slice(&bodies_input(&[b]));
         write("decode_body", &format!("body-{i}"), &s);
+        write("decode_modes_differential", &format!("body-{i}"), &s);
     }
+    modes_seeds(&raw);
     // deltas: base bytes then a delta
     for (i, rle) in [
         vec![0x00u8, 0x01],
@@ -221,4 +225,83 @@ fn xbzrle_seeds() {
             &xbzrle_case(2, 0, 0, &[], encoded),
         );
     }
+}
+
+/// Recipes that rewrite every page several times (`steps` gives op `i` the pfn `i % 37`):
+/// edits of a page's own last version (PATCH or DELTA), copies of other pages, moved
+/// blocks, zero pages, so slots are retired in every way.
+fn rewriting_ops() -> Vec<PageOp> {
+    let mut ops: Vec<PageOp> = Vec::new();
+    // the page index (what `PageOp` recipes refer to) of each pfn's last version
+    let mut last = [0u16; 37];
+    let mut pages = 0u16;
+    for round in 0..4u16 {
+        for _ in 0..37 {
+            let pfn = ops.len() % 37;
+            let j = pfn as u16;
+            ops.push(match (j + round) % 6 {
+                // a few new pages, the rest copies of them (small seeds)
+                _ if round == 0 && j < 3 => PageOp::Random(u64::from(j) + 1),
+                _ if round == 0 && j < 5 => PageOp::Fill(j as u8),
+                _ if round == 0 => PageOp::Copy(j % 5),
+                0 => PageOp::Zero,
+                1 => PageOp::Copy(last[(pfn + 1) % 37]),
+                2 => PageOp::MoveBlock {
+                    from: last[pfn],
+                    src: 1,
+                    dst: 0,
+                },
+                _ => PageOp::Edit {
+                    from: last[pfn],
+                    at: 64 * j,
+                    len: 5,
+                    value: 0x11,
+                },
+            });
+            last[pfn] = pages;
+            pages += 1;
+        }
+        ops.push(PageOp::EndIteration);
+    }
+    ops
+}
+
+/// Seeds of `decode_modes_differential` (layout: `ModesCase`): valid streams cut into
+/// frame bodies under several selectors, a whole stream, a page out of memory.
+fn modes_seeds(raw: &[u8]) {
+    let t = "decode_modes_differential";
+    // cache 64 or 4, blocks 1-8, LZ4, 8 KiB pages, patterned memory
+    for sel in [0x03u8, 0x0e, 0x17, 0x2b, 0x93, 0xa7] {
+        let cfg = ModesCase::config(sel);
+        let ops = rewriting_ops();
+        let steps = pagewire_fuzz::steps(&ops, cfg.page_size as usize, cfg.block_size());
+        let wire = encode(cfg, Features::ALL, &steps);
+        let bodies = bodies_of(&wire);
+        println!("{t}: rewriting-{sel:02x}: {} frames", bodies.len());
+        assert!(bodies.len() <= MAX_BODIES as usize, "a seed cut short");
+        let mut s = vec![sel];
+        s.extend_from_slice(&bodies_input(&bodies));
+        let case = ModesCase::parse(&s).expect("a case");
+        assert!(
+            decode_all(&case.wire, usize::MAX).1,
+            "the seed's stream is valid"
+        );
+        write(t, &format!("rewriting-{sel:02x}"), &s);
+    }
+    // a whole stream with its own header, into patterned memory
+    let cfg = Config {
+        cache_pages: 8,
+        frame_bytes: 16384,
+        stream_id: 9,
+        ..Config::DEFAULT
+    };
+    let mut s = vec![0xc0u8];
+    s.extend_from_slice(&encode(cfg, Features::ALL, &sample_steps(&cfg)));
+    write(t, "stream", &s);
+    // RAW of pfn 100 (zigzag 200), past the 48 pages of memory, after a RAW of pfn 0
+    let mut far = vec![0x03u8, 0xc8, 0x01];
+    far.extend_from_slice(&noise(3, 4096));
+    let mut s = vec![0x00u8];
+    s.extend_from_slice(&bodies_input(&[[raw, &far].concat()]));
+    write(t, "pfn-out-of-range", &s);
 }

@@ -1,5 +1,6 @@
 //! Arbitrary bytes as a whole stream, under several cache capacities: the decoder gives
 //! pages or a typed error, never a panic, and a completed stream never exceeds its input.
+//! Decoded in both modes, which must hand out the same events and reach the same verdict.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

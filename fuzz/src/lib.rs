@@ -1,9 +1,11 @@
 //! Helpers shared by the fuzz targets and the seed generator: building streams from page
 //! recipes, decoding them into a list of events, and wrapping bodies into valid frames.
 
+use std::collections::BTreeMap;
+
 use arbitrary::Arbitrary;
 use pagewire::wire::frame::{FrameHeader, FRAME_HEADER_LEN};
-use pagewire::{crc32c, Config, DecodeMode, Decoder, Destination, Encoder, Features};
+use pagewire::{crc32c, Config, DecodeMode, Decoder, Destination, Encoder, Features, HEADER_LEN};
 
 /// What the decoder handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,49 +16,107 @@ pub enum Event {
     End,
 }
 
-/// Collects every event; pages go through one staging page (a cache-copy decoder's
-/// destination).
-#[derive(Default)]
-pub struct Collect(pub Vec<Event>, Vec<u8>);
+/// Both decoder modes, in the order the targets run them.
+pub const MODES: [DecodeMode; 2] = [DecodeMode::CacheCopy, DecodeMode::InPlace];
 
-impl Destination for Collect {
-    fn page_mut(&mut self, _pfn: u64) -> pagewire::Result<&mut [u8]> {
-        Ok(&mut self.1)
-    }
-    fn page_done(&mut self, pfn: u64) {
-        self.0.push(Event::Page(pfn, self.1.clone()));
-    }
-    fn iteration_end(&mut self, n: u64) {
-        self.0.push(Event::Iteration(n));
-    }
-    fn blob(&mut self, tag: u32, data: &[u8]) {
-        self.0.push(Event::Blob(tag, data.to_vec()));
-    }
-    fn end_of_stream(&mut self) {
-        self.0.push(Event::End);
+/// Collects every event. In cache copy, pages go through one staging page (a destination
+/// without memory of its own); in place, over a sparse guest memory of any pfn, where a page
+/// the decoder never wrote is unreadable (a valid stream never refers to one).
+pub struct Collect {
+    pub events: Vec<Event>,
+    mem: BTreeMap<u64, Vec<u8>>,
+    staging: Vec<u8>,
+    in_place: bool,
+}
+
+impl Collect {
+    pub fn new(page_size: usize, mode: DecodeMode) -> Self {
+        Collect {
+            events: Vec::new(),
+            mem: BTreeMap::new(),
+            staging: vec![0; page_size],
+            in_place: mode == DecodeMode::InPlace,
+        }
     }
 }
 
-/// Decodes a whole stream (header + frames); returns the events and whether it completed.
-pub fn decode_all(wire: &[u8], storage_cap: usize) -> (Vec<Event>, bool) {
-    let mut sink = Collect::default();
-    let Ok(cfg) = Config::from_header(wire) else {
-        return (sink.0, false);
-    };
-    let need = cfg.decoder_storage_len_for(DecodeMode::CacheCopy);
-    if need > storage_cap {
-        return (sink.0, false);
+impl Destination for Collect {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+        if !self.in_place {
+            return Ok(&mut self.staging);
+        }
+        let page_size = self.staging.len();
+        Ok(self.mem.entry(pfn).or_insert_with(|| vec![0; page_size]))
     }
-    sink.1 = vec![0u8; cfg.page_size as usize];
-    let mut mem = vec![0u8; need];
-    let Ok((mut dec, used)) = Decoder::from_header(wire, DecodeMode::CacheCopy, &mut mem) else {
-        return (sink.0, false);
+    fn page(&self, pfn: u64) -> pagewire::Result<&[u8]> {
+        match self.mem.get(&pfn) {
+            Some(p) if self.in_place => Ok(p),
+            _ => Err(pagewire::Error::PageUnreadable { pfn }),
+        }
+    }
+    fn page_pair(&mut self, from: u64, to: u64) -> pagewire::Result<(&[u8], &mut [u8])> {
+        // the source goes through the staging page: two entries of a map cannot be
+        // borrowed at once
+        let src = self.page(from)?.to_vec();
+        self.staging.copy_from_slice(&src);
+        let page_size = self.staging.len();
+        let dst = self.mem.entry(to).or_insert_with(|| vec![0; page_size]);
+        Ok((&self.staging, dst))
+    }
+    fn page_done(&mut self, pfn: u64) {
+        let page = if self.in_place {
+            self.mem[&pfn].clone()
+        } else {
+            self.staging.clone()
+        };
+        self.events.push(Event::Page(pfn, page));
+    }
+    fn iteration_end(&mut self, n: u64) {
+        self.events.push(Event::Iteration(n));
+    }
+    fn blob(&mut self, tag: u32, data: &[u8]) {
+        self.events.push(Event::Blob(tag, data.to_vec()));
+    }
+    fn end_of_stream(&mut self) {
+        self.events.push(Event::End);
+    }
+}
+
+/// Decodes a whole stream (header + frames) in both modes, which must hand out the same
+/// events and reach the same verdict; returns the events and whether it completed. Streams
+/// whose cache copy needs more than `storage_cap` bytes are decoded in neither mode.
+pub fn decode_all(wire: &[u8], storage_cap: usize) -> (Vec<Event>, bool) {
+    let [copy, in_place] = MODES.map(|mode| decode_all_in(wire, storage_cap, mode));
+    assert!(
+        copy == in_place,
+        "cache copy and in place differ: {} / {} events, complete {} / {}",
+        copy.0.len(),
+        in_place.0.len(),
+        copy.1,
+        in_place.1
+    );
+    copy
+}
+
+/// Decodes a whole stream in `mode`; returns the events and whether it completed.
+pub fn decode_all_in(wire: &[u8], storage_cap: usize, mode: DecodeMode) -> (Vec<Event>, bool) {
+    let Ok(cfg) = Config::from_header(wire) else {
+        return (Vec::new(), false);
+    };
+    // the larger (cache copy) storage decides, so that both modes skip the same streams
+    if cfg.decoder_storage_len_for(DecodeMode::CacheCopy) > storage_cap {
+        return (Vec::new(), false);
+    }
+    let mut sink = Collect::new(cfg.page_size as usize, mode);
+    let mut mem = vec![0u8; cfg.decoder_storage_len_for(mode)];
+    let Ok((mut dec, used)) = Decoder::from_header(wire, mode, &mut mem) else {
+        return (sink.events, false);
     };
     let ok = match dec.decode(&wire[used..], &mut sink) {
         Ok(n) => used + n == wire.len() && dec.check_complete().is_ok(),
         Err(_) => false,
     };
-    (sink.0, ok)
+    (sink.events, ok)
 }
 
 /// Wraps `body` into frame `seq` of a stream with `cfg`, with a correct CRC.
@@ -90,6 +150,128 @@ fn lz4_max(n: usize) -> usize {
 
 fn pagewire_lz4(body: &[u8], out: &mut [u8]) -> usize {
     lz4_flex::block::compress_into(body, out).expect("output sized for the worst case")
+}
+
+/// Most frames [`bodies_stream`] makes.
+pub const MAX_BODIES: u32 = 16;
+
+/// A stream of arbitrary frame bodies behind `cfg`'s header: `input` holds each body behind
+/// a two-byte little-endian length (empty and oversized bodies are skipped); each is wrapped
+/// in a frame with the right sequence number and CRC, odd frames LZ4-compressed when `cfg`
+/// allows LZ4. So the fuzzer reaches the record parser past the real CRC check.
+pub fn bodies_stream(cfg: &Config, input: &[u8]) -> Vec<u8> {
+    let mut wire = cfg.header_bytes().to_vec();
+    let mut rest = input;
+    let mut seq = 0;
+    while rest.len() >= 2 && seq < MAX_BODIES {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let body = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        if body.is_empty() || body.len() > cfg.frame_bytes as usize {
+            continue;
+        }
+        wire.extend_from_slice(&frame(cfg, seq, body, cfg.lz4 && seq % 2 == 1));
+        seq += 1;
+    }
+    wire
+}
+
+/// The input layout of [`bodies_stream`] for `bodies` (for seeds).
+pub fn bodies_input<B: AsRef<[u8]>>(bodies: &[B]) -> Vec<u8> {
+    let mut s = Vec::new();
+    for b in bodies {
+        let b = b.as_ref();
+        s.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        s.extend_from_slice(b);
+    }
+    s
+}
+
+/// The bodies of the frames of a valid stream (decompressed), in order (for seeds).
+pub fn bodies_of(wire: &[u8]) -> Vec<Vec<u8>> {
+    let cfg = Config::from_header(wire).expect("a valid stream");
+    let mut pos = HEADER_LEN;
+    let mut bodies = Vec::new();
+    while pos < wire.len() {
+        let fh = FrameHeader::parse(&wire[pos..], cfg.frame_bytes).expect("a valid frame");
+        let body = &wire[pos + FRAME_HEADER_LEN..pos + FRAME_HEADER_LEN + fh.wire_len as usize];
+        bodies.push(if fh.lz4 {
+            let mut raw = vec![0u8; fh.raw_len as usize];
+            let n = lz4_flex::block::decompress_into(body, &mut raw).expect("a valid LZ4 body");
+            raw.truncate(n);
+            raw
+        } else {
+            body.to_vec()
+        });
+        pos += fh.frame_len();
+    }
+    bodies
+}
+
+/// Pages of guest memory the `decode_modes_differential` target decodes into: pfns from 0
+/// to 47 (the recipes of [`steps`] use 0-36); any other pfn is out of range, which both
+/// modes must report the same way.
+pub const MODES_CASE_PAGES: usize = 48;
+
+/// One input of the `decode_modes_differential` target, read from raw bytes so that seeds
+/// can be written by `examples/make_seeds.rs`:
+///
+/// | bytes | meaning |
+/// | --- | --- |
+/// | 0, bits 0-1 | cache pages `[1, 2, 4, 64]` |
+/// | 0, bits 2-3 | blocks per page `[1, 2, 4, 8]` |
+/// | 0, bit 4 | LZ4 allowed (odd frames compressed) |
+/// | 0, bit 5 | pages of 8192 bytes instead of 4096 |
+/// | 0, bit 6 | the rest is a whole stream with its own header (bits 0-5 unused) |
+/// | 0, bit 7 | guest memory starts with a pattern (a previous content) instead of zeros |
+/// | 1.. | frame bodies for [`bodies_stream`], or the whole stream |
+#[derive(Debug)]
+pub struct ModesCase {
+    pub wire: Vec<u8>,
+    pub page_size: usize,
+    /// Guest memory before the stream, the same for both modes.
+    pub initial: Vec<u8>,
+}
+
+impl ModesCase {
+    /// The configuration selector byte `sel` stands for (bits 0-5).
+    pub fn config(sel: u8) -> Config {
+        Config {
+            page_size: if sel & 0x20 != 0 { 8192 } else { 4096 },
+            cache_pages: [1u32, 2, 4, 64][usize::from(sel % 4)],
+            blocks_per_page: [1u8, 2, 4, 8][usize::from((sel >> 2) % 4)],
+            frame_bytes: 16384,
+            lz4: sel & 0x10 != 0,
+            stream_id: 7,
+            ..Config::DEFAULT
+        }
+    }
+
+    /// Reads a case; `None` for an empty input.
+    pub fn parse(data: &[u8]) -> Option<ModesCase> {
+        let (&sel, rest) = data.split_first()?;
+        let (wire, page_size) = if sel & 0x40 != 0 {
+            let page_size = Config::from_header(rest).map_or(4096, |c| c.page_size as usize);
+            (rest.to_vec(), page_size)
+        } else {
+            let cfg = Self::config(sel);
+            (bodies_stream(&cfg, rest), cfg.page_size as usize)
+        };
+        let len = MODES_CASE_PAGES * page_size;
+        let initial = if sel & 0x80 != 0 {
+            // every page different, no zero bytes: what a page never written holds
+            (0..len)
+                .map(|i| (i / page_size * 37 + i % 251) as u8 | 1)
+                .collect()
+        } else {
+            vec![0; len]
+        };
+        Some(ModesCase {
+            wire,
+            page_size,
+            initial,
+        })
+    }
 }
 
 /// A page made from a recipe, shaped like guest memory.

@@ -61,8 +61,19 @@ impl<'a> Lz4Tables<'a> {
         let table = match &mut self.small {
             Some(small) if body.len() < LZ4_SMALL_BODY_MAX => small,
             _ => self.large.as_mut()?,
-        };
-        lz4_flex::block::compress_into_with_table(body, out, table.get()).ok()
+        }
+        .get();
+        // What `new` and the choice above guarantee, stated where the compiler sees it: a
+        // small table only where it differs, and only for short bodies. lz4_flex's paths
+        // for anything else are then dropped: where only the large table is placed, its
+        // second copy of the compressor (692 B of code on the Cortex-M4), and everywhere,
+        // the upgrade of a small table to a large one built on the stack.
+        if let CompressTable::Small(_) = table {
+            if !LZ4_SMALL_TABLE_DIFFERS || body.len() >= LZ4_SMALL_BODY_MAX {
+                return None;
+            }
+        }
+        lz4_flex::block::compress_into_with_table(body, out, table).ok()
     }
 }
 
