@@ -1,6 +1,6 @@
 //! The C API where it takes buffers and lengths: decoder storage of any size, stream bytes
 //! of any length decoded straight into guest RAM (regions or a page table) or to a
-//! callback, frame lengths from short buffers, and the encoder with undersized output and
+//! callback, in either decoding mode (in place, or through a cache copy), frame lengths from short buffers, and the encoder with undersized output and
 //! wrong page lengths. Every call returns a result code;
 //! nothing panics, and nothing is written outside the buffers handed in (ASan checks).
 #![no_main]
@@ -15,9 +15,10 @@ use pagewire_ffi::decoder::{
     pagewire_decoder_check_complete, pagewire_decoder_close, pagewire_decoder_decode,
     pagewire_decoder_frame_len, pagewire_decoder_open,
 };
+use pagewire_ffi::defines::PAGEWIRE_DECODE_IN_PLACE;
 use pagewire_ffi::destination::pagewire_destination_kind::*;
 use pagewire_ffi::encoder::{pagewire_encoder_encode_page, pagewire_encoder_init};
-use pagewire_ffi::sizes::pagewire_config_sizes;
+use pagewire_ffi::sizes::{pagewire_config_decoder_storage, pagewire_config_sizes};
 use pagewire_ffi::{
     pagewire_config, pagewire_destination, pagewire_ram_region, pagewire_result, pagewire_sink,
     pagewire_sizes,
@@ -51,13 +52,18 @@ fuzz_target!(|data: &[u8]| {
             let mut sizes = MaybeUninit::<pagewire_sizes>::uninit();
             if pagewire_config_sizes(&cfg, sizes.as_mut_ptr()) == ok {
                 let sizes = sizes.assume_init();
-                if sizes.decoder_storage <= 32 << 20
-                    && cfg.page_size as usize * RAM_PAGES as usize <= 4 << 20
-                {
+                // the mode: in place (reads back the RAM it wrote) or a cache copy
+                let flags = if sel & 0x10 != 0 {
+                    PAGEWIRE_DECODE_IN_PLACE
+                } else {
+                    0
+                };
+                let mut need = 0usize;
+                let sized = pagewire_config_decoder_storage(&cfg, flags, &mut need) == ok;
+                assert!(sized && need <= sizes.decoder_storage);
+                if need <= 32 << 20 && cfg.page_size as usize * RAM_PAGES as usize <= 4 << 20 {
                     // storage: right-sized, or cut short by the selector
-                    let len = sizes
-                        .decoder_storage
-                        .saturating_sub(usize::from(sel & 0x3) * 4096);
+                    let len = need.saturating_sub(usize::from(sel & 0x3) * 4096);
                     let mut storage = vec![0u8; len + 7];
                     let base = storage.as_mut_ptr().add(usize::from(sel >> 5));
                     let mut dec = ptr::null_mut();
@@ -67,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
                         input.len(),
                         base.cast::<c_void>(),
                         len,
-                        0,
+                        flags,
                         &mut dec,
                         &mut used,
                     ) == ok
