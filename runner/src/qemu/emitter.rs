@@ -114,10 +114,13 @@ impl<W: Write> Emitter<W> {
     /// The block list, inside the START section.
     pub fn blocks(&mut self, blocks: &[RamBlock]) -> io::Result<()> {
         if self.ram_id.is_none() || self.open.is_none() {
-            return Err(invalid("the block list belongs in the open START section".into()));
+            return Err(invalid(
+                "the block list belongs in the open START section".into(),
+            ));
         }
         let total: u64 = blocks.iter().map(|b| b.length).sum();
-        self.out.write_all(&(total | flag::MEM_SIZE).to_be_bytes())?;
+        self.out
+            .write_all(&(total | flag::MEM_SIZE).to_be_bytes())?;
         for b in blocks {
             let len = u8::try_from(b.name.len())
                 .map_err(|_| invalid(format!("block name of {} bytes", b.name.len())))?;
@@ -132,7 +135,9 @@ impl<W: Write> Emitter<W> {
     /// One page; opens a PART section if none is open.
     pub fn page(&mut self, block: usize, offset: u64, data: PageData<'_>) -> io::Result<()> {
         let Some(b) = self.blocks.get(block) else {
-            return Err(invalid(format!("page of block {block}, not in the block list")));
+            return Err(invalid(format!(
+                "page of block {block}, not in the block list"
+            )));
         };
         if offset % self.page_size as u64 != 0 || offset >= b.length {
             return Err(invalid(format!(

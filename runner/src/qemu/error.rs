@@ -70,13 +70,21 @@ pub enum StreamError {
     /// A block length of zero or not a whole number of pages.
     BlockLength { name: String, length: u64 },
     /// Block lengths that add up to more than the stated total.
-    BlockListTotal { name: String, length: u64, remaining: u64 },
+    BlockListTotal {
+        name: String,
+        length: u64,
+        remaining: u64,
+    },
     /// A page record naming a block not in the block list.
     UnknownBlock { name: String },
     /// A page record that continues the previous block when there was none.
     ContinueWithoutBlock,
     /// A page whose end lies past its block's end.
-    PagePastBlock { block: String, offset: u64, length: u64 },
+    PagePastBlock {
+        block: String,
+        offset: u64,
+        length: u64,
+    },
     /// An XBZRLE page with another encoding byte than QEMU's.
     XbzrleEncoding { byte: u8 },
     /// An XBZRLE page longer than a page.
@@ -127,7 +135,10 @@ impl fmt::Display for StreamError {
                  2^{expected}: start it with the guest architecture's target page size"
             ),
             TooManyCapabilities { count } => {
-                write!(f, "the configuration lists {count} capabilities, more than QEMU has")
+                write!(
+                    f,
+                    "the configuration lists {count} capabilities, more than QEMU has"
+                )
             }
             Capability { name } => match name.as_str() {
                 "x-ignore-shared" => write!(
@@ -161,7 +172,10 @@ impl fmt::Display for StreamError {
                     8 => "x-colo is on; run `migrate-set-capabilities x-colo=false`",
                     _ => "a command pagewire does not know",
                 };
-                write!(f, "the stream carries command {name} ({cmd}): {what}; {SUPPORTED}")
+                write!(
+                    f,
+                    "the stream carries command {name} ({cmd}): {what}; {SUPPORTED}"
+                )
             }
             UnknownSectionType { byte } => write!(
                 f,
@@ -183,7 +197,10 @@ impl fmt::Display for StreamError {
                          guest without pagewire"
                     }
                 };
-                write!(f, "iterable section '{name}' beside RAM: {what}; {SUPPORTED}")
+                write!(
+                    f,
+                    "iterable section '{name}' beside RAM: {what}; {SUPPORTED}"
+                )
             }
             RamVersion { version } => write!(
                 f,
@@ -265,7 +282,10 @@ impl fmt::Display for StreamError {
                  total are left: a damaged stream"
             ),
             UnknownBlock { name } => {
-                write!(f, "a page of RAM block '{name}', which the block list does not name")
+                write!(
+                    f,
+                    "a page of RAM block '{name}', which the block list does not name"
+                )
             }
             ContinueWithoutBlock => {
                 write!(f, "a page continues the previous block, but there was none")
@@ -295,7 +315,10 @@ impl fmt::Display for StreamError {
                 f,
                 "the stream ended inside {inside}: the source stopped or the connection broke"
             ),
-            Abandoned => write!(f, "the parser stopped at an earlier error of its event sink"),
+            Abandoned => write!(
+                f,
+                "the parser stopped at an earlier error of its event sink"
+            ),
         }
     }
 }

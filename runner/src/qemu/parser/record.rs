@@ -57,7 +57,8 @@ impl Machine {
                 let block = self
                     .last_block
                     .ok_or(FeedError::Stream(StreamError::ContinueWithoutBlock))?;
-                self.page_record(kind, addr, block).map_err(FeedError::Stream)
+                self.page_record(kind, addr, block)
+                    .map_err(FeedError::Stream)
             }
             _ => Err(FeedError::Stream(StreamError::FlagCombination { flags })),
         }
@@ -136,11 +137,13 @@ impl Machine {
         offset: u64,
         name: &[u8],
     ) -> Result<State, StreamError> {
-        let block = self.blocks.iter().position(|b| b.name == name).ok_or_else(|| {
-            StreamError::UnknownBlock {
+        let block = self
+            .blocks
+            .iter()
+            .position(|b| b.name == name)
+            .ok_or_else(|| StreamError::UnknownBlock {
                 name: String::from_utf8_lossy(name).into_owned(),
-            }
-        })?;
+            })?;
         self.last_block = Some(block);
         self.page_record(kind, offset, block)
     }
@@ -173,7 +176,9 @@ impl Machine {
             flag::ZERO => PageData::Fill(b[0]),
             _ => {
                 if b[0] != XBZRLE_ENCODING {
-                    return Err(FeedError::Stream(StreamError::XbzrleEncoding { byte: b[0] }));
+                    return Err(FeedError::Stream(StreamError::XbzrleEncoding {
+                        byte: b[0],
+                    }));
                 }
                 let len = be16(&b[1..]);
                 if len as usize > self.page_size {

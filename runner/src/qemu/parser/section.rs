@@ -141,7 +141,11 @@ impl Machine {
         Ok(State::SectionType)
     }
 
-    fn close_section<E>(&mut self, footer: bool, sink: &mut Sink<'_, E>) -> Result<(), FeedError<E>> {
+    fn close_section<E>(
+        &mut self,
+        footer: bool,
+        sink: &mut Sink<'_, E>,
+    ) -> Result<(), FeedError<E>> {
         self.open = None;
         send(sink, Event::SectionEnd { footer })
     }
