@@ -191,3 +191,42 @@ fn a_stream_that_is_only_device_state_after_ram_is_carried_in_one_piece() {
     assert_eq!(pieces, vec![1, tail.len() - 1]);
     assert!(parser.in_device_state());
 }
+
+/// A real QEMU 7.2 stream of the test guest, cut to its START section, six pages, an empty
+/// END section and its whole device state (the fuzz seed `qemu-7.2-cut`, after its
+/// piece-size byte): the parser reads real bytes even where QEMU is not installed.
+#[test]
+fn a_cut_real_qemu_7_2_stream_parses() {
+    let seed = include_bytes!("../../../../fuzz/seeds/qemu_stream/qemu-7.2-cut");
+    let events = parse(&seed[1..]).unwrap();
+    let OwnedEvent::Header(h) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(h.machine_type.as_deref(), Some(&b"pc-i440fx-7.2"[..]));
+    let OwnedEvent::RamBlocks(blocks) = &events[2] else {
+        panic!("{:?}", events[2])
+    };
+    let names: Vec<String> = blocks.iter().map(RamBlock::name_lossy).collect();
+    assert_eq!(
+        names,
+        [
+            "pc.ram",
+            "/rom@etc/acpi/tables",
+            "pc.bios",
+            "pc.rom",
+            "/rom@etc/table-loader",
+            "/rom@etc/acpi/rsdp"
+        ]
+    );
+    assert_eq!(blocks[0].length, 128 << 20);
+    let pages = events
+        .iter()
+        .filter(|e| matches!(e, OwnedEvent::Page { .. }))
+        .count();
+    assert_eq!(pages, 6);
+    let Some(OwnedEvent::DeviceState(tail)) = events.last() else {
+        panic!()
+    };
+    assert_eq!(tail[0], 0x04);
+    assert!(tail.windows(10).any(|w| w == br#""devices":"#));
+}

@@ -185,19 +185,18 @@ fn random_streams_round_trip_in_any_pieces() {
     }
 }
 
-/// Writes the fuzz target's seeds (`fuzz/seeds/qemu_stream/`):
-/// `cargo test -p pagewire-runner write_qemu_stream_fuzz_seeds -- --ignored`.
+/// Writes the fuzz target's seeds (`fuzz/seeds/qemu_stream/`), each a piece-size byte and
+/// a stream: `cargo test -p pagewire-runner write_qemu_stream_fuzz_seeds -- --ignored`.
 #[test]
 #[ignore = "writes files into fuzz/seeds"]
 fn write_qemu_stream_fuzz_seeds() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/qemu_stream");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("sample-footers"), sample(true, true)).unwrap();
-    std::fs::write(
-        dir.join("sample-no-config-no-footers"),
-        sample(false, false),
-    )
-    .unwrap();
+    let seed = |piece: u8, stream: Vec<u8>| [vec![piece], stream].concat();
+    std::fs::write(dir.join("sample-footers"), seed(5, sample(true, true))).unwrap();
+    let bare = seed(2, sample(false, false));
+    std::fs::write(dir.join("sample-no-config-no-footers"), bare).unwrap();
     let mut rng = Rng(7);
-    std::fs::write(dir.join("random"), emit(&random_events(&mut rng))).unwrap();
+    let random = seed(0, emit(&random_events(&mut rng)));
+    std::fs::write(dir.join("random"), random).unwrap();
 }
