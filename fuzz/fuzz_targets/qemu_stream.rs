@@ -75,10 +75,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut emitter = Emitter::new(Vec::new(), 4096);
     for e in &events {
-        emitter.event(&e.as_event()).expect("the emitter takes parsed events");
+        emitter
+            .event(&e.as_event())
+            .expect("the emitter takes parsed events");
     }
     let again = emitter.into_inner().expect("a Vec never fails");
     let (events_again, end) = parse(&again, seed);
     assert_eq!(end, Ok(()));
-    assert_eq!(events_again, events, "parse -> emit -> parse changed the events");
+    assert_eq!(
+        events_again, events,
+        "parse -> emit -> parse changed the events"
+    );
 });

@@ -107,8 +107,8 @@ pub enum OwnedPageData {
 
 impl Event<'_> {
     /// A copy that owns its bytes.
-    pub fn to_owned_event(&self) -> OwnedEvent {
-        match *self {
+    pub fn to_owned_event(self) -> OwnedEvent {
+        match self {
             Event::Header(h) => OwnedEvent::Header(h.clone()),
             Event::SectionBegin(s) => OwnedEvent::SectionBegin(s),
             Event::RamBlocks(b) => OwnedEvent::RamBlocks(b.to_vec()),
