@@ -101,6 +101,36 @@ impl fmt::Display for StreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use StreamError::*;
         match self {
+            NotQemuStream { .. }
+            | MultifdChannel
+            | Version { .. }
+            | MachineTypeTooLong { .. }
+            | UnknownConfigSubsection { .. }
+            | RepeatedConfigSubsection { .. }
+            | TargetPageBits { .. }
+            | TooManyCapabilities { .. }
+            | Capability { .. }
+            | Command { .. } => self.fmt_start(f),
+            UnknownSectionType { .. }
+            | IterableSection { .. }
+            | RamVersion { .. }
+            | RepeatedRamStart
+            | SectionBeforeRamStart { .. }
+            | UnknownSection { .. }
+            | SectionAfterRamEnd { .. }
+            | DeviceStateBeforeRamEnd
+            | FooterMismatch { .. }
+            | FooterInconsistent => self.fmt_section(f),
+            _ => self.fmt_record(f),
+        }
+    }
+}
+
+impl StreamError {
+    /// The header, the configuration record and commands.
+    fn fmt_start(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use StreamError::*;
+        match self {
             NotQemuStream { magic } => write!(
                 f,
                 "not a QEMU migration stream (starts {magic:02x?}, not 'QEVM'): point the \
@@ -113,8 +143,8 @@ impl fmt::Display for StreamError {
             ),
             Version { version } => write!(
                 f,
-                "migration stream version {version}: pagewire parses version 3 (QEMU 2.0 \
-                 and later)"
+                "migration stream version {version}: pagewire parses version 3, which \
+                 current QEMUs write"
             ),
             MachineTypeTooLong { len } => write!(
                 f,
@@ -177,6 +207,15 @@ impl fmt::Display for StreamError {
                     "the stream carries command {name} ({cmd}): {what}; {SUPPORTED}"
                 )
             }
+            // `fmt` routes only the variants above here.
+            other => write!(f, "{other:?}"),
+        }
+    }
+
+    /// Sections and footers.
+    fn fmt_section(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use StreamError::*;
+        match self {
             UnknownSectionType { byte } => write!(
                 f,
                 "byte 0x{byte:02x} where a section must start: not a section type QEMU 7.2 \
@@ -204,7 +243,7 @@ impl fmt::Display for StreamError {
             }
             RamVersion { version } => write!(
                 f,
-                "RAM section version {version}: pagewire parses version 4 (QEMU 2.0 to 9.x)"
+                "RAM section version {version}: pagewire parses version 4 (QEMU 7.2's)"
             ),
             RepeatedRamStart => write!(f, "a second 'ram' START section"),
             SectionBeforeRamStart { id } => {
@@ -231,6 +270,15 @@ impl fmt::Display for StreamError {
             FooterInconsistent => {
                 write!(f, "section footers after some sections and not others")
             }
+            // `fmt` routes only the variants above here.
+            other => write!(f, "{other:?}"),
+        }
+    }
+
+    /// RAM records, and the end of the stream.
+    fn fmt_record(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use StreamError::*;
+        match self {
             Flags { flags } => {
                 let what = if flags & super::format::flag::COMPRESS_PAGE != 0 {
                     "compressed pages: compress is on; run `migrate-set-capabilities \
@@ -319,6 +367,8 @@ impl fmt::Display for StreamError {
                 f,
                 "the parser stopped at an earlier error of its event sink"
             ),
+            // `fmt` routes only the variants above here.
+            other => write!(f, "{other:?}"),
         }
     }
 }

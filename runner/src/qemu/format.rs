@@ -7,7 +7,7 @@ pub const MAGIC: u32 = 0x5145_564d;
 /// The first four bytes of a multifd channel (its packets carry pages outside the main
 /// stream).
 pub const MULTIFD_MAGIC: u32 = 0x1122_3344;
-/// The stream version QEMU has written since 2.x (version 2 is an older layout).
+/// The stream version current QEMUs write (version 2 is an older layout).
 pub const VERSION: u32 = 3;
 
 /// Section and record types: the byte that starts each top-level item.
