@@ -209,6 +209,18 @@ impl Parser {
         &self.machine.blocks
     }
 
+    /// Bytes of memory the parser holds: its buffers and the block list. Bounded by the
+    /// page size and [`MAX_BLOCKS`], whatever the stream's length.
+    pub fn held_bytes(&self) -> usize {
+        let m = &self.machine;
+        let names: usize = m.blocks.iter().map(|b| b.name.capacity()).sum();
+        self.pending.capacity()
+            + m.scratch.capacity()
+            + m.header.raw.capacity()
+            + m.blocks.capacity() * std::mem::size_of::<RamBlock>()
+            + names
+    }
+
     /// Whether the parser has reached the device state (the opaque tail).
     pub fn in_device_state(&self) -> bool {
         matches!(self.state, State::Device)
