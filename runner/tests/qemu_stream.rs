@@ -5,20 +5,28 @@
 //! counting its heartbeats from where the source stopped (its counter lives in guest
 //! memory: a guest that rebooted or lost memory would not).
 //!
-//! Where QEMU or the Debian packages cannot be had, the test prints `SKIPPED: <reason>` on
+//! A second test turns on postcopy-ram, return-path and x-ignore-shared in turn, migrates
+//! to a unix socket the test serves, and checks that the parser refuses each by name before
+//! any page, and that the source guest runs on after each failed migration.
+//!
+//! Where QEMU or the Debian packages cannot be had, each test prints `SKIPPED: <reason>` on
 //! stderr and passes.
 
 mod guest;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use guest::{Vm, HEARTBEAT, MEM_MIB};
-use pagewire_runner::qemu::{Emitter, Event, PageData, Parser, RamBlock, RamSection};
+use pagewire_runner::qemu::{
+    Emitter, Event, FeedError, PageData, Parser, RamBlock, RamSection, StreamError,
+};
 use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 use serde_json::json;
 use xxhash_rust::xxh3::Xxh3;
@@ -26,6 +34,9 @@ use xxhash_rust::xxh3::Xxh3;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 const PAGE: usize = 4096;
+
+/// One guest at a time: two TCG guests on two cores would slow each other down.
+static ONE_VM: Mutex<()> = Mutex::new(());
 
 /// What a parse saw, and a digest of every event, so two parses compare without keeping
 /// the stream.
@@ -237,6 +248,7 @@ fn destination(g: &guest::Guest, dir: &Path, stream: &Path) -> Vm {
 
 #[test]
 fn a_live_qemu_stream_parses_and_its_re_emitted_copy_migrates_the_guest() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let g = match guest::guest() {
         Ok(g) => g,
         Err(why) => {
@@ -364,4 +376,100 @@ fn a_live_qemu_stream_parses_and_its_re_emitted_copy_migrates_the_guest() {
         "a destination fed half a stream exited {status}"
     );
     assert!(heartbeats(&broken.serial).is_empty());
+}
+
+/// Migrates the source to a unix socket this test serves, with `capability` on, and
+/// returns the parser's refusal; the connection is then closed, which fails the migration.
+fn refusal_with(q: &mut Qmp, dir: &Path, capability: &str) -> StreamError {
+    let caps = |on: bool| json!({ "capabilities": [{ "capability": capability, "state": on }] });
+    q.execute("migrate-set-capabilities", Some(caps(true)))
+        .unwrap();
+    let path = dir.join(format!("{capability}.sock"));
+    let listener = UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let uri = format!("unix:{}", path.display());
+    q.execute("migrate", Some(json!({ "uri": uri }))).unwrap();
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "QEMU never connected to {uri}");
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept on {uri}: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(MIGRATION_TIMEOUT)).unwrap();
+    let mut parser = Parser::new();
+    let mut buf = vec![0u8; 4096];
+    let mut pages = 0u64;
+    let refusal = loop {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended without a refusal");
+        let fed = parser.feed(&buf[..n], |e| {
+            pages += matches!(e, Event::Page { .. }) as u64;
+            Ok::<(), ()>(())
+        });
+        match fed {
+            Ok(()) => {}
+            Err(FeedError::Stream(e)) => break e,
+            Err(FeedError::Sink(())) => unreachable!("the sink never fails"),
+        }
+    };
+    assert_eq!(pages, 0, "refused only after {pages} pages");
+    drop(conn);
+    let info = poll(q, "query-migrate", MIGRATION_TIMEOUT, |v| {
+        matches!(
+            v["status"].as_str(),
+            Some("failed" | "cancelled" | "completed")
+        )
+    });
+    assert_ne!(info["status"], "completed", "{info}");
+    q.execute("migrate-set-capabilities", Some(caps(false)))
+        .unwrap();
+    refusal
+}
+
+#[test]
+fn real_streams_with_postcopy_return_path_or_x_ignore_shared_are_refused_at_the_start() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let g = match guest::guest() {
+        Ok(g) => g,
+        Err(why) => {
+            let _ = writeln!(io::stderr(), "SKIPPED: qemu_stream refusals: {why}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut src = g.boot(tmp.path());
+    src.wait_ready(BOOT_TIMEOUT);
+    let mut q = qmp(&mut src);
+
+    // Postcopy and the return path announce themselves by commands right after the
+    // configuration record: OPEN_RETURN_PATH comes first.
+    for capability in ["postcopy-ram", "return-path"] {
+        let e = refusal_with(&mut q, tmp.path(), capability);
+        assert_eq!(e, StreamError::Command { cmd: 1 }, "{capability}: {e}");
+        assert!(e.to_string().contains("return-path=false"), "{e}");
+        assert!(e.to_string().contains("postcopy-ram=false"), "{e}");
+    }
+    // x-ignore-shared is listed in the configuration record.
+    let e = refusal_with(&mut q, tmp.path(), "x-ignore-shared");
+    assert_eq!(
+        e,
+        StreamError::Capability {
+            name: "x-ignore-shared".into()
+        }
+    );
+    assert!(e.to_string().contains("x-ignore-shared=false"), "{e}");
+
+    // Each refused migration failed and left the source guest running.
+    let before = *heartbeats(&src.serial).last().unwrap_or(&0);
+    let status = q.execute("query-status", None).unwrap();
+    assert_eq!(status["status"], "running", "{status}");
+    wait_heartbeats(&mut src, Duration::from_secs(30), |b| {
+        b.last().is_some_and(|&n| n >= before + 2)
+    });
 }
