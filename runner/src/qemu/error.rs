@@ -288,7 +288,7 @@ impl StreamError {
                 } else if flags & super::format::flag::HOOK != 0 {
                     "RDMA's hook: migrate over tcp:, unix: or exec:, not rdma:"
                 } else if flags & super::format::flag::FULL != 0 {
-                    "the obsolete FULL flag: a QEMU older than 1.x"
+                    "the obsolete FULL flag, which no current QEMU writes"
                 } else {
                     "flag bits QEMU 7.2 does not write (a damaged stream or a newer QEMU)"
                 };

@@ -46,7 +46,7 @@ pub mod ram_section {
 /// Flag bits in the low bits (below the target page size) of a RAM record's first word;
 /// the high bits are the page's offset in its block (or the total RAM size).
 pub mod flag {
-    /// Obsolete since QEMU 1.x; no current QEMU writes it.
+    /// Obsolete: no current QEMU writes it.
     pub const FULL: u64 = 0x01;
     /// A page filled with one byte (always 0 from current sources): one fill byte follows.
     pub const ZERO: u64 = 0x02;
