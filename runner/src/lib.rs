@@ -18,6 +18,8 @@
 //! * [`simulate`]: pre-copy migration modelled over a WAN link, every policy and codec
 //!   setting;
 //! * [`trace`]: snapshot series of a running QEMU guest, through QMP;
+//! * [`qemu`]: QEMU's migration stream, parsed into pages and device state and written
+//!   again (the first part of `pagewire tunnel`);
 //! * [`encoders`]: the stream encoders, in process or the offload firmware in its own
 //!   process;
 //! * [`series`]: snapshot series, from a folder or the synthetic generator;
@@ -32,6 +34,7 @@ pub mod host_memory;
 pub mod live;
 pub mod migrate;
 pub mod net;
+pub mod qemu;
 pub mod replay;
 pub mod series;
 pub mod settings;

@@ -1,5 +1,6 @@
-//! A tiny real Linux guest for the capture tests: Debian's kernel and a busybox initramfs
-//! whose /init fills tmpfs with recognizable, changing text.
+//! A tiny real Linux guest for the capture and migration-stream tests: Debian's kernel and
+//! a busybox initramfs whose /init fills tmpfs with recognizable, changing text and prints a
+//! numbered heartbeat after each round.
 //!
 //! QEMU, the kernel and busybox come from Debian's packages (installed or downloaded with
 //! apt when missing). The extracted kernel and busybox are cached under
@@ -21,6 +22,9 @@ use std::time::{Duration, Instant};
 pub const READY: &str = "PAGEWIRE-GUEST-READY";
 /// Each workload round writes 1 MiB of `pagewire-workload-<round>` lines into tmpfs.
 pub const WORKLOAD_TEXT: &str = "pagewire-workload-";
+/// Then prints `PAGEWIRE-HEARTBEAT <round>` on the serial console: the round counter lives
+/// in guest memory, so a migrated guest goes on counting where the source stopped.
+pub const HEARTBEAT: &str = "PAGEWIRE-HEARTBEAT ";
 /// Guest RAM.
 pub const MEM_MIB: u64 = 128;
 
@@ -35,6 +39,7 @@ i=0
 while :; do
   i=$((i+1))
   yes "pagewire-workload-$i" | head -c 1048576 > /dev/shm/w$((i % 8))
+  echo "PAGEWIRE-HEARTBEAT $i"
 done
 "#;
 
