@@ -35,14 +35,7 @@ pub trait Destination {
     /// may keep a page that already reads as zeros untouched (memory never written then
     /// stays unbacked). Errors as [`Destination::page_mut`].
     fn zero_page(&mut self, pfn: u64, page_size: usize) -> Result<()> {
-        let page = self.page_mut(pfn)?;
-        if page.len() != page_size {
-            return Err(Error::WrongPageLength {
-                expected: page_size,
-                got: page.len(),
-            });
-        }
-        page.fill(0);
+        writable(self, pfn, page_size)?.fill(0);
         Ok(())
     }
 
@@ -57,6 +50,28 @@ pub trait Destination {
 
     /// The end-of-stream record arrived; the migration stream is complete.
     fn end_of_stream(&mut self) {}
+}
+
+/// Checks a page handed out by a destination for its length.
+pub(crate) fn one_page(page: &[u8], page_size: usize) -> Result<()> {
+    if page.len() != page_size {
+        return Err(Error::WrongPageLength {
+            expected: page_size,
+            got: page.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Page `pfn` of `dest`, to write, checked to be one page long.
+pub(crate) fn writable<D: Destination + ?Sized>(
+    dest: &mut D,
+    pfn: u64,
+    page_size: usize,
+) -> Result<&mut [u8]> {
+    let page = dest.page_mut(pfn)?;
+    one_page(page, page_size)?;
+    Ok(page)
 }
 
 /// Guest memory as one flat buffer: page `pfn` at `pfn * page_size`. A destination for

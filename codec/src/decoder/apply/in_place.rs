@@ -3,7 +3,7 @@
 //! retirement rule keeps it so). A page built out of its own old content (a BLOCKS record
 //! that refers to the page it replaces) is built in scratch first.
 
-use super::writable;
+use super::{one_page, writable};
 use crate::cache::Ring;
 use crate::config::MAX_BLOCKS_PER_PAGE;
 use crate::decoder::Destination;
@@ -108,17 +108,6 @@ fn insert(ring: &mut Ring, owners: &mut Owners<'_, true>, pfn: u64) {
     ring.advance();
 }
 
-/// Checks a page handed out by the destination for its length.
-fn one_page(page: &[u8], page_size: usize) -> Result<()> {
-    if page.len() != page_size {
-        return Err(Error::WrongPageLength {
-            expected: page_size,
-            got: page.len(),
-        });
-    }
-    Ok(())
-}
-
 /// Page `to` becomes a copy of page `from` (`from != to`).
 fn copy_page<D: Destination>(dest: &mut D, from: u64, to: u64, page_size: usize) -> Result<()> {
     let (src, dst) = dest.page_pair(from, to)?;
@@ -181,7 +170,8 @@ impl<'r> Blocks<'r, '_> {
     /// True when a block comes from page `pfn` itself: a delta block on its base, or a
     /// reference (only items up to the last reference are walked).
     fn refers_to(&self, pfn: u64) -> Result<bool> {
-        if self.base == Some(pfn) && self.kinds[..self.bpp()].contains(&BlockKind::Delta) {
+        // a base is named only when some block is a delta on it
+        if self.base == Some(pfn) {
             return Ok(true);
         }
         let kinds = &self.kinds[..self.bpp()];

@@ -10,6 +10,7 @@
 mod copy;
 mod in_place;
 
+use super::destination::{one_page, writable};
 use super::Destination;
 use crate::cache::{PageCache, Ring};
 use crate::error::{Error, Result};
@@ -87,16 +88,4 @@ impl Pages<'_> {
         self.owners.end_frame();
         Ok(())
     }
-}
-
-/// Page `pfn` of `dest`, to write, checked to be one page long.
-fn writable<D: Destination>(dest: &mut D, pfn: u64, page_size: usize) -> Result<&mut [u8]> {
-    let page = dest.page_mut(pfn)?;
-    if page.len() != page_size {
-        return Err(Error::WrongPageLength {
-            expected: page_size,
-            got: page.len(),
-        });
-    }
-    Ok(page)
 }
