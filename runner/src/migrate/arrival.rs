@@ -3,7 +3,7 @@
 //! ([`ThroughStaging`]); and what else the stream carries ([`Arrivals`]).
 
 use anyhow::{bail, Result};
-use pagewire::{DecodeMode, Destination, Error};
+use pagewire::{DecodeMode, Destination, Error, MemoryImage};
 
 use super::guest::DestGuest;
 use super::session::{BLOB_PAUSE, BLOB_VCPU, MAX_BLOB};
@@ -55,13 +55,13 @@ impl Arrivals {
         }
     }
 
-    /// `pfn` if it is a page of the guest; else the decoder's error, remembered.
-    fn page(&mut self, pfn: u64) -> pagewire::Result<usize> {
+    /// Checks that `pfn` is a page of the guest; else the decoder's error, remembered.
+    fn page(&mut self, pfn: u64) -> pagewire::Result<()> {
         if pfn >= self.pages {
             self.bad_pfn.get_or_insert(pfn);
             return Err(Error::PfnOutOfRange { pfn });
         }
-        Ok(pfn as usize)
+        Ok(())
     }
 
     /// Fails on the first page or blob that could not go where it belongs.
@@ -99,8 +99,7 @@ pub(super) trait GuestDestination: Destination {
 /// In place: the decoder writes and reads the guest's memory itself, which holds what it
 /// last wrote (the guest does not run before the end).
 pub(super) struct InMemory<'m> {
-    mem: &'m mut [u8],
-    page_size: usize,
+    mem: MemoryImage<'m>,
     arrivals: Arrivals,
 }
 
@@ -108,50 +107,35 @@ impl<'m> InMemory<'m> {
     /// Over the guest's memory `mem` (`arrivals`' pages of `page_size` bytes).
     pub(super) fn new(mem: &'m mut [u8], page_size: usize, arrivals: Arrivals) -> Self {
         InMemory {
-            mem,
-            page_size,
+            mem: MemoryImage::new(mem, page_size),
             arrivals,
-        }
-    }
-
-    fn range(&mut self, pfn: u64) -> pagewire::Result<std::ops::Range<usize>> {
-        let at = self.arrivals.page(pfn)? * self.page_size;
-        match at + self.page_size <= self.mem.len() {
-            true => Ok(at..at + self.page_size),
-            false => Err(Error::PfnOutOfRange { pfn }),
         }
     }
 }
 
+/// The guest's memory as a `MemoryImage`; a page beyond the guest is also remembered, for
+/// the error that names it.
 impl Destination for InMemory<'_> {
     fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
-        let r = self.range(pfn)?;
-        Ok(&mut self.mem[r])
+        self.arrivals.page(pfn)?;
+        self.mem.page_mut(pfn)
     }
 
     fn page(&self, pfn: u64) -> pagewire::Result<&[u8]> {
-        let at = usize::try_from(pfn).map_or(usize::MAX, |p| p.saturating_mul(self.page_size));
-        self.mem
-            .get(at..at.saturating_add(self.page_size))
-            .ok_or(Error::PfnOutOfRange { pfn })
+        self.mem.page(pfn)
     }
 
     fn page_pair(&mut self, from: u64, to: u64) -> pagewire::Result<(&[u8], &mut [u8])> {
-        self.range(from)?;
-        self.range(to)?;
-        pagewire::page_pair_in(self.mem, self.page_size, from, to)
+        self.arrivals.page(from)?;
+        self.arrivals.page(to)?;
+        self.mem.page_pair(from, to)
     }
 
     /// A page that already reads as zeros is left alone: memory the guest never used stays
-    /// unbacked here too.
-    fn zero_page(&mut self, pfn: u64, page_size: usize) -> pagewire::Result<()> {
+    /// unbacked here too. (Its pages are the stream's page size: the header was checked
+    /// against the guest's.)
+    fn zero_page(&mut self, pfn: u64, _page_size: usize) -> pagewire::Result<()> {
         let page = self.page_mut(pfn)?;
-        if page.len() != page_size {
-            return Err(Error::WrongPageLength {
-                expected: page_size,
-                got: page.len(),
-            });
-        }
         if page.iter().any(|&b| b != 0) {
             page.fill(0);
         }
