@@ -374,6 +374,23 @@ mod tests {
         end_of_stream: None,
     };
 
+    /// Pfns 10-11 at `a` (two pages), pfn 100 at `b` (one page). Raw pointers straight from
+    /// the vectors, so the tests may read the vectors between decoder calls (Miri).
+    fn two_regions(a: *mut u8, b: *mut u8) -> [pagewire_ram_region; 2] {
+        [
+            pagewire_ram_region {
+                first_pfn: 10,
+                page_count: 2,
+                host: a,
+            },
+            pagewire_ram_region {
+                first_pfn: 100,
+                page_count: 1,
+                host: b,
+            },
+        ]
+    }
+
     /// An in-place destination over `ram`, for the `Destination` calls alone.
     fn in_place(ram: Ram<'_>) -> Events<'_> {
         Events::new(&NO_EVENTS, Some(ram), &mut [], 4096)
@@ -381,20 +398,8 @@ mod tests {
 
     #[test]
     fn regions_read_back_pages_and_pair_them_across_regions() {
-        let mut a = vec![0u8; 2 * 4096];
-        let mut b = vec![0u8; 4096];
-        let regions = [
-            pagewire_ram_region {
-                first_pfn: 10,
-                page_count: 2,
-                host: a.as_mut_ptr(),
-            },
-            pagewire_ram_region {
-                first_pfn: 100,
-                page_count: 1,
-                host: b.as_mut_ptr(),
-            },
-        ];
+        let (mut a, mut b) = (vec![0u8; 2 * 4096], vec![0u8; 4096]);
+        let regions = two_regions(a.as_mut_ptr(), b.as_mut_ptr());
         let mut d = in_place(Ram::regions(&regions, 4096).unwrap());
         d.page_mut(10).unwrap().fill(5);
         assert!(d.page(10).unwrap().iter().all(|&x| x == 5));
@@ -483,20 +488,8 @@ mod tests {
 
     #[test]
     fn ram_regions_take_pages_in_range_only() {
-        let mut a = vec![0u8; 2 * 4096];
-        let mut b = vec![0u8; 4096];
-        let regions = [
-            pagewire_ram_region {
-                first_pfn: 10,
-                page_count: 2,
-                host: a.as_mut_ptr(),
-            },
-            pagewire_ram_region {
-                first_pfn: 100,
-                page_count: 1,
-                host: b.as_mut_ptr(),
-            },
-        ];
+        let (mut a, mut b) = (vec![0u8; 2 * 4096], vec![0u8; 4096]);
+        let regions = two_regions(a.as_mut_ptr(), b.as_mut_ptr());
         let mut ram = Ram::regions(&regions, 4096).unwrap();
         ram.store(11, &[7u8; 4096]).unwrap();
         ram.store(100, &[9u8; 4096]).unwrap();
