@@ -40,6 +40,7 @@ pub mod series;
 pub mod settings;
 pub mod simulate;
 pub mod trace;
+pub mod tunnel;
 pub mod units;
 pub mod vmm;
 pub mod workload;

@@ -13,7 +13,7 @@ use crate::migrate::{
     SourceGuest, SourceOptions,
 };
 use crate::net::coord::GroupGate;
-use crate::net::{connect_by, tls, Link, Shape, ShapedStream, Waits};
+use crate::net::{dial, Link, Shape};
 use crate::vmm::{GuestSpec, Vm};
 
 /// The guest a `send` boots and migrates.
@@ -94,17 +94,15 @@ impl Redial for Again<'_> {
 /// handshake deadline.
 fn open_link(cfg: &SendConfig, counter: Arc<AtomicU64>) -> Result<Box<dyn Link>> {
     let d = &cfg.source.deadlines;
-    let by = Instant::now() + d.handshake;
-    let tcp = connect_by(&cfg.to, by)
-        .with_context(|| format!("connecting to the destination {}", cfg.to))?;
-    let mut shaped = ShapedStream::new(tcp, cfg.shape, counter)?;
-    shaped.set_waits(Waits::until(by))?;
-    Ok(match &cfg.tls {
-        Some(t) => Box::new(
-            tls::connect(shaped, t.clone()).map_err(|e| d.explain(Deadline::Handshake, e))?,
-        ),
-        None => Box::new(shaped),
-    })
+    dial(
+        &cfg.to,
+        cfg.shape,
+        cfg.tls.clone(),
+        Instant::now() + d.handshake,
+        counter,
+    )
+    .map_err(|e| d.explain(Deadline::Handshake, e))
+    .with_context(|| format!("connecting to the destination {}", cfg.to))
 }
 
 /// A Synchronized Arrival membership for `send --group`.

@@ -224,6 +224,11 @@ impl<W: Write> Emitter<W> {
         self.out.write_all(bytes)
     }
 
+    /// Hands everything written so far to the writer's destination.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Flushes and returns the writer.
     pub fn into_inner(mut self) -> io::Result<W> {
         self.out.flush()?;

@@ -24,4 +24,4 @@ pub use event::{
 pub use parser::{Parser, DEFAULT_PAGE_SIZE, MAX_BLOCKS};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,7 +2,7 @@
 //! the emitter), `parse.rs` checks the events and chunking, `refuse.rs` every refusal,
 //! `roundtrip.rs` parse -> emit -> parse on the hand-built and on random streams.
 
-mod build;
+pub(crate) mod build;
 mod parse;
 mod refuse;
 mod roundtrip;

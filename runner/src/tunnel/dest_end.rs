@@ -1,0 +1,166 @@
+//! `pagewire tunnel dest`: accepts tunnel sessions (mutual TLS first, every handshake under
+//! a deadline) and hands each migration to the destination QEMU's `-incoming`. One
+//! migration at a time; a failed one is reported (to the source end and in the results)
+//! and the end listens on, so a second attempt can follow.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use serde::Serialize;
+
+use super::dest::{carry_in, Delivered};
+use super::endpoint::QemuEndpoint;
+use super::session::{read_hello, TunnelReply};
+use crate::migrate::session::write_message;
+use crate::migrate::{Deadline, Deadlines};
+use crate::net::listen::{self, ListenOptions, Server, Service};
+use crate::net::{Link, Waits};
+
+/// How the destination end serves.
+#[derive(Clone)]
+pub struct DestEndConfig {
+    /// The destination QEMU's `-incoming`.
+    pub qemu: QemuEndpoint,
+    /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long to wait for the source end and for QEMU.
+    pub deadlines: Deadlines,
+    /// Largest decoder cache a stream may ask for, in bytes.
+    pub max_cache: u64,
+    /// Where the end's log lines go.
+    pub log: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// One migration through the destination end.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestReport {
+    /// The attempt's id (hex).
+    pub migration_id: String,
+    /// The source end's label.
+    pub label: String,
+    /// Who sent it.
+    pub peer: String,
+    /// What went to QEMU.
+    pub delivered: Delivered,
+    /// Seconds from the hello to the end of QEMU's stream.
+    pub total_s: f64,
+}
+
+/// A destination end listening in the background.
+pub struct TunnelDest {
+    server: Server,
+    results: Mutex<mpsc::Receiver<Result<DestReport>>>,
+}
+
+impl TunnelDest {
+    /// Starts serving on `listener`.
+    pub fn start(listener: TcpListener, cfg: DestEndConfig) -> Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let desk = Desk {
+            busy: AtomicBool::new(false),
+            results: Mutex::new(tx),
+            cfg: cfg.clone(),
+        };
+        let opts = ListenOptions {
+            handshake_timeout: cfg.deadlines.handshake,
+            ..ListenOptions::default()
+        };
+        let server = listen::serve(listener, cfg.tls, opts, Arc::new(desk))?;
+        Ok(TunnelDest {
+            server,
+            results: Mutex::new(rx),
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The next migration's outcome, waiting at most `wait` (`None`: nothing came).
+    pub fn next(&self, wait: Duration) -> Option<Result<DestReport>> {
+        let rx = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        rx.recv_timeout(wait).ok()
+    }
+
+    /// Stops listening.
+    pub fn stop(self) {
+        self.server.stop();
+    }
+}
+
+/// The service behind the listener.
+struct Desk {
+    busy: AtomicBool,
+    results: Mutex<mpsc::Sender<Result<DestReport>>>,
+    cfg: DestEndConfig,
+}
+
+impl Desk {
+    fn migration(&self, link: &mut Box<dyn Link>, peer: SocketAddr) -> Result<DestReport> {
+        let d = &self.cfg.deadlines;
+        // still under the handshake deadline
+        let hello = read_hello(link).map_err(|e| d.explain(Deadline::Handshake, e))?;
+        (self.cfg.log)(&format!(
+            "migration {:016x} ({}) from {peer}: carrying it to QEMU at {}",
+            hello.migration_id,
+            hello.label,
+            self.cfg.qemu.uri()
+        ));
+        let start = Instant::now();
+        link.set_waits(Waits::idle(d.progress))?;
+        let qemu = &self.cfg.qemu;
+        let mut connect = || -> Result<Box<dyn Write>> {
+            Ok(Box::new(qemu.connect(d.progress)?) as Box<dyn Write>)
+        };
+        let result = carry_in(link, &mut connect, self.cfg.max_cache, &mut |_| {})
+            .map_err(|e| d.explain(Deadline::Progress, e));
+        let _ = link.set_waits(Waits::until(Instant::now() + d.switchover));
+        let _ = write_message(link, &TunnelReply::of(&result));
+        let delivered = result?;
+        Ok(DestReport {
+            migration_id: format!("{:016x}", hello.migration_id),
+            label: hello.label,
+            peer: peer.to_string(),
+            delivered,
+            total_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn report(&self, r: Result<DestReport>) {
+        match &r {
+            Ok(rep) => (self.cfg.log)(&format!(
+                "migration {} handed to QEMU: {} B of QEMU stream from {} B on the link",
+                rep.migration_id, rep.delivered.qemu_bytes, rep.delivered.stream_bytes
+            )),
+            Err(e) => (self.cfg.log)(&format!("migration failed, listening on: {e:#}")),
+        }
+        let tx = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = tx.send(r);
+    }
+}
+
+impl Service for Desk {
+    fn serve(&self, mut link: Box<dyn Link>, peer: SocketAddr) {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            let reply = TunnelReply::of(&Err(anyhow!("another migration is in progress here")));
+            let _ = write_message(&mut link, &reply);
+            (self.cfg.log)(&format!("refused {peer}: a migration is in progress"));
+            return;
+        }
+        let r = self.migration(&mut link, peer);
+        self.busy.store(false, Ordering::SeqCst);
+        self.report(r);
+    }
+
+    fn refused(&self, peer: Option<SocketAddr>, why: &str) {
+        match peer {
+            Some(p) => (self.cfg.log)(&format!("refused {p}: {why}")),
+            None => (self.cfg.log)(why),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `pagewire tunnel`: carries an unmodified QEMU's live migration through pagewire. The
+//! source end sits in the source QEMU's migration connection, parses its stream
+//! ([`crate::qemu`]), sends every page through the codec and the rest as blobs over the
+//! shaped, authenticated link; the destination end decodes and writes a valid QEMU stream
+//! into the destination QEMU's `-incoming`. `docs/TUNNEL.md` has the whole design.
+//!
+//! * [`items`]: what is not a page, as blobs; [`pfns`]: QEMU's pages as codec page numbers;
+//! * [`source`] and [`dest`]: the two data paths over any byte streams; [`tail`]: did
+//!   QEMU's stream end where a stream ends;
+//! * [`session`]: the hello and the destination end's reply;
+//! * [`endpoint`]: where an end meets its QEMU (`unix:`, `tcp:`);
+//! * [`source_end`] and [`dest_end`]: the two ends over the network.
+
+pub mod dest;
+pub mod dest_end;
+pub mod endpoint;
+pub mod items;
+pub mod pfns;
+pub mod session;
+pub mod source;
+pub mod source_end;
+pub mod tail;
+
+pub use dest::{carry_in, Delivered};
+pub use dest_end::{DestEndConfig, DestReport, TunnelDest};
+pub use endpoint::{QemuEndpoint, QemuListener, QemuStream};
+pub use source::{carry_out, Carried};
+pub use source_end::{tunnel_out, SourceEndConfig, SourceReport};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! `pagewire tunnel source`: takes one migration from the source QEMU and carries it to a
+//! tunnel destination end over the shaped, authenticated link `send` uses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use pagewire::Config;
+use serde::Serialize;
+
+use super::endpoint::QemuStream;
+use super::session::{write_hello, TunnelHello, TunnelReply};
+use super::source::{carry_out, Carried};
+use crate::encoders::InProcessEncoder;
+use crate::migrate::session::{new_migration_id, read_message};
+use crate::migrate::{Codec, Deadline, Deadlines};
+use crate::net::{dial, Link, Shape, Waits};
+
+/// How the source end reaches the destination end, and how it encodes.
+#[derive(Clone)]
+pub struct SourceEndConfig {
+    /// The destination end, `host:port`.
+    pub to: String,
+    /// Shaping of the sending side.
+    pub shape: Shape,
+    /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Base codec configuration (cache size etc.).
+    pub config: Config,
+    /// Codec on or off.
+    pub codec: Codec,
+    /// Free text for logs.
+    pub label: String,
+    /// How long to wait for the link and the destination end.
+    pub deadlines: Deadlines,
+}
+
+/// What one tunnelled migration did at the source end.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    /// The attempt's id (hex).
+    pub migration_id: String,
+    /// QEMU's stream and what became of it.
+    pub carried: Carried,
+    /// Bytes that left on the link (after TLS).
+    pub wire_bytes: u64,
+    /// Seconds from QEMU's connection to the destination end's reply.
+    pub total_s: f64,
+    /// The destination end's reply.
+    pub reply: TunnelReply,
+}
+
+/// Carries the migration QEMU writes into `qemu` to the destination end. Fails when the
+/// QEMU stream is refused, the link fails, or the destination end could not hand the
+/// stream to its QEMU (its reason included).
+pub fn tunnel_out(
+    qemu: &mut dyn QemuStream,
+    cfg: &SourceEndConfig,
+    progress: &mut dyn FnMut(&Carried, u64),
+) -> Result<SourceReport> {
+    let start = Instant::now();
+    let d = &cfg.deadlines;
+    let wire = Arc::new(AtomicU64::new(0));
+    let mut link = dial(
+        &cfg.to,
+        cfg.shape,
+        cfg.tls.clone(),
+        start + d.handshake,
+        wire.clone(),
+    )
+    .map_err(|e| d.explain(Deadline::Handshake, e))
+    .with_context(|| format!("connecting to the tunnel's destination end {}", cfg.to))?;
+    let hello = TunnelHello {
+        migration_id: new_migration_id()?,
+        label: cfg.label.clone(),
+        page_size: cfg.config.page_size,
+    };
+    write_hello(&mut link, &hello).map_err(|e| d.explain(Deadline::Handshake, e))?;
+    link.set_waits(Waits::idle(d.progress))?;
+    let (config, features) = cfg.codec.stages().apply(Config {
+        stream_id: hello.migration_id as u32,
+        ..cfg.config
+    });
+    let mut enc = InProcessEncoder::with_features(config, features)?;
+    let carried = carry_out(
+        qemu,
+        &mut link,
+        &mut enc,
+        config.page_size as usize,
+        &mut |c| progress(c, wire.load(Ordering::Relaxed)),
+    );
+    let carried = match carried {
+        Ok(c) => c,
+        Err(e) => return Err(with_reason(&mut link, d, e)),
+    };
+    link.set_waits(Waits::until(Instant::now() + d.switchover))?;
+    let reply: TunnelReply = read_message(&mut link)
+        .map_err(|e| d.explain(Deadline::Switchover, e))
+        .context("no answer from the tunnel's destination end")?;
+    if !reply.ok {
+        anyhow::bail!(
+            "the tunnel's destination end failed: {}",
+            reply.error.as_deref().unwrap_or("no reason given")
+        );
+    }
+    Ok(SourceReport {
+        migration_id: format!("{:016x}", hello.migration_id),
+        carried,
+        wire_bytes: wire.load(Ordering::Relaxed),
+        total_s: start.elapsed().as_secs_f64(),
+        reply,
+    })
+}
+
+/// `e`, with the destination end's reason when it sent one before the link failed.
+fn with_reason(link: &mut Box<dyn Link>, d: &Deadlines, e: anyhow::Error) -> anyhow::Error {
+    let _ = link.set_waits(Waits::until(Instant::now() + d.switchover.min(REASON_WAIT)));
+    match read_message::<TunnelReply, _>(link) {
+        Ok(TunnelReply {
+            error: Some(why), ..
+        }) => e.context(format!("the tunnel's destination end failed: {why}")),
+        _ => e,
+    }
+}
+
+/// How long a failed source end listens for the destination end's reason.
+const REASON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
