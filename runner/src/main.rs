@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{live, replay, simulate, trace, Cli, Command};
+use cli::{live, replay, simulate, trace, tunnel, Cli, Command};
 
 mod cli;
 
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => replay::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Trace(a) => trace::run(a),
+        Command::Tunnel(a) => tunnel::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

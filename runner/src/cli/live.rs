@@ -114,10 +114,10 @@ impl SourceArgs {
 pub struct ShapeArgs {
     /// Rate limit of the sending side, e.g. 100mbit, 1gbit, or off.
     #[arg(long, default_value = "off")]
-    rate: String,
+    pub rate: String,
     /// Added one-way delay on the sending side (the added round-trip time), e.g. 20ms.
     #[arg(long, default_value = "0ms")]
-    delay: String,
+    pub delay: String,
 }
 
 #[derive(Args)]

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod replay;
 pub mod simulate;
 pub mod trace;
+pub mod tunnel;
 
 #[derive(Parser)]
 #[command(
@@ -45,4 +46,7 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Record real memory traces (`trace capture`: snapshots of a QEMU guest through QMP).
     Trace(trace::TraceArgs),
+    /// Carry an unmodified QEMU's live migration through pagewire: `tunnel source` beside
+    /// the source QEMU, `tunnel dest` beside the destination QEMU.
+    Tunnel(tunnel::TunnelArgs),
 }
