@@ -12,11 +12,10 @@
 mod guest;
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,7 +23,8 @@ use std::time::{Duration, Instant};
 use guest::{Vm, HEARTBEAT};
 use pagewire::Config;
 use pagewire_runner::migrate::{Codec, Deadlines};
-use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::net::relay::ShapedRelay;
+use pagewire_runner::net::{tls, Shape, Wire};
 use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 use pagewire_runner::tunnel::{
     tunnel_out, DestEndConfig, QemuEndpoint, SourceEndConfig, SourceReport, TunnelDest,
@@ -127,68 +127,6 @@ fn destination(g: &guest::Guest, dir: &Path, incoming: &Path) -> Vm {
     // -incoming listens once QMP is up
     drop(qmp(&mut vm));
     vm
-}
-
-/// A TCP relay between the two ends that the test can cut, counting what it forwards.
-struct Relay {
-    addr: String,
-    forwarded: Arc<AtomicU64>,
-    cut: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start(to: String) -> Relay {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let forwarded = Arc::new(AtomicU64::new(0));
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (f, c, cs) = (forwarded.clone(), cut.clone(), conns.clone());
-        thread::spawn(move || {
-            for a in l.incoming() {
-                let Ok(a) = a else { return };
-                let b = TcpStream::connect(&to).unwrap();
-                cs.lock().unwrap().push(a.try_clone().unwrap());
-                cs.lock().unwrap().push(b.try_clone().unwrap());
-                for (mut from, mut into, count) in [
-                    (a.try_clone().unwrap(), b.try_clone().unwrap(), true),
-                    (b, a, false),
-                ] {
-                    let (f, c) = (f.clone(), c.clone());
-                    thread::spawn(move || {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0
-                                || c.load(Ordering::SeqCst)
-                                || into.write_all(&buf[..n]).is_err()
-                            {
-                                break;
-                            }
-                            if count {
-                                f.fetch_add(n as u64, Ordering::SeqCst);
-                            }
-                        }
-                        let _ = into.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay {
-            addr,
-            forwarded,
-            cut,
-            conns,
-        }
-    }
-
-    /// Cuts every connection, as a broken link does.
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
 }
 
 /// The test's two ends: a destination end in this process, and the settings of a source end.
@@ -366,13 +304,19 @@ fn a_cut_link_leaves_the_source_running_and_a_second_attempt_completes() {
     let mut dst = destination(&g, &tmp.path().join("dest1"), &dst_sock);
     // slow enough that the cut comes mid-stream
     let mut ends = ends(&dst_sock, Shape::parse("40mbit", "5ms").unwrap());
-    let relay = Relay::start(ends.dest.addr().to_string());
-    ends.source.to = relay.addr.clone();
+    // an unshaped relay on the link, to cut it
+    let relay = ShapedRelay::start(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        ends.dest.addr(),
+        Wire::new(Shape::default()),
+    )
+    .unwrap();
+    ends.source.to = relay.addr().to_string();
     let carrying = source_end(&src_sock, ends.source.clone());
     let mut sq = qmp(&mut src);
     migrate(&mut sq, &src_sock);
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
-    while relay.forwarded.load(Ordering::SeqCst) < 1 << 20 {
+    while relay.forwarded() < 1 << 20 {
         assert!(Instant::now() < deadline, "nothing crossed the link");
         thread::sleep(Duration::from_millis(10));
     }

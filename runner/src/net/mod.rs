@@ -8,9 +8,10 @@ pub mod coord;
 pub mod deadline;
 pub mod dial;
 pub mod listen;
+pub mod relay;
 pub mod shape;
 pub mod tls;
 
 pub use deadline::{connect_by, is_timeout, Link, TimedTcp, Waits};
 pub use dial::dial;
-pub use shape::{Shape, ShapedStream};
+pub use shape::{Shape, ShapedStream, Wire};

@@ -7,6 +7,8 @@
 //! latency. The queue holds at most one bandwidth-delay product plus 1 MiB (about what
 //! socket buffers hold), so a fast writer is held back as it would be by a slow link.
 //!
+//! Streams may share one link ([`Wire`]): QEMU's multifd channels then share its rate.
+//!
 //! Every wait (the writer for room in the queue, the pump for the socket, the reader) ends
 //! within the stream's [`Waits`] ([`Link::set_waits`]): a peer that stops reading fails the
 //! writer instead of holding it for ever.
@@ -82,6 +84,39 @@ struct Shared {
     cv: Condvar,
 }
 
+/// One link that several streams share (QEMU's multifd channels, say): its rate is shared
+/// between them, as on a real link, while each stream keeps its own queue and delay.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    /// When the link is next free to carry a byte.
+    free_at: Arc<Mutex<Instant>>,
+    shape: Shape,
+}
+
+impl Wire {
+    /// A link of `shape`.
+    pub fn new(shape: Shape) -> Self {
+        Wire {
+            free_at: Arc::new(Mutex::new(Instant::now())),
+            shape,
+        }
+    }
+
+    /// Its shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Books `bytes` on the link; returns when they may go.
+    fn book(&self, bytes: usize) -> Option<Instant> {
+        let rate = self.shape.rate?;
+        let mut free = self.free_at.lock().unwrap_or_else(|p| p.into_inner());
+        let start = (*free).max(Instant::now());
+        *free = start + Duration::from_secs_f64(bytes as f64 / rate);
+        Some(start)
+    }
+}
+
 /// A TCP stream whose writes go through the shape.
 pub struct ShapedStream {
     read: TimedTcp,
@@ -96,6 +131,12 @@ pub struct ShapedStream {
 impl ShapedStream {
     /// Wraps `stream`; `wire_bytes` counts what reaches the socket.
     pub fn new(stream: TcpStream, shape: Shape, wire_bytes: Arc<AtomicU64>) -> io::Result<Self> {
+        Self::on_wire(stream, Wire::new(shape), wire_bytes)
+    }
+
+    /// Wraps `stream` as one of the streams sharing `wire`.
+    pub fn on_wire(stream: TcpStream, wire: Wire, wire_bytes: Arc<AtomicU64>) -> io::Result<Self> {
+        let shape = wire.shape;
         stream.set_nodelay(true)?;
         let read = TimedTcp::new(stream, Waits::NONE);
         let write = read.clone_handle();
@@ -107,7 +148,7 @@ impl ShapedStream {
         let counter = wire_bytes.clone();
         let pump = std::thread::Builder::new()
             .name("shaper".into())
-            .spawn(move || pump(write, shape, &s, &counter))?;
+            .spawn(move || pump(write, &wire, &s, &counter))?;
         Ok(ShapedStream {
             read,
             shared,
@@ -133,9 +174,8 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Queue> {
     s.q.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn pump(mut out: TimedTcp, shape: Shape, s: &Shared, wire_bytes: &AtomicU64) {
+fn pump(mut out: TimedTcp, wire: &Wire, s: &Shared, wire_bytes: &AtomicU64) {
     const PIECE: usize = 16 * 1024;
-    let mut link_free = Instant::now();
     loop {
         let (arrived, chunk) = {
             let mut q = lock(s);
@@ -149,12 +189,10 @@ fn pump(mut out: TimedTcp, shape: Shape, s: &Shared, wire_bytes: &AtomicU64) {
                 q = s.cv.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
-        sleep_until(arrived + shape.delay);
+        sleep_until(arrived + wire.shape.delay);
         for piece in chunk.chunks(PIECE) {
-            if let Some(rate) = shape.rate {
-                link_free = link_free.max(Instant::now());
-                sleep_until(link_free);
-                link_free += Duration::from_secs_f64(piece.len() as f64 / rate);
+            if let Some(at) = wire.book(piece.len()) {
+                sleep_until(at);
             }
             if let Err(e) = out.write_all(piece) {
                 let mut q = lock(s);
