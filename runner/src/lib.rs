@@ -18,6 +18,8 @@
 //! * [`simulate`]: pre-copy migration modelled over a WAN link, every policy and codec
 //!   setting;
 //! * [`trace`]: snapshot series of a running QEMU guest, through QMP;
+//! * [`machine`]: a real small Linux guest in QEMU that checks its own memory, a source and
+//!   destination QEMU for its live migration, its console watched, both RAMs compared;
 //! * [`qemu`]: QEMU's migration stream, parsed into pages and device state and written
 //!   again (the first part of `pagewire tunnel`);
 //! * [`encoders`]: the stream encoders, in process or the offload firmware in its own
@@ -32,6 +34,7 @@ mod buffer;
 pub mod encoders;
 pub mod host_memory;
 pub mod live;
+pub mod machine;
 pub mod migrate;
 pub mod net;
 pub mod qemu;

@@ -87,15 +87,15 @@ fn captures_a_running_guest_and_replay_verifies_it() {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let mut vm = g.boot(tmp.path());
-    vm.wait_ready(BOOT_TIMEOUT);
+    let mut vm = guest::boot(&g, tmp.path());
+    vm.wait_ready(BOOT_TIMEOUT).unwrap();
     let booted = t0.elapsed();
 
     let series = tmp.path().join("series");
     let out = guest::run_bounded(
         pagewire()
             .args(["trace", "capture", "--qmp"])
-            .arg(&vm.qmp)
+            .arg(vm.qmp_path())
             .arg("--out")
             .arg(&series)
             .args([
@@ -192,13 +192,13 @@ fn qemu_dying_mid_capture_keeps_the_complete_snapshots() {
     };
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let mut vm = g.boot(tmp.path());
-    vm.wait_ready(BOOT_TIMEOUT);
+    let mut vm = guest::boot(&g, tmp.path());
+    vm.wait_ready(BOOT_TIMEOUT).unwrap();
 
     let series = tmp.path().join("series");
     let mut capture = pagewire()
         .args(["trace", "capture", "--qmp"])
-        .arg(&vm.qmp)
+        .arg(vm.qmp_path())
         .arg("--out")
         .arg(&series)
         .args(["--interval-ms", "300", "--count", "100"])

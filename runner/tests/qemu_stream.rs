@@ -18,16 +18,15 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use guest::{Vm, HEARTBEAT, MEM_MIB};
+use guest::{Start, Vm, MEM_MIB};
 use pagewire_runner::qemu::{
     Emitter, Event, FeedError, PageData, Parser, RamBlock, RamSection, StreamError,
 };
-use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
+use pagewire_runner::trace::qmp::Qmp;
 use serde_json::json;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -157,33 +156,30 @@ fn note(sum: &mut Summary, hash: &mut Xxh3, seen: &mut Vec<Vec<bool>>, e: &Event
     }
 }
 
-/// The heartbeat rounds in a serial log, in order.
-fn heartbeats(serial: &Path) -> Vec<u64> {
-    fs::read_to_string(serial)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix(HEARTBEAT.trim_end()))
-        .filter_map(|n| n.trim().parse().ok())
-        .collect()
+/// The heartbeat rounds on `vm`'s console so far, in order.
+fn heartbeats(vm: &Vm) -> Vec<u64> {
+    vm.console().heartbeats().iter().map(|b| b.round).collect()
 }
 
-/// Waits until `until` holds for the heartbeats in `serial`; panics with the log after
-/// `timeout` or if `vm` exits.
+/// Waits until `until` holds for the heartbeats on `vm`'s console; panics with the log
+/// after `timeout` or if `vm` exits.
 fn wait_heartbeats(vm: &mut Vm, timeout: Duration, until: impl Fn(&[u64]) -> bool) -> Vec<u64> {
     let deadline = Instant::now() + timeout;
     loop {
-        let beats = heartbeats(&vm.serial);
+        let beats = heartbeats(vm);
         if until(&beats) {
             return beats;
         }
-        let log = || fs::read_to_string(&vm.serial).unwrap_or_default();
-        if let Some(status) = vm.child.try_wait().unwrap() {
-            panic!("QEMU exited ({status}); serial log:\n{}", log());
+        if let Some(status) = vm.exited() {
+            panic!(
+                "QEMU exited ({status}); serial log:\n{}",
+                vm.console().text()
+            );
         }
         if Instant::now() >= deadline {
             panic!(
                 "no expected heartbeat within {timeout:?}; serial log:\n{}",
-                log()
+                vm.console().text()
             );
         }
         thread::sleep(Duration::from_millis(100));
@@ -191,21 +187,7 @@ fn wait_heartbeats(vm: &mut Vm, timeout: Duration, until: impl Fn(&[u64]) -> boo
 }
 
 fn qmp(vm: &mut Vm) -> Qmp {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(q) = Qmp::connect(&QmpAddr::Unix(vm.qmp.clone()), Duration::from_secs(10)) {
-            return q;
-        }
-        if let Some(status) = vm.child.try_wait().unwrap() {
-            panic!("QEMU exited ({status}) before its QMP socket came up");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no QMP socket at {}",
-            vm.qmp.display()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    vm.qmp().unwrap()
 }
 
 /// Polls `query` until `done` says the value is final; panics after `timeout`.
@@ -231,19 +213,9 @@ fn poll(
 
 /// Boots a destination QEMU for the same guest, waiting for its migration from `stream`.
 fn destination(g: &guest::Guest, dir: &Path, stream: &Path) -> Vm {
-    fs::create_dir_all(dir).unwrap();
-    let qmp = dir.join("qmp.sock");
-    let serial = dir.join("serial.log");
-    let child = Command::new(&g.qemu)
-        .args(g.qemu_args(&serial))
-        .arg("-incoming")
-        .arg(format!("exec:cat {}", stream.display()))
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start the destination qemu-system-x86_64");
-    Vm { child, qmp, serial }
+    let uri = format!("exec:cat {}", stream.display());
+    Vm::launch(g, dir, &Start::Incoming { uri, paused: false })
+        .expect("start the destination qemu-system-x86_64")
 }
 
 #[test]
@@ -263,8 +235,8 @@ fn a_live_qemu_stream_parses_and_its_re_emitted_copy_migrates_the_guest() {
     let rebuilt = tmp.path().join("rebuilt.bin");
 
     // Source: boot, let the workload run, migrate while it runs.
-    let mut src = g.boot(&src_dir);
-    src.wait_ready(BOOT_TIMEOUT);
+    let mut src = guest::boot(&g, &src_dir);
+    src.wait_ready(BOOT_TIMEOUT).unwrap();
     wait_heartbeats(&mut src, BOOT_TIMEOUT, |b| b.len() >= 2);
     let mut sq = qmp(&mut src);
     let uri = format!("exec:cat > {}", stream.display());
@@ -273,7 +245,7 @@ fn a_live_qemu_stream_parses_and_its_re_emitted_copy_migrates_the_guest() {
         matches!(v["status"].as_str(), Some("completed" | "failed"))
     });
     assert_eq!(info["status"], "completed", "source migration: {info}");
-    let last_source_beat = *heartbeats(&src.serial).last().unwrap();
+    let last_source_beat = *heartbeats(&src).last().unwrap();
     drop(sq);
     src.kill();
 
@@ -336,7 +308,7 @@ fn a_live_qemu_stream_parses_and_its_re_emitted_copy_migrates_the_guest() {
     });
     assert_eq!(status["status"], "running", "destination: {status}");
     let beats = wait_heartbeats(&mut dst, Duration::from_secs(30), |b| b.len() >= 2);
-    let log = fs::read_to_string(&dst.serial).unwrap();
+    let log = dst.console().text();
     assert!(
         !log.contains(guest::READY),
         "the destination guest booted again:\n{log}"
@@ -362,7 +334,7 @@ fn a_live_qemu_stream_parses_and_its_re_emitted_copy_migrates_the_guest() {
     let mut broken = destination(&g, &tmp.path().join("broken"), &cut);
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let status = loop {
-        if let Some(s) = broken.child.try_wait().unwrap() {
+        if let Some(s) = broken.exited() {
             break s;
         }
         assert!(
@@ -375,7 +347,7 @@ fn a_live_qemu_stream_parses_and_its_re_emitted_copy_migrates_the_guest() {
         !status.success(),
         "a destination fed half a stream exited {status}"
     );
-    assert!(heartbeats(&broken.serial).is_empty());
+    assert!(heartbeats(&broken).is_empty());
 }
 
 /// Migrates the source to a unix socket this test serves, with `capability` on, and
@@ -443,8 +415,8 @@ fn real_streams_with_postcopy_return_path_or_x_ignore_shared_are_refused_at_the_
         }
     };
     let tmp = tempfile::tempdir().unwrap();
-    let mut src = g.boot(tmp.path());
-    src.wait_ready(BOOT_TIMEOUT);
+    let mut src = guest::boot(&g, tmp.path());
+    src.wait_ready(BOOT_TIMEOUT).unwrap();
     let mut q = qmp(&mut src);
 
     // Postcopy and the return path announce themselves by commands right after the
@@ -466,7 +438,7 @@ fn real_streams_with_postcopy_return_path_or_x_ignore_shared_are_refused_at_the_
     assert!(e.to_string().contains("x-ignore-shared=false"), "{e}");
 
     // Each refused migration failed and left the source guest running.
-    let before = *heartbeats(&src.serial).last().unwrap_or(&0);
+    let before = *heartbeats(&src).last().unwrap_or(&0);
     let status = q.execute("query-status", None).unwrap();
     assert_eq!(status["status"], "running", "{status}");
     wait_heartbeats(&mut src, Duration::from_secs(30), |b| {

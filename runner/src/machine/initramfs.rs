@@ -1,0 +1,124 @@
+//! The guest's userland: a newc cpio archive holding busybox and an `/init` whose workload
+//! rewrites tmpfs files, checks each file it wrote eight rounds earlier against the md5sum
+//! it kept, and reports both on the serial console. The markers below are what
+//! [`console`](super::console) parses.
+
+use std::io::Write;
+
+/// Printed once /init has started the workload.
+pub const READY: &str = "PAGEWIRE-GUEST-READY";
+/// Each round writes 1 MiB of `pagewire-workload-<round>` lines into `/dev/shm/w<round % 8>`.
+pub const WORKLOAD_TEXT: &str = "pagewire-workload-";
+/// Then `PAGEWIRE-HEARTBEAT <round>`: the round counter lives in guest memory, so a
+/// migrated guest goes on counting where the source stopped.
+pub const HEARTBEAT: &str = "PAGEWIRE-HEARTBEAT ";
+/// From round 9 on, each round first checks the file it is about to overwrite (written
+/// eight rounds earlier) and prints `PAGEWIRE-CHECK ok <round>` or
+/// `PAGEWIRE-CHECK FAIL <round> <what differed>`.
+pub const CHECK: &str = "PAGEWIRE-CHECK ";
+
+/// The md5sum of each file is taken from the bytes as they are written (through `tee`), not
+/// read back, and kept in a shell variable: both the file (page cache) and the sum (the
+/// shell's heap) live in guest memory, so a migration that damaged either shows as a FAIL.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+mkdir -p /dev/shm
+mount -t tmpfs -o size=32m shm /dev/shm
+echo PAGEWIRE-GUEST-READY
+i=0
+while :; do
+  i=$((i+1))
+  k=$((i % 8))
+  f=/dev/shm/w$k
+  eval "want=\$sum$k"
+  if [ -n "$want" ]; then
+    got=$(md5sum < $f)
+    got=${got%% *}
+    if [ "$got" = "$want" ]; then
+      echo "PAGEWIRE-CHECK ok $i"
+    else
+      echo "PAGEWIRE-CHECK FAIL $i w$k from round $((i-8)): md5 $got, written $want"
+    fi
+  fi
+  s=$(yes "pagewire-workload-$i" | head -c 1048576 | tee $f | md5sum)
+  eval "sum$k=${s%% *}"
+  echo "PAGEWIRE-HEARTBEAT $i"
+done
+"#;
+
+/// The archive: /init, /bin/busybox, the mount points and /dev/console.
+pub fn initramfs_cpio(busybox: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ino = 1;
+    let mut entry = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
+        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
+        let fields = [
+            ino,
+            mode,
+            0,
+            0,
+            nlink,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ];
+        ino += 1;
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            write!(out, "{f:08X}").expect("writing to a Vec cannot fail");
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    };
+    for dir in ["bin", "dev", "proc", "sys", "tmp"] {
+        entry(dir, 0o040755, (0, 0), b"");
+    }
+    entry("dev/console", 0o020600, (5, 1), b"");
+    entry("bin/busybox", 0o100755, (0, 0), busybox);
+    entry("init", 0o100755, (0, 0), INIT.as_bytes());
+    entry("TRAILER!!!", 0, (0, 0), b"");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_archive_is_aligned_and_ends_with_the_trailer() {
+        let cpio = initramfs_cpio(b"not really busybox");
+        assert_eq!(cpio.len() % 4, 0);
+        assert!(cpio.starts_with(b"070701"));
+        let init = cpio.windows(4).position(|w| w == b"init").unwrap();
+        assert!(cpio[init..].starts_with(b"init\0"));
+        let trailer = cpio.windows(10).rposition(|w| w == b"TRAILER!!!").unwrap();
+        assert!(cpio[trailer + 10..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn the_script_prints_the_markers_the_console_parses() {
+        for marker in [
+            READY,
+            WORKLOAD_TEXT,
+            HEARTBEAT,
+            "PAGEWIRE-CHECK ok",
+            "PAGEWIRE-CHECK FAIL",
+        ] {
+            assert!(INIT.contains(marker), "{marker}");
+        }
+    }
+}

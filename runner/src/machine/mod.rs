@@ -1,0 +1,31 @@
+//! A real small Linux guest in QEMU, and a pair of QEMUs for its live migration: what
+//! `pagewire tunnel demo` and the QEMU tests boot.
+//!
+//! * [`guest`]: the guest image (Debian's kernel, a busybox initramfs) and its QEMU command
+//!   line (TCG, 128 MiB, serial console only), built into a cache folder the caller names;
+//! * [`debian`]: QEMU, the kernel and busybox from Debian's packages; [`process`]: helper
+//!   programs run within a deadline;
+//! * [`initramfs`]: the guest's `/init`, a workload that rewrites tmpfs files and checks the
+//!   ones it wrote earlier, printing heartbeats and checks on the serial console;
+//! * [`launch`]: one QEMU (booting, or waiting for an incoming migration, optionally
+//!   paused), killed when dropped; a source and destination pair;
+//! * [`console`]: the serial console read as it arrives: heartbeats, checks, failures, the
+//!   pause the guest saw;
+//! * [`migration`]: QEMU's own migration over QMP (start, wait, QEMU's figures);
+//! * [`memory`]: both machines' RAM through `pmemsave`, compared page by page.
+
+pub mod console;
+pub mod debian;
+pub mod guest;
+pub mod initramfs;
+pub mod launch;
+pub mod memory;
+pub mod migration;
+pub mod process;
+
+pub use console::{guest_pause, Beat, CheckFailure, Console, Gap, WaitError};
+pub use guest::{GuestImage, Unavailable, MEM_MIB};
+pub use initramfs::{CHECK, HEARTBEAT, READY, WORKLOAD_TEXT};
+pub use launch::{Machine, MigrationPair, Start};
+pub use memory::{compare_machines, Comparison};
+pub use migration::{migrate, wait_incoming, wait_migration, MigrationOutcome};

@@ -1,0 +1,220 @@
+//! `pagewire_runner::machine` against a real QEMU: QEMU's own live migration of the small
+//! Linux guest from a source to a destination started paused (`-S`, `-incoming unix:`),
+//! both machines' RAM compared through `pmemsave` before the destination runs, then the
+//! destination resumed: its guest must go on counting heartbeats from where the source
+//! stopped and pass its own checks of the files it wrote before the migration. The
+//! comparison is then shown to see a difference (the destination, run on and paused again,
+//! no longer matches the source), and the guest is migrated once more to a destination that
+//! is not paused, to measure the pause it sees. One QEMU pair at a time.
+//!
+//! Where QEMU or the Debian packages cannot be had, the test prints `SKIPPED: <reason>` on
+//! stderr and passes.
+
+mod guest;
+
+use std::io::Write;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pagewire_runner::machine::{
+    compare_machines, guest_pause, migrate, wait_incoming, wait_migration, Beat, Machine,
+    MigrationPair, Start, MEM_MIB,
+};
+use pagewire_runner::trace::qmp::Qmp;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Rounds until every file written before the migration has been checked again.
+const FILES: usize = 8;
+
+fn rounds(beats: &[Beat]) -> Vec<u64> {
+    beats.iter().map(|b| b.round).collect()
+}
+
+/// Waits until `m`'s QEMU listens on the unix socket `path` for its incoming migration.
+fn wait_listening(m: &mut Machine, path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(m.exited().is_none(), "destination exited: {}", m.qemu_log());
+        assert!(
+            Instant::now() < deadline,
+            "no {} after 30 s",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Migrates `from` to the unix socket `to` with QEMU's own migration and waits for it.
+fn migrate_to(q: &mut Qmp, to: &Path) -> pagewire_runner::machine::MigrationOutcome {
+    migrate(q, &format!("unix:{}", to.display())).unwrap();
+    let out = wait_migration(q, MIGRATION_TIMEOUT).unwrap();
+    assert!(out.completed(), "source migration: {}", out.info);
+    out
+}
+
+/// The destination went on from the source's last heartbeat, counting one by one, and
+/// checked the `FILES` files written before the migration without a failure.
+fn continues(source: &Machine, destination: &Machine, after: Instant) -> Vec<Beat> {
+    let last = source.console().last_heartbeat().unwrap().round;
+    let beats = destination
+        .console()
+        .wait_heartbeats_after(after, FILES + 2, Duration::from_secs(60))
+        .unwrap();
+    let r = rounds(&beats);
+    // +2: a heartbeat line cut by the switchover is finished at the destination, where its
+    // first half is missing, so it is not counted.
+    assert!(
+        r[0] == last + 1 || r[0] == last + 2,
+        "destination counts {r:?} after the source's {last}"
+    );
+    assert!(r.windows(2).all(|w| w[1] == w[0] + 1), "{r:?}");
+    // Round r's check comes before its heartbeat, so round r[0]'s may have run at the
+    // source; rounds r[0]+1 to r[0]+8 check at the destination every file that was in the
+    // guest at the switchover.
+    let checked =
+        |m: &Machine| -> Vec<u64> { m.console().checks_ok().iter().map(|b| b.round).collect() };
+    let (at_source, at_destination) = (checked(source), checked(destination));
+    assert!(
+        at_source.contains(&r[0]) || at_destination.contains(&r[0]),
+        "no check ok in round {}",
+        r[0]
+    );
+    for round in r[0] + 1..=r[0] + FILES as u64 {
+        assert!(
+            at_destination.contains(&round),
+            "no check ok in round {round} at the destination: {at_destination:?}"
+        );
+    }
+    for m in [source, destination] {
+        assert!(
+            m.console().failures().is_empty(),
+            "{:?}",
+            m.console().failures()
+        );
+    }
+    let text = destination.console().text();
+    assert!(
+        !text.contains(guest::READY),
+        "the destination booted again:\n{text}"
+    );
+    beats
+}
+
+#[test]
+fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pass() {
+    let g = match guest::guest() {
+        Ok(g) => g,
+        Err(why) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED: qemu_machine: {why}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("migrate.sock");
+    let t0 = Instant::now();
+    let mut pair =
+        MigrationPair::launch(&g, tmp.path(), &format!("unix:{}", sock.display()), true).unwrap();
+    pair.source.wait_ready(BOOT_TIMEOUT).unwrap();
+    // Checks start in round 9; migrate once the source has passed some.
+    pair.source
+        .console()
+        .wait_for("two passed checks", BOOT_TIMEOUT, |s| {
+            (s.checks_ok.len() >= 2).then_some(())
+        })
+        .unwrap();
+    let booted = t0.elapsed();
+    let mut sq = pair.source.qmp().unwrap();
+    let mut dq = pair.destination.qmp().unwrap();
+    wait_listening(&mut pair.destination, &sock);
+
+    let migrated_at = Instant::now();
+    let outcome = migrate_to(&mut sq, &sock);
+    assert_eq!(wait_incoming(&mut dq, MIGRATION_TIMEOUT).unwrap(), "paused");
+
+    // Both paused: the source after its migration, the destination before it ever ran.
+    let dumps = tmp.path().join("dumps");
+    let same = compare_machines(&mut sq, &mut dq, &dumps).unwrap();
+    assert_eq!(same.bytes, MEM_MIB << 20);
+    assert!(
+        same.equal(),
+        "{} pages differ, the first at {:#x}",
+        same.differing_pages,
+        same.first_difference.unwrap()
+    );
+    assert_eq!(same.source_digest, same.destination_digest);
+
+    let resumed = Instant::now();
+    dq.execute("cont", None).unwrap();
+    let beats = continues(&pair.source, &pair.destination, resumed);
+    let paused_pause =
+        guest_pause(&pair.source.console().heartbeats(), &beats, migrated_at).unwrap();
+
+    // The comparison sees a difference: the destination has run on since.
+    dq.execute("stop", None).unwrap();
+    let differs = compare_machines(&mut sq, &mut dq, &dumps).unwrap();
+    assert!(!differs.equal());
+    assert_ne!(differs.source_digest, differs.destination_digest);
+    dq.execute("cont", None).unwrap();
+
+    // Once more, to a destination that runs as soon as the migration is in: the pause the
+    // guest sees is QEMU's downtime plus one heartbeat period.
+    let MigrationPair {
+        source,
+        destination: second_source,
+    } = pair;
+    drop(sq);
+    drop(source);
+    let sock2 = tmp.path().join("migrate2.sock");
+    let mut third = Machine::launch(
+        &g,
+        &tmp.path().join("third"),
+        &Start::Incoming {
+            uri: format!("unix:{}", sock2.display()),
+            paused: false,
+        },
+    )
+    .unwrap();
+    let mut tq = third.qmp().unwrap();
+    wait_listening(&mut third, &sock2);
+    let second_at = Instant::now();
+    let outcome2 = migrate_to(&mut dq, &sock2);
+    assert_eq!(
+        wait_incoming(&mut tq, MIGRATION_TIMEOUT).unwrap(),
+        "running"
+    );
+    let beats2 = continues(&second_source, &third, second_at);
+    let live_pause =
+        guest_pause(&second_source.console().heartbeats(), &beats2, second_at).unwrap();
+    let period = {
+        let b = second_source.console().heartbeats();
+        let n = b.len().min(10);
+        b[b.len() - 1].at.duration_since(b[b.len() - n].at) / (n as u32 - 1)
+    };
+    eprintln!(
+        "qemu_machine: booted and 2 checks passed in {:.1} s; migration 1 (destination -S): \
+         QEMU total {:?} ms, downtime {:?} ms, {:?} RAM bytes; {} MiB compared equal; the \
+         guest's pause {} ms (includes the comparison), heartbeats {}..{}; after running on, \
+         {} pages differ, the first at {:#x}; migration 2 (destination running): QEMU total \
+         {:?} ms, downtime {:?} ms; the guest's pause {} ms between heartbeats {} and {} \
+         (heartbeat period {} ms); {} checks ok in all",
+        booted.as_secs_f64(),
+        outcome.total_ms,
+        outcome.downtime_ms,
+        outcome.ram_transferred,
+        same.bytes >> 20,
+        paused_pause.length().as_millis(),
+        paused_pause.before.round,
+        paused_pause.after.round,
+        differs.differing_pages,
+        differs.first_difference.unwrap(),
+        outcome2.total_ms,
+        outcome2.downtime_ms,
+        live_pause.length().as_millis(),
+        live_pause.before.round,
+        live_pause.after.round,
+        period.as_millis(),
+        third.console().checks_ok().len(),
+    );
+}
