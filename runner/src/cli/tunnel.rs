@@ -9,12 +9,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use pagewire_runner::machine::GuestImage;
 use pagewire_runner::migrate::Codec;
 use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::tunnel::demo::{run_method, DemoConfig, Method, RunResult};
 use pagewire_runner::tunnel::{self, DestEndConfig, QemuEndpoint, SourceEndConfig, TunnelDest};
 use pagewire_runner::CodecSettings;
 
-use super::deadlines::DeadlineArgs;
+use super::deadlines::{deadline, DeadlineArgs};
 use super::live::ShapeArgs;
 
 #[derive(Args)]
@@ -31,6 +33,43 @@ enum TunnelEnd {
     /// The destination end: take migrations on --listen and hand each to the destination
     /// QEMU's `-incoming` at --qemu.
     Dest(DestArgs),
+    /// Boot a real Linux guest in a source QEMU and migrate it through both tunnel ends over
+    /// a shaped link into a destination QEMU, verify it there; `--compare` also runs QEMU's
+    /// own migration (direct, XBZRLE, multifd + zstd) on the same guest and link.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Rate limit of the link, e.g. 100mbit, 1gbit, or off.
+    #[arg(long, default_value = "100mbit")]
+    rate: String,
+    /// Added one-way delay, e.g. 20ms.
+    #[arg(long, default_value = "20ms")]
+    delay: String,
+    /// Also run QEMU's own migration (direct, XBZRLE, multifd + zstd) on the same guest
+    /// and link, and compare.
+    #[arg(long)]
+    compare: bool,
+    /// Codec of the tunnel: on or off.
+    #[arg(long, default_value = "on")]
+    codec: String,
+    /// Codec cache in MiB.
+    #[arg(long, value_name = "N")]
+    cache_mib: Option<u64>,
+    /// Folder for the guest's kernel and initramfs (downloaded from Debian once).
+    #[arg(long, value_name = "DIR")]
+    guest_cache: Option<PathBuf>,
+    /// Keep each run's QEMU logs, serial consoles and sockets in this folder (default: a
+    /// temporary folder, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Longest a migration may take, seconds.
+    #[arg(long, value_name = "S", default_value_t = 600.0)]
+    timeout: f64,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -90,6 +129,7 @@ pub fn run(a: &TunnelArgs) -> Result<()> {
     match &a.end {
         TunnelEnd::Source(s) => run_source(s),
         TunnelEnd::Dest(d) => run_dest(d),
+        TunnelEnd::Demo(d) => run_demo(d),
     }
 }
 
@@ -182,6 +222,149 @@ fn run_dest(a: &DestArgs) -> Result<()> {
             }
         }
     }
+}
+
+fn run_demo(a: &DemoArgs) -> Result<()> {
+    let shape = Shape::parse(&a.rate, &a.delay)?;
+    let codec = Codec::parse(&a.codec)?;
+    let config = CodecSettings {
+        cache_mib: a.cache_mib,
+        ..CodecSettings::default()
+    }
+    .config(4096)?;
+    let timeout = deadline("--timeout", a.timeout)?;
+    let guest_cache = match &a.guest_cache {
+        Some(d) => d.clone(),
+        None => default_guest_cache()?,
+    };
+    let image = GuestImage::build(&guest_cache)
+        .map_err(|e| anyhow::anyhow!("cannot build the demo guest: {}", e.0))?;
+    let tmp;
+    let work_dir = match &a.work_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let cfg = DemoConfig {
+        image,
+        shape,
+        codec,
+        config,
+        work_dir,
+        timeout,
+    };
+    let methods: Vec<Method> = if a.compare {
+        Method::ALL.to_vec()
+    } else {
+        vec![Method::PagewireTunnel]
+    };
+    let quiet = a.json;
+    let mut runs = Vec::new();
+    for m in methods {
+        let r = run_method(m, &cfg, &mut |line| {
+            if !quiet {
+                eprintln!("tunnel demo: {line}");
+            }
+        });
+        if !quiet {
+            eprintln!("tunnel demo: {}", summary(&r));
+        }
+        runs.push(r);
+    }
+    let verified = runs.iter().all(|r| r.verified);
+    if a.json {
+        let j = serde_json::json!({
+            "link": { "rate_bytes_per_s": shape.rate, "delay_ms": shape.delay.as_millis() as u64 },
+            "verified": verified,
+            "runs": runs,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        print!("{}", table(&runs, &shape));
+    }
+    if !verified {
+        bail!("not every run was verified at the destination");
+    }
+    Ok(())
+}
+
+/// `$XDG_CACHE_HOME/pagewire/guest`, else `~/.cache/pagewire/guest`.
+fn default_guest_cache() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set: pass --guest-cache")?;
+    Ok(base.join("pagewire").join("guest"))
+}
+
+fn summary(r: &RunResult) -> String {
+    match &r.error {
+        Some(e) => format!("{}: FAILED: {e}", r.method),
+        None => format!(
+            "{}: {:.2} s, {:.1} MB on the link, verified {}",
+            r.method,
+            r.total_s,
+            r.wire_bytes as f64 / 1e6,
+            r.verified
+        ),
+    }
+}
+
+/// The runs as a table, with the tunnel measured against the best of QEMU's own.
+fn table(runs: &[RunResult], shape: &Shape) -> String {
+    let mut t = format!(
+        "link {}\n{:<20} {:>8} {:>12} {:>15} {:>9} {:>10} {:>10} {:>9}\n",
+        shape.describe(),
+        "method",
+        "total s",
+        "downtime ms",
+        "guest pause ms",
+        "wire MB",
+        "CPU src s",
+        "CPU dst s",
+        "verified"
+    );
+    for r in runs {
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        t += &format!(
+            "{:<20} {:>8.2} {:>12} {:>15} {:>9.1} {:>10.2} {:>10.2} {:>9}\n",
+            r.method,
+            r.total_s,
+            opt(r.downtime_ms.map(|d| d as f64)),
+            opt(r.guest_pause_ms),
+            r.wire_bytes as f64 / 1e6,
+            r.cpu_source_s,
+            r.cpu_destination_s,
+            if r.verified { "yes" } else { "NO" }
+        );
+        if let Some(e) = &r.error {
+            t += &format!("  {}: {e}\n", r.method);
+        }
+    }
+    let tunnel = runs
+        .iter()
+        .find(|r| r.method == Method::PagewireTunnel.name());
+    let qemu = runs
+        .iter()
+        .filter(|r| r.method != Method::PagewireTunnel.name() && r.verified);
+    if let (Some(tun), Some(best_time), Some(best_bytes)) = (
+        tunnel.filter(|t| t.verified),
+        qemu.clone().min_by(|a, b| a.total_s.total_cmp(&b.total_s)),
+        qemu.min_by_key(|r| r.wire_bytes),
+    ) {
+        t += &format!(
+            "tunnel vs QEMU's best: total time {:.2} s vs {:.2} s ({}), wire {:.1} MB vs {:.1} MB ({})\n",
+            tun.total_s,
+            best_time.total_s,
+            best_time.method,
+            tun.wire_bytes as f64 / 1e6,
+            best_bytes.wire_bytes as f64 / 1e6,
+            best_bytes.method
+        );
+    }
+    t
 }
 
 /// A spinner with a message, on stderr; hidden for `--json`.

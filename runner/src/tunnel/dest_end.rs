@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::dest::{carry_in, Delivered};
 use super::endpoint::QemuEndpoint;
 use super::session::{read_hello, TunnelReply};
+use crate::migrate::compress::thread_cpu_time;
 use crate::migrate::session::write_message;
 use crate::migrate::{Deadline, Deadlines};
 use crate::net::listen::{self, ListenOptions, Server, Service};
@@ -48,6 +49,8 @@ pub struct DestReport {
     pub delivered: Delivered,
     /// Seconds from the hello to the end of QEMU's stream.
     pub total_s: f64,
+    /// CPU seconds the destination end used (TLS, decoding, rebuilding QEMU's stream).
+    pub cpu_s: f64,
 }
 
 /// A destination end listening in the background.
@@ -112,6 +115,7 @@ impl Desk {
             self.cfg.qemu.uri()
         ));
         let start = Instant::now();
+        let cpu = thread_cpu_time();
         link.set_waits(Waits::idle(d.progress))?;
         let qemu = &self.cfg.qemu;
         let mut connect = || -> Result<Box<dyn Write>> {
@@ -128,6 +132,7 @@ impl Desk {
             peer: peer.to_string(),
             delivered,
             total_s: start.elapsed().as_secs_f64(),
+            cpu_s: (thread_cpu_time() - cpu).as_secs_f64(),
         })
     }
 

@@ -11,6 +11,7 @@
 //! * [`endpoint`]: where an end meets its QEMU (`unix:`, `tcp:`);
 //! * [`source_end`] and [`dest_end`]: the two ends over the network.
 
+pub mod demo;
 pub mod dest;
 pub mod dest_end;
 pub mod endpoint;

@@ -13,6 +13,7 @@ use super::endpoint::QemuStream;
 use super::session::{write_hello, TunnelHello, TunnelReply};
 use super::source::{carry_out, Carried};
 use crate::encoders::InProcessEncoder;
+use crate::migrate::compress::thread_cpu_time;
 use crate::migrate::session::{new_migration_id, read_message};
 use crate::migrate::{Codec, Deadline, Deadlines};
 use crate::net::{dial, Link, Shape, Waits};
@@ -47,6 +48,8 @@ pub struct SourceReport {
     pub wire_bytes: u64,
     /// Seconds from QEMU's connection to the destination end's reply.
     pub total_s: f64,
+    /// CPU seconds the source end used (parsing, encoding, TLS; not the shaper's pacing).
+    pub cpu_s: f64,
     /// The destination end's reply.
     pub reply: TunnelReply,
 }
@@ -60,6 +63,7 @@ pub fn tunnel_out(
     progress: &mut dyn FnMut(&Carried, u64),
 ) -> Result<SourceReport> {
     let start = Instant::now();
+    let cpu = thread_cpu_time();
     let d = &cfg.deadlines;
     let wire = Arc::new(AtomicU64::new(0));
     let mut link = dial(
@@ -109,6 +113,7 @@ pub fn tunnel_out(
         carried,
         wire_bytes: wire.load(Ordering::Relaxed),
         total_s: start.elapsed().as_secs_f64(),
+        cpu_s: (thread_cpu_time() - cpu).as_secs_f64(),
         reply,
     })
 }

@@ -1,0 +1,174 @@
+//! The link between the two QEMUs of a demo run, through one shaper: a shaped relay for
+//! QEMU's own migration (its multifd channels share the link), or the two tunnel ends
+//! (shaped on the source end's link) for the pagewire tunnel.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use pagewire::Config;
+use serde_json::json;
+
+use super::super::{
+    tunnel_out, DestEndConfig, DestReport, QemuEndpoint, SourceEndConfig, SourceReport, TunnelDest,
+};
+use crate::migrate::{Codec, Deadlines};
+use crate::net::relay::ShapedRelay;
+use crate::net::{tls, Shape, Wire};
+use crate::trace::qmp::Qmp;
+
+/// What crossed the link, and the CPU the path's own programs used at each side.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathFigures {
+    pub wire_bytes: u64,
+    pub source_cpu_s: f64,
+    pub destination_cpu_s: f64,
+}
+
+/// A link between the QEMUs, set up and waiting for the source's `migrate`.
+pub enum MigrationPath {
+    /// QEMU to QEMU through a shaped relay.
+    Relay { relay: ShapedRelay, uri: String },
+    /// QEMU to the source end, the link, the destination end, QEMU.
+    Tunnel {
+        dest: TunnelDest,
+        source: JoinHandle<Result<SourceReport>>,
+        uri: String,
+    },
+}
+
+/// How long the path waits for the destination QEMU to listen, and for its reports.
+const SETTLE: Duration = Duration::from_secs(30);
+
+impl MigrationPath {
+    /// A shaped relay to the destination QEMU, which is told to listen (`migrate-incoming`).
+    pub fn relay(shape: Shape, destination: &mut Qmp) -> Result<Self> {
+        let port = free_port()?;
+        let qemu_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        destination
+            .execute(
+                "migrate-incoming",
+                Some(json!({ "uri": format!("tcp:{qemu_addr}") })),
+            )
+            .context("starting the destination's incoming migration")?;
+        let relay = ShapedRelay::start(
+            TcpListener::bind("127.0.0.1:0")?,
+            qemu_addr,
+            Wire::new(shape),
+        )?;
+        let uri = format!("tcp:{}", relay.addr());
+        Ok(MigrationPath::Relay { relay, uri })
+    }
+
+    /// The two tunnel ends over a mutual-TLS link shaped at the source end, the destination
+    /// QEMU listening on a unix socket in `dir`.
+    pub fn tunnel(
+        dir: &Path,
+        shape: Shape,
+        codec: (Codec, Config),
+        destination: &mut Qmp,
+    ) -> Result<Self> {
+        let keys = dir.join("keys");
+        if !keys.join("ca.pem").exists() {
+            tls::keygen(&keys)?;
+        }
+        let incoming = dir.join("incoming.sock");
+        let _ = std::fs::remove_file(&incoming);
+        destination
+            .execute(
+                "migrate-incoming",
+                Some(json!({ "uri": format!("unix:{}", incoming.display()) })),
+            )
+            .context("starting the destination's incoming migration")?;
+        let deadline = Instant::now() + SETTLE;
+        while !incoming.exists() {
+            if Instant::now() > deadline {
+                bail!(
+                    "the destination QEMU does not listen on {}",
+                    incoming.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let deadlines = Deadlines::default();
+        let dest = TunnelDest::start(
+            TcpListener::bind("127.0.0.1:0")?,
+            DestEndConfig {
+                qemu: QemuEndpoint::Unix(incoming),
+                tls: Some(tls::server_config(&keys)?),
+                deadlines,
+                max_cache: 1 << 30,
+                log: Arc::new(|_| {}),
+            },
+        )?;
+        let cfg = SourceEndConfig {
+            to: dest.addr().to_string(),
+            shape,
+            tls: Some(tls::client_config(&keys)?),
+            config: codec.1,
+            codec: codec.0,
+            label: "tunnel demo".into(),
+            deadlines,
+        };
+        let sock = QemuEndpoint::Unix(dir.join("tunnel.sock"));
+        let listener = sock.listen()?;
+        let source = thread::Builder::new()
+            .name("tunnel-source".into())
+            .spawn(move || {
+                let mut conn = listener.accept(deadlines.progress)?;
+                tunnel_out(&mut *conn, &cfg, &mut |_, _| {})
+            })?;
+        Ok(MigrationPath::Tunnel {
+            dest,
+            source,
+            uri: sock.uri(),
+        })
+    }
+
+    /// The URI the source QEMU migrates to.
+    pub fn uri(&self) -> &str {
+        match self {
+            MigrationPath::Relay { uri, .. } | MigrationPath::Tunnel { uri, .. } => uri,
+        }
+    }
+
+    /// After the migration: what crossed the link (and, for the tunnel, both ends' reports).
+    pub fn finish(self) -> Result<(PathFigures, Option<(SourceReport, DestReport)>)> {
+        match self {
+            MigrationPath::Relay { relay, .. } => Ok((
+                PathFigures {
+                    wire_bytes: relay.forwarded(),
+                    ..PathFigures::default()
+                },
+                None,
+            )),
+            MigrationPath::Tunnel { dest, source, .. } => {
+                let s = source
+                    .join()
+                    .map_err(|_| anyhow!("the tunnel's source end panicked"))?
+                    .context("the tunnel's source end")?;
+                let d = dest
+                    .next(SETTLE)
+                    .ok_or_else(|| anyhow!("the tunnel's destination end did not report"))?
+                    .context("the tunnel's destination end")?;
+                dest.stop();
+                Ok((
+                    PathFigures {
+                        wire_bytes: s.wire_bytes,
+                        source_cpu_s: s.cpu_s,
+                        destination_cpu_s: d.cpu_s,
+                    },
+                    Some((s, d)),
+                ))
+            }
+        }
+    }
+}
+
+/// A TCP port free on loopback now.
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

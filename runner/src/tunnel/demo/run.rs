@@ -1,0 +1,252 @@
+//! One run of the demo: a source QEMU booting the small Linux guest and a destination QEMU
+//! (started paused, `-incoming defer`), the method's settings on both, the migration over
+//! the shaped link, then the verification: both machines' RAM identical (`pmemsave`),
+//! and, once the destination is resumed, the guest counting on from where it stopped and
+//! passing its own checks.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use pagewire::Config;
+use serde::Serialize;
+use serde_json::json;
+
+use super::method::Method;
+use super::path::MigrationPath;
+use crate::machine::{
+    compare_machines, guest_pause, migrate, wait_incoming, wait_migration, GuestImage, Machine,
+    MigrationPair,
+};
+use crate::migrate::Codec;
+use crate::net::Shape;
+
+/// What every run of a demo shares.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// The guest.
+    pub image: GuestImage,
+    /// The link.
+    pub shape: Shape,
+    /// The tunnel's codec.
+    pub codec: Codec,
+    pub config: Config,
+    /// Where each run keeps its QEMUs' sockets, logs and memory dumps.
+    pub work_dir: PathBuf,
+    /// Longest a migration may take.
+    pub timeout: Duration,
+}
+
+/// One method's run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RunResult {
+    /// The method's name.
+    pub method: String,
+    /// QEMU's `total-time`, seconds (0 when the migration did not complete).
+    pub total_s: f64,
+    /// QEMU's `downtime`, ms.
+    pub downtime_ms: Option<u64>,
+    /// The pause the guest saw in its heartbeats, less the time the destination was held
+    /// paused for the memory comparison, ms.
+    pub guest_pause_ms: Option<f64>,
+    /// Bytes that crossed the link.
+    pub wire_bytes: u64,
+    /// QEMU's `ram.transferred`: the migration stream's RAM bytes as QEMU counts them.
+    pub qemu_ram_bytes: Option<u64>,
+    /// Pre-copy passes QEMU made (`dirty-sync-count`).
+    pub passes: Option<u64>,
+    /// CPU seconds during the migration at the source (QEMU and, for the tunnel, its end).
+    pub cpu_source_s: f64,
+    /// CPU seconds at the destination (QEMU and, for the tunnel, its end).
+    pub cpu_destination_s: f64,
+    /// Both machines' RAM identical before the destination ran.
+    pub memory_identical: bool,
+    /// The guest counted on and passed its checks at the destination, none failed.
+    pub guest_ok: bool,
+    /// Everything above held.
+    pub verified: bool,
+    /// Why not, when the run failed.
+    pub error: Option<String>,
+}
+
+/// Heartbeats the destination must show after it was resumed.
+const BEATS_AFTER: usize = 4;
+/// How long the guest may take to boot, and to show them.
+const GUEST_WAIT: Duration = Duration::from_secs(120);
+
+/// Runs `method` once; a failure is in the result, never an `Err`.
+pub fn run_method(method: Method, cfg: &DemoConfig, log: &mut dyn FnMut(&str)) -> RunResult {
+    let mut r = RunResult {
+        method: method.name().into(),
+        ..RunResult::default()
+    };
+    if let Err(e) = attempt(method, cfg, &mut r, log) {
+        r.error = Some(format!("{e:#}"));
+        r.verified = false;
+    }
+    r
+}
+
+fn attempt(
+    method: Method,
+    cfg: &DemoConfig,
+    r: &mut RunResult,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let dir = cfg.work_dir.join(method.name());
+    let _ = std::fs::remove_dir_all(&dir);
+    log(&format!(
+        "{}: booting the source and destination QEMUs",
+        method.name()
+    ));
+    let mut pair = MigrationPair::launch(&cfg.image, &dir, "defer", true)?;
+    pair.source.wait_ready(GUEST_WAIT)?;
+    pair.source
+        .console()
+        .wait_for("two passed checks", GUEST_WAIT, |s| {
+            (s.checks_ok.len() >= 2).then_some(())
+        })?;
+    let mut sq = pair.source.qmp()?;
+    let mut dq = pair.destination.qmp()?;
+    let caps = method.capabilities();
+    if caps.as_array().is_some_and(|c| !c.is_empty()) {
+        for q in [&mut sq, &mut dq] {
+            q.execute(
+                "migrate-set-capabilities",
+                Some(json!({ "capabilities": caps })),
+            )
+            .context("setting the method's capabilities")?;
+        }
+    }
+    sq.execute("migrate-set-parameters", Some(method.source_parameters()))
+        .context("setting the source's parameters")?;
+    if let Some(p) = method.destination_parameters() {
+        dq.execute("migrate-set-parameters", Some(p))
+            .context("setting the destination's parameters")?;
+    }
+    let path = match method {
+        Method::PagewireTunnel => {
+            MigrationPath::tunnel(&dir, cfg.shape, (cfg.codec, cfg.config), &mut dq)?
+        }
+        _ => MigrationPath::relay(cfg.shape, &mut dq)?,
+    };
+    let cpu_before = (
+        process_cpu(pair.source.pid())?,
+        process_cpu(pair.destination.pid())?,
+    );
+    log(&format!(
+        "{}: migrating over {}",
+        method.name(),
+        cfg.shape.describe()
+    ));
+    let started = Instant::now();
+    migrate(&mut sq, path.uri())?;
+    let outcome = wait_migration(&mut sq, cfg.timeout)?;
+    r.total_s = outcome.total_ms.unwrap_or(0) as f64 / 1e3;
+    r.downtime_ms = outcome.downtime_ms;
+    r.qemu_ram_bytes = outcome.ram_transferred;
+    r.passes = outcome.info["ram"]["dirty-sync-count"].as_u64();
+    if !outcome.completed() {
+        bail!(
+            "QEMU's migration {}: {}",
+            outcome.status,
+            outcome.info["error-desc"]
+                .as_str()
+                .unwrap_or("no reason given")
+        );
+    }
+    let state = wait_incoming(&mut dq, cfg.timeout)?;
+    let arrived = Instant::now();
+    ensure!(state == "paused", "the destination is {state}, not paused");
+    let cpu_after = (
+        process_cpu(pair.source.pid())?,
+        process_cpu(pair.destination.pid())?,
+    );
+    let (figures, _) = path.finish()?;
+    r.wire_bytes = figures.wire_bytes;
+    r.cpu_source_s = cpu_after.0 - cpu_before.0 + figures.source_cpu_s;
+    r.cpu_destination_s = cpu_after.1 - cpu_before.1 + figures.destination_cpu_s;
+
+    log(&format!("{}: comparing both machines' RAM", method.name()));
+    let same = compare_machines(&mut sq, &mut dq, &dir.join("dumps"))?;
+    r.memory_identical = same.equal();
+    let resumed = Instant::now();
+    dq.execute("cont", None)?;
+    r.guest_ok = guest_runs_on(&pair, resumed)?;
+    let held = resumed.duration_since(arrived);
+    r.guest_pause_ms = guest_pause(
+        &pair.source.console().heartbeats(),
+        &pair.destination.console().heartbeats(),
+        started,
+    )
+    .map(|g| g.length().saturating_sub(held).as_secs_f64() * 1e3);
+    r.verified = r.memory_identical && r.guest_ok;
+    if !r.memory_identical {
+        bail!(
+            "{} pages of RAM differ, the first at {:#x}",
+            same.differing_pages,
+            same.first_difference.unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// The destination's guest counts on from the source's last heartbeat, passes a check of
+/// its own there, and neither side reported a failed check.
+fn guest_runs_on(pair: &MigrationPair, resumed: Instant) -> Result<bool> {
+    let last = pair
+        .source
+        .console()
+        .last_heartbeat()
+        .context("the source guest printed no heartbeat")?
+        .round;
+    let beats =
+        pair.destination
+            .console()
+            .wait_heartbeats_after(resumed, BEATS_AFTER, GUEST_WAIT)?;
+    // a heartbeat line cut by the switchover is finished at the destination, unread
+    let continues = beats[0].round == last + 1 || beats[0].round == last + 2;
+    let checked = pair
+        .destination
+        .console()
+        .checks_ok()
+        .iter()
+        .any(|b| b.round > last);
+    let failures = [&pair.source, &pair.destination]
+        .iter()
+        .any(|m: &&Machine| !m.console().failures().is_empty());
+    Ok(continues && checked && !failures)
+}
+
+/// CPU seconds process `pid` has used (user and system), from `/proc`.
+pub fn process_cpu(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    cpu_of_stat(&stat)
+}
+
+fn cpu_of_stat(stat: &str) -> Result<f64> {
+    // the fields after the command name, which may hold spaces: state is the first,
+    // utime the 12th, stime the 13th
+    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    ensure!(f.len() > 12, "malformed /proc stat");
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(ticks / if hz > 0 { hz as f64 } else { 100.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces() {
+        let stat = "1234 (qemu system) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0";
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        assert!((cpu_of_stat(stat).unwrap() - 400.0 / hz).abs() < 1e-9);
+        assert!(cpu_of_stat("1234 (x) S 1").is_err());
+        assert!(process_cpu(std::process::id()).unwrap() >= 0.0);
+    }
+}
