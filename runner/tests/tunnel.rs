@@ -29,7 +29,8 @@ use pagewire_runner::net::relay::ShapedRelay;
 use pagewire_runner::net::{tls, Shape, Wire};
 use pagewire_runner::trace::qmp::Qmp;
 use pagewire_runner::tunnel::{
-    tunnel_out, DestEndConfig, QemuEndpoint, SourceEndConfig, SourceReport, TunnelDest,
+    tunnel_out, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig, SourceReport,
+    TunnelDest,
 };
 use serde_json::json;
 
@@ -46,7 +47,7 @@ struct Ends {
     _keys: tempfile::TempDir,
 }
 
-fn ends(incoming: &Path, shape: Shape) -> Ends {
+fn ends(incoming: &Path, shape: Shape, link_compression: LinkCompression) -> Ends {
     let keys = tempfile::tempdir().unwrap();
     tls::keygen(keys.path()).unwrap();
     let deadlines = Deadlines {
@@ -73,6 +74,7 @@ fn ends(incoming: &Path, shape: Shape) -> Ends {
             ..Config::DEFAULT
         },
         codec: Codec::On,
+        link_compression,
         label: "tunnel-test".into(),
         deadlines,
     };
@@ -174,7 +176,11 @@ fn a_real_guest_migrates_through_the_tunnel_with_identical_memory() {
     let mut pair = MigrationPair::launch(&g, tmp.path(), &incoming, true).unwrap();
     ready(&mut pair.source);
     wait_listening(&mut pair.destination, &dst_sock);
-    let ends = ends(&dst_sock, Shape::parse("400mbit", "5ms").unwrap());
+    let ends = ends(
+        &dst_sock,
+        Shape::parse("400mbit", "5ms").unwrap(),
+        LinkCompression::Zstd { level: 3 },
+    );
     let carrying = source_end(&src_sock, ends.source.clone());
 
     let mut sq = pair.source.qmp().unwrap();
@@ -245,7 +251,11 @@ fn a_cut_link_leaves_the_source_running_and_a_second_attempt_completes() {
     ready(&mut pair.source);
     wait_listening(&mut pair.destination, &dst_sock);
     // slow enough that the cut comes mid-stream
-    let mut ends = ends(&dst_sock, Shape::parse("40mbit", "5ms").unwrap());
+    let mut ends = ends(
+        &dst_sock,
+        Shape::parse("40mbit", "5ms").unwrap(),
+        LinkCompression::None,
+    );
     // an unshaped relay on the link, to cut it
     let relay = ShapedRelay::start(
         TcpListener::bind("127.0.0.1:0").unwrap(),

@@ -12,8 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pagewire_runner::machine::GuestImage;
 use pagewire_runner::migrate::Codec;
 use pagewire_runner::net::{tls, Shape};
-use pagewire_runner::tunnel::demo::{run_method, DemoConfig, Method, RunResult};
-use pagewire_runner::tunnel::{self, DestEndConfig, QemuEndpoint, SourceEndConfig, TunnelDest};
+use pagewire_runner::tunnel::demo::{run_method, DemoConfig, Method, RunResult, TunnelCodec};
+use pagewire_runner::tunnel::{
+    self, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig, TunnelDest,
+    DEFAULT_ZSTD_LEVEL,
+};
 use pagewire_runner::CodecSettings;
 
 use super::deadlines::{deadline, DeadlineArgs};
@@ -51,12 +54,8 @@ struct DemoArgs {
     /// and link, and compare.
     #[arg(long)]
     compare: bool,
-    /// Codec of the tunnel: on or off.
-    #[arg(long, default_value = "on")]
-    codec: String,
-    /// Codec cache in MiB.
-    #[arg(long, value_name = "N")]
-    cache_mib: Option<u64>,
+    #[command(flatten)]
+    codec: CodecArgs,
     /// Folder for the guest's kernel and initramfs (downloaded from Debian once).
     #[arg(long, value_name = "DIR")]
     guest_cache: Option<PathBuf>,
@@ -86,17 +85,44 @@ struct SourceArgs {
     keys: PathBuf,
     #[command(flatten)]
     shape: ShapeArgs,
-    /// Codec: on (zero pages, CBR, deltas, LZ4) or off (zero pages only).
-    #[arg(long, default_value = "on")]
-    codec: String,
-    /// Codec cache in MiB (both ends).
-    #[arg(long, value_name = "N")]
-    cache_mib: Option<u64>,
+    #[command(flatten)]
+    codec: CodecArgs,
     #[command(flatten)]
     deadlines: DeadlineArgs,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// How the tunnel encodes.
+#[derive(Args)]
+struct CodecArgs {
+    /// Codec: on (zero pages, CBR, deltas; LZ4 unless zstd is on) or off (zero pages only).
+    #[arg(long, default_value = "on")]
+    codec: String,
+    /// Codec cache in MiB (both ends).
+    #[arg(long, value_name = "N")]
+    cache_mib: Option<u64>,
+    /// Compression of the whole stream on the link: zstd or none.
+    #[arg(long, default_value = "zstd")]
+    link_compress: String,
+    /// zstd's level (1 fastest; QEMU's multifd uses 1).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ZSTD_LEVEL)]
+    zstd_level: i32,
+}
+
+impl CodecArgs {
+    fn codec(&self) -> Result<TunnelCodec> {
+        Ok(TunnelCodec {
+            codec: Codec::parse(&self.codec)?,
+            config: CodecSettings {
+                cache_mib: self.cache_mib,
+                ..CodecSettings::default()
+            }
+            .config(4096)?,
+            link: LinkCompression::parse(&self.link_compress, self.zstd_level)?,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -136,17 +162,14 @@ pub fn run(a: &TunnelArgs) -> Result<()> {
 fn run_source(a: &SourceArgs) -> Result<()> {
     let qemu = QemuEndpoint::parse(&a.qemu)?;
     let deadlines = a.deadlines.deadlines()?;
-    let config = CodecSettings {
-        cache_mib: a.cache_mib,
-        ..CodecSettings::default()
-    }
-    .config(4096)?;
+    let codec = a.codec.codec()?;
     let cfg = SourceEndConfig {
         to: a.to.clone(),
         shape: Shape::parse(&a.shape.rate, &a.shape.delay)?,
         tls: Some(tls::client_config(&a.keys)?),
-        config,
-        codec: Codec::parse(&a.codec)?,
+        config: codec.config,
+        codec: codec.codec,
+        link_compression: codec.link,
         label: "qemu".into(),
         deadlines,
     };
@@ -226,12 +249,7 @@ fn run_dest(a: &DestArgs) -> Result<()> {
 
 fn run_demo(a: &DemoArgs) -> Result<()> {
     let shape = Shape::parse(&a.rate, &a.delay)?;
-    let codec = Codec::parse(&a.codec)?;
-    let config = CodecSettings {
-        cache_mib: a.cache_mib,
-        ..CodecSettings::default()
-    }
-    .config(4096)?;
+    let codec = a.codec.codec()?;
     let timeout = deadline("--timeout", a.timeout)?;
     let guest_cache = match &a.guest_cache {
         Some(d) => d.clone(),
@@ -251,7 +269,6 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
         image,
         shape,
         codec,
-        config,
         work_dir,
         timeout,
     };
@@ -303,7 +320,7 @@ fn summary(r: &RunResult) -> String {
     match &r.error {
         Some(e) => format!("{}: FAILED: {e}", r.method),
         None => format!(
-            "{}: {:.2} s, {:.1} MB on the link, verified {}",
+            "{}: {:.2} s to the destination, {:.1} MB on the link, verified {}",
             r.method,
             r.total_s,
             r.wire_bytes as f64 / 1e6,

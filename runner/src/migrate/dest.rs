@@ -309,7 +309,7 @@ fn decode_stream<L: Read + Write, D: GuestDestination>(
 }
 
 /// Reads one frame from `link` and decodes it into `dest`; returns its length.
-pub(crate) fn decode_frame<R: Read, D: Destination>(
+pub(crate) fn decode_frame<R: Read + ?Sized, D: Destination>(
     link: &mut R,
     dec: &mut Decoder<'_>,
     frame: &mut [u8],

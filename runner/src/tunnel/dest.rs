@@ -49,7 +49,7 @@ pub type ConnectQemu<'c> = &'c mut dyn FnMut() -> Result<Box<dyn Write>>;
 /// Decodes the pagewire stream on `link` up to its END record and writes the QEMU stream
 /// it carries to the connection `connect` opens. Returns once the whole QEMU stream was
 /// handed to QEMU; the connection is closed then (QEMU reads to its end).
-pub fn carry_in<R: Read>(
+pub fn carry_in<R: Read + ?Sized>(
     link: &mut R,
     connect: ConnectQemu<'_>,
     max_cache: u64,

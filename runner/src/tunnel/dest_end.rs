@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::dest::{carry_in, Delivered};
 use super::endpoint::QemuEndpoint;
+use super::link_stage;
 use super::session::{read_hello, TunnelReply};
 use crate::migrate::compress::thread_cpu_time;
 use crate::migrate::session::write_message;
@@ -121,8 +122,10 @@ impl Desk {
         let mut connect = || -> Result<Box<dyn Write>> {
             Ok(Box::new(qemu.connect(d.progress)?) as Box<dyn Write>)
         };
-        let result = carry_in(link, &mut connect, self.cfg.max_cache, &mut |_| {})
-            .map_err(|e| d.explain(Deadline::Progress, e));
+        let result = link_stage::read(&hello.link_compression, link, |from| {
+            carry_in(from, &mut connect, self.cfg.max_cache, &mut |_| {})
+        })
+        .map_err(|e| d.explain(Deadline::Progress, e));
         let _ = link.set_waits(Waits::until(Instant::now() + d.switchover));
         let _ = write_message(link, &TunnelReply::of(&result));
         let delivered = result?;
@@ -139,7 +142,7 @@ impl Desk {
     fn report(&self, r: Result<DestReport>) {
         match &r {
             Ok(rep) => (self.cfg.log)(&format!(
-                "migration {} handed to QEMU: {} B of QEMU stream from {} B on the link",
+                "migration {} handed to QEMU: {} B of QEMU stream from {} B of pagewire stream",
                 rep.migration_id, rep.delivered.qemu_bytes, rep.delivered.stream_bytes
             )),
             Err(e) => (self.cfg.log)(&format!("migration failed, listening on: {e:#}")),

@@ -7,6 +7,7 @@
 //! * [`items`]: what is not a page, as blobs; [`pfns`]: QEMU's pages as codec page numbers;
 //! * [`source`] and [`dest`]: the two data paths over any byte streams; [`tail`]: did
 //!   QEMU's stream end where a stream ends;
+//! * [`link_stage`]: zstd over the whole stream on the link;
 //! * [`session`]: the hello and the destination end's reply;
 //! * [`endpoint`]: where an end meets its QEMU (`unix:`, `tcp:`);
 //! * [`source_end`] and [`dest_end`]: the two ends over the network.
@@ -16,6 +17,7 @@ pub mod dest;
 pub mod dest_end;
 pub mod endpoint;
 pub mod items;
+pub mod link_stage;
 pub mod pfns;
 pub mod session;
 pub mod source;
@@ -25,6 +27,7 @@ pub mod tail;
 pub use dest::{carry_in, Delivered};
 pub use dest_end::{DestEndConfig, DestReport, TunnelDest};
 pub use endpoint::{QemuEndpoint, QemuListener, QemuStream};
+pub use link_stage::{LinkCompression, DEFAULT_ZSTD_LEVEL};
 pub use source::{carry_out, Carried};
 pub use source_end::{tunnel_out, SourceEndConfig, SourceReport};
 

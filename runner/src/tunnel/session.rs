@@ -24,6 +24,8 @@ pub struct TunnelHello {
     pub label: String,
     /// QEMU's target page size.
     pub page_size: u32,
+    /// What compresses the pagewire stream on the link: `zstd` or `none`.
+    pub link_compression: String,
 }
 
 /// The destination end's answer.
@@ -85,6 +87,7 @@ mod tests {
             migration_id: 7,
             label: "qemu".into(),
             page_size: 4096,
+            link_compression: "zstd".into(),
         };
         let mut buf = Vec::new();
         write_hello(&mut buf, &h).unwrap();

@@ -99,6 +99,9 @@ struct Source<'e> {
     pfns: Option<PageNumbers>,
     /// The START section is open or not yet seen: hold everything back.
     holding: bool,
+    /// A section ended: push what was written through the link's buffers (a compressing
+    /// link holds bytes back until flushed).
+    flush_due: bool,
     in_start: bool,
     carried: Carried,
 }
@@ -115,6 +118,7 @@ impl<'e> Source<'e> {
             page_size,
             pfns: None,
             holding: true,
+            flush_due: false,
             in_start: false,
             carried: Carried::default(),
         }
@@ -142,6 +146,7 @@ impl<'e> Source<'e> {
             } => self.page(block, offset, data),
             Event::SectionEnd { footer } => {
                 self.item(&Item::SectionEnd { footer })?;
+                self.flush_due = true;
                 if std::mem::take(&mut self.in_start) {
                     self.holding = false;
                 }
@@ -223,6 +228,10 @@ impl<'e> Source<'e> {
             .context("sending to the tunnel's destination end")?;
         self.carried.stream_bytes += self.out.len() as u64;
         self.out.clear();
+        if std::mem::take(&mut self.flush_due) {
+            link.flush()
+                .context("sending to the tunnel's destination end")?;
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use pagewire::Config;
 use serde::Serialize;
 
 use super::endpoint::QemuStream;
+use super::link_stage::LinkCompression;
 use super::session::{write_hello, TunnelHello, TunnelReply};
 use super::source::{carry_out, Carried};
 use crate::encoders::InProcessEncoder;
@@ -31,6 +32,8 @@ pub struct SourceEndConfig {
     pub config: Config,
     /// Codec on or off.
     pub codec: Codec,
+    /// What compresses the codec's stream on the link.
+    pub link_compression: LinkCompression,
     /// Free text for logs.
     pub label: String,
     /// How long to wait for the link and the destination end.
@@ -79,21 +82,21 @@ pub fn tunnel_out(
         migration_id: new_migration_id()?,
         label: cfg.label.clone(),
         page_size: cfg.config.page_size,
+        link_compression: cfg.link_compression.name().into(),
     };
     write_hello(&mut link, &hello).map_err(|e| d.explain(Deadline::Handshake, e))?;
     link.set_waits(Waits::idle(d.progress))?;
     let (config, features) = cfg.codec.stages().apply(Config {
         stream_id: hello.migration_id as u32,
+        lz4: cfg.config.lz4 && cfg.link_compression.wants_codec_lz4(),
         ..cfg.config
     });
     let mut enc = InProcessEncoder::with_features(config, features)?;
-    let carried = carry_out(
-        qemu,
-        &mut link,
-        &mut enc,
-        config.page_size as usize,
-        &mut |c| progress(c, wire.load(Ordering::Relaxed)),
-    );
+    let carried = cfg.link_compression.write(&mut link, |out| {
+        carry_out(qemu, out, &mut enc, config.page_size as usize, &mut |c| {
+            progress(c, wire.load(Ordering::Relaxed))
+        })
+    });
     let carried = match carried {
         Ok(c) => c,
         Err(e) => return Err(with_reason(&mut link, d, e)),

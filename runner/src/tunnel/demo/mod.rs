@@ -11,4 +11,5 @@ pub mod path;
 pub mod run;
 
 pub use method::Method;
+pub use path::TunnelCodec;
 pub use run::{run_method, DemoConfig, RunResult};

@@ -13,12 +13,21 @@ use pagewire::Config;
 use serde_json::json;
 
 use super::super::{
-    tunnel_out, DestEndConfig, DestReport, QemuEndpoint, SourceEndConfig, SourceReport, TunnelDest,
+    tunnel_out, DestEndConfig, DestReport, LinkCompression, QemuEndpoint, SourceEndConfig,
+    SourceReport, TunnelDest,
 };
 use crate::migrate::{Codec, Deadlines};
 use crate::net::relay::ShapedRelay;
 use crate::net::{tls, Shape, Wire};
 use crate::trace::qmp::Qmp;
+
+/// How the tunnel encodes.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelCodec {
+    pub codec: Codec,
+    pub config: Config,
+    pub link: LinkCompression,
+}
 
 /// What crossed the link, and the CPU the path's own programs used at each side.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,7 +77,7 @@ impl MigrationPath {
     pub fn tunnel(
         dir: &Path,
         shape: Shape,
-        codec: (Codec, Config),
+        codec: TunnelCodec,
         destination: &mut Qmp,
     ) -> Result<Self> {
         let keys = dir.join("keys");
@@ -108,8 +117,9 @@ impl MigrationPath {
             to: dest.addr().to_string(),
             shape,
             tls: Some(tls::client_config(&keys)?),
-            config: codec.1,
-            codec: codec.0,
+            config: codec.config,
+            codec: codec.codec,
+            link_compression: codec.link,
             label: "tunnel demo".into(),
             deadlines,
         };

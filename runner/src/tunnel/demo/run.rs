@@ -8,17 +8,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use pagewire::Config;
 use serde::Serialize;
 use serde_json::json;
 
 use super::method::Method;
-use super::path::MigrationPath;
+use super::path::{MigrationPath, TunnelCodec};
 use crate::machine::{
     compare_machines, guest_pause, migrate, wait_incoming, wait_migration, GuestImage, Machine,
     MigrationPair,
 };
-use crate::migrate::Codec;
 use crate::net::Shape;
 
 /// What every run of a demo shares.
@@ -28,9 +26,8 @@ pub struct DemoConfig {
     pub image: GuestImage,
     /// The link.
     pub shape: Shape,
-    /// The tunnel's codec.
-    pub codec: Codec,
-    pub config: Config,
+    /// How the tunnel encodes.
+    pub codec: TunnelCodec,
     /// Where each run keeps its QEMUs' sockets, logs and memory dumps.
     pub work_dir: PathBuf,
     /// Longest a migration may take.
@@ -42,8 +39,13 @@ pub struct DemoConfig {
 pub struct RunResult {
     /// The method's name.
     pub method: String,
-    /// QEMU's `total-time`, seconds (0 when the migration did not complete).
+    /// From `migrate` to the destination holding the whole migration (its incoming
+    /// migration over), seconds: what the link allows, whatever buffers QEMU's writes
+    /// filled (0 when the migration did not complete).
     pub total_s: f64,
+    /// QEMU's `total-time` at the source, seconds: until its last write, which buffers on
+    /// the way may take long before the link delivers it.
+    pub qemu_total_s: f64,
     /// QEMU's `downtime`, ms.
     pub downtime_ms: Option<u64>,
     /// The pause the guest saw in its heartbeats, less the time the destination was held
@@ -55,9 +57,10 @@ pub struct RunResult {
     pub qemu_ram_bytes: Option<u64>,
     /// Pre-copy passes QEMU made (`dirty-sync-count`).
     pub passes: Option<u64>,
-    /// CPU seconds during the migration at the source (QEMU and, for the tunnel, its end).
+    /// CPU seconds the migration took at the source: QEMU's threads but its vCPUs (which
+    /// run the guest) and, for the tunnel, the source end.
     pub cpu_source_s: f64,
-    /// CPU seconds at the destination (QEMU and, for the tunnel, its end).
+    /// The same at the destination.
     pub cpu_destination_s: f64,
     /// Both machines' RAM identical before the destination ran.
     pub memory_identical: bool,
@@ -125,14 +128,12 @@ fn attempt(
             .context("setting the destination's parameters")?;
     }
     let path = match method {
-        Method::PagewireTunnel => {
-            MigrationPath::tunnel(&dir, cfg.shape, (cfg.codec, cfg.config), &mut dq)?
-        }
+        Method::PagewireTunnel => MigrationPath::tunnel(&dir, cfg.shape, cfg.codec, &mut dq)?,
         _ => MigrationPath::relay(cfg.shape, &mut dq)?,
     };
     let cpu_before = (
-        process_cpu(pair.source.pid())?,
-        process_cpu(pair.destination.pid())?,
+        migration_cpu(pair.source.pid())?,
+        migration_cpu(pair.destination.pid())?,
     );
     log(&format!(
         "{}: migrating over {}",
@@ -142,7 +143,7 @@ fn attempt(
     let started = Instant::now();
     migrate(&mut sq, path.uri())?;
     let outcome = wait_migration(&mut sq, cfg.timeout)?;
-    r.total_s = outcome.total_ms.unwrap_or(0) as f64 / 1e3;
+    r.qemu_total_s = outcome.total_ms.unwrap_or(0) as f64 / 1e3;
     r.downtime_ms = outcome.downtime_ms;
     r.qemu_ram_bytes = outcome.ram_transferred;
     r.passes = outcome.info["ram"]["dirty-sync-count"].as_u64();
@@ -158,9 +159,10 @@ fn attempt(
     let state = wait_incoming(&mut dq, cfg.timeout)?;
     let arrived = Instant::now();
     ensure!(state == "paused", "the destination is {state}, not paused");
+    r.total_s = arrived.duration_since(started).as_secs_f64();
     let cpu_after = (
-        process_cpu(pair.source.pid())?,
-        process_cpu(pair.destination.pid())?,
+        migration_cpu(pair.source.pid())?,
+        migration_cpu(pair.destination.pid())?,
     );
     let (figures, _) = path.finish()?;
     r.wire_bytes = figures.wire_bytes;
@@ -218,11 +220,26 @@ fn guest_runs_on(pair: &MigrationPair, resumed: Instant) -> Result<bool> {
     Ok(continues && checked && !failures)
 }
 
-/// CPU seconds process `pid` has used (user and system), from `/proc`.
-pub fn process_cpu(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    cpu_of_stat(&stat)
+/// CPU seconds QEMU process `pid` has used (user and system, threads that ended included)
+/// less what its vCPU threads used running the guest. QEMU names those `CPU <n>/<accel>`.
+pub fn migration_cpu(pid: u32) -> Result<f64> {
+    let all = cpu_of_stat(&read_stat(&format!("/proc/{pid}/stat"))?)?;
+    let mut vcpus = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with("CPU ") {
+            // a vCPU thread that just ended counts in the process's total only
+            if let Ok(stat) = read_stat(&dir.join("stat").display().to_string()) {
+                vcpus += cpu_of_stat(&stat)?;
+            }
+        }
+    }
+    Ok(all - vcpus)
+}
+
+fn read_stat(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
 }
 
 fn cpu_of_stat(stat: &str) -> Result<f64> {
@@ -247,6 +264,6 @@ mod tests {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         assert!((cpu_of_stat(stat).unwrap() - 400.0 / hz).abs() < 1e-9);
         assert!(cpu_of_stat("1234 (x) S 1").is_err());
-        assert!(process_cpu(std::process::id()).unwrap() >= 0.0);
+        assert!(migration_cpu(std::process::id()).unwrap() >= 0.0);
     }
 }
