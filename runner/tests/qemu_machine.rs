@@ -5,7 +5,7 @@
 //! stopped and pass its own checks of the files it wrote before the migration. The
 //! comparison is then shown to see a difference (the destination, run on and paused again,
 //! no longer matches the source), and the guest is migrated once more to a destination that
-//! is not paused, to measure the pause it sees.
+//! is not paused (over TCP, on a port QEMU picks), to measure the pause it sees.
 //!
 //! A second test damages the pages of one tmpfs file in a migration stream on its way to a
 //! paused destination: the memory comparison must count exactly those pages, and the
@@ -23,12 +23,11 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Mutex;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use pagewire_runner::machine::{
-    compare_machines, guest_pause, migrate, wait_incoming, wait_migration, Beat, Machine,
-    MigrationPair, Start, MEM_MIB, WORKLOAD_TEXT,
+    compare_machines, guest_pause, migrate, wait_incoming, wait_listening, wait_migration, Beat,
+    Machine, MigrationPair, Start, MEM_MIB, WORKLOAD_TEXT,
 };
 use pagewire_runner::qemu::{Emitter, Event, PageData, Parser};
 use pagewire_runner::trace::qmp::Qmp;
@@ -45,23 +44,9 @@ fn rounds(beats: &[Beat]) -> Vec<u64> {
     beats.iter().map(|b| b.round).collect()
 }
 
-/// Waits until `m`'s QEMU listens on the unix socket `path` for its incoming migration.
-fn wait_listening(m: &mut Machine, path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(m.exited().is_none(), "destination exited: {}", m.qemu_log());
-        assert!(
-            Instant::now() < deadline,
-            "no {} after 30 s",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Migrates `from` to the unix socket `to` with QEMU's own migration and waits for it.
-fn migrate_to(q: &mut Qmp, to: &Path) -> pagewire_runner::machine::MigrationOutcome {
-    migrate(q, &format!("unix:{}", to.display())).unwrap();
+/// Migrates to `uri` with QEMU's own migration and waits for it.
+fn migrate_to(q: &mut Qmp, uri: &str) -> pagewire_runner::machine::MigrationOutcome {
+    migrate(q, uri).unwrap();
     let out = wait_migration(q, MIGRATION_TIMEOUT).unwrap();
     assert!(out.completed(), "source migration: {}", out.info);
     out
@@ -141,10 +126,11 @@ fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pas
     let booted = t0.elapsed();
     let mut sq = pair.source.qmp().unwrap();
     let mut dq = pair.destination.qmp().unwrap();
-    wait_listening(&mut pair.destination, &sock);
+    let uri = wait_listening(&mut dq, MIGRATION_TIMEOUT).unwrap();
+    assert_eq!(uri, format!("unix:{}", sock.display()));
 
     let migrated_at = Instant::now();
-    let outcome = migrate_to(&mut sq, &sock);
+    let outcome = migrate_to(&mut sq, &uri);
     assert_eq!(wait_incoming(&mut dq, MIGRATION_TIMEOUT).unwrap(), "paused");
 
     // Both paused: the source after its migration, the destination before it ever ran.
@@ -180,20 +166,24 @@ fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pas
     } = pair;
     drop(sq);
     drop(source);
-    let sock2 = tmp.path().join("migrate2.sock");
+    // Over TCP this time, on a port QEMU picks.
     let mut third = Machine::launch(
         &g,
         &tmp.path().join("third"),
         &Start::Incoming {
-            uri: format!("unix:{}", sock2.display()),
+            uri: "tcp:127.0.0.1:0".into(),
             paused: false,
         },
     )
     .unwrap();
     let mut tq = third.qmp().unwrap();
-    wait_listening(&mut third, &sock2);
+    let uri2 = wait_listening(&mut tq, MIGRATION_TIMEOUT).unwrap();
+    assert!(
+        uri2.starts_with("tcp:127.0.0.1:") && !uri2.ends_with(":0"),
+        "{uri2}"
+    );
     let second_at = Instant::now();
-    let outcome2 = migrate_to(&mut dq, &sock2);
+    let outcome2 = migrate_to(&mut dq, &uri2);
     assert_eq!(
         wait_incoming(&mut tq, MIGRATION_TIMEOUT).unwrap(),
         "running"
@@ -210,7 +200,7 @@ fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pas
         "qemu_machine: booted and 2 checks passed in {:.1} s; migration 1 (destination -S): \
          QEMU total {:?} ms, downtime {:?} ms, {:?} RAM bytes; {} MiB compared equal; the \
          guest's pause {} ms (includes the comparison), heartbeats {}..{}; after running on, \
-         {} pages differ, the first at {:#x}; migration 2 (destination running): QEMU total \
+         {} pages differ, the first at {:#x}; migration 2 (tcp, destination running): QEMU total \
          {:?} ms, downtime {:?} ms; the guest's pause {} ms between heartbeats {} and {} \
          (heartbeat period {} ms); {} checks ok in all",
         booted.as_secs_f64(),
