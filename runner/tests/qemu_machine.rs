@@ -26,11 +26,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pagewire_runner::machine::{
-    compare_machines, guest_pause, migrate, wait_incoming, wait_listening, wait_migration, Beat,
-    Machine, MigrationPair, Start, MEM_MIB, WORKLOAD_TEXT,
+    compare_machines, guest_pause, migrate, run_state, wait_incoming, wait_listening,
+    wait_migration, Beat, Machine, MigrationPair, Start, MEM_MIB, WORKLOAD_TEXT,
 };
 use pagewire_runner::qemu::{Emitter, Event, PageData, Parser};
-use pagewire_runner::trace::qmp::Qmp;
+use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,6 +126,14 @@ fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pas
     let booted = t0.elapsed();
     let mut sq = pair.source.qmp().unwrap();
     let mut dq = pair.destination.qmp().unwrap();
+    // A second client at the same time, on the second socket.
+    let mut other = Qmp::connect(
+        &QmpAddr::Unix(pair.source.second_qmp_path().to_path_buf()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(run_state(&mut other).unwrap(), "running");
+    drop(other);
     let uri = wait_listening(&mut dq, MIGRATION_TIMEOUT).unwrap();
     assert_eq!(uri, format!("unix:{}", sock.display()));
 
