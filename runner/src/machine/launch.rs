@@ -170,7 +170,7 @@ impl Machine {
     }
 
     /// Waits until the guest's workload has started.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         self.console.wait_ready(timeout).map(|_| ()).map_err(|e| {
             let qemu = self.qemu_log();
             anyhow::anyhow!(e).context(format!(
