@@ -87,7 +87,7 @@ fn captures_a_running_guest_and_replay_verifies_it() {
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let mut vm = guest::boot(&g, tmp.path());
+    let vm = guest::boot(&g, tmp.path());
     vm.wait_ready(BOOT_TIMEOUT).unwrap();
     let booted = t0.elapsed();
 

@@ -5,26 +5,38 @@
 //! stopped and pass its own checks of the files it wrote before the migration. The
 //! comparison is then shown to see a difference (the destination, run on and paused again,
 //! no longer matches the source), and the guest is migrated once more to a destination that
-//! is not paused, to measure the pause it sees. One QEMU pair at a time.
+//! is not paused (over TCP, on a port QEMU picks), to measure the pause it sees.
+//!
+//! A second test damages the pages of one tmpfs file in a migration stream on its way to a
+//! paused destination: the memory comparison must count exactly those pages, and the
+//! guest, resumed, must report the damage itself with `PAGEWIRE-CHECK FAIL`.
+//!
+//! One QEMU pair at a time.
 //!
 //! Where QEMU or the Debian packages cannot be had, the test prints `SKIPPED: <reason>` on
 //! stderr and passes.
 
 mod guest;
 
-use std::io::Write;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
 use std::path::Path;
-use std::thread;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pagewire_runner::machine::{
-    compare_machines, guest_pause, migrate, wait_incoming, wait_migration, Beat, Machine,
-    MigrationPair, Start, MEM_MIB,
+    compare_machines, guest_pause, migrate, run_state, wait_incoming, wait_listening,
+    wait_migration, Beat, Machine, MigrationPair, Start, MEM_MIB, WORKLOAD_TEXT,
 };
-use pagewire_runner::trace::qmp::Qmp;
+use pagewire_runner::qemu::{Emitter, Event, PageData, Parser};
+use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// One guest pair at a time: TCG guests on two cores slow each other down.
+static ONE_VM: Mutex<()> = Mutex::new(());
+
 /// Rounds until every file written before the migration has been checked again.
 const FILES: usize = 8;
 
@@ -32,23 +44,9 @@ fn rounds(beats: &[Beat]) -> Vec<u64> {
     beats.iter().map(|b| b.round).collect()
 }
 
-/// Waits until `m`'s QEMU listens on the unix socket `path` for its incoming migration.
-fn wait_listening(m: &mut Machine, path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(m.exited().is_none(), "destination exited: {}", m.qemu_log());
-        assert!(
-            Instant::now() < deadline,
-            "no {} after 30 s",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Migrates `from` to the unix socket `to` with QEMU's own migration and waits for it.
-fn migrate_to(q: &mut Qmp, to: &Path) -> pagewire_runner::machine::MigrationOutcome {
-    migrate(q, &format!("unix:{}", to.display())).unwrap();
+/// Migrates to `uri` with QEMU's own migration and waits for it.
+fn migrate_to(q: &mut Qmp, uri: &str) -> pagewire_runner::machine::MigrationOutcome {
+    migrate(q, uri).unwrap();
     let out = wait_migration(q, MIGRATION_TIMEOUT).unwrap();
     assert!(out.completed(), "source migration: {}", out.info);
     out
@@ -104,6 +102,7 @@ fn continues(source: &Machine, destination: &Machine, after: Instant) -> Vec<Bea
 
 #[test]
 fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pass() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let g = match guest::guest() {
         Ok(g) => g,
         Err(why) => {
@@ -127,10 +126,19 @@ fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pas
     let booted = t0.elapsed();
     let mut sq = pair.source.qmp().unwrap();
     let mut dq = pair.destination.qmp().unwrap();
-    wait_listening(&mut pair.destination, &sock);
+    // A second client at the same time, on the second socket.
+    let mut other = Qmp::connect(
+        &QmpAddr::Unix(pair.source.second_qmp_path().to_path_buf()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(run_state(&mut other).unwrap(), "running");
+    drop(other);
+    let uri = wait_listening(&mut dq, MIGRATION_TIMEOUT).unwrap();
+    assert_eq!(uri, format!("unix:{}", sock.display()));
 
     let migrated_at = Instant::now();
-    let outcome = migrate_to(&mut sq, &sock);
+    let outcome = migrate_to(&mut sq, &uri);
     assert_eq!(wait_incoming(&mut dq, MIGRATION_TIMEOUT).unwrap(), "paused");
 
     // Both paused: the source after its migration, the destination before it ever ran.
@@ -166,20 +174,24 @@ fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pas
     } = pair;
     drop(sq);
     drop(source);
-    let sock2 = tmp.path().join("migrate2.sock");
+    // Over TCP this time, on a port QEMU picks.
     let mut third = Machine::launch(
         &g,
         &tmp.path().join("third"),
         &Start::Incoming {
-            uri: format!("unix:{}", sock2.display()),
+            uri: "tcp:127.0.0.1:0".into(),
             paused: false,
         },
     )
     .unwrap();
     let mut tq = third.qmp().unwrap();
-    wait_listening(&mut third, &sock2);
+    let uri2 = wait_listening(&mut tq, MIGRATION_TIMEOUT).unwrap();
+    assert!(
+        uri2.starts_with("tcp:127.0.0.1:") && !uri2.ends_with(":0"),
+        "{uri2}"
+    );
     let second_at = Instant::now();
-    let outcome2 = migrate_to(&mut dq, &sock2);
+    let outcome2 = migrate_to(&mut dq, &uri2);
     assert_eq!(
         wait_incoming(&mut tq, MIGRATION_TIMEOUT).unwrap(),
         "running"
@@ -196,7 +208,7 @@ fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pas
         "qemu_machine: booted and 2 checks passed in {:.1} s; migration 1 (destination -S): \
          QEMU total {:?} ms, downtime {:?} ms, {:?} RAM bytes; {} MiB compared equal; the \
          guest's pause {} ms (includes the comparison), heartbeats {}..{}; after running on, \
-         {} pages differ, the first at {:#x}; migration 2 (destination running): QEMU total \
+         {} pages differ, the first at {:#x}; migration 2 (tcp, destination running): QEMU total \
          {:?} ms, downtime {:?} ms; the guest's pause {} ms between heartbeats {} and {} \
          (heartbeat period {} ms); {} checks ok in all",
         booted.as_secs_f64(),
@@ -216,5 +228,177 @@ fn a_direct_qemu_migration_keeps_guest_memory_identical_and_the_guest_checks_pas
         live_pause.after.round,
         period.as_millis(),
         third.console().checks_ok().len(),
+    );
+
+    // Dropped machines leave no QEMU behind.
+    let pids = [second_source.pid(), third.pid()];
+    drop((dq, tq, second_source, third));
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let ours = tmp.path().to_string_lossy().into_owned();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&ours),
+            "QEMU {pid} still runs"
+        );
+    }
+}
+
+/// Reads the stream at `path` in pieces and calls `each` with every event.
+fn parse(path: &Path, mut each: impl FnMut(&Event<'_>)) {
+    let mut input = File::open(path).unwrap();
+    let mut parser = Parser::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = input.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        parser
+            .feed(&buf[..n], |e| {
+                each(&e);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+    }
+    parser.finish().unwrap();
+}
+
+/// Copies the stream `from` to `to`, changing in the final copy of every page that holds
+/// `text` its first byte to upper case. Returns the pc.ram offsets of the changed pages.
+fn damage(from: &Path, to: &Path, text: &[u8]) -> Vec<u64> {
+    // Pass 1: the last copy of each page, and whether it holds `text`.
+    let mut ordinal = 0u64;
+    let mut last: HashMap<(usize, u64), (u64, bool)> = HashMap::new();
+    parse(from, |e| {
+        if let Event::Page {
+            block,
+            offset,
+            data,
+        } = *e
+        {
+            let hit = matches!(data, PageData::Raw(p) if p.windows(text.len()).any(|w| w == text));
+            last.insert((block, offset), (ordinal, hit));
+            ordinal += 1;
+        }
+    });
+    let chosen: HashSet<u64> = last.values().filter(|v| v.1).map(|v| v.0).collect();
+    // Pass 2: re-emit, damaging the chosen copies.
+    let mut em = Emitter::new(BufWriter::new(File::create(to).unwrap()), 4096);
+    let (mut ordinal, mut names, mut damaged) = (0u64, Vec::new(), Vec::new());
+    parse(from, |e| match *e {
+        Event::RamBlocks(b) => {
+            names = b.iter().map(|b| b.name.clone()).collect();
+            em.event(e).unwrap();
+        }
+        Event::Page {
+            block,
+            offset,
+            data: PageData::Raw(p),
+        } if chosen.contains(&ordinal) => {
+            assert_eq!(names[block], b"pc.ram", "text outside guest RAM");
+            let mut page = p.to_vec();
+            let at = page.windows(text.len()).position(|w| w == text).unwrap();
+            page[at] = page[at].to_ascii_uppercase();
+            let data = PageData::Raw(&page);
+            em.event(&Event::Page {
+                block,
+                offset,
+                data,
+            })
+            .unwrap();
+            damaged.push(offset);
+            ordinal += 1;
+        }
+        Event::Page { .. } => {
+            em.event(e).unwrap();
+            ordinal += 1;
+        }
+        _ => em.event(e).unwrap(),
+    });
+    em.into_inner().unwrap().flush().unwrap();
+    damaged.sort_unstable();
+    damaged
+}
+
+#[test]
+fn pages_damaged_in_the_stream_show_in_the_memory_comparison_and_in_the_guests_own_check() {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let g = match guest::guest() {
+        Ok(g) => g,
+        Err(why) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED: qemu_machine damage: {why}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let stream = tmp.path().join("stream.bin");
+    let damaged_stream = tmp.path().join("damaged.bin");
+    let mut src = Machine::launch(&g, &tmp.path().join("source"), &Start::Boot).unwrap();
+    src.wait_ready(BOOT_TIMEOUT).unwrap();
+    src.console()
+        .wait_for("a passed check", BOOT_TIMEOUT, |s| {
+            (!s.checks_ok.is_empty()).then_some(())
+        })
+        .unwrap();
+    let mut sq = src.qmp().unwrap();
+    let outcome = {
+        migrate(&mut sq, &format!("exec:cat > {}", stream.display())).unwrap();
+        wait_migration(&mut sq, MIGRATION_TIMEOUT).unwrap()
+    };
+    assert!(outcome.completed(), "{}", outcome.info);
+
+    // The file of three rounds before the source's last heartbeat is whole in tmpfs, and is
+    // checked again five rounds after it.
+    let last = src.console().last_heartbeat().unwrap().round;
+    let round = last - 3;
+    let text = format!("{WORKLOAD_TEXT}{round}\n");
+    let damaged = damage(&stream, &damaged_stream, text.as_bytes());
+    assert!(
+        damaged.len() >= 200,
+        "only {} pages hold {text:?}",
+        damaged.len()
+    );
+
+    let mut dst = Machine::launch(
+        &g,
+        &tmp.path().join("destination"),
+        &Start::Incoming {
+            uri: format!("exec:cat {}", damaged_stream.display()),
+            paused: true,
+        },
+    )
+    .unwrap();
+    let mut dq = dst.qmp().unwrap();
+    assert_eq!(wait_incoming(&mut dq, MIGRATION_TIMEOUT).unwrap(), "paused");
+    let c = compare_machines(&mut sq, &mut dq, &tmp.path().join("dumps")).unwrap();
+    assert_eq!(c.differing_pages, damaged.len() as u64);
+    assert_eq!(c.first_difference, Some(damaged[0]));
+
+    dq.execute("cont", None).unwrap();
+    let failure = dst
+        .console()
+        .wait_for("a failed check", Duration::from_secs(60), |s| {
+            s.failures.first().cloned()
+        })
+        .unwrap();
+    assert_eq!(failure.round, Some(round + 8), "{}", failure.line);
+    assert!(
+        failure.line.contains(&format!("from round {round}:")),
+        "{}",
+        failure.line
+    );
+    // The files checked before it passed (round last+1's check may have run at the source).
+    let ok = rounds(&dst.console().checks_ok());
+    for r in last + 2..round + 8 {
+        assert!(ok.contains(&r), "round {r}'s check did not pass: {ok:?}");
+    }
+    assert_eq!(dst.console().failures().len(), 1);
+    eprintln!(
+        "qemu_machine damage: {} pages of round {round}'s file changed in the stream; \
+         pmemsave found {} differing pages from {:#x}; the guest said: {}",
+        damaged.len(),
+        c.differing_pages,
+        c.first_difference.unwrap(),
+        failure.line
     );
 }

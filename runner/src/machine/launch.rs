@@ -2,7 +2,9 @@
 //!
 //! The serial console is QEMU's standard output (`-serial stdio`), read by a thread that
 //! timestamps each line into a [`Console`] and copies it to `serial.log`; QEMU's own
-//! messages go to `qemu.log`. Both files and the QMP socket are in a folder the caller
+//! messages go to `qemu.log`. QMP listens on two unix sockets, `qmp.sock` and `qmp-2.sock`
+//! (QEMU serves one client per socket, so a second client such as the tunnel's source end
+//! can drive the migration while the caller keeps its own). All are in a folder the caller
 //! gives. QEMU is killed when its [`Machine`] is dropped, and also (Linux's parent-death
 //! signal) if the thread that launched it exits, so neither a panic nor an interrupted run
 //! leaves a QEMU behind: launch from a thread that outlives the machine.
@@ -42,6 +44,7 @@ pub struct Machine {
     reader: Option<JoinHandle<()>>,
     console: Console,
     qmp_path: PathBuf,
+    second_qmp_path: PathBuf,
     serial_path: PathBuf,
     log_path: PathBuf,
     args: Vec<String>,
@@ -53,13 +56,17 @@ impl Machine {
     pub fn launch(image: &GuestImage, dir: &Path, start: &Start) -> Result<Machine> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let qmp_path = dir.join("qmp.sock");
+        let second_qmp_path = dir.join("qmp-2.sock");
         let serial_path = dir.join("serial.log");
         let log_path = dir.join("qemu.log");
-        // `ignore`: a socket left by an earlier run may or may not exist.
-        let _ = fs::remove_file(&qmp_path);
         let mut args = image.base_args();
-        args.extend(["-serial".into(), "stdio".into(), "-qmp".into()]);
-        args.push(format!("unix:{},server=on,wait=off", qmp_path.display()));
+        args.extend(["-serial".into(), "stdio".into()]);
+        for socket in [&qmp_path, &second_qmp_path] {
+            // `ignore`: a socket left by an earlier run may or may not exist.
+            let _ = fs::remove_file(socket);
+            args.push("-qmp".into());
+            args.push(format!("unix:{},server=on,wait=off", socket.display()));
+        }
         if let Start::Incoming { uri, paused } = start {
             if *paused {
                 args.push("-S".into());
@@ -93,6 +100,7 @@ impl Machine {
             reader: Some(reader),
             console,
             qmp_path,
+            second_qmp_path,
             serial_path,
             log_path,
             args,
@@ -109,8 +117,14 @@ impl Machine {
         &self.args
     }
 
+    /// The socket [`Machine::qmp`] connects to.
     pub fn qmp_path(&self) -> &Path {
         &self.qmp_path
+    }
+
+    /// A second QMP socket, for another client (e.g. `QmpAddr::Unix` for the tunnel).
+    pub fn second_qmp_path(&self) -> &Path {
+        &self.second_qmp_path
     }
 
     /// A copy of everything the guest printed.
@@ -156,7 +170,7 @@ impl Machine {
     }
 
     /// Waits until the guest's workload has started.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         self.console.wait_ready(timeout).map(|_| ()).map_err(|e| {
             let qemu = self.qemu_log();
             anyhow::anyhow!(e).context(format!(

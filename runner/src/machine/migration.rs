@@ -89,3 +89,59 @@ pub fn wait_incoming(qmp: &mut Qmp, timeout: Duration) -> Result<String> {
         thread::sleep(POLL);
     }
 }
+
+/// Polls a destination started with `-incoming unix:...` or `tcp:...` until it listens, at
+/// most `timeout`, and returns the URI to `migrate` to: `tcp:HOST:PORT` with the port QEMU
+/// chose when given port 0, or `unix:PATH`. (`exec:` and `defer` never listen.)
+pub fn wait_listening(qmp: &mut Qmp, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let info = qmp.execute("query-migrate", None)?;
+        if let Some(uri) = info["socket-address"]
+            .as_array()
+            .and_then(|a| a.iter().find_map(listening_uri))
+        {
+            return Ok(uri);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the destination did not listen for its migration within {} s: {info}",
+                timeout.as_secs()
+            );
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// A `migrate` URI from one of `query-migrate`'s `socket-address` entries.
+fn listening_uri(addr: &Value) -> Option<String> {
+    match addr["type"].as_str()? {
+        "inet" => {
+            let host = addr["host"].as_str()?;
+            let port = addr["port"].as_str()?;
+            Some(if host.contains(':') {
+                format!("tcp:[{host}]:{port}")
+            } else {
+                format!("tcp:{host}:{port}")
+            })
+        }
+        "unix" => Some(format!("unix:{}", addr["path"].as_str()?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_addresses_become_uris() {
+        let inet = json!({"port": "47123", "ipv4": true, "host": "127.0.0.1", "type": "inet"});
+        assert_eq!(listening_uri(&inet).unwrap(), "tcp:127.0.0.1:47123");
+        let v6 = json!({"port": "5", "host": "::1", "type": "inet"});
+        assert_eq!(listening_uri(&v6).unwrap(), "tcp:[::1]:5");
+        let unix = json!({"path": "/tmp/m.sock", "type": "unix"});
+        assert_eq!(listening_uri(&unix).unwrap(), "unix:/tmp/m.sock");
+        assert_eq!(listening_uri(&json!({"type": "vsock"})), None);
+    }
+}
