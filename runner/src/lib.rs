@@ -17,6 +17,8 @@
 //! * [`replay`](mod@replay): a snapshot series through an encoder and a decoder, verified page by page;
 //! * [`simulate`]: pre-copy migration modelled over a WAN link, every policy and codec
 //!   setting;
+//! * [`plot`]: SVG figures read at a glance (grouped bar charts), for the simulator and
+//!   the comparisons;
 //! * [`trace`]: snapshot series of a running QEMU guest, through QMP;
 //! * [`qemu`]: QEMU's migration stream, parsed into pages and device state and written
 //!   again (the first part of `pagewire tunnel`);
@@ -34,6 +36,7 @@ pub mod host_memory;
 pub mod live;
 pub mod migrate;
 pub mod net;
+pub mod plot;
 pub mod qemu;
 pub mod replay;
 pub mod series;
