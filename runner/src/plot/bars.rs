@@ -88,7 +88,7 @@ const LABEL_PX: [f64; 2] = [11.0, 10.0];
 const MIN_SLOT: f64 = 22.0;
 const MAX_BAR: f64 = 44.0;
 /// Widest plot area that horizontal labels may ask for.
-const MAX_PLOT_W: f64 = 1000.0;
+const MAX_PLOT_W: f64 = 1100.0;
 const MISSING: &str = "n/a";
 const MISSING_INK: RGBColor = RGBColor(110, 110, 110);
 
@@ -482,10 +482,108 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting failed: {e:?}")
 }
 
+/// Test support: what every chart must satisfy, checked on its SVG text.
 #[cfg(test)]
-mod tests {
+pub(crate) mod readable {
     use super::*;
     use crate::plot::svg_check::{hex, labels, overlap, rects, Label, Rect};
+
+    /// The bars of series `i`: rects of its colour below the legend.
+    fn bars_of(rects: &[Rect], i: usize, legend_bottom: f64) -> Vec<Rect> {
+        rects
+            .iter()
+            .filter(|r| r.fill == hex(SERIES[i]) && r.y > legend_bottom)
+            .cloned()
+            .collect()
+    }
+
+    /// Everything a reader needs, checked on the SVG text: legend, labels, bars, and room.
+    pub(crate) fn assert_readable(chart: &BarChart, svg: &str) {
+        let texts = labels(svg);
+        let rects = rects(svg);
+        // The legend: every series once, beside a swatch of its colour.
+        let mut legend_bottom = 0.0f64;
+        for (i, s) in chart.series.iter().enumerate() {
+            let entries: Vec<&Label> = texts.iter().filter(|t| &t.text == s).collect();
+            assert_eq!(entries.len(), 1, "{s} once in the legend");
+            let t = entries[0];
+            let swatch = rects
+                .iter()
+                .find(|r| {
+                    r.fill == hex(SERIES[i]) && r.x < t.x && (r.y + r.h / 2.0 - t.y).abs() < 2.0
+                })
+                .unwrap_or_else(|| panic!("a swatch for {s}"));
+            legend_bottom = legend_bottom.max(swatch.y + swatch.h).max(t.bbox().3);
+        }
+        // Every value's label, as often as the value occurs.
+        let expected: Vec<String> = chart.all_labels().collect();
+        for e in &expected {
+            let want = expected.iter().filter(|x| *x == e).count();
+            let have = texts.iter().filter(|t| &t.text == e).count();
+            assert!(have >= want, "label {e}: {have} of {want}");
+        }
+        // One bar per value present, in its series' colour only.
+        let present: usize = chart
+            .panels
+            .iter()
+            .flat_map(|p| &p.groups)
+            .map(|g| g.values.iter().flatten().count())
+            .sum();
+        let bars: Vec<Rect> = (0..chart.series.len())
+            .flat_map(|i| bars_of(&rects, i, legend_bottom))
+            .collect();
+        assert_eq!(bars.len(), present, "one bar per value");
+        // Each bar's label sits centred above its top, never inside.
+        let value_labels: Vec<&Label> = texts
+            .iter()
+            .filter(|t| expected.contains(&t.text))
+            .collect();
+        for b in &bars {
+            let centre = b.x + b.w / 2.0;
+            let l = value_labels
+                .iter()
+                .filter(|t| {
+                    let bb = t.bbox();
+                    ((bb.0 + bb.2) / 2.0 - centre).abs() < 3.0 && bb.3 <= b.y
+                })
+                .min_by(|a, c| (b.y - a.bbox().3).total_cmp(&(b.y - c.bbox().3)))
+                .unwrap_or_else(|| panic!("no label above the bar at {b:?}"));
+            let gap = b.y - l.bbox().3;
+            assert!(
+                gap <= LABEL_GAP + 2.0,
+                "{} floats {gap} px above its bar",
+                l.text
+            );
+            assert!(
+                l.bbox().1 > legend_bottom,
+                "{} reaches into the legend",
+                l.text
+            );
+        }
+        // No text over another text or over a bar; everything inside the figure.
+        for (i, a) in texts.iter().enumerate() {
+            let ab = a.bbox();
+            for c in &texts[i + 1..] {
+                assert!(!overlap(ab, c.bbox()), "{:?} overlaps {:?}", a.text, c.text);
+            }
+            for b in &bars {
+                assert!(!overlap(ab, b.bbox()), "{:?} overlaps a bar {b:?}", a.text);
+            }
+            let l = chart.layout();
+            assert!(
+                ab.0 >= 0.0 && ab.1 >= 0.0 && ab.2 <= l.width && ab.3 <= l.height,
+                "{} outside",
+                a.text
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable::assert_readable;
+    use super::*;
+    use crate::plot::svg_check::{hex, labels, rects, Rect};
 
     const METHODS: [&str; 4] = [
         "QEMU direct",
@@ -565,103 +663,13 @@ mod tests {
         }
     }
 
-    /// The bars of series `i`: rects of its colour below the legend.
-    fn bars_of(rects: &[Rect], i: usize, legend_bottom: f64) -> Vec<Rect> {
-        rects
-            .iter()
-            .filter(|r| r.fill == hex(SERIES[i]) && r.y > legend_bottom)
-            .cloned()
-            .collect()
-    }
-
-    /// Everything a reader needs, checked on the SVG text: legend, labels, bars, and room.
-    fn check_readable(chart: &BarChart, svg: &str) {
-        let texts = labels(svg);
-        let rects = rects(svg);
-        // The legend: every series once, beside a swatch of its colour.
-        let mut legend_bottom = 0.0f64;
-        for (i, s) in chart.series.iter().enumerate() {
-            let entries: Vec<&Label> = texts.iter().filter(|t| &t.text == s).collect();
-            assert_eq!(entries.len(), 1, "{s} once in the legend");
-            let t = entries[0];
-            let swatch = rects
-                .iter()
-                .find(|r| {
-                    r.fill == hex(SERIES[i]) && r.x < t.x && (r.y + r.h / 2.0 - t.y).abs() < 2.0
-                })
-                .unwrap_or_else(|| panic!("a swatch for {s}"));
-            legend_bottom = legend_bottom.max(swatch.y + swatch.h).max(t.bbox().3);
-        }
-        // Every value's label, as often as the value occurs.
-        let expected: Vec<String> = chart.all_labels().collect();
-        for e in &expected {
-            let want = expected.iter().filter(|x| *x == e).count();
-            let have = texts.iter().filter(|t| &t.text == e).count();
-            assert!(have >= want, "label {e}: {have} of {want}");
-        }
-        // One bar per value present, in its series' colour only.
-        let present: usize = chart
-            .panels
-            .iter()
-            .flat_map(|p| &p.groups)
-            .map(|g| g.values.iter().flatten().count())
-            .sum();
-        let bars: Vec<Rect> = (0..chart.series.len())
-            .flat_map(|i| bars_of(&rects, i, legend_bottom))
-            .collect();
-        assert_eq!(bars.len(), present, "one bar per value");
-        // Each bar's label sits centred above its top, never inside.
-        let value_labels: Vec<&Label> = texts
-            .iter()
-            .filter(|t| expected.contains(&t.text))
-            .collect();
-        for b in &bars {
-            let centre = b.x + b.w / 2.0;
-            let l = value_labels
-                .iter()
-                .filter(|t| {
-                    let bb = t.bbox();
-                    ((bb.0 + bb.2) / 2.0 - centre).abs() < 3.0 && bb.3 <= b.y
-                })
-                .min_by(|a, c| (b.y - a.bbox().3).total_cmp(&(b.y - c.bbox().3)))
-                .unwrap_or_else(|| panic!("no label above the bar at {b:?}"));
-            let gap = b.y - l.bbox().3;
-            assert!(
-                gap <= LABEL_GAP + 2.0,
-                "{} floats {gap} px above its bar",
-                l.text
-            );
-            assert!(
-                l.bbox().1 > legend_bottom,
-                "{} reaches into the legend",
-                l.text
-            );
-        }
-        // No text over another text or over a bar; everything inside the figure.
-        for (i, a) in texts.iter().enumerate() {
-            let ab = a.bbox();
-            for c in &texts[i + 1..] {
-                assert!(!overlap(ab, c.bbox()), "{:?} overlaps {:?}", a.text, c.text);
-            }
-            for b in &bars {
-                assert!(!overlap(ab, b.bbox()), "{:?} overlaps a bar {b:?}", a.text);
-            }
-            let l = chart.layout();
-            assert!(
-                ab.0 >= 0.0 && ab.1 >= 0.0 && ab.2 <= l.width && ab.3 <= l.height,
-                "{} outside",
-                a.text
-            );
-        }
-    }
-
     #[test]
     fn comparison_reads_at_a_glance() {
         let chart = comparison();
         let svg = chart.to_svg().unwrap();
         keep("bars-comparison.svg", &svg);
         assert_eq!(chart.layout().labels, Labels::Horizontal(11.0));
-        check_readable(&chart, &svg);
+        assert_readable(&chart, &svg);
         let texts = labels(&svg);
         for l in ["12.3 s", "300 ms", "1.46 GiB", "45.0 MiB"] {
             assert!(texts.iter().any(|t| t.text == l), "{l}");
@@ -725,7 +733,7 @@ mod tests {
         keep("bars-crowded.svg", &svg);
         assert_eq!(chart.layout().labels, Labels::Upright(11.0));
         assert!(labels(&svg).iter().any(|t| t.rotate == 270.0));
-        check_readable(&chart, &svg);
+        assert_readable(&chart, &svg);
     }
 
     #[test]
@@ -736,7 +744,7 @@ mod tests {
             vec![Group::new("w", vec![None, Some(0.0)])],
         );
         let svg = chart.to_svg().unwrap();
-        check_readable(&chart, &svg);
+        assert_readable(&chart, &svg);
         let texts = labels(&svg);
         assert!(texts.iter().any(|t| t.text == "n/a") && texts.iter().any(|t| t.text == "0 s"));
     }

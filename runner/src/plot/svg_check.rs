@@ -57,6 +57,35 @@ pub fn rects(svg: &str) -> Vec<Rect> {
         .collect()
 }
 
+/// A `polyline` element (plotters' line series and axes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polyline {
+    pub stroke: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Every `polyline`, in drawing order.
+pub fn polylines(svg: &str) -> Vec<Polyline> {
+    svg.split("<polyline")
+        .skip(1)
+        .map(|s| {
+            let tag = &s[..s.find("/>").expect("polyline closes")];
+            let points = attr(tag, "points")
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| {
+                    let (x, y) = p.split_once(',')?;
+                    Some((x.parse().ok()?, y.parse().ok()?))
+                })
+                .collect();
+            Polyline {
+                stroke: attr(tag, "stroke").unwrap_or_default(),
+                points,
+            }
+        })
+        .collect()
+}
+
 /// Every `text`, in drawing order.
 pub fn labels(svg: &str) -> Vec<Label> {
     svg.split("<text")
