@@ -270,7 +270,9 @@ impl BarChart {
         let mut width_px = 2.0 * MARGIN + cols * panel_w + (cols - 1.0) * PANEL_GAP;
         let entry_w = |s: &str| SWATCH + 6.0 + width(s, LEGEND_PX);
         let widest_entry = self.series.iter().map(|s| entry_w(s)).fold(0.0, f64::max);
-        width_px = width_px.max(2.0 * MARGIN + widest_entry);
+        width_px = width_px
+            .max(2.0 * MARGIN + widest_entry)
+            .max(2.0 * MARGIN + width(&self.title, TITLE_PX));
         let mut legend_rows: Vec<Vec<(usize, f64)>> = vec![Vec::new()];
         let mut x = MARGIN;
         for (i, s) in self.series.iter().enumerate() {
@@ -738,7 +740,8 @@ mod tests {
 
     #[test]
     fn all_missing_or_zero_still_draws() {
-        let chart = BarChart::new("nothing yet", ["a", "b"]).panel(
+        let title = "a title much longer than the one narrow panel below it, which is fine";
+        let chart = BarChart::new(title, ["a", "b"]).panel(
             "time",
             Unit::Seconds,
             vec![Group::new("w", vec![None, Some(0.0)])],

@@ -71,8 +71,8 @@ pub fn combinations(report: &SimReport, workload: &str) -> BarChart {
     let codecs: Vec<&str> = CodecMode::ALL.iter().map(|c| c.name()).collect();
     let title = format!(
         "{workload}: codec settings (colours) under each stop policy, {} Mbit/s, RTT {} ms",
-        digits(report.bandwidth_bytes_per_s * 8.0 / 1e6),
-        digits(report.rtt_s * 1e3)
+        short(report.bandwidth_bytes_per_s * 8.0 / 1e6),
+        short(report.rtt_s * 1e3)
     );
     let groups = |f: fn(&Row) -> f64| -> Vec<Group> {
         policies(report)
@@ -142,6 +142,15 @@ pub fn remaining(report: &SimReport, workload: &str) -> Result<String> {
         .max()
         .unwrap_or(1)
         .max(1) as f64;
+    // A log scale has no 0: pages sent 0 are drawn at 1, and the axis says so.
+    let any_zero = rows
+        .iter()
+        .any(|r| r.result.rows.iter().any(|i| i.sent == 0));
+    let y_desc = if any_zero {
+        "pages sent (0 drawn at 1)"
+    } else {
+        "pages sent"
+    };
     let cols = rows.len().clamp(1, 2);
     let n_rows = rows.len().div_ceil(cols).max(1);
     let w = 2.0 * MARGIN + cols as f64 * PANEL_W + (cols as f64 - 1.0) * PANEL_GAP;
@@ -163,7 +172,7 @@ pub fn remaining(report: &SimReport, workload: &str) -> Result<String> {
         for i in 0..rows.len() {
             let x0 = MARGIN + (i % cols) as f64 * (PANEL_W + PANEL_GAP);
             let y0 = MARGIN + TITLE_H + (i / cols) as f64 * (PANEL_H + PANEL_GAP);
-            policy_panel(&root, &rows, i, (x0, y0), (max_it, max_pages))?;
+            policy_panel(&root, &rows, i, (x0, y0), (max_it, max_pages), y_desc)?;
         }
         root.present().map_err(err)?;
     }
@@ -177,15 +186,16 @@ fn policy_panel(
     i: usize,
     (x0, y0): (f64, f64),
     (max_it, max_pages): (f64, f64),
+    y_desc: &str,
 ) -> Result<()> {
     let r = rows[i];
     let color = SERIES[i % SERIES.len()];
     let marker = MARKERS[i % MARKERS.len()];
     root.draw(&Text::new(
         format!(
-            "{}: {} iterations, downtime {}",
+            "{}: {}, downtime {}",
             r.policy,
-            r.result.iterations,
+            plural(u64::from(r.result.iterations), "iteration"),
             Unit::Seconds.format(r.result.downtime_s)
         ),
         ((x0 + Y_AXIS) as i32, (y0 + CAPTION_H / 2.0) as i32),
@@ -211,7 +221,7 @@ fn policy_panel(
     chart
         .configure_mesh()
         .x_desc("iteration (the last: stop-and-copy)")
-        .y_desc("pages sent")
+        .y_desc(y_desc)
         .axis_desc_style(font(12.0).color(&INK))
         .label_style(font(11.0).color(&INK))
         .x_labels(12)
@@ -251,7 +261,7 @@ fn policy_panel(
     // the plot ends.
     let (px, py) = chart.backend_coord(&stop);
     let sent = r.result.rows.last().map_or(0, |it| it.sent);
-    let text = format!("{} pages", compact(sent as f64));
+    let text = plural(sent, "page");
     let right_edge = (x0 + PANEL_W - RIGHT_PAD) as i32;
     let (x, h) = if px + 10 + width(&text, STOP_PX) as i32 <= right_edge {
         (px + 10, HPos::Left)
@@ -297,6 +307,22 @@ fn draw_marker(
     }
     .map_err(err)?;
     Ok(())
+}
+
+/// "1 page", "20k pages".
+fn plural(n: u64, what: &str) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{} {what}{s}", compact(n as f64))
+}
+
+/// A number without the zeros after its point: "20", "1.5".
+fn short(v: f64) -> String {
+    let d = digits(v);
+    if d.contains('.') {
+        d.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        d
+    }
 }
 
 /// A tick or count in few characters: 950, 1k, 20k, 3M.
@@ -415,11 +441,16 @@ mod tests {
             );
             let caption = texts
                 .iter()
-                .find(|t| t.text.starts_with(&format!("{policy}: {stop} iterations")))
+                .find(|t| {
+                    t.text.starts_with(&format!(
+                        "{policy}: {}",
+                        plural(u64::from(*stop), "iteration")
+                    ))
+                })
                 .unwrap_or_else(|| panic!("{policy}: caption"));
             assert_eq!(caption.fill, colour, "{policy}: caption in its colour");
             // The stop-and-copy labelled beside its marker, above it.
-            let want = format!("{} pages", compact(curve(stop + 1) as f64));
+            let want = plural(curve(stop + 1), "page");
             let label = texts
                 .iter()
                 .find(|t| t.text == want && t.fill == colour)
@@ -453,6 +484,32 @@ mod tests {
             let b = a.bbox();
             assert!(b.0 >= 0.0 && b.2 <= width, "{:?} leaves the figure", a.text);
         }
+    }
+
+    #[test]
+    fn a_stop_that_sends_nothing_is_drawn_at_one_and_said_so() {
+        let mut r = report();
+        let before = remaining(&r, "database").unwrap();
+        assert!(!before.contains("0 drawn at 1"));
+        for row in r.rows.iter_mut().filter(|x| x.policy == "smart-stop") {
+            row.result.rows.last_mut().unwrap().sent = 0;
+        }
+        let svg = remaining(&r, "database").unwrap();
+        let texts = labels(&svg);
+        assert!(texts.iter().any(|t| t.text == "pages sent (0 drawn at 1)"));
+        assert!(texts
+            .iter()
+            .any(|t| t.text == "0 pages" && t.fill == hex(SERIES[3])));
+    }
+
+    #[test]
+    fn numbers_in_words() {
+        assert_eq!(plural(1, "page"), "1 page");
+        assert_eq!(plural(0, "page"), "0 pages");
+        assert_eq!(plural(20_000, "page"), "20k pages");
+        assert_eq!(short(20.0), "20");
+        assert_eq!(short(1.5), "1.5");
+        assert_eq!(short(100.0), "100");
     }
 
     #[test]
