@@ -53,6 +53,36 @@ pub struct Panel {
     pub groups: Vec<Group>,
 }
 
+impl Panel {
+    /// The label written above a bar of `value` ("n/a" where it is missing; a zero in the
+    /// unit of the panel's axis, "0 ms" beside "350 ms").
+    pub fn label(&self, value: Option<f64>) -> String {
+        match value {
+            None => MISSING.to_owned(),
+            Some(0.0) => {
+                let (_, unit) = self.unit.axis_scale(self.max());
+                format!("0 {unit}").trim_end().to_owned()
+            }
+            Some(v) => self.unit.format(v),
+        }
+    }
+
+    /// Every label, group by group.
+    fn labels(&self) -> impl Iterator<Item = String> + '_ {
+        self.groups
+            .iter()
+            .flat_map(move |g| g.values.iter().map(move |v| self.label(*v)))
+    }
+
+    /// The largest value (0 without any).
+    fn max(&self) -> f64 {
+        self.groups
+            .iter()
+            .flat_map(|g| g.values.iter().flatten())
+            .fold(0.0, |a: f64, &b| a.max(b))
+    }
+}
+
 /// A figure of bar-chart panels sharing series, colours and legend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BarChart {
@@ -155,11 +185,6 @@ impl BarChart {
         self
     }
 
-    /// The label written above a bar of `value` (or where a value is missing).
-    pub fn label(unit: &Unit, value: Option<f64>) -> String {
-        value.map_or_else(|| MISSING.to_owned(), |v| unit.format(v))
-    }
-
     /// Writes the figure to `path`.
     pub fn write_svg(&self, path: &Path) -> Result<()> {
         let svg = self.to_svg()?;
@@ -225,11 +250,7 @@ impl BarChart {
     }
 
     fn all_labels(&self) -> impl Iterator<Item = String> + '_ {
-        self.panels.iter().flat_map(|p| {
-            p.groups
-                .iter()
-                .flat_map(move |g| g.values.iter().map(move |v| Self::label(&p.unit, *v)))
-        })
+        self.panels.iter().flat_map(Panel::labels)
     }
 
     fn layout(&self) -> Layout {
@@ -349,11 +370,7 @@ impl BarChart {
         p: &Panel,
         (x0, y0): (f64, f64),
     ) -> Result<()> {
-        let max = p
-            .groups
-            .iter()
-            .flat_map(|g| g.values.iter().flatten())
-            .fold(0.0, |a: f64, &b| a.max(b));
+        let max = p.max();
         let (div, unit_name) = p.unit.axis_scale(max);
         let caption = if unit_name.is_empty() {
             p.metric.clone()
@@ -371,8 +388,8 @@ impl BarChart {
         .map_err(err)?;
 
         // Headroom: the tallest label must fit between its bar and the top of the plot.
-        let room = self
-            .all_labels_of(p)
+        let room = p
+            .labels()
             .map(|lab| l.labels.height(&lab))
             .fold(0.0, f64::max)
             + 2.0;
@@ -435,7 +452,7 @@ impl BarChart {
                 let x = chart.backend_coord(&(mid, 0.0)).0;
                 let y = bar_top - LABEL_GAP as i32;
                 let color = if v.is_some() { INK } else { MISSING_INK };
-                let text = Self::label(&p.unit, *v);
+                let text = p.label(*v);
                 let style = match l.labels {
                     Labels::Horizontal(s) => font(s)
                         .color(&color)
@@ -449,12 +466,6 @@ impl BarChart {
             }
         }
         Ok(())
-    }
-
-    fn all_labels_of<'a>(&self, p: &'a Panel) -> impl Iterator<Item = String> + 'a {
-        p.groups
-            .iter()
-            .flat_map(move |g| g.values.iter().map(move |v| Self::label(&p.unit, *v)))
     }
 }
 
@@ -673,7 +684,8 @@ mod tests {
         assert_eq!(chart.layout().labels, Labels::Horizontal(11.0));
         assert_readable(&chart, &svg);
         let texts = labels(&svg);
-        for l in ["12.3 s", "300 ms", "1.46 GiB", "45.0 MiB"] {
+        // A zero in its panel's unit: "0 ms" among the downtimes.
+        for l in ["12.3 s", "300 ms", "1.46 GiB", "45.0 MiB", "0 ms"] {
             assert!(texts.iter().any(|t| t.text == l), "{l}");
         }
         let missing = texts.iter().filter(|t| t.text == MISSING).count();
@@ -749,7 +761,7 @@ mod tests {
         let svg = chart.to_svg().unwrap();
         assert_readable(&chart, &svg);
         let texts = labels(&svg);
-        assert!(texts.iter().any(|t| t.text == "n/a") && texts.iter().any(|t| t.text == "0 s"));
+        assert!(texts.iter().any(|t| t.text == "n/a") && texts.iter().any(|t| t.text == "0 ms"));
     }
 
     #[test]
