@@ -17,6 +17,8 @@
 //! * [`replay`](mod@replay): a snapshot series through an encoder and a decoder, verified page by page;
 //! * [`simulate`]: pre-copy migration modelled over a WAN link, every policy and codec
 //!   setting;
+//! * [`plot`]: SVG figures read at a glance (grouped bar charts), for the simulator and
+//!   the comparisons;
 //! * [`trace`]: snapshot series of a running QEMU guest, through QMP;
 //! * [`machine`]: a real small Linux guest in QEMU that checks its own memory, a source and
 //!   destination QEMU for its live migration, its console watched, both RAMs compared;
@@ -37,6 +39,7 @@ pub mod live;
 pub mod machine;
 pub mod migrate;
 pub mod net;
+pub mod plot;
 pub mod qemu;
 pub mod replay;
 pub mod series;

@@ -230,6 +230,14 @@ fn cli_writes_table_plots_and_json() {
         let svg = std::fs::read_to_string(out.path().join(f)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("smart-stop"), "{f}");
     }
+    // The combinations' legend names every codec setting.
+    let svg = std::fs::read_to_string(out.path().join("combinations-hot-set.svg")).unwrap();
+    for codec in ["none", "xbzrle (qemu)", "cbr only", "all"] {
+        assert!(
+            svg.contains(&format!("\n{codec}\n</text>")),
+            "legend: {codec}"
+        );
+    }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["rows"].as_array().unwrap().len(), 2 * 4 * 4);
