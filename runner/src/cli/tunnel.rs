@@ -12,7 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pagewire_runner::machine::GuestImage;
 use pagewire_runner::migrate::Codec;
 use pagewire_runner::net::{tls, Shape};
-use pagewire_runner::tunnel::demo::{run_method, DemoConfig, Method, RunResult, TunnelCodec};
+use pagewire_runner::tunnel::demo::{
+    comparison_chart, run_method, DemoConfig, Method, RunResult, TunnelCodec, WorkloadRuns,
+};
 use pagewire_runner::tunnel::{
     self, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig, TunnelDest,
     DEFAULT_ZSTD_LEVEL,
@@ -289,6 +291,16 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
             eprintln!("tunnel demo: {}", summary(&r));
         }
         runs.push(r);
+    }
+    if let Some(p) = &a.plot {
+        comparison_chart(
+            &format!("QEMU live migration, {}", shape.describe()),
+            &[WorkloadRuns {
+                workload: "heartbeat",
+                runs: &runs,
+            }],
+        )
+        .write_svg(p)?;
     }
     let verified = runs.iter().all(|r| r.verified);
     if a.json {

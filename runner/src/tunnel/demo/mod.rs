@@ -8,8 +8,10 @@
 
 pub mod method;
 pub mod path;
+pub mod plot;
 pub mod run;
 
 pub use method::Method;
 pub use path::TunnelCodec;
+pub use plot::{comparison_chart, WorkloadRuns};
 pub use run::{run_method, DemoConfig, RunResult};
