@@ -71,6 +71,9 @@ struct DemoArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Write the comparison as an SVG plot to this file.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
