@@ -133,6 +133,7 @@ impl std::error::Error for QmpError {}
 /// A byte stream whose reads can time out: unix or TCP socket.
 trait Conn: Read + Write + Send {
     fn set_timeout(&self, t: Duration) -> io::Result<()>;
+    fn close(&self);
 }
 
 impl Conn for UnixStream {
@@ -140,12 +141,22 @@ impl Conn for UnixStream {
         self.set_read_timeout(Some(t))?;
         self.set_write_timeout(Some(t))
     }
+
+    fn close(&self) {
+        // `ignore`: a socket the peer already closed has nothing left to shut down.
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Conn for TcpStream {
     fn set_timeout(&self, t: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(t))?;
         self.set_write_timeout(Some(t))
+    }
+
+    fn close(&self) {
+        // `ignore`: a socket the peer already closed has nothing left to shut down.
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -321,6 +332,15 @@ impl Qmp {
             );
             self.fail(QmpError::Protocol { detail })
         })
+    }
+
+    /// Closes the connection now, so that QEMU (which serves one QMP client at a time)
+    /// accepts a new one while this value still exists; later commands fail as unusable.
+    pub fn close(&mut self) {
+        self.conn.get_ref().close();
+        if self.broken.is_none() {
+            self.broken = Some("the connection was closed".into());
+        }
     }
 
     /// Marks the session unusable and passes the error on.
