@@ -343,3 +343,240 @@ impl QemuStop {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagewire::policy::{PolicyKind, PolicyParams};
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A fake QEMU: answers `query-migrate` with `replies` in turn (closing the connection
+    /// where one is `None`), reports a downtime limit of 300 ms, and logs every
+    /// `migrate-set-parameters` argument object in `set`. Serves connections one after the
+    /// other, as QEMU does.
+    struct FakeQemu {
+        addr: QmpAddr,
+        set: Arc<Mutex<Vec<Value>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fake_qemu(replies: Vec<Option<Value>>) -> FakeQemu {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let set = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&set);
+        thread::spawn(move || {
+            let mut replies = replies.into_iter();
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { return };
+                writeln!(s, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    let msg: Value = serde_json::from_str(&line).unwrap();
+                    line.clear();
+                    let ret = match msg["execute"].as_str().unwrap() {
+                        "query-migrate" => match replies.next().flatten() {
+                            Some(v) => v,
+                            None => break,
+                        },
+                        "query-migrate-parameters" => json!({ "downtime-limit": 300 }),
+                        "migrate-set-parameters" => {
+                            log.lock().unwrap().push(msg["arguments"].clone());
+                            json!({})
+                        }
+                        _ => json!({}),
+                    };
+                    let reply = json!({ "return": ret, "id": msg["id"] });
+                    // `ignore`: the controller may be gone.
+                    let _ = writeln!(s, "{reply}");
+                }
+            }
+        });
+        FakeQemu {
+            addr: QmpAddr::Unix(path),
+            set,
+            _dir: dir,
+        }
+    }
+
+    /// An active migration's reply at `sync`, with the pass that `sync` started half sent.
+    fn active(at_ms: u64, sync: u64) -> Option<Value> {
+        Some(json!({
+            "status": "active", "total-time": at_ms,
+            "ram": {
+                "dirty-sync-count": sync, "remaining": 4_096_000, "transferred": at_ms * 8_000,
+                "normal": at_ms * 2, "duplicate": 0, "mbps": 64.0, "page-size": 4096,
+                "dirty-pages-rate": 1000
+            }
+        }))
+    }
+
+    fn opts() -> StopOptions {
+        StopOptions {
+            poll_interval: Duration::from_millis(1),
+            command_timeout: Duration::from_secs(5),
+            ..StopOptions::default()
+        }
+    }
+
+    fn xen_today(passes: u32) -> AnyPolicy {
+        let mut p = PolicyKind::XenToday.build(&PolicyParams::new(32768, 4096));
+        p.set_max_iterations(passes);
+        p
+    }
+
+    #[test]
+    fn floor_then_raise_after_the_deciding_pass_then_the_user_limit_again() {
+        let done = json!({
+            "status": "completed", "total-time": 5000, "downtime": 7,
+            "ram": { "dirty-sync-count": 5, "remaining": 0, "page-size": 4096 }
+        });
+        let q = fake_qemu(vec![
+            Some(json!({ "status": "setup" })),
+            active(1000, 1),
+            active(2000, 2),
+            active(3000, 3),
+            active(3100, 3),
+            Some(done),
+        ]);
+        let mut qmp = Qmp::connect(&q.addr, Duration::from_secs(5)).unwrap();
+        let mut stop = QemuStop::new(
+            xen_today(2),
+            StopOptions {
+                max_bandwidth: Some(1 << 30),
+                ..opts()
+            },
+        );
+        let mut statuses = Vec::new();
+        let t = stop
+            .run(&mut qmp, |p| {
+                statuses.push(p.status.to_string());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(
+            *q.set.lock().unwrap(),
+            [
+                json!({ "downtime-limit": 1, "max-bandwidth": 1u64 << 30 }),
+                json!({ "downtime-limit": QEMU_MAX_DOWNTIME_LIMIT_MS }),
+                json!({ "downtime-limit": 300 }),
+            ]
+        );
+        assert_eq!(statuses, ["setup", "active", "active", "active", "active"]);
+        assert_eq!(t.end, StopEnd::Completed);
+        assert_eq!(t.user_downtime_limit_ms, 300);
+        assert_eq!(t.passes.len(), 2);
+        assert_eq!(t.passes[0].decision, Decision::Continue);
+        assert_eq!(t.passes[1].decision, Decision::StopAndCopy);
+        assert_eq!(t.passes[1].report.iteration, 2);
+        assert_eq!(t.stop_after_pass, Some(2));
+        assert_eq!(t.dirty_sync_count_at_stop, Some(3));
+        assert_eq!(t.final_dirty_sync_count, 5);
+        assert_eq!(t.qemu_downtime_ms, Some(7));
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["end"]["kind"], "completed");
+        assert_eq!(json["passes"][1]["decision"], "stop-and-copy");
+    }
+
+    #[test]
+    fn a_lost_connection_restores_the_limit_through_a_new_one() {
+        // The first connection closes at the third query-migrate; the second gets the rest.
+        let q = fake_qemu(vec![
+            active(1000, 1),
+            active(2000, 2),
+            None,
+            active(2500, 2),
+        ]);
+        let mut qmp = Qmp::connect(&q.addr, Duration::from_secs(5)).unwrap();
+        let mut stop = QemuStop::new(
+            xen_today(10),
+            StopOptions {
+                user_downtime_limit_ms: Some(2000),
+                reconnect: Some(q.addr.clone()),
+                ..opts()
+            },
+        );
+        let e = stop
+            .run(&mut qmp, |_| ControlFlow::Continue(()))
+            .unwrap_err();
+        assert!(e.restored, "{e}");
+        assert!(e.cause.is_connection_lost());
+        assert!(e.to_string().contains("back at 2000 ms"), "{e}");
+        assert_eq!(e.timeline.passes.len(), 1);
+        assert!(matches!(e.timeline.end, StopEnd::HandedToQemu { .. }));
+        assert_eq!(
+            *q.set.lock().unwrap(),
+            [
+                json!({ "downtime-limit": 1 }),
+                json!({ "downtime-limit": 2000 })
+            ]
+        );
+        // The caller's handle is the new connection.
+        assert_eq!(
+            qmp.execute("query-migrate", None).unwrap()["status"],
+            "active"
+        );
+    }
+
+    #[test]
+    fn without_a_way_back_the_error_says_what_to_run() {
+        let q = fake_qemu(vec![active(1000, 1), None]);
+        let mut qmp = Qmp::connect(&q.addr, Duration::from_secs(5)).unwrap();
+        let mut stop = QemuStop::new(xen_today(10), opts());
+        let e = stop
+            .run(&mut qmp, |_| ControlFlow::Continue(()))
+            .unwrap_err();
+        assert!(!e.restored);
+        assert!(
+            e.to_string()
+                .contains("migrate-set-parameters downtime-limit=300"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_caller_that_breaks_hands_over_to_qemu() {
+        let q = fake_qemu(vec![active(1000, 1), active(2000, 2), active(3000, 3)]);
+        let mut qmp = Qmp::connect(&q.addr, Duration::from_secs(5)).unwrap();
+        let mut stop = QemuStop::new(xen_today(10), opts());
+        let t = stop
+            .run(&mut qmp, |p| match p.pass {
+                Some(_) => ControlFlow::Break(()),
+                None => ControlFlow::Continue(()),
+            })
+            .unwrap();
+        assert!(matches!(t.end, StopEnd::HandedToQemu { .. }), "{:?}", t.end);
+        assert_eq!(
+            *q.set.lock().unwrap(),
+            [
+                json!({ "downtime-limit": 1 }),
+                json!({ "downtime-limit": 300 })
+            ]
+        );
+    }
+
+    #[test]
+    fn past_the_policy_ceiling_the_controller_stops_by_itself() {
+        // Passes 1 to 3 end between two replies: one report numbered 3, past a cap of 2.
+        let q = fake_qemu(vec![active(1000, 1), active(2000, 4)]);
+        let mut qmp = Qmp::connect(&q.addr, Duration::from_secs(5)).unwrap();
+        let mut stop = QemuStop::new(xen_today(2), opts());
+        let e = stop
+            .run(&mut qmp, |_| ControlFlow::Continue(()))
+            .unwrap_err();
+        let t = e.timeline;
+        assert_eq!(t.passes.len(), 1);
+        assert_eq!(t.passes[0].report.iteration, 3);
+        assert_eq!(t.passes[0].decision, Decision::StopAndCopy);
+        assert!(
+            t.passes[0].reason.contains("ceiling of 2"),
+            "{}",
+            t.passes[0].reason
+        );
+        assert_eq!(t.stop_after_pass, Some(3));
+    }
+}

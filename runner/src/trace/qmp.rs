@@ -495,6 +495,20 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_session_frees_qemu_and_refuses_commands() {
+        let (_d, addr, h) = fake_qemu(|cmd, id| match cmd {
+            "qmp_capabilities" => Some(vec![format!("{{\"return\": {{}}, \"id\": {id}}}\n")]),
+            _ => None,
+        });
+        let mut q = Qmp::connect(&addr, Duration::from_secs(5)).unwrap();
+        q.close();
+        // The fake QEMU sees the end of its connection while `q` still exists.
+        h.join().unwrap();
+        let e = q.execute("query-status", None).unwrap_err();
+        assert!(matches!(e, QmpError::Unusable { .. }), "{e}");
+    }
+
+    #[test]
     fn no_socket_says_how_to_start_qemu() {
         let d = tempfile::tempdir().unwrap();
         let addr = QmpAddr::Unix(d.path().join("none.sock"));
