@@ -4,9 +4,9 @@
 //! about 10 MB a second) needs many passes and never converges at the 1 ms floor: every
 //! stop comes from the controller or from the limit it restored.
 //!
-//! * a policy that stops after pass 4: QEMU must stop right after the controller's
-//!   decision (two more bitmap syncs: the one the raise triggers and the stop-and-copy's)
-//!   and the destination guest go on counting its heartbeats;
+//! * a policy that stops after pass 4, and Smart Stop: QEMU must stop right after the
+//!   controller's decision (two more bitmap syncs: the one the raise triggers and the
+//!   stop-and-copy's) and the destination guest go on counting its heartbeats;
 //! * the controller's QMP connection cut mid-migration: it reconnects, restores the user's
 //!   downtime limit, and QEMU's own rule ends the migration.
 //!
@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use guest::{Vm, HEARTBEAT};
 use pagewire::policy::{AnyPolicy, Decision, PolicyKind, PolicyParams};
-use pagewire_runner::qemu_stop::{QemuStop, StopEnd, StopOptions, QEMU_DEFAULT_MAX_BANDWIDTH};
+use pagewire_runner::qemu_stop::{
+    QemuStop, StopEnd, StopOptions, StopTimeline, QEMU_DEFAULT_MAX_BANDWIDTH,
+};
 use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 use serde_json::json;
 
@@ -179,14 +181,16 @@ fn downtime_limit(q: &mut Qmp) -> u64 {
         .unwrap()
 }
 
-#[test]
-fn qemu_stops_right_after_the_policy_decides() {
-    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
+/// Migrates the guest under `policy` at [`BANDWIDTH`] and checks what holds for every
+/// policy: one record per pass, continue until the one stop, QEMU stopped right after it
+/// (the raise's sync and the stop-and-copy's, no pass of its own), the user's limit back,
+/// the destination guest counting on. Returns the timeline; `None` when skipped.
+fn migrate_under(policy: AnyPolicy) -> Option<StopTimeline> {
     let g = match guest::guest() {
         Ok(g) => g,
         Err(why) => {
             let _ = writeln!(io::stderr(), "SKIPPED: qemu_stop: {why}");
-            return;
+            return None;
         }
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -199,7 +203,7 @@ fn qemu_stops_right_after_the_policy_decides() {
         max_bandwidth: Some(BANDWIDTH),
         ..StopOptions::default()
     };
-    let mut stop = QemuStop::new(stop_after(4), opts);
+    let mut stop = QemuStop::new(policy, opts);
     stop.prepare(&mut p.sq).unwrap();
     assert_eq!(downtime_limit(&mut p.sq), 1, "the floor is in place");
     p.sq.execute("migrate", Some(json!({ "uri": p.migration })))
@@ -218,23 +222,22 @@ fn qemu_stops_right_after_the_policy_decides() {
         serde_json::to_string_pretty(&timeline).unwrap()
     );
     assert_eq!(timeline.end, StopEnd::Completed);
-    assert_eq!(timeline.policy, "xen-today");
     let numbers: Vec<u32> = timeline.passes.iter().map(|r| r.report.iteration).collect();
-    assert_eq!(numbers, [1, 2, 3, 4], "one record per pass");
-    let decisions: Vec<Decision> = timeline.passes.iter().map(|r| r.decision).collect();
-    use Decision::{Continue, StopAndCopy};
-    assert_eq!(decisions, [Continue, Continue, Continue, StopAndCopy]);
-    assert_eq!(timeline.stop_after_pass, Some(4));
-    // Pass 4 ended with sync 5; the raise makes QEMU sync once more and stop, and its
+    let expected: Vec<u32> = (1..=numbers.len() as u32).collect();
+    assert_eq!(numbers, expected, "one record per pass");
+    let (last, before) = timeline.passes.split_last().unwrap();
+    assert!(before.iter().all(|r| r.decision == Decision::Continue));
+    assert_eq!(last.decision, Decision::StopAndCopy);
+    assert_eq!(timeline.stop_after_pass, Some(last.report.iteration));
+    // Pass k ended with sync k + 1; the raise makes QEMU sync once more and stop, and its
     // stop-and-copy syncs a last time: QEMU ran no pass of its own after the decision.
     let at_stop = timeline.dirty_sync_count_at_stop.unwrap();
-    assert_eq!(at_stop, 5);
+    assert_eq!(at_stop, u64::from(last.report.iteration) + 1);
     assert_eq!(timeline.final_dirty_sync_count, at_stop + 2, "{timeline:?}");
-    let decided_at = timeline.passes[3].seen_at_ms;
     assert!(
-        timeline.total_time_ms < decided_at + 2000,
+        timeline.total_time_ms < last.seen_at_ms + 2000,
         "QEMU took {} ms to stop after the decision",
-        timeline.total_time_ms - decided_at
+        timeline.total_time_ms - last.seen_at_ms
     );
     // The first pass sends every page once; later ones what the guest dirtied.
     let first = &timeline.passes[0].report;
@@ -253,6 +256,34 @@ fn qemu_stops_right_after_the_policy_decides() {
     p.sq.close();
     p.src.kill();
     check_destination(&mut p);
+    Some(timeline)
+}
+
+#[test]
+fn qemu_stops_right_after_the_policy_decides() {
+    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(t) = migrate_under(stop_after(4)) else {
+        return;
+    };
+    assert_eq!(t.policy, "xen-today");
+    assert_eq!(t.stop_after_pass, Some(4));
+    assert_eq!(t.final_dirty_sync_count, 7);
+}
+
+#[test]
+fn smart_stop_decides_a_real_qemu_migration() {
+    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
+    // A lower ceiling than the default 30 keeps the test short if the crossover is late.
+    let mut policy = PolicyKind::SmartStop.build(&PolicyParams::new(32768, 4096));
+    policy.set_max_iterations(12);
+    let Some(t) = migrate_under(policy) else {
+        return;
+    };
+    assert_eq!(t.policy, "smart-stop");
+    let stop = t.stop_after_pass.unwrap();
+    // Smart Stop never stops before the crossover, which needs a pass after the first.
+    assert!((2..=12).contains(&stop), "{stop}");
+    eprintln!("qemu_stop: smart-stop stopped after pass {stop}");
 }
 
 /// A unix socket relay between the controller and QEMU's QMP socket that the test can cut.
