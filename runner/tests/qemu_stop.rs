@@ -251,6 +251,11 @@ fn migrate_under(policy: AnyPolicy) -> Option<StopTimeline> {
         assert!(r.report.bandwidth_bytes_per_s < BANDWIDTH * 2, "{r:?}");
     }
     assert!(polls > 10);
+    // The stop-and-copy sent what the last pass found dirty (millions of bytes here).
+    assert!(
+        timeline.qemu_downtime_bytes.unwrap() > 1 << 20,
+        "{timeline:?}"
+    );
     // QEMU's parameters are as they were found.
     assert_eq!(downtime_limit(&mut p.sq), user_limit);
     p.sq.close();

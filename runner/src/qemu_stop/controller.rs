@@ -173,6 +173,7 @@ impl QemuStop {
             final_dirty_sync_count: 0,
             total_time_ms: 0,
             qemu_downtime_ms: None,
+            qemu_downtime_bytes: None,
         };
         if self.user_limit_ms.is_none() {
             if let Err(e) = self.prepare(qmp) {
@@ -210,6 +211,8 @@ impl QemuStop {
             if let Some(end) = end {
                 timeline.end = end;
                 timeline.qemu_downtime_ms = reply.get("downtime").and_then(Value::as_u64);
+                timeline.qemu_downtime_bytes =
+                    reply.pointer("/ram/downtime-bytes").and_then(Value::as_u64);
                 // Leave QEMU's parameters as they were found, for its next migration.
                 if let Err(e) = self.restore(qmp) {
                     return Err(self.hand_over(qmp, timeline, e));
@@ -433,7 +436,10 @@ mod tests {
     fn floor_then_raise_after_the_deciding_pass_then_the_user_limit_again() {
         let done = json!({
             "status": "completed", "total-time": 5000, "downtime": 7,
-            "ram": { "dirty-sync-count": 5, "remaining": 0, "page-size": 4096 }
+            "ram": {
+                "dirty-sync-count": 5, "remaining": 0, "page-size": 4096,
+                "downtime-bytes": 9_529_551
+            }
         });
         let q = fake_qemu(vec![
             Some(json!({ "status": "setup" })),
@@ -477,6 +483,7 @@ mod tests {
         assert_eq!(t.dirty_sync_count_at_stop, Some(3));
         assert_eq!(t.final_dirty_sync_count, 5);
         assert_eq!(t.qemu_downtime_ms, Some(7));
+        assert_eq!(t.qemu_downtime_bytes, Some(9_529_551));
         let json = serde_json::to_value(&t).unwrap();
         assert_eq!(json["end"]["kind"], "completed");
         assert_eq!(json["passes"][1]["decision"], "stop-and-copy");

@@ -62,4 +62,6 @@ pub struct StopTimeline {
     pub total_time_ms: u64,
     /// QEMU's own `downtime` figure once completed, in milliseconds.
     pub qemu_downtime_ms: Option<u64>,
+    /// QEMU's `ram.downtime-bytes` once completed: what the stop-and-copy sent.
+    pub qemu_downtime_bytes: Option<u64>,
 }
