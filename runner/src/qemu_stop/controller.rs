@@ -213,11 +213,16 @@ impl QemuStop {
                 timeline.qemu_downtime_ms = reply.get("downtime").and_then(Value::as_u64);
                 timeline.qemu_downtime_bytes =
                     reply.pointer("/ram/downtime-bytes").and_then(Value::as_u64);
-                // Leave QEMU's parameters as they were found, for its next migration.
-                if let Err(e) = self.restore(qmp) {
-                    return Err(self.hand_over(qmp, timeline, e));
-                }
-                return Ok(timeline);
+                // Leave QEMU's parameters as they were found, for its next migration. The
+                // migration is over either way, so its end stays in the timeline.
+                return match self.restore(qmp) {
+                    Ok(()) => Ok(timeline),
+                    Err(cause) => Err(Box::new(StopError {
+                        timeline,
+                        cause,
+                        restored: false,
+                    })),
+                };
             }
             let mut seen = None;
             if let Some(s) = &sample {
