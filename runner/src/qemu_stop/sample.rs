@@ -77,7 +77,8 @@ struct PassMark {
 /// everything, so of the pages sent between the two samples around a sync, at most the
 /// earlier sample's `remaining` belong to the old pass; the rest were sent after the sync,
 /// and the sync found `remaining` now plus those. Time and bytes at the sync are
-/// interpolated by the same share of pages.
+/// interpolated by the same share of pages. The first pass counts from the start of the
+/// migration, so the tracker must see a reply before the first pass ends.
 #[derive(Debug, Clone, Default)]
 pub struct PassTracker {
     last: Option<RamSample>,
