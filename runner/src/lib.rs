@@ -24,6 +24,8 @@
 //!   destination QEMU for its live migration, its console watched, both RAMs compared;
 //! * [`qemu`]: QEMU's migration stream, parsed into pages and device state and written
 //!   again (the first part of `pagewire tunnel`);
+//! * [`qemu_stop`]: a pagewire stop policy deciding when a QEMU migration switches over,
+//!   through QMP;
 //! * [`encoders`]: the stream encoders, in process or the offload firmware in its own
 //!   process;
 //! * [`series`]: snapshot series, from a folder or the synthetic generator;
@@ -41,6 +43,7 @@ pub mod migrate;
 pub mod net;
 pub mod plot;
 pub mod qemu;
+pub mod qemu_stop;
 pub mod replay;
 pub mod series;
 pub mod settings;

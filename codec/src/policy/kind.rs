@@ -119,6 +119,16 @@ impl AnyPolicy {
         }
     }
 
+    /// The hard cap on iterations: the policy stops at this iteration whatever it saw.
+    pub fn max_iterations(&self) -> u32 {
+        match self {
+            AnyPolicy::XenClassic(p) => p.max_iterations,
+            AnyPolicy::XenToday(p) => p.max_iterations,
+            AnyPolicy::DowntimeLimit(p) => p.ceiling,
+            AnyPolicy::SmartStop(p) => p.ceiling,
+        }
+    }
+
     /// Changes the hard cap on iterations (30 by default, 5 for Xen today).
     pub fn set_max_iterations(&mut self, max_iterations: u32) {
         match self {
@@ -185,6 +195,7 @@ mod tests {
         }
         let mut p = PolicyKind::XenToday.build(&params);
         p.set_max_iterations(2);
+        assert_eq!(p.max_iterations(), 2);
         let r = IterationReport {
             iteration: 2,
             pages_sent: 1000,

@@ -133,6 +133,7 @@ impl std::error::Error for QmpError {}
 /// A byte stream whose reads can time out: unix or TCP socket.
 trait Conn: Read + Write + Send {
     fn set_timeout(&self, t: Duration) -> io::Result<()>;
+    fn close(&self);
 }
 
 impl Conn for UnixStream {
@@ -140,12 +141,22 @@ impl Conn for UnixStream {
         self.set_read_timeout(Some(t))?;
         self.set_write_timeout(Some(t))
     }
+
+    fn close(&self) {
+        // `ignore`: a socket the peer already closed has nothing left to shut down.
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Conn for TcpStream {
     fn set_timeout(&self, t: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(t))?;
         self.set_write_timeout(Some(t))
+    }
+
+    fn close(&self) {
+        // `ignore`: a socket the peer already closed has nothing left to shut down.
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -323,6 +334,15 @@ impl Qmp {
         })
     }
 
+    /// Closes the connection now, so that QEMU (which serves one QMP client at a time)
+    /// accepts a new one while this value still exists; later commands fail as unusable.
+    pub fn close(&mut self) {
+        self.conn.get_ref().close();
+        if self.broken.is_none() {
+            self.broken = Some("the connection was closed".into());
+        }
+    }
+
     /// Marks the session unusable and passes the error on.
     fn fail(&mut self, e: QmpError) -> QmpError {
         self.broken = Some(e.to_string());
@@ -472,6 +492,20 @@ mod tests {
         assert!(matches!(e, QmpError::Closed { .. }), "{e}");
         assert!(e.to_string().contains("did QEMU exit?"), "{e}");
         h.join().unwrap();
+    }
+
+    #[test]
+    fn a_closed_session_frees_qemu_and_refuses_commands() {
+        let (_d, addr, h) = fake_qemu(|cmd, id| match cmd {
+            "qmp_capabilities" => Some(vec![format!("{{\"return\": {{}}, \"id\": {id}}}\n")]),
+            _ => None,
+        });
+        let mut q = Qmp::connect(&addr, Duration::from_secs(5)).unwrap();
+        q.close();
+        // The fake QEMU sees the end of its connection while `q` still exists.
+        h.join().unwrap();
+        let e = q.execute("query-status", None).unwrap_err();
+        assert!(matches!(e, QmpError::Unusable { .. }), "{e}");
     }
 
     #[test]
