@@ -14,11 +14,13 @@ mod guest;
 
 use std::io::{self, Write};
 use std::net::TcpListener;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pagewire::policy::PolicyKind;
 use pagewire::Config;
 use pagewire_runner::machine::{
     compare_machines, migrate, wait_incoming, wait_migration, Machine, MigrationPair, Start,
@@ -27,10 +29,12 @@ use pagewire_runner::machine::{
 use pagewire_runner::migrate::{Codec, Deadlines};
 use pagewire_runner::net::relay::ShapedRelay;
 use pagewire_runner::net::{tls, Shape, Wire};
-use pagewire_runner::trace::qmp::Qmp;
+use pagewire_runner::qemu_stop::StopEnd;
+use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
+use pagewire_runner::tunnel::switchover::{NO_BANDWIDTH_CAP, TUNNEL_FLOOR_MS};
 use pagewire_runner::tunnel::{
     tunnel_out, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig, SourceReport,
-    TunnelDest,
+    Switchover, TunnelDest,
 };
 use serde_json::json;
 
@@ -102,7 +106,7 @@ fn source_end(
 fn migrate_into(q: &mut Qmp, sock: &Path) {
     q.execute(
         "migrate-set-parameters",
-        Some(json!({ "max-bandwidth": 1u64 << 40 })),
+        Some(json!({ "max-bandwidth": NO_BANDWIDTH_CAP })),
     )
     .unwrap();
     migrate(q, &format!("unix:{}", sock.display())).unwrap();
@@ -185,9 +189,27 @@ fn a_real_guest_migrates_through_the_tunnel_with_identical_memory() {
 
     let mut sq = pair.source.qmp().unwrap();
     let mut dq = pair.destination.qmp().unwrap();
+    // Smart Stop decides the switchover over QEMU's second QMP socket, as `tunnel source
+    // --qmp` does
+    let second = QmpAddr::Unix(pair.source.second_qmp_path().to_path_buf());
+    let mut cq = Qmp::connect(&second, Duration::from_secs(10)).unwrap();
+    let mut stop = Switchover::Policy(PolicyKind::SmartStop)
+        .prepare(&mut cq, Some(second))
+        .unwrap()
+        .expect("a controller");
     migrate_into(&mut sq, &src_sock);
+    let deciding = thread::spawn(move || stop.run(&mut cq, |_| ControlFlow::Continue(())));
     let outcome = wait_migration(&mut sq, MIGRATION_TIMEOUT).unwrap();
     assert!(outcome.completed(), "source migration: {}", outcome.info);
+    let timeline = deciding
+        .join()
+        .unwrap()
+        .expect("the controller saw it through");
+    assert_eq!(timeline.end, StopEnd::Completed);
+    assert_eq!(timeline.floor_ms, TUNNEL_FLOOR_MS);
+    // on this fast link the passes may end between two of its polls; QEMU's limit is back
+    let limit = sq.execute("query-migrate-parameters", None).unwrap()["downtime-limit"].clone();
+    assert_eq!(limit, timeline.user_downtime_limit_ms, "{timeline:?}");
     let report = carrying.join().unwrap().expect("the source end");
     let dest_report = ends
         .dest

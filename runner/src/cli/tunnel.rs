@@ -2,6 +2,7 @@
 //! carries an unmodified QEMU's live migration, over [`pagewire_runner::tunnel`].
 
 use std::net::TcpListener;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +13,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pagewire_runner::machine::GuestImage;
 use pagewire_runner::migrate::Codec;
 use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::qemu_stop::{StopEnd, StopTimeline};
+use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 use pagewire_runner::tunnel::demo::{
     comparison_chart, run_method, DemoConfig, Method, RunResult, TunnelCodec, WorkloadRuns,
 };
 use pagewire_runner::tunnel::{
-    self, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig, TunnelDest,
+    self, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig, Switchover, TunnelDest,
     DEFAULT_ZSTD_LEVEL,
 };
 use pagewire_runner::CodecSettings;
@@ -71,6 +74,10 @@ struct DemoArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Who decides when the tunnel run's QEMU stops the guest: a stop policy (smart-stop,
+    /// xen-classic, xen-today, downtime-limit) over QMP, or qemu (its own downtime limit).
+    #[arg(long, default_value = "smart-stop")]
+    policy: String,
     /// Write the comparison as an SVG plot to this file.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
@@ -82,6 +89,14 @@ struct SourceArgs {
     /// URI: `migrate unix:/path`).
     #[arg(long, value_name = "URI")]
     qemu: String,
+    /// The source QEMU's QMP socket (unix:/path or tcp:host:port; one QEMU serves no other
+    /// client on it): with it a stop policy decides the switchover (--policy).
+    #[arg(long, value_name = "ADDR")]
+    qmp: Option<String>,
+    /// Who decides when QEMU stops the guest, with --qmp: a stop policy (smart-stop,
+    /// xen-classic, xen-today, downtime-limit) or qemu (its own downtime limit).
+    #[arg(long, default_value = "smart-stop", requires = "qmp")]
+    policy: String,
     /// The destination end, host:port.
     #[arg(long, value_name = "ADDR")]
     to: String,
@@ -178,6 +193,19 @@ fn run_source(a: &SourceArgs) -> Result<()> {
         label: "qemu".into(),
         deadlines,
     };
+    let switchover = Switchover::parse(&a.policy)?;
+    // the policy takes over before QEMU's migration starts
+    let mut controller = match &a.qmp {
+        Some(addr) => {
+            let addr = QmpAddr::parse(addr);
+            let mut q = Qmp::connect(&addr, deadlines.handshake)
+                .with_context(|| format!("connecting to QEMU's QMP at {addr}"))?;
+            switchover
+                .prepare(&mut q, Some(addr))?
+                .map(|stop| (q, stop))
+        }
+        None => None,
+    };
     let listener = qemu.listen()?;
     eprintln!(
         "tunnel source: waiting for QEMU's `migrate {}`; carrying it to {} ({})",
@@ -188,6 +216,9 @@ fn run_source(a: &SourceArgs) -> Result<()> {
     // QEMU may take its time to start migrating; once it does, a stall of the
     // progress deadline fails the migration
     let mut conn = listener.accept(deadlines.progress)?;
+    let deciding = controller.take().map(|(mut q, mut stop)| {
+        std::thread::spawn(move || stop.run(&mut q, |_| ControlFlow::Continue(())))
+    });
     let bar = spinner(a.json);
     let r = tunnel::tunnel_out(&mut *conn, &cfg, &mut |c, wire| {
         bar.set_message(format!(
@@ -198,10 +229,27 @@ fn run_source(a: &SourceArgs) -> Result<()> {
         ));
     });
     bar.finish_and_clear();
+    // QEMU's migration is over (its stream ended) or failed: so is the controller's part
+    let timeline = deciding.map(|t| match t.join() {
+        Ok(Ok(t)) => Some(t),
+        Ok(Err(e)) => {
+            eprintln!("tunnel source: the stop policy stepped back: {e}");
+            Some(e.timeline)
+        }
+        Err(_) => None,
+    });
     let r = r?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let j = serde_json::json!({ "tunnel": r, "switchover": timeline.flatten() });
+        println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
+        if let Some(Some(sw)) = &timeline {
+            println!(
+                "tunnel source: {} decided the switchover: {}",
+                sw.policy,
+                describe_switchover(sw)
+            );
+        }
         println!(
             "tunnel source: migration {} carried in {:.2} s: {} B of QEMU stream as {} B on the \
              link ({:.1} %); {} pages ({} zero, {} XBZRLE), {} B of device state",
@@ -255,6 +303,7 @@ fn run_dest(a: &DestArgs) -> Result<()> {
 fn run_demo(a: &DemoArgs) -> Result<()> {
     let shape = Shape::parse(&a.rate, &a.delay)?;
     let codec = a.codec.codec()?;
+    let switchover = Switchover::parse(&a.policy)?;
     let timeout = deadline("--timeout", a.timeout)?;
     let guest_cache = match &a.guest_cache {
         Some(d) => d.clone(),
@@ -274,6 +323,7 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
         image,
         shape,
         codec,
+        switchover,
         work_dir,
         timeout,
     };
@@ -374,6 +424,14 @@ fn table(runs: &[RunResult], shape: &Shape) -> String {
         if let Some(e) = &r.error {
             t += &format!("  {}: {e}\n", r.method);
         }
+        if let Some(sw) = &r.switchover {
+            t += &format!(
+                "  {}: {} decided the switchover: {}\n",
+                r.method,
+                sw.policy,
+                describe_switchover(sw)
+            );
+        }
     }
     let tunnel = runs
         .iter()
@@ -397,6 +455,19 @@ fn table(runs: &[RunResult], shape: &Shape) -> String {
         );
     }
     t
+}
+
+/// What the stop policy did, in a few words.
+fn describe_switchover(sw: &StopTimeline) -> String {
+    match (sw.stop_after_pass, &sw.end) {
+        (Some(p), _) => format!("stop after pass {p} of QEMU's"),
+        (None, StopEnd::Completed) => format!(
+            "QEMU stopped on its own after {} passes, once the rest fit in the {} ms floor",
+            sw.passes.len(),
+            sw.floor_ms
+        ),
+        (None, end) => format!("no decision ({end:?})"),
+    }
 }
 
 /// A spinner with a message, on stderr; hidden for `--json`.

@@ -10,7 +10,9 @@
 //! * [`link_stage`]: zstd over the whole stream on the link;
 //! * [`session`]: the hello and the destination end's reply;
 //! * [`endpoint`]: where an end meets its QEMU (`unix:`, `tcp:`);
-//! * [`source_end`] and [`dest_end`]: the two ends over the network.
+//! * [`source_end`] and [`dest_end`]: the two ends over the network;
+//! * [`switchover`]: a pagewire stop policy, or QEMU's own rule, decides the switchover;
+//! * [`demo`]: `pagewire tunnel demo`, real QEMUs side by side.
 
 pub mod demo;
 pub mod dest;
@@ -22,6 +24,7 @@ pub mod pfns;
 pub mod session;
 pub mod source;
 pub mod source_end;
+pub mod switchover;
 pub mod tail;
 
 pub use dest::{carry_in, Delivered};
@@ -30,6 +33,7 @@ pub use endpoint::{QemuEndpoint, QemuListener, QemuStream};
 pub use link_stage::{LinkCompression, DEFAULT_ZSTD_LEVEL};
 pub use source::{carry_out, Carried};
 pub use source_end::{tunnel_out, SourceEndConfig, SourceReport};
+pub use switchover::Switchover;
 
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! and, once the destination is resumed, the guest counting on from where it stopped and
 //! passing its own checks.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 use serde_json::json;
 
+use super::super::switchover::Switchover;
 use super::method::Method;
 use super::path::{MigrationPath, TunnelCodec};
 use crate::machine::{
@@ -18,6 +20,8 @@ use crate::machine::{
     MigrationPair,
 };
 use crate::net::Shape;
+use crate::qemu_stop::StopTimeline;
+use crate::trace::qmp::QmpAddr;
 
 /// What every run of a demo shares.
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ pub struct DemoConfig {
     pub shape: Shape,
     /// How the tunnel encodes.
     pub codec: TunnelCodec,
+    /// Who decides the tunnel run's switchover (QEMU's own runs keep QEMU's rule).
+    pub switchover: Switchover,
     /// Where each run keeps its QEMUs' sockets, logs and memory dumps.
     pub work_dir: PathBuf,
     /// Longest a migration may take.
@@ -68,6 +74,10 @@ pub struct RunResult {
     pub guest_ok: bool,
     /// Everything above held.
     pub verified: bool,
+    /// Who decided when QEMU stopped the guest: `qemu` or a pagewire stop policy.
+    pub decided_by: String,
+    /// What the stop policy saw and decided, pass by pass, when one decided.
+    pub switchover: Option<StopTimeline>,
     /// Why not, when the run failed.
     pub error: Option<String>,
 }
@@ -79,11 +89,16 @@ const GUEST_WAIT: Duration = Duration::from_secs(120);
 
 /// Runs `method` once; a failure is in the result, never an `Err`.
 pub fn run_method(method: Method, cfg: &DemoConfig, log: &mut dyn FnMut(&str)) -> RunResult {
+    let decides = match method {
+        Method::PagewireTunnel => cfg.switchover,
+        _ => Switchover::Qemu,
+    };
     let mut r = RunResult {
         method: method.name().into(),
+        decided_by: decides.name().into(),
         ..RunResult::default()
     };
-    if let Err(e) = attempt(method, cfg, &mut r, log) {
+    if let Err(e) = attempt(method, decides, cfg, &mut r, log) {
         r.error = Some(format!("{e:#}"));
         r.verified = false;
     }
@@ -92,6 +107,7 @@ pub fn run_method(method: Method, cfg: &DemoConfig, log: &mut dyn FnMut(&str)) -
 
 fn attempt(
     method: Method,
+    decides: Switchover,
     cfg: &DemoConfig,
     r: &mut RunResult,
     log: &mut dyn FnMut(&str),
@@ -127,6 +143,8 @@ fn attempt(
         dq.execute("migrate-set-parameters", Some(p))
             .context("setting the destination's parameters")?;
     }
+    let reconnect = QmpAddr::Unix(pair.source.qmp_path().to_path_buf());
+    let mut stop = decides.prepare(&mut sq, Some(reconnect))?;
     let path = match method {
         Method::PagewireTunnel => MigrationPath::tunnel(&dir, cfg.shape, cfg.codec, &mut dq)?,
         _ => MigrationPath::relay(cfg.shape, &mut dq)?,
@@ -142,6 +160,15 @@ fn attempt(
     ));
     let started = Instant::now();
     migrate(&mut sq, path.uri())?;
+    if let Some(stop) = stop.as_mut() {
+        r.switchover = Some(match stop.run(&mut sq, |_| ControlFlow::Continue(())) {
+            Ok(t) => t,
+            Err(e) => {
+                log(&format!("{}: {e}", method.name()));
+                e.timeline
+            }
+        });
+    }
     let outcome = wait_migration(&mut sq, cfg.timeout)?;
     r.qemu_total_s = outcome.total_ms.unwrap_or(0) as f64 / 1e3;
     r.downtime_ms = outcome.downtime_ms;
