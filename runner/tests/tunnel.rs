@@ -358,3 +358,67 @@ fn a_cut_link_leaves_the_source_running_and_a_second_attempt_completes() {
     let done = Instant::now();
     runs_on(&pair.source, &second, done);
 }
+
+#[test]
+fn qemu_runs_the_source_end_itself_with_exec() {
+    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(g) = guest_or_skip("exec") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dst_sock = tmp.path().join("dst.sock");
+    let incoming = format!("unix:{}", dst_sock.display());
+    let mut pair = MigrationPair::launch(&g, tmp.path(), &incoming, false).unwrap();
+    ready(&mut pair.source);
+    wait_listening(&mut pair.destination, &dst_sock);
+    let ends = ends(
+        &dst_sock,
+        Shape::default(),
+        LinkCompression::Zstd { level: 1 },
+    );
+    // QEMU's stdout is the guest's console here: the source end's output goes to files
+    let (out, err) = (
+        tmp.path().join("source.json"),
+        tmp.path().join("source.err"),
+    );
+    let exec = format!(
+        "exec:{} tunnel source --qemu stdio --to {} --keys {} --json > {} 2> {}",
+        env!("CARGO_BIN_EXE_pagewire"),
+        ends.dest.addr(),
+        ends._keys.path().display(),
+        out.display(),
+        err.display()
+    );
+    let mut sq = pair.source.qmp().unwrap();
+    sq.execute("migrate", Some(json!({ "uri": exec }))).unwrap();
+    let outcome = wait_migration(&mut sq, MIGRATION_TIMEOUT).unwrap();
+    assert!(outcome.completed(), "source migration: {}", outcome.info);
+    ends.dest
+        .next(Duration::from_secs(30))
+        .expect("a report")
+        .expect("delivered");
+    let done = Instant::now();
+    runs_on(&pair.source, &pair.destination, done);
+    // QEMU waits for its exec: child only so long: give it time to write its report
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report from the source end; its stderr: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        report["tunnel"]["carried"]["raw_pages"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(
+        report["tunnel"]["reply"]["ok"].as_bool().unwrap(),
+        "{report}"
+    );
+}

@@ -86,7 +86,8 @@ struct DemoArgs {
 #[derive(Args)]
 struct SourceArgs {
     /// Where the source QEMU migrates to: unix:/path or tcp:host:port (give QEMU the same
-    /// URI: `migrate unix:/path`).
+    /// URI: `migrate unix:/path`), or stdio when QEMU runs this end itself
+    /// (`migrate "exec:pagewire tunnel source --qemu stdio ..."`).
     #[arg(long, value_name = "URI")]
     qemu: String,
     /// The source QEMU's QMP socket (unix:/path or tcp:host:port; one QEMU serves no other
@@ -207,9 +208,12 @@ fn run_source(a: &SourceArgs) -> Result<()> {
         None => None,
     };
     let listener = qemu.listen()?;
+    let from = match qemu {
+        QemuEndpoint::Stdio => "reading QEMU's migration on stdin (exec:)".to_string(),
+        _ => format!("waiting for QEMU's `migrate {}`", qemu.uri()),
+    };
     eprintln!(
-        "tunnel source: waiting for QEMU's `migrate {}`; carrying it to {} ({})",
-        qemu.uri(),
+        "tunnel source: {from}; carrying it to {} ({})",
         cfg.to,
         cfg.shape.describe()
     );

@@ -1,5 +1,6 @@
 //! Where a tunnel end meets its QEMU: a unix socket or a TCP address, as QEMU's own
-//! migration URIs name them (`unix:/path`, `tcp:host:port`).
+//! migration URIs name them (`unix:/path`, `tcp:host:port`), or, at the source, standard
+//! input (`stdio`), for QEMU's `migrate exec:pagewire tunnel source --qemu stdio ...`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +17,8 @@ pub enum QemuEndpoint {
     Unix(PathBuf),
     /// `tcp:host:port`.
     Tcp(String),
+    /// Standard input: QEMU runs the source end with `exec:` and writes into its stdin.
+    Stdio,
 }
 
 /// A connection to or from QEMU.
@@ -23,8 +26,11 @@ pub trait QemuStream: Read + Write + Send {}
 impl<T: Read + Write + Send> QemuStream for T {}
 
 impl QemuEndpoint {
-    /// Parses `unix:/path` or `tcp:host:port`.
+    /// Parses `unix:/path`, `tcp:host:port` or `stdio`.
     pub fn parse(s: &str) -> Result<Self> {
+        if s == "stdio" {
+            return Ok(QemuEndpoint::Stdio);
+        }
         if let Some(p) = s.strip_prefix("unix:") {
             if p.is_empty() {
                 bail!("{s:?}: a unix endpoint needs a path");
@@ -37,7 +43,10 @@ impl QemuEndpoint {
             }
             return Ok(QemuEndpoint::Tcp(a.to_string()));
         }
-        bail!("{s:?}: a QEMU endpoint is unix:/path or tcp:host:port (as in QEMU's migrate URIs)")
+        bail!(
+            "{s:?}: a QEMU endpoint is unix:/path or tcp:host:port (as in QEMU's migrate URIs), \
+             or stdio at the source end under QEMU's exec:"
+        )
     }
 
     /// Listens for the source QEMU's `migrate` to this endpoint (a stale unix socket file
@@ -57,6 +66,7 @@ impl QemuEndpoint {
             QemuEndpoint::Tcp(a) => QemuListener::Tcp(
                 TcpListener::bind(a).with_context(|| format!("listening on {a}"))?,
             ),
+            QemuEndpoint::Stdio => QemuListener::Stdio,
         })
     }
 
@@ -77,6 +87,9 @@ impl QemuEndpoint {
                 s.set_nodelay(true)?;
                 Box::new(s)
             }
+            QemuEndpoint::Stdio => {
+                bail!("stdio is for the source end only: the destination QEMU listens on a socket")
+            }
         })
     }
 
@@ -85,6 +98,7 @@ impl QemuEndpoint {
         match self {
             QemuEndpoint::Unix(p) => format!("unix:{}", p.display()),
             QemuEndpoint::Tcp(a) => format!("tcp:{a}"),
+            QemuEndpoint::Stdio => "stdio".into(),
         }
     }
 }
@@ -93,6 +107,8 @@ impl QemuEndpoint {
 pub enum QemuListener {
     Unix(UnixListener),
     Tcp(TcpListener),
+    /// The stream is already there, on standard input.
+    Stdio,
 }
 
 impl QemuListener {
@@ -109,7 +125,30 @@ impl QemuListener {
                 s.set_read_timeout(Some(stall))?;
                 Box::new(s)
             }
+            // QEMU's exec: keeps the pipe open until the end; a QEMU that dies closes it
+            QemuListener::Stdio => Box::new(StdinStream(std::io::stdin())),
         })
+    }
+}
+
+/// Standard input as a QEMU connection: QEMU's stream comes in, nothing goes back.
+struct StdinStream(std::io::Stdin);
+
+impl Read for StdinStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for StdinStream {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "nothing goes back to QEMU on its exec: pipe",
+        ))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -126,6 +165,8 @@ mod tests {
             QemuEndpoint::parse("tcp:127.0.0.1:4444").unwrap().uri(),
             "tcp:127.0.0.1:4444"
         );
+        assert_eq!(QemuEndpoint::parse("stdio").unwrap(), QemuEndpoint::Stdio);
+        assert!(QemuEndpoint::Stdio.connect(Duration::from_secs(1)).is_err());
         for bad in ["unix:", "tcp:4444", "exec:cat", "/tmp/x"] {
             assert!(QemuEndpoint::parse(bad).is_err(), "{bad}");
         }
