@@ -39,8 +39,14 @@ fn boots_and_checks(workload: Workload, boot: Duration, run: Duration, checks: u
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let vm = Machine::launch(&image, dir.path(), &Start::Boot).unwrap();
-    assert!(vm.args().join(" ").contains(&format!("-m {}", workload.mem_mib())));
-    let ready = vm.console().wait_ready(boot).unwrap_or_else(|e| panic!("{e}"));
+    assert!(vm
+        .args()
+        .join(" ")
+        .contains(&format!("-m {}", workload.mem_mib())));
+    let ready = vm
+        .console()
+        .wait_ready(boot)
+        .unwrap_or_else(|e| panic!("{e}"));
     let (beats, ok) = vm
         .console()
         .wait_for("passed checks", run, |s| {
@@ -49,6 +55,11 @@ fn boots_and_checks(workload: Workload, boot: Duration, run: Duration, checks: u
                 .then(|| (s.heartbeats.clone(), ok.len()))
         })
         .unwrap_or_else(|e| panic!("{e}"));
+    let text = vm.console().text();
+    let memory = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pagewire-memory: "))
+        .unwrap_or("MemAvailable not printed");
     let failures = vm.console().failures();
     assert!(failures.is_empty(), "{failures:?}");
     let rounds: Vec<u64> = beats.iter().map(|b| b.round).collect();
@@ -57,11 +68,11 @@ fn boots_and_checks(workload: Workload, boot: Duration, run: Duration, checks: u
     let per_round = (beats.last().unwrap().at - beats[0].at) / (beats.len() as u32 - 1).max(1);
     eprintln!(
         "workloads {workload}: image {:.1} s, READY {:.1} s after launch, {} rounds, \
-         {:.2} s a round, {ok} checks ok",
+         {:.2} s a round, {ok} checks ok; at READY {memory}",
         built.as_secs_f64(),
         (ready - started).as_secs_f64(),
         beats.len(),
-        per_round.as_secs_f64()
+        per_round.as_secs_f64(),
     );
 }
 

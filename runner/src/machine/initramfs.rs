@@ -116,7 +116,8 @@ impl<W: Write> Cpio<'_, W> {
         head.resize(head.len().next_multiple_of(4), 0);
         self.out.write_all(&head)?;
         self.out.write_all(data)?;
-        self.out.write_all(&[0; 3][..data.len().next_multiple_of(4) - data.len()])
+        self.out
+            .write_all(&[0; 3][..data.len().next_multiple_of(4) - data.len()])
     }
 
     /// Everything under `dir`, named relative to `root`, in name order (so the archive is

@@ -34,7 +34,7 @@ pub use guest::{GuestImage, Unavailable, MEM_MIB};
 pub use initramfs::{CHECK, HEARTBEAT, READY, WORKLOAD_TEXT};
 pub use launch::{Machine, MigrationPair, Start};
 pub use memory::{compare_machines, Comparison};
-pub use workload::Workload;
 pub use migration::{
     migrate, run_state, wait_incoming, wait_listening, wait_migration, MigrationOutcome,
 };
+pub use workload::Workload;

@@ -32,8 +32,22 @@ const LEFT_OUT: &[&str] = &[
     "usrmerge",
 ];
 
-/// What the guest does not need of a package's files.
+/// What the guest does not need of a package's files (tar patterns): documentation, and
+/// the large parts of the toolchain that a plain `gcc -O2` build never runs (link-time
+/// optimisation, the sanitizers' and profilers' runtimes, static C libraries, gold, dwp),
+/// which would otherwise double the compile guest's initramfs.
 const EXCLUDED: &[&str] = &[
+    "*lto-dump*",
+    "*/lto1",
+    "*san.so*",
+    "*san.a",
+    "*/gprofng*",
+    "*libgprofng*",
+    "*ld.gold",
+    "*-dwp",
+    "*/libc.a",
+    "*/libm-2.*.a",
+    "*/libmvec.a",
     "./usr/share/doc",
     "./usr/share/man",
     "./usr/share/info",
@@ -47,7 +61,7 @@ const EXCLUDED: &[&str] = &[
 /// `root`; several processes may build at once (the last rename wins).
 pub fn unpack_closure(packages: &[&str], root: &Path) -> Result<(), String> {
     let marker = root.join(".complete");
-    let want = packages.join(" ") + "\n";
+    let want = format!("{}\n{}\n", packages.join(" "), EXCLUDED.join(" "));
     if fs::read_to_string(&marker).is_ok_and(|m| m == want) {
         return Ok(());
     }
