@@ -167,6 +167,27 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_comes_with_its_folders_files_and_links_but_not_its_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        fs::write(root.join("usr/lib/libx.so.1"), b"ELF").unwrap();
+        std::os::unix::fs::symlink("libx.so.1", root.join("usr/lib/libx.so")).unwrap();
+        fs::write(root.join(".complete"), b"marker").unwrap();
+        let mut cpio = Vec::new();
+        write_initramfs(&mut cpio, b"bb", "#!/bin/busybox sh\n", Some(root)).unwrap();
+        let has = |s: &[u8]| cpio.windows(s.len()).any(|w| w == s);
+        assert!(has(b"usr/lib\0"));
+        assert!(has(b"usr/lib/libx.so.1\0"));
+        assert!(has(b"usr/lib/libx.so\0"));
+        assert!(has(b"ELF"));
+        assert!(!has(b".complete"));
+        // the symbolic link's mode
+        assert!(has(b"0000A1FF"));
+        assert_eq!(cpio.len() % 4, 0);
+    }
+
+    #[test]
     fn the_script_prints_the_markers_the_console_parses() {
         for marker in [
             READY,

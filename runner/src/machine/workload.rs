@@ -269,3 +269,39 @@ while :; do
 done
 "##
 );
+
+#[cfg(test)]
+mod tests {
+    use super::super::initramfs::{CHECK, HEARTBEAT, READY};
+    use super::*;
+
+    #[test]
+    fn every_workload_is_found_by_its_name_and_nothing_else_is() {
+        for w in Workload::ALL {
+            assert_eq!(w.name().parse::<Workload>(), Ok(w));
+        }
+        let err = "kernel".parse::<Workload>().unwrap_err();
+        assert!(err.contains("heartbeat, idle, redis, compile"), "{err}");
+    }
+
+    #[test]
+    fn every_script_prints_the_markers_the_console_parses() {
+        for w in Workload::ALL {
+            let s = w.init_script();
+            assert!(s.starts_with("#!/bin/busybox sh\n"), "{w}");
+            for marker in [READY, HEARTBEAT, "PAGEWIRE-CHECK ok", "PAGEWIRE-CHECK FAIL"] {
+                assert!(s.contains(marker), "{w}: {marker}");
+            }
+            assert!(s.contains(CHECK.trim_end()));
+            assert!(w.mem_mib() >= 128);
+        }
+    }
+
+    #[test]
+    fn workloads_from_packages_find_their_libraries() {
+        for w in [Workload::Redis, Workload::Compile] {
+            assert!(!w.packages().is_empty());
+            assert!(w.init_script().contains("LD_LIBRARY_PATH"), "{w}");
+        }
+    }
+}
