@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pagewire_runner::machine::GuestImage;
+use pagewire_runner::machine::{GuestImage, Workload};
 use pagewire_runner::migrate::Codec;
 use pagewire_runner::net::{tls, Shape};
 use pagewire_runner::qemu_stop::{StopEnd, StopTimeline};
@@ -64,6 +64,10 @@ struct DemoArgs {
     /// Folder for the guest's kernel and initramfs (downloaded from Debian once).
     #[arg(long, value_name = "DIR")]
     guest_cache: Option<PathBuf>,
+    /// What the guest runs: heartbeat (busybox, 128 MiB), idle (128 MiB), redis
+    /// (redis-server under redis-benchmark, 256 MiB) or compile (gcc, 512 MiB).
+    #[arg(long, value_name = "NAME", default_value = "heartbeat")]
+    workload: Workload,
     /// Keep each run's QEMU logs, serial consoles and sockets in this folder (default: a
     /// temporary folder, removed at the end).
     #[arg(long, value_name = "DIR")]
@@ -313,7 +317,7 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
         Some(d) => d.clone(),
         None => default_guest_cache()?,
     };
-    let image = GuestImage::build(&guest_cache)
+    let image = GuestImage::build_workload(&guest_cache, a.workload)
         .map_err(|e| anyhow::anyhow!("cannot build the demo guest: {}", e.0))?;
     let tmp;
     let work_dir = match &a.work_dir {

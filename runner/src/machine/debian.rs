@@ -109,7 +109,7 @@ fn kernel_package() -> Option<String> {
 }
 
 /// Extracts the members matching `pattern` from a .deb's data into `into`.
-fn extract(deb: &Path, pattern: &str, into: &Path) -> Result<(), String> {
+pub(super) fn extract(deb: &Path, pattern: &str, into: &Path) -> Result<(), String> {
     let script = "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" --wildcards \"$3\"";
     run(
         Command::new("sh")
@@ -123,7 +123,7 @@ fn extract(deb: &Path, pattern: &str, into: &Path) -> Result<(), String> {
     .map_err(|e| format!("cannot extract {pattern} from {}: {e}", deb.display()))
 }
 
-fn apt(args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Result<(), String> {
+pub(super) fn apt(args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Result<(), String> {
     let mut cmd = Command::new("apt-get");
     cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
     if let Some(d) = cwd {

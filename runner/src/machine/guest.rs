@@ -1,14 +1,20 @@
-//! The built guest: which QEMU, which kernel, which initramfs, and the command line that
-//! boots them (TCG, 128 MiB, serial console only).
+//! The built guest: which QEMU, which kernel, which initramfs (busybox, the workload's
+//! packages, its `/init`), and the command line that boots them (TCG, the workload's
+//! memory, serial console only).
 
 use std::fmt;
-use std::fs;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::debian::{fetch_kernel_and_busybox, find_or_install_qemu};
-use super::initramfs::initramfs_cpio;
+use super::initramfs::write_initramfs;
+use super::packages::unpack_closure;
+use super::workload::Workload;
 
-/// Guest RAM in MiB: small, so that two QEMUs and two `pmemsave` files fit anywhere.
+/// Guest RAM in MiB of the default `heartbeat` workload: small, so that two QEMUs and two
+/// `pmemsave` files fit anywhere. Other workloads have their own
+/// ([`Workload::mem_mib`]).
 pub const MEM_MIB: u64 = 128;
 
 /// Why the guest cannot be had on this machine (no QEMU and no apt-get, no network, ...):
@@ -31,16 +37,27 @@ pub struct GuestImage {
     pub qemu: PathBuf,
     /// Debian's kernel (`vmlinuz`).
     pub kernel: PathBuf,
-    /// busybox and the self-checking workload ([`initramfs`](super::initramfs)).
+    /// busybox, the workload's packages and its `/init`.
     pub initramfs: PathBuf,
+    /// What the guest runs.
+    pub workload: Workload,
+    /// Guest RAM, MiB.
+    pub mem_mib: u64,
 }
 
 impl GuestImage {
-    /// Finds (or installs with apt-get) QEMU, downloads the kernel and busybox into `cache`
-    /// unless they are there already, and writes the initramfs there (every time: it is
-    /// cheap, and so it always holds this build's workload). `cache` is created if missing;
-    /// processes may build into the same cache at once.
+    /// The default `heartbeat` guest: [`GuestImage::build_workload`] with
+    /// [`Workload::Heartbeat`].
     pub fn build(cache: &Path) -> Result<GuestImage, Unavailable> {
+        GuestImage::build_workload(cache, Workload::Heartbeat)
+    }
+
+    /// Finds (or installs with apt-get) QEMU, downloads the kernel and busybox into `cache`
+    /// unless they are there already, unpacks the workload's Debian packages into
+    /// `cache/<workload>-root/` unless they are there already, and writes the initramfs
+    /// there (every time: so it always holds this build's workload). `cache` is created if
+    /// missing; processes may build into the same cache at once.
+    pub fn build_workload(cache: &Path, workload: Workload) -> Result<GuestImage, Unavailable> {
         let qemu = find_or_install_qemu().map_err(Unavailable)?;
         fs::create_dir_all(cache)
             .map_err(|e| Unavailable(format!("cannot create {}: {e}", cache.display())))?;
@@ -51,15 +68,33 @@ impl GuestImage {
         }
         let bb = fs::read(&busybox)
             .map_err(|e| Unavailable(format!("cannot read {}: {e}", busybox.display())))?;
-        let initramfs = cache.join("initramfs.cpio");
+        let tree = if workload.packages().is_empty() {
+            None
+        } else {
+            let root = cache.join(format!("{workload}-root"));
+            unpack_closure(workload.packages(), &root)
+                .map_err(|e| Unavailable(format!("the {workload} workload: {e}")))?;
+            Some(root)
+        };
+        let initramfs = match workload {
+            Workload::Heartbeat => cache.join("initramfs.cpio"),
+            w => cache.join(format!("initramfs-{w}.cpio")),
+        };
         let tmp = cache.join(format!("initramfs.cpio.{}", std::process::id()));
-        fs::write(&tmp, initramfs_cpio(&bb))
+        let written = File::create(&tmp).and_then(|f| {
+            let mut out = BufWriter::new(f);
+            write_initramfs(&mut out, &bb, workload.init_script(), tree.as_deref())?;
+            out.flush()
+        });
+        written
             .and_then(|()| fs::rename(&tmp, &initramfs))
             .map_err(|e| Unavailable(format!("cannot write {}: {e}", initramfs.display())))?;
         Ok(GuestImage {
             qemu,
             kernel,
             initramfs,
+            workload,
+            mem_mib: workload.mem_mib(),
         })
     }
 
@@ -70,7 +105,7 @@ impl GuestImage {
             "-accel",
             "tcg",
             "-m",
-            &MEM_MIB.to_string(),
+            &self.mem_mib.to_string(),
             "-nodefaults",
             "-no-user-config",
             "-no-reboot",

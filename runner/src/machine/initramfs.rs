@@ -3,7 +3,11 @@
 //! it kept, and reports both on the serial console. The markers below are what
 //! [`console`](super::console) parses.
 
-use std::io::Write;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Printed once /init has started the workload.
 pub const READY: &str = "PAGEWIRE-GUEST-READY";
@@ -20,7 +24,7 @@ pub const CHECK: &str = "PAGEWIRE-CHECK ";
 /// The md5sum of each file is taken from the bytes as they are written (through `tee`), not
 /// read back, and kept in a shell variable: both the file (page cache) and the sum (the
 /// shell's heap) live in guest memory, so a migration that damaged either shows as a FAIL.
-const INIT: &str = r#"#!/bin/busybox sh
+pub(super) const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t devtmpfs dev /dev
@@ -48,14 +52,46 @@ while :; do
 done
 "#;
 
-/// The archive: /init, /bin/busybox, the mount points and /dev/console.
+/// The archive of the `heartbeat` workload: /init, /bin/busybox, the mount points and
+/// /dev/console.
 pub fn initramfs_cpio(busybox: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut ino = 1;
-    let mut entry = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
+    write_initramfs(&mut out, busybox, INIT, None).expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Writes an archive holding `init` as /init, busybox, the mount points, /dev/console and,
+/// when given, every file, folder and symbolic link under `tree` (packages unpacked there).
+pub fn write_initramfs(
+    out: &mut impl Write,
+    busybox: &[u8],
+    init: &str,
+    tree: Option<&Path>,
+) -> io::Result<()> {
+    let mut cpio = Cpio { out, ino: 1 };
+    for dir in ["bin", "dev", "proc", "sys", "tmp"] {
+        cpio.entry(dir, 0o040755, (0, 0), b"")?;
+    }
+    cpio.entry("dev/console", 0o020600, (5, 1), b"")?;
+    if let Some(root) = tree {
+        cpio.tree(root, root)?;
+    }
+    cpio.entry("bin/busybox", 0o100755, (0, 0), busybox)?;
+    cpio.entry("init", 0o100755, (0, 0), init.as_bytes())?;
+    cpio.entry("TRAILER!!!", 0, (0, 0), b"")
+}
+
+/// A newc cpio archive being written.
+struct Cpio<'a, W: Write> {
+    out: &'a mut W,
+    ino: u32,
+}
+
+impl<W: Write> Cpio<'_, W> {
+    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) -> io::Result<()> {
         let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
         let fields = [
-            ino,
+            self.ino,
             mode,
             0,
             0,
@@ -69,29 +105,50 @@ pub fn initramfs_cpio(busybox: &[u8]) -> Vec<u8> {
             name.len() as u32 + 1,
             0,
         ];
-        ino += 1;
-        out.extend_from_slice(b"070701");
+        self.ino += 1;
+        let mut head = Vec::with_capacity(120 + name.len());
+        head.extend_from_slice(b"070701");
         for f in fields {
-            write!(out, "{f:08X}").expect("writing to a Vec cannot fail");
+            write!(head, "{f:08X}")?;
         }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(data);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-    };
-    for dir in ["bin", "dev", "proc", "sys", "tmp"] {
-        entry(dir, 0o040755, (0, 0), b"");
+        head.extend_from_slice(name.as_bytes());
+        head.push(0);
+        head.resize(head.len().next_multiple_of(4), 0);
+        self.out.write_all(&head)?;
+        self.out.write_all(data)?;
+        self.out
+            .write_all(&[0; 3][..data.len().next_multiple_of(4) - data.len()])
     }
-    entry("dev/console", 0o020600, (5, 1), b"");
-    entry("bin/busybox", 0o100755, (0, 0), busybox);
-    entry("init", 0o100755, (0, 0), INIT.as_bytes());
-    entry("TRAILER!!!", 0, (0, 0), b"");
-    out
+
+    /// Everything under `dir`, named relative to `root`, in name order (so the archive is
+    /// the same for the same tree). The marker files of the package cache are left out.
+    fn tree(&mut self, root: &Path, dir: &Path) -> io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let name = path
+                .strip_prefix(root)
+                .map_err(io::Error::other)?
+                .to_string_lossy()
+                .into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&path)?;
+            let perm = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path)?;
+                self.entry(&name, 0o120777, (0, 0), target.as_os_str().as_bytes())?;
+            } else if meta.is_dir() {
+                self.entry(&name, 0o040000 | perm, (0, 0), b"")?;
+                self.tree(root, &path)?;
+            } else if meta.is_file() {
+                self.entry(&name, 0o100000 | perm, (0, 0), &fs::read(&path)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +164,27 @@ mod tests {
         assert!(cpio[init..].starts_with(b"init\0"));
         let trailer = cpio.windows(10).rposition(|w| w == b"TRAILER!!!").unwrap();
         assert!(cpio[trailer + 10..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_tree_comes_with_its_folders_files_and_links_but_not_its_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        fs::write(root.join("usr/lib/libx.so.1"), b"ELF").unwrap();
+        std::os::unix::fs::symlink("libx.so.1", root.join("usr/lib/libx.so")).unwrap();
+        fs::write(root.join(".complete"), b"marker").unwrap();
+        let mut cpio = Vec::new();
+        write_initramfs(&mut cpio, b"bb", "#!/bin/busybox sh\n", Some(root)).unwrap();
+        let has = |s: &[u8]| cpio.windows(s.len()).any(|w| w == s);
+        assert!(has(b"usr/lib\0"));
+        assert!(has(b"usr/lib/libx.so.1\0"));
+        assert!(has(b"usr/lib/libx.so\0"));
+        assert!(has(b"ELF"));
+        assert!(!has(b".complete"));
+        // the symbolic link's mode
+        assert!(has(b"0000A1FF"));
+        assert_eq!(cpio.len() % 4, 0);
     }
 
     #[test]

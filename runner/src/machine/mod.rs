@@ -2,7 +2,11 @@
 //! `pagewire tunnel demo` and the QEMU tests boot.
 //!
 //! * [`guest`]: the guest image (Debian's kernel, a busybox initramfs) and its QEMU command
-//!   line (TCG, 128 MiB, serial console only), built into a cache folder the caller names;
+//!   line (TCG, the workload's memory, serial console only), built into a cache folder the
+//!   caller names;
+//! * [`workload`]: what the guest runs, by name: `heartbeat` (the default), `idle`,
+//!   `redis`, `compile`; [`packages`]: a workload's Debian packages and their
+//!   dependencies, unpacked into the initramfs;
 //! * [`debian`]: QEMU, the kernel and busybox from Debian's packages; [`process`]: helper
 //!   programs run within a deadline;
 //! * [`initramfs`]: the guest's `/init`, a workload that rewrites tmpfs files and checks the
@@ -21,7 +25,9 @@ pub mod initramfs;
 pub mod launch;
 pub mod memory;
 pub mod migration;
+pub mod packages;
 pub mod process;
+pub mod workload;
 
 pub use console::{guest_pause, Beat, CheckFailure, Console, Gap, WaitError};
 pub use guest::{GuestImage, Unavailable, MEM_MIB};
@@ -31,3 +37,4 @@ pub use memory::{compare_machines, Comparison};
 pub use migration::{
     migrate, run_state, wait_incoming, wait_listening, wait_migration, MigrationOutcome,
 };
+pub use workload::Workload;
