@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use pagewire::policy::PolicyKind;
 use pagewire::Config;
 use pagewire_runner::machine::{
-    compare_machines, migrate, wait_incoming, wait_migration, Machine, MigrationPair, Start,
-    MEM_MIB,
+    compare_machines, migrate, wait_incoming, wait_listening, wait_migration, Machine,
+    MigrationPair, Start, MEM_MIB,
 };
 use pagewire_runner::migrate::{Codec, Deadlines};
 use pagewire_runner::net::relay::ShapedRelay;
@@ -112,14 +112,10 @@ fn migrate_into(q: &mut Qmp, sock: &Path) {
     migrate(q, &format!("unix:{}", sock.display())).unwrap();
 }
 
-/// Waits until `m`'s QEMU listens on the unix socket `path`.
-fn wait_listening(m: &mut Machine, path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(m.exited().is_none(), "QEMU exited: {}", m.qemu_log());
-        assert!(Instant::now() < deadline, "no {}", path.display());
-        thread::sleep(Duration::from_millis(20));
-    }
+/// Waits until `m`'s QEMU listens for its incoming migration.
+fn listening(m: &mut Machine) {
+    let mut q = m.qmp().unwrap();
+    wait_listening(&mut q, Duration::from_secs(30)).unwrap();
 }
 
 /// A booted source whose guest has passed two of its checks.
@@ -179,7 +175,7 @@ fn a_real_guest_migrates_through_the_tunnel_with_identical_memory() {
     let incoming = format!("unix:{}", dst_sock.display());
     let mut pair = MigrationPair::launch(&g, tmp.path(), &incoming, true).unwrap();
     ready(&mut pair.source);
-    wait_listening(&mut pair.destination, &dst_sock);
+    listening(&mut pair.destination);
     let ends = ends(
         &dst_sock,
         Shape::parse("400mbit", "5ms").unwrap(),
@@ -271,7 +267,7 @@ fn a_cut_link_leaves_the_source_running_and_a_second_attempt_completes() {
     let incoming = format!("unix:{}", dst_sock.display());
     let mut pair = MigrationPair::launch(&g, tmp.path(), &incoming, false).unwrap();
     ready(&mut pair.source);
-    wait_listening(&mut pair.destination, &dst_sock);
+    listening(&mut pair.destination);
     // slow enough that the cut comes mid-stream
     let mut ends = ends(
         &dst_sock,
@@ -333,8 +329,6 @@ fn a_cut_link_leaves_the_source_running_and_a_second_attempt_completes() {
     assert!(pair.source.console().failures().is_empty());
 
     // a second attempt, straight to the same destination end and a new destination QEMU
-    // (the first one's socket file stays behind)
-    std::fs::remove_file(&dst_sock).unwrap();
     let mut second = Machine::launch(
         &g,
         &tmp.path().join("second"),
@@ -344,7 +338,7 @@ fn a_cut_link_leaves_the_source_running_and_a_second_attempt_completes() {
         },
     )
     .unwrap();
-    wait_listening(&mut second, &dst_sock);
+    listening(&mut second);
     ends.source.to = ends.dest.addr().to_string();
     let carrying = source_end(&src_sock, ends.source.clone());
     migrate_into(&mut sq, &src_sock);
@@ -370,7 +364,7 @@ fn qemu_runs_the_source_end_itself_with_exec() {
     let incoming = format!("unix:{}", dst_sock.display());
     let mut pair = MigrationPair::launch(&g, tmp.path(), &incoming, false).unwrap();
     ready(&mut pair.source);
-    wait_listening(&mut pair.destination, &dst_sock);
+    listening(&mut pair.destination);
     let ends = ends(
         &dst_sock,
         Shape::default(),

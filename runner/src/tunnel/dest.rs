@@ -67,13 +67,14 @@ pub fn carry_in<R: Read + ?Sized>(
         max_cache >> 20
     );
     let mode = DecodeMode::CacheCopy;
-    let mut storage = vec![0u8; cfg.decoder_storage_len_for(mode)];
+    let storage_bytes = cfg.decoder_storage_len_for(mode);
+    let mut storage = vec![0u8; storage_bytes];
     let (mut dec, _) = Decoder::from_header(&header, mode, &mut storage)
         .map_err(|e| anyhow!("bad stream header: {e}"))?;
     let mut frame = vec![0u8; cfg.max_frame_len()];
     let mut rebuild = Rebuild::new(connect, cfg.page_size as usize);
     rebuild.delivered.stream_bytes = HEADER_LEN as u64;
-    rebuild.delivered.decoder_storage_bytes = storage_len(&cfg, mode);
+    rebuild.delivered.decoder_storage_bytes = storage_bytes;
     while !dec.is_complete() {
         let n = decode_frame(link, &mut dec, &mut frame, &mut rebuild);
         rebuild.check()?;
@@ -81,10 +82,6 @@ pub fn carry_in<R: Read + ?Sized>(
         progress(&rebuild.delivered);
     }
     rebuild.finish()
-}
-
-fn storage_len(cfg: &Config, mode: DecodeMode) -> usize {
-    cfg.decoder_storage_len_for(mode)
 }
 
 /// Counts what goes to QEMU.

@@ -16,6 +16,7 @@ use super::super::{
     tunnel_out, DestEndConfig, DestReport, LinkCompression, QemuEndpoint, SourceEndConfig,
     SourceReport, TunnelDest,
 };
+use crate::machine::wait_listening;
 use crate::migrate::{Codec, Deadlines};
 use crate::net::relay::ShapedRelay;
 use crate::net::{tls, Shape, Wire};
@@ -55,14 +56,18 @@ const SETTLE: Duration = Duration::from_secs(30);
 impl MigrationPath {
     /// A shaped relay to the destination QEMU, which is told to listen (`migrate-incoming`).
     pub fn relay(shape: Shape, destination: &mut Qmp) -> Result<Self> {
-        let port = free_port()?;
-        let qemu_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         destination
             .execute(
                 "migrate-incoming",
-                Some(json!({ "uri": format!("tcp:{qemu_addr}") })),
+                Some(json!({ "uri": "tcp:127.0.0.1:0" })),
             )
             .context("starting the destination's incoming migration")?;
+        // the port QEMU chose
+        let uri = wait_listening(destination, SETTLE)?;
+        let qemu_addr: SocketAddr = uri
+            .strip_prefix("tcp:")
+            .with_context(|| format!("the destination listens on {uri}, not on TCP"))?
+            .parse()?;
         let relay = ShapedRelay::start(
             TcpListener::bind("127.0.0.1:0")?,
             qemu_addr,
@@ -176,9 +181,4 @@ impl MigrationPath {
             }
         }
     }
-}
-
-/// A TCP port free on loopback now.
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
