@@ -107,13 +107,23 @@ impl Wire {
         self.shape
     }
 
-    /// Books `bytes` on the link; returns when they may go.
-    fn book(&self, bytes: usize) -> Option<Instant> {
+    /// Books `bytes` that are ready to go at `ready`; returns when the link starts carrying
+    /// them: once it is free and they are there. The slot does not depend on when the
+    /// pump thread asks, so a pump the scheduler wakes late catches up (as a NIC drains a
+    /// socket buffer while the sending program is descheduled) instead of losing link time.
+    fn book(&self, bytes: usize, ready: Instant) -> Option<Instant> {
         let rate = self.shape.rate?;
         let mut free = self.free_at.lock().unwrap_or_else(|p| p.into_inner());
-        let start = (*free).max(Instant::now());
+        let start = (*free).max(ready);
         *free = start + Duration::from_secs_f64(bytes as f64 / rate);
         Some(start)
+    }
+
+    /// The far end held a write back until `until`: the link could not carry anything
+    /// meanwhile, so that time is no credit for later pieces.
+    fn stalled(&self, until: Instant) {
+        let mut free = self.free_at.lock().unwrap_or_else(|p| p.into_inner());
+        *free = (*free).max(until);
     }
 }
 
@@ -189,12 +199,21 @@ fn pump(mut out: TimedTcp, wire: &Wire, s: &Shared, wire_bytes: &AtomicU64) {
                 q = s.cv.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
-        sleep_until(arrived + wire.shape.delay);
+        let ready = arrived + wire.shape.delay;
+        sleep_until(ready);
         for piece in chunk.chunks(PIECE) {
-            if let Some(at) = wire.book(piece.len()) {
+            let slot = wire.book(piece.len(), ready);
+            if let Some(at) = slot {
                 sleep_until(at);
             }
-            if let Err(e) = out.write_all(piece) {
+            let began = Instant::now();
+            let written = out.write_all(piece);
+            let done = Instant::now();
+            if slot.is_some() && done - began > STALL {
+                // the socket was full: the reader's doing, not the link's
+                wire.stalled(done);
+            }
+            if let Err(e) = written {
                 let mut q = lock(s);
                 q.error = Some((e.kind(), e.to_string()));
                 q.chunks.clear();
@@ -209,6 +228,10 @@ fn pump(mut out: TimedTcp, wire: &Wire, s: &Shared, wire_bytes: &AtomicU64) {
         s.cv.notify_all();
     }
 }
+
+/// How long a socket write may block before it counts as the far end holding the link
+/// back (longer than a scheduler's hiccup, shorter than a stalled reader's).
+const STALL: Duration = Duration::from_millis(5);
 
 fn sleep_until(t: Instant) {
     let now = Instant::now();
@@ -309,6 +332,33 @@ mod tests {
         assert_eq!(s.delay, Duration::from_millis(20));
         assert!(Shape::parse("off", "0ms").unwrap().is_none());
         assert!(Shape::parse("fast", "1ms").is_err());
+    }
+
+    #[test]
+    fn a_late_pump_catches_up_but_a_stalled_reader_earns_no_credit() {
+        // 1 MB/s: 1,000 bytes take 1 ms of link
+        let wire = Wire::new(Shape {
+            rate: Some(1e6),
+            delay: Duration::ZERO,
+        });
+        let ms = Duration::from_millis;
+        let t0 = Instant::now() + ms(1000);
+        *wire.free_at.lock().unwrap() = t0;
+        // pieces that were ready at t0 get back-to-back slots however late they are asked
+        // for (the pump sleeping past its slot loses no link time)
+        assert_eq!(wire.book(1000, t0), Some(t0));
+        assert_eq!(wire.book(1000, t0), Some(t0 + ms(1)));
+        assert_eq!(wire.book(2000, t0), Some(t0 + ms(2)));
+        // a piece not ready before the link is free starts when it is ready
+        assert_eq!(wire.book(1000, t0 + ms(10)), Some(t0 + ms(10)));
+        // a write the reader held until t0 + 50 ms: later pieces start from there
+        wire.stalled(t0 + ms(50));
+        assert_eq!(wire.book(1000, t0 + ms(12)), Some(t0 + ms(50)));
+        // a stall that ended before the link was free again changes nothing
+        wire.stalled(t0 + ms(20));
+        assert_eq!(wire.book(1000, t0), Some(t0 + ms(51)));
+        // no rate, no booking
+        assert_eq!(Wire::new(Shape::default()).book(1000, t0), None);
     }
 
     #[test]
