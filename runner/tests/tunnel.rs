@@ -179,7 +179,7 @@ fn a_real_guest_migrates_through_the_tunnel_with_identical_memory() {
     let ends = ends(
         &dst_sock,
         Shape::parse("400mbit", "5ms").unwrap(),
-        LinkCompression::Zstd { level: 3 },
+        LinkCompression::ZstdAuto,
     );
     let carrying = source_end(&src_sock, ends.source.clone());
 

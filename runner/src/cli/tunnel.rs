@@ -131,9 +131,10 @@ struct CodecArgs {
     /// Compression of the whole stream on the link: zstd or none.
     #[arg(long, default_value = "zstd")]
     link_compress: String,
-    /// zstd's level (1 fastest; QEMU's multifd uses 1).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_ZSTD_LEVEL)]
-    zstd_level: i32,
+    /// zstd's level: auto (chosen as the migration runs, from whether zstd waits for the
+    /// link or the codec for zstd), or a fixed level (-7..=22 but 0; QEMU's multifd uses 1).
+    #[arg(long, value_name = "N", default_value = DEFAULT_ZSTD_LEVEL, allow_hyphen_values = true)]
+    zstd_level: String,
 }
 
 impl CodecArgs {
@@ -145,7 +146,7 @@ impl CodecArgs {
                 ..CodecSettings::default()
             }
             .config(4096)?,
-            link: LinkCompression::parse(&self.link_compress, self.zstd_level)?,
+            link: LinkCompression::parse(&self.link_compress, &self.zstd_level)?,
         })
     }
 }
@@ -257,6 +258,9 @@ fn run_source(a: &SourceArgs) -> Result<()> {
                 sw.policy,
                 describe_switchover(sw)
             );
+        }
+        if let Some(z) = r.link_stage.describe() {
+            println!("tunnel source: {z}");
         }
         println!(
             "tunnel source: migration {} carried in {:.2} s: {} B of QEMU stream as {} B on the \
@@ -439,6 +443,9 @@ fn table(runs: &[RunResult], shape: &Shape) -> String {
                 sw.policy,
                 describe_switchover(sw)
             );
+        }
+        if let Some(z) = r.link_stage.as_ref().and_then(|l| l.describe()) {
+            t += &format!("  {}: {z}\n", r.method);
         }
     }
     let tunnel = runs

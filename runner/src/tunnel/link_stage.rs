@@ -7,8 +7,13 @@
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::zstd_level::{LevelChange, LevelTuner, Reason, Window, AUTO_LEVELS, WINDOW};
+use crate::migrate::compress::thread_cpu_time;
 
 /// What compresses the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,22 +22,27 @@ pub enum LinkCompression {
     None,
     /// zstd at this level over the codec's stream.
     Zstd { level: i32 },
+    /// zstd over the codec's stream, its level chosen as the migration runs
+    /// ([`super::zstd_level`]).
+    ZstdAuto,
 }
 
-/// zstd's level unless told otherwise: 1, as QEMU's multifd. On the demo guest at
-/// 100 Mbit/s level 3 saved 4.5 % of the bytes but its CPU made the migration 0.5 s longer
-/// on this 2-core machine (`docs/TUNNEL.md`).
-pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+/// zstd's level unless told otherwise: chosen as the migration runs.
+pub const DEFAULT_ZSTD_LEVEL: &str = "auto";
 
 impl LinkCompression {
-    /// `none` or `zstd` (at `level`).
-    pub fn parse(name: &str, level: i32) -> Result<Self> {
+    /// `none` or `zstd` (at `level`: a number, or `auto`).
+    pub fn parse(name: &str, level: &str) -> Result<Self> {
         match name {
             "none" => Ok(LinkCompression::None),
+            "zstd" if level == "auto" => Ok(LinkCompression::ZstdAuto),
             "zstd" => {
-                if !zstd::compression_level_range().contains(&level) {
+                let level: i32 = level.parse().with_context(|| {
+                    format!("zstd level {level:?} is neither auto nor a number")
+                })?;
+                if !zstd::compression_level_range().contains(&level) || level == 0 {
                     bail!(
-                        "zstd level {level} is outside {:?}",
+                        "zstd level {level} is outside {:?} (0 is not a level)",
                         zstd::compression_level_range()
                     );
                 }
@@ -46,7 +56,7 @@ impl LinkCompression {
     pub fn name(self) -> &'static str {
         match self {
             LinkCompression::None => "none",
-            LinkCompression::Zstd { .. } => "zstd",
+            LinkCompression::Zstd { .. } | LinkCompression::ZstdAuto => "zstd",
         }
     }
 
@@ -62,13 +72,18 @@ impl LinkCompression {
         self,
         link: &mut W,
         f: impl FnOnce(&mut dyn Write) -> Result<T>,
-    ) -> Result<T> {
-        let LinkCompression::Zstd { level } = self else {
-            return f(link);
+    ) -> Result<(T, StageReport)> {
+        let (start_level, tuner) = match self {
+            LinkCompression::None => return Ok((f(link)?, StageReport::default())),
+            LinkCompression::Zstd { level } => (level, None),
+            LinkCompression::ZstdAuto => {
+                let t = LevelTuner::default();
+                (t.level(), Some(t))
+            }
         };
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::sync_channel::<Piece>(QUEUED);
-            let zstd = scope.spawn(move || compress(link, level, &rx));
+            let zstd = scope.spawn(move || compress(link, start_level, tuner, &rx));
             let mut front = Front { tx: Some(tx) };
             let t = f(&mut front);
             let ended = t.is_ok() && front.send(Piece::End).is_ok();
@@ -78,13 +93,51 @@ impl LinkCompression {
                 .map_err(|_| anyhow::anyhow!("the zstd thread panicked"))?;
             match (t, compressed) {
                 // the link failed under zstd: its reason, not the broken pipe `f` saw
-                (_, Err(e)) | (Err(e), Ok(())) => Err(e),
-                (Ok(t), Ok(())) => {
+                (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+                (Ok(t), Ok(report)) => {
                     anyhow::ensure!(ended, "the zstd thread stopped early");
-                    Ok(t)
+                    Ok((t, report))
                 }
             }
         })
+    }
+}
+
+/// What the link stage did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageReport {
+    /// CPU seconds of the zstd thread (compressing, and TLS under it).
+    pub cpu_s: f64,
+    /// The level it started at and ended at (`None` without zstd).
+    pub first_level: Option<i32>,
+    pub last_level: Option<i32>,
+    /// With `auto`: every change of level, when and why.
+    pub level_changes: Vec<LevelChange>,
+}
+
+impl StageReport {
+    /// For reports: "zstd level 1", or with `auto` "zstd auto: level 1, then 2 at 0.22 s
+    /// (zstd waited for the link), ...".
+    pub fn describe(&self) -> Option<String> {
+        let first = self.first_level?;
+        if self.level_changes.is_empty() {
+            return Some(format!("zstd level {first}"));
+        }
+        let steps: Vec<String> = self
+            .level_changes
+            .iter()
+            .map(|c| {
+                let why = match c.reason {
+                    Reason::LinkBound => "zstd waited for the link",
+                    Reason::ZstdBound => "zstd busy without pause",
+                };
+                format!("{} at {:.2} s ({why})", c.level, c.at_s)
+            })
+            .collect();
+        Some(format!(
+            "zstd auto: level {first}, then {}",
+            steps.join(", ")
+        ))
     }
 }
 
@@ -123,22 +176,90 @@ impl Write for Front {
     }
 }
 
+/// The link under zstd, timing how long zstd's output waits for it.
+struct Timed<'w, W: Write> {
+    link: &'w mut W,
+    waited: Duration,
+}
+
+impl<W: Write> Write for Timed<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let t = Instant::now();
+        let n = self.link.write(buf);
+        self.waited += t.elapsed();
+        n
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let t = Instant::now();
+        let r = self.link.flush();
+        self.waited += t.elapsed();
+        r
+    }
+}
+
 /// The zstd thread: compresses pieces into `link` until the end (or the sender is gone,
 /// which leaves the compressed stream unended: the far end then fails the migration).
-fn compress<W: Write>(link: &mut W, level: i32, rx: &mpsc::Receiver<Piece>) -> Result<()> {
-    let mut z = zstd::stream::write::Encoder::new(link, level).context("starting zstd")?;
+/// With a tuner, every [`WINDOW`] it may end the zstd frame and go on in a new one at
+/// another level (the far end's decoder reads one frame after the other).
+fn compress<W: Write>(
+    link: &mut W,
+    level: i32,
+    mut tuner: Option<LevelTuner>,
+    rx: &mpsc::Receiver<Piece>,
+) -> Result<StageReport> {
+    let cpu = thread_cpu_time();
+    let started = Instant::now();
+    let mut report = StageReport {
+        first_level: Some(level),
+        last_level: Some(level),
+        ..StageReport::default()
+    };
+    let mut timed = Timed {
+        link,
+        waited: Duration::ZERO,
+    };
+    let mut z = zstd::stream::write::Encoder::new(&mut timed, level).context("starting zstd")?;
     let sending = "sending to the tunnel's destination end";
-    while let Ok(piece) = rx.recv() {
+    // the window's start, and the link's and the queue's waits then
+    let mut window = (Instant::now(), Duration::ZERO, Duration::ZERO);
+    let mut idle = Duration::ZERO;
+    loop {
+        let waited = Instant::now();
+        let Ok(piece) = rx.recv() else { break };
+        idle += waited.elapsed();
         match piece {
             Piece::Bytes(b) => z.write_all(&b).context(sending)?,
             Piece::Flush => z.flush().context(sending)?,
             Piece::End => {
                 z.finish().context(sending)?;
-                return Ok(());
+                report.cpu_s = (thread_cpu_time() - cpu).as_secs_f64();
+                return Ok(report);
             }
         }
+        let Some(t) = tuner.as_mut() else { continue };
+        if window.0.elapsed() < WINDOW {
+            continue;
+        }
+        let link_now = z.get_ref().waited;
+        let w = Window {
+            wall: window.0.elapsed(),
+            link: link_now - window.1,
+            idle: idle - window.2,
+        };
+        window = (Instant::now(), link_now, idle);
+        if let Some((level, reason)) = t.decide(&w) {
+            debug_assert!(AUTO_LEVELS.contains(&level));
+            let out = z.finish().context(sending)?;
+            z = zstd::stream::write::Encoder::new(out, level).context("starting zstd")?;
+            report.last_level = Some(level);
+            report.level_changes.push(LevelChange {
+                at_s: started.elapsed().as_secs_f64(),
+                level,
+                reason,
+            });
+        }
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Runs `f` on a reader that decompresses what `link` carries, as the hello named it.
@@ -164,11 +285,72 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auto_raises_the_level_on_a_slow_link_and_the_far_end_reads_every_frame() {
+        // a link that takes 40 ms for every write: zstd waits for it most of the time
+        struct Slow(Vec<u8>);
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(40));
+                self.0.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // text-like pages zstd shrinks about 3x, in pieces with a flush now and then
+        let data: Vec<u8> = (0..6_000_000u32)
+            .map(|i| b"pagewire tunnel "[(i % 16) as usize] ^ ((i / 4099) % 7) as u8)
+            .collect();
+        let mut link = Slow(Vec::new());
+        let ((), report) = LinkCompression::ZstdAuto
+            .write(&mut link, |w| {
+                for (i, piece) in data.chunks(64 * 1024).enumerate() {
+                    w.write_all(piece)?;
+                    if i % 8 == 7 {
+                        w.flush()?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            report
+                .level_changes
+                .iter()
+                .any(|c| c.reason == Reason::LinkBound && c.level > 1),
+            "{report:?}"
+        );
+        assert_eq!(report.first_level, Some(1));
+        assert_eq!(
+            report.last_level,
+            report.level_changes.last().map(|c| c.level)
+        );
+        // each change began a new zstd frame; the far end reads them all as one stream
+        let back = read("zstd", &mut &link.0[..], |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v)?;
+            Ok(v)
+        })
+        .unwrap();
+        assert!(
+            back == data,
+            "{} of {} bytes came back",
+            back.len(),
+            data.len()
+        );
+    }
+
+    #[test]
     fn both_settings_round_trip_and_unknown_ones_are_refused() {
         let data: Vec<u8> = (0..200_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
-        for c in [LinkCompression::None, LinkCompression::Zstd { level: 3 }] {
+        for c in [
+            LinkCompression::None,
+            LinkCompression::Zstd { level: 3 },
+            LinkCompression::ZstdAuto,
+        ] {
             let mut wire = Vec::new();
             c.write(&mut wire, |w| {
                 w.write_all(&data[..1000])?;
@@ -208,8 +390,18 @@ mod tests {
             })
             .unwrap_err();
         assert!(format!("{e:#}").contains("cut"), "{e:#}");
-        assert!(LinkCompression::parse("zstd", 99).is_err());
-        assert!(LinkCompression::parse("lz5", 3).is_err());
+        assert!(LinkCompression::parse("zstd", "99").is_err());
+        assert!(LinkCompression::parse("zstd", "0").is_err());
+        assert!(LinkCompression::parse("zstd", "fast").is_err());
+        assert!(LinkCompression::parse("lz5", "3").is_err());
+        assert_eq!(
+            LinkCompression::parse("zstd", "auto").unwrap(),
+            LinkCompression::ZstdAuto
+        );
+        assert_eq!(
+            LinkCompression::parse("zstd", "-3").unwrap(),
+            LinkCompression::Zstd { level: -3 }
+        );
         assert!(read("brotli", &mut &[][..], |_| Ok(())).is_err());
     }
 }

@@ -26,11 +26,12 @@ pub mod source;
 pub mod source_end;
 pub mod switchover;
 pub mod tail;
+pub mod zstd_level;
 
 pub use dest::{carry_in, Delivered};
 pub use dest_end::{DestEndConfig, DestReport, TunnelDest};
 pub use endpoint::{QemuEndpoint, QemuListener, QemuStream};
-pub use link_stage::{LinkCompression, DEFAULT_ZSTD_LEVEL};
+pub use link_stage::{LinkCompression, StageReport, DEFAULT_ZSTD_LEVEL};
 pub use source::{carry_out, Carried};
 pub use source_end::{tunnel_out, SourceEndConfig, SourceReport};
 pub use switchover::Switchover;

@@ -10,7 +10,7 @@ use pagewire::Config;
 use serde::Serialize;
 
 use super::endpoint::QemuStream;
-use super::link_stage::LinkCompression;
+use super::link_stage::{LinkCompression, StageReport};
 use super::session::{write_hello, TunnelHello, TunnelReply};
 use super::source::{carry_out, Carried};
 use crate::encoders::InProcessEncoder;
@@ -51,8 +51,11 @@ pub struct SourceReport {
     pub wire_bytes: u64,
     /// Seconds from QEMU's connection to the destination end's reply.
     pub total_s: f64,
-    /// CPU seconds the source end used (parsing, encoding, TLS; not the shaper's pacing).
+    /// CPU seconds the source end used (parsing, encoding, zstd, TLS; not the shaper's
+    /// pacing).
     pub cpu_s: f64,
+    /// What the link's compression did (zstd's levels).
+    pub link_stage: StageReport,
     /// The destination end's reply.
     pub reply: TunnelReply,
 }
@@ -97,7 +100,7 @@ pub fn tunnel_out(
             progress(c, wire.load(Ordering::Relaxed))
         })
     });
-    let carried = match carried {
+    let (carried, link_stage) = match carried {
         Ok(c) => c,
         Err(e) => return Err(with_reason(&mut link, d, e)),
     };
@@ -116,7 +119,8 @@ pub fn tunnel_out(
         carried,
         wire_bytes: wire.load(Ordering::Relaxed),
         total_s: start.elapsed().as_secs_f64(),
-        cpu_s: (thread_cpu_time() - cpu).as_secs_f64(),
+        cpu_s: (thread_cpu_time() - cpu).as_secs_f64() + link_stage.cpu_s,
+        link_stage,
         reply,
     })
 }

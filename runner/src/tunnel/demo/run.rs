@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::super::switchover::Switchover;
+use super::super::StageReport;
 use super::method::Method;
 use super::path::{MigrationPath, TunnelCodec};
 use crate::machine::{
@@ -78,6 +79,8 @@ pub struct RunResult {
     pub decided_by: String,
     /// What the stop policy saw and decided, pass by pass, when one decided.
     pub switchover: Option<StopTimeline>,
+    /// For the tunnel: what its link compression did (zstd's levels).
+    pub link_stage: Option<StageReport>,
     /// Why not, when the run failed.
     pub error: Option<String>,
 }
@@ -191,7 +194,8 @@ fn attempt(
         migration_cpu(pair.source.pid())?,
         migration_cpu(pair.destination.pid())?,
     );
-    let (figures, _) = path.finish()?;
+    let (figures, ends) = path.finish()?;
+    r.link_stage = ends.map(|(s, _)| s.link_stage);
     r.wire_bytes = figures.wire_bytes;
     r.cpu_source_s = cpu_after.0 - cpu_before.0 + figures.source_cpu_s;
     r.cpu_destination_s = cpu_after.1 - cpu_before.1 + figures.destination_cpu_s;
