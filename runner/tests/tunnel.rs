@@ -33,8 +33,8 @@ use pagewire_runner::qemu_stop::StopEnd;
 use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 use pagewire_runner::tunnel::switchover::{NO_BANDWIDTH_CAP, TUNNEL_FLOOR_MS};
 use pagewire_runner::tunnel::{
-    tunnel_out, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig, SourceReport,
-    Switchover, TunnelDest,
+    accept_and_tunnel_out, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig,
+    SourceReport, Switchover, TunnelDest,
 };
 use serde_json::json;
 
@@ -95,10 +95,7 @@ fn source_end(
     cfg: SourceEndConfig,
 ) -> thread::JoinHandle<anyhow::Result<SourceReport>> {
     let listener = QemuEndpoint::Unix(sock.to_path_buf()).listen().unwrap();
-    thread::spawn(move || {
-        let mut conn = listener.accept(Duration::from_secs(30))?;
-        tunnel_out(&mut *conn, &cfg, &mut |_, _| {})
-    })
+    thread::spawn(move || accept_and_tunnel_out(&listener, &cfg, || {}, &mut |_, _| {}))
 }
 
 /// Asks the source QEMU to migrate into the source end at `sock`, with no bandwidth cap

@@ -222,14 +222,16 @@ fn run_source(a: &SourceArgs) -> Result<()> {
         cfg.to,
         cfg.shape.describe()
     );
-    // QEMU may take its time to start migrating; once it does, a stall of the
-    // progress deadline fails the migration
-    let mut conn = listener.accept(deadlines.progress)?;
-    let deciding = controller.take().map(|(mut q, mut stop)| {
-        std::thread::spawn(move || stop.run(&mut q, |_| ControlFlow::Continue(())))
-    });
     let bar = spinner(a.json);
-    let r = tunnel::tunnel_out(&mut *conn, &cfg, &mut |c, wire| {
+    let mut deciding = None;
+    // QEMU may take its time to start migrating; once it does, a stall of the progress
+    // deadline fails the migration. The policy takes over once QEMU has connected.
+    let start_policy = || {
+        deciding = controller.take().map(|(mut q, mut stop)| {
+            std::thread::spawn(move || stop.run(&mut q, |_| ControlFlow::Continue(())))
+        });
+    };
+    let r = tunnel::accept_and_tunnel_out(&listener, &cfg, start_policy, &mut |c, wire| {
         bar.set_message(format!(
             "{:.1} MB of QEMU stream, {:.1} MB on the link, {} pages",
             c.qemu_bytes as f64 / 1e6,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use pagewire::Config;
 use serde::Serialize;
 
-use super::endpoint::QemuStream;
+use super::endpoint::{QemuListener, QemuStream};
 use super::link_stage::{LinkCompression, StageReport};
 use super::session::{write_hello, TunnelHello, TunnelReply};
 use super::source::{carry_out, Carried};
@@ -60,14 +60,19 @@ pub struct SourceReport {
     pub reply: TunnelReply,
 }
 
-/// Carries the migration QEMU writes into `qemu` to the destination end. Fails when the
-/// QEMU stream is refused, the link fails, or the destination end could not hand the
-/// stream to its QEMU (its reason included).
-pub fn tunnel_out(
-    qemu: &mut dyn QemuStream,
-    cfg: &SourceEndConfig,
-    progress: &mut dyn FnMut(&Carried, u64),
-) -> Result<SourceReport> {
+/// A link to the destination end, its hello sent, waiting for QEMU's stream.
+pub struct OpenLink {
+    link: Box<dyn Link>,
+    hello: TunnelHello,
+    /// Bytes that left on it.
+    wire: Arc<AtomicU64>,
+    opened: Instant,
+    /// CPU seconds its handshake took.
+    cpu_s: f64,
+}
+
+/// Connects to the destination end (TCP, TLS, shaping) and sends the hello.
+pub fn open_link(cfg: &SourceEndConfig) -> Result<OpenLink> {
     let start = Instant::now();
     let cpu = thread_cpu_time();
     let d = &cfg.deadlines;
@@ -89,6 +94,83 @@ pub fn tunnel_out(
     };
     write_hello(&mut link, &hello).map_err(|e| d.explain(Deadline::Handshake, e))?;
     link.set_waits(Waits::idle(d.progress))?;
+    Ok(OpenLink {
+        link,
+        hello,
+        wire,
+        opened: Instant::now(),
+        cpu_s: (thread_cpu_time() - cpu).as_secs_f64(),
+    })
+}
+
+/// Carries the migration QEMU writes into `qemu` to the destination end. Fails when the
+/// QEMU stream is refused, the link fails, or the destination end could not hand the
+/// stream to its QEMU (its reason included).
+pub fn tunnel_out(
+    qemu: &mut dyn QemuStream,
+    cfg: &SourceEndConfig,
+    progress: &mut dyn FnMut(&Carried, u64),
+) -> Result<SourceReport> {
+    let start = Instant::now();
+    carry(open_link(cfg)?, start, qemu, cfg, progress)
+}
+
+/// Waits for QEMU's migration connection on `listener` while the link to the destination
+/// end opens beside it, so that QEMU's first pages do not wait for the handshake (a TLS
+/// handshake costs round trips: 20-25 ms at +20 ms, while QEMU fills its socket and
+/// stops). An early link QEMU does not take within half the progress deadline is closed
+/// (the destination end would give up on it as silent), and a link is opened once QEMU is
+/// there, as it is when the early one failed (the destination end not up yet, say).
+/// `connected` runs once QEMU has connected.
+pub fn accept_and_tunnel_out(
+    listener: &QemuListener,
+    cfg: &SourceEndConfig,
+    connected: impl FnOnce(),
+    progress: &mut dyn FnMut(&Carried, u64),
+) -> Result<SourceReport> {
+    let stall = cfg.deadlines.progress;
+    let (qemu, early) = std::thread::scope(|scope| {
+        let (arrived, wait) = std::sync::mpsc::channel::<()>();
+        let early = scope.spawn(move || {
+            let open = open_link(cfg).ok()?;
+            // also ends when the sender is gone: QEMU's accept failed
+            let left = (stall / 2).saturating_sub(open.opened.elapsed());
+            wait.recv_timeout(left).ok().map(|()| open)
+        });
+        let qemu = listener.accept(stall);
+        if qemu.is_ok() {
+            let _ = arrived.send(());
+        }
+        drop(arrived);
+        (qemu, early.join())
+    });
+    let mut qemu = qemu?;
+    let start = Instant::now();
+    connected();
+    let link = match early {
+        Ok(Some(open)) => open,
+        _ => open_link(cfg)?,
+    };
+    carry(link, start, &mut *qemu, cfg, progress)
+}
+
+/// The migration over an open link; `start` is when QEMU connected.
+fn carry(
+    open: OpenLink,
+    start: Instant,
+    qemu: &mut dyn QemuStream,
+    cfg: &SourceEndConfig,
+    progress: &mut dyn FnMut(&Carried, u64),
+) -> Result<SourceReport> {
+    let cpu = thread_cpu_time();
+    let d = &cfg.deadlines;
+    let OpenLink {
+        mut link,
+        hello,
+        wire,
+        cpu_s: handshake_cpu_s,
+        ..
+    } = open;
     let (config, features) = cfg.codec.stages().apply(Config {
         stream_id: hello.migration_id as u32,
         lz4: cfg.config.lz4 && cfg.link_compression.wants_codec_lz4(),
@@ -119,7 +201,7 @@ pub fn tunnel_out(
         carried,
         wire_bytes: wire.load(Ordering::Relaxed),
         total_s: start.elapsed().as_secs_f64(),
-        cpu_s: (thread_cpu_time() - cpu).as_secs_f64() + link_stage.cpu_s,
+        cpu_s: (thread_cpu_time() - cpu).as_secs_f64() + link_stage.cpu_s + handshake_cpu_s,
         link_stage,
         reply,
     })

@@ -226,3 +226,99 @@ fn a_stream_asking_for_too_large_a_cache_is_refused_before_qemu() {
     assert!(e.to_string().contains("--max-cache-mib"), "{e}");
     assert!(qemu.0.borrow().is_empty());
 }
+
+/// Both ends over real sockets (plain TCP, a unix socket for each QEMU): the source end
+/// opens its link while it waits for QEMU, and closes it again when QEMU is late.
+mod over_sockets {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    use pagewire::Config;
+
+    use super::{events, passes};
+    use crate::migrate::{Codec, Deadlines};
+    use crate::net::Shape;
+    use crate::tunnel::{
+        accept_and_tunnel_out, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig,
+        TunnelDest,
+    };
+
+    /// One migration: QEMU connects to the source end after `qemu_after`; the destination
+    /// QEMU's bytes, whether the source end saw QEMU connect, and the destination end's
+    /// outcome for each link it was given (ok or failed).
+    fn migrate(qemu_after: Duration) -> (Vec<u8>, bool, Vec<bool>) {
+        let dir = tempfile::tempdir().unwrap();
+        let deadlines = Deadlines {
+            progress: Duration::from_millis(600),
+            ..Deadlines::default()
+        };
+        let incoming = dir.path().join("dst.sock");
+        let dst_qemu = UnixListener::bind(&incoming).unwrap();
+        let dst_reader = thread::spawn(move || {
+            let (mut s, _) = dst_qemu.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let dest = TunnelDest::start(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            DestEndConfig {
+                qemu: QemuEndpoint::Unix(incoming),
+                tls: None,
+                deadlines,
+                max_cache: 1 << 30,
+                log: Arc::new(|_| {}),
+            },
+        )
+        .unwrap();
+        let cfg = SourceEndConfig {
+            to: dest.addr().to_string(),
+            shape: Shape::default(),
+            tls: None,
+            config: Config::DEFAULT,
+            codec: Codec::On,
+            link_compression: LinkCompression::ZstdAuto,
+            label: "early link".into(),
+            deadlines,
+        };
+        let src = QemuEndpoint::Unix(dir.path().join("src.sock"));
+        let listener = src.listen().unwrap();
+        let path = dir.path().join("src.sock");
+        let qemu = thread::spawn(move || {
+            thread::sleep(qemu_after);
+            let mut s = UnixStream::connect(path).unwrap();
+            s.write_all(&passes()).unwrap();
+        });
+        let mut connected = false;
+        let report =
+            accept_and_tunnel_out(&listener, &cfg, || connected = true, &mut |_, _| {}).unwrap();
+        qemu.join().unwrap();
+        assert!(report.reply.ok);
+        let mut outcomes = Vec::new();
+        while let Some(r) = dest.next(Duration::from_millis(200)) {
+            outcomes.push(r.is_ok());
+        }
+        dest.stop();
+        (dst_reader.join().unwrap(), connected, outcomes)
+    }
+
+    #[test]
+    fn the_source_end_opens_its_link_early_and_again_when_qemu_is_late() {
+        let want = events(&passes());
+        // QEMU at once: the early link carries it, the only link
+        let (got, connected, links) = migrate(Duration::ZERO);
+        assert!(connected);
+        assert_eq!(events(&got), want);
+        assert_eq!(links, [true]);
+        // QEMU after the early link was given up (half the 600 ms progress deadline): that
+        // link fails at the destination end, which takes the second one
+        let (got, connected, links) = migrate(Duration::from_millis(700));
+        assert!(connected);
+        assert_eq!(events(&got), want);
+        assert_eq!(links, [false, true]);
+    }
+}

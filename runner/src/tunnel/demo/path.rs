@@ -13,8 +13,8 @@ use pagewire::Config;
 use serde_json::json;
 
 use super::super::{
-    tunnel_out, DestEndConfig, DestReport, LinkCompression, QemuEndpoint, SourceEndConfig,
-    SourceReport, TunnelDest,
+    accept_and_tunnel_out, DestEndConfig, DestReport, LinkCompression, QemuEndpoint,
+    SourceEndConfig, SourceReport, TunnelDest,
 };
 use crate::machine::wait_listening;
 use crate::migrate::{Codec, Deadlines};
@@ -132,10 +132,7 @@ impl MigrationPath {
         let listener = sock.listen()?;
         let source = thread::Builder::new()
             .name("tunnel-source".into())
-            .spawn(move || {
-                let mut conn = listener.accept(deadlines.progress)?;
-                tunnel_out(&mut *conn, &cfg, &mut |_, _| {})
-            })?;
+            .spawn(move || accept_and_tunnel_out(&listener, &cfg, || {}, &mut |_, _| {}))?;
         Ok(MigrationPath::Tunnel {
             dest,
             source,
