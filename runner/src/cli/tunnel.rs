@@ -59,6 +59,16 @@ struct DemoArgs {
     /// and link, and compare.
     #[arg(long)]
     compare: bool,
+    /// Run only these methods, comma-separated (qemu-direct, qemu-xbzrle,
+    /// qemu-multifd-zstd, pagewire-tunnel): for repeating a comparison where QEMU's direct
+    /// migration takes minutes.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        conflicts_with = "compare"
+    )]
+    methods: Vec<String>,
     #[command(flatten)]
     codec: CodecArgs,
     /// Folder for the guest's kernel and initramfs (downloaded from Debian once).
@@ -319,6 +329,21 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
     let codec = a.codec.codec()?;
     let switchover = Switchover::parse(&a.policy)?;
     let timeout = deadline("--timeout", a.timeout)?;
+    let methods: Vec<Method> = if a.compare {
+        Method::ALL.to_vec()
+    } else if !a.methods.is_empty() {
+        a.methods
+            .iter()
+            .map(|name| {
+                Method::ALL
+                    .into_iter()
+                    .find(|m| m.name() == name)
+                    .with_context(|| format!("no method {name:?}: see --help"))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        vec![Method::PagewireTunnel]
+    };
     let guest_cache = match &a.guest_cache {
         Some(d) => d.clone(),
         None => default_guest_cache()?,
@@ -340,11 +365,6 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
         switchover,
         work_dir,
         timeout,
-    };
-    let methods: Vec<Method> = if a.compare {
-        Method::ALL.to_vec()
-    } else {
-        vec![Method::PagewireTunnel]
     };
     let quiet = a.json;
     let mut runs = Vec::new();
@@ -411,7 +431,7 @@ fn summary(r: &RunResult) -> String {
 /// The runs as a table, with the tunnel measured against the best of QEMU's own.
 fn table(runs: &[RunResult], shape: &Shape) -> String {
     let mut t = format!(
-        "link {}\n{:<20} {:>8} {:>12} {:>15} {:>9} {:>10} {:>10} {:>9}\n",
+        "link {}\n{:<20} {:>8} {:>12} {:>15} {:>9} {:>10} {:>10} {:>10} {:>9}\n",
         shape.describe(),
         "method",
         "total s",
@@ -420,12 +440,13 @@ fn table(runs: &[RunResult], shape: &Shape) -> String {
         "wire MB",
         "CPU src s",
         "CPU dst s",
+        "RAM equal",
         "verified"
     );
     for r in runs {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
         t += &format!(
-            "{:<20} {:>8.2} {:>12} {:>15} {:>9.1} {:>10.2} {:>10.2} {:>9}\n",
+            "{:<20} {:>8.2} {:>12} {:>15} {:>9.1} {:>10.2} {:>10.2} {:>10} {:>9}\n",
             r.method,
             r.total_s,
             opt(r.downtime_ms.map(|d| d as f64)),
@@ -433,6 +454,12 @@ fn table(runs: &[RunResult], shape: &Shape) -> String {
             r.wire_bytes as f64 / 1e6,
             r.cpu_source_s,
             r.cpu_destination_s,
+            match (r.memory_identical, r.differing_pages) {
+                (Some(true), _) => "yes".to_string(),
+                (Some(false), Some(n)) => format!("NO ({n} pp)"),
+                (Some(false), None) => "NO".to_string(),
+                (None, _) => "-".to_string(),
+            },
             if r.verified { "yes" } else { "NO" }
         );
         if let Some(e) = &r.error {

@@ -70,7 +70,10 @@ pub struct RunResult {
     /// The same at the destination.
     pub cpu_destination_s: f64,
     /// Both machines' RAM identical before the destination ran.
-    pub memory_identical: bool,
+    /// (`None`: the run failed before they were compared.)
+    pub memory_identical: Option<bool>,
+    /// How many pages differed, when they were compared.
+    pub differing_pages: Option<u64>,
     /// The guest counted on and passed its checks at the destination, none failed.
     pub guest_ok: bool,
     /// Everything above held.
@@ -202,7 +205,8 @@ fn attempt(
 
     log(&format!("{}: comparing both machines' RAM", method.name()));
     let same = compare_machines(&mut sq, &mut dq, &dir.join("dumps"))?;
-    r.memory_identical = same.equal();
+    r.memory_identical = Some(same.equal());
+    r.differing_pages = Some(same.differing_pages);
     let resumed = Instant::now();
     dq.execute("cont", None)?;
     r.guest_ok = guest_runs_on(&pair, resumed)?;
@@ -213,8 +217,8 @@ fn attempt(
         started,
     )
     .map(|g| g.length().saturating_sub(held).as_secs_f64() * 1e3);
-    r.verified = r.memory_identical && r.guest_ok;
-    if !r.memory_identical {
+    r.verified = same.equal() && r.guest_ok;
+    if !same.equal() {
         bail!(
             "{} pages of RAM differ, the first at {:#x}",
             same.differing_pages,
