@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use pagewire::{Config, DecodeMode, Decoder, Destination, Error, HEADER_LEN};
 use serde::Serialize;
 
+use super::digest::StreamDigest;
 use super::items::Item;
 use super::pfns::PageNumbers;
 use crate::migrate::dest::decode_frame;
@@ -119,7 +120,18 @@ struct Rebuild<'c> {
     /// The first thing that went wrong; everything after it is ignored.
     failed: Option<anyhow::Error>,
     delivered: Delivered,
+    /// What QEMU is given, for the check against the source end's digest.
+    digest: StreamDigest,
+    /// The device state's last bytes (QEMU's EOF marker among them), held back until the
+    /// digest matched: without them QEMU fails its incoming migration.
+    held: Vec<u8>,
+    /// The source end's digest arrived and matched.
+    checked: bool,
 }
+
+/// How much of the device state's end the destination end holds back until the digest
+/// matched: QEMU's EOF marker and the JSON description after it (tens of KiB) fit.
+const HELD_BACK: usize = 1 << 20;
 
 impl<'c> Rebuild<'c> {
     fn new(connect: ConnectQemu<'c>, page_size: usize) -> Self {
@@ -136,6 +148,9 @@ impl<'c> Rebuild<'c> {
             ended: false,
             failed: None,
             delivered: Delivered::default(),
+            digest: StreamDigest::default(),
+            held: Vec::new(),
+            checked: false,
         }
     }
 
@@ -217,8 +232,28 @@ impl<'c> Rebuild<'c> {
             } => self.placed_page(block, offset, PageData::Fill(byte))?,
             Item::Device(bytes) => {
                 ensure!(self.ram_ended, "device state before RAM's END section");
+                ensure!(!self.checked, "device state after the stream's digest");
                 self.delivered.device_bytes += bytes.len() as u64;
-                self.out()?.device_state(bytes)?;
+                self.digest.device(bytes);
+                self.held.extend_from_slice(bytes);
+                if self.held.len() > HELD_BACK {
+                    let through = self.held.len() - HELD_BACK;
+                    let older: Vec<u8> = self.held.drain(..through).collect();
+                    self.out()?.device_state(&older)?;
+                }
+            }
+            Item::Digest(theirs) => {
+                ensure!(!self.checked, "the stream's digest arrived twice");
+                let ours = self.digest.value();
+                ensure!(
+                    ours == theirs,
+                    "what the tunnel rebuilt differs from what the source QEMU wrote (digest \
+                     {ours:016x} here, {theirs:016x} at the source end): QEMU does not get the \
+                     end of the stream, so it fails its incoming migration"
+                );
+                self.checked = true;
+                let held = std::mem::take(&mut self.held);
+                self.out()?.device_state(&held)?;
             }
         }
         Ok(())
@@ -232,6 +267,7 @@ impl<'c> Rebuild<'c> {
             .ok_or_else(|| anyhow!("a page before the RAM block list"))?;
         pfns.pfn(block as usize, offset)?;
         self.delivered.pages += 1;
+        self.digest.page(block as usize, offset, &data);
         self.out()?.page(block as usize, offset, data)?;
         Ok(())
     }
@@ -249,6 +285,7 @@ impl<'c> Rebuild<'c> {
             PageData::Raw(&self.staging)
         };
         self.delivered.pages += 1;
+        self.digest.page(block, offset, &data);
         let out = self
             .out
             .as_mut()
@@ -264,6 +301,10 @@ impl<'c> Rebuild<'c> {
         ensure!(
             self.ram_ended && self.delivered.device_bytes > 0,
             "the stream ended before QEMU's device state"
+        );
+        ensure!(
+            self.checked,
+            "the stream ended without the source end's digest"
         );
         let out = self
             .out

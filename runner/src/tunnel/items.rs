@@ -24,6 +24,9 @@ pub mod tag {
     pub const FILL: u32 = 0x5157_0006;
     /// The next bytes of the device state.
     pub const DEVICE: u32 = 0x5157_0007;
+    /// After the device state, last: the source end's digest of the QEMU stream
+    /// (`super::super::digest`), 8 bytes.
+    pub const DIGEST: u32 = 0x5157_0008;
 }
 
 /// Largest device-state piece in one blob: the source gathers QEMU's many small device
@@ -50,6 +53,7 @@ pub enum Item<'a> {
         byte: u8,
     },
     Device(&'a [u8]),
+    Digest(u64),
 }
 
 impl<'a> Item<'a> {
@@ -111,6 +115,10 @@ impl<'a> Item<'a> {
                 out.extend_from_slice(bytes);
                 tag::DEVICE
             }
+            Item::Digest(d) => {
+                out.extend_from_slice(&d.to_le_bytes());
+                tag::DIGEST
+            }
         }
     }
 
@@ -162,6 +170,7 @@ impl<'a> Item<'a> {
                 offset: r.u64()?,
                 byte: r.u8()?,
             },
+            tag::DIGEST => Item::Digest(r.u64()?),
             t => bail!("tunnel item: unknown blob tag {t:#x}"),
         };
         ensure!(
@@ -226,6 +235,7 @@ mod tests {
                 byte: 0xff,
             },
             Item::Device(&[9; 100]),
+            Item::Digest(0x0123_4567_89ab_cdef),
         ];
         let mut buf = Vec::new();
         for item in items {

@@ -17,6 +17,7 @@
 pub mod demo;
 pub mod dest;
 pub mod dest_end;
+pub mod digest;
 pub mod endpoint;
 pub mod items;
 pub mod link_stage;

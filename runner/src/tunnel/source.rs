@@ -15,6 +15,7 @@ use std::io::{ErrorKind, Read, Write};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
+use super::digest::StreamDigest;
 use super::items::{Item, DEVICE_PIECE};
 use super::pfns::PageNumbers;
 use super::tail::DeviceTail;
@@ -94,6 +95,8 @@ struct Source<'e> {
     device: Vec<u8>,
     /// Its last bytes, to tell a finished stream from one cut short.
     tail: DeviceTail,
+    /// What QEMU wrote, for the destination end to check what it rebuilt against.
+    digest: StreamDigest,
     zero: Vec<u8>,
     page_size: usize,
     pfns: Option<PageNumbers>,
@@ -114,6 +117,7 @@ impl<'e> Source<'e> {
             blob: Vec::new(),
             device: Vec::with_capacity(DEVICE_PIECE),
             tail: DeviceTail::default(),
+            digest: StreamDigest::default(),
             zero: vec![0; page_size],
             page_size,
             pfns: None,
@@ -156,6 +160,7 @@ impl<'e> Source<'e> {
             Event::DeviceState(mut bytes) => {
                 self.carried.device_bytes += bytes.len() as u64;
                 self.tail.push(bytes);
+                self.digest.device(bytes);
                 while !bytes.is_empty() {
                     let take = (DEVICE_PIECE - self.device.len()).min(bytes.len());
                     self.device.extend_from_slice(&bytes[..take]);
@@ -174,6 +179,7 @@ impl<'e> Source<'e> {
             bail!("a page before the RAM block list");
         };
         let pfn = pfns.pfn(block, offset)?;
+        self.digest.page(block, offset, &data);
         let block = block as u32;
         match data {
             PageData::Raw(page) => {
@@ -244,6 +250,8 @@ impl<'e> Source<'e> {
             );
         }
         self.flush_device()?;
+        let digest = self.digest.value();
+        self.item(&Item::Digest(digest))?;
         self.enc.finish(&mut self.out)?;
         self.holding = false;
         self.send(link)?;

@@ -147,6 +147,71 @@ fn the_destination_qemu_gets_the_stream_the_source_qemu_wrote() {
     );
 }
 
+/// An encoder with a bug: it changes one byte of the `n`th page it is given.
+struct FlipsOnePage {
+    inner: InProcessEncoder,
+    n: u64,
+}
+
+impl crate::encoders::StreamEncoder for FlipsOnePage {
+    fn encode_page(&mut self, pfn: u64, page: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let mut page = page.to_vec();
+        if self.n == 0 {
+            page[100] ^= 0x20;
+        }
+        self.n = self.n.wrapping_sub(1);
+        self.inner.encode_page(pfn, &page, out)
+    }
+    fn append_blob(&mut self, tag: u32, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.inner.append_blob(tag, data, out)
+    }
+    fn end_iteration(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.inner.end_iteration(out)
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.inner.finish(out)
+    }
+    fn stats(&self) -> pagewire::EncoderStats {
+        self.inner.stats()
+    }
+    fn set_lz4(&mut self, on: bool) -> bool {
+        self.inner.set_lz4(on)
+    }
+    fn lz4(&self) -> bool {
+        self.inner.lz4()
+    }
+}
+
+#[test]
+fn a_page_the_tunnel_got_wrong_is_caught_before_qemu_gets_the_end_of_its_stream() {
+    let qemu = passes();
+    let mut enc = FlipsOnePage {
+        inner: InProcessEncoder::new(Config::DEFAULT).unwrap(),
+        n: 30,
+    };
+    let mut link = Vec::new();
+    carry_out(
+        &mut Pieces(&qemu, 1000),
+        &mut link,
+        &mut enc,
+        PAGE,
+        &mut |_| {},
+    )
+    .unwrap();
+    // every frame is sound: only the digest can tell
+    let (delivered, out, connected) = dest(&link);
+    assert!(connected);
+    let e = format!("{:#}", delivered.unwrap_err());
+    assert!(e.contains("differs from what the source QEMU wrote"), "{e}");
+    // QEMU got the pages, but not the end of the device state: its stream is incomplete
+    let mut parser = Parser::new();
+    parser
+        .feed(&out, |_| Ok::<(), ()>(()))
+        .map_err(|_| "parse error")
+        .unwrap();
+    assert!(parser.finish().is_err(), "QEMU got a complete stream");
+}
+
 #[test]
 fn a_refused_stream_sends_nothing_and_never_reaches_qemu() {
     // postcopy's advise comes before the START section
