@@ -78,6 +78,8 @@ pub mod policy;
 #[cfg(feature = "xbzrle")]
 pub mod xbzrle;
 
+/// True when every byte is zero (the encoder's zero-page test).
+pub use bytes::is_zero;
 pub use config::{
     Config, DecodeMode, FRAME_INSERT_DIVISOR, LZ4_TABLES_STORAGE_MAX, MAX_BLOCKS_PER_PAGE,
     MAX_CACHE_PAGES, MAX_FRAME_BYTES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RECORD_OVERHEAD,

@@ -26,7 +26,7 @@ impl StreamDigest {
     /// One page event: block index, offset, content.
     pub fn page(&mut self, block: usize, offset: u64, data: &PageData<'_>) {
         let data = match data {
-            PageData::Raw(p) if p.iter().all(|&b| b == 0) => PageData::Fill(0),
+            PageData::Raw(p) if pagewire::is_zero(p) => PageData::Fill(0),
             d => *d,
         };
         let (kind, body): (u8, &[u8]) = match &data {

@@ -34,7 +34,7 @@ pub use dest_end::{DestEndConfig, DestReport, TunnelDest};
 pub use endpoint::{QemuEndpoint, QemuListener, QemuStream};
 pub use link_stage::{LinkCompression, StageReport, DEFAULT_ZSTD_LEVEL};
 pub use source::{carry_out, Carried};
-pub use source_end::{accept_and_tunnel_out, tunnel_out, SourceEndConfig, SourceReport};
+pub use source_end::{accept_and_tunnel_out, SourceEndConfig, SourceReport};
 pub use switchover::Switchover;
 
 #[cfg(test)]

@@ -103,25 +103,15 @@ pub fn open_link(cfg: &SourceEndConfig) -> Result<OpenLink> {
     })
 }
 
-/// Carries the migration QEMU writes into `qemu` to the destination end. Fails when the
-/// QEMU stream is refused, the link fails, or the destination end could not hand the
-/// stream to its QEMU (its reason included).
-pub fn tunnel_out(
-    qemu: &mut dyn QemuStream,
-    cfg: &SourceEndConfig,
-    progress: &mut dyn FnMut(&Carried, u64),
-) -> Result<SourceReport> {
-    let start = Instant::now();
-    carry(open_link(cfg)?, start, qemu, cfg, progress)
-}
-
 /// Waits for QEMU's migration connection on `listener` while the link to the destination
 /// end opens beside it, so that QEMU's first pages do not wait for the handshake (a TLS
 /// handshake costs round trips: 20-25 ms at +20 ms, while QEMU fills its socket and
 /// stops). An early link QEMU does not take within half the progress deadline is closed
 /// (the destination end would give up on it as silent), and a link is opened once QEMU is
 /// there, as it is when the early one failed (the destination end not up yet, say).
-/// `connected` runs once QEMU has connected.
+/// `connected` runs once QEMU has connected. Fails when the QEMU stream is refused, the
+/// link fails, or the destination end could not hand the stream to its QEMU (its reason
+/// included).
 pub fn accept_and_tunnel_out(
     listener: &QemuListener,
     cfg: &SourceEndConfig,

@@ -69,10 +69,8 @@ pub struct RunResult {
     pub cpu_source_s: f64,
     /// The same at the destination.
     pub cpu_destination_s: f64,
-    /// Both machines' RAM identical before the destination ran.
-    /// (`None`: the run failed before they were compared.)
-    pub memory_identical: Option<bool>,
-    /// How many pages differed, when they were compared.
+    /// How many pages of the two machines' RAM differed before the destination ran (0:
+    /// identical; `None`: the run failed before they were compared).
     pub differing_pages: Option<u64>,
     /// The guest counted on and passed its checks at the destination, none failed.
     pub guest_ok: bool,
@@ -205,7 +203,6 @@ fn attempt(
 
     log(&format!("{}: comparing both machines' RAM", method.name()));
     let same = compare_machines(&mut sq, &mut dq, &dir.join("dumps"))?;
-    r.memory_identical = Some(same.equal());
     r.differing_pages = Some(same.differing_pages);
     let resumed = Instant::now();
     dq.execute("cont", None)?;
