@@ -17,11 +17,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::console::Console;
 use super::guest::GuestImage;
-use crate::trace::qmp::{Qmp, QmpAddr, DEFAULT_TIMEOUT};
+use crate::trace::launch::connect_when_up;
+use crate::trace::qmp::{Qmp, DEFAULT_TIMEOUT};
 
 /// How long QEMU may take to open its QMP socket.
 pub const QMP_STARTUP: Duration = Duration::from_secs(30);
@@ -144,29 +145,14 @@ impl Machine {
     /// Connects to QMP once QEMU has opened the socket ([`QMP_STARTUP`] at most), with
     /// [`DEFAULT_TIMEOUT`] for each reply. QEMU serves one QMP client at a time.
     pub fn qmp(&mut self) -> Result<Qmp> {
-        let addr = QmpAddr::Unix(self.qmp_path.clone());
-        let deadline = Instant::now() + QMP_STARTUP;
-        loop {
-            if let Some(status) = self.exited() {
-                bail!(
-                    "QEMU exited ({status}) before its QMP socket came up: {}",
-                    self.qemu_log().trim()
-                );
-            }
-            if self.qmp_path.exists() {
-                if let Ok(q) = Qmp::connect(&addr, DEFAULT_TIMEOUT) {
-                    return Ok(q);
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "QEMU did not open its QMP socket {} within {} s",
-                    self.qmp_path.display(),
-                    QMP_STARTUP.as_secs()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        let path = self.qmp_path.clone();
+        connect_when_up(&path, DEFAULT_TIMEOUT, QMP_STARTUP, || {
+            let status = self.exited()?;
+            Some(format!(
+                "QEMU exited ({status}) before its QMP socket came up: {}",
+                self.qemu_log().trim()
+            ))
+        })
     }
 
     /// Waits until the guest's workload has started.

@@ -6,7 +6,7 @@
 //! `-serial file:...` (or `-serial none`) and `-display none`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,28 +72,13 @@ impl LaunchedQemu {
     /// Connects to QEMU's QMP socket once it is up, or fails if QEMU exits first or
     /// [`STARTUP_TIMEOUT`] passes.
     pub fn connect(&mut self, timeout: Duration) -> Result<Qmp> {
-        let addr = QmpAddr::Unix(self.socket.clone());
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "QEMU exited ({status}) before its QMP socket came up; see its messages above"
-                );
-            }
-            if self.socket.exists() {
-                if let Ok(q) = Qmp::connect(&addr, timeout) {
-                    return Ok(q);
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "QEMU did not open its QMP socket {} within {} s",
-                    self.socket.display(),
-                    STARTUP_TIMEOUT.as_secs()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        let child = &mut self.child;
+        connect_when_up(&self.socket, timeout, STARTUP_TIMEOUT, || {
+            let status = child.try_wait().ok()??;
+            Some(format!(
+                "QEMU exited ({status}) before its QMP socket came up; see its messages above"
+            ))
+        })
     }
 
     /// Asks QEMU to quit over `qmp` and waits up to `timeout` for it to exit; kills it if it
@@ -123,5 +108,36 @@ impl Drop for LaunchedQemu {
         }
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects to the QMP socket at `path` of a QEMU that is starting, with `reply_timeout` for
+/// each reply: retries every 50 ms until the socket answers, `startup` passes, or `exited`
+/// returns the error to report because QEMU is gone.
+pub fn connect_when_up(
+    path: &Path,
+    reply_timeout: Duration,
+    startup: Duration,
+    mut exited: impl FnMut() -> Option<String>,
+) -> Result<Qmp> {
+    let addr = QmpAddr::Unix(path.to_path_buf());
+    let deadline = Instant::now() + startup;
+    loop {
+        if let Some(error) = exited() {
+            bail!("{error}");
+        }
+        if path.exists() {
+            if let Ok(q) = Qmp::connect(&addr, reply_timeout) {
+                return Ok(q);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "QEMU did not open its QMP socket {} within {} s",
+                path.display(),
+                startup.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
