@@ -1,5 +1,5 @@
-//! The guest's serial console, read as it arrives: heartbeats, the workload's own checks,
-//! and when each line came (recorded on arrival, so the gaps between heartbeats are what
+//! The guest's serial console, read as it arrives: heartbeats, ticks, the workload's own
+//! checks, and when each line came (recorded on arrival, so the gaps between ticks are what
 //! the guest's outside world saw, to the reader thread's wake-up).
 //!
 //! Bytes come in pieces of any size; a line counts once its newline arrives. Anything that
@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::initramfs::{CHECK, HEARTBEAT, READY};
+use super::initramfs::{CHECK, HEARTBEAT, READY, TICK};
 
 /// Longest line kept whole; a longer run without a newline is cut into lines of this size.
 pub const MAX_LINE: usize = 4096;
@@ -37,6 +37,7 @@ pub struct CheckFailure {
 pub enum Mark {
     Ready,
     Heartbeat(u64),
+    Tick(u64),
     CheckOk(u64),
     CheckFail(CheckFailure),
     /// Anything else.
@@ -63,6 +64,11 @@ pub fn parse_line(line: &str) -> Mark {
         let digits = line[at + HEARTBEAT.len()..].trim_end();
         if let Ok(r) = digits.parse::<u64>() {
             return Mark::Heartbeat(r);
+        }
+    }
+    if let Some(at) = line.find(TICK) {
+        if let Ok(n) = line[at + TICK.len()..].trim_end().parse::<u64>() {
+            return Mark::Tick(n);
         }
     }
     if line.contains(READY) {
@@ -106,10 +112,12 @@ impl LineSplitter {
 /// Everything read so far.
 #[derive(Debug, Default)]
 pub struct Seen {
-    /// Every complete line, with its arrival time.
+    /// Every complete line but the ticks, with its arrival time.
     pub lines: Vec<(Instant, String)>,
     pub ready: Option<Instant>,
     pub heartbeats: Vec<Beat>,
+    /// Kept apart from `lines`: 20 a second would bury everything else in an error's tail.
+    pub ticks: Vec<Beat>,
     pub checks_ok: Vec<Beat>,
     pub failures: Vec<CheckFailure>,
     /// The console ended (QEMU exited or closed it).
@@ -177,6 +185,7 @@ impl Console {
         let (splitter, seen) = &mut *g;
         splitter.push(bytes, |line| {
             match parse_line(&line) {
+                Mark::Tick(round) => return seen.ticks.push(Beat { round, at }),
                 Mark::Ready => seen.ready = seen.ready.or(Some(at)),
                 Mark::Heartbeat(round) => seen.heartbeats.push(Beat { round, at }),
                 Mark::CheckOk(round) => seen.checks_ok.push(Beat { round, at }),
@@ -202,6 +211,11 @@ impl Console {
 
     pub fn heartbeats(&self) -> Vec<Beat> {
         self.with(|s| s.heartbeats.clone())
+    }
+
+    /// The [`TICK`]s so far: what times a pause (see [`guest_pause`]).
+    pub fn ticks(&self) -> Vec<Beat> {
+        self.with(|s| s.ticks.clone())
     }
 
     pub fn last_heartbeat(&self) -> Option<Beat> {
@@ -302,9 +316,9 @@ impl Gap {
     }
 }
 
-/// The pause the guest saw across a migration: the source's heartbeats from the last one
-/// before `from` on, then the destination's, in order of arrival; the largest gap between
-/// neighbours. `None` with fewer than two heartbeats.
+/// The pause the guest saw across a migration: the source's beats (ticks, or heartbeats for
+/// a coarser figure) from the last one before `from` on, then the destination's, in order of
+/// arrival; the largest gap between neighbours. `None` with fewer than two beats.
 pub fn guest_pause(source: &[Beat], destination: &[Beat], from: Instant) -> Option<Gap> {
     let start = source.iter().rposition(|b| b.at <= from).unwrap_or(0);
     let mut beats: Vec<Beat> = source[start..].to_vec();
@@ -333,6 +347,8 @@ mod tests {
         assert_eq!(parse_line("PAGEWIRE-CHECK ok 9"), Mark::CheckOk(9));
         assert_eq!(parse_line("PAGEWIRE-GUEST-READY"), Mark::Ready);
         assert_eq!(parse_line("PAGEWIRE-HEARTBEAT"), Mark::Other);
+        assert_eq!(parse_line("\u{fffd}PAGEWIRE-TICK 412"), Mark::Tick(412));
+        assert_eq!(parse_line("PAGEWIRE-TICK 4x"), Mark::Other);
         assert_eq!(parse_line("PAGEWIRE-HEARTBEAT 1x"), Mark::Other);
         assert_eq!(parse_line("[    0.000000] Linux version 6.1"), Mark::Other);
         let fail = "PAGEWIRE-CHECK FAIL 12 w4 from round 4: md5 aa, written bb";
@@ -361,7 +377,17 @@ mod tests {
         c.feed(b"\xff\xfe garbage\r\nPAGEWIRE-HEART", t(1));
         assert!(c.heartbeats().is_empty(), "half a line is not a heartbeat");
         c.feed(b"BEAT 5\nPAGEWIRE-CHECK ok 6\r\nPAGEWIRE-HE", t(2));
-        c.feed(b"ARTBEAT 6\n\n\0\0\nPAGEWIRE-CHECK FAIL 7 w7", t(3));
+        c.feed(
+            b"ARTBEAT 6\nPAGEWIRE-TICK 40\n\n\0\0\nPAGEWIRE-CHECK FAIL 7 w7",
+            t(3),
+        );
+        assert_eq!(
+            c.ticks(),
+            [Beat {
+                round: 40,
+                at: t(3)
+            }]
+        );
         assert_eq!(
             c.heartbeats(),
             [Beat { round: 5, at: t(2) }, Beat { round: 6, at: t(3) }]
@@ -374,6 +400,7 @@ mod tests {
         assert!(c
             .text()
             .starts_with("\u{fffd}\u{fffd} garbage\nPAGEWIRE-HEARTBEAT 5"));
+        assert!(!c.text().contains("TICK"), "ticks stay out of the text");
         // A flood without newlines is cut, not kept growing.
         c.feed(&vec![b'x'; 3 * MAX_LINE + 5], t(5));
         let longest = c.with(|s| s.lines.iter().map(|(_, l)| l.len()).max().unwrap());

@@ -16,21 +16,37 @@ pub const WORKLOAD_TEXT: &str = "pagewire-workload-";
 /// Then `PAGEWIRE-HEARTBEAT <round>`: the round counter lives in guest memory, so a
 /// migrated guest goes on counting where the source stopped.
 pub const HEARTBEAT: &str = "PAGEWIRE-HEARTBEAT ";
+/// Every 50 ms, from a background loop of its own, `PAGEWIRE-TICK <n>`: the rounds of a
+/// busy workload take seconds (a `compile` round ~6 s), far too coarse to time a pause the
+/// guest sees across a migration; the ticks time it to ~50 ms.
+pub const TICK: &str = "PAGEWIRE-TICK ";
 /// From round 9 on, each round first checks the file it is about to overwrite (written
 /// eight rounds earlier) and prints `PAGEWIRE-CHECK ok <round>` or
 /// `PAGEWIRE-CHECK FAIL <round> <what differed>`.
 pub const CHECK: &str = "PAGEWIRE-CHECK ";
 
+/// The shell line that starts the [`TICK`] loop in the background; every workload's /init
+/// runs it before its READY line.
+macro_rules! ticker {
+    () => {
+        "( t=0; while :; do t=$((t+1)); echo \"PAGEWIRE-TICK $t\"; sleep 0.05; done ) &\n"
+    };
+}
+pub(super) use ticker;
+
 /// The md5sum of each file is taken from the bytes as they are written (through `tee`), not
 /// read back, and kept in a shell variable: both the file (page cache) and the sum (the
 /// shell's heap) live in guest memory, so a migration that damaged either shows as a FAIL.
-pub(super) const INIT: &str = r#"#!/bin/busybox sh
+pub(super) const INIT: &str = concat!(
+    r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t devtmpfs dev /dev
 mkdir -p /dev/shm
 mount -t tmpfs -o size=32m shm /dev/shm
-echo PAGEWIRE-GUEST-READY
+"#,
+    ticker!(),
+    r#"echo PAGEWIRE-GUEST-READY
 i=0
 while :; do
   i=$((i+1))
@@ -50,7 +66,8 @@ while :; do
   eval "sum$k=${s%% *}"
   echo "PAGEWIRE-HEARTBEAT $i"
 done
-"#;
+"#
+);
 
 /// The archive of the `heartbeat` workload: /init, /bin/busybox, the mount points and
 /// /dev/console.

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::initramfs::INIT as HEARTBEAT_INIT;
+use super::initramfs::{ticker, INIT as HEARTBEAT_INIT};
 
 /// A guest workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,7 +92,7 @@ impl FromStr for Workload {
 
 /// Mounts and the search paths for programs unpacked from packages (no ld.so.cache).
 macro_rules! with_prelude {
-    ($body:literal) => {
+    ($($body:tt)*) => {
         concat!(
             r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -103,7 +103,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 export HOME=/tmp
 "#,
-            $body
+            $($body)*
         )
     };
 }
@@ -114,7 +114,9 @@ const IDLE_INIT: &str = with_prelude!(
     r#"seq 1 20000 > /tmp/idle-reference
 want=$(md5sum < /tmp/idle-reference)
 echo "pagewire-memory: $(grep MemAvailable /proc/meminfo)"
-echo PAGEWIRE-GUEST-READY
+"#,
+    ticker!(),
+    r#"echo PAGEWIRE-GUEST-READY
 i=0
 while :; do
   sleep 0.5
@@ -156,7 +158,9 @@ values | { j=0; while read -r v; do echo "SET pagewire:check:$j $v"; j=$((j+1));
   | redis-cli > /dev/null
 want=$(values | md5sum)
 echo "pagewire-memory: $(grep MemAvailable /proc/meminfo)"
-echo PAGEWIRE-GUEST-READY
+"#,
+    ticker!(),
+    r#"echo PAGEWIRE-GUEST-READY
 i=0
 while :; do
   i=$((i+1))
@@ -230,7 +234,9 @@ if ! $CC -O2 -c main.c -o main.o 2> /tmp/gcc.err; then
 fi
 echo "pagewire-compile: $UNITS units of $(wc -l < u0.c) lines"
 echo "pagewire-memory: $(grep MemAvailable /proc/meminfo)"
-echo PAGEWIRE-GUEST-READY
+"##,
+    ticker!(),
+    r##"echo PAGEWIRE-GUEST-READY
 i=0
 while :; do
   i=$((i+1))
@@ -272,7 +278,7 @@ done
 
 #[cfg(test)]
 mod tests {
-    use super::super::initramfs::{CHECK, HEARTBEAT, READY};
+    use super::super::initramfs::{CHECK, HEARTBEAT, READY, TICK};
     use super::*;
 
     #[test]
@@ -289,10 +295,18 @@ mod tests {
         for w in Workload::ALL {
             let s = w.init_script();
             assert!(s.starts_with("#!/bin/busybox sh\n"), "{w}");
-            for marker in [READY, HEARTBEAT, "PAGEWIRE-CHECK ok", "PAGEWIRE-CHECK FAIL"] {
+            for marker in [
+                READY,
+                HEARTBEAT,
+                TICK,
+                "PAGEWIRE-CHECK ok",
+                "PAGEWIRE-CHECK FAIL",
+            ] {
                 assert!(s.contains(marker), "{w}: {marker}");
             }
             assert!(s.contains(CHECK.trim_end()));
+            let ticker = s.find("PAGEWIRE-TICK $t").expect("a ticker");
+            assert!(ticker < s.find(READY).unwrap(), "{w}: ticks from READY on");
             assert!(w.mem_mib() >= 128);
         }
     }

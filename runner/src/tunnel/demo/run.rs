@@ -55,7 +55,7 @@ pub struct RunResult {
     pub qemu_total_s: f64,
     /// QEMU's `downtime`, ms.
     pub downtime_ms: Option<u64>,
-    /// The pause the guest saw in its heartbeats, less the time the destination was held
+    /// The pause the guest saw in its 50 ms ticks, less the time the destination was held
     /// paused for the memory comparison, ms.
     pub guest_pause_ms: Option<f64>,
     /// Bytes that crossed the link.
@@ -209,8 +209,8 @@ fn attempt(
     r.guest_ok = guest_runs_on(&pair, resumed)?;
     let held = resumed.duration_since(arrived);
     r.guest_pause_ms = guest_pause(
-        &pair.source.console().heartbeats(),
-        &pair.destination.console().heartbeats(),
+        &pair.source.console().ticks(),
+        &pair.destination.console().ticks(),
         started,
     )
     .map(|g| g.length().saturating_sub(held).as_secs_f64() * 1e3);
