@@ -75,9 +75,15 @@ struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     guest_cache: Option<PathBuf>,
     /// What the guest runs: heartbeat (busybox, 128 MiB), idle (128 MiB), redis
-    /// (redis-server under redis-benchmark, 256 MiB) or compile (gcc, 512 MiB).
-    #[arg(long, value_name = "NAME", default_value = "heartbeat")]
-    workload: Workload,
+    /// (redis-server under redis-benchmark, 256 MiB) or compile (gcc, 512 MiB); several,
+    /// comma-separated, run one after the other and share the table, JSON and plot.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "heartbeat"
+    )]
+    workload: Vec<Workload>,
     /// Keep each run's QEMU logs, serial consoles and sockets in this folder (default: a
     /// temporary folder, removed at the end).
     #[arg(long, value_name = "DIR")]
@@ -348,8 +354,6 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
         Some(d) => d.clone(),
         None => default_guest_cache()?,
     };
-    let image = GuestImage::build_workload(&guest_cache, a.workload)
-        .map_err(|e| anyhow::anyhow!("cannot build the demo guest: {}", e.0))?;
     let tmp;
     let work_dir = match &a.work_dir {
         Some(d) => d.clone(),
@@ -358,37 +362,46 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    let cfg = DemoConfig {
-        image,
-        shape,
-        codec,
-        switchover,
-        work_dir,
-        timeout,
-    };
     let quiet = a.json;
-    let mut runs = Vec::new();
-    for m in methods {
-        let r = run_method(m, &cfg, &mut |line| {
+    let mut by_workload: Vec<(Workload, Vec<RunResult>)> = Vec::new();
+    for &workload in &a.workload {
+        let image = GuestImage::build_workload(&guest_cache, workload).map_err(|e| {
+            anyhow::anyhow!("cannot build the {} guest: {}", workload.name(), e.0)
+        })?;
+        let cfg = DemoConfig {
+            image,
+            shape,
+            codec,
+            switchover,
+            work_dir: work_dir.join(workload.name()),
+            timeout,
+        };
+        let mut runs = Vec::new();
+        for &m in &methods {
+            let r = run_method(m, &cfg, &mut |line| {
+                if !quiet {
+                    eprintln!("tunnel demo: {}: {line}", workload.name());
+                }
+            });
             if !quiet {
-                eprintln!("tunnel demo: {line}");
+                eprintln!("tunnel demo: {}: {}", workload.name(), summary(&r));
             }
-        });
-        if !quiet {
-            eprintln!("tunnel demo: {}", summary(&r));
+            runs.push(r);
         }
-        runs.push(r);
+        by_workload.push((workload, runs));
     }
     if let Some(p) = &a.plot {
-        comparison_chart(
-            &format!("QEMU live migration, {}", shape.describe()),
-            &[WorkloadRuns {
-                workload: "heartbeat",
-                runs: &runs,
-            }],
-        )
-        .write_svg(p)?;
+        let groups: Vec<WorkloadRuns> = by_workload
+            .iter()
+            .map(|(w, runs)| WorkloadRuns {
+                workload: w.name(),
+                runs,
+            })
+            .collect();
+        comparison_chart(&format!("QEMU live migration, {}", shape.describe()), &groups)
+            .write_svg(p)?;
     }
+    let runs: Vec<&RunResult> = by_workload.iter().flat_map(|(_, runs)| runs).collect();
     let verified = runs.iter().all(|r| r.verified);
     if a.json {
         let j = serde_json::json!({
@@ -398,7 +411,10 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
-        print!("{}", table(&runs, &shape));
+        println!("link {}", shape.describe());
+        for (w, runs) in &by_workload {
+            print!("\nworkload {}\n{}", w.name(), table(runs));
+        }
     }
     if !verified {
         bail!("not every run was verified at the destination");
@@ -428,11 +444,10 @@ fn summary(r: &RunResult) -> String {
     }
 }
 
-/// The runs as a table, with the tunnel measured against the best of QEMU's own.
-fn table(runs: &[RunResult], shape: &Shape) -> String {
+/// One workload's runs as a table, with the tunnel measured against the best of QEMU's own.
+fn table(runs: &[RunResult]) -> String {
     let mut t = format!(
-        "link {}\n{:<20} {:>8} {:>12} {:>15} {:>9} {:>10} {:>10} {:>10} {:>9}\n",
-        shape.describe(),
+        "{:<20} {:>8} {:>12} {:>15} {:>9} {:>10} {:>10} {:>10} {:>9}\n",
         "method",
         "total s",
         "downtime ms",

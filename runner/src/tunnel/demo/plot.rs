@@ -72,7 +72,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_method_and_value_is_drawn_and_a_failed_run_is_not() {
+    fn every_workload_method_and_value_is_drawn_and_a_failed_run_is_not() {
         let run = |m: Method, s: f64| RunResult {
             method: m.name().into(),
             total_s: s,
@@ -87,12 +87,20 @@ mod tests {
         let mut runs: Vec<RunResult> = Method::ALL.iter().map(|&m| run(m, 6.5)).collect();
         runs[1].error = Some("failed".into());
         runs[3].total_s = 2.25;
+        let mut redis = runs.clone();
+        redis[0].total_s = 31.5;
         let svg = comparison_chart(
             "100 Mbit/s",
-            &[WorkloadRuns {
-                workload: "heartbeat",
-                runs: &runs,
-            }],
+            &[
+                WorkloadRuns {
+                    workload: "heartbeat",
+                    runs: &runs,
+                },
+                WorkloadRuns {
+                    workload: "redis",
+                    runs: &redis,
+                },
+            ],
         )
         .to_svg()
         .unwrap();
@@ -104,10 +112,10 @@ mod tests {
             .filter_map(|t| t.split_once('>')?.1.split('<').next())
             .map(str::trim)
             .collect();
-        for label in ["2.25 s", "6.50 s", "22.9 MiB", "400 ms", "1.50 s"] {
+        for label in ["2.25 s", "6.50 s", "31.5 s", "22.9 MiB", "400 ms", "1.50 s"] {
             assert!(labels.contains(&label), "{label} not among {labels:?}");
         }
         assert!(svg.contains("n/a"), "the failed run");
-        assert!(svg.contains("heartbeat"));
+        assert!(svg.contains("heartbeat") && svg.contains("redis"));
     }
 }

@@ -44,6 +44,8 @@ pub struct DemoConfig {
 /// One method's run.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct RunResult {
+    /// What the guest ran.
+    pub workload: String,
     /// The method's name.
     pub method: String,
     /// From `migrate` to the destination holding the whole migration (its incoming
@@ -98,6 +100,7 @@ pub fn run_method(method: Method, cfg: &DemoConfig, log: &mut dyn FnMut(&str)) -
         _ => Switchover::Qemu,
     };
     let mut r = RunResult {
+        workload: cfg.image.workload.name().into(),
         method: method.name().into(),
         decided_by: decides.name().into(),
         ..RunResult::default()
