@@ -1,7 +1,9 @@
 //! The comparison as one SVG a person reads at a glance: a panel per measure (time to the
 //! destination, the pause the guest saw, QEMU's downtime, bytes on the link, CPU at each
-//! side), grouped by workload, one colour per method, values above the bars. A run that
-//! failed shows as "n/a".
+//! side, pages that differed at the destination), grouped by workload, one colour per
+//! method, values above the bars. A migration that did not complete shows as "n/a"; one
+//! that completed but was not verified keeps its measures, and its differing pages (or the
+//! guest's missing pause) say what went wrong.
 
 use super::method::Method;
 use super::run::RunResult;
@@ -25,7 +27,7 @@ pub fn comparison_chart(title: &str, results: &[WorkloadRuns<'_>]) -> BarChart {
                     .map(|m| {
                         w.runs
                             .iter()
-                            .find(|r| r.method == *m && r.error.is_none())
+                            .find(|r| r.method == *m && r.total_s > 0.0)
                             .and_then(value)
                     })
                     .collect();
@@ -64,6 +66,11 @@ pub fn comparison_chart(title: &str, results: &[WorkloadRuns<'_>]) -> BarChart {
             Unit::Seconds,
             panel(&|r| Some(r.cpu_destination_s)),
         )
+        .panel(
+            "RAM pages differing at the destination (0: verified equal)",
+            Unit::Count,
+            panel(&|r| r.differing_pages.map(|n| n as f64)),
+        )
         .columns(2)
 }
 
@@ -85,7 +92,10 @@ mod tests {
             ..RunResult::default()
         };
         let mut runs: Vec<RunResult> = Method::ALL.iter().map(|&m| run(m, 6.5)).collect();
-        runs[1].error = Some("failed".into());
+        runs[1].error = Some("the migration had not ended".into());
+        runs[1].total_s = 0.0;
+        runs[2].differing_pages = Some(0);
+        runs[3].differing_pages = Some(17);
         runs[3].total_s = 2.25;
         let mut redis = runs.clone();
         redis[0].total_s = 31.5;
@@ -112,7 +122,9 @@ mod tests {
             .filter_map(|t| t.split_once('>')?.1.split('<').next())
             .map(str::trim)
             .collect();
-        for label in ["2.25 s", "6.50 s", "31.5 s", "22.9 MiB", "400 ms", "1.50 s"] {
+        for label in [
+            "2.25 s", "6.50 s", "31.5 s", "22.9 MiB", "400 ms", "1.50 s", "0", "17",
+        ] {
             assert!(labels.contains(&label), "{label} not among {labels:?}");
         }
         assert!(svg.contains("n/a"), "the failed run");
