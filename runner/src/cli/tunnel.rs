@@ -272,7 +272,7 @@ fn run_source(a: &SourceArgs) -> Result<()> {
     } else {
         if let Some(Some(sw)) = &timeline {
             println!(
-                "tunnel source: {} decided the switchover: {}",
+                "tunnel source: {} drove the switchover: {}",
                 sw.policy,
                 describe_switchover(sw)
             );
@@ -365,9 +365,8 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
     let quiet = a.json;
     let mut by_workload: Vec<(Workload, Vec<RunResult>)> = Vec::new();
     for &workload in &a.workload {
-        let image = GuestImage::build_workload(&guest_cache, workload).map_err(|e| {
-            anyhow::anyhow!("cannot build the {} guest: {}", workload.name(), e.0)
-        })?;
+        let image = GuestImage::build_workload(&guest_cache, workload)
+            .map_err(|e| anyhow::anyhow!("cannot build the {} guest: {}", workload.name(), e.0))?;
         let cfg = DemoConfig {
             image,
             shape,
@@ -398,8 +397,11 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
                 runs,
             })
             .collect();
-        comparison_chart(&format!("QEMU live migration, {}", shape.describe()), &groups)
-            .write_svg(p)?;
+        comparison_chart(
+            &format!("QEMU live migration, {}", shape.describe()),
+            &groups,
+        )
+        .write_svg(p)?;
     }
     let runs: Vec<&RunResult> = by_workload.iter().flat_map(|(_, runs)| runs).collect();
     let verified = runs.iter().all(|r| r.verified);
@@ -481,7 +483,7 @@ fn table(runs: &[RunResult]) -> String {
         }
         if let Some(sw) = &r.switchover {
             t += &format!(
-                "  {}: {} decided the switchover: {}\n",
+                "  {}: {} drove the switchover: {}\n",
                 r.method,
                 sw.policy,
                 describe_switchover(sw)
@@ -520,9 +522,11 @@ fn describe_switchover(sw: &StopTimeline) -> String {
     match (sw.stop_after_pass, &sw.end) {
         (Some(p), _) => format!("stop after pass {p} of QEMU's"),
         (None, StopEnd::Completed) => format!(
-            "QEMU stopped on its own after {} passes, once the rest fit in the {} ms floor",
+            "QEMU stopped on its own once the rest fit in the {} ms floor, the policy having \
+             said continue to {} pass{}",
+            sw.floor_ms,
             sw.passes.len(),
-            sw.floor_ms
+            if sw.passes.len() == 1 { "" } else { "es" }
         ),
         (None, end) => format!("no decision ({end:?})"),
     }
