@@ -145,6 +145,7 @@ fn note(sum: &mut Summary, hash: &mut Xxh3, seen: &mut Vec<Vec<bool>>, e: &Event
             }
         }
         Event::SectionEnd { footer } => hash.update(&[b'e', footer as u8]),
+        Event::SwitchoverStart => hash.update(b"switchover-start"),
         Event::DeviceState(d) => {
             if sum.device_head.len() < 64 {
                 let take = d.len().min(64 - sum.device_head.len());

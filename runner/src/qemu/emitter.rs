@@ -11,7 +11,7 @@
 use std::io::{self, Write};
 
 use super::event::{Event, PageData, RamBlock, RamSection, StreamHeader};
-use super::format::{flag, item, ram_section, XBZRLE_ENCODING};
+use super::format::{flag, item, ram_section, SWITCHOVER_START, XBZRLE_ENCODING};
 
 /// The emitter.
 pub struct Emitter<W: Write> {
@@ -62,8 +62,21 @@ impl<W: Write> Emitter<W> {
                 data,
             } => self.page(block, offset, data),
             Event::SectionEnd { footer } => self.end_section(footer),
+            Event::SwitchoverStart => self.switchover_start(),
             Event::DeviceState(d) => self.device_state(d),
         }
+    }
+
+    /// QEMU 10's SWITCHOVER_START command, between RAM sections before the END section.
+    pub fn switchover_start(&mut self) -> io::Result<()> {
+        if self.ram_id.is_none() || self.ram_ended || self.open.is_some() {
+            return Err(invalid(
+                "SWITCHOVER_START belongs between RAM sections, before the END section".into(),
+            ));
+        }
+        self.out.write_all(&[item::COMMAND])?;
+        self.out.write_all(&SWITCHOVER_START.to_be_bytes())?;
+        self.out.write_all(&0u16.to_be_bytes())
     }
 
     /// The header and configuration record, as the source wrote them.

@@ -191,7 +191,7 @@ impl StreamError {
             },
             Command { cmd } => {
                 let name = super::format::command_name(*cmd);
-                let what = match cmd {
+                let what = match *cmd {
                     3..=7 | 9 | 10 => {
                         "postcopy-ram is on; run `migrate-set-capabilities postcopy-ram=false`"
                     }
@@ -200,6 +200,10 @@ impl StreamError {
                          `migrate-set-capabilities return-path=false postcopy-ram=false`"
                     }
                     8 => "x-colo is on; run `migrate-set-capabilities x-colo=false`",
+                    super::format::SWITCHOVER_START => {
+                        "out of place: pagewire carries it only as QEMU 10 writes it, with no \
+                         payload, between RAM sections before RAM's END section"
+                    }
                     _ => "a command pagewire does not know",
                 };
                 write!(

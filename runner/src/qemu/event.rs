@@ -75,6 +75,9 @@ pub enum Event<'a> {
     },
     /// The open RAM section ends (its end-of-section record), with or without a footer.
     SectionEnd { footer: bool },
+    /// QEMU 10's SWITCHOVER_START command: the stop-and-copy begins (between RAM's last PART
+    /// section and its END section).
+    SwitchoverStart,
     /// The next bytes of the device state: everything from the first section after RAM's
     /// END section to the end of the stream, in order, in pieces of any size.
     DeviceState(&'a [u8]),
@@ -94,6 +97,7 @@ pub enum OwnedEvent {
     SectionEnd {
         footer: bool,
     },
+    SwitchoverStart,
     DeviceState(Vec<u8>),
 }
 
@@ -126,6 +130,7 @@ impl Event<'_> {
                 },
             },
             Event::SectionEnd { footer } => OwnedEvent::SectionEnd { footer },
+            Event::SwitchoverStart => OwnedEvent::SwitchoverStart,
             Event::DeviceState(d) => OwnedEvent::DeviceState(d.to_vec()),
         }
     }
@@ -152,6 +157,7 @@ impl OwnedEvent {
                 },
             },
             OwnedEvent::SectionEnd { footer } => Event::SectionEnd { footer: *footer },
+            OwnedEvent::SwitchoverStart => Event::SwitchoverStart,
             OwnedEvent::DeviceState(d) => Event::DeviceState(d),
         }
     }

@@ -83,6 +83,11 @@ pub mod config {
     pub const UUID: &[u8] = b"configuration/uuid";
 }
 
+/// QEMU 10's notice that the stop-and-copy begins (`QEMU_VM_COMMAND`, this command, length
+/// 0), written before RAM's END section when the machine type asks for it; the destination
+/// tells its devices. The only command the tunnel carries.
+pub const SWITCHOVER_START: u16 = 11;
+
 /// QEMU's command numbers (`QEMU_VM_COMMAND`, then a 16-bit command and a 16-bit length),
 /// by name, for the refusal message.
 pub fn command_name(cmd: u16) -> &'static str {
@@ -97,6 +102,7 @@ pub fn command_name(cmd: u16) -> &'static str {
         8 => "ENABLE_COLO",
         9 => "POSTCOPY_RESUME",
         10 => "RECV_BITMAP",
+        SWITCHOVER_START => "SWITCHOVER_START",
         _ => "unknown",
     }
 }

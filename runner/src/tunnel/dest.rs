@@ -230,6 +230,14 @@ impl<'c> Rebuild<'c> {
                 offset,
                 byte,
             } => self.placed_page(block, offset, PageData::Fill(byte))?,
+            Item::SwitchoverStart => {
+                ensure!(
+                    self.pfns.is_some() && !self.ram_ended && !self.in_start,
+                    "SWITCHOVER_START outside RAM's iterations"
+                );
+                self.digest.switchover_start();
+                self.out()?.switchover_start()?;
+            }
             Item::Device(bytes) => {
                 ensure!(self.ram_ended, "device state before RAM's END section");
                 ensure!(!self.checked, "device state after the stream's digest");

@@ -42,6 +42,11 @@ impl StreamDigest {
         self.page_count += 1;
     }
 
+    /// QEMU 10's SWITCHOVER_START command, in its place among the pages.
+    pub fn switchover_start(&mut self) {
+        self.pages.update(&[3]);
+    }
+
     /// The next bytes of the device state (however QEMU or the tunnel cut them).
     pub fn device(&mut self, bytes: &[u8]) {
         self.device.update(bytes);

@@ -27,6 +27,8 @@ pub mod tag {
     /// After the device state, last: the source end's digest of the QEMU stream
     /// (`super::super::digest`), 8 bytes.
     pub const DIGEST: u32 = 0x5157_0008;
+    /// QEMU 10's SWITCHOVER_START command (no body).
+    pub const SWITCHOVER_START: u32 = 0x5157_0009;
 }
 
 /// Largest device-state piece in one blob: the source gathers QEMU's many small device
@@ -54,6 +56,7 @@ pub enum Item<'a> {
     },
     Device(&'a [u8]),
     Digest(u64),
+    SwitchoverStart,
 }
 
 impl<'a> Item<'a> {
@@ -119,6 +122,7 @@ impl<'a> Item<'a> {
                 out.extend_from_slice(&d.to_le_bytes());
                 tag::DIGEST
             }
+            Item::SwitchoverStart => tag::SWITCHOVER_START,
         }
     }
 
@@ -171,6 +175,7 @@ impl<'a> Item<'a> {
                 byte: r.u8()?,
             },
             tag::DIGEST => Item::Digest(r.u64()?),
+            tag::SWITCHOVER_START => Item::SwitchoverStart,
             t => bail!("tunnel item: unknown blob tag {t:#x}"),
         };
         ensure!(
@@ -236,6 +241,7 @@ mod tests {
             },
             Item::Device(&[9; 100]),
             Item::Digest(0x0123_4567_89ab_cdef),
+            Item::SwitchoverStart,
         ];
         let mut buf = Vec::new();
         for item in items {
@@ -243,7 +249,7 @@ mod tests {
             assert_eq!(Item::decode(t, &buf).unwrap(), item);
             if !matches!(
                 item,
-                Item::Header(_) | Item::Device(_) | Item::Xbzrle { .. }
+                Item::Header(_) | Item::Device(_) | Item::Xbzrle { .. } | Item::SwitchoverStart
             ) {
                 let e = Item::decode(t, &buf[..buf.len() - 1]).unwrap_err();
                 assert!(e.to_string().contains("ends early"), "{e}");
@@ -258,5 +264,6 @@ mod tests {
             .contains("unknown blob tag 0x1234"));
         assert!(Item::decode(tag::SECTION, &[7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(Item::decode(tag::BLOCK, &[0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(Item::decode(tag::SWITCHOVER_START, &[0]).is_err());
     }
 }

@@ -157,6 +157,10 @@ impl<'e> Source<'e> {
                 // the far end gets every page of the section now
                 self.enc.end_iteration(&mut self.out)
             }
+            Event::SwitchoverStart => {
+                self.digest.switchover_start();
+                self.item(&Item::SwitchoverStart)
+            }
             Event::DeviceState(mut bytes) => {
                 self.carried.device_bytes += bytes.len() as u64;
                 self.tail.push(bytes);

@@ -11,7 +11,7 @@ use pagewire::Config;
 
 use super::{carry_in, carry_out, Carried, Delivered};
 use crate::encoders::InProcessEncoder;
-use crate::qemu::tests::build::{page_of, sample, Raw, PAGE, RAM_ID};
+use crate::qemu::tests::build::{page_of, sample, sample_with_switchover_start, Raw, PAGE, RAM_ID};
 use crate::qemu::{join_device_state, FeedError, OwnedEvent, Parser};
 
 /// A QEMU connection that keeps what it was given.
@@ -123,7 +123,12 @@ fn passes() -> Vec<u8> {
 
 #[test]
 fn the_destination_qemu_gets_the_stream_the_source_qemu_wrote() {
-    for qemu in [sample(true, true), sample(false, false), passes()] {
+    for qemu in [
+        sample(true, true),
+        sample(false, false),
+        sample_with_switchover_start(),
+        passes(),
+    ] {
         let (carried, link) = source(&qemu);
         let carried = carried.unwrap();
         assert_eq!(carried.qemu_bytes, qemu.len() as u64);

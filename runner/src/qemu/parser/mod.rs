@@ -108,7 +108,7 @@ impl State {
                 }
             }
             State::SectionName { len, .. } => len as usize + 8,
-            State::CommandHead => 2,
+            State::CommandHead => 4,
             State::Record => 8,
             State::ListEntry(n) => n as usize + 8,
             State::BlockName { len, .. } => len as usize,
@@ -319,9 +319,7 @@ impl Machine {
             State::SectionType => self.section_type(bytes[0], sink),
             State::SectionId(kind) => self.section_id(kind, bytes, sink),
             State::SectionName { id, len } => self.section_name(id, len, bytes, sink),
-            State::CommandHead => Err(FeedError::Stream(StreamError::Command {
-                cmd: u16::from_be_bytes([bytes[0], bytes[1]]),
-            })),
+            State::CommandHead => self.command(bytes, sink),
             State::Record => self.record(bytes, sink),
             State::ListNameLen => self.list_name_len(bytes[0]).map_err(FeedError::Stream),
             State::ListEntry(_) => self.list_entry(bytes, sink),

@@ -6,7 +6,7 @@
 use super::{be32, send, FeedError, Machine, Sink, State};
 use crate::qemu::error::StreamError;
 use crate::qemu::event::{Event, RamSection};
-use crate::qemu::format::{item, ram_section};
+use crate::qemu::format::{item, ram_section, SWITCHOVER_START};
 
 impl Machine {
     /// The byte that starts a top-level item after the header: sends the header first if
@@ -34,6 +34,23 @@ impl Machine {
             item::COMMAND => Ok(State::CommandHead),
             _ => Err(FeedError::Stream(StreamError::UnknownSectionType { byte })),
         }
+    }
+
+    /// A command's number and length. Only QEMU 10's SWITCHOVER_START (no payload) is
+    /// carried, and only where QEMU writes it: inside RAM's iterations, before its END
+    /// section; every other command changes how the stream must be read and is refused.
+    pub(super) fn command<E>(
+        &mut self,
+        b: &[u8],
+        sink: &mut Sink<'_, E>,
+    ) -> Result<State, FeedError<E>> {
+        let cmd = u16::from_be_bytes([b[0], b[1]]);
+        let len = u16::from_be_bytes([b[2], b[3]]);
+        if cmd == SWITCHOVER_START && len == 0 && self.ram_id.is_some() && !self.ram_ended {
+            send(sink, Event::SwitchoverStart)?;
+            return Ok(State::SectionType);
+        }
+        Err(FeedError::Stream(StreamError::Command { cmd }))
     }
 
     /// The section id (and for START the idstr's length).

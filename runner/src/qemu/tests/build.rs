@@ -1,6 +1,6 @@
 //! Streams written byte by byte from the format's rules, for the tests.
 
-use crate::qemu::format::{flag, item};
+use crate::qemu::format::{flag, item, SWITCHOVER_START};
 
 pub const PAGE: usize = 4096;
 pub const RAM_ID: u32 = 2;
@@ -72,6 +72,10 @@ impl Raw {
     }
     pub fn end(self, id: u32) -> Self {
         self.u8(item::SECTION_END).be32(id)
+    }
+    /// QEMU 10's SWITCHOVER_START command (no payload).
+    pub fn switchover_start(self) -> Self {
+        self.u8(item::COMMAND).be16(SWITCHOVER_START).be16(0)
     }
     /// A page record's word and, unless `block` is `None` (CONTINUE), its block name.
     pub fn record(self, offset: u64, kind: u64, block: Option<&str>) -> Self {
@@ -152,12 +156,17 @@ pub const BLOCKS: &[(&str, u64)] = &[
 /// section's block, with an XBZRLE page; an END with the stop-and-copy pages; the device
 /// state.
 pub fn sample(config: bool, footers: bool) -> Vec<u8> {
+    sample_stream(config, footers, false)
+}
+
+fn sample_stream(config: bool, footers: bool, switchover_start: bool) -> Vec<u8> {
     let s = if config {
         Raw::header("pc-i440fx-7.2")
     } else {
         Raw::magic()
     };
-    s.start(RAM_ID, 4)
+    let s = s
+        .start(RAM_ID, 4)
         .blocks(BLOCKS)
         .eos(RAM_ID, footers)
         .part(RAM_ID)
@@ -169,12 +178,23 @@ pub fn sample(config: bool, footers: bool) -> Vec<u8> {
         .page(0, None, &page_of(3))
         .xbzrle(0, Some("pc.ram"), &delta(1, 9))
         .page(3 * PAGE as u64, None, &page_of(4))
-        .eos(RAM_ID, footers)
-        .end(RAM_ID)
+        .eos(RAM_ID, footers);
+    let s = if switchover_start {
+        s.switchover_start()
+    } else {
+        s
+    };
+    s.end(RAM_ID)
         .page(2 * PAGE as u64, Some("pc.ram"), &page_of(5))
         .eos(RAM_ID, footers)
         .bytes(&device_tail())
         .0
+}
+
+/// The sample as QEMU 10 writes it on machine types that ask for it: SWITCHOVER_START
+/// between the last PART section and the END section.
+pub fn sample_with_switchover_start() -> Vec<u8> {
+    sample_stream(true, true, true)
 }
 
 /// The sample's prefix up to and including the START section.

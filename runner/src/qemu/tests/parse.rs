@@ -1,6 +1,8 @@
 //! The events of the hand-built samples, whatever the pieces they arrive in.
 
-use super::build::{delta, device_tail, page_of, sample, Raw, BLOCKS, PAGE, RAM_ID};
+use super::build::{
+    delta, device_tail, page_of, sample, sample_with_switchover_start, Raw, BLOCKS, PAGE, RAM_ID,
+};
 use super::{parse, parse_chunked};
 use crate::qemu::{
     Event, FeedError, OwnedEvent, OwnedPageData, Parser, RamBlock, RamSection, StreamError,
@@ -229,4 +231,23 @@ fn a_cut_real_qemu_7_2_stream_parses() {
     };
     assert_eq!(tail[0], 0x04);
     assert!(tail.windows(10).any(|w| w == br#""devices":"#));
+}
+
+#[test]
+fn qemu_10s_switchover_start_is_an_event_in_its_place() {
+    let plain = parse(&sample(true, true)).unwrap();
+    let with = parse(&sample_with_switchover_start()).unwrap();
+    let end = plain
+        .iter()
+        .position(|e| matches!(e, OwnedEvent::SectionBegin(RamSection::End { .. })))
+        .unwrap();
+    let mut expected = plain.clone();
+    expected.insert(end, OwnedEvent::SwitchoverStart);
+    assert_eq!(with, expected);
+    for chunk in [1, 3, 4096] {
+        assert_eq!(
+            parse_chunked(&sample_with_switchover_start(), chunk).unwrap(),
+            expected
+        );
+    }
 }

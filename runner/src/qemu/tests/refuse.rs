@@ -85,6 +85,20 @@ fn commands_name_the_capability_to_turn_off() {
 }
 
 #[test]
+fn switchover_start_only_where_qemu_writes_it() {
+    // before RAM's START section, with a payload, after RAM's END section
+    let early = Raw::header("pc").switchover_start();
+    let payload = prefix().u8(item::COMMAND).be16(11).be16(1).u8(0);
+    let late = prefix().end(RAM_ID).eos(RAM_ID, true).switchover_start();
+    for stream in [early, payload, late] {
+        let e = refused(&stream.0);
+        assert_eq!(e, StreamError::Command { cmd: 11 });
+        says(&e, "SWITCHOVER_START");
+        says(&e, "before RAM's END section");
+    }
+}
+
+#[test]
 fn section_refusals() {
     let e = refused(&Raw::header("pc").u8(0x09).0);
     assert_eq!(e, StreamError::UnknownSectionType { byte: 0x09 });

@@ -1,7 +1,9 @@
 //! Parse -> emit -> parse gives the same events, on the samples and on random streams; the
 //! emitter is deterministic, so emitting those events again gives the same bytes.
 
-use super::build::{delta, device_tail, page_of, sample, Raw, PAGE, RAM_ID};
+use super::build::{
+    delta, device_tail, page_of, sample, sample_with_switchover_start, Raw, PAGE, RAM_ID,
+};
 use super::{parse, parse_chunked};
 use crate::qemu::{Emitter, OwnedEvent, OwnedPageData, RamBlock, RamSection, StreamHeader};
 
@@ -30,6 +32,18 @@ fn samples_round_trip() {
         assert!(out.len() <= s.len() + 64, "{} vs {}", out.len(), s.len());
         assert!(out.ends_with(&device_tail()));
     }
+}
+
+#[test]
+fn switchover_start_is_written_back_before_the_end_section() {
+    let out = round_trip(&sample_with_switchover_start());
+    let command_then_end = Raw::default().switchover_start().end(RAM_ID).0;
+    assert!(out
+        .windows(command_then_end.len())
+        .any(|w| w == command_then_end));
+    // and nowhere else: the emitter refuses it inside a section or after RAM's end
+    let mut e = Emitter::new(Vec::new(), PAGE);
+    assert!(e.switchover_start().is_err(), "before RAM's START section");
 }
 
 #[test]

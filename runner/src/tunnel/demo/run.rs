@@ -182,8 +182,13 @@ fn attempt(
     r.qemu_ram_bytes = outcome.ram_transferred;
     r.passes = outcome.info["ram"]["dirty-sync-count"].as_u64();
     if !outcome.completed() {
+        // QEMU only knows its connection broke; the tunnel's end knows why
+        let why = match path.finish() {
+            Err(e) => format!("; {e:#}"),
+            Ok(_) => String::new(),
+        };
         bail!(
-            "QEMU's migration {}: {}",
+            "QEMU's migration {}: {}{why}",
             outcome.status,
             outcome.info["error-desc"]
                 .as_str()
