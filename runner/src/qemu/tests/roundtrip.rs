@@ -127,7 +127,7 @@ impl Rng {
 }
 
 /// Random valid events: a random block list, sections of random pages of every kind, an
-/// END section, random device bytes.
+/// END section (after QEMU 10's SWITCHOVER_START half the time), random device bytes.
 fn random_events(rng: &mut Rng) -> Vec<OwnedEvent> {
     let footer = rng.below(2) == 0;
     let raw = if rng.below(2) == 0 {
@@ -159,6 +159,9 @@ fn random_events(rng: &mut Rng) -> Vec<OwnedEvent> {
     ];
     let sections = rng.below(5);
     for s in 0..=sections {
+        if s == sections && rng.below(2) == 0 {
+            ev.push(OwnedEvent::SwitchoverStart);
+        }
         ev.push(OwnedEvent::SectionBegin(if s == sections {
             RamSection::End { id }
         } else {
@@ -208,6 +211,8 @@ fn write_qemu_stream_fuzz_seeds() {
     std::fs::create_dir_all(&dir).unwrap();
     let seed = |piece: u8, stream: Vec<u8>| [vec![piece], stream].concat();
     std::fs::write(dir.join("sample-footers"), seed(5, sample(true, true))).unwrap();
+    let qemu10 = seed(3, sample_with_switchover_start());
+    std::fs::write(dir.join("sample-switchover-start"), qemu10).unwrap();
     let bare = seed(2, sample(false, false));
     std::fs::write(dir.join("sample-no-config-no-footers"), bare).unwrap();
     let mut rng = Rng(7);
