@@ -413,3 +413,41 @@ fn qemu_runs_the_source_end_itself_with_exec() {
         "{report}"
     );
 }
+
+/// `pagewire tunnel demo --json`, the command a user runs, on the test guest through the
+/// tunnel alone: its JSON says the run was verified, with every field the issue names.
+#[test]
+fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
+    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
+    if guest_or_skip("demo").is_none() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pagewire"))
+        .args(["tunnel", "demo", "--json", "--methods", "pagewire-tunnel"])
+        .args(["--rate", "400mbit", "--delay", "5ms", "--timeout", "90"])
+        .arg("--guest-cache")
+        .arg(guest::target_dir().join("test-guest"))
+        .output()
+        .expect("run pagewire tunnel demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tunnel demo failed: {stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(j["verified"], true, "{j}");
+    let runs = j["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{j}");
+    let r = &runs[0];
+    assert_eq!(r["method"], "pagewire-tunnel");
+    assert_eq!(r["workload"], "heartbeat");
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["differing_pages"], 0);
+    assert!(r["total_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["downtime_ms"].as_u64().is_some(), "{r}");
+    assert!(r["guest_pause_ms"].as_f64().unwrap() > 0.0, "{r}");
+    // the codec and zstd carry fewer bytes than QEMU wrote
+    let wire = r["wire_bytes"].as_u64().unwrap();
+    assert!(
+        wire > 0 && wire < r["qemu_ram_bytes"].as_u64().unwrap(),
+        "{r}"
+    );
+}
