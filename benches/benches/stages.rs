@@ -58,9 +58,17 @@ fn stages(c: &mut Criterion) {
     });
     let mut out = vec![0u8; 2 * PS];
     g.bench_function("delta encode (10 edits)", |b| {
-        b.iter(|| black_box(delta::encode(&edited, &page, &mut out, PS)))
+        b.iter(|| {
+            black_box(delta::encode(
+                &edited,
+                &page,
+                &mut out,
+                PS,
+                delta::Merge::Tight,
+            ))
+        })
     });
-    let n = delta::encode(&edited, &page, &mut out, PS).unwrap_or(0);
+    let n = delta::encode(&edited, &page, &mut out, PS, delta::Merge::Tight).unwrap_or(0);
     let rle = out[..n].to_vec();
     g.bench_function("delta decode (10 edits)", |b| {
         b.iter_batched_ref(
@@ -82,7 +90,17 @@ fn stages(c: &mut Criterion) {
     }
     g.bench_function(
         "delta encode (rewritten pointers, to the 2 KiB threshold)",
-        |b| b.iter(|| black_box(delta::encode(&pointers, &page, &mut out, 2048))),
+        |b| {
+            b.iter(|| {
+                black_box(delta::encode(
+                    &pointers,
+                    &page,
+                    &mut out,
+                    2048,
+                    delta::Merge::Tight,
+                ))
+            })
+        },
     );
     g.bench_function(
         "delta bounds (rewritten pointers, page and 4 blocks)",

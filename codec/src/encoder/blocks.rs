@@ -5,7 +5,7 @@
 use super::{block_hash, Base, Encoder};
 use crate::bytes::is_zero;
 use crate::config::{MAX_BLOCKS_PER_PAGE, MIN_PAGE_SIZE};
-use crate::wire::delta::{self, Bounds};
+use crate::wire::delta::{self, Bounds, Merge};
 use crate::wire::record::{block_ref, kinds_len, BlockKind};
 use crate::wire::varint::varint_len;
 
@@ -169,6 +169,7 @@ impl Encoder<'_> {
                 &base_page[r],
                 &mut blocks[b * bs..],
                 bs - 1,
+                Merge::for_frames(self.lz4),
             ) {
                 plan.kinds[b] = BlockKind::Delta;
                 plan.delta_len[b] = n;

@@ -6,7 +6,7 @@
 use super::blocks::BlockPlan;
 use super::{Base, Encoder};
 use crate::bytes::is_zero;
-use crate::wire::delta::{self, Bounds};
+use crate::wire::delta::{self, Bounds, Merge};
 use crate::wire::varint::{varint_len, zigzag};
 
 /// Where the page delta step left a page that still needs a record.
@@ -104,7 +104,13 @@ impl Encoder<'_> {
         }
         let fits = bounds.is_none_or(|b| b.whole <= limit);
         let page_delta = if fits {
-            delta::encode(page, base_page, &mut self.scratch[..ps], limit)
+            delta::encode(
+                page,
+                base_page,
+                &mut self.scratch[..ps],
+                limit,
+                Merge::for_frames(self.lz4),
+            )
         } else {
             None
         };

@@ -12,25 +12,74 @@ use crate::error::{Error, Result};
 use crate::fast::diff_mask64;
 
 /// Two runs closer than this many unchanged bytes are merged: a run header costs at least
-/// two bytes, so shorter gaps are cheaper sent as XOR zeros.
-const MERGE_GAP: usize = 3;
+/// two bytes, so shorter gaps are cheaper sent as XOR zeros. The fewest bytes.
+pub const MERGE_GAP: usize = 3;
+
+/// The gap when LZ4 compresses the frames afterwards: LZ4 absorbs the XOR zeros of a merged
+/// gap, and fewer, longer runs are fewer run headers for LZ4 to keep and fewer runs for the
+/// decoder to walk (`docs/PERFORMANCE.md`, *Merging runs under LZ4*).
+pub const MERGE_GAP_LZ4: usize = 16;
 
 /// Length of the empty delta (`new` equals `base`).
 pub const EMPTY_LEN: usize = 2;
 
-/// Encodes the delta of `new` against `base` (same length) into `out`.
-/// Returns its length, or `None` when it would exceed `limit` bytes (or `out`).
-pub fn encode(new: &[u8], base: &[u8], out: &mut [u8], limit: usize) -> Option<usize> {
+/// Which runs [`encode`] merges into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Runs fewer than [`MERGE_GAP`] bytes apart: the fewest bytes.
+    Tight,
+    /// Runs fewer than [`MERGE_GAP_LZ4`] bytes apart: for frames LZ4 compresses afterwards.
+    UnderLz4,
+}
+
+impl Merge {
+    /// The rule for deltas that go into frames with LZ4 on them, or without.
+    #[inline]
+    pub fn for_frames(lz4: bool) -> Self {
+        if lz4 {
+            Merge::UnderLz4
+        } else {
+            Merge::Tight
+        }
+    }
+
+    /// Runs fewer than this many bytes apart become one.
+    #[inline]
+    pub fn gap(self) -> usize {
+        match self {
+            Merge::Tight => MERGE_GAP,
+            Merge::UnderLz4 => MERGE_GAP_LZ4,
+        }
+    }
+}
+
+/// Encodes the delta of `new` against `base` (same length) into `out`, its runs merged by
+/// the `merge` rule. Returns its length, or `None` when it would exceed `limit` bytes (or
+/// `out`).
+pub fn encode(
+    new: &[u8],
+    base: &[u8],
+    out: &mut [u8],
+    limit: usize,
+    merge: Merge,
+) -> Option<usize> {
     let n = new.len().min(base.len());
     let (new, base) = (&new[..n], &base[..n]);
     let limit = limit.min(out.len());
     let mut o = 0usize;
     let mut done = 0usize; // end of the last run written
     let mut pending: Option<(usize, usize)> = None; // (start, end) of a run not yet written
+                                                    // the mask walk merges the tight rule's gaps; a wider rule joins its runs here
+    let gap = merge.gap();
     for_each_run(new, base, |start, end| {
-        if let Some((s, e)) = pending.replace((start, end)) {
-            o = write_run(new, base, out, limit, o, s - done, s, e, false)?;
-            done = e;
+        match pending {
+            Some((s, e)) if start - e < gap => pending = Some((s, end)),
+            Some((s, e)) => {
+                o = write_run(new, base, out, limit, o, s - done, s, e, false)?;
+                done = e;
+                pending = Some((start, end));
+            }
+            None => pending = Some((start, end)),
         }
         Some(())
     })?;
@@ -176,7 +225,8 @@ pub struct Bounds {
 /// Bounds the delta of `new` against `base` and of each of its pieces of `piece` bytes (a
 /// multiple of 64; at most `MAX_BLOCKS_PER_PAGE` pieces are bounded): every byte of a merged run is sent,
 /// and every run has a header of at least two bytes. One cheap pass that tells which
-/// deltas cannot fit a limit before any is written.
+/// deltas cannot fit a limit before any is written. Bounds for [`Merge::Tight`], and so for
+/// every rule: merging across a gap of three or more bytes never makes a delta shorter.
 pub fn bounds(new: &[u8], base: &[u8], piece: usize) -> Bounds {
     let n = new.len().min(base.len());
     let (new, base) = (&new[..n], &base[..n]);
@@ -390,7 +440,7 @@ mod tests {
 
     fn round_trip(new: &[u8], base: &[u8]) -> usize {
         let mut out = [0u8; 10000];
-        let n = encode(new, base, &mut out, 10000).unwrap();
+        let n = encode(new, base, &mut out, 10000, Merge::Tight).unwrap();
         assert_eq!(check(&out[..n], new.len()), Ok(n));
         let mut dst = base.to_vec();
         assert_eq!(apply(&out[..n], &mut dst), Ok(n));
@@ -424,7 +474,7 @@ mod tests {
     }
 
     /// The grammar's runs found byte by byte, the plain way: what `encode` must produce.
-    fn reference(new: &[u8], base: &[u8]) -> std::vec::Vec<u8> {
+    fn reference(new: &[u8], base: &[u8], gap: usize) -> std::vec::Vec<u8> {
         let n = new.len();
         let mut runs: std::vec::Vec<(usize, usize)> = std::vec::Vec::new();
         let mut i = 0;
@@ -438,7 +488,7 @@ mod tests {
                 end += 1;
             }
             match runs.last_mut() {
-                Some(last) if i - last.1 < MERGE_GAP => last.1 = end,
+                Some(last) if i - last.1 < gap => last.1 = end,
                 _ => runs.push((i, end)),
             }
             i = end;
@@ -488,12 +538,24 @@ mod tests {
                 }
                 i += 1 + (rand() % 4) as usize;
             }
-            let want = reference(&new, &base);
-            let n = encode(&new, &base, &mut out, usize::MAX).unwrap();
+            let want = reference(&new, &base, MERGE_GAP);
+            let n = encode(&new, &base, &mut out, usize::MAX, Merge::Tight).unwrap();
             assert_eq!(&out[..n], &want[..], "len {len} density {density}");
             // a limit one short of the delta refuses it, the exact one takes it
-            assert_eq!(encode(&new, &base, &mut out, n - 1), None);
-            assert_eq!(encode(&new, &base, &mut out, n), Some(n));
+            assert_eq!(encode(&new, &base, &mut out, n - 1, Merge::Tight), None);
+            assert_eq!(encode(&new, &base, &mut out, n, Merge::Tight), Some(n));
+            // the rule under LZ4: its own runs, never fewer bytes, and it applies the same
+            let wide = reference(&new, &base, MERGE_GAP_LZ4);
+            let m = encode(&new, &base, &mut out, usize::MAX, Merge::UnderLz4).unwrap();
+            assert_eq!(
+                &out[..m],
+                &wide[..],
+                "under LZ4: len {len} density {density}"
+            );
+            assert!(m >= n);
+            let mut dst = base.clone();
+            assert_eq!(apply(&out[..m], &mut dst), Ok(m));
+            assert_eq!(dst, new);
         }
     }
 
@@ -507,8 +569,12 @@ mod tests {
             new[last] = 1;
             new[first] = 2;
             let mut out = [0u8; 64];
-            let n = encode(&new, &base, &mut out, 64).unwrap();
-            assert_eq!(&out[..n], &reference(&new, &base)[..], "{last} {first}");
+            let n = encode(&new, &base, &mut out, 64, Merge::Tight).unwrap();
+            assert_eq!(
+                &out[..n],
+                &reference(&new, &base, MERGE_GAP)[..],
+                "{last} {first}"
+            );
         }
     }
 
@@ -534,7 +600,7 @@ mod tests {
                 i += 1 + (rand() % 9) as usize;
             }
             let b = bounds(&new, &base, piece);
-            let whole = encode(&new, &base, &mut out, usize::MAX).unwrap();
+            let whole = encode(&new, &base, &mut out, usize::MAX, Merge::Tight).unwrap();
             if new == base {
                 assert_eq!(b.whole, 0);
             } else {
@@ -546,10 +612,29 @@ mod tests {
                 "{} vs {whole}",
                 b.whole
             );
+            // the bounds hold for the wider gap's deltas too (merging never saves bytes)
+            let wide = encode(&new, &base, &mut out, usize::MAX, Merge::UnderLz4).unwrap();
+            assert!(b.whole <= wide, "{} > {wide} (under LZ4)", b.whole);
             for (p, &bound) in b.pieces.iter().enumerate().take(len / piece) {
                 let r = p * piece..(p + 1) * piece;
-                let own = encode(&new[r.clone()], &base[r], &mut out, usize::MAX).unwrap();
+                let own = encode(
+                    &new[r.clone()],
+                    &base[r.clone()],
+                    &mut out,
+                    usize::MAX,
+                    Merge::Tight,
+                )
+                .unwrap();
                 assert!(bound <= own, "piece {p}: {bound} > {own}");
+                let wide = encode(
+                    &new[r.clone()],
+                    &base[r],
+                    &mut out,
+                    usize::MAX,
+                    Merge::UnderLz4,
+                )
+                .unwrap();
+                assert!(bound <= wide, "piece {p}: {bound} > {wide} (under LZ4)");
                 assert!(
                     own - bound.max(2) <= 2 * piece / 64 + 2,
                     "piece {p}: {bound} vs {own}"
@@ -563,7 +648,7 @@ mod tests {
         let base = [0u8; 4096];
         let new = [1u8; 4096];
         let mut out = [0u8; 8192];
-        assert_eq!(encode(&new, &base, &mut out, 100), None);
+        assert_eq!(encode(&new, &base, &mut out, 100, Merge::Tight), None);
     }
 
     #[test]
