@@ -242,7 +242,10 @@ fn makers(ps: usize) -> Vec<(bool, Maker)> {
     };
     let xbzrle_slots = XbzrleCache::slots_for(DEFAULT_CACHE_BYTES, ps);
     vec![
-        (false, Box::new(|| Ok(Box::new(Copy) as Box<dyn Codec>))),
+        (
+            true,
+            Box::new(|| Ok(Box::new(Copy::default()) as Box<dyn Codec>)),
+        ),
         (
             true,
             Box::new(move || Ok(Box::new(Raw(ps)) as Box<dyn Codec>)),
