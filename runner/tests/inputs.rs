@@ -507,6 +507,7 @@ fn receive_defaults_its_limit_to_the_host_and_refuses_more_before_building_a_vm(
     tcp.set_read_timeout(Some(QUICK)).unwrap();
     let mut link = tls::connect(tcp, tls::client_config(t.path()).unwrap()).unwrap();
     let hello = Hello {
+        stream_compression: None,
         mem_bytes: 3 << 30,
         vcpus: 1,
         page_size: 4096,

@@ -54,8 +54,9 @@ pub struct SourceArgs {
     /// Codec: on (zero pages, CBR, deltas, LZ4) or off (zero pages only).
     #[arg(long, default_value = "on")]
     codec: String,
-    /// LZ4 on the frames: auto (off while the sending CPU is the bottleneck, on while the link
-    /// is), lz4 or none.
+    /// auto (LZ4 on the frames, off while the sending CPU is the bottleneck, on while the
+    /// link is), lz4, none, or zstd[:LEVEL] (zstd over the whole stream, level 3 unless
+    /// given: fewest bytes, for slow links).
     #[arg(long, default_value = "auto")]
     compress: String,
     /// Codec cache in MiB (both ends).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-/// How frames are compressed.
+/// How the stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
@@ -20,26 +20,60 @@ pub enum Compression {
     Lz4,
     /// Frames stored.
     None,
+    /// zstd at `level` over the whole stream, its window across frames; the frames
+    /// themselves stored (`super::link_zstd`). For slow links.
+    Zstd { level: i32 },
 }
 
+/// zstd's level unless `zstd:N` says otherwise.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
 impl Compression {
-    /// Its name on the command line.
+    /// Its name on the command line (without a zstd level).
     pub fn name(self) -> &'static str {
         match self {
             Compression::Auto => "auto",
             Compression::Lz4 => "lz4",
             Compression::None => "none",
+            Compression::Zstd { .. } => "zstd",
         }
     }
 
-    /// Looks a setting up by name.
+    /// For reports: the name, and zstd's level.
+    pub fn describe(self) -> String {
+        match self {
+            Compression::Zstd { level } => format!("zstd:{level}"),
+            other => other.name().into(),
+        }
+    }
+
+    /// Looks a setting up by name: auto, lz4, none, zstd or zstd:LEVEL.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "auto" => Ok(Compression::Auto),
             "lz4" => Ok(Compression::Lz4),
             "none" => Ok(Compression::None),
-            _ => bail!("unknown compression {s:?}: use auto, lz4 or none"),
+            "zstd" => Ok(Compression::Zstd {
+                level: DEFAULT_ZSTD_LEVEL,
+            }),
+            _ => match s.strip_prefix("zstd:") {
+                Some(l) => {
+                    let level: i32 = l
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("zstd level {l:?} is not a number"))?;
+                    Ok(Compression::Zstd {
+                        level: super::link_zstd::check_level(level)?,
+                    })
+                }
+                None => bail!("unknown compression {s:?}: use auto, lz4, none, zstd or zstd:LEVEL"),
+            },
         }
+    }
+
+    /// Whether the codec's frames may carry LZ4 under this setting (zstd on LZ4's output
+    /// gains little: the stream is left to zstd).
+    pub fn frames_may_use_lz4(self) -> bool {
+        matches!(self, Compression::Auto | Compression::Lz4)
     }
 }
 
@@ -188,7 +222,18 @@ mod tests {
         for c in [Compression::Auto, Compression::Lz4, Compression::None] {
             assert_eq!(Compression::parse(c.name()).unwrap(), c);
         }
-        assert!(Compression::parse("zip").is_err());
+        let z = Compression::Zstd {
+            level: DEFAULT_ZSTD_LEVEL,
+        };
+        assert_eq!(Compression::parse("zstd").unwrap(), z);
+        assert_eq!(Compression::parse(&z.describe()).unwrap(), z);
+        assert_eq!(
+            Compression::parse("zstd:-5").unwrap(),
+            Compression::Zstd { level: -5 }
+        );
+        for bad in ["zip", "zstd:", "zstd:0", "zstd:99", "zstd:fast"] {
+            assert!(Compression::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

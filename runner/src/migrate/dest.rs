@@ -17,6 +17,7 @@ pub use super::arrival::Decoding;
 use super::arrival::{Arrivals, GuestDestination, InMemory, Stream, ThroughStaging};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::{DestGuest, GuestBuilder};
+use super::link_zstd::{self, ZstdIn};
 use super::session::{self, DestMessage, Hello, PauseInfo, Reply, SourceMessage};
 use super::switchover::Outcomes;
 
@@ -229,12 +230,56 @@ fn check_hello(hello: &Hello, page_size: usize, opts: &DestOptions) -> Result<()
         hello.vcpus,
         opts.max_vcpus
     );
+    Incoming::for_hello(hello)?;
     Ok(())
+}
+
+/// The stream as it comes off the link: as it is, or through zstd, as the hello says.
+struct Incoming {
+    zstd: Option<ZstdIn>,
+}
+
+impl Incoming {
+    fn for_hello(hello: &Hello) -> Result<Self> {
+        let zstd = match hello.stream_compression.as_deref() {
+            None => None,
+            Some(link_zstd::NAME) => Some(ZstdIn::new()?),
+            Some(other) => bail!(
+                "the source compresses the stream with {other:?}, which this destination does \
+                 not know (it knows zstd)"
+            ),
+        };
+        Ok(Incoming { zstd })
+    }
+
+    /// Runs `f` on the stream read from `link` (the borrow ends with `f`, so that
+    /// acknowledgements can be written between reads).
+    fn read<L: Read, T>(
+        &mut self,
+        link: &mut L,
+        f: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<T> {
+        match &mut self.zstd {
+            Some(z) => f(&mut z.reader(link)),
+            None => f(link),
+        }
+    }
+
+    /// After the END record: the compressed stream, if any, must end there too.
+    fn end<L: Read>(&mut self, link: &mut L) -> Result<()> {
+        match &mut self.zstd {
+            Some(z) => z.expect_end(link),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Reads the stream header and checks it against the guest: its page size, and a cache
 /// the guest's memory bounds.
-fn read_stream_header<R: Read>(link: &mut R, hello: &Hello) -> Result<([u8; HEADER_LEN], Config)> {
+fn read_stream_header<R: Read + ?Sized>(
+    link: &mut R,
+    hello: &Hello,
+) -> Result<([u8; HEADER_LEN], Config)> {
     let page_size = hello.page_size as usize;
     let mut header = [0u8; HEADER_LEN];
     link.read_exact(&mut header)
@@ -262,18 +307,33 @@ fn receive_stream<L: Read + Write, G: DestGuest>(
     guest: &mut G,
     hello: &Hello,
 ) -> Result<Stream> {
-    let (header, cfg) = read_stream_header(link, hello)?;
+    let mut incoming = Incoming::for_hello(hello)?;
+    let (header, cfg) = incoming.read(link, |r| read_stream_header(r, hello))?;
     let page_size = hello.page_size as usize;
     let pages = hello.mem_bytes / u64::from(hello.page_size);
     let arrivals = Arrivals::new(pages, hello.vcpus as usize);
     let len = usize::try_from(hello.mem_bytes).context("guest memory too large")?;
     if let Some(mem) = guest.memory_mut().filter(|m| m.len() >= len) {
         let mut dest = InMemory::new(&mut mem[..len], page_size, arrivals);
-        let (bytes, decoding) = decode_stream(link, &header, cfg, DecodeMode::InPlace, &mut dest)?;
+        let (bytes, decoding) = decode_stream(
+            link,
+            &mut incoming,
+            &header,
+            cfg,
+            DecodeMode::InPlace,
+            &mut dest,
+        )?;
         return Ok(dest.into_stream(bytes, decoding));
     }
     let mut dest = ThroughStaging::new(guest, page_size, arrivals);
-    let (bytes, decoding) = decode_stream(link, &header, cfg, DecodeMode::CacheCopy, &mut dest)?;
+    let (bytes, decoding) = decode_stream(
+        link,
+        &mut incoming,
+        &header,
+        cfg,
+        DecodeMode::CacheCopy,
+        &mut dest,
+    )?;
     Ok(dest.into_stream(bytes, decoding))
 }
 
@@ -281,6 +341,7 @@ fn receive_stream<L: Read + Write, G: DestGuest>(
 /// iteration as it completes; returns the stream's length in bytes and how it was decoded.
 fn decode_stream<L: Read + Write, D: GuestDestination>(
     link: &mut L,
+    incoming: &mut Incoming,
     header: &[u8; HEADER_LEN],
     cfg: Config,
     mode: DecodeMode,
@@ -297,7 +358,7 @@ fn decode_stream<L: Read + Write, D: GuestDestination>(
     let mut bytes = HEADER_LEN as u64;
     let mut acked = 0u64;
     while !dec.is_complete() {
-        bytes += decode_frame(link, &mut dec, &mut frame, dest)?;
+        bytes += incoming.read(link, |r| decode_frame(r, &mut dec, &mut frame, dest))?;
         dest.check()?;
         while acked < dest.arrivals().iterations {
             session::write_message(link, &DestMessage::Ack(acked))
@@ -305,6 +366,7 @@ fn decode_stream<L: Read + Write, D: GuestDestination>(
             acked += 1;
         }
     }
+    incoming.end(link)?;
     Ok((bytes, decoding))
 }
 

@@ -22,6 +22,7 @@ pub mod compress;
 pub mod deadlines;
 pub mod dest;
 pub mod guest;
+pub mod link_zstd;
 pub mod policy;
 pub mod report;
 pub mod session;

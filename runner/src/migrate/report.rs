@@ -46,7 +46,8 @@ pub struct MigrationReport {
     pub codec: String,
     /// Who encoded: "inprocess" or "firmware".
     pub encoder: String,
-    /// Frame compression: "auto", "lz4" or "none".
+    /// Compression: "auto", "lz4" or "none" (LZ4 on the frames), or "zstd:LEVEL" (zstd
+    /// over the stream).
     pub compression: String,
     /// With "auto": every measurement window and the LZ4 setting it led to.
     pub lz4_windows: Vec<crate::migrate::compress::Window>,

@@ -53,6 +53,10 @@ pub struct Hello {
     pub label: String,
     /// Random: names this migration in status queries and logs.
     pub migration_id: u64,
+    /// What compresses the stream on the link besides the codec: `None`, or `"zstd"`
+    /// (`super::link_zstd`).
+    #[serde(default)]
+    pub stream_compression: Option<String>,
 }
 
 /// Carried in a blob after the last pages, while the VM is paused.
@@ -211,6 +215,7 @@ mod tests {
     #[test]
     fn messages_round_trip_and_bad_input_is_refused() {
         let h = Hello {
+            stream_compression: None,
             mem_bytes: 64 << 20,
             vcpus: 2,
             page_size: 4096,

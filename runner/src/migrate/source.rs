@@ -18,6 +18,7 @@ use pagewire::Config;
 use super::compress::{thread_cpu_time, Chooser, Compression};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::SourceGuest;
+use super::link_zstd::{self, ZstdOut};
 use super::policy::Codec;
 use super::report::{IterationRow, MigrationReport};
 use super::session::{
@@ -97,8 +98,8 @@ pub struct SourceOptions {
     pub codec: Codec,
     /// Stop policy.
     pub policy: PolicyKind,
-    /// LZ4 on the frames: auto (by the measured CPU headroom), always, never. With the codec
-    /// off there is none.
+    /// LZ4 on the frames: auto (by the measured CPU headroom), always, never; or zstd over
+    /// the whole stream. With the codec off there is no LZ4 (zstd still applies).
     pub compression: Compression,
     /// Free text for the report and the hello.
     pub label: String,
@@ -152,14 +153,6 @@ fn append_blob_pieces(
         enc.append_blob(tag, piece, out)?;
     }
     Ok(())
-}
-
-/// Writes what the encoder produced and empties the buffer.
-fn send_out<W: Write>(w: &mut W, out: &mut Vec<u8>, what: &'static str) -> Result<u64> {
-    w.write_all(out).context(what)?;
-    let n = out.len() as u64;
-    out.clear();
-    Ok(n)
 }
 
 /// Waits for the destination's acknowledgement of iteration `n`; a refusal arrives instead
@@ -218,7 +211,7 @@ fn run<L: Link>(
         .policy
         .build(&PolicyParams::new(guest.pages(), u64::from(cfg.page_size)));
     link.set_waits(Waits::idle(d.progress))?;
-    let mut out = Outgoing::new(link, cfg, enc, opts, guest.page_size());
+    let mut out = Outgoing::new(link, cfg, enc, opts, guest.page_size())?;
     let (iterations, to_send) = out
         .say_hello(guest, opts, id)
         .and_then(|()| out.precopy(guest, &mut policy, gate, progress))
@@ -240,7 +233,7 @@ fn start_encoder(
     progress: &mut dyn MigrationProgress,
 ) -> Result<(Config, Box<dyn StreamEncoder>)> {
     let (mut cfg, features) = opts.codec.stages().apply(opts.config);
-    cfg.lz4 &= opts.compression != Compression::None;
+    cfg.lz4 &= opts.compression.frames_may_use_lz4();
     if let EncoderChoice::Firmware(_) = opts.encoder {
         progress.note("starting the offload firmware");
     }
@@ -276,6 +269,8 @@ struct Stopped {
 /// A migration on its way out: the encoder, the link and what went over it.
 struct Outgoing<'l, L: Link> {
     w: Counted<'l, L>,
+    /// zstd between the encoder and the link (`--compress zstd`).
+    zstd: Option<ZstdOut>,
     enc: Box<dyn StreamEncoder>,
     /// The encoder's output, until it is written.
     out: Vec<u8>,
@@ -299,11 +294,16 @@ impl<'l, L: Link> Outgoing<'l, L> {
         enc: Box<dyn StreamEncoder>,
         opts: &SourceOptions,
         page_size: usize,
-    ) -> Self {
+    ) -> Result<Self> {
         let out = Vec::with_capacity(cfg.max_output_len());
         // LZ4 starts on wherever the stream allows it; `auto` may switch it per window
         let auto = (opts.compression == Compression::Auto && cfg.lz4).then(Chooser::default);
-        Outgoing {
+        let zstd = match opts.compression {
+            Compression::Zstd { level } => Some(ZstdOut::new(level)?),
+            _ => None,
+        };
+        Ok(Outgoing {
+            zstd,
             enc,
             out,
             auto,
@@ -319,7 +319,28 @@ impl<'l, L: Link> Outgoing<'l, L> {
             pages_sent: 0,
             rows: Vec::new(),
             deadlines: opts.deadlines,
+        })
+    }
+
+    /// Writes what the encoder produced (through zstd, if on) and empties the buffer;
+    /// returns the stream bytes it held.
+    fn send_out(&mut self, what: &'static str) -> Result<u64> {
+        let n = self.out.len() as u64;
+        match &mut self.zstd {
+            Some(z) => z.write(&mut self.w, &self.out).context(what)?,
+            None => self.w.write_all(&self.out).context(what)?,
         }
+        self.out.clear();
+        Ok(n)
+    }
+
+    /// Gets everything sent so far to the destination (zstd's pending output included).
+    fn flush(&mut self, what: &'static str) -> Result<()> {
+        match &mut self.zstd {
+            Some(z) => z.flush(&mut self.w),
+            None => self.w.flush(),
+        }
+        .context(what)
     }
 
     /// Says what is coming, then starts a fresh dirty log (iteration 1 sends everything
@@ -338,6 +359,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
                 page_size: guest.page_size() as u32,
                 label: opts.label.clone(),
                 migration_id,
+                stream_compression: self.zstd.as_ref().map(|_| link_zstd::NAME.into()),
             },
         )
         .context("sending the hello (is the destination listening?)")?;
@@ -402,7 +424,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
         for (k, &pfn) in to_send.iter().enumerate() {
             guest.read_page(pfn, &mut self.page)?;
             self.enc.encode_page(pfn, &self.page, &mut self.out)?;
-            bytes += send_out(&mut self.w, &mut self.out, "sending pages")?;
+            bytes += self.send_out("sending pages")?;
             lz4_pages += u64::from(self.enc.lz4());
             if let Some(on) = self.auto.as_mut().and_then(Chooser::page_sent) {
                 self.enc.set_lz4(on);
@@ -413,8 +435,8 @@ impl<'l, L: Link> Outgoing<'l, L> {
         }
         progress.pages_sent(to_send.len() as u64 % 256);
         self.enc.end_iteration(&mut self.out)?;
-        bytes += send_out(&mut self.w, &mut self.out, "sending pages")?;
-        self.w.flush().context("sending pages")?;
+        bytes += self.send_out("sending pages")?;
+        self.flush("sending pages")?;
         progress.note("waiting for the destination's acknowledgement");
         wait_ack(self.w.inner, u64::from(iteration - 1))?;
         let dirty = guest.take_dirty()?;
@@ -468,7 +490,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
         for &pfn in &last {
             guest.read_page(pfn, &mut self.page)?;
             self.enc.encode_page(pfn, &self.page, &mut self.out)?;
-            bytes += send_out(&mut self.w, &mut self.out, "sending the last pages")?;
+            bytes += self.send_out("sending the last pages")?;
         }
         let digest = format!("{:032x}", guest.memory_digest()?);
         let info = PauseInfo {
@@ -485,8 +507,12 @@ impl<'l, L: Link> Outgoing<'l, L> {
             bytes += self.send_blob(BLOB_VCPU + i as u32, state, "sending vCPU state")?;
         }
         self.enc.finish(&mut self.out)?;
-        bytes += send_out(&mut self.w, &mut self.out, "sending the end of the stream")?;
-        self.w.flush().context("sending the end of the stream")?;
+        bytes += self.send_out("sending the end of the stream")?;
+        match &mut self.zstd {
+            Some(z) => z.finish(&mut self.w),
+            None => self.w.flush(),
+        }
+        .context("sending the end of the stream")?;
         self.stream_bytes += bytes;
         self.pages_sent += last.len() as u64;
         Ok(Stopped {
@@ -509,7 +535,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
     /// Sends `data` as blobs tagged `tag`; returns the bytes written.
     fn send_blob(&mut self, tag: u32, data: &[u8], what: &'static str) -> Result<u64> {
         append_blob_pieces(self.enc.as_mut(), tag, data, &mut self.out)?;
-        send_out(&mut self.w, &mut self.out, what)
+        self.send_out(what)
     }
 
     /// The switchover: waits (within the pause's deadline) for the destination to be
@@ -641,12 +667,11 @@ impl<'l, L: Link> Outgoing<'l, L> {
             codec: opts.codec.name().into(),
             encoder: opts.encoder.name().into(),
             lz4_windows: self.auto.map(|a| a.windows).unwrap_or_default(),
-            compression: if self.lz4 {
-                opts.compression.name()
-            } else {
-                Compression::None.name()
-            }
-            .into(),
+            compression: match opts.compression {
+                Compression::Zstd { .. } => opts.compression.describe(),
+                c if self.lz4 => c.name().into(),
+                _ => Compression::None.name().into(),
+            },
             iterations,
             start_unix_us: self.start_unix_us,
             total_s: self.start.elapsed().as_secs_f64(),
