@@ -1,9 +1,11 @@
-//! LZ4 on or off, chosen while migrating. On a slow link LZ4's 2-3x fewer bytes win; on a
-//! fast one its compression (about 1 GB/s of pages here) makes the CPU the bottleneck and
-//! plain frames move memory faster (`docs/PERFORMANCE.md`, "The best setting depends on the
-//! link"). The sender measures, per window of pages, its thread's CPU time against the
-//! wall time: the share left is its CPU headroom, time spent waiting for the link (a full
-//! socket, the destination's acknowledgements).
+//! How much to compress, chosen while migrating. On a slow link the fewest bytes win (zstd
+//! over the stream sends a quarter fewer than LZ4 on the frames); on a fast one compression
+//! makes the CPU the bottleneck, and plain frames move memory faster (`docs/RUNNER.md`,
+//! *Compression*). The sender measures, per window of pages, its thread's CPU time against
+//! the wall time: the share left is its CPU headroom, time spent waiting for the link (a
+//! full socket, the destination's acknowledgements). `auto` climbs a ladder of stages
+//! ([`LADDER`]: stored frames, LZ4 frames, zstd 1, zstd 3) while the link is the
+//! bottleneck and steps down while the CPU is.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
-    /// Pick LZ4 on or off per iteration from the measured headroom ([`AutoLz4`]).
+    /// Pick the stage per window of pages from the measured headroom ([`AutoStage`]).
     Auto,
     /// LZ4 on every frame where it saves bytes.
     Lz4,
@@ -80,12 +82,48 @@ impl Compression {
 /// Pages per measurement window (16 MiB of 4 KiB pages): the first pass adapts after its
 /// first window, not after the whole pass.
 pub const WINDOW_PAGES: u64 = 4096;
-/// Below this headroom the sending CPU is the bottleneck: try frames without LZ4.
+/// Below this headroom the sending CPU is the bottleneck: a step down the ladder.
 pub const CPU_BOUND: f64 = 0.25;
-/// Above this headroom the sender mostly waits for the link: try LZ4.
+/// Above this headroom the sender mostly waits for the link: a step up.
 pub const LINK_BOUND: f64 = 0.5;
-/// The other setting must have moved pages this much faster to switch back to it.
+/// A stage seen before must have moved pages this much faster to go back to it.
 pub const HYSTERESIS: f64 = 1.1;
+
+/// What compresses the pages of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Frames stored.
+    Stored,
+    /// LZ4 on the frames.
+    Lz4,
+    /// Frames stored, zstd at this level over the stream.
+    Zstd(i32),
+}
+
+impl Stage {
+    /// "stored", "lz4", "zstd:LEVEL".
+    pub fn name(self) -> String {
+        match self {
+            Stage::Stored => "stored".into(),
+            Stage::Lz4 => "lz4".into(),
+            Stage::Zstd(level) => format!("zstd:{level}"),
+        }
+    }
+}
+
+impl Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+/// The stages `auto` moves between, fewest bytes last. zstd 3 sent 5-7 % fewer bytes than
+/// zstd 1 on every demo workload and was faster at 100 Mbit/s; above it zstd costs more CPU
+/// than the bytes it saves on pages (the tunnel's measurements, `docs/TUNNEL.md`).
+pub const LADDER: [Stage; 4] = [Stage::Stored, Stage::Lz4, Stage::Zstd(1), Stage::Zstd(3)];
+
+/// Where `auto` starts: LZ4, a middle ground that is right for 1 Gbit/s links.
+const START: usize = 1;
 
 /// One measurement window and what the rule made of it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -96,10 +134,10 @@ pub struct Window {
     pub seconds: f64,
     /// CPU seconds of the sending thread in it.
     pub cpu_seconds: f64,
-    /// LZ4 during the window.
-    pub lz4: bool,
-    /// LZ4 chosen for what follows.
-    pub lz4_next: bool,
+    /// The stage during the window.
+    pub stage: Stage,
+    /// The stage chosen for what follows.
+    pub stage_next: Stage,
 }
 
 /// CPU time the calling thread has used.
@@ -117,60 +155,94 @@ pub fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// The choice of LZ4 per window: start with it on; leave it when the sender's CPU is the
-/// bottleneck, come back when the link is; once both have been seen, the one that moved
-/// more pages per second wins a contested switch.
+/// The choice of stage per window, starting at LZ4. After each window: to a neighbouring
+/// stage of the [`LADDER`] that moved pages at least [`HYSTERESIS`] times as fast when last
+/// tried (within [`RATE_WINDOWS`]); else on to a neighbour not tried, the way the
+/// measurement points: up (fewer bytes) while the sender mostly waits, down while its CPU
+/// is the bottleneck. Never down while the sender mostly waits: fewer bytes cannot make a
+/// busy link slower, and a rate measured on other memory would say otherwise by chance
+/// (a window of text goes faster than one of random bytes at any stage). Never up while
+/// its CPU is the bottleneck.
 #[derive(Debug, Clone)]
-pub struct AutoLz4 {
-    on: bool,
-    /// Pages per second last seen with LZ4 off (`[0]`) and on (`[1]`).
-    rate: [Option<f64>; 2],
+pub struct AutoStage {
+    at: usize,
+    /// Windows measured so far.
+    windows: u64,
+    /// Pages per second last seen at each stage of the ladder, and the window it was.
+    rate: [Option<(f64, u64)>; LADDER.len()],
 }
 
-impl Default for AutoLz4 {
+/// Windows after which a stage's measured rate is forgotten: memory differs from one
+/// stretch to the next (a window of text is sent faster than one of random bytes at any
+/// stage), so only recent rates compare stages, not stretches.
+const RATE_WINDOWS: u64 = 4;
+
+impl Default for AutoStage {
     fn default() -> Self {
-        AutoLz4 {
-            on: true,
-            rate: [None, None],
+        AutoStage {
+            at: START,
+            windows: 0,
+            rate: [None; LADDER.len()],
         }
     }
 }
 
-impl AutoLz4 {
-    /// LZ4 now.
-    pub fn on(&self) -> bool {
-        self.on
+impl AutoStage {
+    /// The stage now.
+    pub fn stage(&self) -> Stage {
+        LADDER[self.at]
     }
 
     /// After a window of `pages` pages that took `seconds`, `cpu_seconds` of them busy on
-    /// the sender's CPU: LZ4 for what follows.
-    pub fn next(&mut self, pages: u64, seconds: f64, cpu_seconds: f64) -> bool {
+    /// the sender's CPU: the stage for what follows.
+    pub fn next(&mut self, pages: u64, seconds: f64, cpu_seconds: f64) -> Stage {
         if pages == 0 || seconds <= 0.0 {
-            return self.on;
+            return self.stage();
         }
         let rate = pages as f64 / seconds;
-        self.rate[usize::from(self.on)] = Some(rate);
+        self.windows += 1;
+        self.rate[self.at] = Some((rate, self.windows));
         let headroom = 1.0 - (cpu_seconds / seconds).clamp(0.0, 1.0);
-        let other = self.rate[usize::from(!self.on)];
-        let other_better = other.is_none_or(|r| r > rate * HYSTERESIS);
-        let switch = if self.on {
-            headroom < CPU_BOUND && other_better
-        } else {
-            headroom > LINK_BOUND && other_better
+        // no step down while the sender mostly waits (fewer bytes cannot be slower on the
+        // link), no step up while its CPU is the bottleneck
+        let down = self.at.checked_sub(1).filter(|_| headroom <= LINK_BOUND);
+        let up = (self.at + 1 < LADDER.len())
+            .then_some(self.at + 1)
+            .filter(|_| headroom >= CPU_BOUND);
+        let now = self.windows;
+        let known = |j: usize| {
+            self.rate[j]
+                .filter(|&(_, at)| now - at < RATE_WINDOWS)
+                .map(|(r, _)| r)
         };
-        if switch {
-            self.on = !self.on;
+        let better = [down, up]
+            .into_iter()
+            .flatten()
+            .filter(|&j| known(j).is_some_and(|r| r > rate * HYSTERESIS))
+            .max_by(|&a, &b| known(a).unwrap_or(0.0).total_cmp(&known(b).unwrap_or(0.0)));
+        let untried = |j: Option<usize>| j.filter(|&j| known(j).is_none());
+        let explore = if headroom > LINK_BOUND {
+            untried(up)
+        } else if headroom < CPU_BOUND {
+            untried(down)
+        } else {
+            None
+        };
+        if let Some(to) = better.or(explore) {
+            self.at = to;
         }
-        self.on
+        self.stage()
     }
 }
 
-/// Feeds [`AutoLz4`] a window at a time while pages go out, and keeps every window.
+/// Feeds [`AutoStage`] a window at a time while pages go out, and keeps every window.
 pub struct Chooser {
-    auto: AutoLz4,
+    auto: AutoStage,
     pages: u64,
     wall0: std::time::Instant,
     cpu0: Duration,
+    /// Time of the window spent waiting for acknowledgements, left out of its seconds.
+    set_aside: Duration,
     /// Every window measured so far.
     pub windows: Vec<Window>,
 }
@@ -178,19 +250,33 @@ pub struct Chooser {
 impl Default for Chooser {
     fn default() -> Self {
         Chooser {
-            auto: AutoLz4::default(),
+            auto: AutoStage::default(),
             pages: 0,
             wall0: std::time::Instant::now(),
             cpu0: thread_cpu_time(),
+            set_aside: Duration::ZERO,
             windows: Vec::new(),
         }
     }
 }
 
 impl Chooser {
+    /// The stage now.
+    pub fn stage(&self) -> Stage {
+        self.auto.stage()
+    }
+
+    /// Leaves `waited` (an iteration's wait for its acknowledgement) out of the window: a
+    /// round trip per iteration says nothing about a stage, and the later iterations, a few
+    /// hundred pages each, would otherwise make any stage measured there look slow next to
+    /// one measured in the first pass.
+    pub fn set_aside(&mut self, waited: Duration) {
+        self.set_aside += waited;
+    }
+
     /// One more page went out. When that closes a window of [`WINDOW_PAGES`], measures it
-    /// and returns LZ4 for what follows.
-    pub fn page_sent(&mut self) -> Option<bool> {
+    /// and returns the stage for what follows.
+    pub fn page_sent(&mut self) -> Option<Stage> {
         self.pages += 1;
         if self.pages < WINDOW_PAGES {
             return None;
@@ -198,17 +284,20 @@ impl Chooser {
         let (wall, cpu) = (std::time::Instant::now(), thread_cpu_time());
         let w = Window {
             pages: self.pages,
-            seconds: (wall - self.wall0).as_secs_f64(),
+            seconds: (wall - self.wall0)
+                .saturating_sub(self.set_aside)
+                .as_secs_f64(),
             cpu_seconds: cpu.saturating_sub(self.cpu0).as_secs_f64(),
-            lz4: self.auto.on(),
-            lz4_next: false,
+            stage: self.auto.stage(),
+            stage_next: self.auto.stage(),
         };
         let next = self.auto.next(w.pages, w.seconds, w.cpu_seconds);
         self.windows.push(Window {
-            lz4_next: next,
+            stage_next: next,
             ..w
         });
         (self.pages, self.wall0, self.cpu0) = (0, wall, cpu);
+        self.set_aside = Duration::ZERO;
         Some(next)
     }
 }
@@ -236,34 +325,60 @@ mod tests {
         }
     }
 
+    const Z1: Stage = Stage::Zstd(1);
+    const Z3: Stage = Stage::Zstd(3);
+
     #[test]
-    fn a_slow_link_keeps_lz4() {
-        let mut a = AutoLz4::default();
+    fn a_slow_link_climbs_to_zstd_3_and_stays() {
+        let mut a = AutoStage::default();
+        assert_eq!(a.stage(), Stage::Lz4);
         // 10% of the time in the encoder, the rest waiting for the link
+        assert_eq!(a.next(30_000, 10.0, 1.0), Z1);
+        assert_eq!(a.next(30_000, 10.0, 1.5), Z3);
         for _ in 0..10 {
-            assert!(a.next(30_000, 10.0, 1.0));
+            assert_eq!(a.next(30_000, 10.0, 2.0), Z3);
         }
     }
 
     #[test]
-    fn a_busy_cpu_drops_lz4_and_stays_off_while_it_is_busy() {
-        let mut a = AutoLz4::default();
-        assert!(!a.next(30_000, 0.2, 0.19));
+    fn a_busy_cpu_steps_down_to_stored_frames_and_stays_while_it_is_busy() {
+        let mut a = AutoStage::default();
+        assert_eq!(a.next(30_000, 0.2, 0.19), Stage::Stored);
         for _ in 0..5 {
-            assert!(!a.next(30_000, 0.1, 0.09));
+            assert_eq!(a.next(30_000, 0.1, 0.09), Stage::Stored);
         }
     }
 
     #[test]
-    fn lz4_comes_back_when_the_link_is_the_bottleneck_again_unless_it_was_slower() {
-        let mut a = AutoLz4::default();
-        assert!(!a.next(30_000, 0.2, 0.19)); // CPU-bound with LZ4: 150k pages/s
-                                             // without LZ4 the link became the bottleneck, and it moved fewer pages per second
-        assert!(a.next(30_000, 0.4, 0.05));
-        // CPU-bound with LZ4 again, but plain frames were slower: stay
-        assert!(a.next(30_000, 0.2, 0.19));
-        // LZ4 gets much slower (the link got faster?): plain frames were faster
-        assert!(!a.next(30_000, 0.5, 0.45));
+    fn a_step_back_needs_the_other_stage_to_have_been_faster() {
+        let mut a = AutoStage::default();
+        // LZ4 CPU-bound: 150k pages/s
+        assert_eq!(a.next(30_000, 0.2, 0.19), Stage::Stored);
+        // stored frames: the link became the bottleneck, and fewer pages per second
+        assert_eq!(a.next(30_000, 0.4, 0.05), Stage::Lz4);
+        // CPU-bound with LZ4 again, but stored frames were slower: stay
+        assert_eq!(a.next(30_000, 0.2, 0.19), Stage::Lz4);
+        // LZ4 gets much slower (the link got faster?): stored frames were faster
+        assert_eq!(a.next(30_000, 0.5, 0.45), Stage::Stored);
+    }
+
+    #[test]
+    fn zstd_that_makes_the_cpu_the_bottleneck_gives_way_to_a_faster_lz4() {
+        let mut a = AutoStage::default();
+        // LZ4 waits for the link: 100k pages/s
+        assert_eq!(a.next(30_000, 0.3, 0.1), Z1);
+        // zstd 1 keeps the CPU busy and moves fewer pages: back to LZ4
+        assert_eq!(a.next(30_000, 0.5, 0.45), Stage::Lz4);
+        // LZ4 waits again, but zstd 1 was slower: it stays (never down while waiting)
+        for _ in 0..3 {
+            assert_eq!(a.next(30_000, 0.3, 0.1), Stage::Lz4);
+        }
+        // until zstd 1's rate is RATE_WINDOWS old: memory may have changed, it is tried again
+        assert_eq!(a.next(30_000, 0.3, 0.1), Z1);
+        // zstd 1 busy but faster than LZ4 now: it stays
+        let mut b = AutoStage::default();
+        assert_eq!(b.next(30_000, 0.5, 0.1), Z1);
+        assert_eq!(b.next(30_000, 0.3, 0.29), Z1);
     }
 
     #[test]
@@ -283,10 +398,11 @@ mod tests {
 
     #[test]
     fn empty_windows_change_nothing() {
-        let mut a = AutoLz4::default();
-        assert!(a.next(0, 0.001, 0.001));
-        assert!(a.next(5000, 0.0, 0.0));
-        assert_eq!(a.rate, [None, None]);
+        let mut a = AutoStage::default();
+        assert_eq!(a.next(0, 0.001, 0.001), Stage::Lz4);
+        assert_eq!(a.next(5000, 0.0, 0.0), Stage::Lz4);
+        assert_eq!(a.rate, [None; LADDER.len()]);
+        assert_eq!(a.windows, 0);
     }
 
     #[test]

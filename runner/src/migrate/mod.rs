@@ -29,7 +29,7 @@ pub mod session;
 pub mod source;
 pub mod switchover;
 
-pub use compress::{AutoLz4, Compression};
+pub use compress::{AutoStage, Compression, Stage};
 pub use deadlines::{Deadline, Deadlines};
 pub use dest::{arrive, migrate_in, Arrived, Decoding, DestOptions};
 pub use guest::{DestGuest, GuestBuilder, SourceGuest};

@@ -26,6 +26,8 @@ pub struct IterationRow {
     pub cpu_s: f64,
     /// Pages encoded while LZ4 was on (`--compress auto` switches it between windows).
     pub lz4_pages: u64,
+    /// Pages sent while zstd compressed the stream.
+    pub zstd_pages: u64,
     /// The group's answer, when migrating as part of a group ("continue", "hold", "stop").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<&'static str>,
@@ -49,8 +51,8 @@ pub struct MigrationReport {
     /// Compression: "auto", "lz4" or "none" (LZ4 on the frames), or "zstd:LEVEL" (zstd
     /// over the stream).
     pub compression: String,
-    /// With "auto": every measurement window and the LZ4 setting it led to.
-    pub lz4_windows: Vec<crate::migrate::compress::Window>,
+    /// With "auto": every measurement window and the stage it led to.
+    pub auto_windows: Vec<crate::migrate::compress::Window>,
     /// Pre-copy iterations before the pause.
     pub iterations: u32,
     /// Wall-clock start, microseconds since the Unix epoch (to line up several migrations).
@@ -83,11 +85,43 @@ pub struct MigrationReport {
     pub outcome_from: String,
 }
 
+impl IterationRow {
+    /// What compressed its pages: "lz4", "zstd", "stored", or "mixed" when it changed.
+    pub fn stage(&self) -> &'static str {
+        match (self.lz4_pages, self.zstd_pages) {
+            _ if self.pages_sent == 0 => "-",
+            (0, 0) => "stored",
+            (n, 0) if n == self.pages_sent => "lz4",
+            (0, n) if n == self.pages_sent => "zstd",
+            _ => "mixed",
+        }
+    }
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1}", b as f64 / (1u64 << 20) as f64)
 }
 
 impl MigrationReport {
+    /// With "auto": the stage it started with, then each change, when and why.
+    pub fn auto_steps(&self) -> Option<String> {
+        let first = self.auto_windows.first()?;
+        let mut steps = vec![first.stage.name()];
+        let mut at = 0.0;
+        for w in &self.auto_windows {
+            at += w.seconds;
+            if w.stage_next != w.stage {
+                let idle = 1.0 - (w.cpu_seconds / w.seconds.max(1e-9)).clamp(0.0, 1.0);
+                steps.push(format!(
+                    "{} at {at:.1} s ({:.0} % waiting for the link)",
+                    w.stage_next.name(),
+                    idle * 100.0
+                ));
+            }
+        }
+        Some(steps.join(", "))
+    }
+
     /// Human-readable table.
     pub fn table(&self) -> String {
         let mut s = String::new();
@@ -104,8 +138,8 @@ impl MigrationReport {
         );
         let _ = writeln!(
             s,
-            "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>5}",
-            "iteration", "sent", "dirtied", "remaining", "MiB", "seconds", "lz4"
+            "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}",
+            "iteration", "sent", "dirtied", "remaining", "MiB", "seconds", "stage"
         );
         for r in &self.rows {
             let name = if r.iteration > self.iterations {
@@ -115,21 +149,19 @@ impl MigrationReport {
             };
             let _ = writeln!(
                 s,
-                "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9.3} {:>5}{}",
+                "{:>9} {:>10} {:>10} {:>10} {:>10} {:>9.3} {:>7}{}",
                 name,
                 r.pages_sent,
                 r.pages_dirtied,
                 r.pages_remaining,
                 mib(r.bytes),
                 r.seconds,
-                match r.lz4_pages {
-                    _ if r.pages_sent == 0 => "-",
-                    0 => "off",
-                    n if n == r.pages_sent => "on",
-                    _ => "part",
-                },
+                r.stage(),
                 r.group.map(|g| format!("  group: {g}")).unwrap_or_default()
             );
+        }
+        if let Some(steps) = self.auto_steps() {
+            let _ = writeln!(s, "auto            {steps}");
         }
         let _ = writeln!(s, "total time      {:>10.3} s", self.total_s);
         let _ = writeln!(
@@ -168,6 +200,7 @@ impl MigrationReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migrate::compress::{Stage, Window};
 
     #[test]
     fn table_and_json_name_every_measure() {
@@ -179,7 +212,22 @@ mod tests {
             codec: "on".into(),
             encoder: "firmware".into(),
             compression: "auto".into(),
-            lz4_windows: Vec::new(),
+            auto_windows: vec![
+                Window {
+                    pages: 4096,
+                    seconds: 1.0,
+                    cpu_seconds: 0.1,
+                    stage: Stage::Lz4,
+                    stage_next: Stage::Zstd(1),
+                },
+                Window {
+                    pages: 4096,
+                    seconds: 1.0,
+                    cpu_seconds: 0.2,
+                    stage: Stage::Zstd(1),
+                    stage_next: Stage::Zstd(1),
+                },
+            ],
             iterations: 1,
             start_unix_us: 0,
             total_s: 1.5,
@@ -200,6 +248,7 @@ mod tests {
                 start_s: 1.0,
                 cpu_s: 0.0,
                 lz4_pages: 5,
+                zstd_pages: 0,
                 group: None,
             }],
             migration_id: "00000000000000ab".into(),
@@ -215,10 +264,13 @@ mod tests {
             "encoder firmware",
             "compression auto",
             "migration id",
+            "auto            lz4, zstd:1 at 1.0 s (90 % waiting for the link)",
+            "    lz4",
         ] {
             assert!(t.contains(w), "{w} missing from\n{t}");
         }
         let j = serde_json::to_string(&r).unwrap();
         assert!(j.contains("\"downtime_s\":0.02"));
+        assert!(j.contains("\"stage_next\":\"zstd:1\""), "{j}");
     }
 }

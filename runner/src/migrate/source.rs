@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use pagewire::policy::{Decision, IterationReport, PolicyKind, PolicyParams, StopPolicy};
 use pagewire::Config;
 
-use super::compress::{thread_cpu_time, Chooser, Compression};
+use super::compress::{thread_cpu_time, Chooser, Compression, Stage};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::SourceGuest;
 use super::link_zstd::{self, ZstdOut};
@@ -253,6 +253,7 @@ struct Sent {
     elapsed: Duration,
     cpu_at_start: Duration,
     lz4_pages: u64,
+    zstd_pages: u64,
 }
 
 /// The stop-and-copy, once the END record is out.
@@ -263,6 +264,7 @@ struct Stopped {
     pages: u64,
     bytes: u64,
     lz4_pages: u64,
+    zstd_pages: u64,
     digest: String,
 }
 
@@ -298,8 +300,11 @@ impl<'l, L: Link> Outgoing<'l, L> {
         let out = Vec::with_capacity(cfg.max_output_len());
         // LZ4 starts on wherever the stream allows it; `auto` may switch it per window
         let auto = (opts.compression == Compression::Auto && cfg.lz4).then(Chooser::default);
+        // zstd chunks on the link for zstd, and for `auto`, which may climb to zstd (stored
+        // chunks until it does)
         let zstd = match opts.compression {
-            Compression::Zstd { level } => Some(ZstdOut::new(level)?),
+            Compression::Zstd { level } => Some(ZstdOut::new(Some(level))?),
+            _ if auto.is_some() => Some(ZstdOut::new(None)?),
             _ => None,
         };
         Ok(Outgoing {
@@ -332,6 +337,24 @@ impl<'l, L: Link> Outgoing<'l, L> {
         }
         self.out.clear();
         Ok(n)
+    }
+
+    /// Whether zstd compresses what goes out now.
+    fn zstd_on(&self) -> bool {
+        self.zstd.as_ref().is_some_and(ZstdOut::compressing)
+    }
+
+    /// Applies `auto`'s choice: LZ4 on the frames, zstd on the stream, or neither.
+    fn set_stage(&mut self, stage: Stage) -> Result<()> {
+        self.enc.set_lz4(stage == Stage::Lz4);
+        let level = match stage {
+            Stage::Zstd(level) => Some(level),
+            Stage::Stored | Stage::Lz4 => None,
+        };
+        if let Some(z) = &mut self.zstd {
+            z.set_level(&mut self.w, level).context("sending pages")?;
+        }
+        Ok(())
     }
 
     /// Gets everything sent so far to the destination (zstd's pending output included).
@@ -394,6 +417,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
                     .saturating_sub(sent.cpu_at_start)
                     .as_secs_f64(),
                 lz4_pages: sent.lz4_pages,
+                zstd_pages: sent.zstd_pages,
                 group: word,
             };
             progress.iteration_done(&row);
@@ -420,14 +444,15 @@ impl<'l, L: Link> Outgoing<'l, L> {
         let cpu0 = thread_cpu_time();
         progress.iteration_started(iteration, to_send.len() as u64);
         let mut bytes = 0u64;
-        let mut lz4_pages = 0u64;
+        let (mut lz4_pages, mut zstd_pages) = (0u64, 0u64);
         for (k, &pfn) in to_send.iter().enumerate() {
             guest.read_page(pfn, &mut self.page)?;
             self.enc.encode_page(pfn, &self.page, &mut self.out)?;
             bytes += self.send_out("sending pages")?;
             lz4_pages += u64::from(self.enc.lz4());
-            if let Some(on) = self.auto.as_mut().and_then(Chooser::page_sent) {
-                self.enc.set_lz4(on);
+            zstd_pages += u64::from(self.zstd_on());
+            if let Some(stage) = self.auto.as_mut().and_then(Chooser::page_sent) {
+                self.set_stage(stage)?;
             }
             if k % 256 == 255 {
                 progress.pages_sent(256);
@@ -438,7 +463,11 @@ impl<'l, L: Link> Outgoing<'l, L> {
         bytes += self.send_out("sending pages")?;
         self.flush("sending pages")?;
         progress.note("waiting for the destination's acknowledgement");
+        let waiting = Instant::now();
         wait_ack(self.w.inner, u64::from(iteration - 1))?;
+        if let Some(auto) = &mut self.auto {
+            auto.set_aside(waiting.elapsed());
+        }
         let dirty = guest.take_dirty()?;
         let elapsed = t0.elapsed();
         let report = IterationReport {
@@ -457,6 +486,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             elapsed,
             cpu_at_start: cpu0,
             lz4_pages,
+            zstd_pages,
         })
     }
 
@@ -486,6 +516,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
         })?;
         progress.iteration_started(iterations + 1, last.len() as u64);
         let lz4_pages = if self.enc.lz4() { last.len() as u64 } else { 0 };
+        let zstd_pages = if self.zstd_on() { last.len() as u64 } else { 0 };
         let mut bytes = 0u64;
         for &pfn in &last {
             guest.read_page(pfn, &mut self.page)?;
@@ -521,6 +552,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             pages: last.len() as u64,
             bytes,
             lz4_pages,
+            zstd_pages,
             digest,
         })
     }
@@ -644,6 +676,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             start_s: (stopped.pause - self.start).as_secs_f64(),
             cpu_s: 0.0,
             lz4_pages: stopped.lz4_pages,
+            zstd_pages: stopped.zstd_pages,
             group: None,
         };
         progress.iteration_done(&row);
@@ -666,7 +699,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             policy: opts.policy.name().into(),
             codec: opts.codec.name().into(),
             encoder: opts.encoder.name().into(),
-            lz4_windows: self.auto.map(|a| a.windows).unwrap_or_default(),
+            auto_windows: self.auto.map(|a| a.windows).unwrap_or_default(),
             compression: match opts.compression {
                 Compression::Zstd { .. } => opts.compression.describe(),
                 c if self.lz4 => c.name().into(),

@@ -118,29 +118,41 @@ pub fn firmware() -> Option<PathBuf> {
 /// on the windows it measured (the rule itself is unit-tested in `migrate::compress`), and
 /// that the iterations' LZ4 page counts agree with the windows.
 pub fn assert_follows_auto(report: &pagewire_runner::migrate::MigrationReport) {
-    let mut auto = pagewire_runner::migrate::AutoLz4::default();
-    let windows = &report.lz4_windows;
+    use pagewire_runner::migrate::Stage;
+    let mut auto = pagewire_runner::migrate::AutoStage::default();
+    let windows = &report.auto_windows;
     assert!(!windows.is_empty(), "no window was measured");
     let seen: Vec<_> = windows
         .iter()
-        .map(|w| format!("{:.3}/{:.3}s:{}", w.cpu_seconds, w.seconds, w.lz4_next))
+        .map(|w| {
+            format!(
+                "{:.3}/{:.3}s:{}",
+                w.cpu_seconds,
+                w.seconds,
+                w.stage_next.name()
+            )
+        })
         .collect();
-    eprintln!("LZ4 windows (CPU/wall seconds: LZ4 next): {seen:?}");
+    eprintln!("auto windows (CPU/wall seconds: stage next): {seen:?}");
     for (k, w) in windows.iter().enumerate() {
-        assert_eq!(w.lz4, auto.on(), "window {k}: {windows:?}");
+        assert_eq!(w.stage, auto.stage(), "window {k}: {windows:?}");
         assert_eq!(
-            w.lz4_next,
+            w.stage_next,
             auto.next(w.pages, w.seconds, w.cpu_seconds),
             "window {k}: {windows:?}"
         );
     }
-    // pages sent with LZ4 before the pause: at least the windows measured with it on
-    let lz4_pages: u64 = report.rows[..report.rows.len() - 1]
-        .iter()
-        .map(|r| r.lz4_pages)
-        .sum();
-    let lz4_windows: u64 = windows.iter().filter(|w| w.lz4).map(|w| w.pages).sum();
+    // pages sent with LZ4, with zstd, before the pause: at least the windows measured so
+    let before_pause = &report.rows[..report.rows.len() - 1];
+    let lz4_pages: u64 = before_pause.iter().map(|r| r.lz4_pages).sum();
+    let zstd_pages: u64 = before_pause.iter().map(|r| r.zstd_pages).sum();
+    let in_windows = |f: fn(Stage) -> bool| -> u64 {
+        windows.iter().filter(|w| f(w.stage)).map(|w| w.pages).sum()
+    };
+    let lz4_windows = in_windows(|s| s == Stage::Lz4);
+    let zstd_windows = in_windows(|s| matches!(s, Stage::Zstd(_)));
     assert!(lz4_pages >= lz4_windows, "{lz4_pages} < {lz4_windows}");
+    assert!(zstd_pages >= zstd_windows, "{zstd_pages} < {zstd_windows}");
     let all_windows: u64 = windows.iter().map(|w| w.pages).sum();
     assert!(all_windows <= report.pages_sent);
 }
