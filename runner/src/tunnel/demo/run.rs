@@ -214,7 +214,8 @@ fn attempt(
     r.differing_pages = Some(same.differing_pages);
     let resumed = Instant::now();
     dq.execute("cont", None)?;
-    r.guest_ok = guest_runs_on(&pair, resumed)?;
+    let guest_trouble = guest_runs_on(&pair, resumed)?;
+    r.guest_ok = guest_trouble.is_none();
     let held = resumed.duration_since(arrived);
     r.guest_pause_ms = guest_pause(
         &pair.source.console().ticks(),
@@ -223,19 +224,22 @@ fn attempt(
     )
     .map(|g| g.length().saturating_sub(held).as_secs_f64() * 1e3);
     r.verified = same.equal() && r.guest_ok;
-    if !same.equal() {
-        bail!(
+    let differ = (!same.equal()).then(|| {
+        format!(
             "{} pages of RAM differ, the first at {:#x}",
             same.differing_pages,
             same.first_difference.unwrap_or(0)
-        );
-    }
+        )
+    });
+    let why: Vec<String> = differ.into_iter().chain(guest_trouble).collect();
+    ensure!(why.is_empty(), "{}", why.join("; "));
     Ok(())
 }
 
-/// The destination's guest counts on from the source's last heartbeat, passes a check of
-/// its own there, and neither side reported a failed check.
-fn guest_runs_on(pair: &MigrationPair, resumed: Instant) -> Result<bool> {
+/// Whether the destination's guest counts on from the source's last heartbeat, passes a
+/// check of its own there, and neither side reported a failed check: `None` when it all
+/// holds, else what did not.
+fn guest_runs_on(pair: &MigrationPair, resumed: Instant) -> Result<Option<String>> {
     let last = pair
         .source
         .console()
@@ -254,10 +258,27 @@ fn guest_runs_on(pair: &MigrationPair, resumed: Instant) -> Result<bool> {
         .checks_ok()
         .iter()
         .any(|b| b.round > last);
-    let failures = [&pair.source, &pair.destination]
+    let failures: Vec<String> = [&pair.source, &pair.destination]
         .iter()
-        .any(|m: &&Machine| !m.console().failures().is_empty());
-    Ok(continues && checked && !failures)
+        .flat_map(|m: &&Machine| m.console().failures())
+        .map(|f| f.line)
+        .collect();
+    let mut trouble = Vec::new();
+    if !continues {
+        trouble.push(format!(
+            "the destination's first heartbeat was round {}, the source's last {last}",
+            beats[0].round
+        ));
+    }
+    if !checked {
+        trouble.push(format!(
+            "no check passed at the destination after round {last}"
+        ));
+    }
+    if !failures.is_empty() {
+        trouble.push(format!("failed guest checks: {}", failures.join(", ")));
+    }
+    Ok((!trouble.is_empty()).then(|| trouble.join("; ")))
 }
 
 /// CPU seconds QEMU process `pid` has used (user and system, threads that ended included)
