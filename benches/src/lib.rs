@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use pagewire_runner::{SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
 
+pub mod auto;
 pub mod codecs;
 
 /// The pages a migration would send: pass 0 is every page of the first snapshot, each later

@@ -72,5 +72,18 @@ fn compare_round_trips_every_codec_and_reports_the_targets() {
             assert!(gb > 0.0 && gb.is_finite(), "{}: {part} {gb}", r["codec"]);
         }
     }
+    // `auto` on every link of the per-link table, against the best other row
+    let by_link = report["auto_by_link"].as_array().unwrap();
+    assert_eq!(by_link.len(), 4, "{by_link:?}");
+    for a in by_link {
+        assert_eq!(a["lanes"], 1);
+        let other = a["best_other"].as_str().unwrap();
+        assert!(rows.iter().any(|r| r["codec"] == other), "{a}");
+        assert_ne!(other, "memcpy (ceiling)");
+        for gb in [&a["auto_gb_s"], &a["best_other_gb_s"]] {
+            let gb = gb.as_f64().unwrap();
+            assert!(gb > 0.0 && gb.is_finite(), "{a}");
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

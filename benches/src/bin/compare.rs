@@ -8,10 +8,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pagewire::xbzrle::{XbzrleCache, DEFAULT_CACHE_BYTES};
 use pagewire::{Config, DecodeMode, Features};
+use pagewire_benches::auto::{self, AutoRun};
 use pagewire_benches::codecs::{Block, Codec, Copy, Lz, Pagewire, Raw, Xbzrle};
 use pagewire_benches::PageSet;
 use serde::Serialize;
@@ -63,6 +64,18 @@ struct Report {
     zero_pages_read_ceiling_gb_s: f64,
     lanes: Vec<(usize, f64)>,
     best_by_link: Vec<(String, String, f64)>,
+    auto_by_link: Vec<AutoByLink>,
+}
+
+/// `--compress auto` run on one link, against the best other row there.
+#[derive(Serialize)]
+struct AutoByLink {
+    link: String,
+    lanes: usize,
+    auto_gb_s: f64,
+    best_other: String,
+    best_other_gb_s: f64,
+    auto: AutoRun,
 }
 
 fn part(raw: u64, wire: u64, enc: Duration, dec: Duration) -> Part {
@@ -379,6 +392,21 @@ fn print_rows(title: &str, rows: &[Row]) {
     }
 }
 
+/// The links of the per-link tables, and their bytes per second.
+const LINKS: &[(&str, f64)] = &[
+    ("100 Mbit/s", 12.5e6),
+    ("1 Gbit/s", 125e6),
+    ("10 Gbit/s", 1.25e9),
+    ("100 Gbit/s", 12.5e9),
+];
+
+/// GB/s of memory a row moves over a link of `bytes_per_s`: the slower of its encoder and
+/// the link carrying its bytes (all passes).
+fn link_gb_s(r: &Row, bytes_per_s: f64) -> f64 {
+    let a = &r.all_passes;
+    (a.encode_gb_s * 1e9).min(bytes_per_s / (a.ratio_percent / 100.0).max(1e-9)) / 1e9
+}
+
 fn check(label: &str, ok: bool, detail: String) {
     println!(
         "  [{}] {label}: {detail}",
@@ -455,16 +483,8 @@ fn main() -> Result<()> {
     println!(
         "\nfastest setting per link (memory moved per second = min(encode speed, link / ratio)):"
     );
-    for (name, bytes_per_s) in [
-        ("100 Mbit/s", 12.5e6),
-        ("1 Gbit/s", 125e6),
-        ("10 Gbit/s", 1.25e9),
-        ("100 Gbit/s", 12.5e9),
-    ] {
-        let eff = |r: &Row| {
-            let a = &r.all_passes;
-            (a.encode_gb_s * 1e9).min(bytes_per_s / (a.ratio_percent / 100.0).max(1e-9))
-        };
+    for &(name, bytes_per_s) in LINKS {
+        let eff = |r: &Row| link_gb_s(r, bytes_per_s) * 1e9;
         if let Some(best) = rows
             .iter()
             .filter(|r| r.codec != "memcpy (ceiling)")
@@ -477,6 +497,54 @@ fn main() -> Result<()> {
             );
             best_by_link.push((name.to_owned(), best.codec.clone(), eff(best) / 1e9));
         }
+    }
+
+    // `auto` itself on each link, against the best row above (pagewire's or a peer's)
+    let mut auto_by_link = Vec::new();
+    if wanted("auto") {
+        println!(
+            "\n--compress auto on a modelled link (the runner's rule on the measured encoder):"
+        );
+        println!(
+            "  {:<11} {:>5} {:>9}  {:<34} {:>9} {:>6}  auto chose (after window)",
+            "link", "lanes", "auto GB/s", "best other row", "GB/s", "ratio"
+        );
+        for &(name, bytes_per_s) in LINKS {
+            let mut best: Option<AutoRun> = None;
+            for _ in 0..args.repeat.max(1) {
+                let r = auto::run(&set, bytes_per_s)?;
+                if best.as_ref().is_none_or(|b| r.gb_s > b.gb_s) {
+                    best = Some(r);
+                }
+            }
+            let a = best.context("no auto run")?;
+            let Some(other) = rows
+                .iter()
+                .filter(|r| r.codec != "memcpy (ceiling)")
+                .max_by(|x, y| link_gb_s(x, bytes_per_s).total_cmp(&link_gb_s(y, bytes_per_s)))
+            else {
+                continue;
+            };
+            let other_gb_s = link_gb_s(other, bytes_per_s);
+            println!(
+                "  {name:<11} {:>5} {:>9.3}  {:<34} {:>9.3} {:>5.2}x  {}",
+                1,
+                a.gb_s,
+                other.codec,
+                other_gb_s,
+                a.gb_s / other_gb_s,
+                a.describe()
+            );
+            auto_by_link.push(AutoByLink {
+                link: name.to_owned(),
+                lanes: 1,
+                auto_gb_s: a.gb_s,
+                best_other: other.codec.clone(),
+                best_other_gb_s: other_gb_s,
+                auto: a,
+            });
+        }
+        println!("  (2 lanes: not measured, `pagewire send` has no lanes yet)");
     }
 
     println!("\nspeed targets (ratios within this run):");
@@ -584,6 +652,7 @@ fn main() -> Result<()> {
             zero_pages_read_ceiling_gb_s: read_gb_s,
             lanes: lane_rows,
             best_by_link,
+            auto_by_link,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("\nwrote {}", path.display());

@@ -1,0 +1,206 @@
+//! `--compress auto` on a page set over a modelled link: the runner's own rule
+//! ([`AutoStage`]) and stages (LZ4 frames, zstd chunks from `link_zstd`) on the real
+//! encoder, fed the sending thread's measured CPU time per window. Only the link is a
+//! model: a window of `B` bytes occupies it for `B / rate` seconds, and the window lasts as
+//! long as the slower of the two (the sender waits for a full link, or the link for the
+//! sender; one window of buffering between them). Every pass is decoded and checked.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use pagewire::{Config, DecodeMode, Decoder, Encoder, MemoryImage};
+use pagewire_runner::migrate::compress::{thread_cpu_time, WINDOW_PAGES};
+use pagewire_runner::migrate::link_zstd::{ZstdIn, ZstdOut};
+use pagewire_runner::migrate::{AutoStage, Stage};
+use serde::Serialize;
+
+use crate::codecs::touched;
+use crate::PageSet;
+
+/// What `auto` did over one link.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoRun {
+    /// Page bytes sent.
+    pub raw_bytes: u64,
+    /// Bytes on the link.
+    pub wire_bytes: u64,
+    /// Modelled seconds: per window, the longer of the sender's CPU time and the link's.
+    pub seconds: f64,
+    /// The sender's CPU seconds.
+    pub cpu_seconds: f64,
+    /// GB/s of memory moved: raw bytes over seconds.
+    pub gb_s: f64,
+    /// The stage it started with, then each change: the window it came after, the stage.
+    pub changes: Vec<(u64, String)>,
+}
+
+impl AutoRun {
+    /// "lz4, zstd:1 after window 1, ...".
+    pub fn describe(&self) -> String {
+        self.changes
+            .iter()
+            .enumerate()
+            .map(|(i, (w, s))| {
+                if i == 0 {
+                    s.clone()
+                } else {
+                    format!("{s} after {w}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The window being measured.
+struct Window {
+    pages: u64,
+    cpu: Duration,
+    /// Where it starts in the link buffer, and its bytes in earlier passes' buffers.
+    wire_at: usize,
+    earlier: usize,
+}
+
+/// Runs `auto` over every pass of `set` on a link of `bytes_per_s`.
+pub fn run(set: &PageSet, bytes_per_s: f64) -> Result<AutoRun> {
+    let ps = set.page_size;
+    let cfg = Config {
+        page_size: ps as u32,
+        ..Config::DEFAULT
+    };
+    let mut estore = touched(cfg.encoder_storage_len());
+    let mut enc = Encoder::new(cfg, &mut estore)?;
+    let mut dstore = touched(cfg.decoder_storage_len_for(DecodeMode::CacheCopy));
+    let mut dec = Decoder::new(cfg, DecodeMode::CacheCopy, &mut dstore)?;
+    let mut mem = vec![1u8; set.mem_bytes];
+    let mut out = vec![0u8; cfg.max_output_len()];
+    let mut auto = AutoStage::default();
+    let mut zout = ZstdOut::new(None)?;
+    let mut zin = ZstdIn::new()?;
+    // as the other rows' output: mapped before it is measured, emptied after each pass
+    let mut link = touched(set.mem_bytes + set.mem_bytes / 4);
+    link.clear();
+    let mut stream_len = 0usize;
+    let apply = |stage: Stage, enc: &mut Encoder, zout: &mut ZstdOut, link: &mut Vec<u8>| {
+        enc.set_lz4(stage == Stage::Lz4);
+        let level = match stage {
+            Stage::Zstd(l) => Some(l),
+            Stage::Stored | Stage::Lz4 => None,
+        };
+        zout.set_level(link, level)
+    };
+    apply(auto.stage(), &mut enc, &mut zout, &mut link)?;
+    let mut run = AutoRun {
+        raw_bytes: 0,
+        wire_bytes: 0,
+        seconds: 0.0,
+        cpu_seconds: 0.0,
+        gb_s: 0.0,
+        changes: vec![(0, auto.stage().name())],
+    };
+    let mut w = Window {
+        pages: 0,
+        cpu: Duration::ZERO,
+        wire_at: 0,
+        earlier: 0,
+    };
+    let mut windows = 0u64;
+    // closes the window: its time is the longer of the sender's and the link's
+    let close = |w: &mut Window, link: &[u8], run: &mut AutoRun| -> (u64, f64, f64) {
+        let cpu = w.cpu.as_secs_f64();
+        let bytes = w.earlier + link.len() - w.wire_at;
+        let wall = cpu.max(bytes as f64 / bytes_per_s);
+        run.seconds += wall;
+        run.cpu_seconds += cpu;
+        let pages = w.pages;
+        *w = Window {
+            pages: 0,
+            cpu: Duration::ZERO,
+            wire_at: link.len(),
+            earlier: 0,
+        };
+        (pages, wall, cpu)
+    };
+    let n = set.passes.len();
+    for (i, pass) in set.passes.iter().enumerate() {
+        let mut mark = thread_cpu_time();
+        for &(pfn, off) in pass {
+            let k = enc.encode_page(pfn, set.page(off), &mut out)?;
+            zout.write(&mut link, &out[..k])?;
+            stream_len += k;
+            w.pages += 1;
+            if w.pages == WINDOW_PAGES {
+                w.cpu += thread_cpu_time() - mark;
+                let (pages, wall, cpu) = close(&mut w, &link, &mut run);
+                windows += 1;
+                let before = auto.stage();
+                let next = auto.next(pages, wall, cpu);
+                if next != before {
+                    apply(next, &mut enc, &mut zout, &mut link)?;
+                    run.changes.push((windows, next.name()));
+                }
+                mark = thread_cpu_time();
+            }
+        }
+        let k = enc.end_iteration(&mut out)?;
+        zout.write(&mut link, &out[..k])?;
+        stream_len += k;
+        if i + 1 == n {
+            let k = enc.finish(&mut out)?;
+            zout.write(&mut link, &out[..k])?;
+            stream_len += k;
+            zout.finish(&mut link)?;
+        } else {
+            zout.flush(&mut link)?;
+        }
+        w.cpu += thread_cpu_time() - mark;
+        // the destination's side, left out of the sender's CPU time: the pass's chunks
+        // give back exactly its stream, which decodes to its pages
+        let mut got = vec![0u8; stream_len];
+        let mut r = &link[..];
+        zin.reader(&mut r)
+            .read_exact(&mut got)
+            .context("auto: the link's chunks")?;
+        if i + 1 == n {
+            zin.expect_end(&mut r)?;
+        }
+        if !r.is_empty() {
+            bail!(
+                "auto: pass {i}: {} bytes on the link after its stream",
+                r.len()
+            );
+        }
+        let mut input = &got[..];
+        if i == 0 {
+            ensure!(
+                Config::from_header(input)? == cfg,
+                "auto: the stream's header is not its configuration"
+            );
+            input = &input[pagewire::HEADER_LEN..];
+        }
+        let used = dec.decode(input, &mut MemoryImage::new(&mut mem, ps))?;
+        if used != input.len() {
+            bail!(
+                "auto: pass {i}: {} bytes left undecoded",
+                input.len() - used
+            );
+        }
+        for &(pfn, off) in pass {
+            let at = pfn as usize * ps;
+            if mem[at..at + ps] != *set.page(off) {
+                bail!("auto: pass {i}: page {pfn} differs after decoding");
+            }
+        }
+        stream_len = 0;
+        run.raw_bytes += (pass.len() * ps) as u64;
+        // the buffer is emptied; the window keeps count of its bytes
+        run.wire_bytes += link.len() as u64;
+        w.earlier += link.len() - w.wire_at;
+        w.wire_at = 0;
+        link.clear();
+    }
+    close(&mut w, &link, &mut run);
+    run.gb_s = run.raw_bytes as f64 / run.seconds.max(1e-12) / 1e9;
+    Ok(run)
+}

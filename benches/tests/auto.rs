@@ -1,0 +1,36 @@
+//! `--compress auto` in the harness: the runner's rule on the real encoder over a modelled
+//! link decodes back to every page, climbs to zstd where the link is the bottleneck and
+//! steps down to stored frames where the encoder is.
+
+use pagewire_benches::auto;
+use pagewire_benches::PageSet;
+
+#[test]
+fn auto_climbs_on_a_slow_link_and_steps_down_on_a_fast_one() {
+    // 32 MiB: the first pass alone is two measurement windows of 4096 pages
+    let set = PageSet::synthetic(32, 3, 1).unwrap();
+    let raw = (set.pages_in(0..3) * set.page_size) as u64;
+
+    // 100 Mbit/s: each window waits far longer for the link than it encodes
+    let slow = auto::run(&set, 12.5e6).unwrap();
+    assert_eq!(slow.raw_bytes, raw);
+    assert_eq!(slow.changes[0].1, "lz4", "{slow:?}");
+    assert!(
+        slow.changes.iter().any(|(_, s)| s.starts_with("zstd")),
+        "{slow:?}"
+    );
+    // modelled time is at least the link's time for the bytes sent
+    assert!(slow.seconds >= slow.wire_bytes as f64 / 12.5e6, "{slow:?}");
+
+    // 100 Gbit/s: the encoder is the bottleneck, LZ4 goes
+    let fast = auto::run(&set, 12.5e9).unwrap();
+    assert_eq!(
+        fast.changes.get(1).map(|c| c.1.as_str()),
+        Some("stored"),
+        "{fast:?}"
+    );
+    assert!(fast.seconds >= fast.cpu_seconds, "{fast:?}");
+    // stored frames carry more bytes than zstd on the same pages
+    assert!(fast.wire_bytes > slow.wire_bytes, "{fast:?} {slow:?}");
+    assert!(slow.gb_s > 0.0 && fast.gb_s > slow.gb_s);
+}
