@@ -1,5 +1,5 @@
 //! `--compress auto` on a page set over a modelled link: the runner's own rule
-//! ([`AutoStage`]) and stages (LZ4 frames, zstd chunks from `link_zstd`) on the real
+//! ([`AutoStage`]) and stages (plain pages, LZ4 frames, zstd chunks from `link_zstd`) on the real
 //! encoder, fed the sending thread's measured CPU time per window. Only the link is a
 //! model: a window of `B` bytes occupies it for `B / rate` seconds, and the window lasts as
 //! long as the slower of the two (the sender waits for a full link, or the link for the
@@ -9,7 +9,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use pagewire::{Config, DecodeMode, Decoder, Encoder, MemoryImage};
+use pagewire::{Config, DecodeMode, Decoder, Encoder, Features, MemoryImage};
 use pagewire_runner::migrate::compress::{thread_cpu_time, WINDOW_PAGES};
 use pagewire_runner::migrate::link_zstd::{ZstdIn, ZstdOut};
 use pagewire_runner::migrate::{AutoStage, Stage};
@@ -84,9 +84,16 @@ pub fn run(set: &PageSet, bytes_per_s: f64) -> Result<AutoRun> {
     let mut stream_len = 0usize;
     let apply = |stage: Stage, enc: &mut Encoder, zout: &mut ZstdOut, link: &mut Vec<u8>| {
         enc.set_lz4(stage == Stage::Lz4);
+        enc.set_features(match stage {
+            Stage::Plain => Features {
+                cbr: false,
+                delta: false,
+            },
+            _ => Features::ALL,
+        });
         let level = match stage {
             Stage::Zstd(l) => Some(l),
-            Stage::Stored | Stage::Lz4 => None,
+            Stage::Plain | Stage::Stored | Stage::Lz4 => None,
         };
         zout.set_level(link, level)
     };

@@ -1,6 +1,6 @@
 //! `--compress auto` in the harness: the runner's rule on the real encoder over a modelled
 //! link decodes back to every page, climbs to zstd where the link is the bottleneck and
-//! steps down to stored frames where the encoder is.
+//! steps down to stored frames, then plain pages, where the encoder is.
 
 use pagewire_benches::auto;
 use pagewire_benches::PageSet;
@@ -29,8 +29,14 @@ fn auto_climbs_on_a_slow_link_and_steps_down_on_a_fast_one() {
         Some("stored"),
         "{fast:?}"
     );
+    // ... and then the cache: pages go whole (PLAIN records)
+    assert_eq!(
+        fast.changes.get(2).map(|c| c.1.as_str()),
+        Some("plain"),
+        "{fast:?}"
+    );
     assert!(fast.seconds >= fast.cpu_seconds, "{fast:?}");
-    // stored frames carry more bytes than zstd on the same pages
+    // plain pages carry more bytes than zstd on the same pages
     assert!(fast.wire_bytes > slow.wire_bytes, "{fast:?} {slow:?}");
     assert!(slow.gb_s > 0.0 && fast.gb_s > slow.gb_s);
 }

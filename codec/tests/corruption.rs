@@ -501,6 +501,36 @@ fn references_to_retired_slots_are_rejected_before_their_frame_is_applied() {
 }
 
 #[test]
+fn a_plain_page_takes_no_slot_and_retires_its_own() {
+    let cfg = hostile_cfg();
+    let mut plain = vec![0x07, 0x01]; // PLAIN pfn 0 (zigzag -1), all 5
+    plain.extend_from_slice(&[5; 4096]);
+    // pfn 0's RAW slot retires: a DUP of it is refused
+    let dup_of_raw = [&plain[..], &[0x02, 0x00, 0x01]].concat();
+    assert_rejected(
+        &stream_of(cfg, &[&after_raw(&dup_of_raw)]),
+        Error::RetiredSlot,
+    );
+    // it takes no slot: age 2 is still the RAW (retired), and nothing has age 1 but it
+    let mut raw1 = raw_record(0x00, 9); // RAW pfn 1: the only live slot, age 1
+    raw1.extend_from_slice(&plain[..1]);
+    raw1.extend_from_slice(&[0x03]); // PLAIN pfn 0 (pfn 2 expected: zigzag -2)
+    raw1.extend_from_slice(&[5; 4096]);
+    raw1.extend_from_slice(&[0x02, 0x00, 0x01]); // DUP pfn 1 age 1: pfn 1's RAW
+    raw1.extend_from_slice(&[0x12, 0x04]); // END: 4 page records
+    let (events, r) = decode(&stream_of(cfg, &[&after_raw(&raw1)]));
+    r.unwrap_or_else(|e| panic!("{e:?}"));
+    let pages: Vec<(u64, u8)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Page(pfn, p) => Some((*pfn, p[4095])),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pages, [(0, 7), (1, 9), (0, 5), (1, 9)]);
+}
+
+#[test]
 fn a_patch_may_change_only_its_own_pages_slot() {
     let cfg = hostile_cfg();
     let empty_patch = |pfn_code: u8| [0x06, pfn_code, 0x01, 0x00, 0x01];

@@ -94,7 +94,12 @@ fn check_owners(record: &Record<'_>, st: &ParseState, owners: &mut Owners<'_, tr
                 owners.retire(pfn);
             }
         }
-        Record::Raw { pfn, .. } => insert(owners, st, pfn)?,
+        Record::Raw {
+            pfn, cached: true, ..
+        } => insert(owners, st, pfn)?,
+        Record::Raw {
+            pfn, cached: false, ..
+        } => owners.retire(pfn),
         Record::Delta {
             pfn,
             age,

@@ -27,6 +27,10 @@ impl Encoder<'_> {
         if is_zero(page) {
             return self.write_zero(pfn, pfn_code);
         }
+        if !self.features.cbr && !self.features.delta {
+            // nothing will refer to a cached copy: the page goes whole, past the cache
+            return self.write_plain(pfn, pfn_code, page);
+        }
         let base = self.base_of(pfn);
         let pending = match base {
             Some(base) => match self.try_page_delta(pfn, pfn_code, page, base) {

@@ -43,7 +43,9 @@ pub fn block_hash(block: &[u8]) -> u64 {
 }
 
 /// Which redundancy the encoder looks for. Not part of the wire format: any combination
-/// produces streams every decoder reads. Zero pages are always detected.
+/// produces streams every decoder reads. Zero pages are always detected. With neither,
+/// the encoder's fastest setting, pages go whole as PLAIN records, past the cache (nothing
+/// could refer to it): a zero test and a copy per page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct Features {

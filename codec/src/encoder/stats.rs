@@ -23,6 +23,7 @@ impl KindStats {
 pub struct EncoderStats {
     pub zero: KindStats,
     pub dup: KindStats,
+    /// Pages sent whole: RAW records, and PLAIN ones (which take no cache slot).
     pub raw: KindStats,
     /// Whole-page deltas (PATCH records, and DELTA records where the base is another
     /// page's slot).

@@ -73,6 +73,14 @@ impl Encoder<'_> {
         slot
     }
 
+    /// A PLAIN record: the page whole, into no cache slot; the page's own slot retires.
+    pub(super) fn write_plain(&mut self, pfn: u64, pfn_code: u64, page: &[u8]) {
+        let start = self.body.page(RecordTag::Plain, pfn_code);
+        self.body.bytes(page);
+        self.stats.raw.add(self.body.len() - start);
+        self.owners.retire(pfn);
+    }
+
     /// A RAW record (the page then enters the cache: [`Encoder::insert`]).
     pub(super) fn write_raw(&mut self, pfn_code: u64, page: &[u8]) {
         let start = self.body.page(RecordTag::Raw, pfn_code);

@@ -27,7 +27,8 @@ pub fn encode_with(
 }
 
 /// Like [`encode_with`]; with `lz4_bits`, after the k-th iteration end LZ4 is switched to
-/// bit k (mod 64) of it (where the configuration allows LZ4); `exhaustive` as
+/// bit k (mod 64) of it (where the configuration allows LZ4), and plain pages (no features:
+/// PLAIN records) to bit k + 32; `exhaustive` as
 /// [`Encoder::set_exhaustive`].
 pub fn encode_switching(
     cfg: Config,
@@ -50,6 +51,17 @@ pub fn encode_switching(
                 let n = enc.end_iteration(&mut out);
                 if let Some(bits) = lz4_bits {
                     enc.set_lz4(bits >> (ends % 64) & 1 == 1);
+                    // and pages whole past the cache (PLAIN) or as configured, as `auto`
+                    // switches its lowest stage
+                    let plain = bits >> ((ends + 32) % 64) & 1 == 1;
+                    enc.set_features(if plain {
+                        pagewire::Features {
+                            cbr: false,
+                            delta: false,
+                        }
+                    } else {
+                        features
+                    });
                 }
                 ends += 1;
                 n

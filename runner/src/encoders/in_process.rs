@@ -15,6 +15,8 @@ pub struct InProcessEncoder {
     /// From `Box::into_raw`, freed in `Drop`.
     storage: *mut [u8],
     out: Vec<u8>,
+    /// The features it was built with, for when plain pages end.
+    features: Features,
 }
 
 impl InProcessEncoder {
@@ -44,6 +46,7 @@ impl InProcessEncoder {
             enc: ManuallyDrop::new(enc),
             storage,
             out: vec![0u8; cfg.max_output_len()],
+            features,
         })
     }
 }
@@ -94,5 +97,14 @@ impl StreamEncoder for InProcessEncoder {
 
     fn lz4(&self) -> bool {
         self.enc.lz4()
+    }
+
+    fn set_plain(&mut self, on: bool) -> bool {
+        let none = Features {
+            cbr: false,
+            delta: false,
+        };
+        self.enc.set_features(if on { none } else { self.features });
+        self.enc.features() == none
     }
 }

@@ -21,4 +21,10 @@ pub trait StreamEncoder {
     fn set_lz4(&mut self, on: bool) -> bool;
     /// True while frames get LZ4.
     fn lz4(&self) -> bool;
+    /// Sends the pages from the next one on whole, past the cache (PLAIN records: no
+    /// content lookup, no deltas, no copy into the cache), or back as configured; returns
+    /// whether it does now. An encoder that cannot switch keeps its setting.
+    fn set_plain(&mut self, _on: bool) -> bool {
+        false
+    }
 }

@@ -1,10 +1,10 @@
 //! How much to compress, chosen while migrating. On a slow link the fewest bytes win (zstd
 //! over the stream sends a quarter fewer than LZ4 on the frames); on a fast one compression
-//! makes the CPU the bottleneck, and plain frames move memory faster (`docs/RUNNER.md`,
+//! makes the CPU the bottleneck, and stored frames move memory faster (`docs/RUNNER.md`,
 //! *Compression*). The sender measures, per window of pages, its thread's CPU time against
 //! the wall time: the share left is its CPU headroom, time spent waiting for the link (a
 //! full socket, the destination's acknowledgements). `auto` climbs a ladder of stages
-//! ([`LADDER`]: stored frames, LZ4 frames, zstd 1, zstd 3) while the link is the
+//! ([`LADDER`]: plain pages, stored frames, LZ4 frames, zstd 1, zstd 3) while the link is the
 //! bottleneck and steps down while the CPU is.
 
 use std::time::Duration;
@@ -92,6 +92,9 @@ pub const HYSTERESIS: f64 = 1.1;
 /// What compresses the pages of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Pages whole past the cache (PLAIN records: no content lookup, no deltas), frames
+    /// stored: the least CPU per page.
+    Plain,
     /// Frames stored.
     Stored,
     /// LZ4 on the frames.
@@ -104,6 +107,7 @@ impl Stage {
     /// "stored", "lz4", "zstd:LEVEL".
     pub fn name(self) -> String {
         match self {
+            Stage::Plain => "plain".into(),
             Stage::Stored => "stored".into(),
             Stage::Lz4 => "lz4".into(),
             Stage::Zstd(level) => format!("zstd:{level}"),
@@ -120,10 +124,16 @@ impl Serialize for Stage {
 /// The stages `auto` moves between, fewest bytes last. zstd 3 sent 5-7 % fewer bytes than
 /// zstd 1 on every demo workload and was faster at 100 Mbit/s; above it zstd costs more CPU
 /// than the bytes it saves on pages (the tunnel's measurements, `docs/TUNNEL.md`).
-pub const LADDER: [Stage; 4] = [Stage::Stored, Stage::Lz4, Stage::Zstd(1), Stage::Zstd(3)];
+pub const LADDER: [Stage; 5] = [
+    Stage::Plain,
+    Stage::Stored,
+    Stage::Lz4,
+    Stage::Zstd(1),
+    Stage::Zstd(3),
+];
 
 /// Where `auto` starts: LZ4, a middle ground that is right for 1 Gbit/s links.
-const START: usize = 1;
+const START: usize = 2;
 
 /// One measurement window and what the rule made of it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -166,6 +176,8 @@ pub fn thread_cpu_time() -> Duration {
 #[derive(Debug, Clone)]
 pub struct AutoStage {
     at: usize,
+    /// The lowest stage it may take (an encoder that cannot send plain pages).
+    lowest: usize,
     /// Windows measured so far.
     windows: u64,
     /// Pages per second last seen at each stage of the ladder, and the window it was.
@@ -181,6 +193,7 @@ impl Default for AutoStage {
     fn default() -> Self {
         AutoStage {
             at: START,
+            lowest: 0,
             windows: 0,
             rate: [None; LADDER.len()],
         }
@@ -188,6 +201,19 @@ impl Default for AutoStage {
 }
 
 impl AutoStage {
+    /// Never below `lowest` (stages of the [`LADDER`] under LZ4).
+    pub fn with_lowest(lowest: Stage) -> Self {
+        let lowest = LADDER
+            .iter()
+            .position(|&s| s == lowest)
+            .unwrap_or(0)
+            .min(START);
+        AutoStage {
+            lowest,
+            ..AutoStage::default()
+        }
+    }
+
     /// The stage now.
     pub fn stage(&self) -> Stage {
         LADDER[self.at]
@@ -205,7 +231,10 @@ impl AutoStage {
         let headroom = 1.0 - (cpu_seconds / seconds).clamp(0.0, 1.0);
         // no step down while the sender mostly waits (fewer bytes cannot be slower on the
         // link), no step up while its CPU is the bottleneck
-        let down = self.at.checked_sub(1).filter(|_| headroom <= LINK_BOUND);
+        let down = self
+            .at
+            .checked_sub(1)
+            .filter(|&j| j >= self.lowest && headroom <= LINK_BOUND);
         let up = (self.at + 1 < LADDER.len())
             .then_some(self.at + 1)
             .filter(|_| headroom >= CPU_BOUND);
@@ -249,8 +278,15 @@ pub struct Chooser {
 
 impl Default for Chooser {
     fn default() -> Self {
+        Chooser::new(AutoStage::default())
+    }
+}
+
+impl Chooser {
+    /// Measures windows for `auto`.
+    pub fn new(auto: AutoStage) -> Self {
         Chooser {
-            auto: AutoStage::default(),
+            auto,
             pages: 0,
             wall0: std::time::Instant::now(),
             cpu0: thread_cpu_time(),
@@ -258,9 +294,7 @@ impl Default for Chooser {
             windows: Vec::new(),
         }
     }
-}
 
-impl Chooser {
     /// The stage now.
     pub fn stage(&self) -> Stage {
         self.auto.stage()
@@ -341,11 +375,18 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_cpu_steps_down_to_stored_frames_and_stays_while_it_is_busy() {
+    fn a_busy_cpu_steps_down_to_plain_pages_and_stays_while_it_is_busy() {
         let mut a = AutoStage::default();
         assert_eq!(a.next(30_000, 0.2, 0.19), Stage::Stored);
+        assert_eq!(a.next(30_000, 0.1, 0.09), Stage::Plain);
         for _ in 0..5 {
-            assert_eq!(a.next(30_000, 0.1, 0.09), Stage::Stored);
+            assert_eq!(a.next(30_000, 0.05, 0.049), Stage::Plain);
+        }
+        // an encoder without plain pages stops at stored frames
+        let mut b = AutoStage::with_lowest(Stage::Stored);
+        assert_eq!(b.next(30_000, 0.2, 0.19), Stage::Stored);
+        for _ in 0..5 {
+            assert_eq!(b.next(30_000, 0.1, 0.09), Stage::Stored);
         }
     }
 

@@ -28,6 +28,8 @@ pub struct IterationRow {
     pub lz4_pages: u64,
     /// Pages sent while zstd compressed the stream.
     pub zstd_pages: u64,
+    /// Pages sent whole past the cache (`auto`'s lowest stage).
+    pub plain_pages: u64,
     /// The group's answer, when migrating as part of a group ("continue", "hold", "stop").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<&'static str>,
@@ -86,11 +88,13 @@ pub struct MigrationReport {
 }
 
 impl IterationRow {
-    /// What compressed its pages: "lz4", "zstd", "stored", or "mixed" when it changed.
+    /// What compressed its pages: "lz4", "zstd", "stored", "plain" (stored, and past the
+    /// cache), or "mixed" when it changed.
     pub fn stage(&self) -> &'static str {
         match (self.lz4_pages, self.zstd_pages) {
             _ if self.pages_sent == 0 => "-",
-            (0, 0) => "stored",
+            (0, 0) if self.plain_pages == self.pages_sent => "plain",
+            (0, 0) if self.plain_pages == 0 => "stored",
             (n, 0) if n == self.pages_sent => "lz4",
             (0, n) if n == self.pages_sent => "zstd",
             _ => "mixed",
@@ -249,6 +253,7 @@ mod tests {
                 cpu_s: 0.0,
                 lz4_pages: 5,
                 zstd_pages: 0,
+                plain_pages: 0,
                 group: None,
             }],
             migration_id: "00000000000000ab".into(),

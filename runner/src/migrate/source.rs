@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use pagewire::policy::{Decision, IterationReport, PolicyKind, PolicyParams, StopPolicy};
 use pagewire::Config;
 
-use super::compress::{thread_cpu_time, Chooser, Compression, Stage};
+use super::compress::{thread_cpu_time, AutoStage, Chooser, Compression, Stage};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::SourceGuest;
 use super::link_zstd::{self, ZstdOut};
@@ -254,6 +254,7 @@ struct Sent {
     cpu_at_start: Duration,
     lz4_pages: u64,
     zstd_pages: u64,
+    plain_pages: u64,
 }
 
 /// The stop-and-copy, once the END record is out.
@@ -265,6 +266,7 @@ struct Stopped {
     bytes: u64,
     lz4_pages: u64,
     zstd_pages: u64,
+    plain_pages: u64,
     digest: String,
 }
 
@@ -276,8 +278,10 @@ struct Outgoing<'l, L: Link> {
     enc: Box<dyn StreamEncoder>,
     /// The encoder's output, until it is written.
     out: Vec<u8>,
-    /// LZ4 per window (`--compress auto`).
+    /// The stage per window (`--compress auto`).
     auto: Option<Chooser>,
+    /// Pages go whole past the cache now (`auto`'s lowest stage).
+    plain: bool,
     /// LZ4 as the stream started.
     lz4: bool,
     page: Vec<u8>,
@@ -293,13 +297,22 @@ impl<'l, L: Link> Outgoing<'l, L> {
     fn new(
         link: &'l mut L,
         cfg: Config,
-        enc: Box<dyn StreamEncoder>,
+        mut enc: Box<dyn StreamEncoder>,
         opts: &SourceOptions,
         page_size: usize,
     ) -> Result<Self> {
         let out = Vec::with_capacity(cfg.max_output_len());
-        // LZ4 starts on wherever the stream allows it; `auto` may switch it per window
-        let auto = (opts.compression == Compression::Auto && cfg.lz4).then(Chooser::default);
+        // LZ4 starts on wherever the stream allows it; `auto` may switch it per window, and
+        // go down to plain pages where the encoder can send them
+        let can_plain = enc.set_plain(true);
+        enc.set_plain(false);
+        let lowest = if can_plain {
+            Stage::Plain
+        } else {
+            Stage::Stored
+        };
+        let auto = (opts.compression == Compression::Auto && cfg.lz4)
+            .then(|| Chooser::new(AutoStage::with_lowest(lowest)));
         // zstd chunks on the link for zstd, and for `auto`, which may climb to zstd (stored
         // chunks until it does)
         let zstd = match opts.compression {
@@ -312,6 +325,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             enc,
             out,
             auto,
+            plain: false,
             lz4: cfg.lz4,
             page: vec![0u8; page_size],
             start: Instant::now(),
@@ -347,9 +361,10 @@ impl<'l, L: Link> Outgoing<'l, L> {
     /// Applies `auto`'s choice: LZ4 on the frames, zstd on the stream, or neither.
     fn set_stage(&mut self, stage: Stage) -> Result<()> {
         self.enc.set_lz4(stage == Stage::Lz4);
+        self.plain = self.enc.set_plain(stage == Stage::Plain);
         let level = match stage {
             Stage::Zstd(level) => Some(level),
-            Stage::Stored | Stage::Lz4 => None,
+            Stage::Plain | Stage::Stored | Stage::Lz4 => None,
         };
         if let Some(z) = &mut self.zstd {
             z.set_level(&mut self.w, level).context("sending pages")?;
@@ -418,6 +433,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
                     .as_secs_f64(),
                 lz4_pages: sent.lz4_pages,
                 zstd_pages: sent.zstd_pages,
+                plain_pages: sent.plain_pages,
                 group: word,
             };
             progress.iteration_done(&row);
@@ -444,13 +460,14 @@ impl<'l, L: Link> Outgoing<'l, L> {
         let cpu0 = thread_cpu_time();
         progress.iteration_started(iteration, to_send.len() as u64);
         let mut bytes = 0u64;
-        let (mut lz4_pages, mut zstd_pages) = (0u64, 0u64);
+        let (mut lz4_pages, mut zstd_pages, mut plain_pages) = (0u64, 0u64, 0u64);
         for (k, &pfn) in to_send.iter().enumerate() {
             guest.read_page(pfn, &mut self.page)?;
             self.enc.encode_page(pfn, &self.page, &mut self.out)?;
             bytes += self.send_out("sending pages")?;
             lz4_pages += u64::from(self.enc.lz4());
             zstd_pages += u64::from(self.zstd_on());
+            plain_pages += u64::from(self.plain);
             if let Some(stage) = self.auto.as_mut().and_then(Chooser::page_sent) {
                 self.set_stage(stage)?;
             }
@@ -487,6 +504,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             cpu_at_start: cpu0,
             lz4_pages,
             zstd_pages,
+            plain_pages,
         })
     }
 
@@ -517,6 +535,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
         progress.iteration_started(iterations + 1, last.len() as u64);
         let lz4_pages = if self.enc.lz4() { last.len() as u64 } else { 0 };
         let zstd_pages = if self.zstd_on() { last.len() as u64 } else { 0 };
+        let plain_pages = if self.plain { last.len() as u64 } else { 0 };
         let mut bytes = 0u64;
         for &pfn in &last {
             guest.read_page(pfn, &mut self.page)?;
@@ -553,6 +572,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             bytes,
             lz4_pages,
             zstd_pages,
+            plain_pages,
             digest,
         })
     }
@@ -677,6 +697,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             cpu_s: 0.0,
             lz4_pages: stopped.lz4_pages,
             zstd_pages: stopped.zstd_pages,
+            plain_pages: stopped.plain_pages,
             group: None,
         };
         progress.iteration_done(&row);

@@ -185,6 +185,9 @@ impl crate::encoders::StreamEncoder for FlipsOnePage {
     fn lz4(&self) -> bool {
         self.inner.lz4()
     }
+    fn set_plain(&mut self, on: bool) -> bool {
+        self.inner.set_plain(on)
+    }
 }
 
 #[test]

@@ -31,7 +31,19 @@ pub(super) fn apply_page<D: Destination>(
             return Ok((pfn, 0));
         }
         Record::Dup { pfn, age } => (pfn, cache.slot_for_age(age)?),
-        Record::Raw { pfn, bytes } => {
+        Record::Raw {
+            pfn,
+            bytes,
+            cached: false,
+        } => {
+            writable(dest, pfn, ps)?.copy_from_slice(bytes);
+            return Ok((pfn, 0));
+        }
+        Record::Raw {
+            pfn,
+            bytes,
+            cached: true,
+        } => {
             let head = cache.head_slot();
             cache.page_mut(head).copy_from_slice(bytes);
             (pfn, insert(cache, owners, pfn))

@@ -40,9 +40,11 @@ pub(super) fn apply_page<D: Destination>(
             }
             pfn
         }
-        Record::Raw { pfn, bytes } => {
+        Record::Raw { pfn, bytes, cached } => {
             writable(dest, pfn, ps)?.copy_from_slice(bytes);
-            insert(ring, owners, pfn);
+            if cached {
+                insert(ring, owners, pfn);
+            }
             pfn
         }
         Record::Delta {

@@ -31,6 +31,10 @@ pub enum RecordTag {
     /// XOR/RLE delta against a cached page, whose slot then holds the result instead of a
     /// new slot taking it (format version 2): `pfn age delta`.
     Patch = 0x06,
+    /// A page sent whole that takes no cache slot (its own slot retires, as for ZERO):
+    /// `pfn bytes[page_size]`. What an encoder sends when its CPU, not the link, is the
+    /// bottleneck: no copy into its cache, no hashing.
+    Plain = 0x07,
     /// End of a pre-copy iteration: `iteration`.
     IterationEnd = 0x10,
     /// Opaque caller blob: `blob_tag len bytes[len]`.
@@ -50,6 +54,7 @@ impl RecordTag {
                 | RecordTag::Delta
                 | RecordTag::Blocks
                 | RecordTag::Patch
+                | RecordTag::Plain
         )
     }
 }
@@ -65,6 +70,7 @@ impl TryFrom<u8> for RecordTag {
             0x04 => RecordTag::Delta,
             0x05 => RecordTag::Blocks,
             0x06 => RecordTag::Patch,
+            0x07 => RecordTag::Plain,
             0x10 => RecordTag::IterationEnd,
             0x11 => RecordTag::Blob,
             0x12 => RecordTag::End,
@@ -187,13 +193,14 @@ mod tests {
         for byte in 0..=255u8 {
             if let Ok(tag) = RecordTag::try_from(byte) {
                 assert_eq!(tag as u8, byte);
-                assert_eq!(tag.is_page(), byte <= 0x06);
+                assert_eq!(tag.is_page(), byte <= 0x07);
             }
         }
         let tags = (0..=255u8).filter(|&b| RecordTag::try_from(b).is_ok());
-        assert_eq!(tags.count(), 9);
+        assert_eq!(tags.count(), 10);
+        assert_eq!(RecordTag::try_from(0x07), Ok(RecordTag::Plain));
         assert_eq!(
-            RecordTag::try_from(0x07),
+            RecordTag::try_from(0x08),
             Err(Error::Malformed("unknown record tag"))
         );
         for byte in 0..4u8 {

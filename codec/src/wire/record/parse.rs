@@ -29,9 +29,11 @@ pub enum Record<'b> {
         pfn: u64,
         age: u64,
     },
+    /// RAW (`cached`: it fills a new cache slot) or PLAIN (it takes none).
     Raw {
         pfn: u64,
         bytes: &'b [u8],
+        cached: bool,
     },
     Delta {
         pfn: u64,
@@ -172,9 +174,10 @@ fn parse_with<'b>(
             pfn,
             age: age(body, pos, st)?,
         },
-        RecordTag::Raw => Record::Raw {
+        RecordTag::Raw | RecordTag::Plain => Record::Raw {
             pfn,
             bytes: take(body, pos, st.page_size)?,
+            cached: tag == RecordTag::Raw,
         },
         RecordTag::Delta | RecordTag::Patch => {
             let age = age(body, pos, st)?;
@@ -210,7 +213,7 @@ fn parse_with<'b>(
     };
     if matches!(
         rec,
-        Record::Raw { .. }
+        Record::Raw { cached: true, .. }
             | Record::Delta {
                 in_place: false,
                 ..
