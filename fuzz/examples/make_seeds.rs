@@ -109,6 +109,11 @@ fn main() {
         ]
         .concat(),
         vec![0x11, 0x01, 0x03, b'a', b'b', b'c', 0x12, 0x00],
+        // PLAIN pfn 0; then RAW, PLAIN of the same page, DUP of its retired slot (refused);
+        // then RAW, PLAIN of another page, DUP of the RAW's slot (taken by no PLAIN)
+        [vec![0x07, 0x00], noise(4, 4096)].concat(),
+        [raw.clone(), vec![0x07, 0x01], noise(5, 4096), vec![0x02, 0x00, 0x01]].concat(),
+        [raw.clone(), vec![0x07, 0x00], noise(5, 4096), vec![0x02, 0x00, 0x01]].concat(),
     ];
     for (i, b) in bodies.iter().enumerate() {
         // the two targets read the same selector bits 0-4 and body layout
@@ -298,6 +303,14 @@ fn modes_seeds(raw: &[u8]) {
     let mut s = vec![0xc0u8];
     s.extend_from_slice(&encode(cfg, Features::ALL, &sample_steps(&cfg)));
     write(t, "stream", &s);
+    // the same pages as an encoder looking for no redundancy sends them: ZERO and PLAIN
+    let none = Features {
+        cbr: false,
+        delta: false,
+    };
+    let mut s = vec![0xc0u8];
+    s.extend_from_slice(&encode(cfg, none, &sample_steps(&cfg)));
+    write(t, "stream-plain", &s);
     // RAW of pfn 100 (zigzag 200), past the 48 pages of memory, after a RAW of pfn 0
     let mut far = vec![0x03u8, 0xc8, 0x01];
     far.extend_from_slice(&noise(3, 4096));
