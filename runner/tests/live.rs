@@ -11,9 +11,22 @@ use std::time::Duration;
 
 use common::*;
 use pagewire_runner::live::{receive_one, send_vm, ReceiveConfig, Received, SendConfig};
-use pagewire_runner::migrate::{DestOptions, MigrationReport, NoProgress, SourceOptions, Stage};
+use pagewire_runner::migrate::compress::Window;
+use pagewire_runner::migrate::{
+    DestOptions, MigrationProgress, MigrationReport, SourceOptions, Stage,
+};
 use pagewire_runner::net::Shape;
 use pagewire_runner::Workload;
+
+/// Every change of stage the progress output heard.
+#[derive(Default)]
+struct HeardStages(Vec<Window>);
+
+impl MigrationProgress for HeardStages {
+    fn stage_changed(&mut self, w: &Window) {
+        self.0.push(*w);
+    }
+}
 
 fn migrate_over_tcp(w: Workload, mib: usize, shape: Shape) -> (MigrationReport, Received) {
     let mut vm = running_vm(mib, 1, w, 11);
@@ -35,7 +48,16 @@ fn migrate_over_tcp(w: Workload, mib: usize, shape: Shape) -> (MigrationReport, 
         }),
         tls: None,
     };
-    let report = send_vm(&mut vm, &cfg, None, &mut NoProgress).unwrap();
+    let mut heard = HeardStages::default();
+    let report = send_vm(&mut vm, &cfg, None, &mut heard).unwrap();
+    // the progress output hears each of `auto`'s changes as it happens
+    let changes: Vec<Window> = report
+        .auto_windows
+        .iter()
+        .filter(|w| w.stage_next != w.stage)
+        .copied()
+        .collect();
+    assert_eq!(heard.0, changes);
     let received = dest.join().unwrap().unwrap();
     assert!(
         !vm.is_running(),

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use pagewire_runner::migrate::compress::Window;
 use pagewire_runner::migrate::{IterationRow, MigrationProgress};
 use pagewire_runner::trace::capture::CaptureProgress;
 use pagewire_runner::{PassReport, ReplayProgress};
@@ -99,10 +100,11 @@ impl MigrationProgress for Bar {
     fn iteration_done(&mut self, row: &IterationRow) {
         if !self.quiet {
             self.bar.println(format!(
-                "iteration {:>2}: sent {:>7} pages ({:>7.2} MiB) in {:>6.3} s, dirtied {:>7}, remaining {:>7}{}",
+                "iteration {:>2}: sent {:>7} pages ({:>7.2} MiB, {}) in {:>6.3} s, dirtied {:>7}, remaining {:>7}{}",
                 row.iteration,
                 row.pages_sent,
                 row.bytes as f64 / (1u64 << 20) as f64,
+                row.stage(),
                 row.seconds,
                 row.pages_dirtied,
                 row.pages_remaining,
@@ -113,5 +115,17 @@ impl MigrationProgress for Bar {
 
     fn note(&mut self, what: &str) {
         self.bar.set_message(what.to_string());
+    }
+
+    fn stage_changed(&mut self, w: &Window) {
+        if !self.quiet {
+            self.bar.println(format!(
+                "compress auto: {} -> {} ({:.0} % of the last {} pages waiting for the link)",
+                w.stage.name(),
+                w.stage_next.name(),
+                w.waiting() * 100.0,
+                w.pages
+            ));
+        }
     }
 }

@@ -150,6 +150,13 @@ pub struct Window {
     pub stage_next: Stage,
 }
 
+impl Window {
+    /// The share of its time the sender spent waiting (for the link, a full socket).
+    pub fn waiting(&self) -> f64 {
+        1.0 - (self.cpu_seconds / self.seconds.max(1e-9)).clamp(0.0, 1.0)
+    }
+}
+
 /// CPU time the calling thread has used.
 pub fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {

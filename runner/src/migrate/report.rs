@@ -115,11 +115,10 @@ impl MigrationReport {
         for w in &self.auto_windows {
             at += w.seconds;
             if w.stage_next != w.stage {
-                let idle = 1.0 - (w.cpu_seconds / w.seconds.max(1e-9)).clamp(0.0, 1.0);
                 steps.push(format!(
                     "{} at {at:.1} s ({:.0} % waiting for the link)",
                     w.stage_next.name(),
-                    idle * 100.0
+                    w.waiting() * 100.0
                 ));
             }
         }

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use pagewire::policy::{Decision, IterationReport, PolicyKind, PolicyParams, StopPolicy};
 use pagewire::Config;
 
-use super::compress::{thread_cpu_time, AutoStage, Chooser, Compression, Stage};
+use super::compress::{thread_cpu_time, AutoStage, Chooser, Compression, Stage, Window};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::SourceGuest;
 use super::link_zstd::{self, ZstdOut};
@@ -46,6 +46,8 @@ pub trait MigrationProgress {
     fn iteration_done(&mut self, _row: &IterationRow) {}
     /// Something else is happening ("stop-and-copy", "waiting for the destination").
     fn note(&mut self, _what: &str) {}
+    /// `--compress auto` changed its stage after the window `w`.
+    fn stage_changed(&mut self, _w: &Window) {}
 }
 
 /// Progress that goes nowhere.
@@ -469,6 +471,11 @@ impl<'l, L: Link> Outgoing<'l, L> {
             zstd_pages += u64::from(self.zstd_on());
             plain_pages += u64::from(self.plain);
             if let Some(stage) = self.auto.as_mut().and_then(Chooser::page_sent) {
+                if let Some(w) = self.auto.as_ref().and_then(|a| a.windows.last()) {
+                    if w.stage_next != w.stage {
+                        progress.stage_changed(w);
+                    }
+                }
                 self.set_stage(stage)?;
             }
             if k % 256 == 255 {
