@@ -85,17 +85,10 @@ pub fn run(set: &PageSet, bytes_per_s: f64) -> Result<AutoRun> {
     let apply = |stage: Stage, enc: &mut Encoder, zout: &mut ZstdOut, link: &mut Vec<u8>| {
         enc.set_lz4(stage == Stage::Lz4);
         enc.set_features(match stage {
-            Stage::Plain => Features {
-                cbr: false,
-                delta: false,
-            },
+            Stage::Plain => Features::NONE,
             _ => Features::ALL,
         });
-        let level = match stage {
-            Stage::Zstd(l) => Some(l),
-            Stage::Plain | Stage::Stored | Stage::Lz4 => None,
-        };
-        zout.set_level(link, level)
+        zout.set_level(link, stage.zstd_level())
     };
     apply(auto.stage(), &mut enc, &mut zout, &mut link)?;
     let mut run = AutoRun {

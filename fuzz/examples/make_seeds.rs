@@ -304,12 +304,8 @@ fn modes_seeds(raw: &[u8]) {
     s.extend_from_slice(&encode(cfg, Features::ALL, &sample_steps(&cfg)));
     write(t, "stream", &s);
     // the same pages as an encoder looking for no redundancy sends them: ZERO and PLAIN
-    let none = Features {
-        cbr: false,
-        delta: false,
-    };
     let mut s = vec![0xc0u8];
-    s.extend_from_slice(&encode(cfg, none, &sample_steps(&cfg)));
+    s.extend_from_slice(&encode(cfg, Features::NONE, &sample_steps(&cfg)));
     write(t, "stream-plain", &s);
     // RAW of pfn 100 (zigzag 200), past the 48 pages of memory, after a RAW of pfn 0
     let mut far = vec![0x03u8, 0xc8, 0x01];

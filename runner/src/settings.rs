@@ -86,10 +86,7 @@ impl CodecStages {
                     cache_pages: 1,
                     ..base
                 },
-                Features {
-                    cbr: false,
-                    delta: false,
-                },
+                Features::NONE,
             ),
             CodecStages::Cbr => (
                 Config { lz4: false, ..base },

@@ -225,10 +225,7 @@ fn makers(ps: usize) -> Vec<(bool, Maker)> {
         ..Config::DEFAULT
     };
     let no_lz4 = Config { lz4: false, ..base };
-    let zero_only = Features {
-        cbr: false,
-        delta: false,
-    };
+    let zero_only = Features::NONE;
     let pw =
         move |label: &'static str, cfg: Config, f: Features, z: Option<i32>| -> (bool, Maker) {
             (

@@ -4,7 +4,7 @@
 //! BLOCKS and RAW. Only live slots are ever named (format version 3's retirement rule).
 
 use super::blocks::BlockPlan;
-use super::{Base, Encoder};
+use super::{Base, Encoder, Features};
 use crate::bytes::is_zero;
 use crate::wire::delta::{self, Bounds, Merge};
 use crate::wire::varint::{varint_len, zigzag};
@@ -27,7 +27,7 @@ impl Encoder<'_> {
         if is_zero(page) {
             return self.write_zero(pfn, pfn_code);
         }
-        if !self.features.cbr && !self.features.delta {
+        if self.features == Features::NONE {
             // nothing will refer to a cached copy: the page goes whole, past the cache
             return self.write_plain(pfn, pfn_code, page);
         }

@@ -62,6 +62,11 @@ impl Features {
         cbr: true,
         delta: true,
     };
+    /// Nothing but zero pages: every other page goes whole as a PLAIN record.
+    pub const NONE: Features = Features {
+        cbr: false,
+        delta: false,
+    };
 }
 
 impl Default for Features {

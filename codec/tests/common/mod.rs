@@ -55,10 +55,7 @@ pub fn encode_switching(
                     // switches its lowest stage
                     let plain = bits >> ((ends + 32) % 64) & 1 == 1;
                     enc.set_features(if plain {
-                        pagewire::Features {
-                            cbr: false,
-                            delta: false,
-                        }
+                        pagewire::Features::NONE
                     } else {
                         features
                     });

@@ -100,11 +100,8 @@ impl StreamEncoder for InProcessEncoder {
     }
 
     fn set_plain(&mut self, on: bool) -> bool {
-        let none = Features {
-            cbr: false,
-            delta: false,
-        };
-        self.enc.set_features(if on { none } else { self.features });
-        self.enc.features() == none
+        self.enc
+            .set_features(if on { Features::NONE } else { self.features });
+        self.enc.features() == Features::NONE
     }
 }

@@ -104,7 +104,15 @@ pub enum Stage {
 }
 
 impl Stage {
-    /// "stored", "lz4", "zstd:LEVEL".
+    /// zstd's level over the stream in this stage, if any.
+    pub fn zstd_level(self) -> Option<i32> {
+        match self {
+            Stage::Zstd(level) => Some(level),
+            Stage::Plain | Stage::Stored | Stage::Lz4 => None,
+        }
+    }
+
+    /// "plain", "stored", "lz4", "zstd:LEVEL".
     pub fn name(self) -> String {
         match self {
             Stage::Plain => "plain".into(),

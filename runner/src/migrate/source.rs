@@ -364,12 +364,9 @@ impl<'l, L: Link> Outgoing<'l, L> {
     fn set_stage(&mut self, stage: Stage) -> Result<()> {
         self.enc.set_lz4(stage == Stage::Lz4);
         self.plain = self.enc.set_plain(stage == Stage::Plain);
-        let level = match stage {
-            Stage::Zstd(level) => Some(level),
-            Stage::Plain | Stage::Stored | Stage::Lz4 => None,
-        };
         if let Some(z) = &mut self.zstd {
-            z.set_level(&mut self.w, level).context("sending pages")?;
+            z.set_level(&mut self.w, stage.zstd_level())
+                .context("sending pages")?;
         }
         Ok(())
     }
