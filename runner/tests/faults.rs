@@ -27,10 +27,26 @@ use pagewire_runner::Workload;
 
 /// Forwards a connection and cuts both directions after `limit` bytes from the client.
 fn cutting_proxy(to: String, limit: usize) -> String {
+    cutting_proxy_at(to, 0, limit)
+}
+
+/// Forwards connections; cuts the `nth` (from 0) after `limit` bytes from the client.
+fn cutting_proxy_at(to: String, nth: usize, limit: usize) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
-        let (mut client, _) = l.accept().unwrap();
+        for (i, conn) in l.incoming().enumerate() {
+            let Ok(client) = conn else { return };
+            let to = to.clone();
+            let limit = if i == nth { limit } else { usize::MAX };
+            std::thread::spawn(move || forward_until(client, to, limit));
+        }
+    });
+    addr
+}
+
+fn forward_until(mut client: TcpStream, to: String, limit: usize) {
+    {
         let mut server = TcpStream::connect(to).unwrap();
         let mut c2 = client.try_clone().unwrap();
         let mut s2 = server.try_clone().unwrap();
@@ -51,8 +67,7 @@ fn cutting_proxy(to: String, limit: usize) -> String {
         }
         let _ = client.shutdown(std::net::Shutdown::Both);
         let _ = server.shutdown(std::net::Shutdown::Both);
-    });
-    addr
+    }
 }
 
 #[test]
@@ -84,6 +99,39 @@ fn link_drop_mid_migration_leaves_the_source_running_and_the_destination_empty()
     let ev = dest.expect(WAIT, "of the failed migration", |e| failed(e).is_some());
     let d = failed(&ev).unwrap();
     assert!(d.contains("ended"), "{d}");
+    assert!(dest.stop().is_err(), "no migration arrived");
+    source_alive(&vm);
+}
+
+#[test]
+fn a_lane_cut_mid_migration_leaves_the_source_running_and_the_destination_empty() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dest = listen(ReceiveConfig {
+        run_after: Duration::ZERO,
+        ..ReceiveConfig::default()
+    });
+    // connection 0 is lane 0 (the session's); connection 1 is lane 1
+    let proxy = cutting_proxy_at(dest.addr.clone(), 1, 4 << 20);
+    let mut vm = running_vm(64, 1, Workload::HotSet, 4);
+    let cfg = SendConfig {
+        to: proxy,
+        shape: Shape::parse("1gbit", "1ms").unwrap(),
+        source: Arc::new(SourceOptions {
+            lanes: 2,
+            ..SourceOptions::default()
+        }),
+        tls: None,
+    };
+    let e = format!(
+        "{:#}",
+        send_vm(&mut vm, &cfg, None, &mut NoProgress).unwrap_err()
+    );
+    assert!(e.contains("lane 1"), "the error must name the lane: {e}");
+    let ev = dest.expect(WAIT, "of the failed migration", |e| failed(e).is_some());
+    let d = failed(&ev).unwrap();
+    assert!(d.contains("lane"), "{d}");
     assert!(dest.stop().is_err(), "no migration arrived");
     source_alive(&vm);
 }

@@ -508,6 +508,7 @@ fn receive_defaults_its_limit_to_the_host_and_refuses_more_before_building_a_vm(
     let mut link = tls::connect(tcp, tls::client_config(t.path()).unwrap()).unwrap();
     let hello = Hello {
         stream_compression: None,
+        lanes: 1,
         mem_bytes: 3 << 30,
         vcpus: 1,
         page_size: 4096,

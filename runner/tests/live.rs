@@ -29,6 +29,15 @@ impl MigrationProgress for HeardStages {
 }
 
 fn migrate_over_tcp(w: Workload, mib: usize, shape: Shape) -> (MigrationReport, Received) {
+    migrate_on_lanes(w, mib, shape, 1)
+}
+
+fn migrate_on_lanes(
+    w: Workload,
+    mib: usize,
+    shape: Shape,
+    lanes: u32,
+) -> (MigrationReport, Received) {
     let mut vm = running_vm(mib, 1, w, 11);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -44,6 +53,7 @@ fn migrate_over_tcp(w: Workload, mib: usize, shape: Shape) -> (MigrationReport, 
         shape,
         source: Arc::new(SourceOptions {
             label: w.name().into(),
+            lanes,
             ..SourceOptions::default()
         }),
         tls: None,
@@ -100,6 +110,25 @@ fn automatic_compression_climbs_to_zstd_on_a_slow_link() {
         r.table()
     );
     assert_follows_auto(&r);
+}
+
+#[test]
+fn two_lanes_carry_a_migration_on_two_connections() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let fast = Shape::parse("1gbit", "2ms").unwrap();
+    for w in [Workload::HotSet, Workload::Database] {
+        let (r, received) = migrate_on_lanes(w, 64, fast, 2);
+        assert_eq!(r.lanes, 2);
+        assert!(r.table().contains("lanes 2"), "{}", r.table());
+        // every page went out once in the first iteration, on one lane or the other
+        assert_eq!(r.rows[0].pages_sent, 64 << 8);
+        // lane 1 measured its own windows (a window is 4096 pages; it had 8192)
+        assert_eq!(r.lane_auto_windows.len(), 1);
+        assert!(!r.lane_auto_windows[0].is_empty());
+        assert_eq!(received.decoder, "in place");
+    }
 }
 
 #[test]

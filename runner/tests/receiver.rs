@@ -192,6 +192,7 @@ fn a_vm_larger_than_the_host_can_hold_is_refused_before_it_is_built() {
     s.set_read_timeout(Some(WAIT)).unwrap();
     let hello = Hello {
         stream_compression: None,
+        lanes: 1,
         mem_bytes: room.saturating_mul(2) & !0xfff,
         vcpus: 1,
         page_size: 4096,

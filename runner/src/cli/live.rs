@@ -59,9 +59,13 @@ pub struct SourceArgs {
     /// given: fewest bytes, for slow links).
     #[arg(long, default_value = "auto")]
     compress: String,
-    /// Codec cache in MiB (both ends).
+    /// Codec cache in MiB (both ends; split among the lanes).
     #[arg(long, value_name = "N")]
     cache_mib: Option<u64>,
+    /// Lanes: N encoders on N threads and N connections over the same link, page `pfn` on
+    /// lane `pfn % N`, so each lane's cache and deltas stay its own (1 to 16).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    lanes: u32,
     #[command(flatten)]
     encoder: EncoderArgs,
     #[command(flatten)]
@@ -106,6 +110,7 @@ impl SourceArgs {
             label: self.workload.clone(),
             encoder: self.encoder()?,
             deadlines: self.deadlines.deadlines()?,
+            lanes: self.lanes,
         })
     }
 }

@@ -12,14 +12,16 @@ use std::fmt;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::migrate::session::{self, DestMessage, Opening, Reply, Status};
-use crate::migrate::{self, arrive, Arrived, Deadline, Deadlines, DestOptions, Outcomes};
+use crate::migrate::session::{self, DestMessage, LaneHello, Opening, Reply, Status};
+use crate::migrate::{
+    self, arrive, Arrived, Deadline, Deadlines, DestOptions, LaneLinks, Outcomes,
+};
 use crate::net::listen::{self, ListenOptions, Server, Service, Stopper};
 use crate::net::Link;
 use crate::vmm::{Vm, Vmm};
@@ -213,6 +215,8 @@ impl Receiver {
             outcomes: Outcomes::default(),
             busy: Mutex::new(Busy::Free),
             arrived: Mutex::new(tx),
+            lanes: Mutex::new(Vec::new()),
+            lane_came: Condvar::new(),
         });
         let server = listen::serve(listener, cfg.tls, opts, desk.clone())
             .context("starting the accept loop")?;
@@ -313,6 +317,9 @@ struct Desk {
     outcomes: Outcomes,
     busy: Mutex<Busy>,
     arrived: Mutex<mpsc::Sender<Arrived<Vm>>>,
+    /// Connections of lanes 1.. of the arriving migration, until it takes them.
+    lanes: Mutex<Vec<(LaneHello, Box<dyn Link>)>>,
+    lane_came: Condvar,
 }
 
 impl Desk {
@@ -360,7 +367,10 @@ impl Desk {
             label: hello.label.clone(),
             mem_bytes: hello.mem_bytes,
         });
-        match arrive(&mut link, hello, &Vmm, &self.cfg.dest, &self.outcomes) {
+        let r = arrive(&mut link, hello, &Vmm, &self.cfg.dest, &self.outcomes, self);
+        // lanes that came too late or twice are closed with the migration
+        self.waiting_lanes().retain(|(l, _)| l.migration_id != id);
+        match r {
             Ok(a) => {
                 *self.busy() = Busy::Received(id);
                 self.log(ReceiveEvent::Started {
@@ -377,6 +387,58 @@ impl Desk {
                     why: format!("{e:#}"),
                 });
             }
+        }
+    }
+}
+
+impl Desk {
+    fn waiting_lanes(&self) -> std::sync::MutexGuard<'_, Vec<(LaneHello, Box<dyn Link>)>> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a lane's connection for the migration that is arriving, if it is that one's
+    /// and not yet here.
+    fn lane_arrived(&self, link: Box<dyn Link>, peer: SocketAddr, lane: LaneHello) {
+        // the source opens lanes after its hello, but their handshakes may overtake it
+        let by = Instant::now() + self.cfg.dest.deadlines.handshake;
+        while *self.busy() == Busy::Free && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let arriving = *self.busy() == Busy::Receiving(lane.migration_id);
+        let mut lanes = self.waiting_lanes();
+        if !arriving || lane.lane == 0 || lanes.iter().any(|(l, _)| *l == lane) {
+            drop(lanes);
+            self.log(ReceiveEvent::Refused {
+                peer: Some(peer),
+                why: format!(
+                    "lane {} of migration {:016x}, which is not arriving here or has it already",
+                    lane.lane, lane.migration_id
+                ),
+            });
+            return;
+        }
+        lanes.push((lane, link));
+        self.lane_came.notify_all();
+    }
+}
+
+impl LaneLinks for Desk {
+    fn lane(&self, migration_id: u64, lane: u32, by: Instant) -> Result<Box<dyn Link>> {
+        let want = LaneHello { migration_id, lane };
+        let mut lanes = self.waiting_lanes();
+        loop {
+            if let Some(i) = lanes.iter().position(|(l, _)| *l == want) {
+                return Ok(lanes.swap_remove(i).1);
+            }
+            let now = Instant::now();
+            if now >= by {
+                bail!("lane {lane} did not connect in time (--handshake-timeout)");
+            }
+            lanes = self
+                .lane_came
+                .wait_timeout(lanes, by - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
@@ -413,6 +475,7 @@ impl Service for Desk {
                 });
             }
             Ok(Opening::Migration(hello)) => self.migration(link, peer, hello),
+            Ok(Opening::Lane(lane)) => self.lane_arrived(link, peer, lane),
         }
     }
 

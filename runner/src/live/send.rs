@@ -13,7 +13,7 @@ use crate::migrate::{
     SourceGuest, SourceOptions,
 };
 use crate::net::coord::GroupGate;
-use crate::net::{dial, Link, Shape};
+use crate::net::{dial_on, Link, Shape, Wire};
 use crate::vmm::{GuestSpec, Vm};
 
 /// The guest a `send` boots and migrates.
@@ -73,30 +73,42 @@ pub fn send_vm(
     progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
     let counter = Arc::new(AtomicU64::new(0));
-    let mut link = open_link(cfg, counter.clone())?;
-    let mut again = Again(cfg);
+    // the migration's connections (its lanes) share one link, as on a real network
+    let wire = Wire::new(cfg.shape);
+    let mut link = open_link(cfg, &wire, counter.clone())?;
+    let mut again = Again { cfg, wire, counter };
     let mut report = migrate_out(vm, &mut link, &cfg.source, gate, Some(&mut again), progress)?;
     drop(link);
-    report.wire_bytes = counter.load(Ordering::Relaxed);
+    report.wire_bytes = again.counter.load(Ordering::Relaxed);
     Ok(report)
 }
 
-/// New connections to the same destination, for the status query of a committed source.
-struct Again<'c>(&'c SendConfig);
+/// New connections to the same destination: the migration's lanes, and the status query
+/// of a committed source.
+struct Again<'c> {
+    cfg: &'c SendConfig,
+    wire: Wire,
+    /// The migration's wire bytes, every lane's.
+    counter: Arc<AtomicU64>,
+}
 
 impl Redial for Again<'_> {
     fn redial(&mut self) -> Result<Box<dyn Link>> {
-        open_link(self.0, Arc::new(AtomicU64::new(0)))
+        open_link(self.cfg, &self.wire, Arc::new(AtomicU64::new(0)))
+    }
+
+    fn open_lane(&mut self) -> Result<Box<dyn Link>> {
+        open_link(self.cfg, &self.wire, self.counter.clone())
     }
 }
 
-/// Connects to `cfg.to`, shaped and (unless turned off) over mutual TLS, all within the
+/// Connects to `cfg.to` on `wire` and (unless turned off) over mutual TLS, all within the
 /// handshake deadline.
-fn open_link(cfg: &SendConfig, counter: Arc<AtomicU64>) -> Result<Box<dyn Link>> {
+fn open_link(cfg: &SendConfig, wire: &Wire, counter: Arc<AtomicU64>) -> Result<Box<dyn Link>> {
     let d = &cfg.source.deadlines;
-    dial(
+    dial_on(
         &cfg.to,
-        cfg.shape,
+        wire.clone(),
         cfg.tls.clone(),
         Instant::now() + d.handshake,
         counter,

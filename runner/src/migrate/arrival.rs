@@ -165,6 +165,156 @@ impl GuestDestination for InMemory<'_> {
     }
 }
 
+/// One lane's share of the guest's memory, in place: the pages `pfn % lanes == lane`.
+/// The lanes of a migration decode at once, each on its own thread, into one memory: each
+/// view hands out only its own pages (a stream that names another lane's page is refused),
+/// so no two views ever reach the same byte.
+pub(super) struct LaneMemory<'m> {
+    base: *mut u8,
+    page_size: usize,
+    lane: u64,
+    lanes: u64,
+    /// The first page of another lane this lane's stream named.
+    misplaced: Option<u64>,
+    arrivals: Arrivals,
+    _mem: std::marker::PhantomData<&'m mut [u8]>,
+}
+
+// SAFETY: a view reaches only its own lane's pages of a memory borrowed mutably for `'m`
+// by all views together; moving a view to another thread moves that exclusive access.
+unsafe impl Send for LaneMemory<'_> {}
+
+impl<'m> LaneMemory<'m> {
+    /// `lanes` views over the guest's memory `mem` (pages of `page_size` bytes; the
+    /// guest has `vcpus` vCPUs).
+    pub(super) fn split(
+        mem: &'m mut [u8],
+        page_size: usize,
+        lanes: u32,
+        vcpus: usize,
+    ) -> Vec<Self> {
+        let pages = (mem.len() / page_size) as u64;
+        let base = mem.as_mut_ptr();
+        (0..u64::from(lanes))
+            .map(|lane| LaneMemory {
+                base,
+                page_size,
+                lane,
+                lanes: u64::from(lanes),
+                misplaced: None,
+                arrivals: Arrivals::new(pages, vcpus),
+                _mem: std::marker::PhantomData,
+            })
+            .collect()
+    }
+
+    /// Whether `pfn` is a page of the guest and of this lane.
+    fn mine(&self, pfn: u64) -> bool {
+        pfn < self.arrivals.pages && pfn % self.lanes == self.lane
+    }
+
+    /// Checks `pfn` as a page to write: the guest's and this lane's; else the decoder's
+    /// error, remembered.
+    fn own(&mut self, pfn: u64) -> pagewire::Result<()> {
+        self.arrivals.page(pfn)?;
+        if !self.mine(pfn) {
+            self.misplaced.get_or_insert(pfn);
+            return Err(Error::PfnOutOfRange { pfn });
+        }
+        Ok(())
+    }
+
+    /// The page at `pfn`, checked to be this lane's.
+    fn at(&self, pfn: u64) -> *mut u8 {
+        debug_assert!(self.mine(pfn));
+        // SAFETY (of the offset): `mine` checked that the page lies inside the memory
+        unsafe { self.base.add(pfn as usize * self.page_size) }
+    }
+
+    /// `e`, or what this lane's stream did wrong if it named another lane's page.
+    pub(super) fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        match self.misplaced {
+            Some(pfn) => anyhow::anyhow!(
+                "lane {}'s stream carries page {pfn}, which travels on lane {} ({e:#})",
+                self.lane,
+                pfn % self.lanes
+            ),
+            None => e,
+        }
+    }
+}
+
+impl Destination for LaneMemory<'_> {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+        self.own(pfn)?;
+        // SAFETY: this lane's page, inside the memory, reached by no other view; the
+        // borrow of `self` keeps every other page this view hands out away meanwhile.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.at(pfn), self.page_size) })
+    }
+
+    fn page(&self, pfn: u64) -> pagewire::Result<&[u8]> {
+        if !self.mine(pfn) {
+            return Err(Error::PageUnreadable { pfn });
+        }
+        // SAFETY: as in `page_mut`, shared for as long as `self` is.
+        Ok(unsafe { std::slice::from_raw_parts(self.at(pfn), self.page_size) })
+    }
+
+    fn page_pair(&mut self, from: u64, to: u64) -> pagewire::Result<(&[u8], &mut [u8])> {
+        self.own(from)?;
+        self.own(to)?;
+        if from == to {
+            return Err(Error::PageUnreadable { pfn: from });
+        }
+        // SAFETY: two different pages of this lane: disjoint, each as in `page_mut`.
+        Ok(unsafe {
+            (
+                std::slice::from_raw_parts(self.at(from), self.page_size),
+                std::slice::from_raw_parts_mut(self.at(to), self.page_size),
+            )
+        })
+    }
+
+    /// As [`InMemory`]: a page that already reads as zeros is left alone.
+    fn zero_page(&mut self, pfn: u64, _page_size: usize) -> pagewire::Result<()> {
+        let page = self.page_mut(pfn)?;
+        if page.iter().any(|&b| b != 0) {
+            page.fill(0);
+        }
+        Ok(())
+    }
+
+    fn iteration_end(&mut self, iteration: u64) {
+        self.arrivals.iterations = iteration + 1;
+    }
+
+    /// Blobs (the pause information, vCPU states) travel on lane 0 only.
+    fn blob(&mut self, tag: u32, data: &[u8]) {
+        if self.lane == 0 {
+            self.arrivals.blobs.add(tag, data);
+        } else {
+            self.arrivals.blobs.bad.get_or_insert(tag);
+        }
+    }
+}
+
+impl GuestDestination for LaneMemory<'_> {
+    fn arrivals(&self) -> &Arrivals {
+        &self.arrivals
+    }
+
+    fn check(&mut self) -> Result<()> {
+        if let Some(pfn) = self.misplaced {
+            return Err(self.explain(anyhow::anyhow!("page {pfn} on the wrong lane")));
+        }
+        self.arrivals.check()
+    }
+
+    fn into_stream(self, bytes: u64, decoding: Decoding) -> Stream {
+        self.arrivals.into_stream(bytes, decoding)
+    }
+}
+
 /// Cache copy: the decoder writes each page into a staging page, which then goes to the
 /// guest through [`DestGuest::write_page`].
 pub(super) struct ThroughStaging<'g, G> {
@@ -306,6 +456,12 @@ mod tests {
     /// Three passes over memory that repeats, changes a little and goes back to zeros, as
     /// one stream with iteration ends and a blob; and the memory after the last pass.
     fn stream() -> (Vec<u8>, Vec<u8>) {
+        lane_stream(1, 0)
+    }
+
+    /// As [`stream`], lane `lane` of `lanes`: only its pages (`pfn % lanes == lane`), the
+    /// blob on lane 0 only.
+    fn lane_stream(lanes: usize, lane: usize) -> (Vec<u8>, Vec<u8>) {
         let cfg = Config {
             cache_pages: 32,
             ..Config::DEFAULT
@@ -323,14 +479,19 @@ mod tests {
                     1 => page.fill(pfn as u8 % 5),
                     _ => page[pfn * 7 % PS] = pfn as u8 ^ pass,
                 }
+                if pfn % lanes != lane {
+                    continue;
+                }
                 let n = enc.encode_page(pfn as u64, page, &mut out).unwrap();
                 wire.extend_from_slice(&out[..n]);
             }
             let n = enc.end_iteration(&mut out).unwrap();
             wire.extend_from_slice(&out[..n]);
         }
-        let n = enc.append_blob(BLOB_PAUSE, b"{}", &mut out).unwrap();
-        wire.extend_from_slice(&out[..n]);
+        if lane == 0 {
+            let n = enc.append_blob(BLOB_PAUSE, b"{}", &mut out).unwrap();
+            wire.extend_from_slice(&out[..n]);
+        }
         let n = enc.finish(&mut out).unwrap();
         wire.extend_from_slice(&out[..n]);
         (wire, mem)
@@ -366,6 +527,49 @@ mod tests {
         decode(&wire, DecodeMode::CacheCopy, &mut staged);
         assert_eq!(staged.arrivals().iterations, 3);
         assert!(guest.0 == want, "through staging");
+    }
+
+    #[test]
+    fn lanes_decode_at_once_into_one_memory() {
+        let (a, want) = lane_stream(2, 0);
+        let (b, _) = lane_stream(2, 1);
+        let mut mem = vec![0xa5u8; PAGES * PS];
+        let views = LaneMemory::split(&mut mem, PS, 2, 1);
+        let iterations: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = views
+                .into_iter()
+                .zip([&a, &b])
+                .map(|(mut view, wire)| {
+                    s.spawn(move || {
+                        decode(wire, DecodeMode::InPlace, &mut view);
+                        view.arrivals().iterations
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(iterations, [3, 3]);
+        assert!(mem == want);
+    }
+
+    #[test]
+    fn a_lane_may_not_touch_another_lanes_page() {
+        // every page on one stream, decoded as lane 0 of 2: page 1 is lane 1's
+        let (wire, _) = stream();
+        let mut mem = vec![0u8; PAGES * PS];
+        let mut views = LaneMemory::split(&mut mem, PS, 2, 1);
+        let view = &mut views[0];
+        let cfg = Config::from_header(&wire).unwrap();
+        let mut storage = vec![0u8; cfg.decoder_storage_len_for(DecodeMode::InPlace)];
+        let (mut dec, used) =
+            Decoder::from_header(&wire, DecodeMode::InPlace, &mut storage).unwrap();
+        assert!(dec.decode(&wire[used..], view).is_err());
+        let e = view.check().unwrap_err().to_string();
+        assert!(e.contains("page 1, which travels on lane 1"), "{e}");
+        // nor read one, nor carry a blob on lane 1
+        assert!(views[0].page(1).is_err() && views[1].page(1).is_ok());
+        views[1].blob(BLOB_PAUSE, b"{}");
+        assert!(views[1].check().is_err());
     }
 
     #[test]

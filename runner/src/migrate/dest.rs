@@ -14,11 +14,11 @@ use crate::host_memory;
 use crate::net::{Link, Waits};
 
 pub use super::arrival::Decoding;
-use super::arrival::{Arrivals, GuestDestination, InMemory, Stream, ThroughStaging};
+use super::arrival::{Arrivals, GuestDestination, InMemory, LaneMemory, Stream, ThroughStaging};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::{DestGuest, GuestBuilder};
 use super::link_zstd::{self, ZstdIn};
-use super::session::{self, DestMessage, Hello, PauseInfo, Reply, SourceMessage};
+use super::session::{self, DestMessage, Hello, PauseInfo, Reply, SourceMessage, MAX_LANES};
 use super::switchover::Outcomes;
 
 /// Limits on what a source may ask the destination to build.
@@ -57,6 +57,23 @@ pub fn memory_needed(mem_bytes: u64) -> u64 {
     mem_bytes.saturating_add(largest_cache(mem_bytes))
 }
 
+/// Hands the destination the connections of a migration's lanes 1.. (see `lanes`): a
+/// receiver that accepts connections implements it.
+pub trait LaneLinks {
+    /// Lane `lane` of migration `migration_id`, once its connection has arrived (mutual
+    /// TLS done, its lane hello read), or an error at `by`.
+    fn lane(&self, migration_id: u64, lane: u32, by: Instant) -> Result<Box<dyn Link>>;
+}
+
+/// A destination that takes a migration on one connection only.
+pub struct OneConnection;
+
+impl LaneLinks for OneConnection {
+    fn lane(&self, _: u64, _: u32, _: Instant) -> Result<Box<dyn Link>> {
+        bail!("this destination takes a migration on one connection: the source must use --lanes 1")
+    }
+}
+
 /// A guest that arrived and runs.
 pub struct Arrived<G> {
     /// The running guest.
@@ -92,25 +109,34 @@ pub fn migrate_in<L: Link, B: GuestBuilder>(
             return Err(opts.deadlines.explain(Deadline::Handshake, e));
         }
     };
-    arrive(link, hello, builder, opts, &Outcomes::default())
+    arrive(
+        link,
+        hello,
+        builder,
+        opts,
+        &Outcomes::default(),
+        &OneConnection,
+    )
 }
 
 /// Receives the migration whose `hello` was read from `link` (a receiver reads it to tell
 /// a migration from a status query), recording its outcome in `outcomes`, which answers
-/// the status queries of other connections.
+/// the status queries of other connections; the connections of lanes 1.. (if the hello
+/// asks for lanes) come from `lanes`.
 pub fn arrive<L: Link, B: GuestBuilder>(
     link: &mut L,
     hello: Hello,
     builder: &B,
     opts: &DestOptions,
     outcomes: &Outcomes,
+    lanes: &dyn LaneLinks,
 ) -> Result<Arrived<B::Guest>> {
     let id = hello.migration_id;
     if let Err(e) = outcomes.begin(id) {
         refuse(link, &e);
         return Err(e);
     }
-    match receive(link, hello, builder, opts, outcomes) {
+    match receive(link, hello, builder, opts, outcomes, lanes) {
         Ok(a) => Ok(a),
         Err(e) => {
             // whatever failed, this migration never starts here now
@@ -138,13 +164,18 @@ fn receive<L: Link, B: GuestBuilder>(
     builder: &B,
     opts: &DestOptions,
     outcomes: &Outcomes,
+    lanes: &dyn LaneLinks,
 ) -> Result<Arrived<B::Guest>> {
     let d = &opts.deadlines;
     check_hello(&hello, builder.page_size(), opts)?;
     link.set_waits(Waits::idle(d.progress))?;
     let mut guest = builder.build(hello.mem_bytes, hello.vcpus)?;
-    let stream =
-        receive_stream(link, &mut guest, &hello).map_err(|e| d.explain(Deadline::Progress, e))?;
+    let stream = if hello.lanes > 1 {
+        receive_lanes(link, &mut guest, &hello, lanes, d)
+    } else {
+        receive_stream(link, &mut guest, &hello)
+    }
+    .map_err(|e| d.explain(Deadline::Progress, e))?;
     let end = Instant::now();
     let pause = check_and_restore(&mut guest, &stream)?;
     let checked = end.elapsed();
@@ -230,6 +261,11 @@ fn check_hello(hello: &Hello, page_size: usize, opts: &DestOptions) -> Result<()
         hello.vcpus,
         opts.max_vcpus
     );
+    ensure!(
+        (1..=MAX_LANES).contains(&hello.lanes),
+        "the source asks for {} lanes; this destination takes 1 to {MAX_LANES}",
+        hello.lanes
+    );
     Incoming::for_hello(hello)?;
     Ok(())
 }
@@ -290,11 +326,14 @@ fn read_stream_header<R: Read + ?Sized>(
         "stream page size {} differs from the VM's {page_size}",
         cfg.page_size
     );
-    // The header names the cache size the decoder must allocate: bound it by the VM.
+    // The header names the cache size the decoder must allocate: bound it by the VM (all
+    // lanes' caches together).
     ensure!(
-        cfg.cache_len() as u64 <= largest_cache(hello.mem_bytes),
-        "the stream asks for a {} MiB cache, more than the VM's memory",
-        cfg.cache_len() >> 20
+        (cfg.cache_len() as u64).saturating_mul(u64::from(hello.lanes))
+            <= largest_cache(hello.mem_bytes),
+        "the stream asks for a {} MiB cache per lane ({} lanes), more than the VM's memory",
+        cfg.cache_len() >> 20,
+        hello.lanes
     );
     Ok((header, cfg))
 }
@@ -335,6 +374,86 @@ fn receive_stream<L: Read + Write, G: DestGuest>(
         &mut dest,
     )?;
     Ok(dest.into_stream(bytes, decoding))
+}
+
+/// Decodes the streams of every lane at once, each on its own thread and connection, in
+/// place into the pages of the guest's memory that are its own (`lanes`); every lane
+/// acknowledges its iterations on its own connection. Lane 0 carries the blobs; every lane
+/// must end after as many iterations as lane 0.
+fn receive_lanes<L: Link, G: DestGuest>(
+    link: &mut L,
+    guest: &mut G,
+    hello: &Hello,
+    lanes: &dyn LaneLinks,
+    d: &Deadlines,
+) -> Result<Stream> {
+    let by = Instant::now() + d.handshake;
+    let mut others = (1..hello.lanes)
+        .map(|lane| {
+            let mut l = lanes
+                .lane(hello.migration_id, lane, by)
+                .with_context(|| format!("waiting for lane {lane}'s connection"))?;
+            l.set_waits(Waits::idle(d.progress))?;
+            Ok(l)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let len = usize::try_from(hello.mem_bytes).context("guest memory too large")?;
+    let Some(mem) = guest.memory_mut().filter(|m| m.len() >= len) else {
+        bail!("lanes decode in place, and this destination's guest memory is not at hand as one piece: the source must use --lanes 1");
+    };
+    let views = LaneMemory::split(
+        &mut mem[..len],
+        hello.page_size as usize,
+        hello.lanes,
+        hello.vcpus as usize,
+    );
+    let mut links: Vec<&mut dyn Link> = vec![link as &mut dyn Link];
+    links.extend(others.iter_mut().map(|l| &mut **l as &mut dyn Link));
+    let results: Vec<Result<Stream>> = std::thread::scope(|s| {
+        let handles: Vec<_> = links
+            .into_iter()
+            .zip(views)
+            .enumerate()
+            .map(|(lane, (mut l, mut view))| {
+                s.spawn(move || -> Result<Stream> {
+                    let mut incoming = Incoming::for_hello(hello)?;
+                    let (header, cfg) = incoming.read(&mut l, |r| read_stream_header(r, hello))?;
+                    let (bytes, decoding) = decode_stream(
+                        &mut l,
+                        &mut incoming,
+                        &header,
+                        cfg,
+                        DecodeMode::InPlace,
+                        &mut view,
+                    )
+                    .map_err(|e| view.explain(e))
+                    .with_context(|| format!("lane {lane}"))?;
+                    Ok(view.into_stream(bytes, decoding))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a lane's decoder panicked")))
+            })
+            .collect()
+    });
+    let mut streams = results.into_iter().collect::<Result<Vec<_>>>()?.into_iter();
+    let mut first = streams.next().context("no lanes")?;
+    for (lane, s) in streams.enumerate() {
+        ensure!(
+            s.iterations == first.iterations,
+            "lane {} ended after {} iterations, lane 0 after {}",
+            lane + 1,
+            s.iterations,
+            first.iterations
+        );
+        first.bytes += s.bytes;
+        first.decoding.storage_bytes += s.decoding.storage_bytes;
+    }
+    Ok(first)
 }
 
 /// Decodes frames into `dest` in `mode` until the END record, acknowledging each pre-copy

@@ -5,7 +5,11 @@
 //! itself. Our KVM VMM implements these traits (`vmm::Vm`, `vmm::Vmm`); a QEMU process or
 //! a recorded series can implement them too.
 
+use std::sync::Arc;
+
 use anyhow::Result;
+
+use super::lanes::PageRead;
 
 /// A running guest the source side migrates.
 pub trait SourceGuest {
@@ -24,6 +28,11 @@ pub trait SourceGuest {
     /// Copies page `pfn` into `out` (`page_size` bytes). While the guest runs the copy may
     /// be torn; the dirty log reports such a page again.
     fn read_page(&mut self, pfn: u64, out: &mut [u8]) -> Result<()>;
+    /// Reads pages as [`SourceGuest::read_page`] does, from other threads (the lanes of a
+    /// migration); `None` (the default) if the guest can be read from one thread only.
+    fn page_reader(&self) -> Option<Arc<dyn PageRead>> {
+        None
+    }
     /// The pages written since the last call, ascending (the first call starts the log).
     fn take_dirty(&mut self) -> Result<Vec<u64>>;
     /// Stops the guest with a consistent state.

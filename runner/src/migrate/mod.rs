@@ -14,6 +14,7 @@
 //! * [`switchover`]: the destination's one decision per migration, start or abort;
 //! * [`policy`]: stop policies and codec settings by name;
 //! * [`deadlines`]: how long each side waits, and which wait expired;
+//! * [`lanes`]: the pages split among encoders on threads and connections of their own;
 //! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
 //! * [`report`]: measurements as a table and JSON.
 
@@ -22,7 +23,9 @@ pub mod compress;
 pub mod deadlines;
 pub mod dest;
 pub mod guest;
+pub mod lanes;
 pub mod link_zstd;
+mod pages_out;
 pub mod policy;
 pub mod report;
 pub mod session;
@@ -31,8 +34,9 @@ pub mod switchover;
 
 pub use compress::{AutoStage, Compression, Stage};
 pub use deadlines::{Deadline, Deadlines};
-pub use dest::{arrive, migrate_in, Arrived, Decoding, DestOptions};
+pub use dest::{arrive, migrate_in, Arrived, Decoding, DestOptions, LaneLinks, OneConnection};
 pub use guest::{DestGuest, GuestBuilder, SourceGuest};
+pub use lanes::PageRead;
 pub use policy::{parse_policy, Codec};
 pub use report::{IterationRow, MigrationReport};
 pub use source::{

@@ -53,8 +53,12 @@ pub struct MigrationReport {
     /// Compression: "auto", "lz4" or "none" (LZ4 on the frames), or "zstd:LEVEL" (zstd
     /// over the stream).
     pub compression: String,
-    /// With "auto": every measurement window and the stage it led to.
+    /// With "auto": every measurement window of lane 0 and the stage it led to.
     pub auto_windows: Vec<crate::migrate::compress::Window>,
+    /// Lanes (`--lanes`): encoders on threads and connections of their own.
+    pub lanes: u32,
+    /// With "auto" and more than one lane: the windows of lanes 1.., each its own choice.
+    pub lane_auto_windows: Vec<Vec<crate::migrate::compress::Window>>,
     /// Pre-copy iterations before the pause.
     pub iterations: u32,
     /// Wall-clock start, microseconds since the Unix epoch (to line up several migrations).
@@ -130,14 +134,16 @@ impl MigrationReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "migrated {} ({} MiB, {} vCPU) with {} / codec {} / compression {} / encoder {}",
+            "migrated {} ({} MiB, {} vCPU) with {} / codec {} / compression {} / encoder {} / \
+             lanes {}",
             self.label,
             self.mem_bytes >> 20,
             self.vcpus,
             self.policy,
             self.codec,
             self.compression,
-            self.encoder
+            self.encoder,
+            self.lanes,
         );
         let _ = writeln!(
             s,
@@ -215,6 +221,8 @@ mod tests {
             codec: "on".into(),
             encoder: "firmware".into(),
             compression: "auto".into(),
+            lanes: 1,
+            lane_auto_windows: Vec::new(),
             auto_windows: vec![
                 Window {
                     pages: 4096,

@@ -27,6 +27,10 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: &[u8; 4] = b"PWM1";
 /// Opens a status query.
 pub const STATUS_MAGIC: &[u8; 4] = b"PWQ1";
+/// Opens one more lane of a migration whose hello said `lanes > 1`.
+pub const LANE_MAGIC: &[u8; 4] = b"PWL1";
+/// Most lanes a migration may have.
+pub const MAX_LANES: u32 = 16;
 /// Largest control message.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -57,6 +61,23 @@ pub struct Hello {
     /// (`super::link_zstd`).
     #[serde(default)]
     pub stream_compression: Option<String>,
+    /// Lanes: this connection is lane 0; lanes 1.. come on connections of their own, each
+    /// opened by a [`LaneHello`]. Page `pfn` travels on lane `pfn % lanes`.
+    #[serde(default = "one_lane")]
+    pub lanes: u32,
+}
+
+fn one_lane() -> u32 {
+    1
+}
+
+/// Opens lane `lane` (1 or more) of migration `migration_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneHello {
+    /// The migration's [`Hello::migration_id`].
+    pub migration_id: u64,
+    /// Which lane.
+    pub lane: u32,
 }
 
 /// Carried in a blob after the last pages, while the VM is paused.
@@ -135,6 +156,8 @@ pub enum Opening {
     Migration(Hello),
     /// A status query.
     Status(StatusQuery),
+    /// One more lane of a migration.
+    Lane(LaneHello),
 }
 
 /// Writes a length-prefixed JSON message.
@@ -172,6 +195,7 @@ pub fn read_hello<R: Read>(r: &mut R) -> Result<Hello> {
     match read_opening(r)? {
         Opening::Migration(h) => Ok(h),
         Opening::Status(_) => bail!("a status query where a migration was expected"),
+        Opening::Lane(_) => bail!("a lane where a migration was expected"),
     }
 }
 
@@ -182,6 +206,7 @@ pub fn read_opening<R: Read>(r: &mut R) -> Result<Opening> {
     match &m {
         MAGIC => Ok(Opening::Migration(read_message(r)?)),
         STATUS_MAGIC => Ok(Opening::Status(read_message(r)?)),
+        LANE_MAGIC => Ok(Opening::Lane(read_message(r)?)),
         _ => bail!("not a pagewire migration session (magic {m:02x?})"),
     }
 }
@@ -190,6 +215,12 @@ pub fn read_opening<R: Read>(r: &mut R) -> Result<Opening> {
 pub fn write_status_query<W: Write>(w: &mut W, q: &StatusQuery) -> Result<()> {
     w.write_all(STATUS_MAGIC)?;
     write_message(w, q)
+}
+
+/// Writes the magic of a lane and its hello.
+pub fn write_lane_hello<W: Write>(w: &mut W, h: &LaneHello) -> Result<()> {
+    w.write_all(LANE_MAGIC)?;
+    write_message(w, h)
 }
 
 /// A fresh random migration id (from the kernel's random source).
@@ -216,6 +247,7 @@ mod tests {
     fn messages_round_trip_and_bad_input_is_refused() {
         let h = Hello {
             stream_compression: None,
+            lanes: 2,
             mem_bytes: 64 << 20,
             vcpus: 2,
             page_size: 4096,
@@ -242,5 +274,22 @@ mod tests {
         write_status_query(&mut buf, &q).unwrap();
         assert_eq!(read_opening(&mut &buf[..]).unwrap(), Opening::Status(q));
         assert!(read_hello(&mut &buf[..]).is_err(), "not a migration");
+        let l = LaneHello {
+            migration_id: 7,
+            lane: 1,
+        };
+        let mut buf = Vec::new();
+        write_lane_hello(&mut buf, &l).unwrap();
+        assert_eq!(read_opening(&mut &buf[..]).unwrap(), Opening::Lane(l));
+        assert!(read_hello(&mut &buf[..]).is_err(), "not a migration");
+    }
+
+    #[test]
+    fn a_hello_without_lanes_means_one() {
+        let h: Hello = serde_json::from_str(
+            r#"{"mem_bytes":1,"vcpus":1,"page_size":4096,"label":"","migration_id":1}"#,
+        )
+        .unwrap();
+        assert_eq!(h.lanes, 1);
     }
 }

@@ -8,22 +8,23 @@
 //! did not start there (in its reply or in answer to a status query on a new connection),
 //! and when it cannot learn that, it stays paused and returns [`OutcomeUnknown`].
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use pagewire::policy::{Decision, IterationReport, PolicyKind, PolicyParams, StopPolicy};
-use pagewire::Config;
+use pagewire::{Config, Features};
 
-use super::compress::{thread_cpu_time, AutoStage, Chooser, Compression, Stage, Window};
+use super::compress::{thread_cpu_time, Compression, Window};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::SourceGuest;
-use super::link_zstd::{self, ZstdOut};
+use super::lanes::{lane_config, split, LaneWorker};
+use super::link_zstd;
+use super::pages_out::{PageCounts, PagesOut};
 use super::policy::Codec;
 use super::report::{IterationRow, MigrationReport};
 use super::session::{
-    self, DestMessage, Hello, PauseInfo, Reply, SourceMessage, Status, StatusQuery, BLOB_CHUNK,
-    BLOB_PAUSE, BLOB_VCPU,
+    self, DestMessage, Hello, LaneHello, PauseInfo, Reply, SourceMessage, Status, StatusQuery,
+    BLOB_CHUNK, BLOB_PAUSE, BLOB_VCPU, MAX_LANES,
 };
 use crate::encoders::{EncoderChoice, StreamEncoder};
 use crate::net::{Link, Waits};
@@ -59,6 +60,11 @@ impl MigrationProgress for NoProgress {}
 pub trait Redial {
     /// A fresh link to the same destination, connected and authenticated.
     fn redial(&mut self) -> Result<Box<dyn Link>>;
+    /// A link for one more lane of the migration: as [`Redial::redial`], on the same
+    /// (shaped) wire as the first.
+    fn open_lane(&mut self) -> Result<Box<dyn Link>> {
+        self.redial()
+    }
 }
 
 /// A committed migration whose outcome the source could not learn: its VM stays paused,
@@ -110,6 +116,9 @@ pub struct SourceOptions {
     pub encoder: EncoderChoice,
     /// How long to wait for the destination.
     pub deadlines: Deadlines,
+    /// Lanes: encoders on threads and connections of their own, pages split by pfn
+    /// (`lanes`). 1 to [`MAX_LANES`].
+    pub lanes: u32,
 }
 
 impl Default for SourceOptions {
@@ -122,24 +131,8 @@ impl Default for SourceOptions {
             label: String::from("vm"),
             encoder: EncoderChoice::InProcess,
             deadlines: Deadlines::default(),
+            lanes: 1,
         }
-    }
-}
-
-/// Counts bytes written through it.
-struct Counted<'a, W: Write> {
-    inner: &'a mut W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Counted<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -155,22 +148,6 @@ fn append_blob_pieces(
         enc.append_blob(tag, piece, out)?;
     }
     Ok(())
-}
-
-/// Waits for the destination's acknowledgement of iteration `n`; a refusal arrives instead
-/// when the destination gave up.
-fn wait_ack<R: Read>(r: &mut R, n: u64) -> Result<()> {
-    match session::read_message(r)
-        .context("no acknowledgement from the destination (link down or destination gone)")?
-    {
-        DestMessage::Ack(got) if got == n => Ok(()),
-        DestMessage::Ack(got) => bail!("acknowledgement of iteration {got}, expected {n}"),
-        DestMessage::Ready => bail!("the destination said ready in the middle of the stream"),
-        DestMessage::Reply(Reply { error, .. }) => bail!(
-            "the destination refused the migration: {}",
-            error.unwrap_or_else(|| "no reason given".into())
-        ),
-    }
 }
 
 /// Migrates the running `guest` over `link`; `redial` (if any) opens a new connection for
@@ -203,12 +180,17 @@ fn run<L: Link>(
     link: &mut L,
     opts: &SourceOptions,
     gate: Option<&mut dyn Gate>,
-    redial: Option<&mut dyn Redial>,
+    mut redial: Option<&mut dyn Redial>,
     progress: &mut dyn MigrationProgress,
 ) -> Result<MigrationReport> {
     let d = &opts.deadlines;
     let id = session::new_migration_id()?;
-    let (cfg, enc) = start_encoder(opts, progress)?;
+    ensure!(
+        (1..=MAX_LANES).contains(&opts.lanes),
+        "--lanes {} is out of range: 1 to {MAX_LANES}",
+        opts.lanes
+    );
+    let (cfg, features, enc) = start_encoder(opts, progress)?;
     let mut policy = opts
         .policy
         .build(&PolicyParams::new(guest.pages(), u64::from(cfg.page_size)));
@@ -216,6 +198,10 @@ fn run<L: Link>(
     let mut out = Outgoing::new(link, cfg, enc, opts, guest.page_size())?;
     let (iterations, to_send) = out
         .say_hello(guest, opts, id)
+        .and_then(|()| {
+            let again = redial.as_mut().map(|r| &mut **r as &mut dyn Redial);
+            out.open_lanes(guest, opts, id, cfg, features, again)
+        })
         .and_then(|()| out.precopy(guest, &mut policy, gate, progress))
         .map_err(|e| d.explain(Deadline::Progress, e))?;
     let stopped = out
@@ -229,21 +215,26 @@ fn run<L: Link>(
     Ok(report)
 }
 
-/// Starts the encoder for the options' codec and compression settings.
+/// Starts lane 0's encoder for the options' codec and compression settings; returns the
+/// migration's configuration (before it is split among lanes) and features.
 fn start_encoder(
     opts: &SourceOptions,
     progress: &mut dyn MigrationProgress,
-) -> Result<(Config, Box<dyn StreamEncoder>)> {
+) -> Result<(Config, Features, Box<dyn StreamEncoder>)> {
     let (mut cfg, features) = opts.codec.stages().apply(opts.config);
     cfg.lz4 &= opts.compression.frames_may_use_lz4();
     if let EncoderChoice::Firmware(_) = opts.encoder {
+        ensure!(
+            opts.lanes == 1,
+            "the offload firmware encodes one stream: use --lanes 1 with --encoder firmware"
+        );
         progress.note("starting the offload firmware");
     }
     let enc = opts
         .encoder
-        .start_with(cfg, features)
+        .start_with(lane_config(cfg, opts.lanes, 0), features)
         .context("starting the encoder")?;
-    Ok((cfg, enc))
+    Ok((cfg, features, enc))
 }
 
 /// What one pre-copy iteration sent, and when.
@@ -254,9 +245,7 @@ struct Sent {
     started: Instant,
     elapsed: Duration,
     cpu_at_start: Duration,
-    lz4_pages: u64,
-    zstd_pages: u64,
-    plain_pages: u64,
+    counts: PageCounts,
 }
 
 /// The stop-and-copy, once the END record is out.
@@ -265,28 +254,21 @@ struct Stopped {
     /// The pause ends by then, the destination ready or not.
     deadline: Instant,
     pages: u64,
-    bytes: u64,
-    lz4_pages: u64,
-    zstd_pages: u64,
-    plain_pages: u64,
+    counts: PageCounts,
     digest: String,
 }
 
-/// A migration on its way out: the encoder, the link and what went over it.
+/// A migration on its way out: lane 0 (the session's link and its encoder), the other
+/// lanes, and what went over them.
 struct Outgoing<'l, L: Link> {
-    w: Counted<'l, L>,
-    /// zstd between the encoder and the link (`--compress zstd`).
-    zstd: Option<ZstdOut>,
-    enc: Box<dyn StreamEncoder>,
-    /// The encoder's output, until it is written.
-    out: Vec<u8>,
-    /// The stage per window (`--compress auto`).
-    auto: Option<Chooser>,
-    /// Pages go whole past the cache now (`auto`'s lowest stage).
-    plain: bool,
+    pages: PagesOut<'l, L>,
+    /// Lanes 1.., if any.
+    lanes: Vec<LaneWorker>,
+    /// Their wire bytes and `auto` windows, as they last said.
+    lane_wire_bytes: Vec<u64>,
+    lane_windows: Vec<Vec<Window>>,
     /// LZ4 as the stream started.
     lz4: bool,
-    page: Vec<u8>,
     start: Instant,
     start_unix_us: u64,
     stream_bytes: u64,
@@ -299,85 +281,29 @@ impl<'l, L: Link> Outgoing<'l, L> {
     fn new(
         link: &'l mut L,
         cfg: Config,
-        mut enc: Box<dyn StreamEncoder>,
+        enc: Box<dyn StreamEncoder>,
         opts: &SourceOptions,
         page_size: usize,
     ) -> Result<Self> {
-        let out = Vec::with_capacity(cfg.max_output_len());
-        // LZ4 starts on wherever the stream allows it; `auto` may switch it per window, and
-        // go down to plain pages where the encoder can send them
-        let can_plain = enc.set_plain(true);
-        enc.set_plain(false);
-        let lowest = if can_plain {
-            Stage::Plain
-        } else {
-            Stage::Stored
-        };
-        let auto = (opts.compression == Compression::Auto && cfg.lz4)
-            .then(|| Chooser::new(AutoStage::with_lowest(lowest)));
-        // zstd chunks on the link for zstd, and for `auto`, which may climb to zstd (stored
-        // chunks until it does)
-        let zstd = match opts.compression {
-            Compression::Zstd { level } => Some(ZstdOut::new(Some(level))?),
-            _ if auto.is_some() => Some(ZstdOut::new(None)?),
-            _ => None,
-        };
         Ok(Outgoing {
-            zstd,
-            enc,
-            out,
-            auto,
-            plain: false,
+            pages: PagesOut::new(
+                link,
+                lane_config(cfg, opts.lanes, 0),
+                enc,
+                opts.compression,
+                page_size,
+            )?,
+            lanes: Vec::new(),
+            lane_wire_bytes: Vec::new(),
+            lane_windows: Vec::new(),
             lz4: cfg.lz4,
-            page: vec![0u8; page_size],
             start: Instant::now(),
             start_unix_us: session::unix_us(),
-            w: Counted {
-                inner: link,
-                bytes: 0,
-            },
             stream_bytes: 0,
             pages_sent: 0,
             rows: Vec::new(),
             deadlines: opts.deadlines,
         })
-    }
-
-    /// Writes what the encoder produced (through zstd, if on) and empties the buffer;
-    /// returns the stream bytes it held.
-    fn send_out(&mut self, what: &'static str) -> Result<u64> {
-        let n = self.out.len() as u64;
-        match &mut self.zstd {
-            Some(z) => z.write(&mut self.w, &self.out).context(what)?,
-            None => self.w.write_all(&self.out).context(what)?,
-        }
-        self.out.clear();
-        Ok(n)
-    }
-
-    /// Whether zstd compresses what goes out now.
-    fn zstd_on(&self) -> bool {
-        self.zstd.as_ref().is_some_and(ZstdOut::compressing)
-    }
-
-    /// Applies `auto`'s choice: LZ4 on the frames, zstd on the stream, or neither.
-    fn set_stage(&mut self, stage: Stage) -> Result<()> {
-        self.enc.set_lz4(stage == Stage::Lz4);
-        self.plain = self.enc.set_plain(stage == Stage::Plain);
-        if let Some(z) = &mut self.zstd {
-            z.set_level(&mut self.w, stage.zstd_level())
-                .context("sending pages")?;
-        }
-        Ok(())
-    }
-
-    /// Gets everything sent so far to the destination (zstd's pending output included).
-    fn flush(&mut self, what: &'static str) -> Result<()> {
-        match &mut self.zstd {
-            Some(z) => z.flush(&mut self.w),
-            None => self.w.flush(),
-        }
-        .context(what)
     }
 
     /// Says what is coming, then starts a fresh dirty log (iteration 1 sends everything
@@ -388,20 +314,93 @@ impl<'l, L: Link> Outgoing<'l, L> {
         opts: &SourceOptions,
         migration_id: u64,
     ) -> Result<()> {
+        let chunked = self.pages.chunked();
         session::write_hello(
-            &mut self.w,
+            &mut self.pages.w,
             &Hello {
                 mem_bytes: guest.mem_bytes(),
                 vcpus: guest.vcpus(),
                 page_size: guest.page_size() as u32,
                 label: opts.label.clone(),
                 migration_id,
-                stream_compression: self.zstd.as_ref().map(|_| link_zstd::NAME.into()),
+                stream_compression: chunked.then(|| link_zstd::NAME.into()),
+                lanes: opts.lanes,
             },
         )
         .context("sending the hello (is the destination listening?)")?;
         guest.take_dirty()?;
         Ok(())
+    }
+
+    /// Opens lanes 1.. (if the options ask for more than one) on new connections, each
+    /// with its own encoder on its own thread.
+    fn open_lanes(
+        &mut self,
+        guest: &dyn SourceGuest,
+        opts: &SourceOptions,
+        migration_id: u64,
+        cfg: Config,
+        features: Features,
+        redial: Option<&mut dyn Redial>,
+    ) -> Result<()> {
+        if opts.lanes == 1 {
+            return Ok(());
+        }
+        let (Some(redial), Some(reader)) = (redial, guest.page_reader()) else {
+            bail!(
+                "--lanes {}: this source can open only one connection or read its guest \
+                 from one thread; use --lanes 1",
+                opts.lanes
+            );
+        };
+        for lane in 1..opts.lanes {
+            let mut link = redial
+                .open_lane()
+                .with_context(|| format!("opening lane {lane}"))?;
+            session::write_lane_hello(&mut link, &LaneHello { migration_id, lane })
+                .with_context(|| format!("opening lane {lane}"))?;
+            self.lanes.push(LaneWorker::start(
+                lane,
+                link,
+                lane_config(cfg, opts.lanes, lane),
+                features,
+                opts.compression,
+                reader.clone(),
+                guest.page_size(),
+            )?);
+        }
+        self.lane_wire_bytes = vec![0; self.lanes.len()];
+        self.lane_windows = vec![Vec::new(); self.lanes.len()];
+        Ok(())
+    }
+
+    /// Lanes in all.
+    fn lane_count(&self) -> u32 {
+        self.lanes.len() as u32 + 1
+    }
+
+    /// Waits for every other lane to finish its job; adds up what they sent.
+    fn join_lanes(&mut self) -> Result<PageCounts> {
+        let waiting = Instant::now();
+        let mut c = PageCounts::default();
+        let mut first_err = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            match lane.wait() {
+                Ok(done) => {
+                    c += done.counts;
+                    self.lane_wire_bytes[i] = done.wire_bytes;
+                    self.lane_windows[i] = done.windows;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.pages.set_aside(waiting.elapsed());
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(c),
+        }
     }
 
     /// Iterates until the policy (and the group) says stop. Returns the iterations done
@@ -430,9 +429,9 @@ impl<'l, L: Link> Outgoing<'l, L> {
                 cpu_s: thread_cpu_time()
                     .saturating_sub(sent.cpu_at_start)
                     .as_secs_f64(),
-                lz4_pages: sent.lz4_pages,
-                zstd_pages: sent.zstd_pages,
-                plain_pages: sent.plain_pages,
+                lz4_pages: sent.counts.lz4_pages,
+                zstd_pages: sent.counts.zstd_pages,
+                plain_pages: sent.counts.plain_pages,
                 group: word,
             };
             progress.iteration_done(&row);
@@ -447,7 +446,8 @@ impl<'l, L: Link> Outgoing<'l, L> {
         }
     }
 
-    /// Sends one pre-copy iteration, waits for its acknowledgement and reads the dirty log.
+    /// Sends one pre-copy iteration on every lane, waits for every lane's acknowledgement
+    /// and reads the dirty log.
     fn iteration(
         &mut self,
         guest: &mut dyn SourceGuest,
@@ -458,37 +458,25 @@ impl<'l, L: Link> Outgoing<'l, L> {
         let t0 = Instant::now();
         let cpu0 = thread_cpu_time();
         progress.iteration_started(iteration, to_send.len() as u64);
-        let mut bytes = 0u64;
-        let (mut lz4_pages, mut zstd_pages, mut plain_pages) = (0u64, 0u64, 0u64);
-        for (k, &pfn) in to_send.iter().enumerate() {
-            guest.read_page(pfn, &mut self.page)?;
-            self.enc.encode_page(pfn, &self.page, &mut self.out)?;
-            bytes += self.send_out("sending pages")?;
-            lz4_pages += u64::from(self.enc.lz4());
-            zstd_pages += u64::from(self.zstd_on());
-            plain_pages += u64::from(self.plain);
-            if let Some(stage) = self.auto.as_mut().and_then(Chooser::page_sent) {
-                if let Some(w) = self.auto.as_ref().and_then(|a| a.windows.last()) {
-                    if w.stage_next != w.stage {
-                        progress.stage_changed(w);
-                    }
-                }
-                self.set_stage(stage)?;
-            }
-            if k % 256 == 255 {
-                progress.pages_sent(256);
-            }
+        let mut parts = split(to_send, self.lane_count()).into_iter();
+        let mine = parts.next().unwrap_or_default();
+        for (lane, pfns) in self.lanes.iter().zip(parts) {
+            lane.iteration(iteration, pfns, Waits::idle(self.deadlines.progress))?;
         }
-        progress.pages_sent(to_send.len() as u64 % 256);
-        self.enc.end_iteration(&mut self.out)?;
-        bytes += self.send_out("sending pages")?;
-        self.flush("sending pages")?;
-        progress.note("waiting for the destination's acknowledgement");
-        let waiting = Instant::now();
-        wait_ack(self.w.inner, u64::from(iteration - 1))?;
-        if let Some(auto) = &mut self.auto {
-            auto.set_aside(waiting.elapsed());
-        }
+        let mine_len = mine.len() as u64;
+        let sent_here = self
+            .pages
+            .send_pages(&mine, &mut |pfn, page| guest.read_page(pfn, page), progress)
+            .and_then(|mut c| {
+                progress.note("waiting for the destination's acknowledgement");
+                c.bytes += self.pages.end_iteration(iteration)?;
+                Ok(c)
+            });
+        // every lane is heard from before an error is returned, so none is left mid-job
+        let joined = self.join_lanes();
+        let mut counts = sent_here?;
+        counts += joined?;
+        progress.pages_sent(to_send.len() as u64 - mine_len);
         let dirty = guest.take_dirty()?;
         let elapsed = t0.elapsed();
         let report = IterationReport {
@@ -496,9 +484,9 @@ impl<'l, L: Link> Outgoing<'l, L> {
             pages_sent: to_send.len() as u64,
             pages_dirtied: dirty.len() as u64,
             pages_remaining: dirty.len() as u64,
-            bytes_sent: bytes,
+            bytes_sent: counts.bytes,
             elapsed_us: elapsed.as_micros() as u64,
-            bandwidth_bytes_per_s: (bytes as f64 / elapsed.as_secs_f64().max(1e-6)) as u64,
+            bandwidth_bytes_per_s: (counts.bytes as f64 / elapsed.as_secs_f64().max(1e-6)) as u64,
         };
         Ok(Sent {
             dirty,
@@ -506,14 +494,12 @@ impl<'l, L: Link> Outgoing<'l, L> {
             started: t0,
             elapsed,
             cpu_at_start: cpu0,
-            lz4_pages,
-            zstd_pages,
-            plain_pages,
+            counts,
         })
     }
 
-    /// Pauses the guest, sends the pages still dirty, the pause information and the state
-    /// blobs, and ends the stream.
+    /// Pauses the guest, sends the pages still dirty (every lane its own), the pause
+    /// information and the state blobs on lane 0, and ends every lane's stream.
     fn stop_and_copy(
         &mut self,
         guest: &mut dyn SourceGuest,
@@ -532,51 +518,47 @@ impl<'l, L: Link> Outgoing<'l, L> {
         // the pause is bounded: the last pages' time at the pace so far, plus the margin
         let budget = self.final_copy_time(last.len() as u64) + self.deadlines.switchover;
         let deadline = pause + budget;
-        self.w.inner.set_waits(Waits {
+        let waits = Waits {
             idle: Some(budget),
             until: Some(deadline),
-        })?;
+        };
+        self.pages.w.inner.set_waits(waits)?;
         progress.iteration_started(iterations + 1, last.len() as u64);
-        let lz4_pages = if self.enc.lz4() { last.len() as u64 } else { 0 };
-        let zstd_pages = if self.zstd_on() { last.len() as u64 } else { 0 };
-        let plain_pages = if self.plain { last.len() as u64 } else { 0 };
-        let mut bytes = 0u64;
-        for &pfn in &last {
-            guest.read_page(pfn, &mut self.page)?;
-            self.enc.encode_page(pfn, &self.page, &mut self.out)?;
-            bytes += self.send_out("sending the last pages")?;
+        let mut parts = split(&last, self.lane_count()).into_iter();
+        let mine = parts.next().unwrap_or_default();
+        for (lane, pfns) in self.lanes.iter().zip(parts) {
+            lane.last(pfns, waits)?;
         }
+        let sent_here = self
+            .pages
+            .send_last(&mine, &mut |pfn, page| guest.read_page(pfn, page));
+        let joined = self.join_lanes();
+        let mut counts = sent_here?;
+        counts += joined?;
         let digest = format!("{:032x}", guest.memory_digest()?);
         let info = PauseInfo {
             digest: digest.clone(),
             pause_unix_us,
             iterations,
         };
-        bytes += self.send_blob(
+        counts.bytes += self.send_blob(
             BLOB_PAUSE,
             &serde_json::to_vec(&info)?,
             "sending the pause information",
         )?;
         for (i, state) in guest.save_state()?.iter().enumerate() {
-            bytes += self.send_blob(BLOB_VCPU + i as u32, state, "sending vCPU state")?;
+            counts.bytes += self.send_blob(BLOB_VCPU + i as u32, state, "sending vCPU state")?;
         }
-        self.enc.finish(&mut self.out)?;
-        bytes += self.send_out("sending the end of the stream")?;
-        match &mut self.zstd {
-            Some(z) => z.finish(&mut self.w),
-            None => self.w.flush(),
-        }
-        .context("sending the end of the stream")?;
-        self.stream_bytes += bytes;
+        self.pages.enc.finish(&mut self.pages.out)?;
+        counts.bytes += self.pages.send_out("sending the end of the stream")?;
+        self.pages.finish_link("sending the end of the stream")?;
+        self.stream_bytes += counts.bytes;
         self.pages_sent += last.len() as u64;
         Ok(Stopped {
             pause,
             deadline,
             pages: last.len() as u64,
-            bytes,
-            lz4_pages,
-            zstd_pages,
-            plain_pages,
+            counts,
             digest,
         })
     }
@@ -588,10 +570,10 @@ impl<'l, L: Link> Outgoing<'l, L> {
         Duration::from_secs_f64((per_page * pages as f64).min(1e6))
     }
 
-    /// Sends `data` as blobs tagged `tag`; returns the bytes written.
+    /// Sends `data` as blobs tagged `tag` on lane 0; returns the bytes written.
     fn send_blob(&mut self, tag: u32, data: &[u8], what: &'static str) -> Result<u64> {
-        append_blob_pieces(self.enc.as_mut(), tag, data, &mut self.out)?;
-        self.send_out(what)
+        append_blob_pieces(self.pages.enc.as_mut(), tag, data, &mut self.pages.out)?;
+        self.pages.send_out(what)
     }
 
     /// The switchover: waits (within the pause's deadline) for the destination to be
@@ -607,7 +589,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
     ) -> Result<(Reply, Duration, &'static str)> {
         let d = self.deadlines;
         progress.note("waiting for the destination");
-        let ready = session::read_message(self.w.inner);
+        let ready = session::read_message(self.pages.w.inner);
         let late = Instant::now() > stopped.deadline;
         match ready {
             Ok(DestMessage::Ready) if !late => {}
@@ -633,19 +615,20 @@ impl<'l, L: Link> Outgoing<'l, L> {
         }
         // From the commit on the source never resumes on its own.
         progress.note("committing");
-        self.w.inner.set_waits(Waits {
+        self.pages.w.inner.set_waits(Waits {
             idle: Some(d.switchover),
             until: Some(Instant::now() + d.switchover),
         })?;
-        let heard = session::write_message(&mut self.w, &SourceMessage::Commit)
+        let heard = session::write_message(&mut self.pages.w, &SourceMessage::Commit)
             .context("sending the commit")
             .and_then(|()| {
-                session::read_message(self.w.inner).context("waiting for the destination's reply")
+                session::read_message(self.pages.w.inner)
+                    .context("waiting for the destination's reply")
             });
         let lost = match heard {
             Ok(DestMessage::Reply(r)) if r.ok => {
                 let acked = stopped.pause.elapsed();
-                let _ = session::write_message(&mut self.w, &SourceMessage::Done);
+                let _ = session::write_message(&mut self.pages.w, &SourceMessage::Done);
                 return Ok((r, acked, "reply"));
             }
             Ok(DestMessage::Reply(r)) => bail!(
@@ -676,10 +659,11 @@ impl<'l, L: Link> Outgoing<'l, L> {
     /// Tells the destination not to start the guest, if the link still carries it.
     fn abort(&mut self, why: &str) {
         let _ = self
+            .pages
             .w
             .inner
             .set_waits(Waits::until(Instant::now() + ABORT_GRACE));
-        let _ = session::write_message(&mut self.w, &SourceMessage::Abort(why.into()));
+        let _ = session::write_message(&mut self.pages.w, &SourceMessage::Abort(why.into()));
     }
 
     /// The stop-and-copy's row, closed by the reply.
@@ -695,13 +679,13 @@ impl<'l, L: Link> Outgoing<'l, L> {
             pages_sent: stopped.pages,
             pages_dirtied: 0,
             pages_remaining: 0,
-            bytes: stopped.bytes,
+            bytes: stopped.counts.bytes,
             seconds: acked.as_secs_f64(),
             start_s: (stopped.pause - self.start).as_secs_f64(),
             cpu_s: 0.0,
-            lz4_pages: stopped.lz4_pages,
-            zstd_pages: stopped.zstd_pages,
-            plain_pages: stopped.plain_pages,
+            lz4_pages: stopped.counts.lz4_pages,
+            zstd_pages: stopped.counts.zstd_pages,
+            plain_pages: stopped.counts.plain_pages,
             group: None,
         };
         progress.iteration_done(&row);
@@ -724,7 +708,9 @@ impl<'l, L: Link> Outgoing<'l, L> {
             policy: opts.policy.name().into(),
             codec: opts.codec.name().into(),
             encoder: opts.encoder.name().into(),
-            auto_windows: self.auto.map(|a| a.windows).unwrap_or_default(),
+            auto_windows: self.pages.windows().to_vec(),
+            lanes: self.lane_count(),
+            lane_auto_windows: self.lane_windows,
             compression: match opts.compression {
                 Compression::Zstd { .. } => opts.compression.describe(),
                 c if self.lz4 => c.name().into(),
@@ -737,7 +723,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             downtime_at_source_s: acked.as_secs_f64(),
             dest_finish_s: reply.finish_us as f64 / 1e6,
             stream_bytes: self.stream_bytes,
-            wire_bytes: self.w.bytes,
+            wire_bytes: self.pages.w.bytes + self.lane_wire_bytes.iter().sum::<u64>(),
             pages_sent: self.pages_sent,
             digest: stopped.digest,
             rows: self.rows,

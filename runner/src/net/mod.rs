@@ -13,5 +13,5 @@ pub mod shape;
 pub mod tls;
 
 pub use deadline::{connect_by, is_timeout, Link, TimedTcp, Waits};
-pub use dial::dial;
+pub use dial::{dial, dial_on};
 pub use shape::{Shape, ShapedStream, Wire};

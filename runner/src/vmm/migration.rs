@@ -2,12 +2,15 @@
 //! [`Vmm`] building empty VMs for arriving migrations. The state that is not memory is
 //! one [`VcpuState`] blob per vCPU.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 
-use super::memory::PAGE_SIZE;
+use super::memory::{GuestMemory, PAGE_SIZE};
 use super::state::VcpuState;
 use super::vm::Vm;
 use crate::migrate::guest::{DestGuest, GuestBuilder, SourceGuest};
+use crate::migrate::lanes::PageRead;
 
 impl SourceGuest for Vm {
     fn mem_bytes(&self) -> u64 {
@@ -31,6 +34,10 @@ impl SourceGuest for Vm {
         Ok(())
     }
 
+    fn page_reader(&self) -> Option<Arc<dyn PageRead>> {
+        Some(self.memory().clone())
+    }
+
     fn take_dirty(&mut self) -> Result<Vec<u64>> {
         Vm::take_dirty(self)
     }
@@ -52,6 +59,18 @@ impl SourceGuest for Vm {
 
     fn memory_digest(&mut self) -> Result<u128> {
         Ok(self.memory().digest())
+    }
+}
+
+/// Lanes read guest memory from their own threads: raw copies, as `read_page`.
+impl PageRead for GuestMemory {
+    fn read_page(&self, pfn: u64, out: &mut [u8]) -> Result<()> {
+        anyhow::ensure!(
+            (pfn as usize) < self.pages(),
+            "page {pfn} is beyond the guest's memory"
+        );
+        GuestMemory::read_page(self, pfn, out);
+        Ok(())
     }
 }
 
