@@ -4,6 +4,12 @@
 //! model: a window of `B` bytes occupies it for `B / rate` seconds, and the window lasts as
 //! long as the slower of the two (the sender waits for a full link, or the link for the
 //! sender; one window of buffering between them). Every pass is decoded and checked.
+//!
+//! With N lanes, the pages split as `pagewire send --lanes N` splits them (page `pfn` on
+//! lane `pfn % N`), each lane a thread with its own encoder, `auto` and decoder, and a
+//! link of its own of 1/N of the rate (a shared link would give an idle lane's share to
+//! the other: an even split is the cautious model). The run lasts as long as its slowest
+//! lane.
 
 use std::io::Read;
 use std::time::Duration;
@@ -62,8 +68,48 @@ struct Window {
     earlier: usize,
 }
 
-/// Runs `auto` over every pass of `set` on a link of `bytes_per_s`.
-pub fn run(set: &PageSet, bytes_per_s: f64) -> Result<AutoRun> {
+/// Runs `auto` over every pass of `set` on a link of `bytes_per_s`, in `lanes` lanes.
+pub fn run(set: &PageSet, bytes_per_s: f64, lanes: usize) -> Result<AutoRun> {
+    if lanes <= 1 {
+        return run_passes(set, &set.passes, bytes_per_s);
+    }
+    let split: Vec<Vec<Vec<(u64, usize)>>> = (0..lanes)
+        .map(|lane| {
+            set.passes
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .copied()
+                        .filter(|(pfn, _)| (*pfn as usize) % lanes == lane)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let share = bytes_per_s / lanes as f64;
+    let runs = std::thread::scope(|s| {
+        let hs: Vec<_> = split
+            .iter()
+            .map(|passes| s.spawn(move || run_passes(set, passes, share)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a lane panicked"))?)
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut all = AutoRun {
+        raw_bytes: runs.iter().map(|r| r.raw_bytes).sum(),
+        wire_bytes: runs.iter().map(|r| r.wire_bytes).sum(),
+        seconds: runs.iter().map(|r| r.seconds).fold(0.0, f64::max),
+        cpu_seconds: runs.iter().map(|r| r.cpu_seconds).sum(),
+        gb_s: 0.0,
+        changes: runs[0].changes.clone(),
+    };
+    all.gb_s = all.raw_bytes as f64 / all.seconds.max(1e-12) / 1e9;
+    Ok(all)
+}
+
+/// Runs `auto` over `passes` (pages of `set`) on a link of `bytes_per_s`.
+fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> Result<AutoRun> {
     let ps = set.page_size;
     let cfg = Config {
         page_size: ps as u32,
@@ -122,8 +168,8 @@ pub fn run(set: &PageSet, bytes_per_s: f64) -> Result<AutoRun> {
         };
         (pages, wall, cpu)
     };
-    let n = set.passes.len();
-    for (i, pass) in set.passes.iter().enumerate() {
+    let n = passes.len();
+    for (i, pass) in passes.iter().enumerate() {
         let mut mark = thread_cpu_time();
         for &(pfn, off) in pass {
             let k = enc.encode_page(pfn, set.page(off), &mut out)?;

@@ -12,7 +12,7 @@ fn auto_climbs_on_a_slow_link_and_steps_down_on_a_fast_one() {
     let raw = (set.pages_in(0..3) * set.page_size) as u64;
 
     // 100 Mbit/s: each window waits far longer for the link than it encodes
-    let slow = auto::run(&set, 12.5e6).unwrap();
+    let slow = auto::run(&set, 12.5e6, 1).unwrap();
     assert_eq!(slow.raw_bytes, raw);
     assert_eq!(slow.changes[0].1, "lz4", "{slow:?}");
     assert!(
@@ -23,7 +23,7 @@ fn auto_climbs_on_a_slow_link_and_steps_down_on_a_fast_one() {
     assert!(slow.seconds >= slow.wire_bytes as f64 / 12.5e6, "{slow:?}");
 
     // 100 Gbit/s: the encoder is the bottleneck, LZ4 goes
-    let fast = auto::run(&set, 12.5e9).unwrap();
+    let fast = auto::run(&set, 12.5e9, 1).unwrap();
     assert_eq!(
         fast.changes.get(1).map(|c| c.1.as_str()),
         Some("stored"),
@@ -39,4 +39,21 @@ fn auto_climbs_on_a_slow_link_and_steps_down_on_a_fast_one() {
     // plain pages carry more bytes than zstd on the same pages
     assert!(fast.wire_bytes > slow.wire_bytes, "{fast:?} {slow:?}");
     assert!(slow.gb_s > 0.0 && fast.gb_s > slow.gb_s);
+}
+
+#[test]
+fn two_lanes_carry_every_page_each_on_half_the_link() {
+    let set = PageSet::synthetic(32, 3, 1).unwrap();
+    let raw = (set.pages_in(0..3) * set.page_size) as u64;
+    let one = auto::run(&set, 12.5e6, 1).unwrap();
+    let two = auto::run(&set, 12.5e6, 2).unwrap();
+    // every page went, and decoded back, on one lane or the other
+    assert_eq!(two.raw_bytes, raw);
+    // each lane had half the link: the slowest lane took at least its bytes' time there
+    assert!(
+        two.seconds >= two.wire_bytes as f64 / 2.0 / 12.5e6,
+        "{two:?}"
+    );
+    // on a slow link lanes do not make the link faster: about the time of one lane
+    assert!(two.seconds > 0.8 * one.seconds, "{two:?} {one:?}");
 }

@@ -1532,6 +1532,126 @@ static void test_in_place_round_trip(void) {
     free(src);
 }
 
+/* Lanes: a VMM with threads of its own runs N encoders, page pfn on lane pfn % N, and at
+ * the destination N in-place decoders at once into one guest memory, each through a page
+ * table that holds only its own lane's pages (NULL elsewhere): a lane's decoder can then
+ * neither write nor read another lane's page. */
+enum { LANES = 2, LN_PAGES = 512, LN_PASSES = 3 };
+
+typedef struct {
+    unsigned lane;
+    uint8_t *src; /* guest memory: each lane writes only its own pages */
+    bytes stream;
+    pagewire_result rc;
+} lane_encode_job;
+
+static void *lane_encoder(void *arg) {
+    lane_encode_job *j = arg;
+    pagewire_config cfg = small_config();
+    cfg.cache_pages /= LANES;        /* the cache budget split among lanes */
+    cfg.stream_id += j->lane;        /* a lane's frames are refused on another */
+    pagewire_sizes sz;
+    pagewire_encoder *enc = NULL;
+    j->rc = pagewire_config_sizes(&cfg, &sz);
+    if (j->rc == PAGEWIRE_OK)
+        j->rc = pagewire_encoder_new(&cfg, &enc);
+    if (j->rc != PAGEWIRE_OK)
+        return NULL;
+    uint8_t *out = malloc(sz.max_output);
+    size_t n = 0;
+    for (unsigned it = 0; it < LN_PASSES && j->rc == PAGEWIRE_OK; it++) {
+        for (size_t pfn = j->lane; pfn < LN_PAGES && j->rc == PAGEWIRE_OK; pfn += LANES) {
+            uint8_t *page = j->src + pfn * PAGE;
+            if (it > 0) {
+                if ((pfn + it) % 3)
+                    continue;
+                page[(pfn * 13 + it) % PAGE] ^= (uint8_t)(it + 1); /* the guest wrote it */
+            }
+            j->rc = pagewire_encoder_encode_page(enc, pfn, page, PAGE, out, sz.max_output, &n);
+            append(&j->stream, out, n);
+        }
+        if (j->rc == PAGEWIRE_OK)
+            j->rc = pagewire_encoder_end_iteration(enc, out, sz.max_output, &n);
+        append(&j->stream, out, n);
+    }
+    if (j->rc == PAGEWIRE_OK)
+        j->rc = pagewire_encoder_finish(enc, out, sz.max_output, &n);
+    append(&j->stream, out, n);
+    pagewire_encoder_free(enc);
+    free(out);
+    return NULL;
+}
+
+typedef struct {
+    const bytes *stream;
+    uint8_t **table; /* LN_PAGES entries */
+    size_t delivered;
+    pagewire_result rc;
+} lane_decode_job;
+
+static void *lane_decoder(void *arg) {
+    lane_decode_job *j = arg;
+    pagewire_decoder *dec = NULL;
+    size_t used = 0, consumed = 0;
+    j->rc = pagewire_decoder_open(j->stream->data, j->stream->len, NULL, 0,
+                                  PAGEWIRE_DECODE_IN_PLACE, &dec, &used);
+    if (j->rc != PAGEWIRE_OK)
+        return NULL;
+    pagewire_destination d = to_table(j->table, LN_PAGES, no_events);
+    j->rc = pagewire_decoder_decode(dec, j->stream->data + used, j->stream->len - used, &d,
+                                    &consumed, &j->delivered);
+    if (j->rc == PAGEWIRE_OK)
+        j->rc = pagewire_decoder_check_complete(dec);
+    pagewire_decoder_close(dec);
+    return NULL;
+}
+
+static void test_lanes_on_threads(void) {
+    uint8_t *src = calloc(LN_PAGES, PAGE);
+    for (size_t pfn = 0; pfn < LN_PAGES; pfn++)
+        fill_page(src, LN_PAGES, pfn);
+    lane_encode_job enc[LANES];
+    pthread_t th[LANES];
+    for (unsigned l = 0; l < LANES; l++) {
+        enc[l] = (lane_encode_job){l, src, {0}, PAGEWIRE_OK};
+        CHECK(pthread_create(&th[l], NULL, lane_encoder, &enc[l]) == 0);
+    }
+    for (unsigned l = 0; l < LANES; l++) {
+        pthread_join(th[l], NULL);
+        CHECK_RC(enc[l].rc, PAGEWIRE_OK);
+    }
+
+    uint8_t *dst = malloc((size_t)LN_PAGES * PAGE);
+    memset(dst, CANARY, (size_t)LN_PAGES * PAGE);
+    uint8_t **tables[LANES];
+    lane_decode_job dec[LANES];
+    for (unsigned l = 0; l < LANES; l++) {
+        tables[l] = calloc(LN_PAGES, sizeof(uint8_t *));
+        for (size_t pfn = l; pfn < LN_PAGES; pfn += LANES)
+            tables[l][pfn] = dst + pfn * PAGE;
+        dec[l] = (lane_decode_job){&enc[l].stream, tables[l], 0, PAGEWIRE_OK};
+        CHECK(pthread_create(&th[l], NULL, lane_decoder, &dec[l]) == 0);
+    }
+    for (unsigned l = 0; l < LANES; l++) {
+        pthread_join(th[l], NULL);
+        CHECK_RC(dec[l].rc, PAGEWIRE_OK);
+    }
+    CHECK(memcmp(dst, src, (size_t)LN_PAGES * PAGE) == 0);
+
+    /* lane 1's stream through lane 0's table: its first page has no place there */
+    lane_decode_job wrong = {&enc[1].stream, tables[0], 0, PAGEWIRE_OK};
+    lane_decoder(&wrong);
+    CHECK_RC(wrong.rc, PAGEWIRE_PFN_OUT_OF_RANGE);
+    CHECK(wrong.delivered == 0);
+
+    for (unsigned l = 0; l < LANES; l++) {
+        free(tables[l]);
+        free(enc[l].stream.data);
+    }
+    free(dst);
+    free(src);
+}
+
 /* CRC-32C (Castagnoli), bit by bit: for hand-made frames. */
 static uint32_t crc32c(const uint8_t *p, size_t n) {
     uint32_t c = 0xffffffffu;
@@ -1785,6 +1905,7 @@ int main(void) {
         {"retired_slot_is_refused", test_retired_slot_is_refused},
         {"in_place_refusals", test_in_place_refusals},
         {"in_place_static_storage", test_in_place_static_storage},
+        {"lanes_on_threads", test_lanes_on_threads},
     };
     int passed = 0, failed = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
