@@ -11,7 +11,10 @@
 //! [`SourceMessage::Abort`]; the destination starts the guest only on the commit and says so
 //! in its [`Reply`]; the source closes with [`SourceMessage::Done`]. A committed source that
 //! hears nothing asks on a new connection: `PWQ1`, a [`StatusQuery`], answered by a
-//! [`Status`]. The states and every transition: `docs/RUNNER.md`, *Switchover*.
+//! [`Status`]. The states and every transition: `docs/RUNNER.md`, *Switchover*. A hello
+//! with `lanes > 1` is followed by one more connection per lane, each opened with `PWL1`
+//! and a [`LaneHello`], carrying that lane's pagewire stream and its acknowledgements
+//! (`docs/RUNNER.md`, *Lanes*).
 //! A length prefix is 4 bytes little-endian; messages are at most [`MAX_MESSAGE`] bytes.
 //!
 //! A blob longer than [`BLOB_CHUNK`] (a vCPU state with its XSAVE area is about 5 KiB)
