@@ -23,12 +23,16 @@ fn compare_round_trips_every_codec_and_reports_the_targets() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // all seven targets are judged, the four LZ4 ones next to what LZ4 alone reaches
+    // all eight targets are judged, the four LZ4 ones next to what LZ4 alone reaches
     let targets: Vec<&str> = stdout
         .lines()
         .filter(|l| l.contains("] ") && l.trim_start().starts_with('['))
         .collect();
-    assert_eq!(targets.len(), 7, "{stdout}");
+    assert_eq!(targets.len(), 8, "{stdout}");
+    assert!(
+        targets.iter().any(|l| l.contains("two lanes encode")),
+        "{stdout}"
+    );
     assert_eq!(
         targets.iter().filter(|l| l.contains("in place")).count(),
         3,
@@ -72,11 +76,16 @@ fn compare_round_trips_every_codec_and_reports_the_targets() {
             assert!(gb > 0.0 && gb.is_finite(), "{}: {part} {gb}", r["codec"]);
         }
     }
-    // `auto` on every link of the per-link table, against the best other row
+    // `auto` on every link of the per-link table, with one lane and two, against the best
+    // other row
     let by_link = report["auto_by_link"].as_array().unwrap();
-    assert_eq!(by_link.len(), 4, "{by_link:?}");
+    assert_eq!(by_link.len(), 8, "{by_link:?}");
+    let lanes: Vec<u64> = by_link
+        .iter()
+        .map(|a| a["lanes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lanes, [1, 2, 1, 2, 1, 2, 1, 2]);
     for a in by_link {
-        assert_eq!(a["lanes"], 1);
         let other = a["best_other"].as_str().unwrap();
         assert!(rows.iter().any(|r| r["codec"] == other), "{a}");
         assert_ne!(other, "memcpy (ceiling)");
