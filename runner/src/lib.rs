@@ -12,6 +12,8 @@
 //!   verified guest, and only once the source has committed; it drives any guest through
 //!   the traits of [`migrate::guest`];
 //! * [`vmm`]: our KVM VMM, the guest the engine drives today;
+//! * [`disk`]: a disk's writes through the codec, from an NBD export to another;
+//! * [`nbd`]: the Network Block Device protocol, server and client, for moving disks;
 //! * [`net`]: links with bounded waits, WAN shaping, mutual TLS, an accept loop no stranger
 //!   can stop or starve, and the Synchronized Arrival coordinator;
 //! * [`replay`](mod@replay): a snapshot series through an encoder and a decoder, verified page by page;
@@ -35,11 +37,13 @@
 //!   it).
 
 mod buffer;
+pub mod disk;
 pub mod encoders;
 pub mod host_memory;
 pub mod live;
 pub mod machine;
 pub mod migrate;
+pub mod nbd;
 pub mod net;
 pub mod plot;
 pub mod qemu;

@@ -1,0 +1,232 @@
+//! The disk tunnel's destination end, its data path: decodes the stream from the link and
+//! writes every block, range and piece into the destination's NBD export, in stream order;
+//! consecutive blocks (and consecutive zero blocks) go out as one request. At each sync
+//! point it writes what is pending, flushes the export when asked, and confirms on the
+//! link.
+
+use std::io::{Read, Write};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use pagewire::{Config, DecodeMode, Decoder, Destination, Error, HEADER_LEN};
+use serde::Serialize;
+
+use super::items::*;
+use crate::migrate::dest::decode_frame;
+use crate::migrate::session;
+use crate::nbd::Client;
+
+/// What the destination end wrote.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct DiskDelivered {
+    /// Bytes written in whole blocks.
+    pub block_bytes: u64,
+    /// Bytes written as zero blocks, zero ranges and trims.
+    pub zeroed_bytes: u64,
+    /// Bytes written from pieces.
+    pub piece_bytes: u64,
+    /// NBD requests sent to the export.
+    pub requests: u64,
+    /// Sync points confirmed.
+    pub syncs: u64,
+    /// Stream bytes decoded.
+    pub stream_bytes: u64,
+}
+
+/// Largest run of consecutive blocks written in one request.
+const RUN_BYTES: usize = 1 << 20;
+
+/// Applies decoded blocks and blobs to the export, coalescing runs.
+struct Apply<'c, S: Read + Write> {
+    client: &'c mut Client<S>,
+    blocks: u64,
+    page: Vec<u8>,
+    /// Consecutive blocks not yet written: the first block's number and their bytes.
+    run: Option<(u64, Vec<u8>)>,
+    /// Consecutive zero blocks not yet written: first block, count.
+    zeros: Option<(u64, u64)>,
+    /// Sync points reached: their sequence numbers, to confirm.
+    acks: Vec<u64>,
+    failed: Option<anyhow::Error>,
+    done: DiskDelivered,
+}
+
+impl<S: Read + Write> Apply<'_, S> {
+    fn fail(&mut self, e: anyhow::Error) {
+        self.failed.get_or_insert(e);
+    }
+
+    /// Writes the pending run and zero run.
+    fn write_pending(&mut self) -> Result<()> {
+        if let Some((first, bytes)) = self.run.take() {
+            self.client.write(first * BLOCK, &bytes, false)?;
+            self.done.block_bytes += bytes.len() as u64;
+            self.done.requests += 1;
+        }
+        if let Some((first, n)) = self.zeros.take() {
+            self.client.write_zeroes(first * BLOCK, n * BLOCK)?;
+            self.done.zeroed_bytes += n * BLOCK;
+            self.done.requests += 1;
+        }
+        Ok(())
+    }
+
+    fn in_disk(&self, offset: u64, len: u64) -> Result<()> {
+        ensure!(
+            offset
+                .checked_add(len)
+                .is_some_and(|e| e <= self.blocks * BLOCK),
+            "the stream writes {len} bytes at {offset}, past the end of the disk"
+        );
+        Ok(())
+    }
+
+    fn apply_blob(&mut self, tag: u32, data: &[u8]) -> Result<()> {
+        self.write_pending()?;
+        match tag {
+            TAG_WRITE => {
+                let (offset, bytes) = parse_write(data)?;
+                self.in_disk(offset, bytes.len() as u64)?;
+                self.client.write(offset, bytes, false)?;
+                self.done.piece_bytes += bytes.len() as u64;
+                self.done.requests += 1;
+            }
+            TAG_ZEROES | TAG_TRIM => {
+                let (offset, len) = parse_range(data)?;
+                self.in_disk(offset, len)?;
+                self.client.write_zeroes(offset, len)?;
+                self.done.zeroed_bytes += len;
+                self.done.requests += 1;
+            }
+            TAG_SYNC => {
+                let (seq, flush) = parse_sync(data)?;
+                if flush {
+                    self.client.flush()?;
+                    self.done.requests += 1;
+                }
+                self.acks.push(seq);
+            }
+            other => bail!("the disk stream carries an unknown blob (tag {other:#x})"),
+        }
+        Ok(())
+    }
+}
+
+impl<S: Read + Write> Destination for Apply<'_, S> {
+    fn page_mut(&mut self, pfn: u64) -> pagewire::Result<&mut [u8]> {
+        if pfn >= self.blocks {
+            return Err(Error::PfnOutOfRange { pfn });
+        }
+        Ok(&mut self.page)
+    }
+
+    fn page_done(&mut self, pfn: u64) {
+        if self.zeros.is_some() {
+            if let Err(e) = self.write_pending() {
+                return self.fail(e);
+            }
+        }
+        let joins = self.run.as_ref().is_some_and(|(first, b)| {
+            first + (b.len() as u64) / BLOCK == pfn && b.len() < RUN_BYTES
+        });
+        if !joins {
+            if let Err(e) = self.write_pending() {
+                return self.fail(e);
+            }
+            self.run = Some((pfn, Vec::with_capacity(RUN_BYTES)));
+        }
+        if let Some((_, b)) = &mut self.run {
+            b.extend_from_slice(&self.page);
+        }
+    }
+
+    fn zero_page(&mut self, pfn: u64, _page_size: usize) -> pagewire::Result<()> {
+        if pfn >= self.blocks {
+            return Err(Error::PfnOutOfRange { pfn });
+        }
+        let joins = self.zeros.is_some_and(|(first, n)| first + n == pfn);
+        if joins {
+            if let Some((_, n)) = &mut self.zeros {
+                *n += 1;
+            }
+        } else {
+            if let Err(e) = self.write_pending() {
+                self.fail(e);
+            }
+            self.zeros = Some((pfn, 1));
+        }
+        Ok(())
+    }
+
+    fn blob(&mut self, tag: u32, data: &[u8]) {
+        if self.failed.is_none() {
+            if let Err(e) = self.apply_blob(tag, data) {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn end_of_stream(&mut self) {
+        if let Err(e) = self.write_pending() {
+            self.fail(e);
+        }
+    }
+}
+
+/// Receives a disk stream from `link` into the export `client` holds, confirming every sync
+/// point on `link`, until the stream's END; then flushes the export. A failure to write is
+/// confirmed as that failure (the source end then fails its client's request) and ends
+/// the stream here.
+pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
+    link: &mut L,
+    client: &mut Client<S>,
+) -> Result<DiskDelivered> {
+    let hello: DiskHello =
+        session::read_message(&mut &mut *link).context("reading the disk hello")?;
+    ensure!(
+        hello.disk_bytes == client.size(),
+        "the source's disk has {} bytes, the destination's export {}",
+        hello.disk_bytes,
+        client.size()
+    );
+    let mut header = [0u8; HEADER_LEN];
+    link.read_exact(&mut header)
+        .context("reading the disk stream's header")?;
+    let cfg = Config::from_header(&header).map_err(|e| anyhow!("bad disk stream header: {e}"))?;
+    ensure!(
+        u64::from(cfg.page_size) == BLOCK,
+        "a disk stream of {}-byte pages (blocks are {BLOCK})",
+        cfg.page_size
+    );
+    let mut storage = vec![0u8; cfg.decoder_storage_len_for(DecodeMode::CacheCopy)];
+    let (mut dec, _) = Decoder::from_header(&header, DecodeMode::CacheCopy, &mut storage)
+        .map_err(|e| anyhow!("bad disk stream header: {e}"))?;
+    let mut frame = vec![0u8; cfg.max_frame_len()];
+    let mut apply = Apply {
+        blocks: client.size().div_ceil(BLOCK),
+        client,
+        page: vec![0; BLOCK as usize],
+        run: None,
+        zeros: None,
+        acks: Vec::new(),
+        failed: None,
+        done: DiskDelivered {
+            stream_bytes: HEADER_LEN as u64,
+            ..DiskDelivered::default()
+        },
+    };
+    while !dec.is_complete() {
+        apply.done.stream_bytes += decode_frame(&mut *link, &mut dec, &mut frame, &mut apply)?;
+        let failed = apply.failed.take();
+        for seq in apply.acks.drain(..) {
+            let error = failed.as_ref().map(|e| format!("{e:#}"));
+            session::write_message(&mut &mut *link, &DiskAck { seq, error })
+                .context("confirming disk writes")?;
+            apply.done.syncs += 1;
+        }
+        if let Some(e) = failed {
+            return Err(e.context("writing into the destination's export"));
+        }
+    }
+    apply.client.flush()?;
+    Ok(apply.done)
+}

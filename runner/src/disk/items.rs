@@ -1,0 +1,83 @@
+//! What a disk tunnel's stream carries besides whole 4 KiB blocks (which go through the
+//! codec as pages, block `offset / 4096` as page number): the hello before the stream,
+//! blobs inside it for what is not a whole aligned block, and the destination end's
+//! acknowledgements coming back.
+
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+
+/// The unit the codec sees: a 4 KiB block is a page.
+pub const BLOCK: u64 = 4096;
+
+/// Blob: bytes at an offset that are not whole aligned blocks (8-byte offset, then data).
+pub const TAG_WRITE: u32 = 0x4400;
+/// Blob: a range that reads as zeros (offset, length).
+pub const TAG_ZEROES: u32 = 0x4401;
+/// Blob: a range no longer needed (offset, length); the destination writes zeros there,
+/// so that both images stay equal byte for byte.
+pub const TAG_TRIM: u32 = 0x4402;
+/// Blob: everything before it is to be written (and flushed, if asked) at the destination,
+/// then acknowledged with its sequence number (8-byte sequence, 1 byte: flush).
+pub const TAG_SYNC: u32 = 0x4403;
+
+/// Largest piece of written bytes in one [`TAG_WRITE`] blob (a blob is at most a page).
+pub const WRITE_PIECE: usize = 4096 - 8;
+
+/// What the source end says before the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskHello {
+    /// The disk's size in bytes, as the source QEMU's mirror job sees it.
+    pub disk_bytes: u64,
+    /// Free text for logs.
+    pub label: String,
+}
+
+/// The destination end's answer to a [`TAG_SYNC`]: everything before it is written (and
+/// flushed, if asked), or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskAck {
+    pub seq: u64,
+    pub error: Option<String>,
+}
+
+/// A range blob's data: offset and length.
+pub fn range(offset: u64, len: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&offset.to_le_bytes());
+    b[8..].copy_from_slice(&len.to_le_bytes());
+    b
+}
+
+/// Parses a range blob's data.
+pub fn parse_range(data: &[u8]) -> Result<(u64, u64)> {
+    ensure!(data.len() == 16, "a range blob of {} bytes", data.len());
+    Ok((
+        u64::from_le_bytes(data[..8].try_into()?),
+        u64::from_le_bytes(data[8..].try_into()?),
+    ))
+}
+
+/// A sync blob's data.
+pub fn sync(seq: u64, flush: bool) -> [u8; 9] {
+    let mut b = [0u8; 9];
+    b[..8].copy_from_slice(&seq.to_le_bytes());
+    b[8] = u8::from(flush);
+    b
+}
+
+/// Parses a sync blob's data: the sequence and whether to flush.
+pub fn parse_sync(data: &[u8]) -> Result<(u64, bool)> {
+    ensure!(data.len() == 9, "a sync blob of {} bytes", data.len());
+    let flush = match data[8] {
+        0 => false,
+        1 => true,
+        f => bail!("a sync blob with flush byte {f}"),
+    };
+    Ok((u64::from_le_bytes(data[..8].try_into()?), flush))
+}
+
+/// A write blob's data split: the offset and the bytes.
+pub fn parse_write(data: &[u8]) -> Result<(u64, &[u8])> {
+    ensure!(data.len() > 8, "a write blob of {} bytes", data.len());
+    Ok((u64::from_le_bytes(data[..8].try_into()?), &data[8..]))
+}

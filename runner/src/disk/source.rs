@@ -1,0 +1,258 @@
+//! The disk tunnel's source end, its data path: an NBD export ([`BlockTarget`]) whose
+//! writes go through the codec to the link instead of to a disk. Whole aligned 4 KiB blocks
+//! are pages to the codec (zero blocks, duplicates found by content in its cache, deltas
+//! against the block's previous version); anything else goes as blobs.
+//!
+//! Acknowledgement (`docs/STORAGE.md`, *Guarantees*): in the asynchronous phase a write is
+//! acknowledged to the client once it is on its way, and at least every `window` bytes the
+//! end waits for the destination to confirm everything before; in the synchronous phase
+//! (from [`Phase::set_synchronous`] on) a write is acknowledged only once the destination
+//! wrote it. A flush, and a write with FUA, is acknowledged only once the destination wrote
+//! and flushed everything before it. After any failure of the link every request fails
+//! (`EIO`): a write that did not reach the destination is never acknowledged as flushed, so
+//! the mirror job sees an error and not a silent loss.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::items::*;
+use crate::encoders::StreamEncoder;
+use crate::migrate::session;
+use crate::nbd::proto::EIO;
+use crate::nbd::BlockTarget;
+
+/// The phase of a disk tunnel, shared with whoever drives the migration.
+#[derive(Debug, Clone, Default)]
+pub struct Phase(Arc<AtomicBool>);
+
+impl Phase {
+    /// From now on every write waits for the destination (memory migration started).
+    pub fn set_synchronous(&self, on: bool) {
+        self.0.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether writes wait for the destination.
+    pub fn synchronous(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What the source end carried.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct DiskCarried {
+    /// Bytes the client wrote (data writes).
+    pub written_bytes: u64,
+    /// Of them, in whole aligned blocks (through the codec).
+    pub block_bytes: u64,
+    /// Bytes of zero and trim ranges.
+    pub zeroed_bytes: u64,
+    /// Round trips in which the destination confirmed everything before.
+    pub syncs: u64,
+    /// Bytes of pagewire stream written to the link.
+    pub stream_bytes: u64,
+}
+
+/// Bytes written in the asynchronous phase before the end waits for the destination.
+pub const DEFAULT_WINDOW: u64 = 64 << 20;
+
+/// An export that sends what is written to it over `link`.
+pub struct DiskOut<'l, L: Read + Write + ?Sized> {
+    link: &'l mut L,
+    enc: Box<dyn StreamEncoder>,
+    out: Vec<u8>,
+    page: Vec<u8>,
+    size: u64,
+    seq: u64,
+    unconfirmed: u64,
+    window: u64,
+    phase: Phase,
+    failed: Option<String>,
+    carried: DiskCarried,
+}
+
+impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
+    /// Says hello on `link` for a disk of `disk_bytes` and starts the stream with `enc`
+    /// (pages of 4 KiB).
+    pub fn start(
+        link: &'l mut L,
+        disk_bytes: u64,
+        label: &str,
+        enc: Box<dyn StreamEncoder>,
+        phase: Phase,
+        window: u64,
+    ) -> Result<Self> {
+        session::write_message(
+            &mut &mut *link,
+            &DiskHello {
+                disk_bytes,
+                label: label.into(),
+            },
+        )
+        .context("sending the disk hello")?;
+        Ok(DiskOut {
+            link,
+            enc,
+            out: Vec::new(),
+            page: vec![0; BLOCK as usize],
+            size: disk_bytes,
+            seq: 0,
+            unconfirmed: 0,
+            window: window.max(1),
+            phase,
+            failed: None,
+            carried: DiskCarried::default(),
+        })
+    }
+
+    /// What went out so far.
+    pub fn carried(&self) -> DiskCarried {
+        self.carried
+    }
+
+    /// Why the link failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Ends the stream after the destination confirmed everything written and flushed.
+    pub fn finish(mut self) -> Result<DiskCarried> {
+        if let Some(why) = &self.failed {
+            bail!("the disk tunnel's link failed: {why}");
+        }
+        self.confirm(true)?;
+        self.enc.finish(&mut self.out)?;
+        self.send()?;
+        self.link.flush().context("ending the disk stream")?;
+        Ok(self.carried)
+    }
+
+    /// Writes the encoder's output to the link.
+    fn send(&mut self) -> Result<()> {
+        self.link
+            .write_all(&self.out)
+            .context("sending disk writes")?;
+        self.carried.stream_bytes += self.out.len() as u64;
+        self.out.clear();
+        Ok(())
+    }
+
+    fn blob(&mut self, tag: u32, data: &[u8]) -> Result<()> {
+        self.enc.append_blob(tag, data, &mut self.out)?;
+        self.send()
+    }
+
+    /// Waits for the destination to confirm everything sent so far (written, and flushed
+    /// when `flush`).
+    fn confirm(&mut self, flush: bool) -> Result<()> {
+        self.seq += 1;
+        self.enc
+            .append_blob(TAG_SYNC, &sync(self.seq, flush), &mut self.out)?;
+        self.enc.end_iteration(&mut self.out)?;
+        self.send()?;
+        self.link.flush().context("sending disk writes")?;
+        let ack: DiskAck = session::read_message(&mut &mut *self.link)
+            .context("waiting for the destination to confirm the disk writes")?;
+        if ack.seq != self.seq {
+            bail!(
+                "the destination confirmed sync {}, expected {}",
+                ack.seq,
+                self.seq
+            );
+        }
+        if let Some(e) = ack.error {
+            bail!("the destination could not write the disk: {e}");
+        }
+        self.carried.syncs += 1;
+        self.unconfirmed = 0;
+        Ok(())
+    }
+
+    /// After a request's bytes went out: confirm now if the phase, FUA or the window asks.
+    fn settle(&mut self, bytes: u64, fua: bool) -> Result<()> {
+        self.unconfirmed += bytes;
+        if fua || self.phase.synchronous() || self.unconfirmed >= self.window {
+            self.confirm(fua)?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<()> {
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let aligned = at % BLOCK == 0 && rest.len() as u64 >= BLOCK;
+            if aligned {
+                let (block, more) = rest.split_at(BLOCK as usize);
+                self.page.copy_from_slice(block);
+                self.enc
+                    .encode_page(at / BLOCK, &self.page, &mut self.out)?;
+                self.send()?;
+                self.carried.block_bytes += BLOCK;
+                at += BLOCK;
+                rest = more;
+            } else {
+                // up to the next block boundary (or the end), in blob pieces
+                let to_boundary = (BLOCK - at % BLOCK) as usize;
+                let n = rest.len().min(to_boundary).min(WRITE_PIECE);
+                let mut blob = Vec::with_capacity(8 + n);
+                blob.extend_from_slice(&at.to_le_bytes());
+                blob.extend_from_slice(&rest[..n]);
+                self.blob(TAG_WRITE, &blob)?;
+                at += n as u64;
+                rest = &rest[n..];
+            }
+        }
+        self.carried.written_bytes += data.len() as u64;
+        self.settle(data.len() as u64, fua)
+    }
+
+    /// Runs `f`; a failure of the link fails this request and every one after it.
+    fn guarded(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<(), u32> {
+        if self.failed.is_some() {
+            return Err(EIO);
+        }
+        f(self).map_err(|e| {
+            self.failed = Some(format!("{e:#}"));
+            EIO
+        })
+    }
+}
+
+impl<L: Read + Write + ?Sized> BlockTarget for DiskOut<'_, L> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The source end holds no copy of the disk: the mirror job only writes.
+    fn read(&mut self, _offset: u64, _buf: &mut [u8]) -> Result<(), u32> {
+        Err(crate::nbd::proto::EPERM)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), u32> {
+        self.guarded(|s| s.put(offset, data, fua))
+    }
+
+    fn write_zeroes(&mut self, offset: u64, len: u64, fua: bool) -> Result<(), u32> {
+        self.guarded(|s| {
+            s.blob(TAG_ZEROES, &range(offset, len))?;
+            s.carried.zeroed_bytes += len;
+            s.settle(0, fua)
+        })
+    }
+
+    fn trim(&mut self, offset: u64, len: u64) -> Result<(), u32> {
+        self.guarded(|s| {
+            s.blob(TAG_TRIM, &range(offset, len))?;
+            s.carried.zeroed_bytes += len;
+            s.settle(0, false)
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), u32> {
+        self.guarded(|s| s.confirm(true))
+    }
+}
