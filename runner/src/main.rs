@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{live, replay, simulate, trace, tunnel, Cli, Command};
+use cli::{disk, live, replay, simulate, trace, tunnel, Cli, Command};
 
 mod cli;
 
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => simulate::run(a),
         Command::Trace(a) => trace::run(a),
         Command::Tunnel(a) => tunnel::run(a),
+        Command::Disk(a) => disk::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,9 +11,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pagewire::Config;
-use pagewire_runner::disk::{carry_in, DiskCarried, DiskDelivered, DiskOut, Phase};
+use pagewire_runner::disk::{
+    carry_in, disk_source, DiskCarried, DiskDelivered, DiskDest, DiskDestConfig, DiskOut,
+    DiskSourceConfig, NbdAddr, Phase,
+};
 use pagewire_runner::encoders::EncoderChoice;
+use pagewire_runner::migrate::Deadlines;
 use pagewire_runner::nbd::{serve, Client};
+use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
+use serde_json::{json, Value};
 
 const DISK: usize = 8 << 20;
 
@@ -107,6 +114,21 @@ impl Drop for QemuNbd {
     }
 }
 
+/// The file at `dst` holds `want`; else which 4 KiB blocks differ.
+fn assert_same_disk(dst: &std::path::Path, want: &[u8]) {
+    let got = std::fs::read(dst).unwrap();
+    assert_eq!(got.len(), want.len());
+    let bad: Vec<usize> = (0..want.len() / 4096)
+        .filter(|&b| got[b * 4096..(b + 1) * 4096] != want[b * 4096..(b + 1) * 4096])
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "the destination disk differs in {} blocks, the first {:?}",
+        bad.len(),
+        &bad[..bad.len().min(8)]
+    );
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -182,14 +204,7 @@ fn copy_through_tunnel(src: &std::path::Path, nbd: &QemuNbd, cut: Option<usize>)
         link.set_read_timeout(Some(Duration::from_secs(30)))?;
         link.set_nodelay(true)?;
         let enc = EncoderChoice::InProcess.start(Config::DEFAULT)?;
-        let mut out = DiskOut::start(
-            &mut link,
-            DISK as u64,
-            "test",
-            enc,
-            Phase::default(),
-            1 << 20,
-        )?;
+        let mut out = DiskOut::start(&mut link, "test", enc, Phase::default(), 1 << 20)?;
         let (mut conn, _) = nbd_l.accept()?;
         conn.set_nodelay(true)?;
         let served = serve(&mut conn, "disk", &mut out);
@@ -233,8 +248,7 @@ fn qemu_img_copies_an_image_through_the_tunnel_into_qemu_nbd() {
     let carried = run.source.unwrap();
     let delivered = run.dest.unwrap();
     drop(nbd);
-    let got = std::fs::read(&dst).unwrap();
-    assert!(got == want, "the destination image differs from the source");
+    assert_same_disk(&dst, &want);
     // every data byte went out, confirmed at least once per MiB of the window
     assert!(carried.written_bytes + carried.zeroed_bytes >= (DISK as u64) / 2);
     assert!(carried.syncs >= 4, "{carried:?}");
@@ -276,5 +290,319 @@ fn a_link_cut_mid_copy_fails_qemu_img_and_a_second_attempt_completes() {
     again.source.unwrap();
     again.dest.unwrap();
     drop(nbd);
-    assert!(std::fs::read(&dst).unwrap() == want);
+    assert_same_disk(&dst, &want);
+}
+
+/// A QEMU with no guest, only the source disk as block node `src`, driven over QMP: what
+/// a source QEMU's block layer does in a migration with `--copy-storage-all`.
+struct QemuBlock {
+    child: Child,
+    qmp: Qmp,
+    _dir: tempfile::TempDir,
+}
+
+impl QemuBlock {
+    fn start(image: &std::path::Path) -> Option<QemuBlock> {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-machine", "none", "-nodefaults", "-display", "none"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .arg("-blockdev")
+            .arg(format!(
+                "driver=file,filename={},node-name=src-file",
+                image.display()
+            ))
+            .args(["-blockdev", "driver=raw,file=src-file,node-name=src"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let by = Instant::now() + Duration::from_secs(20);
+        let qmp = loop {
+            match Qmp::connect(&QmpAddr::Unix(sock.clone()), Duration::from_secs(10)) {
+                Ok(q) => break q,
+                Err(e) if Instant::now() > by => panic!("QEMU's QMP did not answer: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        Some(QemuBlock {
+            child,
+            qmp,
+            _dir: dir,
+        })
+    }
+
+    fn run(&mut self, cmd: &str, args: Value) -> Value {
+        self.qmp
+            .execute(cmd, Some(args))
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+    }
+
+    /// The job's entry in `query-jobs`, once `done` says it is where the test waits.
+    fn wait_job(&mut self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let by = Instant::now() + Duration::from_secs(120);
+        loop {
+            let jobs = self.qmp.execute("query-jobs", None).unwrap();
+            let job = jobs
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["id"] == id)
+                .cloned()
+                .unwrap_or(Value::Null);
+            if done(&job) {
+                return job;
+            }
+            assert!(Instant::now() < by, "job {id}: {job}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for QemuBlock {
+    fn drop(&mut self) {
+        let _ = self.qmp.execute("quit", None);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn qemus_mirror_job_copies_a_disk_through_the_tunnel() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    let dst = dir.path().join("dst.raw");
+    let want = image(13);
+    std::fs::write(&src, &want).unwrap();
+    std::fs::write(&dst, vec![0xeeu8; DISK]).unwrap();
+    let Some(mut qemu) = QemuBlock::start(&src) else {
+        println!("SKIPPED: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+        return;
+    };
+    let nbd = QemuNbd::start(&dst);
+    // the destination end
+    let link_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let link_port = link_l.local_addr().unwrap().port();
+    let mut client = nbd.client();
+    let dest = std::thread::spawn(move || {
+        let (mut link, _) = link_l.accept().unwrap();
+        link.set_nodelay(true).unwrap();
+        let r = carry_in(&mut link, &mut client);
+        client.disconnect().unwrap();
+        r
+    });
+    // the source end: the export the mirror job writes to
+    let nbd_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let nbd_port = nbd_l.local_addr().unwrap().port();
+    let source = std::thread::spawn(move || -> anyhow::Result<DiskCarried> {
+        let mut link = TcpStream::connect(("127.0.0.1", link_port))?;
+        link.set_nodelay(true)?;
+        let enc = EncoderChoice::InProcess.start(Config::DEFAULT)?;
+        let mut out = DiskOut::start(&mut link, "mirror", enc, Phase::default(), 1 << 20)?;
+        let (mut conn, _) = nbd_l.accept()?;
+        conn.set_nodelay(true)?;
+        serve(&mut conn, "disk", &mut out)?;
+        out.finish()
+    });
+    // QEMU's own storage migration: the NBD target as a block node, a full mirror to it;
+    // once ready (source and target agree) cancelling completes the copy without a pivot
+    // (what libvirt does after the memory migration)
+    mirror_through(&mut qemu, nbd_port);
+    let carried = source.join().unwrap().unwrap();
+    let delivered = dest.join().unwrap().unwrap();
+    drop(qemu);
+    drop(nbd);
+    assert_same_disk(&dst, &want);
+    assert_eq!(delivered.syncs, carried.syncs);
+    println!("mirror job through the tunnel: {carried:?}; {delivered:?}");
+}
+
+/// Runs QEMU's full mirror of `src` to the block node `tgt` at the tunnel's export on
+/// `port` until ready, then completes it without a pivot and removes the node.
+fn mirror_through(qemu: &mut QemuBlock, port: u16) {
+    qemu.run(
+        "blockdev-add",
+        json!({"driver": "nbd", "node-name": "tgt", "export": "disk",
+               "server": {"type": "inet", "host": "127.0.0.1", "port": port.to_string()}}),
+    );
+    qemu.run(
+        "blockdev-mirror",
+        json!({"job-id": "m", "device": "src", "target": "tgt", "sync": "full",
+               "auto-dismiss": false}),
+    );
+    qemu.wait_job("m", |j| j["status"] == "ready");
+    qemu.run("block-job-cancel", json!({"device": "m"}));
+    let job = qemu.wait_job("m", |j| j["status"] == "concluded");
+    assert!(job.get("error").is_none(), "the mirror job failed: {job}");
+    qemu.run("job-dismiss", json!({"id": "m"}));
+    qemu.run("blockdev-del", json!({"node-name": "tgt"}));
+}
+
+#[test]
+fn the_network_ends_carry_a_mirror_job_over_mutual_tls_and_a_shaped_link() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    let dst = dir.path().join("dst.raw");
+    let want = image(17);
+    std::fs::write(&src, &want).unwrap();
+    std::fs::write(&dst, vec![0xeeu8; DISK]).unwrap();
+    let Some(mut qemu) = QemuBlock::start(&src) else {
+        println!("SKIPPED: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+        return;
+    };
+    let nbd = QemuNbd::start(&dst);
+    // qemu-nbd listens before the destination end needs it
+    drop(nbd.client());
+    let keys = dir.path().join("keys");
+    tls::keygen(&keys).unwrap();
+    let dest = DiskDest::start(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        DiskDestConfig {
+            export: NbdAddr::parse(&format!("nbd://127.0.0.1:{}/disk", nbd.1)).unwrap(),
+            tls: Some(tls::server_config(&keys).unwrap()),
+            deadlines: Deadlines::default(),
+            log: std::sync::Arc::new(|l| eprintln!("disk dest: {l}")),
+        },
+    )
+    .unwrap();
+    let cfg = DiskSourceConfig {
+        to: dest.addr().to_string(),
+        shape: Shape::parse("1gbit", "2ms").unwrap(),
+        tls: Some(tls::client_config(&keys).unwrap()),
+        config: Config::DEFAULT,
+        label: "test".into(),
+        deadlines: Deadlines::default(),
+        window: 1 << 20,
+    };
+    let nbd_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = nbd_l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let source = std::thread::spawn(move || {
+        disk_source(&nbd_l, &cfg, Phase::default(), |size| {
+            tx.send(size).unwrap()
+        })
+    });
+    // the source end serves the destination's size once the link is up
+    let size = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(size, DISK as u64);
+    mirror_through(&mut qemu, port);
+    let sent = source.join().unwrap().unwrap();
+    let got = dest.next(Duration::from_secs(30)).unwrap();
+    dest.stop();
+    drop(qemu);
+    drop(nbd);
+    assert_same_disk(&dst, &want);
+    assert_eq!(got.delivered.syncs, sent.carried.syncs);
+    // TLS and the codec: on the wire less than was written, more than the stream
+    assert!(sent.wire_bytes > sent.carried.stream_bytes, "{sent:?}");
+    assert!(sent.wire_bytes < sent.carried.written_bytes, "{sent:?}");
+    println!("disk tunnel over TLS: {sent:?}; {got:?}");
+}
+
+/// Ends the child process when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_disk_commands_carry_qemu_img_into_qemu_nbd() {
+    if !tools() {
+        return;
+    }
+    let pw = env!("CARGO_BIN_EXE_pagewire");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    let dst = dir.path().join("dst.raw");
+    let want = image(21);
+    std::fs::write(&src, &want).unwrap();
+    std::fs::write(&dst, vec![0xeeu8; DISK]).unwrap();
+    let keys = dir.path().join("keys");
+    let ok = Command::new(pw).arg("keygen").arg(&keys).output().unwrap();
+    assert!(ok.status.success());
+    let nbd = QemuNbd::start(&dst);
+    drop(nbd.client());
+    let dest_port = free_port();
+    let dest = Reaped(
+        Command::new(pw)
+            .args([
+                "disk",
+                "dest",
+                "--listen",
+                &format!("127.0.0.1:{dest_port}"),
+            ])
+            .arg("--keys")
+            .arg(&keys)
+            .args([
+                "--export",
+                &format!("nbd://127.0.0.1:{}/disk", nbd.1),
+                "--json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let nbd_port = free_port();
+    // the source end retries nothing: give the destination end its moment to listen
+    let by = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", dest_port)).is_err() {
+        assert!(Instant::now() < by, "disk dest did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let source = Command::new(pw)
+        .args([
+            "disk",
+            "source",
+            "--nbd-listen",
+            &format!("127.0.0.1:{nbd_port}"),
+        ])
+        .args(["--to", &format!("127.0.0.1:{dest_port}")])
+        .arg("--keys")
+        .arg(&keys)
+        .args(["--rate", "1gbit", "--delay", "2ms", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // it serves one client: wait for its word, not with a probe connection
+    let mut source = source;
+    let mut err = std::io::BufReader::new(source.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("serving nbd://"), "disk source said: {line}");
+    let img = Command::new("qemu-img")
+        .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+        .arg(&src)
+        .arg(format!("nbd://127.0.0.1:{nbd_port}/disk"))
+        .output()
+        .unwrap();
+    assert!(
+        img.status.success(),
+        "qemu-img: {}",
+        String::from_utf8_lossy(&img.stderr)
+    );
+    let out = source.wait_with_output().unwrap();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert!(out.status.success(), "disk source: {rest}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["wire_bytes"].as_u64().unwrap() > 0, "{report}");
+    let mut dest = dest;
+    let status = dest.0.wait().unwrap();
+    assert!(status.success());
+    drop(nbd);
+    assert_same_disk(&dst, &want);
 }

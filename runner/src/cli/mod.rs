@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod deadlines;
+pub mod disk;
 pub mod encoder;
 pub mod live;
 pub mod progress;
@@ -49,4 +50,8 @@ pub enum Command {
     /// Carry an unmodified QEMU's live migration through pagewire: `tunnel source` beside
     /// the source QEMU, `tunnel dest` beside the destination QEMU.
     Tunnel(tunnel::TunnelArgs),
+    /// Carry a QEMU mirror job's disk writes (storage migration) through the codec:
+    /// `disk source` as the mirror job's NBD target, `disk dest` beside the destination
+    /// QEMU's NBD export.
+    Disk(disk::DiskArgs),
 }

@@ -44,6 +44,9 @@ struct Apply<'c, S: Read + Write> {
     run: Option<(u64, Vec<u8>)>,
     /// Consecutive zero blocks not yet written: first block, count.
     zeros: Option<(u64, u64)>,
+    /// The block the last zero record was for: the decoder ends every page record,
+    /// zero pages included, with `page_done`, which must not then write the staging page.
+    zeroed: Option<u64>,
     /// Sync points reached: their sequence numbers, to confirm.
     acks: Vec<u64>,
     failed: Option<anyhow::Error>,
@@ -120,6 +123,9 @@ impl<S: Read + Write> Destination for Apply<'_, S> {
     }
 
     fn page_done(&mut self, pfn: u64) {
+        if self.zeroed.take() == Some(pfn) {
+            return;
+        }
         if self.zeros.is_some() {
             if let Err(e) = self.write_pending() {
                 return self.fail(e);
@@ -143,6 +149,7 @@ impl<S: Read + Write> Destination for Apply<'_, S> {
         if pfn >= self.blocks {
             return Err(Error::PfnOutOfRange { pfn });
         }
+        self.zeroed = Some(pfn);
         let joins = self.zeros.is_some_and(|(first, n)| first + n == pfn);
         if joins {
             if let Some((_, n)) = &mut self.zeros {
@@ -172,22 +179,22 @@ impl<S: Read + Write> Destination for Apply<'_, S> {
     }
 }
 
-/// Receives a disk stream from `link` into the export `client` holds, confirming every sync
-/// point on `link`, until the stream's END; then flushes the export. A failure to write is
+/// Answers the hello on `link` with the size of the export `client` holds, then receives
+/// the disk stream into it, confirming every sync point on `link`, until the stream's END;
+/// then flushes the export. A failure to write is
 /// confirmed as that failure (the source end then fails its client's request) and ends
 /// the stream here.
 pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
     link: &mut L,
     client: &mut Client<S>,
 ) -> Result<DiskDelivered> {
-    let hello: DiskHello =
+    let _hello: DiskHello =
         session::read_message(&mut &mut *link).context("reading the disk hello")?;
-    ensure!(
-        hello.disk_bytes == client.size(),
-        "the source's disk has {} bytes, the destination's export {}",
-        hello.disk_bytes,
-        client.size()
-    );
+    let ready = DiskReady {
+        disk_bytes: client.size(),
+        error: None,
+    };
+    session::write_message(&mut &mut *link, &ready).context("answering the disk hello")?;
     let mut header = [0u8; HEADER_LEN];
     link.read_exact(&mut header)
         .context("reading the disk stream's header")?;
@@ -207,6 +214,7 @@ pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
         page: vec![0; BLOCK as usize],
         run: None,
         zeros: None,
+        zeroed: None,
         acks: Vec::new(),
         failed: None,
         done: DiskDelivered {

@@ -1,7 +1,8 @@
-//! What a disk tunnel's stream carries besides whole 4 KiB blocks (which go through the
-//! codec as pages, block `offset / 4096` as page number): the hello before the stream,
-//! blobs inside it for what is not a whole aligned block, and the destination end's
-//! acknowledgements coming back.
+//! What a disk tunnel's link carries besides whole 4 KiB blocks (which go through the codec
+//! as pages, block `offset / 4096` as page number): the hello and the destination end's
+//! answer with the export's size before the stream, blobs inside it for what is not a
+//! whole aligned block, and the destination end's acknowledgements coming back. Messages
+//! are `migrate::session`'s length-prefixed JSON.
 
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
@@ -23,13 +24,19 @@ pub const TAG_SYNC: u32 = 0x4403;
 /// Largest piece of written bytes in one [`TAG_WRITE`] blob (a blob is at most a page).
 pub const WRITE_PIECE: usize = 4096 - 8;
 
-/// What the source end says before the stream.
+/// What the source end says first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskHello {
-    /// The disk's size in bytes, as the source QEMU's mirror job sees it.
-    pub disk_bytes: u64,
     /// Free text for logs.
     pub label: String,
+}
+
+/// The destination end's answer to the hello, once its export is open: the size the source
+/// end's export then has (the mirror job checks it against the source disk), or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskReady {
+    pub disk_bytes: u64,
+    pub error: Option<String>,
 }
 
 /// The destination end's answer to a [`TAG_SYNC`]: everything before it is written (and

@@ -5,11 +5,14 @@
 //! * [`items`]: the hello, the blobs for what is not a whole block, the acknowledgements;
 //! * [`source`]: the export whose writes go to the link ([`DiskOut`]), and the phases of
 //!   acknowledgement;
-//! * [`dest`]: the stream into the destination's export ([`carry_in`]).
+//! * [`dest`]: the stream into the destination's export ([`carry_in`]);
+//! * [`ends`]: the two ends over the network (`pagewire disk source` / `disk dest`).
 
 pub mod dest;
+pub mod ends;
 pub mod items;
 pub mod source;
 
 pub use dest::{carry_in, DiskDelivered};
+pub use ends::{disk_source, DiskDest, DiskDestConfig, DiskSourceConfig, NbdAddr};
 pub use source::{DiskCarried, DiskOut, Phase, DEFAULT_WINDOW};

@@ -75,11 +75,10 @@ pub struct DiskOut<'l, L: Read + Write + ?Sized> {
 }
 
 impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
-    /// Says hello on `link` for a disk of `disk_bytes` and starts the stream with `enc`
-    /// (pages of 4 KiB).
+    /// Says hello on `link`, learns the size of the destination's export from its answer
+    /// (the size this export then has), and starts the stream with `enc` (pages of 4 KiB).
     pub fn start(
         link: &'l mut L,
-        disk_bytes: u64,
         label: &str,
         enc: Box<dyn StreamEncoder>,
         phase: Phase,
@@ -88,11 +87,16 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
         session::write_message(
             &mut &mut *link,
             &DiskHello {
-                disk_bytes,
                 label: label.into(),
             },
         )
         .context("sending the disk hello")?;
+        let ready: DiskReady = session::read_message(&mut &mut *link)
+            .context("waiting for the destination end to open its export")?;
+        if let Some(e) = ready.error {
+            bail!("the destination end could not open its export: {e}");
+        }
+        let disk_bytes = ready.disk_bytes;
         Ok(DiskOut {
             link,
             enc,
@@ -106,6 +110,11 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
             failed: None,
             carried: DiskCarried::default(),
         })
+    }
+
+    /// The export's size: the destination's.
+    pub fn size_bytes(&self) -> u64 {
+        self.size
     }
 
     /// What went out so far.

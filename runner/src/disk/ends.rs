@@ -1,0 +1,276 @@
+//! The disk tunnel's two ends over the network (`pagewire disk source` / `disk dest`):
+//! the link is the one `send` and `pagewire tunnel` use (TCP, shaping on the sending side,
+//! mutual TLS on the keys of `pagewire keygen`, every wait bounded).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use pagewire::Config;
+use serde::Serialize;
+
+use super::dest::{carry_in, DiskDelivered};
+use super::items::{DiskHello, DiskReady};
+use super::source::{DiskCarried, DiskOut, Phase};
+use crate::encoders::EncoderChoice;
+use crate::migrate::session;
+use crate::migrate::{Deadline, Deadlines};
+use crate::nbd::{serve, Client};
+use crate::net::listen::{self, ListenOptions, Server, Service};
+use crate::net::{dial, Link, Shape, Waits};
+
+/// An NBD export by address: `nbd://HOST:PORT/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdAddr {
+    pub host_port: String,
+    pub name: String,
+}
+
+impl NbdAddr {
+    /// Parses `nbd://HOST:PORT/NAME` (QEMU's own notation for an NBD export).
+    pub fn parse(s: &str) -> Result<Self> {
+        let rest = s
+            .strip_prefix("nbd://")
+            .ok_or_else(|| anyhow!("{s:?}: an NBD export is nbd://HOST:PORT/NAME"))?;
+        let (host_port, name) = rest
+            .split_once('/')
+            .ok_or_else(|| anyhow!("{s:?}: an NBD export is nbd://HOST:PORT/NAME"))?;
+        if !host_port.contains(':') || name.is_empty() {
+            bail!("{s:?}: an NBD export is nbd://HOST:PORT/NAME");
+        }
+        Ok(NbdAddr {
+            host_port: host_port.into(),
+            name: name.into(),
+        })
+    }
+
+    /// Connects and opens the export, within `timeout` for each step.
+    pub fn open(&self, timeout: Duration) -> Result<Client<TcpStream>> {
+        let s = crate::net::connect_by(&self.host_port, Instant::now() + timeout)
+            .with_context(|| format!("connecting to the NBD export {}", self.host_port))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        // a request's header and payload are two writes: Nagle would hold the second
+        s.set_nodelay(true)?;
+        Client::connect(s, &self.name)
+            .with_context(|| format!("opening export {:?} at {}", self.name, self.host_port))
+    }
+}
+
+/// How the source end reaches the destination end.
+#[derive(Clone)]
+pub struct DiskSourceConfig {
+    /// The destination end, `host:port`.
+    pub to: String,
+    /// Shaping of the sending side.
+    pub shape: Shape,
+    /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Codec configuration (its cache is the disk's own; pages are 4 KiB blocks).
+    pub config: Config,
+    /// Free text for logs.
+    pub label: String,
+    /// How long to wait for the link, the destination end and the mirror job.
+    pub deadlines: Deadlines,
+    /// Bytes written in the asynchronous phase before the end waits for the destination.
+    pub window: u64,
+}
+
+/// What one disk copy did at the source end.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskSourceReport {
+    /// The writes and what became of them.
+    pub carried: DiskCarried,
+    /// Bytes that left on the link (after TLS).
+    pub wire_bytes: u64,
+    /// Seconds from the mirror job's connection to the end of the stream.
+    pub total_s: f64,
+}
+
+/// Opens the link to the destination end (which opens its export and says its size), then
+/// serves that size to one NBD client on `nbd` (the source QEMU's mirror job) until it
+/// disconnects, its writes going through the codec. `ready` runs once the export is
+/// served, with its size. `phase` switches writes to synchronous.
+pub fn disk_source(
+    nbd: &TcpListener,
+    cfg: &DiskSourceConfig,
+    phase: Phase,
+    ready: impl FnOnce(u64),
+) -> Result<DiskSourceReport> {
+    let d = &cfg.deadlines;
+    let wire = Arc::new(AtomicU64::new(0));
+    let mut link = dial(
+        &cfg.to,
+        cfg.shape,
+        cfg.tls.clone(),
+        Instant::now() + d.handshake,
+        wire.clone(),
+    )
+    .map_err(|e| d.explain(Deadline::Handshake, e))
+    .with_context(|| format!("connecting to the disk tunnel's destination end {}", cfg.to))?;
+    link.set_waits(Waits::idle(d.progress))?;
+    let enc = EncoderChoice::InProcess.start(Config {
+        page_size: 4096,
+        ..cfg.config
+    })?;
+    let mut out = DiskOut::start(&mut link, &cfg.label, enc, phase, cfg.window)?;
+    ready(out.size_bytes());
+    let (mut conn, _) = nbd
+        .accept()
+        .context("waiting for the mirror job's NBD connection")?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(d.progress))?;
+    let start = Instant::now();
+    let served = serve(&mut conn, "disk", &mut out);
+    if let Some(why) = out.failure() {
+        bail!("the disk tunnel's link failed: {why}");
+    }
+    served.context("serving the mirror job")?;
+    let carried = out.finish()?;
+    Ok(DiskSourceReport {
+        carried,
+        wire_bytes: wire.load(Ordering::Relaxed),
+        total_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// How the destination end serves.
+#[derive(Clone)]
+pub struct DiskDestConfig {
+    /// The destination QEMU's NBD export the writes go to.
+    pub export: NbdAddr,
+    /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long to wait for the source end and the export.
+    pub deadlines: Deadlines,
+    /// Where the end's log lines go.
+    pub log: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// One disk copy through the destination end.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskDestReport {
+    /// Who sent it.
+    pub peer: String,
+    /// What went into the export.
+    pub delivered: DiskDelivered,
+    /// Seconds from the hello to the end of the stream.
+    pub total_s: f64,
+}
+
+/// A destination end listening in the background: one disk copy at a time; a failed one
+/// is reported and the end listens on, so a second attempt can follow.
+pub struct DiskDest {
+    server: Server,
+    results: Mutex<mpsc::Receiver<Result<DiskDestReport>>>,
+}
+
+impl DiskDest {
+    /// Starts serving on `listener`.
+    pub fn start(listener: TcpListener, cfg: DiskDestConfig) -> Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let desk = Desk {
+            busy: AtomicBool::new(false),
+            results: Mutex::new(tx),
+            cfg: cfg.clone(),
+        };
+        let opts = ListenOptions {
+            handshake_timeout: cfg.deadlines.handshake,
+            ..ListenOptions::default()
+        };
+        let server = listen::serve(listener, cfg.tls, opts, Arc::new(desk))?;
+        Ok(DiskDest {
+            server,
+            results: Mutex::new(rx),
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The next copy's outcome, within `timeout`.
+    pub fn next(&self, timeout: Duration) -> Result<DiskDestReport> {
+        self.results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recv_timeout(timeout)
+            .map_err(|_| anyhow!("no disk copy ended within {timeout:?}"))?
+    }
+
+    /// Stops listening.
+    pub fn stop(self) {
+        self.server.stop();
+    }
+}
+
+struct Desk {
+    busy: AtomicBool,
+    results: Mutex<mpsc::Sender<Result<DiskDestReport>>>,
+    cfg: DiskDestConfig,
+}
+
+impl Desk {
+    fn copy(&self, link: &mut Box<dyn Link>, peer: SocketAddr) -> Result<DiskDestReport> {
+        let d = &self.cfg.deadlines;
+        let start = Instant::now();
+        link.set_waits(Waits::idle(d.progress))?;
+        let mut client = match self.cfg.export.open(d.handshake) {
+            Ok(c) => c,
+            Err(e) => {
+                // the source end learns why before the link closes
+                let _ = session::read_message::<DiskHello, _>(&mut *link);
+                let _ = session::write_message(
+                    &mut *link,
+                    &DiskReady {
+                        disk_bytes: 0,
+                        error: Some(format!("{e:#}")),
+                    },
+                );
+                return Err(e);
+            }
+        };
+        let delivered = carry_in(&mut **link, &mut client)?;
+        client.disconnect()?;
+        Ok(DiskDestReport {
+            peer: peer.to_string(),
+            delivered,
+            total_s: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+impl Service for Desk {
+    fn serve(&self, mut link: Box<dyn Link>, peer: SocketAddr) {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            (self.cfg.log)(&format!("refused {peer}: a disk copy is under way"));
+            return;
+        }
+        let r = self.copy(&mut link, peer);
+        match &r {
+            Ok(rep) => (self.cfg.log)(&format!(
+                "disk copy from {peer} done: {} blocks, {} zeroed bytes in {:.1} s",
+                rep.delivered.block_bytes / 4096,
+                rep.delivered.zeroed_bytes,
+                rep.total_s
+            )),
+            Err(e) => (self.cfg.log)(&format!("disk copy from {peer} failed: {e:#}")),
+        }
+        self.busy.store(false, Ordering::SeqCst);
+        let _ = self
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(r);
+    }
+
+    fn refused(&self, peer: Option<SocketAddr>, why: &str) {
+        match peer {
+            Some(p) => (self.cfg.log)(&format!("refused {p}: {why}")),
+            None => (self.cfg.log)(why),
+        }
+    }
+}
