@@ -75,6 +75,11 @@ struct DestArgs {
     /// `block-export-add` there, or `qemu-nbd`).
     #[arg(long, value_name = "URI")]
     export: String,
+    /// The export holds an older copy of the disk, or an image that shares content ("follow
+    /// the sun"): send the source end an index of its blocks, so that blocks already here
+    /// are referred to, not sent (each checked by a strong hash before it is used).
+    #[arg(long)]
+    base: bool,
     #[command(flatten)]
     deadlines: DeadlineArgs,
     /// Print the report as JSON on stdout.
@@ -138,6 +143,7 @@ fn run_dest(a: &DestArgs) -> Result<()> {
         export: NbdAddr::parse(&a.export)?,
         tls: Some(tls::server_config(&a.keys)?),
         deadlines: a.deadlines.deadlines()?,
+        base: a.base,
         log: Arc::new(|line| eprintln!("disk dest: {line}")),
     };
     let listener =

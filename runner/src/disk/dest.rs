@@ -24,6 +24,9 @@ pub struct DiskDelivered {
     pub zeroed_bytes: u64,
     /// Bytes written from pieces.
     pub piece_bytes: u64,
+    /// Bytes of blocks the export already held (base references), checked and copied
+    /// there (or left, when in place).
+    pub base_bytes: u64,
     /// NBD requests sent to the export.
     pub requests: u64,
     /// Sync points confirmed.
@@ -99,6 +102,25 @@ impl<S: Read + Write> Apply<'_, S> {
                 self.client.write_zeroes(offset, len)?;
                 self.done.zeroed_bytes += len;
                 self.done.requests += 1;
+            }
+            TAG_BASE => {
+                let (target, base, strong) = parse_base_ref(data)?;
+                self.in_disk(target.saturating_mul(BLOCK), BLOCK)?;
+                self.in_disk(base.saturating_mul(BLOCK), BLOCK)?;
+                let mut block = vec![0u8; BLOCK as usize];
+                self.client.read(base * BLOCK, &mut block)?;
+                self.done.requests += 1;
+                ensure!(
+                    strong_hash(&block) == strong,
+                    "block {base} of the base no longer holds what the source referenced \
+                     (its strong hash differs); nothing of it was written: copy again \
+                     without the base"
+                );
+                if base != target {
+                    self.client.write(target * BLOCK, &block, false)?;
+                    self.done.requests += 1;
+                }
+                self.done.base_bytes += BLOCK;
             }
             TAG_SYNC => {
                 let (seq, flush) = parse_sync(data)?;
@@ -179,7 +201,8 @@ impl<S: Read + Write> Destination for Apply<'_, S> {
     }
 }
 
-/// Answers the hello on `link` with the size of the export `client` holds, then receives
+/// Answers the hello on `link` with the size of the export `client` holds (and, with
+/// `base`, an index of the blocks it holds now, for the source to refer to), then receives
 /// the disk stream into it, confirming every sync point on `link`, until the stream's END;
 /// then flushes the export. A failure to write is
 /// confirmed as that failure (the source end then fails its client's request) and ends
@@ -187,14 +210,24 @@ impl<S: Read + Write> Destination for Apply<'_, S> {
 pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
     link: &mut L,
     client: &mut Client<S>,
+    base: bool,
 ) -> Result<DiskDelivered> {
     let _hello: DiskHello =
         session::read_message(&mut &mut *link).context("reading the disk hello")?;
+    let index = if base {
+        base_index(client)?
+    } else {
+        Vec::new()
+    };
     let ready = DiskReady {
         disk_bytes: client.size(),
         error: None,
+        base_blocks: index.len() as u64,
     };
     session::write_message(&mut &mut *link, &ready).context("answering the disk hello")?;
+    let bytes: Vec<u8> = index.iter().flat_map(|h| h.to_le_bytes()).collect();
+    link.write_all(&bytes).context("sending the base index")?;
+    link.flush()?;
     let mut header = [0u8; HEADER_LEN];
     link.read_exact(&mut header)
         .context("reading the disk stream's header")?;
@@ -237,4 +270,84 @@ pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
     }
     apply.client.flush()?;
     Ok(apply.done)
+}
+
+/// The index hash of every whole block of the export, read through `client`.
+fn base_index<S: Read + Write>(client: &mut Client<S>) -> Result<Vec<u64>> {
+    let size = client.size();
+    let mut index = Vec::with_capacity((size / BLOCK) as usize);
+    let mut buf = vec![0u8; RUN_BYTES];
+    let mut at = 0u64;
+    while at + BLOCK <= size {
+        let n = ((size - at) / BLOCK * BLOCK).min(RUN_BYTES as u64) as usize;
+        client
+            .read(at, &mut buf[..n])
+            .context("reading the export for its base index")?;
+        index.extend(buf[..n].chunks_exact(BLOCK as usize).map(index_hash));
+        at += n as u64;
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::encoders::EncoderChoice;
+    use crate::nbd::{serve, MemoryTarget};
+
+    /// Sends a stream of one base reference (block 1 from block 0, with `strong`) into an
+    /// export whose block 0 holds 0x11 and block 1 0x22; returns what `carry_in` said and
+    /// the export afterwards.
+    fn refer(strong: u128) -> (Result<DiskDelivered>, Vec<u8>) {
+        let mut disk = vec![0x11u8; 4 * 4096];
+        disk[4096..8192].fill(0x22);
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let export = std::thread::spawn(move || {
+            let mut t = MemoryTarget(disk);
+            let _ = serve(&mut a, "disk", &mut t);
+            t.0
+        });
+        let mut client = Client::connect(b, "disk").unwrap();
+        let (mut src, mut dst) = UnixStream::pair().unwrap();
+        let source = std::thread::spawn(move || {
+            session::write_message(&mut src, &DiskHello { label: "t".into() }).unwrap();
+            let ready: DiskReady = session::read_message(&mut src).unwrap();
+            assert_eq!(ready.disk_bytes, 4 * 4096);
+            let mut enc = EncoderChoice::InProcess.start(Config::DEFAULT).unwrap();
+            let mut out = Vec::new();
+            enc.append_blob(TAG_BASE, &base_ref(1, 0, strong), &mut out)
+                .unwrap();
+            enc.append_blob(TAG_SYNC, &sync(1, true), &mut out).unwrap();
+            enc.end_iteration(&mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            let _ = src.write_all(&out);
+            let _ = session::read_message::<DiskAck, _>(&mut src);
+        });
+        let r = carry_in(&mut dst, &mut client, false);
+        drop(dst);
+        drop(client);
+        source.join().unwrap();
+        (r, export.join().unwrap())
+    }
+
+    #[test]
+    fn a_base_reference_is_checked_before_it_is_used() {
+        let (r, disk) = refer(strong_hash(&[0x11u8; 4096]));
+        assert_eq!(r.unwrap().base_bytes, 4096);
+        assert!(
+            disk[4096..8192].iter().all(|&b| b == 0x11),
+            "copied from block 0"
+        );
+        // a reference whose content is not what the base holds (a colliding index hash,
+        // a base changed since its index): refused, nothing written
+        let (r, disk) = refer(strong_hash(&[0x33u8; 4096]));
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("strong hash differs"), "{e}");
+        assert!(
+            disk[4096..8192].iter().all(|&b| b == 0x22),
+            "block 1 untouched"
+        );
+    }
 }

@@ -145,6 +145,10 @@ pub struct DiskDestConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long to wait for the source end and the export.
     pub deadlines: Deadlines,
+    /// The export holds an older copy of the disk (or an image that shares content): send
+    /// the source end an index of its blocks, so that it refers to blocks the export
+    /// already holds instead of sending them.
+    pub base: bool,
     /// Where the end's log lines go.
     pub log: Arc<dyn Fn(&str) + Send + Sync>,
 }
@@ -228,12 +232,13 @@ impl Desk {
                     &DiskReady {
                         disk_bytes: 0,
                         error: Some(format!("{e:#}")),
+                        base_blocks: 0,
                     },
                 );
                 return Err(e);
             }
         };
-        let delivered = carry_in(&mut **link, &mut client)?;
+        let delivered = carry_in(&mut **link, &mut client, self.cfg.base)?;
         client.disconnect()?;
         Ok(DiskDestReport {
             peer: peer.to_string(),

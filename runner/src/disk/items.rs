@@ -21,6 +21,44 @@ pub const TAG_TRIM: u32 = 0x4402;
 /// then acknowledged with its sequence number (8-byte sequence, 1 byte: flush).
 pub const TAG_SYNC: u32 = 0x4403;
 
+/// Blob: a block the destination already holds: target block, base block (where the
+/// content is in the destination's export now), and the content's strong hash, checked
+/// before it is used.
+pub const TAG_BASE: u32 = 0x4404;
+
+/// Seed of the strong hash of a base reference: an XXH3-128 independent of the index's
+/// XXH3-64, so that a block whose index hash collides is caught, not copied.
+const STRONG_SEED: u64 = 0x7061_6765_7769_7265;
+
+/// A block's index hash (what the base index holds).
+pub fn index_hash(block: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(block)
+}
+
+/// A block's strong hash (what a base reference carries).
+pub fn strong_hash(block: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128_with_seed(block, STRONG_SEED)
+}
+
+/// A base reference blob's data.
+pub fn base_ref(target: u64, base: u64, strong: u128) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&target.to_le_bytes());
+    b[8..16].copy_from_slice(&base.to_le_bytes());
+    b[16..].copy_from_slice(&strong.to_le_bytes());
+    b
+}
+
+/// Parses a base reference blob's data: target block, base block, strong hash.
+pub fn parse_base_ref(data: &[u8]) -> Result<(u64, u64, u128)> {
+    ensure!(data.len() == 32, "a base reference of {} bytes", data.len());
+    Ok((
+        u64::from_le_bytes(data[..8].try_into()?),
+        u64::from_le_bytes(data[8..16].try_into()?),
+        u128::from_le_bytes(data[16..].try_into()?),
+    ))
+}
+
 /// Largest piece of written bytes in one [`TAG_WRITE`] blob (a blob is at most a page).
 pub const WRITE_PIECE: usize = 4096 - 8;
 
@@ -37,6 +75,10 @@ pub struct DiskHello {
 pub struct DiskReady {
     pub disk_bytes: u64,
     pub error: Option<String>,
+    /// Blocks of the base index that follow (0: none): the destination's export holds an
+    /// older copy, or an image that shares content (`docs/STORAGE.md`, *Incremental*).
+    #[serde(default)]
+    pub base_blocks: u64,
 }
 
 /// The destination end's answer to a [`TAG_SYNC`]: everything before it is written (and

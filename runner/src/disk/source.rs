@@ -50,6 +50,9 @@ pub struct DiskCarried {
     pub block_bytes: u64,
     /// Bytes of zero and trim ranges.
     pub zeroed_bytes: u64,
+    /// Of the written bytes, those in blocks the destination already held (base
+    /// references instead of data).
+    pub base_bytes: u64,
     /// Round trips in which the destination confirmed everything before.
     pub syncs: u64,
     /// Bytes of pagewire stream written to the link.
@@ -72,6 +75,40 @@ pub struct DiskOut<'l, L: Read + Write + ?Sized> {
     phase: Phase,
     failed: Option<String>,
     carried: DiskCarried,
+    base: Option<Base>,
+}
+
+/// What the destination's export held when the copy began (its base index), and which of
+/// its blocks this copy has written since: only blocks not yet written are referred to,
+/// since the destination applies the stream in order.
+struct Base {
+    index: Vec<u64>,
+    /// Index hash to the first block that had it.
+    first: std::collections::HashMap<u64, u64>,
+    written: Vec<bool>,
+}
+
+impl Base {
+    /// A block of the base that holds `block` now, preferring `target` itself.
+    fn find(&self, target: u64, block: &[u8]) -> Option<u64> {
+        let h = index_hash(block);
+        let unwritten = |b: u64| !self.written.get(b as usize).copied().unwrap_or(true);
+        if self.index.get(target as usize) == Some(&h) && unwritten(target) {
+            return Some(target);
+        }
+        self.first.get(&h).copied().filter(|&b| unwritten(b))
+    }
+
+    /// Blocks touched by `len` bytes at `offset` are no longer the base's.
+    fn touch(&mut self, offset: u64, len: u64) {
+        if len == 0 || self.written.is_empty() {
+            return;
+        }
+        let (first, last) = (offset / BLOCK, (offset + len - 1) / BLOCK);
+        for b in first..=last.min(self.written.len() as u64 - 1) {
+            self.written[b as usize] = true;
+        }
+    }
 }
 
 impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
@@ -97,6 +134,31 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
             bail!("the destination end could not open its export: {e}");
         }
         let disk_bytes = ready.disk_bytes;
+        let base = match ready.base_blocks {
+            0 => None,
+            n => {
+                anyhow::ensure!(
+                    n <= disk_bytes / BLOCK,
+                    "a base index of {n} blocks for a disk of {disk_bytes} bytes"
+                );
+                let mut bytes = vec![0u8; n as usize * 8];
+                link.read_exact(&mut bytes)
+                    .context("reading the destination's base index")?;
+                let index: Vec<u64> = bytes
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                let mut first = std::collections::HashMap::with_capacity(index.len());
+                for (b, &h) in index.iter().enumerate() {
+                    first.entry(h).or_insert(b as u64);
+                }
+                Some(Base {
+                    written: vec![false; index.len()],
+                    index,
+                    first,
+                })
+            }
+        };
         Ok(DiskOut {
             link,
             enc,
@@ -109,6 +171,7 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
             phase,
             failed: None,
             carried: DiskCarried::default(),
+            base,
         })
     }
 
@@ -196,10 +259,22 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
             let aligned = at % BLOCK == 0 && rest.len() as u64 >= BLOCK;
             if aligned {
                 let (block, more) = rest.split_at(BLOCK as usize);
-                self.page.copy_from_slice(block);
-                self.enc
-                    .encode_page(at / BLOCK, &self.page, &mut self.out)?;
-                self.send()?;
+                let target = at / BLOCK;
+                match self.base.as_ref().and_then(|b| b.find(target, block)) {
+                    Some(b) => {
+                        self.blob(TAG_BASE, &base_ref(target, b, strong_hash(block)))?;
+                        self.carried.base_bytes += BLOCK;
+                    }
+                    None => {
+                        self.page.copy_from_slice(block);
+                        self.enc.encode_page(target, &self.page, &mut self.out)?;
+                        self.send()?;
+                    }
+                }
+                // from here on the destination's block holds this write, not the base
+                if let Some(b) = &mut self.base {
+                    b.touch(at, BLOCK);
+                }
                 self.carried.block_bytes += BLOCK;
                 at += BLOCK;
                 rest = more;
@@ -211,6 +286,9 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
                 blob.extend_from_slice(&at.to_le_bytes());
                 blob.extend_from_slice(&rest[..n]);
                 self.blob(TAG_WRITE, &blob)?;
+                if let Some(b) = &mut self.base {
+                    b.touch(at, n as u64);
+                }
                 at += n as u64;
                 rest = &rest[n..];
             }
@@ -247,6 +325,9 @@ impl<L: Read + Write + ?Sized> BlockTarget for DiskOut<'_, L> {
 
     fn write_zeroes(&mut self, offset: u64, len: u64, fua: bool) -> Result<(), u32> {
         self.guarded(|s| {
+            if let Some(b) = &mut s.base {
+                b.touch(offset, len);
+            }
             s.blob(TAG_ZEROES, &range(offset, len))?;
             s.carried.zeroed_bytes += len;
             s.settle(0, fua)
@@ -255,6 +336,9 @@ impl<L: Read + Write + ?Sized> BlockTarget for DiskOut<'_, L> {
 
     fn trim(&mut self, offset: u64, len: u64) -> Result<(), u32> {
         self.guarded(|s| {
+            if let Some(b) = &mut s.base {
+                b.touch(offset, len);
+            }
             s.blob(TAG_TRIM, &range(offset, len))?;
             s.carried.zeroed_bytes += len;
             s.settle(0, false)
