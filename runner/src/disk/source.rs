@@ -349,3 +349,81 @@ impl<L: Read + Write + ?Sized> BlockTarget for DiskOut<'_, L> {
         self.guarded(|s| s.confirm(true))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::disk::carry_in;
+    use crate::encoders::EncoderChoice;
+    use crate::nbd::{serve, Client, MemoryTarget};
+
+    /// A destination end writing into a 1 MiB export in memory, on the far side of `link`.
+    fn destination(mut link: UnixStream) -> std::thread::JoinHandle<Result<Vec<u8>>> {
+        std::thread::spawn(move || {
+            let (mut a, b) = UnixStream::pair()?;
+            let export = std::thread::spawn(move || {
+                let mut t = MemoryTarget(vec![0; 1 << 20]);
+                let _ = serve(&mut a, "disk", &mut t);
+                t.0
+            });
+            let mut client = Client::connect(b, "disk")?;
+            carry_in(&mut link, &mut client, false)?;
+            client.disconnect()?;
+            Ok(export.join().unwrap())
+        })
+    }
+
+    #[test]
+    fn the_phases_decide_when_a_write_waits_for_the_destination() {
+        let (mut link, far) = UnixStream::pair().unwrap();
+        let dest = destination(far);
+        let enc = EncoderChoice::InProcess
+            .start(pagewire::Config::DEFAULT)
+            .unwrap();
+        let phase = Phase::default();
+        let mut out = DiskOut::start(&mut link, "t", enc, phase.clone(), 64 << 10).unwrap();
+        assert_eq!(out.size_bytes(), 1 << 20);
+        let block = [7u8; 4096];
+        // asynchronous: a write waits for nothing until the window (64 KiB) is full
+        out.write(0, &block, false).unwrap();
+        assert_eq!(out.carried().syncs, 0);
+        for i in 1..16 {
+            out.write(i * 4096, &block, false).unwrap();
+        }
+        assert_eq!(out.carried().syncs, 1, "the window filled once");
+        // FUA waits, whatever the phase
+        out.write(16 * 4096, &block, true).unwrap();
+        assert_eq!(out.carried().syncs, 2);
+        // synchronous: every write waits for the destination
+        phase.set_synchronous(true);
+        out.write(17 * 4096, &block, false).unwrap();
+        out.write_zeroes(18 * 4096, 4096, false).unwrap();
+        assert_eq!(out.carried().syncs, 4);
+        out.finish().unwrap();
+        let disk = dest.join().unwrap().unwrap();
+        assert!(disk[..18 * 4096].chunks(4096).all(|b| b == block));
+        assert!(disk[18 * 4096..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn after_the_link_fails_every_request_fails() {
+        let (mut link, far) = UnixStream::pair().unwrap();
+        let dest = destination(far.try_clone().unwrap());
+        let enc = EncoderChoice::InProcess
+            .start(pagewire::Config::DEFAULT)
+            .unwrap();
+        let mut out = DiskOut::start(&mut link, "t", enc, Phase::default(), 64 << 10).unwrap();
+        out.write(0, &[1u8; 4096], false).unwrap();
+        // the link goes down: the write still waiting in the encoder never reached the
+        // destination, and the flush that would confirm it fails
+        far.shutdown(std::net::Shutdown::Both).unwrap();
+        assert_eq!(out.flush(), Err(EIO));
+        assert!(out.failure().is_some());
+        assert_eq!(out.write(4096, &[2u8; 4096], false), Err(EIO));
+        assert_eq!(out.flush(), Err(EIO));
+        assert!(out.finish().is_err());
+        assert!(dest.join().unwrap().is_err());
+    }
+}
