@@ -17,7 +17,7 @@ use super::source::{DiskCarried, DiskOut, Phase};
 use crate::encoders::EncoderChoice;
 use crate::migrate::session;
 use crate::migrate::{Deadline, Deadlines};
-use crate::nbd::{serve, Client};
+use crate::nbd::{serve_tcp, Client};
 use crate::net::listen::{self, ListenOptions, Server, Service};
 use crate::net::{dial, Link, Shape, Waits};
 
@@ -121,9 +121,9 @@ pub fn disk_source(
         .accept()
         .context("waiting for the mirror job's NBD connection")?;
     conn.set_nodelay(true)?;
-    conn.set_read_timeout(Some(d.progress))?;
     let start = Instant::now();
-    let served = serve(&mut conn, "disk", &mut out);
+    // a heartbeat well within the destination end's wait while the mirror job is quiet
+    let served = serve_tcp(&mut conn, "disk", &mut out, d.progress / 3, d.progress);
     if let Some(why) = out.failure() {
         bail!("the disk tunnel's link failed: {why}");
     }

@@ -348,6 +348,13 @@ impl<L: Read + Write + ?Sized> BlockTarget for DiskOut<'_, L> {
     fn flush(&mut self) -> Result<(), u32> {
         self.guarded(|s| s.confirm(true))
     }
+
+    /// A heartbeat: a sync point round trip, so that the destination end, which bounds
+    /// its waits, sees the link alive while the mirror job has nothing to write (and what
+    /// was written is confirmed meanwhile).
+    fn idle(&mut self) {
+        let _ = self.guarded(|s| s.confirm(false));
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +412,42 @@ mod tests {
         let disk = dest.join().unwrap().unwrap();
         assert!(disk[..18 * 4096].chunks(4096).all(|b| b == block));
         assert!(disk[18 * 4096..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn heartbeats_keep_a_quiet_link_alive() {
+        use std::time::Duration;
+        let (mut link, far) = UnixStream::pair().unwrap();
+        // the destination end gives up on a link silent for 1 s
+        far.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let dest = destination(far);
+        let enc = EncoderChoice::InProcess
+            .start(pagewire::Config::DEFAULT)
+            .unwrap();
+        let mut out = DiskOut::start(&mut link, "t", enc, Phase::default(), 64 << 20).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mirror = std::thread::spawn(move || {
+            let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut c = Client::connect(s, "disk").unwrap();
+            c.write(0, &[5u8; 4096], false).unwrap();
+            // quiet for 2.5 s, as a ready mirror job is while memory migrates
+            std::thread::sleep(Duration::from_millis(2500));
+            c.write(4096, &[6u8; 4096], false).unwrap();
+            c.flush().unwrap();
+            c.disconnect().unwrap();
+        });
+        let (mut conn, _) = l.accept().unwrap();
+        conn.set_nodelay(true).unwrap();
+        let idle = Duration::from_millis(300);
+        crate::nbd::serve_tcp(&mut conn, "disk", &mut out, idle, Duration::from_secs(10)).unwrap();
+        mirror.join().unwrap();
+        let syncs = out.carried().syncs;
+        assert!(syncs >= 4, "heartbeats while quiet: {syncs}");
+        out.finish().unwrap();
+        let disk = dest.join().unwrap().unwrap();
+        assert!(disk[..4096].iter().all(|&b| b == 5) && disk[4096..8192].iter().all(|&b| b == 6));
     }
 
     #[test]

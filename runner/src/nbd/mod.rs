@@ -19,4 +19,4 @@ pub mod proto;
 pub mod server;
 
 pub use client::Client;
-pub use server::{serve, BlockTarget, MemoryTarget, SessionEnd};
+pub use server::{serve, serve_tcp, BlockTarget, MemoryTarget, SessionEnd};

@@ -5,7 +5,9 @@
 //! unknown command, a failed write) gets that error and the session goes on; anything
 //! that leaves the stream out of step (a bad magic, a payload too large to read) ends it.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -28,6 +30,9 @@ pub trait BlockTarget {
     }
     /// Every write completed so far is durable.
     fn flush(&mut self) -> Result<(), u32>;
+    /// No request came for a while ([`serve_tcp`]'s `idle`): a chance to show the far end
+    /// of a tunnel that it is alive. Errors come back with the next request.
+    fn idle(&mut self) {}
 }
 
 /// An export held in memory (tests, fuzzing).
@@ -84,7 +89,47 @@ pub fn serve<S: Read + Write, T: BlockTarget + ?Sized>(
     if !negotiate(stream, name, target.size(), flags)? {
         return Ok(SessionEnd::Aborted);
     }
-    transmit(stream, target)
+    transmit(stream, target, None)
+}
+
+/// Waits up to a duration for `S` to have a byte to read: `Ok(false)` when none came.
+type Readable<S> = fn(&mut S, Duration) -> std::io::Result<bool>;
+
+/// As [`serve`], on TCP: while no request comes for `idle`, calls [`BlockTarget::idle`];
+/// a request once begun must arrive whole within `stall`.
+pub fn serve_tcp<T: BlockTarget + ?Sized>(
+    stream: &mut TcpStream,
+    name: &str,
+    target: &mut T,
+    idle: Duration,
+    stall: Duration,
+) -> Result<SessionEnd> {
+    stream.set_read_timeout(Some(stall))?;
+    let flags = TFLAG_HAS_FLAGS
+        | TFLAG_SEND_FLUSH
+        | TFLAG_SEND_FUA
+        | TFLAG_SEND_TRIM
+        | TFLAG_SEND_WRITE_ZEROES;
+    if !negotiate(stream, name, target.size(), flags)? {
+        return Ok(SessionEnd::Aborted);
+    }
+    let readable: Readable<TcpStream> = |s, wait| {
+        let before = s.read_timeout()?;
+        s.set_read_timeout(Some(wait))?;
+        let r = match s.peek(&mut [0u8; 1]) {
+            // a byte, or the end (which the next read reports)
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+            Err(e) => Err(e),
+        };
+        s.set_read_timeout(before)?;
+        r
+    };
+    transmit(
+        stream,
+        target,
+        Some((idle.max(Duration::from_millis(10)), readable)),
+    )
 }
 
 /// The handshake and the options; true once the client entered transmission.
@@ -185,11 +230,17 @@ fn name_matches(asked: &[u8], name: &str) -> bool {
 fn transmit<S: Read + Write, T: BlockTarget + ?Sized>(
     s: &mut S,
     target: &mut T,
+    tick: Option<(Duration, Readable<S>)>,
 ) -> Result<SessionEnd> {
     let size = target.size();
     let mut buf = Vec::new();
     let mut requests = 0u64;
     loop {
+        if let Some((every, readable)) = tick {
+            while !readable(s, every).context("waiting for a request")? {
+                target.idle();
+            }
+        }
         let mut h = [0u8; REQUEST_LEN];
         s.read_exact(&mut h)
             .context("reading a request (the client hung up without NBD_CMD_DISC)")?;
