@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::lanes::PageRead;
+/// Reads pages of a running guest from any thread (a copy may be torn while the guest
+/// runs; the dirty log reports such a page again).
+pub trait PageRead: Send + Sync {
+    /// Copies page `pfn` into `out` (one page).
+    fn read_page(&self, pfn: u64, out: &mut [u8]) -> Result<()>;
+}
 
 /// A running guest the source side migrates.
 pub trait SourceGuest {

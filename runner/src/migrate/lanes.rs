@@ -20,17 +20,11 @@ use anyhow::{anyhow, Context, Result};
 use pagewire::{Config, Features};
 
 use super::compress::{Compression, Window};
+use super::guest::PageRead;
 use super::pages_out::{PageCounts, PagesOut};
-use super::source::NoProgress;
+use super::progress::NoProgress;
 use crate::encoders::EncoderChoice;
 use crate::net::{Link, Waits};
-
-/// Reads pages of a running guest from any thread (a copy may be torn while the guest
-/// runs; the dirty log reports such a page again).
-pub trait PageRead: Send + Sync {
-    /// Copies page `pfn` into `out` (one page).
-    fn read_page(&self, pfn: u64, out: &mut [u8]) -> Result<()>;
-}
 
 /// The lane page `pfn` travels on, of `lanes`.
 pub fn lane_of(pfn: u64, lanes: u32) -> usize {

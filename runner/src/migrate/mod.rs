@@ -15,6 +15,7 @@
 //! * [`policy`]: stop policies and codec settings by name;
 //! * [`deadlines`]: how long each side waits, and which wait expired;
 //! * [`lanes`]: the pages split among encoders on threads and connections of their own;
+//! * [`progress`]: what a migration tells its progress display;
 //! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
 //! * [`report`]: measurements as a table and JSON.
 
@@ -27,6 +28,7 @@ pub mod lanes;
 pub mod link_zstd;
 mod pages_out;
 pub mod policy;
+pub mod progress;
 pub mod report;
 pub mod session;
 pub mod source;
@@ -35,11 +37,10 @@ pub mod switchover;
 pub use compress::{AutoStage, Compression, Stage};
 pub use deadlines::{Deadline, Deadlines};
 pub use dest::{arrive, migrate_in, Arrived, Decoding, DestOptions, LaneLinks, OneConnection};
+pub use guest::PageRead;
 pub use guest::{DestGuest, GuestBuilder, SourceGuest};
-pub use lanes::PageRead;
 pub use policy::{parse_policy, Codec};
+pub use progress::{MigrationProgress, NoProgress};
 pub use report::{IterationRow, MigrationReport};
-pub use source::{
-    migrate_out, Gate, MigrationProgress, NoProgress, OutcomeUnknown, Redial, SourceOptions,
-};
+pub use source::{migrate_out, Gate, OutcomeUnknown, Redial, SourceOptions};
 pub use switchover::Outcomes;

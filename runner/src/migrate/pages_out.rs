@@ -10,8 +10,8 @@ use pagewire::Config;
 
 use super::compress::{AutoStage, Chooser, Compression, Stage, Window};
 use super::link_zstd::ZstdOut;
+use super::progress::MigrationProgress;
 use super::session::{self, DestMessage, Reply};
-use super::source::MigrationProgress;
 use crate::encoders::StreamEncoder;
 use crate::net::Link;
 

@@ -21,6 +21,7 @@ use super::lanes::{lane_config, split, LaneWorker};
 use super::link_zstd;
 use super::pages_out::{PageCounts, PagesOut};
 use super::policy::Codec;
+use super::progress::MigrationProgress;
 use super::report::{IterationRow, MigrationReport};
 use super::session::{
     self, DestMessage, Hello, LaneHello, PauseInfo, Reply, SourceMessage, Status, StatusQuery,
@@ -36,24 +37,6 @@ pub trait Gate {
     /// word for the report ("continue", "hold", "stop").
     fn decide(&mut self, own: Decision, r: &IterationReport) -> Result<(Decision, &'static str)>;
 }
-
-/// Hears how a migration advances (for a progress bar).
-pub trait MigrationProgress {
-    /// Iteration `iteration` starts with `pages` to send.
-    fn iteration_started(&mut self, _iteration: u32, _pages: u64) {}
-    /// `n` more pages of the current iteration were sent.
-    fn pages_sent(&mut self, _n: u64) {}
-    /// An iteration (or the stop-and-copy) finished.
-    fn iteration_done(&mut self, _row: &IterationRow) {}
-    /// Something else is happening ("stop-and-copy", "waiting for the destination").
-    fn note(&mut self, _what: &str) {}
-    /// `--compress auto` changed its stage after the window `w`.
-    fn stage_changed(&mut self, _w: &Window) {}
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-impl MigrationProgress for NoProgress {}
 
 /// Opens a new connection to the destination: a committed source whose link failed asks
 /// there whether the guest started.

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use super::memory::{GuestMemory, PAGE_SIZE};
 use super::state::VcpuState;
 use super::vm::Vm;
+use crate::migrate::guest::PageRead;
 use crate::migrate::guest::{DestGuest, GuestBuilder, SourceGuest};
-use crate::migrate::lanes::PageRead;
 
 impl SourceGuest for Vm {
     fn mem_bytes(&self) -> u64 {
