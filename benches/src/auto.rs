@@ -73,19 +73,7 @@ pub fn run(set: &PageSet, bytes_per_s: f64, lanes: usize) -> Result<AutoRun> {
     if lanes <= 1 {
         return run_passes(set, &set.passes, bytes_per_s);
     }
-    let split: Vec<Vec<Vec<(u64, usize)>>> = (0..lanes)
-        .map(|lane| {
-            set.passes
-                .iter()
-                .map(|p| {
-                    p.iter()
-                        .copied()
-                        .filter(|(pfn, _)| (*pfn as usize) % lanes == lane)
-                        .collect()
-                })
-                .collect()
-        })
-        .collect();
+    let split: Vec<_> = (0..lanes).map(|l| set.lane_passes(l, lanes)).collect();
     let share = bytes_per_s / lanes as f64;
     let runs = std::thread::scope(|s| {
         let hs: Vec<_> = split

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
+use pagewire_runner::migrate::lanes::lane_of;
 use pagewire_runner::{SnapshotDir, SnapshotSource, SyntheticParams, SyntheticSeries};
 
 pub mod auto;
@@ -25,6 +26,20 @@ impl PageSet {
     /// Page bytes of entry `(pfn, offset)`.
     pub fn page(&self, offset: usize) -> &[u8] {
         &self.data[offset..offset + self.page_size]
+    }
+
+    /// The passes of lane `lane` of `lanes`: its pages only, split by the rule of
+    /// `pagewire send --lanes` (`lane_of`).
+    pub fn lane_passes(&self, lane: usize, lanes: usize) -> Vec<Vec<(u64, usize)>> {
+        self.passes
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .copied()
+                    .filter(|&(pfn, _)| lane_of(pfn, lanes as u32) == lane)
+                    .collect()
+            })
+            .collect()
     }
 
     /// Pages in passes `range`.

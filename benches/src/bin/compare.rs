@@ -324,19 +324,7 @@ fn lanes(set: &PageSet, n: usize) -> Result<f64> {
         page_size: ps as u32,
         ..Config::DEFAULT
     };
-    let split: Vec<Vec<Vec<(u64, usize)>>> = (0..n)
-        .map(|lane| {
-            set.passes
-                .iter()
-                .map(|p| {
-                    p.iter()
-                        .copied()
-                        .filter(|(pfn, _)| (*pfn as usize) % n == lane)
-                        .collect()
-                })
-                .collect()
-        })
-        .collect();
+    let split: Vec<_> = (0..n).map(|l| set.lane_passes(l, n)).collect();
     let mut codecs: Vec<Pagewire> = (0..n)
         .map(|_| Pagewire::new("lane", cfg, Features::ALL, None))
         .collect();

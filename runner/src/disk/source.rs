@@ -67,7 +67,6 @@ pub struct DiskOut<'l, L: Read + Write + ?Sized> {
     link: &'l mut L,
     enc: Box<dyn StreamEncoder>,
     out: Vec<u8>,
-    page: Vec<u8>,
     size: u64,
     seq: u64,
     unconfirmed: u64,
@@ -163,7 +162,6 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
             link,
             enc,
             out: Vec::new(),
-            page: vec![0; BLOCK as usize],
             size: disk_bytes,
             seq: 0,
             unconfirmed: 0,
@@ -266,8 +264,7 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
                         self.carried.base_bytes += BLOCK;
                     }
                     None => {
-                        self.page.copy_from_slice(block);
-                        self.enc.encode_page(target, &self.page, &mut self.out)?;
+                        self.enc.encode_page(target, block, &mut self.out)?;
                         self.send()?;
                     }
                 }

@@ -85,6 +85,14 @@ impl Arrivals {
     }
 }
 
+/// Zeros `page` unless it reads as zeros already: memory the guest never used stays
+/// unbacked at the destination too.
+fn zero_unless_zero(page: &mut [u8]) {
+    if page.iter().any(|&b| b != 0) {
+        page.fill(0);
+    }
+}
+
 /// A destination for the engine's receive loop.
 pub(super) trait GuestDestination: Destination {
     /// What arrived so far.
@@ -135,10 +143,7 @@ impl Destination for InMemory<'_> {
     /// unbacked here too. (Its pages are the stream's page size: the header was checked
     /// against the guest's.)
     fn zero_page(&mut self, pfn: u64, _page_size: usize) -> pagewire::Result<()> {
-        let page = self.page_mut(pfn)?;
-        if page.iter().any(|&b| b != 0) {
-            page.fill(0);
-        }
+        zero_unless_zero(self.page_mut(pfn)?);
         Ok(())
     }
 
@@ -277,10 +282,7 @@ impl Destination for LaneMemory<'_> {
 
     /// As [`InMemory`]: a page that already reads as zeros is left alone.
     fn zero_page(&mut self, pfn: u64, _page_size: usize) -> pagewire::Result<()> {
-        let page = self.page_mut(pfn)?;
-        if page.iter().any(|&b| b != 0) {
-            page.fill(0);
-        }
+        zero_unless_zero(self.page_mut(pfn)?);
         Ok(())
     }
 

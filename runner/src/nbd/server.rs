@@ -81,15 +81,24 @@ pub fn serve<S: Read + Write, T: BlockTarget + ?Sized>(
     name: &str,
     target: &mut T,
 ) -> Result<SessionEnd> {
-    let flags = TFLAG_HAS_FLAGS
-        | TFLAG_SEND_FLUSH
-        | TFLAG_SEND_FUA
-        | TFLAG_SEND_TRIM
-        | TFLAG_SEND_WRITE_ZEROES;
-    if !negotiate(stream, name, target.size(), flags)? {
+    serve_with(stream, name, target, None)
+}
+
+/// What the export offers: flush, FUA, trim and write-zeroes.
+const EXPORT_FLAGS: u16 =
+    TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES;
+
+/// Negotiation, then requests until the client disconnects (with idle ticks if `tick`).
+fn serve_with<S: Read + Write, T: BlockTarget + ?Sized>(
+    stream: &mut S,
+    name: &str,
+    target: &mut T,
+    tick: Option<(Duration, Readable<S>)>,
+) -> Result<SessionEnd> {
+    if !negotiate(stream, name, target.size(), EXPORT_FLAGS)? {
         return Ok(SessionEnd::Aborted);
     }
-    transmit(stream, target, None)
+    transmit(stream, target, tick)
 }
 
 /// Waits up to a duration for `S` to have a byte to read: `Ok(false)` when none came.
@@ -105,14 +114,6 @@ pub fn serve_tcp<T: BlockTarget + ?Sized>(
     stall: Duration,
 ) -> Result<SessionEnd> {
     stream.set_read_timeout(Some(stall))?;
-    let flags = TFLAG_HAS_FLAGS
-        | TFLAG_SEND_FLUSH
-        | TFLAG_SEND_FUA
-        | TFLAG_SEND_TRIM
-        | TFLAG_SEND_WRITE_ZEROES;
-    if !negotiate(stream, name, target.size(), flags)? {
-        return Ok(SessionEnd::Aborted);
-    }
     let readable: Readable<TcpStream> = |s, wait| {
         let before = s.read_timeout()?;
         s.set_read_timeout(Some(wait))?;
@@ -125,11 +126,8 @@ pub fn serve_tcp<T: BlockTarget + ?Sized>(
         s.set_read_timeout(before)?;
         r
     };
-    transmit(
-        stream,
-        target,
-        Some((idle.max(Duration::from_millis(10)), readable)),
-    )
+    let every = idle.max(Duration::from_millis(10));
+    serve_with(stream, name, target, Some((every, readable)))
 }
 
 /// The handshake and the options; true once the client entered transmission.
