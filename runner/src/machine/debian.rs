@@ -133,3 +133,109 @@ pub(super) fn apt(args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Resul
         .map(|_| ())
         .map_err(|e| format!("'apt-get {}' failed: {e}", args.join(" ")))
 }
+
+/// The kernel modules a guest needs to boot from an ext4 root on a virtio disk, relative to
+/// `lib/modules/<version>/kernel/`, in the order they load: each after those it depends
+/// on (Debian builds all of them as modules). `crc32c_generic` is no declared dependency
+/// of ext4, but ext4 asks the crypto layer for crc32c at mount time, and the initramfs has
+/// no modprobe to load it on demand.
+pub const DISK_MODULES: [&str; 11] = [
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "drivers/block/virtio_blk.ko",
+    "lib/crc16.ko",
+    "fs/mbcache.ko",
+    "fs/jbd2/jbd2.ko",
+    "crypto/crc32c_generic.ko",
+    "fs/ext4/ext4.ko",
+];
+
+/// Extracts [`DISK_MODULES`] of the kernel in `cache` (its package is named in
+/// `kernel-package.txt`) into `cache/modules/`, unless they are there already; checks that
+/// each loads after what it depends on.
+pub fn fetch_disk_modules(cache: &Path) -> Result<PathBuf, String> {
+    let dir = cache.join("modules");
+    if dir.join(".complete").is_file() {
+        return Ok(dir);
+    }
+    let pkg = fs::read_to_string(cache.join("kernel-package.txt"))
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("{} names no kernel package: {e}", cache.display()))?;
+    let work = cache.join(format!("modules.{}", std::process::id()));
+    // `ignore`: a leftover from an earlier run may or may not exist.
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let result = modules_into(&work, &pkg).and_then(|()| {
+        // `ignore`: an older, incomplete folder may or may not be there.
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(work.join("out"), &dir).map_err(|e| e.to_string())
+    });
+    // `ignore`: best-effort cleanup of the download folder.
+    let _ = fs::remove_dir_all(&work);
+    result
+        .map(|()| dir)
+        .map_err(|e| format!("cannot get the disk modules of {pkg} from Debian: {e}"))
+}
+
+fn modules_into(work: &Path, pkg: &str) -> Result<(), String> {
+    apt(&["download", pkg], Some(work), Duration::from_secs(300))?;
+    let deb = file_in(work, &format!("{pkg}_"), ".deb")?;
+    let out = work.join("out");
+    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let mut loaded = Vec::new();
+    for m in DISK_MODULES {
+        extract(&deb, &format!("./lib/modules/*/kernel/{m}"), work)?;
+        let version = file_in(&work.join("lib/modules"), "", "")?;
+        let from = version.join("kernel").join(m);
+        let bytes = fs::read(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+        let name = module_name(m);
+        for dep in module_depends(&bytes) {
+            if !loaded.contains(&dep) {
+                return Err(format!(
+                    "{name} depends on {dep}, which does not load before it"
+                ));
+            }
+        }
+        fs::write(out.join(format!("{name}.ko")), &bytes).map_err(|e| e.to_string())?;
+        loaded.push(name);
+    }
+    fs::write(out.join(".complete"), loaded.join("\n")).map_err(|e| e.to_string())
+}
+
+/// `fs/ext4/ext4.ko` -> `ext4`.
+pub fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.trim_end_matches(".ko").to_string()
+}
+
+/// The modules a `.ko` declares it depends on (its `.modinfo` holds `depends=a,b`).
+pub fn module_depends(ko: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(at) = ko.windows(KEY.len()).position(|w| w == KEY) else {
+        return Vec::new();
+    };
+    let rest = &ko[at + KEY.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_modules_dependencies_are_read_from_its_modinfo() {
+        let ko = b"\x7fELF...\0license=GPL\0depends=jbd2,mbcache,crc16\0retpoline=Y\0";
+        assert_eq!(module_depends(ko), ["jbd2", "mbcache", "crc16"]);
+        assert!(module_depends(b"\0depends=\0name=x\0").is_empty());
+        assert!(module_depends(b"no modinfo").is_empty());
+        assert_eq!(module_name("fs/ext4/ext4.ko"), "ext4");
+    }
+}

@@ -17,6 +17,10 @@ use super::workload::Workload;
 /// ([`Workload::mem_mib`]).
 pub const MEM_MIB: u64 = 128;
 
+/// The QEMU block node of a guest's root disk: what a mirror job copies and an NBD
+/// export serves.
+pub const ROOT_NODE: &str = "root";
+
 /// Why the guest cannot be had on this machine (no QEMU and no apt-get, no network, ...):
 /// a test prints it as a SKIPPED line, the command line as an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +47,9 @@ pub struct GuestImage {
     pub workload: Workload,
     /// Guest RAM, MiB.
     pub mem_mib: u64,
+    /// The guest's root disk (a raw image, node `root` on a virtio disk), when it boots
+    /// from one ([`super::disk_guest`]); else it lives in its initramfs.
+    pub root_disk: Option<PathBuf>,
 }
 
 impl GuestImage {
@@ -95,6 +102,7 @@ impl GuestImage {
             initramfs,
             workload,
             mem_mib: workload.mem_mib(),
+            root_disk: None,
         })
     }
 
@@ -120,7 +128,27 @@ impl GuestImage {
         a.push(self.initramfs.display().to_string());
         a.push("-append".into());
         a.push("console=ttyS0 panic=-1 quiet".into());
+        if let Some(disk) = &self.root_disk {
+            a.push("-blockdev".into());
+            a.push(format!(
+                "driver=file,filename={},node-name=root-file",
+                disk.display()
+            ));
+            a.push("-blockdev".into());
+            a.push(format!("driver=raw,file=root-file,node-name={ROOT_NODE}"));
+            a.push("-device".into());
+            a.push(format!("virtio-blk-pci,drive={ROOT_NODE},id=root-disk"));
+        }
         a
+    }
+
+    /// The same guest on another copy of its root disk (the destination of a migration
+    /// has its own).
+    pub fn on_disk(&self, disk: &Path) -> GuestImage {
+        GuestImage {
+            root_disk: Some(disk.to_path_buf()),
+            ..self.clone()
+        }
     }
 
     /// [`GuestImage::base_args`] with the serial console written to the file `serial`.

@@ -9,6 +9,8 @@
 //!   dependencies, unpacked into the initramfs;
 //! * [`debian`]: QEMU, the kernel and busybox from Debian's packages; [`process`]: helper
 //!   programs run within a deadline;
+//! * [`disk_guest`]: a guest that boots from an ext4 root disk and writes files to it
+//!   (storage migration), and the host's checks of such a disk (`e2fsck`, its manifest);
 //! * [`initramfs`]: the guest's `/init`, a workload that rewrites tmpfs files and checks the
 //!   ones it wrote earlier, printing heartbeats and checks on the serial console;
 //! * [`launch`]: one QEMU (booting, or waiting for an incoming migration, optionally
@@ -20,6 +22,7 @@
 
 pub mod console;
 pub mod debian;
+pub mod disk_guest;
 pub mod guest;
 pub mod initramfs;
 pub mod launch;
@@ -30,7 +33,7 @@ pub mod process;
 pub mod workload;
 
 pub use console::{guest_pause, Beat, CheckFailure, Console, Gap, WaitError};
-pub use guest::{GuestImage, Unavailable, MEM_MIB};
+pub use guest::{GuestImage, Unavailable, MEM_MIB, ROOT_NODE};
 pub use initramfs::{CHECK, HEARTBEAT, READY, WORKLOAD_TEXT};
 pub use launch::{Machine, MigrationPair, Start};
 pub use memory::{compare_machines, Comparison};

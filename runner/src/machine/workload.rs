@@ -21,6 +21,10 @@ pub enum Workload {
     /// gcc compiling generated C units one per round; each object and the linked
     /// program's output must come out the same every time.
     Compile,
+    /// Boots from a root disk and writes files to it, each round synced and read back
+    /// from the disk ([`super::disk_guest`]); built by [`super::disk_guest::build`] only,
+    /// so it is not among [`Workload::ALL`].
+    Disk,
 }
 
 impl Workload {
@@ -37,6 +41,7 @@ impl Workload {
             Workload::Idle => "idle",
             Workload::Redis => "redis",
             Workload::Compile => "compile",
+            Workload::Disk => "disk",
         }
     }
 
@@ -44,7 +49,7 @@ impl Workload {
     /// workload's own memory, measured by booting (see docs/TUNNEL.md).
     pub fn mem_mib(self) -> u64 {
         match self {
-            Workload::Heartbeat | Workload::Idle => 128,
+            Workload::Heartbeat | Workload::Idle | Workload::Disk => 128,
             Workload::Redis => 256,
             Workload::Compile => 512,
         }
@@ -53,7 +58,7 @@ impl Workload {
     /// Debian 12 packages unpacked into the guest (their dependencies come along).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
-            Workload::Heartbeat | Workload::Idle => &[],
+            Workload::Heartbeat | Workload::Idle | Workload::Disk => &[],
             Workload::Redis => &["redis-server", "redis-tools"],
             Workload::Compile => &["gcc-12", "libc6-dev"],
         }
@@ -66,6 +71,7 @@ impl Workload {
             Workload::Idle => IDLE_INIT,
             Workload::Redis => REDIS_INIT,
             Workload::Compile => COMPILE_INIT,
+            Workload::Disk => super::disk_guest::DISK_INIT,
         }
     }
 }
