@@ -16,9 +16,9 @@ use pagewire_runner::disk::{
     DiskSourceConfig, NbdAddr, Phase,
 };
 use pagewire_runner::encoders::EncoderChoice;
-use pagewire_runner::migrate::Deadlines;
+use pagewire_runner::migrate::{Codec, Deadlines};
 use pagewire_runner::nbd::{serve, Client};
-use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::net::{tls, Shape, Wire};
 use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 use serde_json::{json, Value};
 
@@ -527,9 +527,10 @@ fn the_network_ends_carry_a_mirror_job_over_mutual_tls_and_a_shaped_link() {
     .unwrap();
     let cfg = DiskSourceConfig {
         to: dest.addr().to_string(),
-        shape: Shape::parse("1gbit", "2ms").unwrap(),
+        wire: Wire::new(Shape::parse("1gbit", "2ms").unwrap()),
         tls: Some(tls::client_config(&keys).unwrap()),
         config: Config::DEFAULT,
+        codec: Codec::On,
         label: "test".into(),
         deadlines: Deadlines::default(),
         window: 1 << 20,

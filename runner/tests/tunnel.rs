@@ -71,7 +71,7 @@ fn ends(incoming: &Path, shape: Shape, link_compression: LinkCompression) -> End
     .unwrap();
     let source = SourceEndConfig {
         to: dest.addr().to_string(),
-        shape,
+        wire: Wire::new(shape),
         tls: Some(tls::client_config(keys.path()).unwrap()),
         config: Config {
             cache_pages: 8192,

@@ -12,7 +12,8 @@ use clap::{Args, Subcommand};
 use pagewire_runner::disk::{
     disk_source, DiskDest, DiskDestConfig, DiskSourceConfig, NbdAddr, Phase, DEFAULT_WINDOW,
 };
-use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::migrate::Codec;
+use pagewire_runner::net::{tls, Shape, Wire};
 use pagewire_runner::CodecSettings;
 
 use super::deadlines::DeadlineArgs;
@@ -51,6 +52,10 @@ struct SourceArgs {
     /// The disk's codec cache in MiB (its own, beside any memory migration's).
     #[arg(long, value_name = "N")]
     cache_mib: Option<u64>,
+    /// `on`: zero blocks, duplicates, deltas, LZ4; `off`: zero blocks only, every other
+    /// block as it is.
+    #[arg(long, default_value = "on")]
+    codec: String,
     /// MiB written in the asynchronous phase before the end waits for the destination to
     /// confirm (at most this much is lost with a failing link, and the mirror job then
     /// fails and can be run again).
@@ -105,9 +110,10 @@ fn run_source(a: &SourceArgs) -> Result<()> {
     .config(4096)?;
     let cfg = DiskSourceConfig {
         to: a.to.clone(),
-        shape: Shape::parse(&a.shape.rate, &a.shape.delay)?,
+        wire: Wire::new(Shape::parse(&a.shape.rate, &a.shape.delay)?),
         tls: Some(tls::client_config(&a.keys)?),
         config,
+        codec: Codec::parse(&a.codec)?,
         label: "disk".into(),
         deadlines: a.deadlines.deadlines()?,
         window: a.window_mib << 20,

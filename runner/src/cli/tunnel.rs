@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pagewire_runner::machine::{GuestImage, Workload};
 use pagewire_runner::migrate::Codec;
-use pagewire_runner::net::{tls, Shape};
+use pagewire_runner::net::{tls, Shape, Wire};
 use pagewire_runner::qemu_stop::{StopEnd, StopTimeline};
 use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
 use pagewire_runner::tunnel::demo::{
@@ -207,7 +207,7 @@ fn run_source(a: &SourceArgs) -> Result<()> {
     let codec = a.codec.codec()?;
     let cfg = SourceEndConfig {
         to: a.to.clone(),
-        shape: Shape::parse(&a.shape.rate, &a.shape.delay)?,
+        wire: Wire::new(Shape::parse(&a.shape.rate, &a.shape.delay)?),
         tls: Some(tls::client_config(&a.keys)?),
         config: codec.config,
         codec: codec.codec,
@@ -236,7 +236,7 @@ fn run_source(a: &SourceArgs) -> Result<()> {
     eprintln!(
         "tunnel source: {from}; carrying it to {} ({})",
         cfg.to,
-        cfg.shape.describe()
+        cfg.wire.shape().describe()
     );
     let bar = spinner(a.json);
     let mut deciding = None;

@@ -14,12 +14,12 @@ use serde::Serialize;
 use super::dest::{carry_in, DiskDelivered};
 use super::items::{DiskHello, DiskReady};
 use super::source::{DiskCarried, DiskOut, Phase};
-use crate::encoders::EncoderChoice;
+use crate::encoders::InProcessEncoder;
 use crate::migrate::session;
-use crate::migrate::{Deadline, Deadlines};
+use crate::migrate::{Codec, Deadline, Deadlines};
 use crate::nbd::{serve_tcp, Client};
 use crate::net::listen::{self, ListenOptions, Server, Service};
-use crate::net::{dial, Link, Shape, Waits};
+use crate::net::{dial_on, Link, Waits, Wire};
 
 /// An NBD export by address: `nbd://HOST:PORT/NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,12 +64,15 @@ impl NbdAddr {
 pub struct DiskSourceConfig {
     /// The destination end, `host:port`.
     pub to: String,
-    /// Shaping of the sending side.
-    pub shape: Shape,
+    /// The link's sending side: its shape, shared with other streams on the same link
+    /// (the memory tunnel's, say) when they hold clones of one [`Wire`].
+    pub wire: Wire,
     /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Codec configuration (its cache is the disk's own; pages are 4 KiB blocks).
     pub config: Config,
+    /// Codec on, or zero blocks only (every other block goes as it is).
+    pub codec: Codec,
     /// Free text for logs.
     pub label: String,
     /// How long to wait for the link, the destination end and the mirror job.
@@ -101,9 +104,9 @@ pub fn disk_source(
 ) -> Result<DiskSourceReport> {
     let d = &cfg.deadlines;
     let wire = Arc::new(AtomicU64::new(0));
-    let mut link = dial(
+    let mut link = dial_on(
         &cfg.to,
-        cfg.shape,
+        cfg.wire.clone(),
         cfg.tls.clone(),
         Instant::now() + d.handshake,
         wire.clone(),
@@ -111,10 +114,11 @@ pub fn disk_source(
     .map_err(|e| d.explain(Deadline::Handshake, e))
     .with_context(|| format!("connecting to the disk tunnel's destination end {}", cfg.to))?;
     link.set_waits(Waits::idle(d.progress))?;
-    let enc = EncoderChoice::InProcess.start(Config {
+    let (config, features) = cfg.codec.stages().apply(Config {
         page_size: 4096,
         ..cfg.config
-    })?;
+    });
+    let enc = Box::new(InProcessEncoder::with_features(config, features)?);
     let mut out = DiskOut::start(&mut link, &cfg.label, enc, phase, cfg.window)?;
     ready(out.size_bytes());
     let (mut conn, _) = nbd

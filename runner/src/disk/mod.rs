@@ -14,5 +14,8 @@ pub mod items;
 pub mod source;
 
 pub use dest::{carry_in, DiskDelivered};
-pub use ends::{disk_source, DiskDest, DiskDestConfig, DiskSourceConfig, NbdAddr};
+pub use ends::{
+    disk_source, DiskDest, DiskDestConfig, DiskDestReport, DiskSourceConfig, DiskSourceReport,
+    NbdAddr,
+};
 pub use source::{DiskCarried, DiskOut, Phase, DEFAULT_WINDOW};

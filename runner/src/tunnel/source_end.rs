@@ -17,15 +17,16 @@ use crate::encoders::InProcessEncoder;
 use crate::migrate::compress::thread_cpu_time;
 use crate::migrate::session::{new_migration_id, read_message};
 use crate::migrate::{Codec, Deadline, Deadlines};
-use crate::net::{dial, Link, Shape, Waits};
+use crate::net::{dial_on, Link, Waits, Wire};
 
 /// How the source end reaches the destination end, and how it encodes.
 #[derive(Clone)]
 pub struct SourceEndConfig {
     /// The destination end, `host:port`.
     pub to: String,
-    /// Shaping of the sending side.
-    pub shape: Shape,
+    /// The link's sending side: its shape, shared with other streams on the same link
+    /// (a disk tunnel's, say) when they hold clones of one [`Wire`].
+    pub wire: Wire,
     /// Mutual TLS (`None`: plain TCP, for tests of the link itself).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Base codec configuration (cache size etc.).
@@ -77,9 +78,9 @@ pub fn open_link(cfg: &SourceEndConfig) -> Result<OpenLink> {
     let cpu = thread_cpu_time();
     let d = &cfg.deadlines;
     let wire = Arc::new(AtomicU64::new(0));
-    let mut link = dial(
+    let mut link = dial_on(
         &cfg.to,
-        cfg.shape,
+        cfg.wire.clone(),
         cfg.tls.clone(),
         start + d.handshake,
         wire.clone(),

@@ -314,7 +314,7 @@ mod over_sockets {
 
     use super::{events, passes};
     use crate::migrate::{Codec, Deadlines};
-    use crate::net::Shape;
+    use crate::net::{Shape, Wire};
     use crate::tunnel::{
         accept_and_tunnel_out, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig,
         TunnelDest,
@@ -350,7 +350,7 @@ mod over_sockets {
         .unwrap();
         let cfg = SourceEndConfig {
             to: dest.addr().to_string(),
-            shape: Shape::default(),
+            wire: Wire::new(Shape::default()),
             tls: None,
             config: Config::DEFAULT,
             codec: Codec::On,

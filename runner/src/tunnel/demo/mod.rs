@@ -4,13 +4,16 @@
 //!
 //! * [`method`]: the methods and their QEMU settings;
 //! * [`path`]: the link between the QEMUs (a shaped relay, or the two tunnel ends);
-//! * [`run`]: one run and its verification.
+//! * [`run`]: one run and its verification;
+//! * [`disk`]: `--disk`, the guest migrated with its root disk (docs/STORAGE.md).
 
+pub mod disk;
 pub mod method;
 pub mod path;
 pub mod plot;
 pub mod run;
 
+pub use disk::{run_disk_demo, DiskDemo, DiskDemoConfig, DiskMethod, DiskRunResult};
 pub use method::Method;
 pub use path::TunnelCodec;
 pub use plot::{comparison_chart, WorkloadRuns};

@@ -19,7 +19,7 @@ use super::super::{
 use crate::machine::wait_listening;
 use crate::migrate::{Codec, Deadlines};
 use crate::net::relay::ShapedRelay;
-use crate::net::{tls, Shape, Wire};
+use crate::net::{tls, Wire};
 use crate::trace::qmp::Qmp;
 
 /// How the tunnel encodes.
@@ -54,8 +54,9 @@ pub enum MigrationPath {
 const SETTLE: Duration = Duration::from_secs(30);
 
 impl MigrationPath {
-    /// A shaped relay to the destination QEMU, which is told to listen (`migrate-incoming`).
-    pub fn relay(shape: Shape, destination: &mut Qmp) -> Result<Self> {
+    /// A relay to the destination QEMU on `wire`, the destination told to listen
+    /// (`migrate-incoming`).
+    pub fn relay(wire: Wire, destination: &mut Qmp) -> Result<Self> {
         destination
             .execute(
                 "migrate-incoming",
@@ -68,20 +69,16 @@ impl MigrationPath {
             .strip_prefix("tcp:")
             .with_context(|| format!("the destination listens on {uri}, not on TCP"))?
             .parse()?;
-        let relay = ShapedRelay::start(
-            TcpListener::bind("127.0.0.1:0")?,
-            qemu_addr,
-            Wire::new(shape),
-        )?;
+        let relay = ShapedRelay::start(TcpListener::bind("127.0.0.1:0")?, qemu_addr, wire)?;
         let uri = format!("tcp:{}", relay.addr());
         Ok(MigrationPath::Relay { relay, uri })
     }
 
-    /// The two tunnel ends over a mutual-TLS link shaped at the source end, the destination
-    /// QEMU listening on a unix socket in `dir`.
+    /// The two tunnel ends over a mutual-TLS link on `wire` (shaped at the source end), the
+    /// destination QEMU listening on a unix socket in `dir`.
     pub fn tunnel(
         dir: &Path,
-        shape: Shape,
+        wire: Wire,
         codec: TunnelCodec,
         destination: &mut Qmp,
     ) -> Result<Self> {
@@ -120,7 +117,7 @@ impl MigrationPath {
         )?;
         let cfg = SourceEndConfig {
             to: dest.addr().to_string(),
-            shape,
+            wire,
             tls: Some(tls::client_config(&keys)?),
             config: codec.config,
             codec: codec.codec,

@@ -20,7 +20,7 @@ use crate::machine::{
     compare_machines, guest_pause, migrate, wait_incoming, wait_migration, GuestImage, Machine,
     MigrationPair,
 };
-use crate::net::Shape;
+use crate::net::{Shape, Wire};
 use crate::qemu_stop::StopTimeline;
 use crate::trace::qmp::QmpAddr;
 
@@ -91,7 +91,7 @@ pub struct RunResult {
 /// Heartbeats the destination must show after it was resumed.
 const BEATS_AFTER: usize = 4;
 /// How long the guest may take to boot, and to show them.
-const GUEST_WAIT: Duration = Duration::from_secs(120);
+pub(super) const GUEST_WAIT: Duration = Duration::from_secs(120);
 
 /// Runs `method` once; a failure is in the result, never an `Err`.
 pub fn run_method(method: Method, cfg: &DemoConfig, log: &mut dyn FnMut(&str)) -> RunResult {
@@ -153,8 +153,10 @@ fn attempt(
     let reconnect = QmpAddr::Unix(pair.source.qmp_path().to_path_buf());
     let mut stop = decides.prepare(&mut sq, Some(reconnect))?;
     let path = match method {
-        Method::PagewireTunnel => MigrationPath::tunnel(&dir, cfg.shape, cfg.codec, &mut dq)?,
-        _ => MigrationPath::relay(cfg.shape, &mut dq)?,
+        Method::PagewireTunnel => {
+            MigrationPath::tunnel(&dir, Wire::new(cfg.shape), cfg.codec, &mut dq)?
+        }
+        _ => MigrationPath::relay(Wire::new(cfg.shape), &mut dq)?,
     };
     let cpu_before = (
         migration_cpu(pair.source.pid())?,
@@ -214,7 +216,7 @@ fn attempt(
     r.differing_pages = Some(same.differing_pages);
     let resumed = Instant::now();
     dq.execute("cont", None)?;
-    let guest_trouble = guest_runs_on(&pair, resumed)?;
+    let guest_trouble = guest_runs_on(&pair.source, &pair.destination, resumed)?;
     r.guest_ok = guest_trouble.is_none();
     let held = resumed.duration_since(arrived);
     r.guest_pause_ms = guest_pause(
@@ -239,28 +241,29 @@ fn attempt(
 /// Whether the destination's guest counts on from the source's last heartbeat, passes a
 /// check of its own there, and neither side reported a failed check: `None` when it all
 /// holds, else what did not.
-fn guest_runs_on(pair: &MigrationPair, resumed: Instant) -> Result<Option<String>> {
-    let last = pair
-        .source
+pub(super) fn guest_runs_on(
+    source: &Machine,
+    destination: &Machine,
+    resumed: Instant,
+) -> Result<Option<String>> {
+    let last = source
         .console()
         .last_heartbeat()
         .context("the source guest printed no heartbeat")?
         .round;
-    let beats =
-        pair.destination
-            .console()
-            .wait_heartbeats_after(resumed, BEATS_AFTER, GUEST_WAIT)?;
+    let beats = destination
+        .console()
+        .wait_heartbeats_after(resumed, BEATS_AFTER, GUEST_WAIT)?;
     // a heartbeat line cut by the switchover is finished at the destination, unread
     let continues = beats[0].round == last + 1 || beats[0].round == last + 2;
-    let checked = pair
-        .destination
+    let checked = destination
         .console()
         .checks_ok()
         .iter()
         .any(|b| b.round > last);
-    let failures: Vec<String> = [&pair.source, &pair.destination]
+    let failures: Vec<String> = [source, destination]
         .iter()
-        .flat_map(|m: &&Machine| m.console().failures())
+        .flat_map(|m| m.console().failures())
         .map(|f| f.line)
         .collect();
     let mut trouble = Vec::new();
