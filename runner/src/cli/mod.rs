@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod deadlines;
 pub mod disk;
+pub mod disk_demo;
 pub mod encoder;
 pub mod live;
 pub mod progress;

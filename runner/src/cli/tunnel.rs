@@ -101,6 +101,23 @@ struct DemoArgs {
     /// Write the comparison as an SVG plot to this file.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// Migrate a guest with its root disk (docs/STORAGE.md): QEMU's mirror job and
+    /// migration, the pagewire tunnels without and with the codec, and the way back into
+    /// the disk the guest left; `--methods` picks among qemu-mirror+multifd-zstd,
+    /// pagewire-no-codec, pagewire, pagewire-way-back.
+    #[arg(long, conflicts_with_all = ["compare", "plot"])]
+    disk: bool,
+    /// With --disk: the root disk's size, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024, requires = "disk")]
+    disk_mib: u64,
+    /// With --disk: whose Debian packages fill the disk (heartbeat: busybox only).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "compile",
+        requires = "disk"
+    )]
+    disk_content: Workload,
 }
 
 #[derive(Args)]
@@ -335,6 +352,23 @@ fn run_demo(a: &DemoArgs) -> Result<()> {
     let codec = a.codec.codec()?;
     let switchover = Switchover::parse(&a.policy)?;
     let timeout = deadline("--timeout", a.timeout)?;
+    if a.disk {
+        let guest_cache = match &a.guest_cache {
+            Some(d) => d.clone(),
+            None => default_guest_cache()?,
+        };
+        return super::disk_demo::run(&super::disk_demo::DiskDemoArgs {
+            shape,
+            codec,
+            timeout,
+            guest_cache,
+            work_dir: a.work_dir.clone(),
+            methods: a.methods.clone(),
+            disk_mib: a.disk_mib,
+            content: a.disk_content,
+            json: a.json,
+        });
+    }
     let methods: Vec<Method> = if a.compare {
         Method::ALL.to_vec()
     } else if !a.methods.is_empty() {
