@@ -47,6 +47,10 @@ struct Apply<'c, S: Read + Write> {
     run: Option<(u64, Vec<u8>)>,
     /// Consecutive zero blocks not yet written: first block, count.
     zeros: Option<(u64, u64)>,
+    /// Consecutive base references to blocks the export holds in place (the way back's
+    /// common case), not yet checked: the first block and each one's strong hash. One
+    /// read checks them all, instead of a request per block.
+    in_place: Option<(u64, Vec<u128>)>,
     /// The block the last zero record was for: the decoder ends every page record,
     /// zero pages included, with `page_done`, which must not then write the staging page.
     zeroed: Option<u64>,
@@ -61,8 +65,36 @@ impl<S: Read + Write> Apply<'_, S> {
         self.failed.get_or_insert(e);
     }
 
-    /// Writes the pending run and zero run.
+    /// Writes the pending run and zero run, and checks the pending in-place references.
     fn write_pending(&mut self) -> Result<()> {
+        self.check_in_place()?;
+        self.write_runs()
+    }
+
+    /// Reads the blocks of the pending in-place references and checks each against the
+    /// strong hash the source sent.
+    fn check_in_place(&mut self) -> Result<()> {
+        let Some((first, strong)) = self.in_place.take() else {
+            return Ok(());
+        };
+        let mut blocks = vec![0u8; strong.len() * BLOCK as usize];
+        self.client.read(first * BLOCK, &mut blocks)?;
+        self.done.requests += 1;
+        for (i, (block, want)) in blocks.chunks_exact(BLOCK as usize).zip(&strong).enumerate() {
+            ensure!(
+                strong_hash(block) == *want,
+                "block {} of the base no longer holds what the source referenced (its \
+                 strong hash differs); nothing of it was written: copy again without the \
+                 base",
+                first + i as u64
+            );
+        }
+        self.done.base_bytes += blocks.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the pending run and zero run.
+    fn write_runs(&mut self) -> Result<()> {
         if let Some((first, bytes)) = self.run.take() {
             self.client.write(first * BLOCK, &bytes, false)?;
             self.done.block_bytes += bytes.len() as u64;
@@ -87,7 +119,11 @@ impl<S: Read + Write> Apply<'_, S> {
     }
 
     fn apply_blob(&mut self, tag: u32, data: &[u8]) -> Result<()> {
-        self.write_pending()?;
+        if tag == TAG_BASE {
+            self.write_runs()?;
+        } else {
+            self.write_pending()?;
+        }
         match tag {
             TAG_WRITE => {
                 let (offset, bytes) = parse_write(data)?;
@@ -107,6 +143,20 @@ impl<S: Read + Write> Apply<'_, S> {
                 let (target, base, strong) = parse_base_ref(data)?;
                 self.in_disk(target.saturating_mul(BLOCK), BLOCK)?;
                 self.in_disk(base.saturating_mul(BLOCK), BLOCK)?;
+                if base == target {
+                    let joins = self.in_place.as_ref().is_some_and(|(first, s)| {
+                        first + s.len() as u64 == target && s.len() < RUN_BYTES / BLOCK as usize
+                    });
+                    if !joins {
+                        self.check_in_place()?;
+                        self.in_place = Some((target, Vec::new()));
+                    }
+                    if let Some((_, s)) = &mut self.in_place {
+                        s.push(strong);
+                    }
+                    return Ok(());
+                }
+                self.check_in_place()?;
                 let mut block = vec![0u8; BLOCK as usize];
                 self.client.read(base * BLOCK, &mut block)?;
                 self.done.requests += 1;
@@ -116,10 +166,8 @@ impl<S: Read + Write> Apply<'_, S> {
                      (its strong hash differs); nothing of it was written: copy again \
                      without the base"
                 );
-                if base != target {
-                    self.client.write(target * BLOCK, &block, false)?;
-                    self.done.requests += 1;
-                }
+                self.client.write(target * BLOCK, &block, false)?;
+                self.done.requests += 1;
                 self.done.base_bytes += BLOCK;
             }
             TAG_SYNC => {
@@ -247,6 +295,7 @@ pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
         page: vec![0; BLOCK as usize],
         run: None,
         zeros: None,
+        in_place: None,
         zeroed: None,
         acks: Vec::new(),
         failed: None,
@@ -297,10 +346,11 @@ mod tests {
     use crate::encoders::EncoderChoice;
     use crate::nbd::{serve, MemoryTarget};
 
-    /// Sends a stream of one base reference (block 1 from block 0, with `strong`) into an
-    /// export whose block 0 holds 0x11 and block 1 0x22; returns what `carry_in` said and
-    /// the export afterwards.
-    fn refer(strong: u128) -> (Result<DiskDelivered>, Vec<u8>) {
+    /// Sends a stream of base references (target, base, strong hash) into an export whose
+    /// blocks hold 0x11 but block 1, 0x22; returns what `carry_in` said and the export
+    /// afterwards.
+    fn refer(refs: &[(u64, u64, u128)]) -> (Result<DiskDelivered>, Vec<u8>) {
+        let refs = refs.to_vec();
         let mut disk = vec![0x11u8; 4 * 4096];
         disk[4096..8192].fill(0x22);
         let (mut a, b) = UnixStream::pair().unwrap();
@@ -317,8 +367,10 @@ mod tests {
             assert_eq!(ready.disk_bytes, 4 * 4096);
             let mut enc = EncoderChoice::InProcess.start(Config::DEFAULT).unwrap();
             let mut out = Vec::new();
-            enc.append_blob(TAG_BASE, &base_ref(1, 0, strong), &mut out)
-                .unwrap();
+            for (target, base, strong) in refs {
+                enc.append_blob(TAG_BASE, &base_ref(target, base, strong), &mut out)
+                    .unwrap();
+            }
             enc.append_blob(TAG_SYNC, &sync(1, true), &mut out).unwrap();
             enc.end_iteration(&mut out).unwrap();
             enc.finish(&mut out).unwrap();
@@ -334,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_base_reference_is_checked_before_it_is_used() {
-        let (r, disk) = refer(strong_hash(&[0x11u8; 4096]));
+        let (r, disk) = refer(&[(1, 0, strong_hash(&[0x11u8; 4096]))]);
         assert_eq!(r.unwrap().base_bytes, 4096);
         assert!(
             disk[4096..8192].iter().all(|&b| b == 0x11),
@@ -342,12 +394,34 @@ mod tests {
         );
         // a reference whose content is not what the base holds (a colliding index hash,
         // a base changed since its index): refused, nothing written
-        let (r, disk) = refer(strong_hash(&[0x33u8; 4096]));
+        let (r, disk) = refer(&[(1, 0, strong_hash(&[0x33u8; 4096]))]);
         let e = format!("{:#}", r.unwrap_err());
         assert!(e.contains("strong hash differs"), "{e}");
         assert!(
             disk[4096..8192].iter().all(|&b| b == 0x22),
             "block 1 untouched"
         );
+    }
+
+    #[test]
+    fn references_to_blocks_in_place_are_checked_with_one_read() {
+        let h11 = strong_hash(&[0x11u8; 4096]);
+        let (r, disk) = refer(&[(2, 2, h11), (3, 3, h11)]);
+        let r = r.unwrap();
+        assert_eq!(r.base_bytes, 8192);
+        // one read for both, one flush
+        assert_eq!(r.requests, 2);
+        assert!(disk[8192..].iter().all(|&b| b == 0x11));
+        // the second does not hold what the source referenced: refused, named
+        let (r, _) = refer(&[(2, 2, h11), (3, 3, strong_hash(&[0x33u8; 4096]))]);
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("block 3 of the base"), "{e}");
+        // a run is broken by a reference elsewhere, and checked before it
+        let (r, _) = refer(&[
+            (2, 2, h11),
+            (0, 1, strong_hash(&[0x22u8; 4096])),
+            (3, 3, h11),
+        ]);
+        assert_eq!(r.unwrap().base_bytes, 3 * 4096);
     }
 }
