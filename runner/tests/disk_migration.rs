@@ -155,6 +155,7 @@ mod faults {
             tls: None,
             config: Config::DEFAULT,
             codec: Codec::On,
+            zstd: Some(3),
             label: "fault test".into(),
             deadlines: Deadlines::default(),
             window: DEFAULT_WINDOW,

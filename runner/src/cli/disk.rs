@@ -56,6 +56,10 @@ struct SourceArgs {
     /// block as it is.
     #[arg(long, default_value = "on")]
     codec: String,
+    /// zstd level over the whole disk stream (the codec's LZ4 is then off), or none: the
+    /// codec's LZ4 frames as they are.
+    #[arg(long, value_name = "N|none", default_value = "3")]
+    zstd: String,
     /// MiB written in the asynchronous phase before the end waits for the destination to
     /// confirm (at most this much is lost with a failing link, and the mirror job then
     /// fails and can be run again).
@@ -114,6 +118,15 @@ fn run_source(a: &SourceArgs) -> Result<()> {
         tls: Some(tls::client_config(&a.keys)?),
         config,
         codec: Codec::parse(&a.codec)?,
+        zstd: match a.zstd.as_str() {
+            "none" => None,
+            n => Some(
+                n.parse::<i32>()
+                    .ok()
+                    .filter(|l| (1..=19).contains(l))
+                    .with_context(|| format!("--zstd {n:?}: a level 1..=19, or none"))?,
+            ),
+        },
         label: "disk".into(),
         deadlines: a.deadlines.deadlines()?,
         window: a.window_mib << 20,

@@ -4,6 +4,7 @@
 //! point it writes what is pending, flushes the export when asked, and confirms on the
 //! link.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -260,7 +261,7 @@ pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
     client: &mut Client<S>,
     base: bool,
 ) -> Result<DiskDelivered> {
-    let _hello: DiskHello =
+    let hello: DiskHello =
         session::read_message(&mut &mut *link).context("reading the disk hello")?;
     let index = if base {
         base_index(client)?
@@ -276,8 +277,17 @@ pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
     let bytes: Vec<u8> = index.iter().flat_map(|h| h.to_le_bytes()).collect();
     link.write_all(&bytes).context("sending the base index")?;
     link.flush()?;
+    // the stream comes in on the link (through zstd if the hello said so) while the
+    // confirmations go out on it, one after the other on this thread
+    let link = RefCell::new(link);
+    let mut stream: Box<dyn Read + '_> = if hello.zstd {
+        Box::new(zstd::stream::read::Decoder::new(ReadSide(&link)).context("starting zstd")?)
+    } else {
+        Box::new(ReadSide(&link))
+    };
     let mut header = [0u8; HEADER_LEN];
-    link.read_exact(&mut header)
+    stream
+        .read_exact(&mut header)
         .context("reading the disk stream's header")?;
     let cfg = Config::from_header(&header).map_err(|e| anyhow!("bad disk stream header: {e}"))?;
     ensure!(
@@ -305,11 +315,11 @@ pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
         },
     };
     while !dec.is_complete() {
-        apply.done.stream_bytes += decode_frame(&mut *link, &mut dec, &mut frame, &mut apply)?;
+        apply.done.stream_bytes += decode_frame(&mut stream, &mut dec, &mut frame, &mut apply)?;
         let failed = apply.failed.take();
         for seq in apply.acks.drain(..) {
             let error = failed.as_ref().map(|e| format!("{e:#}"));
-            session::write_message(&mut &mut *link, &DiskAck { seq, error })
+            session::write_message(&mut WriteSide(&link), &DiskAck { seq, error })
                 .context("confirming disk writes")?;
             apply.done.syncs += 1;
         }
@@ -319,6 +329,27 @@ pub fn carry_in<L: Read + Write + ?Sized, S: Read + Write>(
     }
     apply.client.flush()?;
     Ok(apply.done)
+}
+
+/// The reading half of a link whose writing half is also in use on the same thread.
+struct ReadSide<'a, L: ?Sized>(&'a RefCell<&'a mut L>);
+
+impl<L: Read + ?Sized> Read for ReadSide<'_, L> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+/// The writing half: see [`ReadSide`].
+struct WriteSide<'a, L: ?Sized>(&'a RefCell<&'a mut L>);
+
+impl<L: Write + ?Sized> Write for WriteSide<'_, L> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
 }
 
 /// The index hash of every whole block of the export, read through `client`.
@@ -362,7 +393,14 @@ mod tests {
         let mut client = Client::connect(b, "disk").unwrap();
         let (mut src, mut dst) = UnixStream::pair().unwrap();
         let source = std::thread::spawn(move || {
-            session::write_message(&mut src, &DiskHello { label: "t".into() }).unwrap();
+            session::write_message(
+                &mut src,
+                &DiskHello {
+                    label: "t".into(),
+                    zstd: false,
+                },
+            )
+            .unwrap();
             let ready: DiskReady = session::read_message(&mut src).unwrap();
             assert_eq!(ready.disk_bytes, 4 * 4096);
             let mut enc = EncoderChoice::InProcess.start(Config::DEFAULT).unwrap();

@@ -73,6 +73,9 @@ pub struct DiskSourceConfig {
     pub config: Config,
     /// Codec on, or zero blocks only (every other block goes as it is).
     pub codec: Codec,
+    /// zstd at this level over the whole stream (the codec's LZ4 then off), or `None`:
+    /// the codec's own frames.
+    pub zstd: Option<i32>,
     /// Free text for logs.
     pub label: String,
     /// How long to wait for the link, the destination end and the mirror job.
@@ -116,10 +119,11 @@ pub fn disk_source(
     link.set_waits(Waits::idle(d.progress))?;
     let (config, features) = cfg.codec.stages().apply(Config {
         page_size: 4096,
+        lz4: cfg.config.lz4 && cfg.zstd.is_none(),
         ..cfg.config
     });
     let enc = Box::new(InProcessEncoder::with_features(config, features)?);
-    let mut out = DiskOut::start(&mut link, &cfg.label, enc, phase, cfg.window)?;
+    let mut out = DiskOut::start(&mut link, &cfg.label, enc, phase, cfg.window, cfg.zstd)?;
     ready(out.size_bytes());
     let (mut conn, _) = nbd
         .accept()

@@ -67,6 +67,10 @@ pub const WRITE_PIECE: usize = 4096 - 8;
 pub struct DiskHello {
     /// Free text for logs.
     pub label: String,
+    /// The stream after the hello is compressed with zstd (streaming, flushed at every
+    /// sync point); the codec's LZ4 is then off.
+    #[serde(default)]
+    pub zstd: bool,
 }
 
 /// The destination end's answer to the hello, once its export is open: the size the source

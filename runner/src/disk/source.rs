@@ -75,6 +75,9 @@ pub struct DiskOut<'l, L: Read + Write + ?Sized> {
     failed: Option<String>,
     carried: DiskCarried,
     base: Option<Base>,
+    /// zstd over the stream, when on: the codec's output goes in, what it made so far
+    /// goes to the link.
+    zstd: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
 }
 
 /// What the destination's export held when the copy began (its base index), and which of
@@ -112,18 +115,21 @@ impl Base {
 
 impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
     /// Says hello on `link`, learns the size of the destination's export from its answer
-    /// (the size this export then has), and starts the stream with `enc` (pages of 4 KiB).
+    /// (the size this export then has), and starts the stream with `enc` (pages of 4 KiB),
+    /// compressed with zstd at `zstd` if given.
     pub fn start(
         link: &'l mut L,
         label: &str,
         enc: Box<dyn StreamEncoder>,
         phase: Phase,
         window: u64,
+        zstd: Option<i32>,
     ) -> Result<Self> {
         session::write_message(
             &mut &mut *link,
             &DiskHello {
                 label: label.into(),
+                zstd: zstd.is_some(),
             },
         )
         .context("sending the disk hello")?;
@@ -170,6 +176,10 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
             failed: None,
             carried: DiskCarried::default(),
             base,
+            zstd: zstd
+                .map(|level| zstd::stream::write::Encoder::new(Vec::new(), level))
+                .transpose()
+                .context("starting zstd")?,
         })
     }
 
@@ -196,18 +206,42 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
         self.confirm(true)?;
         self.enc.finish(&mut self.out)?;
         self.send()?;
+        if let Some(z) = self.zstd.take() {
+            let rest = z.finish().context("ending zstd")?;
+            self.link
+                .write_all(&rest)
+                .context("ending the disk stream")?;
+        }
         self.link.flush().context("ending the disk stream")?;
         Ok(self.carried)
     }
 
-    /// Writes the encoder's output to the link.
+    /// Writes the encoder's output to the link (through zstd, when on).
     fn send(&mut self) -> Result<()> {
-        self.link
-            .write_all(&self.out)
-            .context("sending disk writes")?;
         self.carried.stream_bytes += self.out.len() as u64;
+        match &mut self.zstd {
+            None => self
+                .link
+                .write_all(&self.out)
+                .context("sending disk writes")?,
+            Some(z) => {
+                z.write_all(&self.out).context("compressing disk writes")?;
+                let made = std::mem::take(z.get_mut());
+                self.link.write_all(&made).context("sending disk writes")?;
+            }
+        }
         self.out.clear();
         Ok(())
+    }
+
+    /// Pushes everything sent so far onto the link: zstd's pending output too.
+    fn push(&mut self) -> Result<()> {
+        if let Some(z) = &mut self.zstd {
+            z.flush().context("compressing disk writes")?;
+            let made = std::mem::take(z.get_mut());
+            self.link.write_all(&made).context("sending disk writes")?;
+        }
+        self.link.flush().context("sending disk writes")
     }
 
     fn blob(&mut self, tag: u32, data: &[u8]) -> Result<()> {
@@ -223,7 +257,7 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
             .append_blob(TAG_SYNC, &sync(self.seq, flush), &mut self.out)?;
         self.enc.end_iteration(&mut self.out)?;
         self.send()?;
-        self.link.flush().context("sending disk writes")?;
+        self.push()?;
         let ack: DiskAck = session::read_message(&mut &mut *self.link)
             .context("waiting for the destination to confirm the disk writes")?;
         if ack.seq != self.seq {
@@ -387,7 +421,7 @@ mod tests {
             .start(pagewire::Config::DEFAULT)
             .unwrap();
         let phase = Phase::default();
-        let mut out = DiskOut::start(&mut link, "t", enc, phase.clone(), 64 << 10).unwrap();
+        let mut out = DiskOut::start(&mut link, "t", enc, phase.clone(), 64 << 10, None).unwrap();
         assert_eq!(out.size_bytes(), 1 << 20);
         let block = [7u8; 4096];
         // asynchronous: a write waits for nothing until the window (64 KiB) is full
@@ -421,7 +455,8 @@ mod tests {
         let enc = EncoderChoice::InProcess
             .start(pagewire::Config::DEFAULT)
             .unwrap();
-        let mut out = DiskOut::start(&mut link, "t", enc, Phase::default(), 64 << 20).unwrap();
+        let mut out =
+            DiskOut::start(&mut link, "t", enc, Phase::default(), 64 << 20, None).unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let mirror = std::thread::spawn(move || {
@@ -454,7 +489,8 @@ mod tests {
         let enc = EncoderChoice::InProcess
             .start(pagewire::Config::DEFAULT)
             .unwrap();
-        let mut out = DiskOut::start(&mut link, "t", enc, Phase::default(), 64 << 10).unwrap();
+        let mut out =
+            DiskOut::start(&mut link, "t", enc, Phase::default(), 64 << 10, None).unwrap();
         out.write(0, &[1u8; 4096], false).unwrap();
         // the link goes down: the write still waiting in the encoder never reached the
         // destination, and the flush that would confirm it fails

@@ -146,6 +146,9 @@ pub struct DiskDemo {
     pub runs: Vec<DiskRunResult>,
 }
 
+/// zstd's level over the disk stream: the level of the used-blocks copy it must beat.
+const DISK_ZSTD_LEVEL: i32 = 3;
+
 /// The QMP names of the demo's block objects.
 const JOB: &str = "disk-copy";
 const TARGET: &str = "disk-target";
@@ -536,6 +539,10 @@ fn tunnel_disk(
         codec: match method {
             DiskMethod::PagewireNoCodec => Codec::Off,
             _ => Codec::On,
+        },
+        zstd: match method {
+            DiskMethod::PagewireNoCodec => None,
+            _ => Some(DISK_ZSTD_LEVEL),
         },
         label: format!("disk demo {}", method.name()),
         deadlines,
