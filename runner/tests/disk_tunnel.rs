@@ -20,6 +20,7 @@ use pagewire_runner::migrate::{Codec, Deadlines};
 use pagewire_runner::nbd::{serve, Client};
 use pagewire_runner::net::{tls, Shape, Wire};
 use pagewire_runner::trace::qmp::{Qmp, QmpAddr};
+use pagewire_runner::tunnel::LinkCompression;
 use serde_json::{json, Value};
 
 const DISK: usize = 8 << 20;
@@ -204,7 +205,14 @@ fn copy_through_tunnel(src: &std::path::Path, nbd: &QemuNbd, cut: Option<usize>)
         link.set_read_timeout(Some(Duration::from_secs(30)))?;
         link.set_nodelay(true)?;
         let enc = EncoderChoice::InProcess.start(Config::DEFAULT)?;
-        let mut out = DiskOut::start(&mut link, "test", enc, Phase::default(), 1 << 20, None)?;
+        let mut out = DiskOut::start(
+            &mut link,
+            "test",
+            enc,
+            Phase::default(),
+            1 << 20,
+            LinkCompression::None,
+        )?;
         let (mut conn, _) = nbd_l.accept()?;
         conn.set_nodelay(true)?;
         let served = serve(&mut conn, "disk", &mut out);
@@ -455,7 +463,14 @@ fn mirror_case(
         let mut link = TcpStream::connect(("127.0.0.1", link_port))?;
         link.set_nodelay(true)?;
         let enc = EncoderChoice::InProcess.start(Config::DEFAULT)?;
-        let mut out = DiskOut::start(&mut link, "mirror", enc, Phase::default(), 1 << 20, None)?;
+        let mut out = DiskOut::start(
+            &mut link,
+            "mirror",
+            enc,
+            Phase::default(),
+            1 << 20,
+            LinkCompression::None,
+        )?;
         let (mut conn, _) = nbd_l.accept()?;
         conn.set_nodelay(true)?;
         serve(&mut conn, "disk", &mut out)?;
@@ -531,7 +546,7 @@ fn the_network_ends_carry_a_mirror_job_over_mutual_tls_and_a_shaped_link() {
         tls: Some(tls::client_config(&keys).unwrap()),
         config: Config::DEFAULT,
         codec: Codec::On,
-        zstd: Some(3),
+        compression: LinkCompression::Zstd { level: 3 },
         label: "test".into(),
         deadlines: Deadlines::default(),
         window: 1 << 20,

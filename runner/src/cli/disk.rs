@@ -14,6 +14,7 @@ use pagewire_runner::disk::{
 };
 use pagewire_runner::migrate::Codec;
 use pagewire_runner::net::{tls, Shape, Wire};
+use pagewire_runner::tunnel::{LinkCompression, DEFAULT_ZSTD_LEVEL};
 use pagewire_runner::CodecSettings;
 
 use super::deadlines::DeadlineArgs;
@@ -56,10 +57,13 @@ struct SourceArgs {
     /// block as it is.
     #[arg(long, default_value = "on")]
     codec: String,
-    /// zstd level over the whole disk stream (the codec's LZ4 is then off), or none: the
-    /// codec's LZ4 frames as they are.
-    #[arg(long, value_name = "N|none", default_value = "3")]
-    zstd: String,
+    /// What compresses the disk stream on the link: zstd (the codec's LZ4 is then off) or
+    /// none (the codec's LZ4 frames as they are).
+    #[arg(long, default_value = "zstd")]
+    link_compress: String,
+    /// zstd's level: auto (chosen as the copy runs, from where its time goes) or a number.
+    #[arg(long, default_value = DEFAULT_ZSTD_LEVEL)]
+    zstd_level: String,
     /// MiB written in the asynchronous phase before the end waits for the destination to
     /// confirm (at most this much is lost with a failing link, and the mirror job then
     /// fails and can be run again).
@@ -118,15 +122,7 @@ fn run_source(a: &SourceArgs) -> Result<()> {
         tls: Some(tls::client_config(&a.keys)?),
         config,
         codec: Codec::parse(&a.codec)?,
-        zstd: match a.zstd.as_str() {
-            "none" => None,
-            n => Some(
-                n.parse::<i32>()
-                    .ok()
-                    .filter(|l| (1..=19).contains(l))
-                    .with_context(|| format!("--zstd {n:?}: a level 1..=19, or none"))?,
-            ),
-        },
+        compression: LinkCompression::parse(&a.link_compress, &a.zstd_level)?,
         label: "disk".into(),
         deadlines: a.deadlines.deadlines()?,
         window: a.window_mib << 20,

@@ -20,6 +20,7 @@ use crate::migrate::{Codec, Deadline, Deadlines};
 use crate::nbd::{serve_tcp, Client};
 use crate::net::listen::{self, ListenOptions, Server, Service};
 use crate::net::{dial_on, Link, Waits, Wire};
+use crate::tunnel::LinkCompression;
 
 /// An NBD export by address: `nbd://HOST:PORT/NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +74,9 @@ pub struct DiskSourceConfig {
     pub config: Config,
     /// Codec on, or zero blocks only (every other block goes as it is).
     pub codec: Codec,
-    /// zstd at this level over the whole stream (the codec's LZ4 then off), or `None`:
-    /// the codec's own frames.
-    pub zstd: Option<i32>,
+    /// zstd over the whole stream (the codec's LZ4 then off), at a level or `auto`; or
+    /// none: the codec's own frames.
+    pub compression: LinkCompression,
     /// Free text for logs.
     pub label: String,
     /// How long to wait for the link, the destination end and the mirror job.
@@ -119,11 +120,18 @@ pub fn disk_source(
     link.set_waits(Waits::idle(d.progress))?;
     let (config, features) = cfg.codec.stages().apply(Config {
         page_size: 4096,
-        lz4: cfg.config.lz4 && cfg.zstd.is_none(),
+        lz4: cfg.config.lz4 && cfg.compression.wants_codec_lz4(),
         ..cfg.config
     });
     let enc = Box::new(InProcessEncoder::with_features(config, features)?);
-    let mut out = DiskOut::start(&mut link, &cfg.label, enc, phase, cfg.window, cfg.zstd)?;
+    let mut out = DiskOut::start(
+        &mut link,
+        &cfg.label,
+        enc,
+        phase,
+        cfg.window,
+        cfg.compression,
+    )?;
     ready(out.size_bytes());
     let (mut conn, _) = nbd
         .accept()

@@ -15,6 +15,7 @@
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -24,6 +25,8 @@ use crate::encoders::StreamEncoder;
 use crate::migrate::session;
 use crate::nbd::proto::EIO;
 use crate::nbd::BlockTarget;
+use crate::tunnel::zstd_level::{LevelTuner, Window, WINDOW};
+use crate::tunnel::LinkCompression;
 
 /// The phase of a disk tunnel, shared with whoever drives the migration.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +45,7 @@ impl Phase {
 }
 
 /// What the source end carried.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct DiskCarried {
     /// Bytes the client wrote (data writes).
     pub written_bytes: u64,
@@ -55,8 +58,10 @@ pub struct DiskCarried {
     pub base_bytes: u64,
     /// Round trips in which the destination confirmed everything before.
     pub syncs: u64,
-    /// Bytes of pagewire stream written to the link.
+    /// Bytes of pagewire stream written to the link (before zstd).
     pub stream_bytes: u64,
+    /// The zstd levels the stream went through, in order (empty: no zstd).
+    pub zstd_levels: Vec<i32>,
 }
 
 /// Bytes written in the asynchronous phase before the end waits for the destination.
@@ -75,10 +80,98 @@ pub struct DiskOut<'l, L: Read + Write + ?Sized> {
     failed: Option<String>,
     carried: DiskCarried,
     base: Option<Base>,
-    /// zstd over the stream, when on: the codec's output goes in, what it made so far
-    /// goes to the link.
-    zstd: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    /// zstd over the stream, when on.
+    zstd: Option<DiskZstd>,
 }
+
+/// zstd over the disk stream: the codec's output goes in, what it made so far goes to the
+/// link. With a tuner (`auto`), every [`WINDOW`] the level may change as
+/// `tunnel::zstd_level` decides from where the time went (compressing, or waiting for the
+/// link); a change ends the zstd frame and starts the next one at the new level.
+struct DiskZstd {
+    z: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    tuner: Option<LevelTuner>,
+    window: Instant,
+    compressing: Duration,
+    sending: Duration,
+    levels: Vec<i32>,
+}
+
+impl DiskZstd {
+    fn new(link: LinkCompression) -> Result<Option<Self>> {
+        let (level, tuner) = match link {
+            LinkCompression::None => return Ok(None),
+            LinkCompression::Zstd { level } => (level, None),
+            LinkCompression::ZstdAuto => {
+                let t = LevelTuner::starting_at(DISK_AUTO_START);
+                (t.level(), Some(t))
+            }
+        };
+        Ok(Some(DiskZstd {
+            z: zstd::stream::write::Encoder::new(Vec::new(), level).context("starting zstd")?,
+            tuner,
+            window: Instant::now(),
+            compressing: Duration::ZERO,
+            sending: Duration::ZERO,
+            levels: vec![level],
+        }))
+    }
+
+    /// Compresses `bytes` (and flushes, when `flush`) into `link`.
+    fn send<L: Write + ?Sized>(&mut self, link: &mut L, bytes: &[u8], flush: bool) -> Result<()> {
+        let t = Instant::now();
+        self.z.write_all(bytes).context("compressing disk writes")?;
+        if flush {
+            self.z.flush().context("compressing disk writes")?;
+        }
+        self.compressing += t.elapsed();
+        let made = std::mem::take(self.z.get_mut());
+        let t = Instant::now();
+        link.write_all(&made).context("sending disk writes")?;
+        self.sending += t.elapsed();
+        self.retune(link)
+    }
+
+    /// At the end of a window, lets the tuner decide the level.
+    fn retune<L: Write + ?Sized>(&mut self, link: &mut L) -> Result<()> {
+        let wall = self.window.elapsed();
+        let Some(tuner) = self.tuner.as_mut() else {
+            return Ok(());
+        };
+        if wall < WINDOW {
+            return Ok(());
+        }
+        let w = Window {
+            wall,
+            link: self.sending,
+            idle: wall.saturating_sub(self.sending + self.compressing),
+        };
+        self.window = Instant::now();
+        self.compressing = Duration::ZERO;
+        self.sending = Duration::ZERO;
+        if let Some((level, _)) = tuner.decide(&w) {
+            let next =
+                zstd::stream::write::Encoder::new(Vec::new(), level).context("starting zstd")?;
+            let ended = std::mem::replace(&mut self.z, next)
+                .finish()
+                .context("compressing disk writes")?;
+            link.write_all(&ended).context("sending disk writes")?;
+            self.levels.push(level);
+        }
+        Ok(())
+    }
+
+    /// Ends the zstd stream on `link`; returns the levels it went through.
+    fn finish<L: Write + ?Sized>(self, link: &mut L) -> Result<Vec<i32>> {
+        let rest = self.z.finish().context("ending zstd")?;
+        link.write_all(&rest).context("ending the disk stream")?;
+        Ok(self.levels)
+    }
+}
+
+/// Where `auto` starts on a disk: zstd's default level (a disk's bulk copy is long enough
+/// for the tuner to move either way).
+const DISK_AUTO_START: i32 = 3;
 
 /// What the destination's export held when the copy began (its base index), and which of
 /// its blocks this copy has written since: only blocks not yet written are referred to,
@@ -116,20 +209,20 @@ impl Base {
 impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
     /// Says hello on `link`, learns the size of the destination's export from its answer
     /// (the size this export then has), and starts the stream with `enc` (pages of 4 KiB),
-    /// compressed with zstd at `zstd` if given.
+    /// compressed as `compression` says.
     pub fn start(
         link: &'l mut L,
         label: &str,
         enc: Box<dyn StreamEncoder>,
         phase: Phase,
         window: u64,
-        zstd: Option<i32>,
+        compression: LinkCompression,
     ) -> Result<Self> {
         session::write_message(
             &mut &mut *link,
             &DiskHello {
                 label: label.into(),
-                zstd: zstd.is_some(),
+                zstd: compression != LinkCompression::None,
             },
         )
         .context("sending the disk hello")?;
@@ -176,10 +269,7 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
             failed: None,
             carried: DiskCarried::default(),
             base,
-            zstd: zstd
-                .map(|level| zstd::stream::write::Encoder::new(Vec::new(), level))
-                .transpose()
-                .context("starting zstd")?,
+            zstd: DiskZstd::new(compression)?,
         })
     }
 
@@ -190,7 +280,7 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
 
     /// What went out so far.
     pub fn carried(&self) -> DiskCarried {
-        self.carried
+        self.carried.clone()
     }
 
     /// Why the link failed, if it did.
@@ -207,10 +297,7 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
         self.enc.finish(&mut self.out)?;
         self.send()?;
         if let Some(z) = self.zstd.take() {
-            let rest = z.finish().context("ending zstd")?;
-            self.link
-                .write_all(&rest)
-                .context("ending the disk stream")?;
+            self.carried.zstd_levels = z.finish(&mut *self.link)?;
         }
         self.link.flush().context("ending the disk stream")?;
         Ok(self.carried)
@@ -224,11 +311,7 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
                 .link
                 .write_all(&self.out)
                 .context("sending disk writes")?,
-            Some(z) => {
-                z.write_all(&self.out).context("compressing disk writes")?;
-                let made = std::mem::take(z.get_mut());
-                self.link.write_all(&made).context("sending disk writes")?;
-            }
+            Some(z) => z.send(&mut *self.link, &self.out, false)?,
         }
         self.out.clear();
         Ok(())
@@ -237,9 +320,7 @@ impl<'l, L: Read + Write + ?Sized> DiskOut<'l, L> {
     /// Pushes everything sent so far onto the link: zstd's pending output too.
     fn push(&mut self) -> Result<()> {
         if let Some(z) = &mut self.zstd {
-            z.flush().context("compressing disk writes")?;
-            let made = std::mem::take(z.get_mut());
-            self.link.write_all(&made).context("sending disk writes")?;
+            z.send(&mut *self.link, &[], true)?;
         }
         self.link.flush().context("sending disk writes")
     }
@@ -393,6 +474,39 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
+
+    #[test]
+    fn auto_zstd_changes_level_on_a_slow_link_and_the_stream_still_decodes() {
+        // a link that takes 20 ms for every write: zstd waits for it most of the time
+        struct Slow(Vec<u8>);
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(20));
+                self.0.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut z = DiskZstd::new(LinkCompression::ZstdAuto).unwrap().unwrap();
+        let mut link = Slow(Vec::new());
+        let mut sent = Vec::new();
+        let start = Instant::now();
+        let mut i = 0u32;
+        while start.elapsed() < Duration::from_millis(1500) {
+            let piece: Vec<u8> = (0..4096u32)
+                .map(|j| ((i * 7 + j / 64) % 251) as u8)
+                .collect();
+            z.send(&mut link, &piece, i % 8 == 0).unwrap();
+            sent.extend_from_slice(&piece);
+            i += 1;
+        }
+        let levels = z.finish(&mut link).unwrap();
+        assert_eq!(levels[0], DISK_AUTO_START);
+        assert!(levels.len() > 1 && levels[1] > levels[0], "{levels:?}");
+        assert_eq!(zstd::decode_all(&link.0[..]).unwrap(), sent);
+    }
     use crate::disk::carry_in;
     use crate::encoders::EncoderChoice;
     use crate::nbd::{serve, Client, MemoryTarget};
@@ -421,7 +535,15 @@ mod tests {
             .start(pagewire::Config::DEFAULT)
             .unwrap();
         let phase = Phase::default();
-        let mut out = DiskOut::start(&mut link, "t", enc, phase.clone(), 64 << 10, None).unwrap();
+        let mut out = DiskOut::start(
+            &mut link,
+            "t",
+            enc,
+            phase.clone(),
+            64 << 10,
+            LinkCompression::None,
+        )
+        .unwrap();
         assert_eq!(out.size_bytes(), 1 << 20);
         let block = [7u8; 4096];
         // asynchronous: a write waits for nothing until the window (64 KiB) is full
@@ -455,8 +577,15 @@ mod tests {
         let enc = EncoderChoice::InProcess
             .start(pagewire::Config::DEFAULT)
             .unwrap();
-        let mut out =
-            DiskOut::start(&mut link, "t", enc, Phase::default(), 64 << 20, None).unwrap();
+        let mut out = DiskOut::start(
+            &mut link,
+            "t",
+            enc,
+            Phase::default(),
+            64 << 20,
+            LinkCompression::None,
+        )
+        .unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let mirror = std::thread::spawn(move || {
@@ -489,8 +618,15 @@ mod tests {
         let enc = EncoderChoice::InProcess
             .start(pagewire::Config::DEFAULT)
             .unwrap();
-        let mut out =
-            DiskOut::start(&mut link, "t", enc, Phase::default(), 64 << 10, None).unwrap();
+        let mut out = DiskOut::start(
+            &mut link,
+            "t",
+            enc,
+            Phase::default(),
+            64 << 10,
+            LinkCompression::None,
+        )
+        .unwrap();
         out.write(0, &[1u8; 4096], false).unwrap();
         // the link goes down: the write still waiting in the encoder never reached the
         // destination, and the flush that would confirm it fails

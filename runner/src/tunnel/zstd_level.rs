@@ -78,6 +78,14 @@ impl Default for LevelTuner {
 }
 
 impl LevelTuner {
+    /// A tuner that starts at `level` (clamped to [`AUTO_LEVELS`]).
+    pub fn starting_at(level: i32) -> Self {
+        LevelTuner {
+            level: level.clamp(*AUTO_LEVELS.start(), *AUTO_LEVELS.end()),
+            barred: None,
+        }
+    }
+
     /// The level in use.
     pub fn level(&self) -> i32 {
         self.level
