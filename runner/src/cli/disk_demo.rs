@@ -102,16 +102,12 @@ pub fn run(a: &DiskDemoArgs) -> Result<()> {
 
 fn table(a: &DiskDemoArgs, demo: &DiskDemo) -> String {
     let mb = |b: u64| b as f64 / 1e6;
-    let mut t = format!(
-        "link {}; disk {} MiB, {:.1} MB of it in use ({:.1} MB with zstd -3)\n",
-        a.shape.describe(),
-        a.disk_mib,
-        mb(demo.used_bytes),
-        mb(demo.zstd_used_bytes)
-    );
+    let mut t = format!("link {}; disk {} MiB\n", a.shape.describe(), a.disk_mib);
     t += &format!(
-        "{:<26} {:>9} {:>11} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}\n",
+        "{:<26} {:>8} {:>8} {:>9} {:>11} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}\n",
         "method",
+        "used MB",
+        "zstd MB",
         "to send MB",
         "disk phase s",
         "total s",
@@ -125,8 +121,10 @@ fn table(a: &DiskDemoArgs, demo: &DiskDemo) -> String {
     for r in &demo.runs {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
         t += &format!(
-            "{:<26} {:>9.1} {:>11.1} {:>8.1} {:>9} {:>9} {:>8.1} {:>8.1} {:>8.1} {:>9}\n",
+            "{:<26} {:>8.1} {:>8.1} {:>9.1} {:>11.1} {:>8.1} {:>9} {:>9} {:>8.1} {:>8.1} {:>8.1} {:>9}\n",
             r.method,
+            mb(r.used_bytes),
+            mb(r.zstd_used_bytes),
             mb(r.differing_bytes),
             r.disk_phase_s,
             r.total_s,
