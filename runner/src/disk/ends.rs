@@ -15,12 +15,12 @@ use super::dest::{carry_in, DiskDelivered};
 use super::items::{DiskHello, DiskReady};
 use super::source::{DiskCarried, DiskOut, Phase};
 use crate::encoders::InProcessEncoder;
+use crate::migrate::link_stage::LinkCompression;
 use crate::migrate::session;
 use crate::migrate::{Codec, Deadline, Deadlines};
 use crate::nbd::{serve_tcp, Client};
 use crate::net::listen::{self, ListenOptions, Server, Service};
 use crate::net::{dial_on, Link, Waits, Wire};
-use crate::tunnel::LinkCompression;
 
 /// An NBD export by address: `nbd://HOST:PORT/NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,11 +22,11 @@ use serde::Serialize;
 
 use super::items::*;
 use crate::encoders::StreamEncoder;
+use crate::migrate::link_stage::LinkCompression;
 use crate::migrate::session;
+use crate::migrate::zstd_level::{LevelTuner, Window, WINDOW};
 use crate::nbd::proto::EIO;
 use crate::nbd::BlockTarget;
-use crate::tunnel::zstd_level::{LevelTuner, Window, WINDOW};
-use crate::tunnel::LinkCompression;
 
 /// The phase of a disk tunnel, shared with whoever drives the migration.
 #[derive(Debug, Clone, Default)]
@@ -86,7 +86,7 @@ pub struct DiskOut<'l, L: Read + Write + ?Sized> {
 
 /// zstd over the disk stream: the codec's output goes in, what it made so far goes to the
 /// link. With a tuner (`auto`), every [`WINDOW`] the level may change as
-/// `tunnel::zstd_level` decides from where the time went (compressing, or waiting for the
+/// `migrate::zstd_level` decides from where the time went (compressing, or waiting for the
 /// link); a change ends the zstd frame and starts the next one at the new level.
 struct DiskZstd {
     z: zstd::stream::write::Encoder<'static, Vec<u8>>,

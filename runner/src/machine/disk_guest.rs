@@ -16,14 +16,14 @@ use super::debian::{
     DISK_MODULES,
 };
 use super::guest::{GuestImage, Unavailable};
-use super::initramfs::{ticker, write_initramfs};
+use super::initramfs::write_initramfs;
 use super::packages::unpack_closure;
 use super::process::{find_in_path, run, run_bounded};
 use super::workload::Workload;
 
-/// The files the workload keeps on the disk: `/data/ref0..3` (1 MiB each, written at boot,
-/// never changed), `/data/w0..15` (128 KiB, one rewritten each round), and
-/// `/data/manifest` (the md5 of each, in `md5sum` format).
+/// The files the disk workload ([`Workload::Disk`]) keeps on the disk: `/data/ref0..3`
+/// (1 MiB each, written at boot, never changed), `/data/w0..15` (128 KiB, one rewritten
+/// each round), and `/data/manifest` (the md5 of each, in `md5sum` format).
 pub const MANIFEST: &str = "/data/manifest";
 
 /// The initramfs's `/init`: the modules, the disk, then the disk's own `/init`.
@@ -54,73 +54,9 @@ exec switch_root /newroot /init
     )
 }
 
-/// The disk's `/init`. Each round writes 128 KiB (half text naming the round, half random)
-/// to a new file, renames it over one of 16 slots, rewrites the manifest the same way,
-/// `sync`s, and checks every file (the four written at boot, the 16 slots) read back from
-/// the disk with `O_DIRECT` (past the page cache) against the md5 it took as it wrote
-/// them, then sleeps 0.3 s. The sums live in the shell, in guest memory, so after a
-/// migration the guest checks the destination's disk against what it wrote at the source.
-/// (Dropping the page cache to read from the disk instead refilled it each round and
-/// dirtied ~11 MB/s of memory: more than 100 Mbit/s carries, a migration that never
-/// converges without compression.)
-pub const DISK_INIT: &str = concat!(
-    r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin 2>/dev/null
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-[ -e /dev/null ] || mount -t devtmpfs dev /dev
-mkdir -p /tmp /data
-mount -t tmpfs -o size=16m tmp /tmp
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
-export HOME=/tmp
-echo "pagewire-disk: $(df -k / | tail -n 1)"
-for j in 0 1 2 3; do
-  { seq $((j * 100000)) $((j * 100000 + 60000)); head -c 524288 /dev/urandom; } | head -c 1048576 > /data/next
-  s=$(md5sum < /data/next)
-  mv /data/next /data/ref$j
-  eval "ref$j=${s%% *}"
-done
-"#,
-    ticker!(),
-    r#"echo PAGEWIRE-GUEST-READY
-i=0
-while :; do
-  i=$((i+1))
-  k=$((i % 16))
-  { yes "pagewire-disk-$i" | head -c 65536; head -c 65536 /dev/urandom; } > /data/next
-  s=$(md5sum < /data/next)
-  mv /data/next /data/w$k
-  eval "sum$k=${s%% *}"
-  : > /data/manifest.next
-  for j in 0 1 2 3; do eval "echo \"\$ref$j  /data/ref$j\"" >> /data/manifest.next; done
-  j=0
-  while [ $j -lt 16 ]; do
-    eval "w=\$sum$j"
-    [ -n "$w" ] && echo "$w  /data/w$j" >> /data/manifest.next
-    j=$((j+1))
-  done
-  mv /data/manifest.next /data/manifest
-  sync
-  bad=""
-  while read -r want f; do
-    got=$(dd if=$f bs=64k iflag=direct 2>/dev/null | md5sum)
-    [ "${got%% *}" = "$want" ] || bad="$bad $f"
-  done < /data/manifest
-  if [ -z "$bad" ]; then
-    echo "PAGEWIRE-CHECK ok $i"
-  else
-    echo "PAGEWIRE-CHECK FAIL $i read back from the disk:$bad differ from what was written"
-  fi
-  echo "PAGEWIRE-HEARTBEAT $i"
-  sleep 0.3
-done
-"#
-);
-
 /// Builds the disk guest into `cache` (QEMU, kernel, busybox and the disk modules as
 /// [`GuestImage::build_workload`] gets them) and writes its root disk to `disk`: an ext4
-/// filesystem of `size_mib` MiB holding busybox, [`DISK_INIT`] and, unless `content` has
+/// filesystem of `size_mib` MiB holding busybox, the disk workload's `/init` and, unless `content` has
 /// no packages, that workload's packages (unpacked into `cache/<content>-root/`, shared
 /// with that workload's guest). The disk is written anew every time.
 pub fn build(
@@ -199,7 +135,7 @@ fn write_root_disk(
             fs::create_dir_all(stage.join(d)).map_err(|e| e.to_string())?;
         }
         write_executable(&stage.join("bin/busybox"), busybox)?;
-        write_executable(&stage.join("init"), DISK_INIT.as_bytes())?;
+        write_executable(&stage.join("init"), Workload::Disk.init_script().as_bytes())?;
         // `ignore`: an older image may or may not be there.
         let _ = fs::remove_file(disk);
         File::create(disk)
@@ -375,7 +311,7 @@ mod tests {
     #[test]
     fn the_disk_script_prints_the_markers_the_console_parses() {
         for marker in [READY, HEARTBEAT, CHECK, "PAGEWIRE-CHECK FAIL", MANIFEST] {
-            assert!(DISK_INIT.contains(marker), "{marker}");
+            assert!(Workload::Disk.init_script().contains(marker), "{marker}");
         }
     }
 }

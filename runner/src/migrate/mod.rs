@@ -17,6 +17,8 @@
 //! * [`lanes`]: the pages split among encoders on threads and connections of their own;
 //! * [`progress`]: what a migration tells its progress display;
 //! * [`compress`]: LZ4 on or off, picked from the measured CPU headroom;
+//! * [`link_stage`] and [`zstd_level`]: zstd over a whole stream on its own thread, its
+//!   level chosen as it runs (the QEMU tunnel's link; the disk tunnel uses the tuner);
 //! * [`report`]: measurements as a table and JSON.
 
 pub mod arrival;
@@ -25,6 +27,7 @@ pub mod deadlines;
 pub mod dest;
 pub mod guest;
 pub mod lanes;
+pub mod link_stage;
 pub mod link_zstd;
 mod pages_out;
 pub mod policy;
@@ -33,6 +36,7 @@ pub mod report;
 pub mod session;
 pub mod source;
 pub mod switchover;
+pub mod zstd_level;
 
 pub use compress::{AutoStage, Compression, Stage};
 pub use deadlines::{Deadline, Deadlines};

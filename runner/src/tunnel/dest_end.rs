@@ -14,9 +14,9 @@ use serde::Serialize;
 
 use super::dest::{carry_in, Delivered};
 use super::endpoint::QemuEndpoint;
-use super::link_stage;
 use super::session::{read_hello, TunnelReply};
 use crate::migrate::compress::thread_cpu_time;
+use crate::migrate::link_stage;
 use crate::migrate::session::write_message;
 use crate::migrate::{Deadline, Deadlines};
 use crate::net::listen::{self, ListenOptions, Server, Service};

@@ -7,7 +7,8 @@
 //! * [`items`]: what is not a page, as blobs; [`pfns`]: QEMU's pages as codec page numbers;
 //! * [`source`] and [`dest`]: the two data paths over any byte streams; [`tail`]: did
 //!   QEMU's stream end where a stream ends;
-//! * [`link_stage`]: zstd over the whole stream on the link;
+//! * zstd over the whole stream on the link: [`crate::migrate::link_stage`], shared with
+//!   the disk tunnel;
 //! * [`session`]: the hello and the destination end's reply;
 //! * [`endpoint`]: where an end meets its QEMU (`unix:`, `tcp:`);
 //! * [`source_end`] and [`dest_end`]: the two ends over the network;
@@ -20,19 +21,17 @@ pub mod dest_end;
 pub mod digest;
 pub mod endpoint;
 pub mod items;
-pub mod link_stage;
 pub mod pfns;
 pub mod session;
 pub mod source;
 pub mod source_end;
 pub mod switchover;
 pub mod tail;
-pub mod zstd_level;
 
+pub use crate::migrate::link_stage::{LinkCompression, StageReport, DEFAULT_ZSTD_LEVEL};
 pub use dest::{carry_in, Delivered};
 pub use dest_end::{DestEndConfig, DestReport, TunnelDest};
 pub use endpoint::{QemuEndpoint, QemuListener, QemuStream};
-pub use link_stage::{LinkCompression, StageReport, DEFAULT_ZSTD_LEVEL};
 pub use source::{carry_out, Carried};
 pub use source_end::{accept_and_tunnel_out, SourceEndConfig, SourceReport};
 pub use switchover::Switchover;

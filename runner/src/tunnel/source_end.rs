@@ -10,11 +10,11 @@ use pagewire::Config;
 use serde::Serialize;
 
 use super::endpoint::{QemuListener, QemuStream};
-use super::link_stage::{LinkCompression, StageReport};
 use super::session::{write_hello, TunnelHello, TunnelReply};
 use super::source::{carry_out, Carried};
 use crate::encoders::InProcessEncoder;
 use crate::migrate::compress::thread_cpu_time;
+use crate::migrate::link_stage::{LinkCompression, StageReport};
 use crate::migrate::session::{new_migration_id, read_message};
 use crate::migrate::{Codec, Deadline, Deadlines};
 use crate::net::{dial_on, Link, Waits, Wire};

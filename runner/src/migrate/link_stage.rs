@@ -1,4 +1,5 @@
-//! Compression of the whole pagewire stream on the tunnel's link: zstd, streaming, with its
+//! Compression of the whole pagewire stream on the QEMU tunnel's link (and, its level
+//! tuner, on the disk tunnel's): zstd, streaming, with its
 //! window across frames (the codec's LZ4 is then off: zstd on LZ4 output gains little).
 //! QEMU's multifd compresses its pages with zstd; the tunnel gives zstd what is left after
 //! the codec's zero pages, duplicates and deltas. Flushed at every QEMU section end, so
