@@ -8,12 +8,14 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pagewire::Config;
 use pagewire_runner::disk::{
-    carry_in, disk_source, DiskCarried, DiskDelivered, DiskDest, DiskDestConfig, DiskOut,
-    DiskSourceConfig, NbdAddr, Phase,
+    carry_in, disk_source, switch_when_migrating, DiskCarried, DiskDelivered, DiskDest,
+    DiskDestConfig, DiskOut, DiskSourceConfig, NbdAddr, Phase,
 };
 use pagewire_runner::encoders::EncoderChoice;
 use pagewire_runner::migrate::{Codec, Deadlines};
@@ -306,6 +308,8 @@ fn a_link_cut_mid_copy_fails_qemu_img_and_a_second_attempt_completes() {
 struct QemuBlock {
     child: Child,
     qmp: Qmp,
+    /// A second QMP socket, for a watcher of its own.
+    second_qmp: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -313,10 +317,13 @@ impl QemuBlock {
     fn start(image: &std::path::Path) -> Option<QemuBlock> {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("qmp.sock");
+        let second_qmp = dir.path().join("qmp-2.sock");
         let child = Command::new("qemu-system-x86_64")
             .args(["-machine", "none", "-nodefaults", "-display", "none"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", second_qmp.display()))
             .arg("-blockdev")
             .arg(format!(
                 "driver=file,filename={},node-name=src-file",
@@ -338,6 +345,7 @@ impl QemuBlock {
         Some(QemuBlock {
             child,
             qmp,
+            second_qmp,
             _dir: dir,
         })
     }
@@ -675,4 +683,34 @@ fn the_disk_commands_carry_qemu_img_into_qemu_nbd() {
     assert!(status.success());
     drop(nbd);
     assert_same_disk(&dst, &want);
+}
+
+#[test]
+fn the_source_end_turns_synchronous_when_qemus_memory_migration_starts() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("src.raw");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let mut qemu = QemuBlock::start(&img).expect("qemu-system-x86_64");
+    let phase = Phase::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watch = switch_when_migrating(
+        QmpAddr::Unix(qemu.second_qmp.clone()),
+        phase.clone(),
+        stop.clone(),
+        move |l| {
+            let _ = tx.send(l.to_string());
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!phase.synchronous(), "no migration yet");
+    qemu.run("migrate", json!({ "uri": "exec:cat > /dev/null" }));
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(phase.synchronous(), "{line}");
+    assert!(line.contains("memory migration is"), "{line}");
+    watch.join().unwrap();
 }

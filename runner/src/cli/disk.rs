@@ -4,16 +4,19 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use pagewire_runner::disk::{
-    disk_source, DiskDest, DiskDestConfig, DiskSourceConfig, NbdAddr, Phase, DEFAULT_WINDOW,
+    disk_source, switch_when_migrating, DiskDest, DiskDestConfig, DiskSourceConfig, NbdAddr, Phase,
+    DEFAULT_WINDOW,
 };
 use pagewire_runner::migrate::Codec;
 use pagewire_runner::net::{tls, Shape, Wire};
+use pagewire_runner::trace::qmp::QmpAddr;
 use pagewire_runner::tunnel::{LinkCompression, DEFAULT_ZSTD_LEVEL};
 use pagewire_runner::CodecSettings;
 
@@ -42,6 +45,12 @@ struct SourceArgs {
     /// Where the mirror job connects (host:port); the export's name is `disk`.
     #[arg(long, value_name = "ADDR")]
     nbd_listen: String,
+    /// The source QEMU's QMP socket (unix:/path or tcp:host:port; a second `-qmp` that no
+    /// one else uses): from the moment its memory migration starts, every write is
+    /// acknowledged only once the destination wrote it (the synchronous phase). Without
+    /// it writes stay asynchronous.
+    #[arg(long, value_name = "ADDR")]
+    qmp: Option<String>,
     /// The destination end, host:port.
     #[arg(long, value_name = "ADDR")]
     to: String,
@@ -130,12 +139,29 @@ fn run_source(a: &SourceArgs) -> Result<()> {
     let nbd = TcpListener::bind(&a.nbd_listen)
         .with_context(|| format!("listening for the mirror job on {}", a.nbd_listen))?;
     let addr = nbd.local_addr()?;
-    let r = disk_source(&nbd, &cfg, Phase::default(), |size| {
+    let phase = Phase::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = match &a.qmp {
+        Some(q) => Some(switch_when_migrating(
+            QmpAddr::parse(q),
+            phase.clone(),
+            stop.clone(),
+            |line| eprintln!("disk source: {line}"),
+        )?),
+        None => None,
+    };
+    let r = disk_source(&nbd, &cfg, phase, |size| {
         eprintln!(
             "disk source: serving nbd://{addr}/disk ({} MiB, the destination's size) for the mirror job",
             size >> 20
         );
-    })?;
+    });
+    stop.store(true, Ordering::Relaxed);
+    if let Some(w) = watch {
+        // `ignore`: the watcher only logs; a panic in it changes nothing here.
+        let _ = w.join();
+    }
+    let r = r?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -6,11 +6,14 @@
 //! * [`source`]: the export whose writes go to the link ([`DiskOut`]), and the phases of
 //!   acknowledgement;
 //! * [`dest`]: the stream into the destination's export ([`carry_in`]);
-//! * [`ends`]: the two ends over the network (`pagewire disk source` / `disk dest`).
+//! * [`ends`]: the two ends over the network (`pagewire disk source` / `disk dest`);
+//! * [`migration_watch`]: the synchronous phase from the moment the source QEMU's memory
+//!   migration starts (`disk source --qmp`).
 
 pub mod dest;
 pub mod ends;
 pub mod items;
+pub mod migration_watch;
 pub mod source;
 
 pub use dest::{carry_in, DiskDelivered};
@@ -18,4 +21,5 @@ pub use ends::{
     disk_source, DiskDest, DiskDestConfig, DiskDestReport, DiskSourceConfig, DiskSourceReport,
     NbdAddr,
 };
+pub use migration_watch::switch_when_migrating;
 pub use source::{DiskCarried, DiskOut, Phase, DEFAULT_WINDOW};
