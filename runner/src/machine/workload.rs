@@ -291,17 +291,9 @@ done
 /// (Dropping the page cache to read from the disk instead refilled it each round and
 /// dirtied ~11 MB/s of memory: more than 100 Mbit/s carries, a migration that never
 /// converges without compression.)
-const DISK_INIT: &str = concat!(
-    r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin 2>/dev/null
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-[ -e /dev/null ] || mount -t devtmpfs dev /dev
-mkdir -p /tmp /data
+const DISK_INIT: &str = with_prelude!(
+    r#"mkdir -p /data
 mount -t tmpfs -o size=16m tmp /tmp
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
-export HOME=/tmp
 echo "pagewire-disk: $(df -k / | tail -n 1)"
 for j in 0 1 2 3; do
   { seq $((j * 100000)) $((j * 100000 + 90000)); head -c 524288 /dev/urandom; } | head -c 1048576 > /data/next

@@ -390,7 +390,7 @@ fn leg(
         r.disk_phase_s,
         memory.name()
     ));
-    set_up_memory(memory, &mut sq, &mut dq)?;
+    memory.set_up(&mut sq, &mut dq)?;
     let mem_path = match memory {
         Method::PagewireTunnel => MigrationPath::tunnel(dir, wire.clone(), cfg.codec, &mut dq)?,
         _ => MigrationPath::relay(wire.clone(), &mut dq)?,
@@ -457,7 +457,8 @@ fn leg(
     r.differing_pages = Some(same.differing_pages);
     let resumed = Instant::now();
     dq.execute("cont", None)?;
-    let trouble = guest_runs_on(source, &dest, resumed)?;
+    // a guest that crashed is reported after what differed, which may be why
+    let trouble = guest_runs_on(source, &dest, resumed).unwrap_or_else(|e| Some(format!("{e:#}")));
     r.guest_ok = trouble.is_none();
     r.guest_pause_ms = guest_pause(&source.console().ticks(), &dest.console().ticks(), started)
         .map(|g| {
@@ -466,13 +467,18 @@ fn leg(
                 .as_secs_f64()
                 * 1e3
         });
-    let mut why: Vec<String> = trouble.into_iter().collect();
+    let mut why = Vec::new();
     if !r.disks_equal {
-        why.push("the destination's disk differs from the source's".into());
+        why.push("the destination's disk differs from the source's".to_string());
     }
     if !same.equal() {
-        why.push(format!("{} pages of RAM differ", same.differing_pages));
+        why.push(format!(
+            "{} pages of RAM differ, the first at {:#x}",
+            same.differing_pages,
+            same.first_difference.unwrap_or(0)
+        ));
     }
+    why.extend(trouble);
     ensure!(why.is_empty(), "{}", why.join("; "));
     Ok(dest)
 }
@@ -564,27 +570,6 @@ fn tunnel_disk(
         phase,
         nbd,
     })
-}
-
-/// Capabilities and parameters of the memory migration, as the tunnel demo sets them.
-fn set_up_memory(m: Method, sq: &mut Qmp, dq: &mut Qmp) -> Result<()> {
-    let caps = m.capabilities();
-    if caps.as_array().is_some_and(|c| !c.is_empty()) {
-        for q in [&mut *sq, &mut *dq] {
-            q.execute(
-                "migrate-set-capabilities",
-                Some(json!({ "capabilities": caps })),
-            )
-            .context("setting the method's capabilities")?;
-        }
-    }
-    sq.execute("migrate-set-parameters", Some(m.source_parameters()))
-        .context("setting the source's parameters")?;
-    if let Some(p) = m.destination_parameters() {
-        dq.execute("migrate-set-parameters", Some(p))
-            .context("setting the destination's parameters")?;
-    }
-    Ok(())
 }
 
 /// Polls the mirror job until `done` holds for it; fails when it ends with an error

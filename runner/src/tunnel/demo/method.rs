@@ -2,8 +2,11 @@
 //! three best-known settings, and the pagewire tunnel. Each names the QMP settings it
 //! needs at both QEMUs.
 
+use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
+
+use crate::trace::qmp::Qmp;
 
 /// A migration method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +86,29 @@ impl Method {
             })),
             _ => None,
         }
+    }
+
+    /// Sets the method's capabilities on both QEMUs and its parameters on each.
+    pub fn set_up(self, source: &mut Qmp, destination: &mut Qmp) -> Result<()> {
+        let caps = self.capabilities();
+        if caps.as_array().is_some_and(|c| !c.is_empty()) {
+            for q in [&mut *source, &mut *destination] {
+                q.execute(
+                    "migrate-set-capabilities",
+                    Some(json!({ "capabilities": caps })),
+                )
+                .context("setting the method's capabilities")?;
+            }
+        }
+        source
+            .execute("migrate-set-parameters", Some(self.source_parameters()))
+            .context("setting the source's parameters")?;
+        if let Some(p) = self.destination_parameters() {
+            destination
+                .execute("migrate-set-parameters", Some(p))
+                .context("setting the destination's parameters")?;
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
-use serde_json::json;
 
 use super::super::switchover::Switchover;
 use super::super::StageReport;
@@ -134,22 +133,7 @@ fn attempt(
         })?;
     let mut sq = pair.source.qmp()?;
     let mut dq = pair.destination.qmp()?;
-    let caps = method.capabilities();
-    if caps.as_array().is_some_and(|c| !c.is_empty()) {
-        for q in [&mut sq, &mut dq] {
-            q.execute(
-                "migrate-set-capabilities",
-                Some(json!({ "capabilities": caps })),
-            )
-            .context("setting the method's capabilities")?;
-        }
-    }
-    sq.execute("migrate-set-parameters", Some(method.source_parameters()))
-        .context("setting the source's parameters")?;
-    if let Some(p) = method.destination_parameters() {
-        dq.execute("migrate-set-parameters", Some(p))
-            .context("setting the destination's parameters")?;
-    }
+    method.set_up(&mut sq, &mut dq)?;
     let reconnect = QmpAddr::Unix(pair.source.qmp_path().to_path_buf());
     let mut stop = decides.prepare(&mut sq, Some(reconnect))?;
     let path = match method {
