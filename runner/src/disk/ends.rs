@@ -3,8 +3,8 @@
 //! mutual TLS on the keys of `pagewire keygen`, every wait bounded).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -19,7 +19,7 @@ use crate::migrate::link_stage::LinkCompression;
 use crate::migrate::session;
 use crate::migrate::{Codec, Deadline, Deadlines};
 use crate::nbd::{serve_tcp, Client};
-use crate::net::listen::{self, ListenOptions, Server, Service};
+use crate::net::one_at_a_time::{Job, OneAtATime};
 use crate::net::{dial_on, Link, Waits, Wire};
 
 /// An NBD export by address: `nbd://HOST:PORT/NAME`.
@@ -182,59 +182,48 @@ pub struct DiskDestReport {
 
 /// A destination end listening in the background: one disk copy at a time; a failed one
 /// is reported and the end listens on, so a second attempt can follow.
-pub struct DiskDest {
-    server: Server,
-    results: Mutex<mpsc::Receiver<Result<DiskDestReport>>>,
-}
+pub struct DiskDest(OneAtATime<DiskDestReport>);
 
 impl DiskDest {
     /// Starts serving on `listener`.
     pub fn start(listener: TcpListener, cfg: DiskDestConfig) -> Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let desk = Desk {
-            busy: AtomicBool::new(false),
-            results: Mutex::new(tx),
-            cfg: cfg.clone(),
-        };
-        let opts = ListenOptions {
-            handshake_timeout: cfg.deadlines.handshake,
-            ..ListenOptions::default()
-        };
-        let server = listen::serve(listener, cfg.tls, opts, Arc::new(desk))?;
-        Ok(DiskDest {
-            server,
-            results: Mutex::new(rx),
-        })
+        let (tls, handshake, log) = (cfg.tls.clone(), cfg.deadlines.handshake, cfg.log.clone());
+        Ok(DiskDest(OneAtATime::start(
+            listener,
+            tls,
+            handshake,
+            log,
+            Desk { cfg },
+        )?))
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+        self.0.addr()
     }
 
     /// The next copy's outcome, within `timeout`.
     pub fn next(&self, timeout: Duration) -> Result<DiskDestReport> {
-        self.results
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .recv_timeout(timeout)
-            .map_err(|_| anyhow!("no disk copy ended within {timeout:?}"))?
+        self.0
+            .next(timeout)
+            .ok_or_else(|| anyhow!("no disk copy ended within {timeout:?}"))?
     }
 
     /// Stops listening.
     pub fn stop(self) {
-        self.server.stop();
+        self.0.stop();
     }
 }
 
+/// One disk copy per connection.
 struct Desk {
-    busy: AtomicBool,
-    results: Mutex<mpsc::Sender<Result<DiskDestReport>>>,
     cfg: DiskDestConfig,
 }
 
-impl Desk {
-    fn copy(&self, link: &mut Box<dyn Link>, peer: SocketAddr) -> Result<DiskDestReport> {
+impl Job for Desk {
+    type Report = DiskDestReport;
+
+    fn run(&self, link: &mut Box<dyn Link>, peer: SocketAddr) -> Result<DiskDestReport> {
         let d = &self.cfg.deadlines;
         let start = Instant::now();
         link.set_waits(Waits::idle(d.progress))?;
@@ -262,36 +251,20 @@ impl Desk {
             total_s: start.elapsed().as_secs_f64(),
         })
     }
-}
 
-impl Service for Desk {
-    fn serve(&self, mut link: Box<dyn Link>, peer: SocketAddr) {
-        if self.busy.swap(true, Ordering::SeqCst) {
-            (self.cfg.log)(&format!("refused {peer}: a disk copy is under way"));
-            return;
-        }
-        let r = self.copy(&mut link, peer);
-        match &r {
-            Ok(rep) => (self.cfg.log)(&format!(
+    fn busy(&self, _link: &mut Box<dyn Link>) -> &'static str {
+        "a disk copy is under way"
+    }
+
+    fn describe(&self, peer: SocketAddr, r: &Result<DiskDestReport>) -> String {
+        match r {
+            Ok(rep) => format!(
                 "disk copy from {peer} done: {} blocks, {} zeroed bytes in {:.1} s",
                 rep.delivered.block_bytes / 4096,
                 rep.delivered.zeroed_bytes,
                 rep.total_s
-            )),
-            Err(e) => (self.cfg.log)(&format!("disk copy from {peer} failed: {e:#}")),
-        }
-        self.busy.store(false, Ordering::SeqCst);
-        let _ = self
-            .results
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(r);
-    }
-
-    fn refused(&self, peer: Option<SocketAddr>, why: &str) {
-        match peer {
-            Some(p) => (self.cfg.log)(&format!("refused {p}: {why}")),
-            None => (self.cfg.log)(why),
+            ),
+            Err(e) => format!("disk copy from {peer} failed: {e:#}"),
         }
     }
 }

@@ -5,8 +5,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -19,7 +18,7 @@ use crate::migrate::compress::thread_cpu_time;
 use crate::migrate::link_stage;
 use crate::migrate::session::write_message;
 use crate::migrate::{Deadline, Deadlines};
-use crate::net::listen::{self, ListenOptions, Server, Service};
+use crate::net::one_at_a_time::{Job, OneAtATime};
 use crate::net::{Link, Waits};
 
 /// How the destination end serves.
@@ -55,57 +54,46 @@ pub struct DestReport {
 }
 
 /// A destination end listening in the background.
-pub struct TunnelDest {
-    server: Server,
-    results: Mutex<mpsc::Receiver<Result<DestReport>>>,
-}
+pub struct TunnelDest(OneAtATime<DestReport>);
 
 impl TunnelDest {
     /// Starts serving on `listener`.
     pub fn start(listener: TcpListener, cfg: DestEndConfig) -> Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let desk = Desk {
-            busy: AtomicBool::new(false),
-            results: Mutex::new(tx),
-            cfg: cfg.clone(),
-        };
-        let opts = ListenOptions {
-            handshake_timeout: cfg.deadlines.handshake,
-            ..ListenOptions::default()
-        };
-        let server = listen::serve(listener, cfg.tls, opts, Arc::new(desk))?;
-        Ok(TunnelDest {
-            server,
-            results: Mutex::new(rx),
-        })
+        let (tls, handshake, log) = (cfg.tls.clone(), cfg.deadlines.handshake, cfg.log.clone());
+        Ok(TunnelDest(OneAtATime::start(
+            listener,
+            tls,
+            handshake,
+            log,
+            Desk { cfg },
+        )?))
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+        self.0.addr()
     }
 
     /// The next migration's outcome, waiting at most `wait` (`None`: nothing came).
     pub fn next(&self, wait: Duration) -> Option<Result<DestReport>> {
-        let rx = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        rx.recv_timeout(wait).ok()
+        self.0.next(wait)
     }
 
     /// Stops listening.
     pub fn stop(self) {
-        self.server.stop();
+        self.0.stop();
     }
 }
 
-/// The service behind the listener.
+/// One migration per connection.
 struct Desk {
-    busy: AtomicBool,
-    results: Mutex<mpsc::Sender<Result<DestReport>>>,
     cfg: DestEndConfig,
 }
 
-impl Desk {
-    fn migration(&self, link: &mut Box<dyn Link>, peer: SocketAddr) -> Result<DestReport> {
+impl Job for Desk {
+    type Report = DestReport;
+
+    fn run(&self, link: &mut Box<dyn Link>, peer: SocketAddr) -> Result<DestReport> {
         let d = &self.cfg.deadlines;
         // still under the handshake deadline
         let hello = read_hello(link).map_err(|e| d.explain(Deadline::Handshake, e))?;
@@ -139,36 +127,20 @@ impl Desk {
         })
     }
 
-    fn report(&self, r: Result<DestReport>) {
-        match &r {
-            Ok(rep) => (self.cfg.log)(&format!(
+    fn busy(&self, link: &mut Box<dyn Link>) -> &'static str {
+        let reply = TunnelReply::of(&Err(anyhow!("another migration is in progress here")));
+        // `ignore`: the peer is refused either way; the reply only tells it why.
+        let _ = write_message(link, &reply);
+        "a migration is in progress"
+    }
+
+    fn describe(&self, _peer: SocketAddr, r: &Result<DestReport>) -> String {
+        match r {
+            Ok(rep) => format!(
                 "migration {} handed to QEMU: {} B of QEMU stream from {} B of pagewire stream",
                 rep.migration_id, rep.delivered.qemu_bytes, rep.delivered.stream_bytes
-            )),
-            Err(e) => (self.cfg.log)(&format!("migration failed, listening on: {e:#}")),
-        }
-        let tx = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = tx.send(r);
-    }
-}
-
-impl Service for Desk {
-    fn serve(&self, mut link: Box<dyn Link>, peer: SocketAddr) {
-        if self.busy.swap(true, Ordering::SeqCst) {
-            let reply = TunnelReply::of(&Err(anyhow!("another migration is in progress here")));
-            let _ = write_message(&mut link, &reply);
-            (self.cfg.log)(&format!("refused {peer}: a migration is in progress"));
-            return;
-        }
-        let r = self.migration(&mut link, peer);
-        self.busy.store(false, Ordering::SeqCst);
-        self.report(r);
-    }
-
-    fn refused(&self, peer: Option<SocketAddr>, why: &str) {
-        match peer {
-            Some(p) => (self.cfg.log)(&format!("refused {p}: {why}")),
-            None => (self.cfg.log)(why),
+            ),
+            Err(e) => format!("migration failed, listening on: {e:#}"),
         }
     }
 }
