@@ -14,14 +14,12 @@ use pagewire_runner::disk::{
     disk_source, switch_when_migrating, DiskDest, DiskDestConfig, DiskSourceConfig, NbdAddr, Phase,
     DEFAULT_WINDOW,
 };
-use pagewire_runner::migrate::Codec;
 use pagewire_runner::net::{tls, Shape, Wire};
 use pagewire_runner::trace::qmp::QmpAddr;
-use pagewire_runner::tunnel::{LinkCompression, DEFAULT_ZSTD_LEVEL};
-use pagewire_runner::CodecSettings;
 
 use super::deadlines::DeadlineArgs;
 use super::live::ShapeArgs;
+use super::tunnel::CodecArgs;
 
 #[derive(Args)]
 pub struct DiskArgs {
@@ -59,20 +57,8 @@ struct SourceArgs {
     keys: PathBuf,
     #[command(flatten)]
     shape: ShapeArgs,
-    /// The disk's codec cache in MiB (its own, beside any memory migration's).
-    #[arg(long, value_name = "N")]
-    cache_mib: Option<u64>,
-    /// `on`: zero blocks, duplicates, deltas, LZ4; `off`: zero blocks only, every other
-    /// block as it is.
-    #[arg(long, default_value = "on")]
-    codec: String,
-    /// What compresses the disk stream on the link: zstd (the codec's LZ4 is then off) or
-    /// none (the codec's LZ4 frames as they are).
-    #[arg(long, default_value = "zstd")]
-    link_compress: String,
-    /// zstd's level: auto (chosen as the copy runs, from where its time goes) or a number.
-    #[arg(long, default_value = DEFAULT_ZSTD_LEVEL)]
-    zstd_level: String,
+    #[command(flatten)]
+    codec: CodecArgs,
     /// MiB written in the asynchronous phase before the end waits for the destination to
     /// confirm (at most this much is lost with a failing link, and the mirror job then
     /// fails and can be run again).
@@ -120,18 +106,14 @@ fn run_source(a: &SourceArgs) -> Result<()> {
     if a.window_mib == 0 {
         bail!("--window-mib must be at least 1");
     }
-    let config = CodecSettings {
-        cache_mib: a.cache_mib,
-        ..CodecSettings::default()
-    }
-    .config(4096)?;
+    let codec = a.codec.codec()?;
     let cfg = DiskSourceConfig {
         to: a.to.clone(),
         wire: Wire::new(Shape::parse(&a.shape.rate, &a.shape.delay)?),
         tls: Some(tls::client_config(&a.keys)?),
-        config,
-        codec: Codec::parse(&a.codec)?,
-        compression: LinkCompression::parse(&a.link_compress, &a.zstd_level)?,
+        config: codec.config,
+        codec: codec.codec,
+        compression: codec.link,
         label: "disk".into(),
         deadlines: a.deadlines.deadlines()?,
         window: a.window_mib << 20,

@@ -152,13 +152,13 @@ struct SourceArgs {
     json: bool,
 }
 
-/// How the tunnel encodes.
+/// How a tunnel encodes (the memory tunnel's, and the disk tunnel's source end).
 #[derive(Args)]
-struct CodecArgs {
+pub(super) struct CodecArgs {
     /// Codec: on (zero pages, CBR, deltas; LZ4 unless zstd is on) or off (zero pages only).
     #[arg(long, default_value = "on")]
     codec: String,
-    /// Codec cache in MiB (both ends).
+    /// Codec cache in MiB (both ends; a disk's is its own, beside any memory migration's).
     #[arg(long, value_name = "N")]
     cache_mib: Option<u64>,
     /// Compression of the whole stream on the link: zstd or none.
@@ -171,7 +171,7 @@ struct CodecArgs {
 }
 
 impl CodecArgs {
-    fn codec(&self) -> Result<TunnelCodec> {
+    pub(super) fn codec(&self) -> Result<TunnelCodec> {
         Ok(TunnelCodec {
             codec: Codec::parse(&self.codec)?,
             config: CodecSettings {
