@@ -1,5 +1,5 @@
 //! `--compress auto` on a page set over a modelled link: the runner's own rule
-//! ([`AutoStage`]) and stages (plain pages, LZ4 frames, zstd chunks from `link_zstd`) on the real
+//! ([`AutoStage`]) and stages (plain pages, LZ4 frames, zstd chunks from `pagewire_stream_zstd`) on the real
 //! encoder, fed the sending thread's measured CPU time per window. Only the link is a
 //! model: a window of `B` bytes occupies it for `B / rate` seconds, and the window lasts as
 //! long as the slower of the two (the sender waits for a full link, or the link for the
@@ -17,8 +17,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use pagewire::{Config, DecodeMode, Decoder, Encoder, Features, MemoryImage};
 use pagewire_runner::migrate::compress::{thread_cpu_time, WINDOW_PAGES};
-use pagewire_runner::migrate::link_zstd::{ZstdIn, ZstdOut};
 use pagewire_runner::migrate::{AutoStage, Stage};
+use pagewire_stream_zstd::{ZstdIn, ZstdOut};
 use serde::Serialize;
 
 use crate::codecs::touched;

@@ -1,21 +1,16 @@
-//! The zstd chunks a destination reads when the source sends `--compress zstd`
-//! (`runner/src/migrate/link_zstd.rs`): arbitrary bytes as the link give stream bytes or an
-//! error, never a panic, never more than zstd's buffer at once; and any data written in
-//! arbitrary pieces, with flushes and changes of level (or stored chunks) between, comes
-//! back exactly, then the end, then whatever
-//! followed the end chunk on the link, untouched.
-//!
-//! The module depends on `std`, `anyhow` and `zstd` alone, so it is compiled here as it is.
+//! The zstd chunks a destination reads when the source sends `--compress zstd`, or a C
+//! caller uses the `zstd` feature (`stream-zstd`): arbitrary bytes as the link give stream
+//! bytes or an error, never a panic, never more than the reader's buffer at once, whether
+//! read off a link ([`ZstdIn`]) or pushed in pieces ([`Unchunker`], as C does); and any data
+//! written in arbitrary pieces, with flushes and changes of level (or stored chunks)
+//! between, comes back exactly, then the end, then whatever followed the end chunk on the
+//! link, untouched.
 #![no_main]
-
-#[allow(dead_code)]
-#[path = "../../runner/src/migrate/link_zstd.rs"]
-mod link_zstd;
 
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use link_zstd::{ZstdIn, ZstdOut};
+use pagewire_stream_zstd::{Unchunker, ZstdIn, ZstdOut};
 
 /// Stream bytes read from an arbitrary link before giving up: far more than any input here
 /// can hold honestly, small enough to stay fast.
@@ -25,6 +20,28 @@ fuzz_target!(|input: &[u8]| {
     let Some((&mode, rest)) = input.split_first() else {
         return;
     };
+    if mode & 3 == 2 {
+        // the bytes as the link, pushed in pieces into output buffers of another size
+        let mut un = Unchunker::new().unwrap();
+        let mut out = vec![0u8; 1 + usize::from(mode >> 2) * 131];
+        let (mut at, mut total) = (0usize, 0usize);
+        let step = 1 + usize::from(mode >> 4) * 61;
+        while total < LIMIT {
+            let end = (at + step).min(rest.len());
+            match un.feed(&rest[at..end], &mut out) {
+                Err(_) => break,
+                Ok(p) => {
+                    assert!(p.consumed <= end - at && p.produced <= out.len());
+                    at += p.consumed;
+                    total += p.produced;
+                    if p.ended || (p.consumed == 0 && p.produced == 0 && end == rest.len()) {
+                        break;
+                    }
+                }
+            }
+        }
+        return;
+    }
     if mode & 1 == 0 {
         // the bytes as the link: read in pieces until the end or an error
         let mut link = rest;

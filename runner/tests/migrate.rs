@@ -152,7 +152,7 @@ fn recorded_stream() -> (Vec<u8>, usize) {
         sent: Vec::new(),
     };
     // LZ4 fixed: the codec stream then follows the hello as it is, byte for byte (`auto`
-    // would put it in chunks, whose damage `link_zstd`'s tests and fuzz target cover)
+    // would put it in chunks, whose damage `pagewire_stream_zstd`'s tests and fuzz target cover)
     let opts = SourceOptions {
         compression: Compression::Lz4,
         ..SourceOptions::default()

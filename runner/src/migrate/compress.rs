@@ -23,7 +23,7 @@ pub enum Compression {
     /// Frames stored.
     None,
     /// zstd at `level` over the whole stream, its window across frames; the frames
-    /// themselves stored (`super::link_zstd`). For slow links.
+    /// themselves stored (`pagewire_stream_zstd`). For slow links.
     Zstd { level: i32 },
 }
 
@@ -64,7 +64,7 @@ impl Compression {
                         .parse()
                         .map_err(|_| anyhow::anyhow!("zstd level {l:?} is not a number"))?;
                     Ok(Compression::Zstd {
-                        level: super::link_zstd::check_level(level)?,
+                        level: pagewire_stream_zstd::check_level(level)?,
                     })
                 }
                 None => bail!("unknown compression {s:?}: use auto, lz4, none, zstd or zstd:LEVEL"),

@@ -17,9 +17,9 @@ pub use super::arrival::Decoding;
 use super::arrival::{Arrivals, GuestDestination, InMemory, LaneMemory, Stream, ThroughStaging};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::{DestGuest, GuestBuilder};
-use super::link_zstd::{self, ZstdIn};
 use super::session::{self, DestMessage, Hello, PauseInfo, Reply, SourceMessage, MAX_LANES};
 use super::switchover::Outcomes;
+use pagewire_stream_zstd::{self as link_zstd, ZstdIn};
 
 /// Limits on what a source may ask the destination to build.
 #[derive(Debug, Clone, Copy)]
@@ -304,7 +304,7 @@ impl Incoming {
     /// After the END record: the compressed stream, if any, must end there too.
     fn end<L: Read>(&mut self, link: &mut L) -> Result<()> {
         match &mut self.zstd {
-            Some(z) => z.expect_end(link),
+            Some(z) => Ok(z.expect_end(link)?),
             None => Ok(()),
         }
     }

@@ -28,7 +28,6 @@ pub mod dest;
 pub mod guest;
 pub mod lanes;
 pub mod link_stage;
-pub mod link_zstd;
 mod pages_out;
 pub mod policy;
 pub mod progress;

@@ -9,11 +9,11 @@ use anyhow::{bail, Context, Result};
 use pagewire::Config;
 
 use super::compress::{AutoStage, Chooser, Compression, Stage, Window};
-use super::link_zstd::ZstdOut;
 use super::progress::MigrationProgress;
 use super::session::{self, DestMessage, Reply};
 use crate::encoders::StreamEncoder;
 use crate::net::Link;
+use pagewire_stream_zstd::ZstdOut;
 
 /// Counts bytes written through it.
 pub(super) struct Counted<'a, W: Write + ?Sized> {

@@ -61,7 +61,7 @@ pub struct Hello {
     /// Random: names this migration in status queries and logs.
     pub migration_id: u64,
     /// What compresses the stream on the link besides the codec: `None`, or `"zstd"`
-    /// (`super::link_zstd`).
+    /// (`pagewire_stream_zstd`).
     #[serde(default)]
     pub stream_compression: Option<String>,
     /// Lanes: this connection is lane 0; lanes 1.. come on connections of their own, each

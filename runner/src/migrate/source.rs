@@ -18,7 +18,6 @@ use super::compress::{thread_cpu_time, Compression, Window};
 use super::deadlines::{Deadline, Deadlines};
 use super::guest::SourceGuest;
 use super::lanes::{lane_config, split, LaneWorker};
-use super::link_zstd;
 use super::pages_out::{PageCounts, PagesOut};
 use super::policy::Codec;
 use super::progress::MigrationProgress;
@@ -306,7 +305,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
                 page_size: guest.page_size() as u32,
                 label: opts.label.clone(),
                 migration_id,
-                stream_compression: chunked.then(|| link_zstd::NAME.into()),
+                stream_compression: chunked.then(|| pagewire_stream_zstd::NAME.into()),
                 lanes: opts.lanes,
             },
         )
