@@ -22,8 +22,8 @@ fi
 "${CC:-gcc}" --version | head -1
 command -v pkg-config >/dev/null 2>&1 && echo "pkg-config $(pkg-config --version)"
 
-say "header is current (cbindgen), panic boundary on every entry point, Rust-side tests"
-cargo test -p pagewire-ffi --lib --test header --test boundary
+say "header is current (cbindgen), panic boundary on every entry point, Rust-side tests (zstd feature on)"
+cargo test -p pagewire-ffi --features zstd --lib --test header --test boundary
 
 say "C tests: static, shared, ASan/UBSan; ABI layout from C; C++; install.sh; example"
 # --nocapture so that the C tests' own lines and any SKIPPED: line show in the log

@@ -9,7 +9,9 @@
 # Usage: ffi/install.sh PREFIX
 # Environment: DESTDIR (staged installs: files go to $DESTDIR$PREFIX, pagewire.pc still
 # says PREFIX), PAGEWIRE_PROFILE (cargo profile, default release; the tests use dev),
-# CARGO (cargo binary), CARGO_TARGET_DIR.
+# PAGEWIRE_FEATURES (cargo features, e.g. "zstd": zstd over the stream, declared in the
+# header under PAGEWIRE_ZSTD, which pagewire.pc's Cflags then define), CARGO (cargo
+# binary), CARGO_TARGET_DIR.
 set -euo pipefail
 
 if [ $# -ne 1 ] || [ -z "$1" ]; then
@@ -26,6 +28,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 cargo=${CARGO:-cargo}
 profile=${PAGEWIRE_PROFILE:-release}
+features=${PAGEWIRE_FEATURES:-}
+feature_cflags=""
+case " ${features//,/ } " in
+  *" zstd "*) feature_cflags=" -DPAGEWIRE_ZSTD" ;;
+esac
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 case $profile in
   dev | test) out=$target_dir/debug ;;
@@ -34,7 +41,7 @@ case $profile in
 esac
 
 "$cargo" build --manifest-path "$root/Cargo.toml" -p pagewire-ffi --lib \
-  --profile "$profile" --target-dir "$target_dir"
+  --profile "$profile" --target-dir "$target_dir" ${features:+--features "$features"}
 
 header=$here/include/pagewire.h
 version=$(sed -n 's/^#define PAGEWIRE_VERSION "\(.*\)"$/\1/p' "$header")
@@ -51,8 +58,9 @@ install -m 755 "$out/libpagewire_ffi.so" "$dest/lib/libpagewire.so.$version"
 ln -sfn "libpagewire.so.$version" "$dest/lib/libpagewire.so.$abi"
 ln -sfn "libpagewire.so.$abi" "$dest/lib/libpagewire.so"
 install -m 644 "$header" "$dest/include/pagewire.h"
-sed -e "s|@PREFIX@|$prefix|g" -e "s|@VERSION@|$version|g" "$here/pagewire.pc.in" \
+sed -e "s|@PREFIX@|$prefix|g" -e "s|@VERSION@|$version|g" \
+  -e "s|@FEATURE_CFLAGS@|$feature_cflags|g" "$here/pagewire.pc.in" \
   >"$dest/lib/pkgconfig/pagewire.pc"
 chmod 644 "$dest/lib/pkgconfig/pagewire.pc"
 
-echo "installed libpagewire $version (SONAME libpagewire.so.$abi) into $dest"
+echo "installed libpagewire $version (SONAME libpagewire.so.$abi${features:+, features: $features}) into $dest"

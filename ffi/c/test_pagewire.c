@@ -97,6 +97,8 @@ typedef struct {
 } bytes;
 
 static void append(bytes *b, const uint8_t *p, size_t n) {
+    if (n == 0)
+        return;
     if (b->len + n > b->cap) {
         b->cap = (b->len + n) * 2;
         b->data = realloc(b->data, b->cap);
@@ -265,7 +267,7 @@ static void test_every_result_has_a_name(void) {
         R(PAGEWIRE_PAGE_UNREADABLE), R(PAGEWIRE_OTHER_CODEC_ERROR), R(PAGEWIRE_NULL_ARGUMENT),
         R(PAGEWIRE_BUFFER_TOO_SMALL), R(PAGEWIRE_PANIC), R(PAGEWIRE_INVALID_HANDLE),
         R(PAGEWIRE_INVALID_ARGUMENT), R(PAGEWIRE_PFN_OUT_OF_RANGE), R(PAGEWIRE_CALLBACK_FAILED),
-        R(PAGEWIRE_OUT_OF_MEMORY), R(PAGEWIRE_GROUP_FULL),
+        R(PAGEWIRE_OUT_OF_MEMORY), R(PAGEWIRE_GROUP_FULL), R(PAGEWIRE_BAD_ZSTD_STREAM),
 #undef R
     };
     size_t n = sizeof all / sizeof all[0];
@@ -1881,6 +1883,165 @@ static void test_in_place_static_storage(void) {
     free(src);
 }
 
+/* ---------------------------------------------------------------- zstd over the stream */
+
+#ifdef PAGEWIRE_ZSTD
+/* Sends `s` through a zstd stage in pieces of random size, changing the level (and to
+ * stored chunks) on the way and flushing now and then, as a source does at iteration ends. */
+static bytes zstd_link(const bytes *s) {
+    static const int32_t levels[] = {3, 0, -1, 1, 6};
+    bytes link = {0};
+    pagewire_zstd_out *z = NULL;
+    OK(pagewire_zstd_out_new(levels[0], &z));
+    const uint8_t *ready = NULL;
+    size_t n = 0, pos = 0;
+    for (int piece = 1; pos < s->len; piece++) {
+        size_t len = 1 + next_rand() % 40000;
+        if (len > s->len - pos)
+            len = s->len - pos;
+        if (piece % 25 == 0)
+            OK(pagewire_zstd_out_set_level(z, levels[(piece / 25) % 5]));
+        OK(pagewire_zstd_out_write(z, s->data + pos, len, &ready, &n));
+        append(&link, ready, n);
+        if (piece % 7 == 0) {
+            OK(pagewire_zstd_out_flush(z, &ready, &n));
+            append(&link, ready, n);
+        }
+        pos += len;
+    }
+    OK(pagewire_zstd_out_finish(z, &ready, &n));
+    append(&link, ready, n);
+    CHECK_RC(pagewire_zstd_out_write(z, s->data, 1, &ready, &n), PAGEWIRE_FINISHED);
+    OK(pagewire_zstd_out_free(z));
+    return link;
+}
+
+/* Pushes `link` into a zstd stage in pieces of random size with a stream buffer of 777
+ * bytes; returns the stream, and in *taken how many link bytes were taken. */
+static pagewire_result zstd_unlink(const bytes *link, bytes *stream, size_t *taken) {
+    pagewire_zstd_in *z = NULL;
+    pagewire_result r = pagewire_zstd_in_new(&z);
+    if (r != PAGEWIRE_OK)
+        return r;
+    uint8_t buf[777];
+    size_t pos = 0;
+    for (;;) {
+        size_t len = 1 + next_rand() % 9000;
+        if (len > link->len - pos)
+            len = link->len - pos;
+        size_t consumed = 0, produced = 0, wants = 0;
+        bool ended = false;
+        r = pagewire_zstd_in_feed(z, link->data + pos, len, buf, sizeof buf, &consumed,
+                                  &produced, &ended, &wants);
+        if (r != PAGEWIRE_OK)
+            break;
+        CHECK(consumed <= len && produced <= sizeof buf);
+        pos += consumed;
+        append(stream, buf, produced);
+        if (ended) {
+            CHECK(wants == 0);
+            break;
+        }
+        if (consumed == 0 && produced == 0 && pos == link->len) {
+            r = PAGEWIRE_TRUNCATED;
+            break;
+        }
+    }
+    *taken = pos;
+    if (r == PAGEWIRE_BAD_ZSTD_STREAM) {
+        /* a stage that failed takes nothing more */
+        size_t c = 0, p = 0;
+        bool e = false;
+        CHECK_RC(pagewire_zstd_in_feed(z, link->data, 1, buf, 1, &c, &p, &e, NULL),
+                 PAGEWIRE_FINISHED);
+    }
+    OK(pagewire_zstd_in_free(z));
+    return r;
+}
+
+static void test_zstd_over_the_stream(void) {
+    pagewire_config cfg = small_config();
+    cfg.lz4 = 0; /* zstd takes LZ4's place */
+    uint8_t *src = calloc(2000, PAGE);
+    bytes s = make_stream(&cfg, src, 2000, 4);
+    bytes link = zstd_link(&s);
+    CHECK(link.len < s.len * 3 / 4); /* zstd finds what the codec left */
+    size_t end = link.len;
+    append(&link, (const uint8_t *)"NEXT", 4); /* the caller's next message */
+
+    bytes back = {0};
+    size_t taken = 0;
+    OK(zstd_unlink(&link, &back, &taken));
+    CHECK(taken == end); /* the message after the end chunk was left alone */
+    CHECK(back.len == s.len && memcmp(back.data, s.data, s.len) == 0);
+
+    /* the stream that came out decodes in place into the destination's RAM */
+    uint8_t *ram = calloc(2000, PAGE);
+    pagewire_ram_region all = {0, 2000, ram};
+    pagewire_destination into_ram = to_ram(&all, 1, no_events);
+    pagewire_decoder *dec = open_mode(&back, PAGEWIRE_DECODE_IN_PLACE);
+    size_t delivered = 0;
+    OK(decode_in_chunks(dec, &back, &into_ram, &delivered));
+    CHECK(memcmp(ram, src, (size_t)2000 * PAGE) == 0);
+    OK(pagewire_decoder_close(dec));
+
+    /* damage: a chunk length over the limit, and zstd data that does not decode */
+    bytes bad = {0};
+    append(&bad, link.data, link.len);
+    memset(bad.data, 0x7f, 4);
+    bytes junk = {0};
+    CHECK_RC(zstd_unlink(&bad, &junk, &taken), PAGEWIRE_BAD_ZSTD_STREAM);
+    memcpy(bad.data, link.data, 4);
+    for (size_t i = 4; i < 64 && i < bad.len; i++)
+        bad.data[i] ^= 0xa5;
+    junk.len = 0;
+    pagewire_result r = zstd_unlink(&bad, &junk, &taken);
+    CHECK(r == PAGEWIRE_BAD_ZSTD_STREAM ||
+          (r == PAGEWIRE_OK && (junk.len != s.len || memcmp(junk.data, s.data, s.len) != 0)));
+    /* cut short: no end, never more than the stream */
+    bytes cut = {0};
+    append(&cut, link.data, end / 2);
+    junk.len = 0;
+    CHECK_RC(zstd_unlink(&cut, &junk, &taken), PAGEWIRE_TRUNCATED);
+    CHECK(junk.len < s.len && memcmp(junk.data, s.data, junk.len) == 0);
+
+    /* arguments and handles */
+    pagewire_zstd_out *zo = NULL;
+    pagewire_zstd_in *zi = NULL;
+    const uint8_t *ready = NULL;
+    size_t n = 0, c = 0, p = 0;
+    bool e = false;
+    CHECK_RC(pagewire_zstd_out_new(23, &zo), PAGEWIRE_INVALID_ARGUMENT);
+    CHECK_RC(pagewire_zstd_out_new(1, NULL), PAGEWIRE_NULL_ARGUMENT);
+    OK(pagewire_zstd_out_new(-5, &zo));
+    OK(pagewire_zstd_in_new(&zi));
+    CHECK_RC(pagewire_zstd_out_set_level(zo, 1000), PAGEWIRE_INVALID_ARGUMENT);
+    CHECK_RC(pagewire_zstd_out_write(zo, NULL, 5, &ready, &n), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_zstd_out_flush(zo, NULL, &n), PAGEWIRE_NULL_ARGUMENT);
+    CHECK_RC(pagewire_zstd_in_feed(zi, link.data, 4, NULL, 8, &c, &p, &e, NULL),
+             PAGEWIRE_NULL_ARGUMENT);
+    /* one kind of stage is not the other */
+    CHECK_RC(pagewire_zstd_out_flush((pagewire_zstd_out *)zi, &ready, &n),
+             PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_zstd_in_free((pagewire_zstd_in *)zo), PAGEWIRE_INVALID_HANDLE);
+    OK(pagewire_zstd_out_free(zo));
+    OK(pagewire_zstd_in_free(zi));
+    CHECK_RC(pagewire_zstd_out_free(zo), PAGEWIRE_INVALID_HANDLE);
+    CHECK_RC(pagewire_zstd_in_free(zi), PAGEWIRE_INVALID_HANDLE);
+    OK(pagewire_zstd_out_free(NULL));
+    OK(pagewire_zstd_in_free(NULL));
+
+    free(s.data);
+    free(link.data);
+    free(back.data);
+    free(bad.data);
+    free(junk.data);
+    free(cut.data);
+    free(ram);
+    free(src);
+}
+#endif
+
 /* ---------------------------------------------------------------- main */
 
 int main(void) {
@@ -1906,6 +2067,9 @@ int main(void) {
         {"in_place_refusals", test_in_place_refusals},
         {"in_place_static_storage", test_in_place_static_storage},
         {"lanes_on_threads", test_lanes_on_threads},
+#ifdef PAGEWIRE_ZSTD
+        {"zstd_over_the_stream", test_zstd_over_the_stream},
+#endif
     };
     int passed = 0, failed = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {

@@ -429,6 +429,11 @@ enum pagewire_result
    * The Synchronized Arrival group has no free member slot.
    */
   PAGEWIRE_GROUP_FULL = 108,
+  /**
+   * The zstd-compressed stream is damaged: a chunk length out of range, or zstd data
+   * that does not decode (feature `zstd`).
+   */
+  PAGEWIRE_BAD_ZSTD_STREAM = 109,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -538,6 +543,24 @@ typedef struct pagewire_decoder pagewire_decoder;
  * threads, e.g. with a lock around it); a VMM's migration thread usually owns it alone.
  */
 typedef struct pagewire_encoder pagewire_encoder;
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * The destination's zstd stage. Opaque; made by `pagewire_zstd_in_new`.
+ *
+ * Thread-safety: not thread-safe; one thread at a time.
+ */
+typedef struct pagewire_zstd_in pagewire_zstd_in;
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * The source's zstd stage. Opaque; made by `pagewire_zstd_out_new`.
+ *
+ * Thread-safety: not thread-safe; one thread at a time.
+ */
+typedef struct pagewire_zstd_out pagewire_zstd_out;
+#endif
 
 /**
  * Everything both ends agree on; the encoder writes it into the stream header, so the
@@ -1352,6 +1375,113 @@ const char *pagewire_version(void);
  * The library's `PAGEWIRE_VERSION_NUMBER`. Thread-safe.
  */
 uint32_t pagewire_version_number(void);
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * Makes a source zstd stage that compresses at `level` (zstd's levels, negative ones
+ * included; 0 sends stored chunks, the stream as it is) and writes its handle to `*out`.
+ * Release it with `pagewire_zstd_out_free`.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_out_new(int32_t level, struct pagewire_zstd_out **out);
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * From the next write on, compresses at `level` (0: stored chunks). What zstd holds at the
+ * old level is kept for the next write, flush or finish to hand out.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_out_set_level(struct pagewire_zstd_out *z, int32_t level);
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * Takes `len` stream bytes (the encoder's output). Link bytes ready to send, often none
+ * while zstd gathers a chunk, are at `*link` for `*link_len` bytes, valid until the next
+ * call on `z`: send them before then.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_out_write(struct pagewire_zstd_out *z, const uint8_t *stream, size_t len, const uint8_t **link, size_t *link_len);
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * Hands out everything written so far: once `*link` is sent, the destination can decode
+ * all of it. Call it where the destination must see the stream up to here (the end of an
+ * iteration, before waiting for its acknowledgement).
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_out_flush(struct pagewire_zstd_out *z, const uint8_t **link, size_t *link_len);
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * Ends the compressed stream: the rest of zstd's output and the end chunk, at `*link`.
+ * Later calls other than `pagewire_zstd_out_free` return `PAGEWIRE_FINISHED`.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_out_finish(struct pagewire_zstd_out *z, const uint8_t **link, size_t *link_len);
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * Releases a source zstd stage. NULL is accepted and ignored.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_out_free(struct pagewire_zstd_out *z);
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * Makes a destination zstd stage at the start of a stream and writes its handle to
+ * `*out`. Release it with `pagewire_zstd_in_free`.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_in_new(struct pagewire_zstd_in **out);
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * Takes link bytes from `link` (`link_len`, any amount the link gave) and writes stream
+ * bytes to `stream` (`stream_cap`), until one of the two is used up or the end of the
+ * compressed stream is reached. `*consumed` link bytes were taken (call again with the
+ * rest), `*produced` stream bytes written; `*ended` is true once the end chunk was read
+ * and all the stream before it handed out: link bytes after it (the caller's own
+ * messages) are not taken. `*wants`, if not NULL, receives the most link bytes the stage
+ * can take next without reading past its current chunk, for a caller that must not read
+ * the link beyond the compressed stream. A damaged stream returns
+ * `PAGEWIRE_BAD_ZSTD_STREAM`, and every later feed `PAGEWIRE_FINISHED`.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_in_feed(struct pagewire_zstd_in *z, const uint8_t *link, size_t link_len, uint8_t *stream, size_t stream_cap, size_t *consumed, size_t *produced, bool *ended, size_t *wants);
+#endif
+
+#if defined(PAGEWIRE_ZSTD)
+/**
+ * Releases a destination zstd stage. NULL is accepted and ignored.
+ *
+ * # Safety
+ * The pointer rules at the top of this header.
+ */
+pagewire_result pagewire_zstd_in_free(struct pagewire_zstd_in *z);
+#endif
 
 #ifdef __cplusplus
 }  // extern "C"

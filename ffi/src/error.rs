@@ -90,6 +90,9 @@ pub enum pagewire_result {
     PAGEWIRE_OUT_OF_MEMORY = 107,
     /// The Synchronized Arrival group has no free member slot.
     PAGEWIRE_GROUP_FULL = 108,
+    /// The zstd-compressed stream is damaged: a chunk length out of range, or zstd data
+    /// that does not decode (feature `zstd`).
+    PAGEWIRE_BAD_ZSTD_STREAM = 109,
 }
 
 use pagewire_result::*;
@@ -310,7 +313,7 @@ mod tests {
             assert_eq!(n, format!("{r:?}"));
             assert!(names.insert(n));
         }
-        assert_eq!(names.len(), 35);
+        assert_eq!(names.len(), 36);
         assert_eq!(pagewire_result::from_u32(25), None);
     }
 }

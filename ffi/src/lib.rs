@@ -35,6 +35,8 @@ pub mod sink;
 pub mod sizes;
 pub mod stats;
 pub mod version;
+#[cfg(feature = "zstd")]
+pub mod zstd;
 
 pub use config::pagewire_config;
 pub use decoder::pagewire_decoder;

@@ -20,12 +20,18 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `ffi/install.sh` into `prefix` with the given cargo profile.
+/// Runs `ffi/install.sh` into `prefix` with the given cargo profile and no features.
 pub fn install(prefix: &Path, profile: &str) {
+    install_with(prefix, profile, "")
+}
+
+/// Runs `ffi/install.sh` into `prefix` with the given cargo profile and features.
+pub fn install_with(prefix: &Path, profile: &str, features: &str) {
     let out = Command::new("bash")
         .arg(ffi_dir().join("install.sh"))
         .arg(prefix)
         .env("PAGEWIRE_PROFILE", profile)
+        .env("PAGEWIRE_FEATURES", features)
         .env("CARGO", env!("CARGO"))
         .env("CARGO_TARGET_DIR", target_dir())
         .output()
@@ -38,13 +44,15 @@ pub fn install(prefix: &Path, profile: &str) {
     );
 }
 
-/// The library built with the dev profile (overflow checks on) and installed into a
-/// prefix under the target directory, once per test binary.
+/// The library built with the dev profile (overflow checks on) and every feature (so the C
+/// tests cover the zstd stage too), installed into a prefix under the target directory,
+/// once per test binary. The release installs of the other tests build it without
+/// features, as a user's plain `install.sh` does.
 pub fn dev_prefix() -> &'static Path {
     static PREFIX: OnceLock<PathBuf> = OnceLock::new();
     PREFIX.get_or_init(|| {
         let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pagewire-ffi-dev-prefix");
-        install(&prefix, "dev");
+        install_with(&prefix, "dev", "zstd");
         prefix
     })
 }
@@ -89,6 +97,7 @@ pub fn compile(prefix: &Path, sources: &[&Path], exe: &Path, link: Link, extra: 
     let mut cmd = Command::new(cc());
     cmd.args(WARNINGS).args(extra);
     cmd.arg(format!("-I{}", prefix.join("include").display()));
+    cmd.args(feature_cflags(prefix));
     cmd.args(sources).arg("-o").arg(exe);
     let lib = prefix.join("lib");
     match link {
@@ -103,6 +112,18 @@ pub fn compile(prefix: &Path, sources: &[&Path], exe: &Path, link: Link, extra: 
     }
     cmd.arg("-pthread");
     checked(&mut cmd, "compile");
+}
+
+/// The feature defines (`-DPAGEWIRE_ZSTD`) on the Cflags line of the prefix's pagewire.pc.
+pub fn feature_cflags(prefix: &Path) -> Vec<String> {
+    let pc = std::fs::read_to_string(prefix.join("lib/pkgconfig/pagewire.pc")).unwrap();
+    pc.lines()
+        .find_map(|l| l.strip_prefix("Cflags:"))
+        .expect("Cflags in pagewire.pc")
+        .split_whitespace()
+        .filter(|f| f.starts_with("-D"))
+        .map(String::from)
+        .collect()
 }
 
 /// Runs `cmd`, failing the test with its output if it does not succeed.
