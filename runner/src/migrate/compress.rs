@@ -82,6 +82,18 @@ impl Compression {
 /// Pages per measurement window (16 MiB of 4 KiB pages): the first pass adapts after its
 /// first window, not after the whole pass.
 pub const WINDOW_PAGES: u64 = 4096;
+/// Pages between the checks inside a window (4 MiB): a window in which the sender already
+/// mostly waits for the link closes at one of them, so that a slow link climbs to fewer
+/// bytes after a few MiB instead of 16. Only a climb is taken early: the socket's and the
+/// shaper's buffers take the first MiB of a link without the sender waiting, which makes a
+/// short window look CPU-bound on any link, never link-bound (`docs/PERFORMANCE.md`,
+/// *Smaller first windows*).
+pub const CHECK_PAGES: u64 = 1024;
+/// The waiting share at a check above which a window closes early. Stricter than
+/// [`LINK_BOUND`]: a stage up costs 2-4x the CPU per page (LZ4 to zstd 1), which fits only
+/// where the sender waits most of the time; at 1 Gbit/s LZ4 waits 64-74 % of its first
+/// MiB, and early climbs there only swung between LZ4 and zstd 1.
+pub const EARLY_LINK_BOUND: f64 = 0.8;
 /// Below this headroom the sending CPU is the bottleneck: a step down the ladder.
 pub const CPU_BOUND: f64 = 0.25;
 /// Above this headroom the sender mostly waits for the link: a step up.
@@ -234,6 +246,14 @@ impl AutoStage {
         LADDER[self.at]
     }
 
+    /// Whether the next window would explore the stage above while link-bound: there is one,
+    /// and its rate is not known (never measured, or forgotten).
+    pub fn would_explore_up(&self) -> bool {
+        let now = self.windows + 1;
+        self.at + 1 < LADDER.len()
+            && self.rate[self.at + 1].is_none_or(|(_, at)| now - at >= RATE_WINDOWS)
+    }
+
     /// After a window of `pages` pages that took `seconds`, `cpu_seconds` of them busy on
     /// the sender's CPU: the stage for what follows.
     pub fn next(&mut self, pages: u64, seconds: f64, cpu_seconds: f64) -> Stage {
@@ -323,11 +343,13 @@ impl Chooser {
         self.set_aside += waited;
     }
 
-    /// One more page went out. When that closes a window of [`WINDOW_PAGES`], measures it
-    /// and returns the stage for what follows.
+    /// One more page went out. When that closes a window, measures it and returns the stage
+    /// for what follows: after [`WINDOW_PAGES`], or at a check every [`CHECK_PAGES`] where
+    /// the sender mostly waited so far and the stage above is still to be tried.
     pub fn page_sent(&mut self) -> Option<Stage> {
         self.pages += 1;
-        if self.pages < WINDOW_PAGES {
+        let full = self.pages >= WINDOW_PAGES;
+        if !full && (self.pages % CHECK_PAGES != 0 || !self.auto.would_explore_up()) {
             return None;
         }
         let (wall, cpu) = (std::time::Instant::now(), thread_cpu_time());
@@ -340,6 +362,9 @@ impl Chooser {
             stage: self.auto.stage(),
             stage_next: self.auto.stage(),
         };
+        if !full && w.waiting() <= EARLY_LINK_BOUND {
+            return None;
+        }
         let next = self.auto.next(w.pages, w.seconds, w.cpu_seconds);
         self.windows.push(Window {
             stage_next: next,
@@ -439,7 +464,10 @@ mod tests {
 
     #[test]
     fn the_chooser_closes_a_window_every_window_pages() {
+        // at the top of the ladder, so that no check closes a window early however the
+        // test thread is scheduled
         let mut c = Chooser::default();
+        c.auto.at = LADDER.len() - 1;
         let mut closed = 0;
         for _ in 0..3 * WINDOW_PAGES + 5 {
             closed += usize::from(c.page_sent().is_some());
@@ -450,6 +478,28 @@ mod tests {
             .windows
             .iter()
             .all(|w| w.pages == WINDOW_PAGES && w.seconds >= 0.0));
+    }
+
+    #[test]
+    fn a_window_in_which_the_sender_waits_closes_at_a_check_to_climb() {
+        let mut c = Chooser::default();
+        for _ in 1..CHECK_PAGES {
+            assert_eq!(c.page_sent(), None);
+        }
+        // the sender waited for the link: the window closes at the check, one stage up
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.page_sent(), Some(Z1));
+        assert_eq!(c.windows.len(), 1);
+        assert_eq!(c.windows[0].pages, CHECK_PAGES);
+        assert!(c.windows[0].waiting() > EARLY_LINK_BOUND);
+        // at the top of the ladder there is nothing to climb to: no early windows
+        let mut top = Chooser::default();
+        top.auto.at = LADDER.len() - 1;
+        for _ in 1..CHECK_PAGES {
+            top.page_sent();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(top.page_sent(), None);
     }
 
     #[test]

@@ -136,6 +136,13 @@ pub fn assert_follows_auto(report: &pagewire_runner::migrate::MigrationReport) {
     eprintln!("auto windows (CPU/wall seconds: stage next): {seen:?}");
     for (k, w) in windows.iter().enumerate() {
         assert_eq!(w.stage, auto.stage(), "window {k}: {windows:?}");
+        // a window closed early at a check only to climb, with the sender mostly waiting
+        if w.pages < pagewire_runner::migrate::compress::WINDOW_PAGES {
+            use pagewire_runner::migrate::compress::{CHECK_PAGES, EARLY_LINK_BOUND};
+            assert_eq!(w.pages % CHECK_PAGES, 0, "window {k}: {windows:?}");
+            assert!(w.waiting() > EARLY_LINK_BOUND, "window {k}: {windows:?}");
+            assert!(auto.would_explore_up(), "window {k}: {windows:?}");
+        }
         assert_eq!(
             w.stage_next,
             auto.next(w.pages, w.seconds, w.cpu_seconds),
