@@ -11,8 +11,14 @@
  * RAM buffer, and at the end verifies that its RAM equals the source's (the source RAM is
  * in a shared mapping only so that this demo can check it) and that the vCPU state arrived.
  *
+ * With a third argument `zstd` or `zstd:LEVEL` (a library installed with
+ * PAGEWIRE_FEATURES=zstd), the stream crosses the socket through zstd: the encoder's LZ4 is
+ * off, pagewire_zstd_out compresses what it writes, flushed at each iteration's end, and the
+ * destination pushes what the socket gives into pagewire_zstd_in and reads frames from
+ * what comes out.
+ *
  * Build:  cc -o migrate migrate.c $(pkg-config --cflags --libs pagewire)
- * Run:    ./migrate [guest-MiB] [xen-classic|xen-today|downtime|smart-stop]
+ * Run:    ./migrate [guest-MiB] [xen-classic|xen-today|downtime|smart-stop] [zstd[:LEVEL]]
  */
 #define _DEFAULT_SOURCE
 #include <pagewire.h>
@@ -84,6 +90,99 @@ static int read_all(int fd, uint8_t *p, size_t n) {
         got += (size_t)r;
     }
     return 1;
+}
+
+/* ------------------------------------------------------------------ the link */
+
+/* The source's side of the socket: stream bytes as they are, or through zstd. */
+typedef struct {
+    int fd;
+    uint64_t bytes; /* on the socket */
+#ifdef PAGEWIRE_ZSTD
+    pagewire_zstd_out *z;
+#endif
+} link_out;
+
+static void link_send(link_out *l, const uint8_t *p, size_t n) {
+#ifdef PAGEWIRE_ZSTD
+    if (l->z) {
+        const uint8_t *ready = NULL;
+        size_t len = 0;
+        must(pagewire_zstd_out_write(l->z, p, n, &ready, &len), "zstd_out_write");
+        p = ready;
+        n = len;
+    }
+#endif
+    write_all(l->fd, p, n);
+    l->bytes += n;
+}
+
+/* Where the destination must be able to decode everything sent so far (an iteration's
+ * end, the stream's end). */
+static void link_flush(link_out *l, int end) {
+#ifdef PAGEWIRE_ZSTD
+    if (l->z) {
+        const uint8_t *ready = NULL;
+        size_t len = 0;
+        must(end ? pagewire_zstd_out_finish(l->z, &ready, &len)
+                 : pagewire_zstd_out_flush(l->z, &ready, &len),
+             "zstd_out_flush");
+        write_all(l->fd, ready, len);
+        l->bytes += len;
+    }
+#else
+    (void)l;
+    (void)end;
+#endif
+}
+
+/* The destination's side: exactly `n` stream bytes, from the socket or through zstd.
+ * Returns 0 at a clean end before the first byte, like read_all. */
+typedef struct {
+    int fd;
+#ifdef PAGEWIRE_ZSTD
+    pagewire_zstd_in *z;
+    uint8_t in[65536]; /* socket bytes not yet taken by zstd */
+    size_t in_at, in_len;
+    int ended;
+#endif
+} link_in;
+
+static int link_read(link_in *l, uint8_t *p, size_t n) {
+#ifdef PAGEWIRE_ZSTD
+    if (l->z) {
+        size_t got = 0;
+        while (got < n) {
+            if (l->ended) {
+                if (got == 0)
+                    return 0;
+                fprintf(stderr, "destination: stream cut inside a frame\n");
+                exit(1);
+            }
+            if (l->in_at == l->in_len) {
+                ssize_t r = read(l->fd, l->in, sizeof l->in);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) {
+                    fprintf(stderr, "destination: the link ended inside the zstd stream\n");
+                    exit(1);
+                }
+                l->in_at = 0;
+                l->in_len = (size_t)r;
+            }
+            size_t used = 0, made = 0;
+            bool ended = false;
+            must(pagewire_zstd_in_feed(l->z, l->in + l->in_at, l->in_len - l->in_at, p + got,
+                                       n - got, &used, &made, &ended, NULL),
+                 "zstd_in_feed");
+            l->in_at += used;
+            got += made;
+            l->ended = ended;
+        }
+        return 1;
+    }
+#endif
+    return read_all(l->fd, p, n);
 }
 
 static uint64_t now_us(void) {
@@ -160,8 +259,8 @@ static int policy_init(pagewire_policy *p, const char *name, size_t pages) {
 }
 
 /* Sends every page whose dirty bit is set and clears the bits; returns the pages sent. */
-static size_t send_dirty(guest *g, pagewire_encoder *enc, uint8_t *out, size_t out_len, int fd,
-                         int guest_running, uint64_t *bytes) {
+static size_t send_dirty(guest *g, pagewire_encoder *enc, uint8_t *out, size_t out_len,
+                         link_out *link, int guest_running, uint64_t *bytes) {
     enum { BATCH = 256 };
     pagewire_page_in batch[BATCH];
     size_t sent = 0, count = 0;
@@ -183,7 +282,7 @@ static size_t send_dirty(guest *g, pagewire_encoder *enc, uint8_t *out, size_t o
                 must(pagewire_encoder_encode_pages(enc, batch + at, count - at, out, out_len,
                                                    &done, &written),
                      "encode_pages");
-                write_all(fd, out, written);
+                link_send(link, out, written);
                 *bytes += written;
                 at += done;
             }
@@ -204,7 +303,7 @@ static size_t popcount_bitmap(const uint64_t *b, size_t words) {
     return n;
 }
 
-static int source(int fd, uint8_t *ram, size_t pages, const char *policy_name) {
+static int source(int fd, uint8_t *ram, size_t pages, const char *policy_name, int zstd_level) {
     guest g = {ram, calloc((pages + 63) / 64, 8), pages, pages / 16, 0x2545f4914f6cdd1dull};
     guest_boot(&g);
     for (size_t pfn = 0; pfn < pages; pfn++) /* the first pass sends everything */
@@ -214,6 +313,15 @@ static int source(int fd, uint8_t *ram, size_t pages, const char *policy_name) {
     must(pagewire_config_default(&cfg), "config_default");
     cfg.cache_pages = (uint32_t)(pages / 2); /* both ends pay the cache in RAM */
     cfg.stream_id = (uint32_t)getpid();
+    link_out link = {.fd = fd};
+#ifdef PAGEWIRE_ZSTD
+    if (zstd_level != 0) {
+        cfg.lz4 = 0; /* zstd over the stream finds more in frames LZ4 has not touched */
+        must(pagewire_zstd_out_new(zstd_level, &link.z), "zstd_out_new");
+    }
+#else
+    (void)zstd_level;
+#endif
     pagewire_sizes sz;
     must(pagewire_config_sizes(&cfg, &sz), "config_sizes");
     /* The encoder lives in memory the VMM maps (it could be hugepage-backed). */
@@ -232,9 +340,10 @@ static int source(int fd, uint8_t *ram, size_t pages, const char *policy_name) {
     size_t written = 0;
     for (uint32_t it = 1;; it++) {
         uint64_t t0 = now_us(), bytes = 0;
-        size_t sent = send_dirty(&g, enc, out, out_len, fd, 1, &bytes);
+        size_t sent = send_dirty(&g, enc, out, out_len, &link, 1, &bytes);
         must(pagewire_encoder_end_iteration(enc, out, out_len, &written), "end_iteration");
-        write_all(fd, out, written);
+        link_send(&link, out, written);
+        link_flush(&link, 0);
         bytes += written;
         size_t dirtied = popcount_bitmap(g.dirty, (pages + 63) / 64);
         pagewire_iteration_report r;
@@ -257,17 +366,21 @@ static int source(int fd, uint8_t *ram, size_t pages, const char *policy_name) {
 
     /* Stop and copy: the guest is paused, so nothing is dirtied any more. */
     uint64_t bytes = 0;
-    size_t last = send_dirty(&g, enc, out, out_len, fd, 0, &bytes);
+    size_t last = send_dirty(&g, enc, out, out_len, &link, 0, &bytes);
     uint8_t vcpu[512]; /* registers, in a real VMM: KVM_GET_REGS/SREGS/FPU/MSRS... */
     for (size_t i = 0; i < sizeof vcpu; i++)
         vcpu[i] = (uint8_t)(i * 31 + 7);
     must(pagewire_encoder_append_blob(enc, VCPU_STATE_TAG, vcpu, sizeof vcpu, out, out_len,
                                       &written),
          "append_blob");
-    write_all(fd, out, written);
+    link_send(&link, out, written);
     must(pagewire_encoder_finish(enc, out, out_len, &written), "finish");
-    write_all(fd, out, written);
+    link_send(&link, out, written);
+    link_flush(&link, 1);
     close(fd);
+#ifdef PAGEWIRE_ZSTD
+    must(pagewire_zstd_out_free(link.z), "zstd_out_free");
+#endif
 
     pagewire_encoder_stats st;
     must(pagewire_encoder_get_stats(enc, &st), "get_stats");
@@ -278,6 +391,8 @@ static int source(int fd, uint8_t *ram, size_t pages, const char *policy_name) {
            (unsigned long long)st.zero.pages, (unsigned long long)st.dup.pages,
            (unsigned long long)st.delta.pages, (unsigned long long)st.blocks.pages,
            (unsigned long long)st.raw.pages);
+    printf("source: %llu bytes on the link (%s)\n", (unsigned long long)link.bytes,
+           zstd_level ? "zstd" : "the stream as it is");
     must(pagewire_encoder_deinit(enc), "encoder_deinit");
     munmap(storage, sz.encoder_storage);
     free(out);
@@ -314,9 +429,17 @@ static int on_end(void *user) {
     return 0;
 }
 
-static int destination(int fd, const uint8_t *source_ram, size_t pages) {
+static int destination(int fd, const uint8_t *source_ram, size_t pages, int zstd) {
+    static link_in link; /* 64 KiB of socket buffer: not on the stack */
+    link.fd = fd;
+#ifdef PAGEWIRE_ZSTD
+    if (zstd)
+        must(pagewire_zstd_in_new(&link.z), "zstd_in_new");
+#else
+    (void)zstd;
+#endif
     uint8_t header[PAGEWIRE_HEADER_LEN];
-    if (!read_all(fd, header, sizeof header)) {
+    if (!link_read(&link, header, sizeof header)) {
         fprintf(stderr, "destination: no stream\n");
         return 1;
     }
@@ -356,10 +479,10 @@ static int destination(int fd, const uint8_t *source_ram, size_t pages) {
     uint8_t *frame = malloc(sz.max_frame);
     while (!a.ended) {
         size_t len = 0, consumed = 0;
-        if (!read_all(fd, frame, PAGEWIRE_FRAME_HEADER_LEN))
+        if (!link_read(&link, frame, PAGEWIRE_FRAME_HEADER_LEN))
             break;
         must(pagewire_decoder_frame_len(dec, frame, PAGEWIRE_FRAME_HEADER_LEN, &len), "frame_len");
-        read_all(fd, frame + PAGEWIRE_FRAME_HEADER_LEN, len - PAGEWIRE_FRAME_HEADER_LEN);
+        link_read(&link, frame + PAGEWIRE_FRAME_HEADER_LEN, len - PAGEWIRE_FRAME_HEADER_LEN);
         must(pagewire_decoder_decode(dec, frame, len, &into_ram, &consumed, NULL), "decode");
     }
     /* Resume the guest only after a complete, verified stream. */
@@ -376,6 +499,9 @@ static int destination(int fd, const uint8_t *source_ram, size_t pages) {
     printf("destination: RAM %s source RAM (%zu pages)\n", same ? "equals" : "DIFFERS FROM",
            pages);
     must(pagewire_decoder_close(dec), "decoder_close");
+#ifdef PAGEWIRE_ZSTD
+    must(pagewire_zstd_in_free(link.z), "zstd_in_free");
+#endif
     free(frame);
     return same && vcpu_ok ? 0 : 1;
 }
@@ -383,14 +509,29 @@ static int destination(int fd, const uint8_t *source_ram, size_t pages) {
 int main(int argc, char **argv) {
     size_t mib = argc > 1 ? (size_t)strtoul(argv[1], NULL, 10) : 32;
     const char *policy = argc > 2 ? argv[2] : "smart-stop";
+    const char *compress = argc > 3 ? argv[3] : "";
     size_t pages = mib * 1024 * 1024 / PAGE;
-    if (pages < 64) {
-        fprintf(stderr, "usage: %s [guest-MiB >= 1] [xen-classic|xen-today|downtime|smart-stop]\n",
+    int zstd_level = 0;
+    if (strcmp(compress, "zstd") == 0)
+        zstd_level = 3;
+    else if (strncmp(compress, "zstd:", 5) == 0)
+        zstd_level = atoi(compress + 5);
+    if (pages < 64 || (*compress && zstd_level == 0)) {
+        fprintf(stderr,
+                "usage: %s [guest-MiB >= 1] [xen-classic|xen-today|downtime|smart-stop] "
+                "[zstd[:LEVEL]]\n",
                 argv[0]);
         return 2;
     }
-    printf("libpagewire %s: migrating a %zu MiB guest, policy %s\n", pagewire_version(), mib,
-           policy);
+#ifndef PAGEWIRE_ZSTD
+    if (zstd_level != 0) {
+        fprintf(stderr, "this libpagewire was built without zstd (install it with "
+                        "PAGEWIRE_FEATURES=zstd ffi/install.sh PREFIX)\n");
+        return 2;
+    }
+#endif
+    printf("libpagewire %s: migrating a %zu MiB guest, policy %s, %s\n", pagewire_version(), mib,
+           policy, zstd_level ? compress : "LZ4 on the frames");
     /* Shared only so that the destination can verify the result at the end. */
     uint8_t *source_ram = map(pages * PAGE, 1);
     int sv[2];
@@ -398,6 +539,7 @@ int main(int argc, char **argv) {
         perror("socketpair");
         return 1;
     }
+    fflush(stdout); /* or the child would print what is still buffered once more */
     pid_t child = fork();
     if (child < 0) {
         perror("fork");
@@ -405,10 +547,10 @@ int main(int argc, char **argv) {
     }
     if (child == 0) {
         close(sv[0]);
-        exit(destination(sv[1], source_ram, pages));
+        exit(destination(sv[1], source_ram, pages, zstd_level != 0));
     }
     close(sv[1]);
-    int rc = source(sv[0], source_ram, pages, policy);
+    int rc = source(sv[0], source_ram, pages, policy, zstd_level);
     int status = 0;
     waitpid(child, &status, 0);
     if (rc != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {

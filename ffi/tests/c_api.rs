@@ -335,11 +335,13 @@ fn example_flags(prefix: &Path) -> Vec<String> {
         flags
     } else {
         println!("SKIPPED: pkg-config not found; building the example with explicit flags");
-        vec![
+        let mut flags = vec![
             format!("-I{}", prefix.join("include").display()),
             format!("-L{}", lib.display()),
             "-lpagewire".into(),
-        ]
+        ];
+        flags.extend(feature_cflags(prefix));
+        flags
     };
     flags.push(format!("-Wl,-rpath,{}", lib.display()));
     flags
@@ -366,6 +368,28 @@ fn build_and_run_example(prefix: &Path, tag: &str) {
         assert!(stdout.contains("vCPU state received"));
         assert!(stdout.contains("stop and copy"));
         assert!(stdout.trim_end().ends_with("migration verified"));
+    }
+    // through zstd where the library has it; a clear refusal where it has not
+    let with_zstd = feature_cflags(prefix)
+        .iter()
+        .any(|f| f == "-DPAGEWIRE_ZSTD");
+    for level in ["zstd", "zstd:-1"] {
+        let out = Command::new(&exe)
+            .args(["8", "smart-stop", level])
+            .output()
+            .expect("run examples/migrate");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if with_zstd {
+            assert!(out.status.success(), "{level}: {stdout}{stderr}");
+            assert!(stdout.contains("destination: RAM equals source RAM (2048 pages)"));
+            assert!(stdout.contains("bytes on the link (zstd)"), "{stdout}");
+            assert_eq!(stdout.matches("libpagewire ").count(), 1, "{stdout}");
+            assert!(stdout.trim_end().ends_with("migration verified"));
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{level}: {stdout}{stderr}");
+            assert!(stderr.contains("built without zstd"), "{stderr}");
+        }
     }
 }
 
