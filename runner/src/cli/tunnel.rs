@@ -483,11 +483,12 @@ fn summary(r: &RunResult) -> String {
 /// One workload's runs as a table, with the tunnel measured against the best of QEMU's own.
 fn table(runs: &[RunResult]) -> String {
     let mut t = format!(
-        "{:<20} {:>8} {:>12} {:>15} {:>9} {:>10} {:>10} {:>10} {:>9}\n",
+        "{:<20} {:>8} {:>12} {:>15} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}\n",
         "method",
         "total s",
         "downtime ms",
         "guest pause ms",
+        "stop->in",
         "wire MB",
         "CPU src s",
         "CPU dst s",
@@ -497,11 +498,12 @@ fn table(runs: &[RunResult]) -> String {
     for r in runs {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
         t += &format!(
-            "{:<20} {:>8.2} {:>12} {:>15} {:>9.1} {:>10.2} {:>10.2} {:>10} {:>9}\n",
+            "{:<20} {:>8.2} {:>12} {:>15} {:>9} {:>9.1} {:>10.2} {:>10.2} {:>10} {:>9}\n",
             r.method,
             r.total_s,
             opt(r.downtime_ms.map(|d| d as f64)),
             opt(r.guest_pause_ms),
+            opt(r.stop_to_arrival_ms),
             r.wire_bytes as f64 / 1e6,
             r.cpu_source_s,
             r.cpu_destination_s,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use crate::trace::qmp::Qmp;
+use crate::trace::qmp::{Qmp, QmpEvent};
 
 /// How often the waits ask QEMU.
 const POLL: Duration = Duration::from_millis(50);
@@ -113,6 +113,25 @@ pub fn wait_listening(qmp: &mut Qmp, timeout: Duration) -> Result<String> {
     }
 }
 
+/// The guest's pause as the two QEMUs stamped it: from the source's `STOP` to the
+/// destination's `MIGRATION` event with status `completed` (the moment a destination that
+/// starts on arrival resumes the guest; the destination needs the `events` capability).
+/// Free of the ticks' period and of polling; `None` when either event is missing. Both
+/// QEMUs run on this host, so their wall clocks agree.
+pub fn stop_to_arrival(source: &[QmpEvent], destination: &[QmpEvent]) -> Option<Duration> {
+    let arrived = destination
+        .iter()
+        .find(|e| e.is_migration("completed"))?
+        .at?;
+    let stopped = source
+        .iter()
+        .rev()
+        .filter(|e| e.name == "STOP")
+        .filter_map(|e| e.at)
+        .find(|&at| at <= arrived)?;
+    arrived.duration_since(stopped).ok()
+}
+
 /// A `migrate` URI from one of `query-migrate`'s `socket-address` entries.
 fn listening_uri(addr: &Value) -> Option<String> {
     match addr["type"].as_str()? {
@@ -133,6 +152,35 @@ fn listening_uri(addr: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(name: &str, micros: u64, data: Value) -> QmpEvent {
+        QmpEvent {
+            name: name.into(),
+            at: Some(std::time::SystemTime::UNIX_EPOCH + Duration::from_micros(micros)),
+            data,
+        }
+    }
+
+    #[test]
+    fn the_pause_runs_from_the_last_stop_to_the_arrival() {
+        let completed = json!({"status": "completed"});
+        let source = [
+            event("STOP", 1_000, Value::Null), // a pause long before: not this one
+            event("RESUME", 2_000, Value::Null),
+            event("STOP", 5_000_000, Value::Null),
+            event("STOP", 9_000_000, Value::Null), // after the arrival: not this one
+        ];
+        let destination = [
+            event("MIGRATION", 4_000_000, json!({"status": "active"})),
+            event("MIGRATION", 5_250_000, completed.clone()),
+        ];
+        assert_eq!(
+            stop_to_arrival(&source, &destination),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(stop_to_arrival(&source[..2], &destination[..1]), None);
+        assert_eq!(stop_to_arrival(&[], &destination), None);
+    }
 
     #[test]
     fn listening_addresses_become_uris() {

@@ -2,22 +2,60 @@
 //!
 //! Enough for `pagewire trace capture`: read the greeting, enter command mode with
 //! `qmp_capabilities`, then run one command at a time and return its `return` value. QEMU
-//! interleaves asynchronous events (`{"event": "STOP", ...}`) with replies; they are skipped.
+//! interleaves asynchronous events (`{"event": "STOP", ...}`) with replies; they are set
+//! aside with QEMU's own timestamps ([`Qmp::take_events`]), the most recent [`EVENTS_KEPT`].
 //! Every read has a deadline, so a QEMU that hangs or dies never hangs the tool: after a
 //! timeout or a lost connection the client refuses further commands, because the reply it
 //! waited for may still arrive and be mistaken for the next one.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
 /// Default deadline for one command's reply (and for the greeting).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Events kept until taken: a session nobody asks for events keeps only the latest.
+pub const EVENTS_KEPT: usize = 256;
+
+/// An asynchronous event, as QEMU stamped it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QmpEvent {
+    /// `STOP`, `RESUME`, `MIGRATION`, ...
+    pub name: String,
+    /// When QEMU emitted it (its `timestamp`, wall clock), if it said.
+    pub at: Option<SystemTime>,
+    /// Its `data`, or null.
+    pub data: Value,
+}
+
+impl QmpEvent {
+    /// The event in `msg`, if it is one.
+    fn from_message(msg: &Value) -> Option<Self> {
+        let name = msg.get("event")?.as_str()?.to_string();
+        let ts = msg.get("timestamp");
+        let at = ts.and_then(|t| {
+            let secs = t.get("seconds")?.as_u64()?;
+            let micros = t.get("microseconds")?.as_u64()?;
+            SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(
+                secs.checked_mul(1_000_000)?.checked_add(micros)?,
+            ))
+        });
+        let data = msg.get("data").cloned().unwrap_or(Value::Null);
+        Some(QmpEvent { name, at, data })
+    }
+
+    /// A `MIGRATION` event with this status.
+    pub fn is_migration(&self, status: &str) -> bool {
+        self.name == "MIGRATION" && self.data["status"] == status
+    }
+}
 
 /// Where QEMU listens: `-qmp unix:PATH,server=on,wait=off` or `-qmp tcp:HOST:PORT,server=on,wait=off`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +205,7 @@ pub struct Qmp {
     next_id: u64,
     greeting: Value,
     broken: Option<String>,
+    events: VecDeque<QmpEvent>,
 }
 
 impl fmt::Debug for Qmp {
@@ -209,6 +248,7 @@ impl Qmp {
             next_id: 1,
             greeting: Value::Null,
             broken: None,
+            events: VecDeque::new(),
         };
         let greeting = qmp.read_message("the QMP greeting", timeout)?;
         if greeting.get("QMP").is_none() {
@@ -219,6 +259,12 @@ impl Qmp {
         qmp.greeting = greeting;
         qmp.execute("qmp_capabilities", None)?;
         Ok(qmp)
+    }
+
+    /// The events read since the last call, oldest first. QEMU's events arrive with the
+    /// replies: only those read while a command waited for its reply are here.
+    pub fn take_events(&mut self) -> Vec<QmpEvent> {
+        self.events.drain(..).collect()
     }
 
     /// The greeting QEMU sent (`{"QMP": {"version": ..., "capabilities": [...]}}`).
@@ -264,6 +310,13 @@ impl Qmp {
         }
         loop {
             let reply = self.read_message(&what, timeout)?;
+            if let Some(event) = QmpEvent::from_message(&reply) {
+                if self.events.len() == EVENTS_KEPT {
+                    self.events.pop_front();
+                }
+                self.events.push_back(event);
+                continue;
+            }
             if reply.get("event").is_some() {
                 continue;
             }
@@ -423,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn skips_events_and_returns_results_and_errors() {
+    fn sets_events_aside_and_returns_results_and_errors() {
         let (_d, addr, h) = fake_qemu(|cmd, id| {
             Some(match cmd {
                 "qmp_capabilities" => vec![format!("{{\"return\": {{}}, \"id\": {id}}}\n")],
@@ -445,6 +498,15 @@ mod tests {
         let mut q = Qmp::connect(&addr, Duration::from_secs(5)).unwrap();
         assert_eq!(q.greeting()["QMP"]["version"]["qemu"]["minor"], 2);
         assert_eq!(q.execute("stop", None).unwrap(), json!({}));
+        // the event was set aside with QEMU's timestamp
+        let events = q.take_events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].name, "STOP");
+        assert_eq!(
+            events[0].at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_micros(1_000_002))
+        );
+        assert!(q.take_events().is_empty());
         let mem = q.execute("query-memory-size-summary", None).unwrap();
         assert_eq!(mem["base-memory"], 134217728);
         let e = q.execute("nope", Some(json!({"x": 1}))).unwrap_err();

@@ -52,12 +52,16 @@ impl Method {
 
     /// The capabilities both QEMUs get (`migrate-set-capabilities`).
     pub fn capabilities(self) -> Value {
-        let on = |c: &str| json!([{ "capability": c, "state": true }]);
+        let on = |c: &str| json!({ "capability": c, "state": true });
+        // `events`: both QEMUs announce their migration's states, stamped, which times the
+        // pause from the source's stop to the destination's arrival
+        let mut caps = vec![on("events")];
         match self {
-            Method::QemuXbzrle => on("xbzrle"),
-            Method::QemuMultifdZstd => on("multifd"),
-            Method::QemuDirect | Method::PagewireTunnel => json!([]),
+            Method::QemuXbzrle => caps.push(on("xbzrle")),
+            Method::QemuMultifdZstd => caps.push(on("multifd")),
+            Method::QemuDirect | Method::PagewireTunnel => {}
         }
+        Value::Array(caps)
     }
 
     /// The parameters the source QEMU gets (`migrate-set-parameters`).
@@ -91,14 +95,12 @@ impl Method {
     /// Sets the method's capabilities on both QEMUs and its parameters on each.
     pub fn set_up(self, source: &mut Qmp, destination: &mut Qmp) -> Result<()> {
         let caps = self.capabilities();
-        if caps.as_array().is_some_and(|c| !c.is_empty()) {
-            for q in [&mut *source, &mut *destination] {
-                q.execute(
-                    "migrate-set-capabilities",
-                    Some(json!({ "capabilities": caps })),
-                )
-                .context("setting the method's capabilities")?;
-            }
+        for q in [&mut *source, &mut *destination] {
+            q.execute(
+                "migrate-set-capabilities",
+                Some(json!({ "capabilities": caps })),
+            )
+            .context("setting the method's capabilities")?;
         }
         source
             .execute("migrate-set-parameters", Some(self.source_parameters()))
@@ -118,14 +120,17 @@ mod tests {
 
     #[test]
     fn each_method_asks_for_its_own_settings() {
-        assert_eq!(Method::QemuDirect.capabilities(), json!([]));
-        assert_eq!(Method::QemuXbzrle.capabilities()[0]["capability"], "xbzrle");
+        assert_eq!(
+            Method::QemuDirect.capabilities(),
+            json!([{"capability": "events", "state": true}])
+        );
+        assert_eq!(Method::QemuXbzrle.capabilities()[1]["capability"], "xbzrle");
         assert_eq!(
             Method::QemuXbzrle.source_parameters()["xbzrle-cache-size"],
             64 << 20
         );
         let m = Method::QemuMultifdZstd;
-        assert_eq!(m.capabilities()[0]["capability"], "multifd");
+        assert_eq!(m.capabilities()[1]["capability"], "multifd");
         assert_eq!(m.source_parameters()["multifd-compression"], "zstd");
         assert_eq!(m.destination_parameters().unwrap()["multifd-channels"], 2);
         for m in Method::ALL {

@@ -16,8 +16,8 @@ use super::super::StageReport;
 use super::method::Method;
 use super::path::{MigrationPath, TunnelCodec};
 use crate::machine::{
-    compare_machines, guest_pause, migrate, wait_incoming, wait_migration, GuestImage, Machine,
-    MigrationPair,
+    compare_machines, guest_pause, migrate, stop_to_arrival, wait_incoming, wait_migration,
+    GuestImage, Machine, MigrationPair,
 };
 use crate::net::{Shape, Wire};
 use crate::qemu_stop::StopTimeline;
@@ -59,6 +59,9 @@ pub struct RunResult {
     /// The pause the guest saw in its 50 ms ticks, less the time the destination was held
     /// paused for the memory comparison, ms.
     pub guest_pause_ms: Option<f64>,
+    /// From the source QEMU's `STOP` to the destination's migration `completed`, as the
+    /// QEMUs stamped them, ms: the pause without the ticks' period and the polling.
+    pub stop_to_arrival_ms: Option<f64>,
     /// Bytes that crossed the link.
     pub wire_bytes: u64,
     /// QEMU's `ram.transferred`: the migration stream's RAM bytes as QEMU counts them.
@@ -198,6 +201,8 @@ fn attempt(
     log(&format!("{}: comparing both machines' RAM", method.name()));
     let same = compare_machines(&mut sq, &mut dq, &dir.join("dumps"))?;
     r.differing_pages = Some(same.differing_pages);
+    r.stop_to_arrival_ms =
+        stop_to_arrival(&sq.take_events(), &dq.take_events()).map(|d| d.as_secs_f64() * 1e3);
     let resumed = Instant::now();
     dq.execute("cont", None)?;
     let guest_trouble = guest_runs_on(&pair.source, &pair.destination, resumed)?;
