@@ -485,7 +485,9 @@ fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
     assert!(r["guest_pause_ms"].as_f64().unwrap() > 0.0, "{r}");
     // both QEMUs stamped the pause: the source's stop before the destination's arrival,
     // within the migration
-    let stop_to_arrival = r["stop_to_arrival_ms"].as_f64().expect("stop_to_arrival_ms");
+    let stop_to_arrival = r["stop_to_arrival_ms"]
+        .as_f64()
+        .expect("stop_to_arrival_ms");
     assert!(
         stop_to_arrival > 0.0 && stop_to_arrival < r["total_s"].as_f64().unwrap() * 1e3,
         "{r}"

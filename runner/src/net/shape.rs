@@ -5,7 +5,11 @@
 //! Writes go into a queue with their arrival time; a pump thread releases each chunk
 //! `delay` after it arrived, no faster than `rate`, like a link with that bandwidth and
 //! latency. The queue holds at most one bandwidth-delay product plus 1 MiB (about what
-//! socket buffers hold), so a fast writer is held back as it would be by a slow link.
+//! socket buffers hold), so a fast writer is held back as it would be by a slow link. A
+//! sender that wants little waiting behind the link (the tunnel: what waits there when
+//! QEMU stops the guest lengthens the pause) asks for less with
+//! [`Wire::with_unsent_limit`], which also sets `TCP_NOTSENT_LOWAT` on the real socket: the
+//! same bound, kept by the kernel, on a real WAN link.
 //!
 //! Streams may share one link ([`Wire`]): QEMU's multifd channels then share its rate.
 //!
@@ -62,12 +66,14 @@ impl Shape {
         format!("{rate}, +{} ms", self.delay.as_millis())
     }
 
-    fn queue_cap(&self) -> usize {
+    /// What the queue holds: what is on its way (one bandwidth-delay product) and
+    /// `unsent` bytes waiting for the link.
+    fn queue_cap(&self, unsent: usize) -> usize {
         let bdp = self
             .rate
             .map_or(0.0, |r| r * self.delay.as_secs_f64())
             .min(256e6);
-        bdp as usize + (1 << 20)
+        bdp as usize + unsent
     }
 }
 
@@ -91,7 +97,13 @@ pub struct Wire {
     /// When the link is next free to carry a byte.
     free_at: Arc<Mutex<Instant>>,
     shape: Shape,
+    /// Bytes a stream dialled on it may hold waiting for the link, beyond what is on its
+    /// way.
+    unsent: usize,
 }
+
+/// What waits for the link by default: about what socket buffers hold.
+pub const DEFAULT_UNSENT: usize = 1 << 20;
 
 impl Wire {
     /// A link of `shape`.
@@ -99,7 +111,15 @@ impl Wire {
         Wire {
             free_at: Arc::new(Mutex::new(Instant::now())),
             shape,
+            unsent: DEFAULT_UNSENT,
         }
+    }
+
+    /// The same link, for a stream that holds at most `bytes` waiting for it (and sets
+    /// `TCP_NOTSENT_LOWAT` to them on its socket).
+    pub fn with_unsent_limit(mut self, bytes: usize) -> Self {
+        self.unsent = bytes;
+        self
     }
 
     /// Its shape.
@@ -147,7 +167,11 @@ impl ShapedStream {
     /// Wraps `stream` as one of the streams sharing `wire`.
     pub fn on_wire(stream: TcpStream, wire: Wire, wire_bytes: Arc<AtomicU64>) -> io::Result<Self> {
         let shape = wire.shape;
+        let unsent = wire.unsent;
         stream.set_nodelay(true)?;
+        if unsent != DEFAULT_UNSENT {
+            set_notsent_lowat(&stream, unsent)?;
+        }
         let read = TimedTcp::new(stream, Waits::NONE);
         let write = read.clone_handle();
         let shared = Arc::new(Shared {
@@ -162,7 +186,7 @@ impl ShapedStream {
         Ok(ShapedStream {
             read,
             shared,
-            cap: shape.queue_cap(),
+            cap: shape.queue_cap(unsent),
             wire_bytes,
             pump: Some(pump),
             waits: Waits::NONE,
@@ -227,6 +251,29 @@ fn pump(mut out: TimedTcp, wire: &Wire, s: &Shared, wire_bytes: &AtomicU64) {
         q.bytes -= chunk.len();
         s.cv.notify_all();
     }
+}
+
+/// Lets the kernel hold at most `bytes` of `stream`'s data not yet sent (`TCP_NOTSENT_LOWAT`;
+/// what is in flight does not count): a writer then waits in its own queue, not behind
+/// megabytes in the socket buffer.
+fn set_notsent_lowat(stream: &TcpStream, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one c_int from the valid `value` for the socket `stream`
+    // owns, which outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// How long a socket write may block before it counts as the far end holding the link
@@ -359,6 +406,45 @@ mod tests {
         assert_eq!(wire.book(1000, t0), Some(t0 + ms(51)));
         // no rate, no booking
         assert_eq!(Wire::new(Shape::default()).book(1000, t0), None);
+    }
+
+    #[test]
+    fn an_unsent_limit_bounds_the_queue_and_the_socket() {
+        let shape = Shape {
+            rate: Some(12.5e6),
+            delay: Duration::from_millis(20),
+        };
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let probe = c.try_clone().unwrap();
+        let counted = Arc::new(AtomicU64::new(0));
+        let s = ShapedStream::on_wire(
+            c,
+            Wire::new(shape).with_unsent_limit(256 << 10),
+            counted.clone(),
+        )
+        .unwrap();
+        // one bandwidth-delay product (250 kB) on its way, 256 KiB waiting
+        assert_eq!(s.cap, 250_000 + (256 << 10));
+        let (mut value, mut len) = (
+            0 as libc::c_int,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        use std::os::fd::AsRawFd;
+        // SAFETY: getsockopt writes at most `len` bytes into the valid `value`.
+        let rc = unsafe {
+            libc::getsockopt(
+                probe.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!((rc, value), (0, 256 << 10));
+        // without a limit: a socket buffer's worth, and the socket as it was
+        let (d, _, _) = pair(shape);
+        assert_eq!(d.cap, 250_000 + DEFAULT_UNSENT);
     }
 
     #[test]
