@@ -42,7 +42,12 @@ pub fn comparison_chart(title: &str, results: &[WorkloadRuns<'_>]) -> BarChart {
             panel(&|r| Some(r.total_s)),
         )
         .panel(
-            "pause the guest saw",
+            "pause, source's stop to destination's arrival (QEMU's events)",
+            Unit::Seconds,
+            panel(&|r| r.stop_to_arrival_ms.map(|ms| ms / 1e3)),
+        )
+        .panel(
+            "pause the guest saw in its ticks",
             Unit::Seconds,
             panel(&|r| r.guest_pause_ms.map(|ms| ms / 1e3)),
         )
