@@ -76,3 +76,11 @@ pub fn check_level(level: i32) -> Result<i32, BadLevel> {
 fn damaged(what: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.into())
 }
+
+/// Text-like bytes zstd shrinks severalfold, for the tests.
+#[cfg(test)]
+fn sample(n: usize) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| b"pagewire link zstd "[(i % 19) as usize] ^ ((i / 4099) % 5) as u8)
+        .collect()
+}

@@ -17,30 +17,35 @@ const DIRECT: usize = 16 * 1024;
 
 /// The destination's side: reads chunks off the link and hands out the stream they carry.
 pub struct ZstdIn {
-    un: Unchunker,
-    /// Link bytes read and not yet taken by the machine.
-    link_buf: Vec<u8>,
-    link_at: usize,
-    link_len: usize,
+    link: LinkSide,
     /// Stream bytes decompressed ahead, and how many of them were handed out.
     out: Vec<u8>,
     out_at: usize,
     out_len: usize,
-    ended: bool,
+}
+
+/// The machine and the link bytes read for it.
+struct LinkSide {
+    un: Unchunker,
+    /// Link bytes read and not yet taken by the machine.
+    buf: Vec<u8>,
+    at: usize,
+    len: usize,
 }
 
 impl ZstdIn {
     /// A decompressor with nothing read yet.
     pub fn new() -> io::Result<Self> {
         Ok(ZstdIn {
-            un: Unchunker::new()?,
-            link_buf: vec![0u8; LINK_BUF],
-            link_at: 0,
-            link_len: 0,
+            link: LinkSide {
+                un: Unchunker::new()?,
+                buf: vec![0u8; LINK_BUF],
+                at: 0,
+                len: 0,
+            },
             out: vec![0u8; OUT],
             out_at: 0,
             out_len: 0,
-            ended: false,
         })
     }
 
@@ -62,26 +67,22 @@ impl ZstdIn {
         }
         Ok(())
     }
+}
 
-    /// Writes more of the stream into `out`, reading the link when the machine needs it;
-    /// 0 at the end of the stream.
+impl LinkSide {
+    /// Writes more of the stream into `out`, reading `link` when the machine needs it; 0 at
+    /// the end of the stream (the machine answers every feed after the end chunk so).
     fn decode_into<R: Read + ?Sized>(&mut self, link: &mut R, out: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.ended {
-                return Ok(0);
-            }
-            let p = self
-                .un
-                .feed(&self.link_buf[self.link_at..self.link_len], out)?;
-            self.link_at += p.consumed;
-            self.ended = p.ended;
+            let p = self.un.feed(&self.buf[self.at..self.len], out)?;
+            self.at += p.consumed;
             if p.produced > 0 || p.ended {
                 return Ok(p.produced);
             }
             // the machine took everything read so far and has nothing to hand out
             let want = self.un.wants().min(LINK_BUF);
             let n = loop {
-                match link.read(&mut self.link_buf[..want]) {
+                match link.read(&mut self.buf[..want]) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     r => break r?,
                 }
@@ -97,7 +98,7 @@ impl ZstdIn {
                     format!("the link ended {where_}"),
                 ));
             }
-            (self.link_at, self.link_len) = (0, n);
+            (self.at, self.len) = (0, n);
         }
     }
 }
@@ -116,12 +117,10 @@ impl<R: Read + ?Sized> Read for Through<'_, R> {
         }
         if z.out_at == z.out_len {
             if buf.len() >= DIRECT {
-                return z.decode_into(self.link, buf);
+                return z.link.decode_into(self.link, buf);
             }
-            let mut out = std::mem::take(&mut z.out);
-            let n = z.decode_into(self.link, &mut out);
-            z.out = out;
-            (z.out_at, z.out_len) = (0, n?);
+            let n = z.link.decode_into(self.link, &mut z.out)?;
+            (z.out_at, z.out_len) = (0, n);
         }
         let ready = &z.out[z.out_at..z.out_len];
         let n = ready.len().min(buf.len());
@@ -134,14 +133,8 @@ impl<R: Read + ?Sized> Read for Through<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample;
     use crate::{check_level, ZstdOut, MAX_CHUNK, STORED};
-
-    /// Text-like bytes zstd shrinks severalfold.
-    fn sample(n: usize) -> Vec<u8> {
-        (0..n as u32)
-            .map(|i| b"pagewire link zstd "[(i % 19) as usize] ^ ((i / 4099) % 5) as u8)
-            .collect()
-    }
 
     #[test]
     fn round_trip_with_messages_between_and_after() {
@@ -299,7 +292,7 @@ mod tests {
         }
         assert_eq!(total, zeros.len());
         // nothing grew with the 1000-fold chunk
-        assert_eq!((zin.out.len(), zin.link_buf.len()), (OUT, LINK_BUF));
+        assert_eq!((zin.out.len(), zin.link.buf.len()), (OUT, LINK_BUF));
         // bytes after the end record inside the compressed stream
         let mut r = &link[..];
         let mut zin = ZstdIn::new().unwrap();

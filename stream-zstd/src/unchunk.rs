@@ -178,13 +178,7 @@ fn next_state(word: u32) -> io::Result<State> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ZstdOut;
-
-    fn sample(n: usize) -> Vec<u8> {
-        (0..n as u32)
-            .map(|i| b"pagewire unchunker "[(i % 19) as usize] ^ ((i / 3001) % 7) as u8)
-            .collect()
-    }
+    use crate::{sample, ZstdOut};
 
     /// Feeds `link` in pieces of `feed` bytes with an output buffer of `out` bytes, as a C
     /// caller does; returns the stream and how many link bytes were taken.

@@ -91,8 +91,8 @@ pub const WINDOW_PAGES: u64 = 4096;
 pub const CHECK_PAGES: u64 = 1024;
 /// The waiting share at a check above which a window closes early. Stricter than
 /// [`LINK_BOUND`]: a stage up costs 2-4x the CPU per page (LZ4 to zstd 1), which fits only
-/// where the sender waits most of the time; at 1 Gbit/s LZ4 waits 64-74 % of its first
-/// MiB, and early climbs there only swung between LZ4 and zstd 1.
+/// where the sender waits most of the time; at 1 Gbit/s early windows waited 54-74 %, and
+/// early climbs at 50 % there only swung between LZ4 and zstd 1.
 pub const EARLY_LINK_BOUND: f64 = 0.8;
 /// Below this headroom the sending CPU is the bottleneck: a step down the ladder.
 pub const CPU_BOUND: f64 = 0.25;
@@ -249,9 +249,14 @@ impl AutoStage {
     /// Whether the next window would explore the stage above while link-bound: there is one,
     /// and its rate is not known (never measured, or forgotten).
     pub fn would_explore_up(&self) -> bool {
-        let now = self.windows + 1;
-        self.at + 1 < LADDER.len()
-            && self.rate[self.at + 1].is_none_or(|(_, at)| now - at >= RATE_WINDOWS)
+        self.at + 1 < LADDER.len() && self.known_rate(self.at + 1, self.windows + 1).is_none()
+    }
+
+    /// Pages per second last seen at stage `j`, unless forgotten by window `now`.
+    fn known_rate(&self, j: usize, now: u64) -> Option<f64> {
+        self.rate[j]
+            .filter(|&(_, at)| now - at < RATE_WINDOWS)
+            .map(|(r, _)| r)
     }
 
     /// After a window of `pages` pages that took `seconds`, `cpu_seconds` of them busy on
@@ -273,12 +278,7 @@ impl AutoStage {
         let up = (self.at + 1 < LADDER.len())
             .then_some(self.at + 1)
             .filter(|_| headroom >= CPU_BOUND);
-        let now = self.windows;
-        let known = |j: usize| {
-            self.rate[j]
-                .filter(|&(_, at)| now - at < RATE_WINDOWS)
-                .map(|(r, _)| r)
-        };
+        let known = |j: usize| self.known_rate(j, self.windows);
         let better = [down, up]
             .into_iter()
             .flatten()
