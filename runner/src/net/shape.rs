@@ -66,14 +66,16 @@ impl Shape {
         format!("{rate}, +{} ms", self.delay.as_millis())
     }
 
-    /// What the queue holds: what is on its way (one bandwidth-delay product) and
-    /// `unsent` bytes waiting for the link.
+    /// What the queue holds: what is on its way (one bandwidth-delay product; with a delay
+    /// but no rate, a TCP window of [`UNRATED_IN_FLIGHT`]) and `unsent` bytes waiting for
+    /// the link.
     fn queue_cap(&self, unsent: usize) -> usize {
-        let bdp = self
-            .rate
-            .map_or(0.0, |r| r * self.delay.as_secs_f64())
-            .min(256e6);
-        bdp as usize + unsent
+        let on_its_way = match self.rate {
+            Some(r) => (r * self.delay.as_secs_f64()).min(256e6) as usize,
+            None if !self.delay.is_zero() => UNRATED_IN_FLIGHT,
+            None => 0,
+        };
+        on_its_way + unsent
     }
 }
 
@@ -104,6 +106,12 @@ pub struct Wire {
 
 /// What waits for the link by default: about what socket buffers hold.
 pub const DEFAULT_UNSENT: usize = 1 << 20;
+
+/// What a link with a delay but no rate limit keeps on its way: Linux's largest TCP receive
+/// window by default (`net.ipv4.tcp_rmem`, 6 MiB), which bounds a real unlimited link's
+/// bytes in flight. Counting nothing there, as for a link without delay, held such a link
+/// to the unsent limit per delay (1 MiB per 20 ms: 52 MB/s).
+pub const UNRATED_IN_FLIGHT: usize = 6 << 20;
 
 impl Wire {
     /// A link of `shape`.
@@ -445,6 +453,13 @@ mod tests {
         // without a limit: a socket buffer's worth, and the socket as it was
         let (d, _, _) = pair(shape);
         assert_eq!(d.cap, 250_000 + DEFAULT_UNSENT);
+        // a delay without a rate: a TCP window on its way; neither: only what waits
+        let delay_only = Shape {
+            rate: None,
+            delay: Duration::from_millis(20),
+        };
+        assert_eq!(delay_only.queue_cap(1000), UNRATED_IN_FLIGHT + 1000);
+        assert_eq!(Shape::default().queue_cap(1000), 1000);
     }
 
     #[test]
