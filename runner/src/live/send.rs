@@ -13,7 +13,7 @@ use crate::migrate::{
     SourceGuest, SourceOptions,
 };
 use crate::net::coord::GroupGate;
-use crate::net::{dial_on, Link, Shape, Wire};
+use crate::net::{dial_on, Link, Shape, Wire, SMALL_UNSENT};
 use crate::vmm::{GuestSpec, Vm};
 
 /// The guest a `send` boots and migrates.
@@ -74,7 +74,7 @@ pub fn send_vm(
 ) -> Result<MigrationReport> {
     let counter = Arc::new(AtomicU64::new(0));
     // the migration's connections (its lanes) share one link, as on a real network
-    let wire = Wire::new(cfg.shape);
+    let wire = Wire::new(cfg.shape).with_unsent_limit(SMALL_UNSENT);
     let mut link = open_link(cfg, &wire, counter.clone())?;
     let mut again = Again { cfg, wire, counter };
     let mut report = migrate_out(vm, &mut link, &cfg.source, gate, Some(&mut again), progress)?;

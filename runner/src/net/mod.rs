@@ -16,4 +16,4 @@ pub mod tls;
 
 pub use deadline::{connect_by, is_timeout, Link, TimedTcp, Waits};
 pub use dial::{dial, dial_on};
-pub use shape::{Shape, ShapedStream, Wire};
+pub use shape::{Shape, ShapedStream, Wire, SMALL_UNSENT};

@@ -107,6 +107,14 @@ pub struct Wire {
 /// What waits for the link by default: about what socket buffers hold.
 pub const DEFAULT_UNSENT: usize = 1 << 20;
 
+/// What a sender that adapts to its link lets wait in the socket (`TCP_NOTSENT_LOWAT`; the
+/// migration's links and the tunnel's). Whatever waits there when the guest stops delays
+/// its last pages by that much link time (1 MiB, a socket buffer's worth, is 84 ms at
+/// 100 Mbit/s), and a sender that measures whether it waits for the link (`--compress
+/// auto`) sees it only once the buffer is full. 256 KiB still keeps 21 ms of a 100 Mbit/s
+/// link fed while the sender makes its next piece.
+pub const SMALL_UNSENT: usize = 256 << 10;
+
 /// What a link with a delay but no rate limit keeps on its way: Linux's largest TCP receive
 /// window by default (`net.ipv4.tcp_rmem`, 6 MiB), which bounds a real unlimited link's
 /// bytes in flight. Counting nothing there, as for a link without delay, held such a link

@@ -17,7 +17,7 @@ use crate::migrate::compress::thread_cpu_time;
 use crate::migrate::link_stage::{LinkCompression, StageReport};
 use crate::migrate::session::{new_migration_id, read_message};
 use crate::migrate::{Codec, Deadline, Deadlines};
-use crate::net::{dial_on, Link, Waits, Wire};
+use crate::net::{dial_on, Link, Waits, Wire, SMALL_UNSENT};
 
 /// How the source end reaches the destination end, and how it encodes.
 #[derive(Clone)]
@@ -72,12 +72,6 @@ pub struct OpenLink {
     cpu_s: f64,
 }
 
-/// Bytes the link's socket may hold waiting to be sent (`TCP_NOTSENT_LOWAT`): when QEMU
-/// stops the guest, its last pages queue behind whatever waits there, so the pause grows by
-/// that much link time (1 MiB, a socket buffer's worth, is 84 ms at 100 Mbit/s). 256 KiB
-/// still keeps 21 ms of a 100 Mbit/s link fed while the zstd thread makes its next chunk.
-pub const UNSENT_LIMIT: usize = 256 << 10;
-
 /// Connects to the destination end (TCP, TLS, shaping) and sends the hello.
 pub fn open_link(cfg: &SourceEndConfig) -> Result<OpenLink> {
     let start = Instant::now();
@@ -86,7 +80,7 @@ pub fn open_link(cfg: &SourceEndConfig) -> Result<OpenLink> {
     let wire = Arc::new(AtomicU64::new(0));
     let mut link = dial_on(
         &cfg.to,
-        cfg.wire.clone().with_unsent_limit(UNSENT_LIMIT),
+        cfg.wire.clone().with_unsent_limit(SMALL_UNSENT),
         cfg.tls.clone(),
         start + d.handshake,
         wire.clone(),
