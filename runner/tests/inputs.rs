@@ -125,6 +125,14 @@ fn huge_durations_are_refused_in_every_command() {
     }
 }
 
+/// A downtime limit of 0 while the policy waits would send QEMU from its first pass straight
+/// to stop-and-copy: refused before any QEMU starts.
+#[test]
+fn a_zero_floor_is_refused_before_any_qemu_starts() {
+    let e = refused(&["tunnel", "demo", "--floor-ms", "0"], "--floor-ms 0");
+    assert!(!e.contains("booting"), "{e}");
+}
+
 /// Runs the binary under an address-space limit (`ulimit -v`) of `bytes`: a real limit any
 /// process may set, which `host_memory::headroom` reads like a cgroup's.
 fn address_space_limit(bytes: u64) -> impl FnOnce(&mut Command) {

@@ -20,7 +20,7 @@ use pagewire_runner::tunnel::demo::{
 };
 use pagewire_runner::tunnel::{
     self, DestEndConfig, LinkCompression, QemuEndpoint, SourceEndConfig, Switchover, TunnelDest,
-    DEFAULT_ZSTD_LEVEL,
+    DEFAULT_ZSTD_LEVEL, TUNNEL_FLOOR_MS,
 };
 use pagewire_runner::CodecSettings;
 
@@ -98,6 +98,11 @@ struct DemoArgs {
     /// xen-classic, xen-today, downtime-limit) over QMP, or qemu (its own downtime limit).
     #[arg(long, default_value = "smart-stop")]
     policy: String,
+    /// QEMU's downtime limit while the policy waits to decide, ms: QEMU stops the guest by
+    /// itself once the rest fits in it at its own rate estimate (docs/TUNNEL.md, *In the
+    /// tunnel*).
+    #[arg(long, value_name = "MS", default_value_t = TUNNEL_FLOOR_MS)]
+    floor_ms: u64,
     /// Write the comparison as an SVG plot to this file.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
@@ -135,6 +140,11 @@ struct SourceArgs {
     /// xen-classic, xen-today, downtime-limit) or qemu (its own downtime limit).
     #[arg(long, default_value = "smart-stop", requires = "qmp")]
     policy: String,
+    /// QEMU's downtime limit while the policy waits to decide, ms, with --qmp: QEMU stops
+    /// the guest by itself once the rest fits in it at its own rate estimate
+    /// (docs/TUNNEL.md, *In the tunnel*).
+    #[arg(long, value_name = "MS", default_value_t = TUNNEL_FLOOR_MS, requires = "qmp")]
+    floor_ms: u64,
     /// The destination end, host:port.
     #[arg(long, value_name = "ADDR")]
     to: String,
@@ -232,7 +242,7 @@ fn run_source(a: &SourceArgs) -> Result<()> {
         label: "qemu".into(),
         deadlines,
     };
-    let switchover = Switchover::parse(&a.policy)?;
+    let switchover = Switchover::parse(&a.policy, a.floor_ms)?;
     // the policy takes over before QEMU's migration starts
     let mut controller = match &a.qmp {
         Some(addr) => {
@@ -350,7 +360,7 @@ fn run_dest(a: &DestArgs) -> Result<()> {
 fn run_demo(a: &DemoArgs) -> Result<()> {
     let shape = Shape::parse(&a.rate, &a.delay)?;
     let codec = a.codec.codec()?;
-    let switchover = Switchover::parse(&a.policy)?;
+    let switchover = Switchover::parse(&a.policy, a.floor_ms)?;
     let timeout = deadline("--timeout", a.timeout)?;
     if a.disk {
         let guest_cache = match &a.guest_cache {

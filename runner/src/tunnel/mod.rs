@@ -34,7 +34,7 @@ pub use dest_end::{DestEndConfig, DestReport, TunnelDest};
 pub use endpoint::{QemuEndpoint, QemuListener, QemuStream};
 pub use source::{carry_out, Carried};
 pub use source_end::{accept_and_tunnel_out, SourceEndConfig, SourceReport};
-pub use switchover::Switchover;
+pub use switchover::{Switchover, TUNNEL_FLOOR_MS};
 
 #[cfg(test)]
 mod tests;

@@ -28,18 +28,24 @@ pub const TUNNEL_FLOOR_MS: u64 = 30;
 pub enum Switchover {
     /// QEMU's own downtime limit, untouched.
     Qemu,
-    /// A pagewire stop policy, with QEMU's limit as the safety net.
-    Policy(PolicyKind),
+    /// A pagewire stop policy, with QEMU's limit held at `floor_ms` during pre-copy as the
+    /// safety net.
+    Policy { kind: PolicyKind, floor_ms: u64 },
 }
 
 impl Switchover {
-    /// `qemu`, or a stop policy's name.
-    pub fn parse(s: &str) -> Result<Self> {
+    /// `qemu`, or a stop policy's name with QEMU's limit held at `floor_ms` (at least 1:
+    /// at 0 QEMU never ends a pass, `docs/TUNNEL.md`).
+    pub fn parse(s: &str, floor_ms: u64) -> Result<Self> {
         if s == "qemu" {
             return Ok(Switchover::Qemu);
         }
+        anyhow::ensure!(
+            floor_ms >= 1,
+            "--floor-ms 0: QEMU would go from its first pass straight to stop-and-copy; use 1 or more"
+        );
         crate::migrate::parse_policy(s)
-            .map(Switchover::Policy)
+            .map(|kind| Switchover::Policy { kind, floor_ms })
             .context("--policy: use qemu (QEMU's own downtime limit) or a stop policy")
     }
 
@@ -47,7 +53,7 @@ impl Switchover {
     pub fn name(self) -> &'static str {
         match self {
             Switchover::Qemu => "qemu",
-            Switchover::Policy(p) => p.name(),
+            Switchover::Policy { kind, .. } => kind.name(),
         }
     }
 
@@ -55,7 +61,7 @@ impl Switchover {
     /// lifted) before its migration starts; `None` for QEMU's own rule. `reconnect` is
     /// where the controller reaches QEMU again if its connection breaks.
     pub fn prepare(self, qmp: &mut Qmp, reconnect: Option<QmpAddr>) -> Result<Option<QemuStop>> {
-        let Switchover::Policy(kind) = self else {
+        let Switchover::Policy { kind, floor_ms } = self else {
             return Ok(None);
         };
         let memory = qmp
@@ -69,7 +75,7 @@ impl Switchover {
             StopOptions {
                 max_bandwidth: Some(NO_BANDWIDTH_CAP),
                 reconnect,
-                floor_ms: TUNNEL_FLOOR_MS,
+                floor_ms,
                 ..StopOptions::default()
             },
         );
@@ -85,11 +91,21 @@ mod tests {
 
     #[test]
     fn names_parse_both_ways() {
-        assert_eq!(Switchover::parse("qemu").unwrap(), Switchover::Qemu);
+        assert_eq!(Switchover::parse("qemu", 0).unwrap(), Switchover::Qemu);
         for p in PolicyKind::ALL {
-            assert_eq!(Switchover::parse(p.name()).unwrap().name(), p.name());
+            let s = Switchover::parse(p.name(), TUNNEL_FLOOR_MS).unwrap();
+            assert_eq!(s.name(), p.name());
+            assert_eq!(
+                s,
+                Switchover::Policy {
+                    kind: p,
+                    floor_ms: TUNNEL_FLOOR_MS
+                }
+            );
         }
-        let e = format!("{:#}", Switchover::parse("never").unwrap_err());
+        let e = format!("{:#}", Switchover::parse("never", 30).unwrap_err());
         assert!(e.contains("use qemu"), "{e}");
+        let e = format!("{:#}", Switchover::parse("smart-stop", 0).unwrap_err());
+        assert!(e.contains("--floor-ms 0"), "{e}");
     }
 }
