@@ -94,6 +94,22 @@ impl PageSet {
         PageSet::from_source(format!("synthetic {mem_mib} MiB"), &mut s, passes)
     }
 
+    /// One pass of `pages` zero pages whose memory was written before (as guest memory the
+    /// guest zeroed is): pages never written would all read the kernel's one shared zero
+    /// page, from the CPU's cache.
+    pub fn written_zeros(pages: usize, ps: usize) -> PageSet {
+        let mut data = vec![0xa5u8; pages * ps];
+        std::hint::black_box(&mut data);
+        data.fill(0);
+        PageSet {
+            name: "zero pages".into(),
+            page_size: ps,
+            mem_bytes: pages * ps,
+            passes: vec![(0..pages).map(|p| (p as u64, p * ps)).collect()],
+            data: std::hint::black_box(data),
+        }
+    }
+
     /// A snapshot series folder.
     pub fn from_dir(dir: &Path, passes: usize) -> Result<PageSet> {
         let mut d = SnapshotDir::open(dir)?;

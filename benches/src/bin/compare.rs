@@ -99,22 +99,6 @@ fn part(raw: u64, wire: u64, enc: Duration, dec: Duration) -> Part {
     }
 }
 
-/// `pages` zero pages as a guest's zeroed memory holds them: written. A buffer never written
-/// is the kernel's one shared zero page, which the CPU cache serves at any size, so a codec
-/// reading it would be measured against the cache, not memory.
-fn written_zero_pages(pages: usize, ps: usize) -> PageSet {
-    let mut data = vec![0xa5u8; pages * ps];
-    std::hint::black_box(&mut data);
-    data.fill(0);
-    PageSet {
-        name: "zero pages".into(),
-        page_size: ps,
-        mem_bytes: pages * ps,
-        passes: vec![(0..pages).map(|p| (p as u64, p * ps)).collect()],
-        data: std::hint::black_box(data),
-    }
-}
-
 /// GB/s of reading every page of `set`'s first pass (a word sum), the fastest of `repeat`:
 /// the most any codec that must look at every byte can do on these pages.
 fn read_ceiling(set: &PageSet, repeat: usize) -> f64 {
@@ -436,7 +420,7 @@ fn main() -> Result<()> {
     );
 
     // zero pages alone, against the read ceiling on the same pages
-    let zero = written_zero_pages(16384, ps);
+    let zero = PageSet::written_zeros(16384, ps);
     let pages = zero.pages_in(0..1);
     let read_gb_s = read_ceiling(&zero, args.repeat.max(3));
     let mut zero_rows = Vec::new();
