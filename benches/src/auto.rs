@@ -1,9 +1,11 @@
 //! `--compress auto` on a page set over a modelled link: the runner's own rule
-//! ([`AutoStage`]) and stages (plain pages, LZ4 frames, zstd chunks from `pagewire_stream_zstd`) on the real
-//! encoder, fed the sending thread's measured CPU time per window. Only the link is a
-//! model: a window of `B` bytes occupies it for `B / rate` seconds, and the window lasts as
-//! long as the slower of the two (the sender waits for a full link, or the link for the
-//! sender; one window of buffering between them). Every pass is decoded and checked.
+//! ([`Chooser`]: its windows, and its checks that close a window early to climb) and
+//! stages (plain pages, LZ4 frames, zstd chunks from `pagewire_stream_zstd`) on the real
+//! encoder, fed the sending thread's measured CPU time. Only the link is a model: a
+//! window of `B` bytes occupies it for `B / rate` seconds, and the window lasts as long as
+//! the slower of the two (the sender waits for a full link, or the link for the sender; one
+//! window of buffering between them), at a check as far as it has come. Every pass is
+//! decoded and checked.
 //!
 //! With N lanes, the pages split as `pagewire send --lanes N` splits them (page `pfn` on
 //! lane `pfn % N`), each lane a thread with its own encoder, `auto` and decoder, and a
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use pagewire::{Config, DecodeMode, Decoder, Encoder, Features, MemoryImage};
-use pagewire_runner::migrate::compress::{thread_cpu_time, WINDOW_PAGES};
+use pagewire_runner::migrate::compress::{thread_cpu_time, Chooser};
 use pagewire_runner::migrate::{AutoStage, Stage};
 use pagewire_stream_zstd::{ZstdIn, ZstdOut};
 use serde::Serialize;
@@ -59,13 +61,22 @@ impl AutoRun {
     }
 }
 
-/// The window being measured.
-struct Window {
-    pages: u64,
-    cpu: Duration,
+/// The window being measured: the clocks and the link buffer where it opened.
+struct Open {
+    /// The encoding thread's CPU time when it opened.
+    cpu0: Duration,
     /// Where it starts in the link buffer, and its bytes in earlier passes' buffers.
     wire_at: usize,
     earlier: usize,
+}
+
+impl Open {
+    /// Its modelled length so far: the longer of the sender's CPU time (`cpu` now) and
+    /// the link's time for its bytes (`link` the buffer now).
+    fn wall(&self, cpu: Duration, link: &[u8], bytes_per_s: f64) -> Duration {
+        let bytes = self.earlier + link.len() - self.wire_at;
+        (cpu - self.cpu0).max(Duration::from_secs_f64(bytes as f64 / bytes_per_s))
+    }
 }
 
 /// Runs `auto` over every pass of `set` on a link of `bytes_per_s`, in `lanes` lanes.
@@ -109,7 +120,9 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
     let mut dec = Decoder::new(cfg, DecodeMode::CacheCopy, &mut dstore)?;
     let mut mem = vec![1u8; set.mem_bytes];
     let mut out = vec![0u8; cfg.max_output_len()];
-    let mut auto = AutoStage::default();
+    // the runner's rule, windows and early checks included, on modelled clocks: the
+    // encoding thread's CPU time spent encoding, and the link's time per window
+    let mut chooser = Chooser::starting_at(AutoStage::default(), Duration::ZERO, Duration::ZERO);
     let mut zout = ZstdOut::new(None)?;
     let mut zin = ZstdIn::new()?;
     // as the other rows' output: mapped before it is measured, emptied after each pass
@@ -124,38 +137,23 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
         });
         zout.set_level(link, stage.zstd_level())
     };
-    apply(auto.stage(), &mut enc, &mut zout, &mut link)?;
+    apply(chooser.stage(), &mut enc, &mut zout, &mut link)?;
     let mut run = AutoRun {
         raw_bytes: 0,
         wire_bytes: 0,
         seconds: 0.0,
         cpu_seconds: 0.0,
         gb_s: 0.0,
-        changes: vec![(0, auto.stage().name())],
+        changes: vec![(0, chooser.stage().name())],
     };
-    let mut w = Window {
-        pages: 0,
-        cpu: Duration::ZERO,
+    let mut w = Open {
+        cpu0: Duration::ZERO,
         wire_at: 0,
         earlier: 0,
     };
-    let mut windows = 0u64;
-    // closes the window: its time is the longer of the sender's and the link's
-    let close = |w: &mut Window, link: &[u8], run: &mut AutoRun| -> (u64, f64, f64) {
-        let cpu = w.cpu.as_secs_f64();
-        let bytes = w.earlier + link.len() - w.wire_at;
-        let wall = cpu.max(bytes as f64 / bytes_per_s);
-        run.seconds += wall;
-        run.cpu_seconds += cpu;
-        let pages = w.pages;
-        *w = Window {
-            pages: 0,
-            cpu: Duration::ZERO,
-            wire_at: link.len(),
-            earlier: 0,
-        };
-        (pages, wall, cpu)
-    };
+    // the modelled wall clock where the open window started, and the CPU time so far
+    let mut wall0 = Duration::ZERO;
+    let mut cpu = Duration::ZERO;
     let n = passes.len();
     for (i, pass) in passes.iter().enumerate() {
         let mut mark = thread_cpu_time();
@@ -163,16 +161,24 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
             let k = enc.encode_page(pfn, set.page(off), &mut out)?;
             zout.write(&mut link, &out[..k])?;
             stream_len += k;
-            w.pages += 1;
-            if w.pages == WINDOW_PAGES {
-                w.cpu += thread_cpu_time() - mark;
-                let (pages, wall, cpu) = close(&mut w, &link, &mut run);
-                windows += 1;
-                let before = auto.stage();
-                let next = auto.next(pages, wall, cpu);
-                if next != before {
-                    apply(next, &mut enc, &mut zout, &mut link)?;
-                    run.changes.push((windows, next.name()));
+            if chooser.count_page() {
+                cpu += thread_cpu_time() - mark;
+                let wall = wall0 + w.wall(cpu, &link, bytes_per_s);
+                let before = chooser.stage();
+                if let Some(next) = chooser.check(wall, cpu) {
+                    run.seconds += (wall - wall0).as_secs_f64();
+                    run.cpu_seconds += (cpu - w.cpu0).as_secs_f64();
+                    wall0 = wall;
+                    w = Open {
+                        cpu0: cpu,
+                        wire_at: link.len(),
+                        earlier: 0,
+                    };
+                    if next != before {
+                        apply(next, &mut enc, &mut zout, &mut link)?;
+                        run.changes
+                            .push((chooser.windows.len() as u64, next.name()));
+                    }
                 }
                 mark = thread_cpu_time();
             }
@@ -188,7 +194,7 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
         } else {
             zout.flush(&mut link)?;
         }
-        w.cpu += thread_cpu_time() - mark;
+        cpu += thread_cpu_time() - mark;
         // the destination's side, left out of the sender's CPU time: the pass's chunks
         // give back exactly its stream, which decodes to its pages
         let mut got = vec![0u8; stream_len];
@@ -234,7 +240,9 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
         w.wire_at = 0;
         link.clear();
     }
-    close(&mut w, &link, &mut run);
+    // the last window, still open
+    run.seconds += w.wall(cpu, &link, bytes_per_s).as_secs_f64();
+    run.cpu_seconds += (cpu - w.cpu0).as_secs_f64();
     run.gb_s = run.raw_bytes as f64 / run.seconds.max(1e-12) / 1e9;
     Ok(run)
 }

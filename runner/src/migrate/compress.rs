@@ -300,10 +300,17 @@ impl AutoStage {
 }
 
 /// Feeds [`AutoStage`] a window at a time while pages go out, and keeps every window.
+///
+/// The clocks are the caller's: [`Chooser::page_sent`] reads the wall clock and the calling
+/// thread's CPU time, as a sender does; [`Chooser::count_page`] and [`Chooser::check`] take
+/// them as given, so that the comparison harness runs the same rule on a modelled link.
 pub struct Chooser {
     auto: AutoStage,
     pages: u64,
-    wall0: std::time::Instant,
+    /// Where the runner's clocks start ([`Chooser::page_sent`]).
+    started: std::time::Instant,
+    /// The clocks when the window opened: wall time, CPU time.
+    wall0: Duration,
     cpu0: Duration,
     /// Time of the window spent waiting for acknowledgements, left out of its seconds.
     set_aside: Duration,
@@ -318,13 +325,19 @@ impl Default for Chooser {
 }
 
 impl Chooser {
-    /// Measures windows for `auto`.
+    /// Measures windows for `auto`, its clocks at zero now.
     pub fn new(auto: AutoStage) -> Self {
+        Chooser::starting_at(auto, Duration::ZERO, thread_cpu_time())
+    }
+
+    /// Measures windows for `auto` on the caller's clocks, which read `wall` and `cpu` now.
+    pub fn starting_at(auto: AutoStage, wall: Duration, cpu: Duration) -> Self {
         Chooser {
             auto,
             pages: 0,
-            wall0: std::time::Instant::now(),
-            cpu0: thread_cpu_time(),
+            started: std::time::Instant::now(),
+            wall0: wall,
+            cpu0: cpu,
             set_aside: Duration::ZERO,
             windows: Vec::new(),
         }
@@ -343,19 +356,34 @@ impl Chooser {
         self.set_aside += waited;
     }
 
-    /// One more page went out. When that closes a window, measures it and returns the stage
-    /// for what follows: after [`WINDOW_PAGES`], or at a check every [`CHECK_PAGES`] where
-    /// the sender mostly waited so far and the stage above is still to be tried.
+    /// One more page went out. When that closes a window, measures it on the wall clock and
+    /// the thread's CPU time and returns the stage for what follows (see
+    /// [`Chooser::check`]).
     pub fn page_sent(&mut self) -> Option<Stage> {
-        self.pages += 1;
-        let full = self.pages >= WINDOW_PAGES;
-        if !full && (self.pages % CHECK_PAGES != 0 || !self.auto.would_explore_up()) {
+        if !self.count_page() {
             return None;
         }
-        let (wall, cpu) = (std::time::Instant::now(), thread_cpu_time());
+        self.check(self.started.elapsed(), thread_cpu_time())
+    }
+
+    /// One more page went out; true when the clocks are wanted ([`Chooser::check`]): after
+    /// [`WINDOW_PAGES`], and at a check every [`CHECK_PAGES`] while the stage above is still
+    /// to be tried.
+    pub fn count_page(&mut self) -> bool {
+        self.pages += 1;
+        self.pages >= WINDOW_PAGES
+            || (self.pages % CHECK_PAGES == 0 && self.auto.would_explore_up())
+    }
+
+    /// The clocks at a point [`Chooser::count_page`] asked for them. Closes the window when
+    /// it is full, or early when the sender mostly waited so far ([`EARLY_LINK_BOUND`]);
+    /// then returns the stage for what follows.
+    pub fn check(&mut self, wall: Duration, cpu: Duration) -> Option<Stage> {
+        let full = self.pages >= WINDOW_PAGES;
         let w = Window {
             pages: self.pages,
-            seconds: (wall - self.wall0)
+            seconds: wall
+                .saturating_sub(self.wall0)
                 .saturating_sub(self.set_aside)
                 .as_secs_f64(),
             cpu_seconds: cpu.saturating_sub(self.cpu0).as_secs_f64(),
@@ -500,6 +528,38 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(top.page_sent(), None);
+    }
+
+    #[test]
+    fn on_given_clocks_a_check_closes_a_window_only_where_the_sender_waited() {
+        let ms = Duration::from_millis;
+        let mut c = Chooser::starting_at(AutoStage::default(), ms(1000), ms(500));
+        for _ in 1..CHECK_PAGES {
+            assert!(!c.count_page());
+        }
+        assert!(c.count_page());
+        // busy three quarters of the time: the window goes on
+        assert_eq!(c.check(ms(1100), ms(575)), None);
+        for _ in 0..CHECK_PAGES {
+            c.count_page();
+        }
+        // 10 ms busy of 200: it closes at the check, one stage up, measured from its start
+        assert_eq!(c.check(ms(1200), ms(510)), Some(Z1));
+        let w = c.windows[0];
+        assert_eq!(
+            (w.pages, w.stage, w.stage_next),
+            (2 * CHECK_PAGES, Stage::Lz4, Z1)
+        );
+        assert!((w.seconds - 0.2).abs() < 1e-9 && (w.cpu_seconds - 0.01).abs() < 1e-9);
+        // a full window closes whatever the clocks say, from where the last one closed
+        for _ in 0..WINDOW_PAGES - 1 {
+            c.count_page();
+        }
+        assert!(c.count_page());
+        assert_eq!(c.check(ms(1300), ms(609)), Some(Z1));
+        let w = c.windows[1];
+        assert_eq!(w.pages, WINDOW_PAGES);
+        assert!((w.seconds - 0.1).abs() < 1e-9 && (w.cpu_seconds - 0.099).abs() < 1e-9);
     }
 
     #[test]
