@@ -502,6 +502,13 @@ fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
         stop_to_arrival > 0.0 && stop_to_arrival < r["total_s"].as_f64().unwrap() * 1e3,
         "{r}"
     );
+    // and the tunnel ends' moments split it in three parts that add up to it
+    let parts = &r["pause_parts"];
+    let sum: f64 = ["source_qemu_ms", "tunnel_ms", "destination_qemu_ms"]
+        .iter()
+        .map(|k| parts[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}")))
+        .sum();
+    assert!((sum - stop_to_arrival).abs() < 1.0, "{r}");
     // the codec and zstd carry fewer bytes than QEMU wrote
     let wire = r["wire_bytes"].as_u64().unwrap();
     assert!(

@@ -538,6 +538,13 @@ fn table(runs: &[RunResult]) -> String {
         if let Some(z) = r.link_stage.as_ref().and_then(|l| l.describe()) {
             t += &format!("  {}: {z}\n", r.method);
         }
+        if let Some(p) = &r.pause_parts {
+            t += &format!(
+                "  {}: stop->in = {:.0} ms until the source end had QEMU's last byte + {:.0} ms \
+                 until the destination QEMU had it + {:.0} ms for it to finish\n",
+                r.method, p.source_qemu_ms, p.tunnel_ms, p.destination_qemu_ms
+            );
+        }
     }
     let tunnel = runs
         .iter()

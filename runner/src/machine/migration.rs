@@ -2,7 +2,7 @@
 //! A completed status is QEMU's word only; judge the guest by its console (issue 18).
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
@@ -119,6 +119,16 @@ pub fn wait_listening(qmp: &mut Qmp, timeout: Duration) -> Result<String> {
 /// Free of the ticks' period and of polling; `None` when either event is missing. Both
 /// QEMUs run on this host, so their wall clocks agree.
 pub fn stop_to_arrival(source: &[QmpEvent], destination: &[QmpEvent]) -> Option<Duration> {
+    let (stopped, arrived) = stop_and_arrival(source, destination)?;
+    arrived.duration_since(stopped).ok()
+}
+
+/// The two moments of [`stop_to_arrival`]: the source's last `STOP` before the
+/// destination's `completed`, and that `completed`.
+pub fn stop_and_arrival(
+    source: &[QmpEvent],
+    destination: &[QmpEvent],
+) -> Option<(SystemTime, SystemTime)> {
     let arrived = destination
         .iter()
         .find(|e| e.is_migration("completed"))?
@@ -129,7 +139,7 @@ pub fn stop_to_arrival(source: &[QmpEvent], destination: &[QmpEvent]) -> Option<
         .filter(|e| e.name == "STOP")
         .filter_map(|e| e.at)
         .find(|&at| at <= arrived)?;
-    arrived.duration_since(stopped).ok()
+    Some((stopped, arrived))
 }
 
 /// A `migrate` URI from one of `query-migrate`'s `socket-address` entries.

@@ -38,7 +38,7 @@ pub use initramfs::{CHECK, HEARTBEAT, READY, WORKLOAD_TEXT};
 pub use launch::{Machine, MigrationPair, Start};
 pub use memory::{compare_machines, Comparison};
 pub use migration::{
-    migrate, run_state, stop_to_arrival, wait_incoming, wait_listening, wait_migration,
-    MigrationOutcome,
+    migrate, run_state, stop_and_arrival, stop_to_arrival, wait_incoming, wait_listening,
+    wait_migration, MigrationOutcome,
 };
 pub use workload::Workload;

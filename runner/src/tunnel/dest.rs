@@ -21,6 +21,7 @@ use super::digest::StreamDigest;
 use super::items::Item;
 use super::pfns::PageNumbers;
 use crate::migrate::dest::decode_frame;
+use crate::migrate::session::unix_us;
 use crate::qemu::format::item;
 use crate::qemu::{
     Emitter, Event, FeedError, PageData, Parser, RamBlock, RamSection, StreamHeader,
@@ -39,6 +40,9 @@ pub struct Delivered {
     pub device_bytes: u64,
     /// Decoder storage (cache copy).
     pub decoder_storage_bytes: usize,
+    /// When QEMU had the last byte of its stream (microseconds since the Unix epoch; 0
+    /// before).
+    pub qemu_fed_unix_us: u64,
 }
 
 /// Largest decoder cache a stream may ask of the destination end, unless told otherwise.
@@ -326,6 +330,7 @@ impl<'c> Rebuild<'c> {
             .flush()
             .context("writing to the destination QEMU")?;
         self.delivered.qemu_bytes = counting.bytes;
+        self.delivered.qemu_fed_unix_us = unix_us();
         Ok(self.delivered)
     }
 

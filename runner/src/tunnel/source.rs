@@ -20,6 +20,7 @@ use super::items::{Item, DEVICE_PIECE};
 use super::pfns::PageNumbers;
 use super::tail::DeviceTail;
 use crate::encoders::StreamEncoder;
+use crate::migrate::session::unix_us;
 use crate::qemu::{Event, FeedError, PageData, Parser, RamSection};
 
 /// What the source end carried.
@@ -39,6 +40,9 @@ pub struct Carried {
     pub device_bytes: u64,
     /// Bytes of pagewire stream written to the link.
     pub stream_bytes: u64,
+    /// When QEMU closed its stream, all of it read (microseconds since the Unix epoch; 0
+    /// before): QEMU's side of the switchover is over.
+    pub qemu_closed_unix_us: u64,
 }
 
 /// Bytes read from QEMU at a time.
@@ -76,6 +80,7 @@ pub fn carry_out<R: Read + ?Sized, W: Write + ?Sized>(
         state.send(link)?;
         progress(&state.carried);
     }
+    state.carried.qemu_closed_unix_us = unix_us();
     parser
         .finish()
         .map_err(|e| anyhow!(e).context("QEMU's migration stream ended early"))?;

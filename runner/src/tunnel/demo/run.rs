@@ -6,7 +6,7 @@
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
@@ -16,7 +16,7 @@ use super::super::StageReport;
 use super::method::Method;
 use super::path::{MigrationPath, TunnelCodec};
 use crate::machine::{
-    compare_machines, guest_pause, migrate, stop_to_arrival, wait_incoming, wait_migration,
+    compare_machines, guest_pause, migrate, stop_and_arrival, wait_incoming, wait_migration,
     GuestImage, Machine, MigrationPair,
 };
 use crate::net::{Shape, Wire};
@@ -62,6 +62,8 @@ pub struct RunResult {
     /// From the source QEMU's `STOP` to the destination's migration `completed`, as the
     /// QEMUs stamped them, ms: the pause without the ticks' period and the polling.
     pub stop_to_arrival_ms: Option<f64>,
+    /// For the tunnel: where that pause went.
+    pub pause_parts: Option<PauseParts>,
     /// Bytes that crossed the link.
     pub wire_bytes: u64,
     /// QEMU's `ram.transferred`: the migration stream's RAM bytes as QEMU counts them.
@@ -88,6 +90,51 @@ pub struct RunResult {
     pub link_stage: Option<StageReport>,
     /// Why not, when the run failed.
     pub error: Option<String>,
+}
+
+/// The tunnel's pause (`stop_to_arrival_ms`) in three parts, from the QEMUs' events and
+/// the tunnel ends' clocks (one host, one wall clock), ms.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PauseParts {
+    /// From the source QEMU's `STOP` until the source end had read its whole stream:
+    /// QEMU's last pass and device state, as fast as the tunnel took them.
+    pub source_qemu_ms: f64,
+    /// From there until the destination end had handed the destination QEMU the stream's
+    /// last byte: what was still in the tunnel crossing the link, and the decoding.
+    pub tunnel_ms: f64,
+    /// From there to the destination QEMU's `completed`: it loading the rest.
+    pub destination_qemu_ms: f64,
+}
+
+impl PauseParts {
+    /// The parts between `stopped` and `arrived`, the ends' two moments in microseconds
+    /// since the Unix epoch between them; `None` when a moment is missing. A moment outside
+    /// its neighbours (an end stamps it just after the fact, and may be descheduled first)
+    /// counts as the nearer one, so that the parts always add up to the pause.
+    pub fn between(
+        stopped: SystemTime,
+        qemu_closed_unix_us: u64,
+        qemu_fed_unix_us: u64,
+        arrived: SystemTime,
+    ) -> Option<Self> {
+        let us = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_micros() as u64)
+        };
+        let (a, d) = (us(stopped)?, us(arrived)?);
+        if qemu_closed_unix_us == 0 || qemu_fed_unix_us == 0 || a > d {
+            return None;
+        }
+        let b = qemu_closed_unix_us.clamp(a, d);
+        let c = qemu_fed_unix_us.clamp(b, d);
+        let ms = |from: u64, to: u64| (to - from) as f64 / 1e3;
+        Some(PauseParts {
+            source_qemu_ms: ms(a, b),
+            tunnel_ms: ms(b, c),
+            destination_qemu_ms: ms(c, d),
+        })
+    }
 }
 
 /// Heartbeats the destination must show after it was resumed.
@@ -193,6 +240,9 @@ fn attempt(
         migration_cpu(pair.destination.pid())?,
     );
     let (figures, ends) = path.finish()?;
+    let moments = ends
+        .as_ref()
+        .map(|(s, d)| (s.carried.qemu_closed_unix_us, d.delivered.qemu_fed_unix_us));
     r.link_stage = ends.map(|(s, _)| s.link_stage);
     r.wire_bytes = figures.wire_bytes;
     r.cpu_source_s = cpu_after.0 - cpu_before.0 + figures.source_cpu_s;
@@ -201,8 +251,14 @@ fn attempt(
     log(&format!("{}: comparing both machines' RAM", method.name()));
     let same = compare_machines(&mut sq, &mut dq, &dir.join("dumps"))?;
     r.differing_pages = Some(same.differing_pages);
-    r.stop_to_arrival_ms =
-        stop_to_arrival(&sq.take_events(), &dq.take_events()).map(|d| d.as_secs_f64() * 1e3);
+    if let Some((stopped, arrived)) = stop_and_arrival(&sq.take_events(), &dq.take_events()) {
+        r.stop_to_arrival_ms = arrived
+            .duration_since(stopped)
+            .ok()
+            .map(|d| d.as_secs_f64() * 1e3);
+        r.pause_parts =
+            moments.and_then(|(closed, fed)| PauseParts::between(stopped, closed, fed, arrived));
+    }
     let resumed = Instant::now();
     dq.execute("cont", None)?;
     let guest_trouble = guest_runs_on(&pair.source, &pair.destination, resumed)?;
@@ -318,5 +374,38 @@ mod tests {
         assert!((cpu_of_stat(stat).unwrap() - 400.0 / hz).abs() < 1e-9);
         assert!(cpu_of_stat("1234 (x) S 1").is_err());
         assert!(migration_cpu(std::process::id()).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn the_pause_splits_at_the_tunnel_ends_moments() {
+        let at = |us: u64| UNIX_EPOCH + Duration::from_micros(us);
+        let p = PauseParts::between(at(1_000_000), 1_013_000, 1_320_500, at(1_326_000)).unwrap();
+        assert_eq!(
+            p,
+            PauseParts {
+                source_qemu_ms: 13.0,
+                tunnel_ms: 307.5,
+                destination_qemu_ms: 5.5,
+            }
+        );
+        // the destination end stamped its moment just after QEMU finished: no time left for
+        // QEMU, and the parts still add up
+        assert_eq!(
+            PauseParts::between(at(1_000_000), 1_013_000, 1_327_000, at(1_326_000)),
+            Some(PauseParts {
+                source_qemu_ms: 13.0,
+                tunnel_ms: 313.0,
+                destination_qemu_ms: 0.0,
+            })
+        );
+        // a moment missing, or the arrival before the stop: no parts
+        assert_eq!(
+            PauseParts::between(at(1_000_000), 0, 1_320_500, at(1_326_000)),
+            None
+        );
+        assert_eq!(
+            PauseParts::between(at(2_000_000), 1_013_000, 1_320_500, at(1_326_000)),
+            None
+        );
     }
 }
