@@ -543,20 +543,20 @@ mod tests {
         for _ in 0..CHECK_PAGES {
             c.count_page();
         }
-        // 10 ms busy of 200: it closes at the check, one stage up, measured from its start
-        assert_eq!(c.check(ms(1200), ms(510)), Some(Z1));
+        // 80 ms busy of 600 since it opened: it closes at the check, one stage up
+        assert_eq!(c.check(ms(1600), ms(580)), Some(Z1));
         let w = c.windows[0];
         assert_eq!(
             (w.pages, w.stage, w.stage_next),
             (2 * CHECK_PAGES, Stage::Lz4, Z1)
         );
-        assert!((w.seconds - 0.2).abs() < 1e-9 && (w.cpu_seconds - 0.01).abs() < 1e-9);
+        assert!((w.seconds - 0.6).abs() < 1e-9 && (w.cpu_seconds - 0.08).abs() < 1e-9);
         // a full window closes whatever the clocks say, from where the last one closed
         for _ in 0..WINDOW_PAGES - 1 {
             c.count_page();
         }
         assert!(c.count_page());
-        assert_eq!(c.check(ms(1300), ms(609)), Some(Z1));
+        assert_eq!(c.check(ms(1700), ms(679)), Some(Z1));
         let w = c.windows[1];
         assert_eq!(w.pages, WINDOW_PAGES);
         assert!((w.seconds - 0.1).abs() < 1e-9 && (w.cpu_seconds - 0.099).abs() < 1e-9);
