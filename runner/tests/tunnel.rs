@@ -5,7 +5,8 @@
 //! from where it stopped and passes its own checks of the files it wrote before. The fault
 //! case cuts the link mid-migration: the source guest runs on, the destination QEMU fails
 //! its incoming migration and exits, and a second attempt through the same destination end
-//! completes.
+//! completes. The churn guest, which dirties more than the link carries, migrates only
+//! because Smart Stop decides when to stop it.
 //!
 //! Where QEMU or the Debian packages cannot be had, each test prints `SKIPPED: <reason>` on
 //! stderr and passes.
@@ -439,18 +440,12 @@ fn qemu_runs_the_source_end_itself_with_exec() {
     );
 }
 
-/// `pagewire tunnel demo --json`, the command a user runs, on the test guest through the
-/// tunnel alone: its JSON says the run was verified, with every field the issue names.
-#[test]
-fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
-    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
-    if guest_or_skip("demo").is_none() {
-        return;
-    }
+/// Runs `pagewire tunnel demo --json` through the tunnel alone with `args`, and checks that
+/// its one run was verified: the JSON and that run.
+fn tunnel_demo(args: &[&str]) -> (serde_json::Value, serde_json::Value) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pagewire"))
         .args(["tunnel", "demo", "--json", "--methods", "pagewire-tunnel"])
-        .args(["--rate", "400mbit", "--delay", "5ms", "--timeout", "90"])
-        .args(["--floor-ms", "60"])
+        .args(args)
         .arg("--guest-cache")
         .arg(guest::target_dir().join("test-guest"))
         .output()
@@ -464,9 +459,8 @@ fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
     });
     let runs = j["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 1, "{j}");
-    let r = &runs[0];
+    let r = runs[0].clone();
     assert_eq!(r["method"], "pagewire-tunnel");
-    assert_eq!(r["workload"], "heartbeat");
     if qemu_loses_pages_itself() && r["guest_ok"] == true && r["differing_pages"].as_u64() > Some(0)
     {
         // The migration completed, so the tunnel's end-to-end digest matched: the
@@ -476,8 +470,9 @@ fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
         assert_eq!(j["verified"], false, "{j}");
         let _ = writeln!(
             io::stderr(),
-            "NOTE: tunnel demo: QEMU {} left {} pages stale by itself (the tunnel's digest \
+            "NOTE: tunnel demo {}: QEMU {} left {} pages stale by itself (the tunnel's digest \
              matched; the guest ran on and passed its checks)",
+            r["workload"],
             qemu_version().unwrap_or_default(),
             r["differing_pages"]
         );
@@ -487,6 +482,28 @@ fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
         assert_eq!(r["verified"], true);
         assert_eq!(r["differing_pages"], 0);
     }
+    (j, r)
+}
+
+/// `pagewire tunnel demo --json`, the command a user runs, on the test guest through the
+/// tunnel alone: its JSON says the run was verified, with every field the issue names.
+#[test]
+fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
+    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
+    if guest_or_skip("demo").is_none() {
+        return;
+    }
+    let (_, r) = tunnel_demo(&[
+        "--rate",
+        "400mbit",
+        "--delay",
+        "5ms",
+        "--timeout",
+        "90",
+        "--floor-ms",
+        "60",
+    ]);
+    assert_eq!(r["workload"], "heartbeat");
     assert!(r["total_s"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["downtime_ms"].as_u64().is_some(), "{r}");
     // Smart Stop drove it, holding QEMU's limit at the floor asked for
@@ -515,4 +532,34 @@ fn the_demo_command_verifies_a_tunnel_run_and_prints_json() {
         wire > 0 && wire < r["qemu_ram_bytes"].as_u64().unwrap(),
         "{r}"
     );
+}
+
+/// The churn guest rewrites random bytes faster than 100 Mbit/s carries them, compressed or
+/// not: its passes stop shrinking, so QEMU never stops it by itself at the floor, and the
+/// migration ends only because Smart Stop decides to stop and copy.
+#[test]
+fn smart_stop_ends_the_migration_of_a_guest_that_never_converges() {
+    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
+    if guest_or_skip("churn").is_none() {
+        return;
+    }
+    let (_, r) = tunnel_demo(&["--workload", "churn", "--timeout", "120"]);
+    assert_eq!(r["workload"], "churn");
+    let sw = &r["switchover"];
+    assert_eq!(r["decided_by"], "smart-stop", "{r}");
+    assert_eq!(sw["end"]["kind"], "completed", "{sw}");
+    let stopped_after = sw["stop_after_pass"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the policy never decided: {sw}"));
+    let passes = sw["passes"].as_array().expect("passes");
+    let last = passes.last().expect("a pass");
+    assert_eq!(last["decision"], "stop-and-copy", "{sw}");
+    assert_eq!(last["report"]["iteration"], stopped_after, "{sw}");
+    // after the first pass the guest dirtied about as much as each pass sent: the passes
+    // did not shrink, the shape Smart Stop stops on
+    for p in &passes[1..] {
+        let sent = p["report"]["pages_sent"].as_f64().unwrap();
+        let dirtied = p["report"]["pages_dirtied"].as_f64().unwrap();
+        assert!(dirtied > 0.7 * sent, "pass shrank: {p}");
+    }
 }

@@ -1,9 +1,10 @@
 //! The guest workloads of `pagewire_runner::machine::Workload` boot in a real QEMU and
 //! run: each prints its READY line, heartbeats counting one by one, and passed checks of
 //! its own (the idle system's reference file, redis's known keys, the compile's identical
-//! objects and program output), and no failed check. One QEMU at a time.
+//! objects and program output, the churn's random files), and no failed check. One QEMU at
+//! a time.
 //!
-//! `idle` runs in every test run. `redis` and `compile` unpack Debian 12 packages (a
+//! `idle` and `churn` run in every test run. `redis` and `compile` unpack Debian 12 packages (a
 //! download of ~15 MB and ~60 MB the first time) and run slowly under TCG, so they are
 //! `#[ignore]`d: run them with
 //! `cargo test -p pagewire-runner --test workloads -- --ignored --test-threads 1`.
@@ -105,5 +106,16 @@ fn compile_builds_the_same_objects_every_round() {
         Duration::from_secs(90),
         Duration::from_secs(120),
         2,
+    );
+}
+
+#[test]
+fn churn_rereads_the_random_files_it_wrote() {
+    // ten checks: every one of its four files rewritten and read back at least twice
+    boots_and_checks(
+        Workload::Churn,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        10,
     );
 }

@@ -75,8 +75,9 @@ struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     guest_cache: Option<PathBuf>,
     /// What the guest runs: heartbeat (busybox, 128 MiB), idle (128 MiB), redis
-    /// (redis-server under redis-benchmark, 256 MiB) or compile (gcc, 512 MiB); several,
-    /// comma-separated, run one after the other and share the table, JSON and plot.
+    /// (redis-server under redis-benchmark, 256 MiB), compile (gcc, 512 MiB) or churn
+    /// (random bytes faster than 100 Mbit/s carries, 128 MiB); several, comma-separated, run
+    /// one after the other and share the table, JSON and plot.
     #[arg(
         long,
         value_name = "NAMES",

@@ -1,5 +1,6 @@
 //! What the guest runs, chosen by name: `heartbeat` (the default, busybox only), `idle`,
-//! `redis` and `compile` (programs from Debian 12's packages). Every workload prints the
+//! `redis` and `compile` (programs from Debian 12's packages), and `churn` (busybox only,
+//! a guest no migration converges on by itself). Every workload prints the
 //! same console markers ([`READY`](super::READY), heartbeats, `PAGEWIRE-CHECK ok|FAIL`),
 //! a heartbeat per round and a check in every round once it has something to compare, so
 //! the migration demo verifies any of them the same way.
@@ -21,6 +22,10 @@ pub enum Workload {
     /// gcc compiling generated C units one per round; each object and the linked
     /// program's output must come out the same every time.
     Compile,
+    /// Rewrites 16 MiB of tmpfs files with random bytes as fast as it can and checks each
+    /// four rounds later: it dirties more than 100 Mbit/s carries, compressed or not, so
+    /// no migration's passes shrink and a stop policy must decide when to stop.
+    Churn,
     /// Boots from a root disk and writes files to it, each round synced and read back
     /// from the disk; built by `disk_guest::build` only, so it is not among
     /// [`Workload::ALL`].
@@ -28,11 +33,12 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Heartbeat,
         Workload::Idle,
         Workload::Redis,
         Workload::Compile,
+        Workload::Churn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +47,7 @@ impl Workload {
             Workload::Idle => "idle",
             Workload::Redis => "redis",
             Workload::Compile => "compile",
+            Workload::Churn => "churn",
             Workload::Disk => "disk",
         }
     }
@@ -49,7 +56,7 @@ impl Workload {
     /// workload's own memory, measured by booting (see docs/TUNNEL.md).
     pub fn mem_mib(self) -> u64 {
         match self {
-            Workload::Heartbeat | Workload::Idle | Workload::Disk => 128,
+            Workload::Heartbeat | Workload::Idle | Workload::Churn | Workload::Disk => 128,
             Workload::Redis => 256,
             Workload::Compile => 512,
         }
@@ -58,7 +65,7 @@ impl Workload {
     /// Debian 12 packages unpacked into the guest (their dependencies come along).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
-            Workload::Heartbeat | Workload::Idle | Workload::Disk => &[],
+            Workload::Heartbeat | Workload::Idle | Workload::Churn | Workload::Disk => &[],
             Workload::Redis => &["redis-server", "redis-tools"],
             Workload::Compile => &["gcc-12", "libc6-dev"],
         }
@@ -71,6 +78,7 @@ impl Workload {
             Workload::Idle => IDLE_INIT,
             Workload::Redis => REDIS_INIT,
             Workload::Compile => COMPILE_INIT,
+            Workload::Churn => CHURN_INIT,
             Workload::Disk => DISK_INIT,
         }
     }
@@ -282,6 +290,43 @@ done
 "##
 );
 
+/// Four 4 MiB files in a tmpfs, one rewritten per round with bytes from `/dev/urandom`, its
+/// md5sum kept in the shell; each round first checks the file it is about to overwrite,
+/// written four rounds earlier. Random bytes leave nothing for any compression or delta to
+/// find, so the guest dirties memory that costs its full size on the link: about 26 MB/s
+/// under TCG on this project's machine (0.16 s a round), twice what 100 Mbit/s carries.
+/// `dd` with one 4 MiB block reads `/dev/urandom` at ~50 MB/s there, `head -c` in small
+/// reads at ~17 MB/s (too slow: a guest that dirties less than the link carries converges).
+const CHURN_INIT: &str = with_prelude!(
+    r#"mkdir -p /dev/shm
+mount -t tmpfs -o size=32m shm /dev/shm
+echo "pagewire-memory: $(grep MemAvailable /proc/meminfo)"
+"#,
+    ticker!(),
+    r#"echo PAGEWIRE-GUEST-READY
+i=0
+while :; do
+  i=$((i+1))
+  k=$((i % 4))
+  f=/dev/shm/c$k
+  eval "want=\$sum$k"
+  if [ -n "$want" ]; then
+    got=$(md5sum < $f)
+    got=${got%% *}
+    if [ "$got" = "$want" ]; then
+      echo "PAGEWIRE-CHECK ok $i"
+    else
+      echo "PAGEWIRE-CHECK FAIL $i c$k from round $((i-4)): md5 $got, written $want"
+    fi
+  fi
+  dd if=/dev/urandom of=$f bs=4194304 count=1 2> /dev/null
+  s=$(md5sum < $f)
+  eval "sum$k=${s%% *}"
+  echo "PAGEWIRE-HEARTBEAT $i"
+done
+"#
+);
+
 /// The disk's `/init`. Each round writes 128 KiB (half text naming the round, half random)
 /// to a new file, renames it over one of 16 slots, rewrites the manifest the same way,
 /// `sync`s, and checks every file (the four written at boot, the 16 slots) read back from
@@ -349,7 +394,10 @@ mod tests {
             assert_eq!(w.name().parse::<Workload>(), Ok(w));
         }
         let err = "kernel".parse::<Workload>().unwrap_err();
-        assert!(err.contains("heartbeat, idle, redis, compile"), "{err}");
+        assert!(
+            err.contains("heartbeat, idle, redis, compile, churn"),
+            "{err}"
+        );
     }
 
     #[test]
