@@ -376,6 +376,229 @@ fn a_cut_link_leaves_the_source_running_and_a_second_attempt_completes() {
     runs_on(&pair.source, &second, done);
 }
 
+/// A `pagewire tunnel source` or `dest` process, its stderr lines collected as they come.
+struct EndProcess {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl EndProcess {
+    fn spawn(args: &[&str]) -> EndProcess {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pagewire"))
+            .arg("tunnel")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a tunnel end");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (err, kept) = (child.stderr.take().unwrap(), lines.clone());
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in io::BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("  {line}");
+                kept.lock().unwrap().push(line);
+            }
+        });
+        EndProcess { child, lines }
+    }
+
+    /// The rest of the first stderr line that starts with `prefix`.
+    fn wait_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix).map(str::to_owned));
+            if let Some(rest) = found {
+                return rest;
+            }
+            assert!(Instant::now() < deadline, "no line '{prefix}'");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the end gets no chance to say goodbye to anyone.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Starts `pagewire tunnel dest` on a port of its choosing, into the QEMU at `sock`; the
+/// process and the address it listens on.
+fn dest_process(sock: &Path, keys: &Path) -> (EndProcess, String) {
+    let (qemu, keys) = (
+        format!("unix:{}", sock.display()),
+        keys.display().to_string(),
+    );
+    let dest = EndProcess::spawn(&[
+        "dest",
+        "--listen",
+        "127.0.0.1:0",
+        "--qemu",
+        &qemu,
+        "--keys",
+        &keys,
+        "--keep-listening",
+    ]);
+    let addr = dest.wait_line("tunnel dest: listening on ");
+    (dest, addr)
+}
+
+/// Starts `pagewire tunnel source` for QEMU's migration to `sock`, to the destination end
+/// at `to` over 40 Mbit/s (a few seconds for the test guest), once it waits for QEMU.
+fn source_process(sock: &Path, to: &str, keys: &Path) -> EndProcess {
+    let (qemu, keys) = (
+        format!("unix:{}", sock.display()),
+        keys.display().to_string(),
+    );
+    let source = EndProcess::spawn(&[
+        "source", "--qemu", &qemu, "--to", to, "--keys", &keys, "--rate", "40mbit",
+    ]);
+    source.wait_line("tunnel source: waiting for QEMU");
+    source
+}
+
+/// Waits until the source QEMU has written `bytes` of its migration stream and the
+/// destination QEMU is loading one: the middle of a migration, with both QEMUs in it.
+fn mid_migration(source: &mut Qmp, destination: &mut Machine, bytes: u64) {
+    let mut dq = destination.qmp().unwrap();
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    loop {
+        let info = source.execute("query-migrate", None).unwrap();
+        assert!(
+            matches!(info["status"].as_str(), Some("setup" | "active")),
+            "{info}"
+        );
+        let sent = info["ram"]["transferred"].as_u64().unwrap_or(0);
+        if sent >= bytes && dq.execute("query-migrate", None).unwrap()["status"] == "active" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QEMU sent {sent} bytes, the destination loads nothing"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// After a tunnel end died mid-migration: the source QEMU's migration failed and its guest
+/// runs on and passes its checks, and the destination QEMU gave up and exited with an error.
+fn source_runs_on_and_destination_gave_up(
+    sq: &mut Qmp,
+    source: &Machine,
+    destination: &mut Machine,
+    what: &str,
+) {
+    let died = Instant::now();
+    let outcome = wait_migration(sq, MIGRATION_TIMEOUT).unwrap();
+    assert_eq!(outcome.status, "failed", "{what}: {}", outcome.info);
+    assert_eq!(
+        sq.execute("query-status", None).unwrap()["status"],
+        "running",
+        "{what}"
+    );
+    source
+        .console()
+        .wait_heartbeats_after(died, 2, BOOT_TIMEOUT)
+        .unwrap();
+    assert!(source.console().failures().is_empty(), "{what}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = destination.exited() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the destination QEMU still waits"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !status.success(),
+        "{what}: destination QEMU exited {status}"
+    );
+}
+
+/// Either tunnel end killed outright (SIGKILL) in the middle of a migration: the source
+/// QEMU's migration fails and its guest runs on, the destination QEMU gives up, and a new
+/// attempt completes: into the same destination end after the source end died, through a
+/// new one after the destination end died.
+#[test]
+fn a_killed_tunnel_end_leaves_the_source_running_and_a_new_attempt_completes() {
+    let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(g) = guest_or_skip("killed end") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    tls::keygen(&keys).unwrap();
+    let dst_sock = tmp.path().join("dst.sock");
+    let incoming = format!("unix:{}", dst_sock.display());
+    let mut pair = MigrationPair::launch(&g, tmp.path(), &incoming, false).unwrap();
+    ready(&mut pair.source);
+    listening(&mut pair.destination);
+    let mut sq = pair.source.qmp().unwrap();
+    let new_destination = |name: &str| {
+        let mut m = Machine::launch(
+            &g,
+            &tmp.path().join(name),
+            &Start::Incoming {
+                uri: incoming.clone(),
+                paused: false,
+            },
+        )
+        .unwrap();
+        listening(&mut m);
+        m
+    };
+
+    // the source end dies once QEMU has written 2 MiB and the destination QEMU loads them
+    let (mut dest, to) = dest_process(&dst_sock, &keys);
+    let sock = tmp.path().join("src1.sock");
+    let mut source = source_process(&sock, &to, &keys);
+    migrate_into(&mut sq, &sock);
+    mid_migration(&mut sq, &mut pair.destination, 2 << 20);
+    source.kill();
+    source_runs_on_and_destination_gave_up(
+        &mut sq,
+        &pair.source,
+        &mut pair.destination,
+        "source end killed",
+    );
+
+    // the destination end, still listening, dies in the next attempt
+    let mut second = new_destination("second");
+    let sock = tmp.path().join("src2.sock");
+    let mut source = source_process(&sock, &to, &keys);
+    migrate_into(&mut sq, &sock);
+    mid_migration(&mut sq, &mut second, 2 << 20);
+    dest.kill();
+    source_runs_on_and_destination_gave_up(
+        &mut sq,
+        &pair.source,
+        &mut second,
+        "destination end killed",
+    );
+    let ended = source.child.wait().unwrap();
+    assert!(!ended.success(), "the source end after its link died");
+
+    // a new destination end and QEMU: the third attempt completes
+    let third = new_destination("third");
+    let (_dest, to) = dest_process(&dst_sock, &keys);
+    let sock = tmp.path().join("src3.sock");
+    let mut source = source_process(&sock, &to, &keys);
+    migrate_into(&mut sq, &sock);
+    let outcome = wait_migration(&mut sq, MIGRATION_TIMEOUT).unwrap();
+    assert!(outcome.completed(), "third attempt: {}", outcome.info);
+    assert!(source.child.wait().unwrap().success());
+    runs_on(&pair.source, &third, Instant::now());
+}
+
 #[test]
 fn qemu_runs_the_source_end_itself_with_exec() {
     let _one = ONE_PAIR.lock().unwrap_or_else(|e| e.into_inner());
