@@ -157,11 +157,37 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
     let n = passes.len();
     for (i, pass) in passes.iter().enumerate() {
         let mut mark = thread_cpu_time();
-        for &(pfn, off) in pass {
-            let k = enc.encode_page(pfn, set.page(off), &mut out)?;
-            zout.write(&mut link, &out[..k])?;
-            stream_len += k;
-            if chooser.count_page() {
+        let mut rest = &pass[..];
+        while !rest.is_empty() {
+            // plain pages in bulk up to the next check, as the runner sends them; the
+            // other stages page by page
+            let take = match chooser.stage() {
+                Stage::Plain => rest.len().min(chooser.pages_to_check() as usize),
+                _ => 1,
+            };
+            let now;
+            (now, rest) = rest.split_at(take);
+            if take == 1 {
+                let (pfn, off) = now[0];
+                let k = enc.encode_page(pfn, set.page(off), &mut out)?;
+                zout.write(&mut link, &out[..k])?;
+                stream_len += k;
+            } else {
+                let batch: Vec<(u64, &[u8])> =
+                    now.iter().map(|&(pfn, off)| (pfn, set.page(off))).collect();
+                let mut b = &batch[..];
+                while !b.is_empty() {
+                    let done = enc.encode_plain_pages(b, &mut out)?;
+                    zout.write(&mut link, &out[..done.written])?;
+                    stream_len += done.written;
+                    b = &b[done.pages..];
+                }
+            }
+            let mut wanted = false;
+            for _ in 0..take {
+                wanted = chooser.count_page();
+            }
+            if wanted {
                 cpu += thread_cpu_time() - mark;
                 let wall = wall0 + w.wall(cpu, &link, bytes_per_s);
                 let before = chooser.stage();

@@ -23,6 +23,18 @@ pub trait Codec {
         last: bool,
         wire: &mut Vec<u8>,
     ) -> Result<()>;
+    /// Encodes one pass straight into `out`, the buffer a transport would send from, where
+    /// the codec builds its stream there; returns the bytes written. `None` for a codec
+    /// that appends to a `Vec` ([`Codec::encode_pass`]).
+    fn encode_pass_into(
+        &mut self,
+        _set: &PageSet,
+        _pass: &[(u64, usize)],
+        _last: bool,
+        _out: &mut [u8],
+    ) -> Option<Result<usize>> {
+        None
+    }
     /// Decodes one pass's wire bytes into `mem`.
     fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()>;
 }
@@ -342,6 +354,9 @@ pub struct Pagewire {
     pub exhaustive: bool,
     /// How the decoder keeps the pages its stream refers to.
     pub mode: DecodeMode,
+    /// Plain pages in bulk (`Encoder::encode_plain_pages`), their frames built in the
+    /// harness's output buffer: the raw path, one copy per page.
+    pub bulk: bool,
     label: String,
     out: Vec<u8>,
     // Encoder and decoder live across passes over storage leaked once per row: the harness
@@ -368,6 +383,7 @@ impl Pagewire {
             zstd,
             exhaustive: false,
             mode: DecodeMode::CacheCopy,
+            bulk: false,
             label: label.into(),
             out: vec![0; cfg.max_output_len()],
             enc: None,
@@ -423,6 +439,34 @@ impl Codec for Pagewire {
             wire.extend_from_slice(&packed);
         }
         Ok(())
+    }
+    fn encode_pass_into(
+        &mut self,
+        set: &PageSet,
+        pass: &[(u64, usize)],
+        last: bool,
+        out: &mut [u8],
+    ) -> Option<Result<usize>> {
+        if !self.bulk {
+            return None;
+        }
+        let enc = self.enc.as_mut()?;
+        Some((|| {
+            let pages: Vec<(u64, &[u8])> = pass
+                .iter()
+                .map(|&(pfn, off)| (pfn, set.page(off)))
+                .collect();
+            let (mut rest, mut n) = (&pages[..], 0);
+            while !rest.is_empty() {
+                let b = enc.encode_plain_pages(rest, &mut out[n..])?;
+                (rest, n) = (&rest[b.pages..], n + b.written);
+            }
+            n += enc.end_iteration(&mut out[n..])?;
+            if last {
+                n += enc.finish(&mut out[n..])?;
+            }
+            Ok(n)
+        })())
     }
     fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()> {
         let unpacked;

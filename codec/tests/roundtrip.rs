@@ -145,6 +145,33 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Plain pages in bulk, built in the caller's buffer, between page-by-page records of
+    /// any features: the PLAIN and ZERO records retire their pages' slots on both sides, so
+    /// the deltas and references after them stay valid, in both decoder modes.
+    #[test]
+    fn plain_batches_mix_with_page_by_page_records(
+        cfg in config(),
+        ops in prop::collection::vec(op(), 0..120),
+        seed in any::<u64>(),
+        cbr in any::<bool>(),
+        delta in any::<bool>(),
+        batch_bits in any::<u64>(),
+    ) {
+        let steps = build(&cfg, &ops, seed);
+        let features = pagewire::Features { cbr, delta };
+        let (wire, stats) = encode_batched(cfg, features, &steps, batch_bits);
+        let (events, r) = decode(&wire);
+        prop_assert_eq!(r, Ok(()));
+        prop_assert_eq!(events, expected_events(&steps));
+        let pages = steps.iter().filter(|s| matches!(s, Step::Page(..))).count() as u64;
+        prop_assert_eq!(stats.pages(), pages);
+        prop_assert_eq!(stats.bytes_out, wire.len() as u64);
+    }
+}
+
 #[test]
 fn redundancy_is_found() {
     // 64 pages of text, then the same pages again with small edits, then copies of the edited

@@ -8,6 +8,7 @@
 //! | `blocks` | the per-block plan: zero blocks, content lookups, block deltas, its size |
 //! | `write` | the records as chosen, and the cache insertion rule that follows them |
 //! | `seal` | a finished body into a frame: LZ4, header, CRC |
+//! | `plain` | plain pages in bulk, their frames built in the caller's buffer |
 //! | `lz4` | LZ4 with its hash tables in the encoder's storage, not on the stack |
 //! | `index` | the lossy lookup tables (block hash, pfn) only the encoder needs |
 //! | `stats` | the counters |
@@ -16,10 +17,12 @@ mod blocks;
 mod choose;
 mod index;
 mod lz4;
+mod plain;
 mod seal;
 mod stats;
 mod write;
 
+pub use plain::PlainBatch;
 pub use stats::{EncoderStats, KindStats};
 
 use crate::cache::PageCache;

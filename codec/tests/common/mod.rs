@@ -73,6 +73,79 @@ pub fn encode_switching(
     (wire, *enc.stats())
 }
 
+/// Like [`encode_with`], but runs of consecutive pages go through
+/// [`Encoder::encode_plain_pages`] where bit k (mod 64) of `batch_bits` is set for the k-th
+/// run (a run ends at each iteration end or blob), into an output buffer of exactly
+/// `Config::max_output_len()` bytes, so that some calls take no page.
+pub fn encode_batched(
+    cfg: Config,
+    features: pagewire::Features,
+    steps: &[Step],
+    batch_bits: u64,
+) -> (Vec<u8>, pagewire::EncoderStats) {
+    let mut mem = vec![0u8; cfg.encoder_storage_len()];
+    let mut out = vec![0u8; cfg.max_output_len()];
+    let mut enc = Encoder::new(cfg, &mut mem).expect("encoder");
+    enc.set_features(features);
+    let mut wire = Vec::new();
+    let mut run: Vec<(u64, &[u8])> = Vec::new();
+    let mut runs = 0u32;
+    for s in steps {
+        let n = match s {
+            Step::Page(pfn, page) => {
+                run.push((*pfn, page));
+                continue;
+            }
+            Step::EndIteration => {
+                end_run(
+                    &mut enc, &mut run, batch_bits, &mut runs, &mut out, &mut wire,
+                );
+                enc.end_iteration(&mut out)
+            }
+            Step::Blob(tag, data) => {
+                end_run(
+                    &mut enc, &mut run, batch_bits, &mut runs, &mut out, &mut wire,
+                );
+                enc.append_blob(*tag, data, &mut out)
+            }
+        }
+        .expect("encode");
+        wire.extend_from_slice(&out[..n]);
+    }
+    end_run(
+        &mut enc, &mut run, batch_bits, &mut runs, &mut out, &mut wire,
+    );
+    let n = enc.finish(&mut out).expect("finish");
+    wire.extend_from_slice(&out[..n]);
+    (wire, *enc.stats())
+}
+
+/// Encodes the pages of `run` (see [`encode_batched`]) and empties it.
+fn end_run(
+    enc: &mut Encoder,
+    run: &mut Vec<(u64, &[u8])>,
+    batch_bits: u64,
+    runs: &mut u32,
+    out: &mut [u8],
+    wire: &mut Vec<u8>,
+) {
+    let batched = batch_bits >> (*runs % 64) & 1 == 1;
+    *runs += 1;
+    let mut rest = &run[..];
+    while !rest.is_empty() {
+        if batched {
+            let b = enc.encode_plain_pages(rest, out).expect("batch");
+            wire.extend_from_slice(&out[..b.written]);
+            rest = &rest[b.pages..];
+        } else {
+            let n = enc.encode_page(rest[0].0, rest[0].1, out).expect("page");
+            wire.extend_from_slice(&out[..n]);
+            rest = &rest[1..];
+        }
+    }
+    run.clear();
+}
+
 /// What a decoder handed out, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

@@ -104,4 +104,14 @@ impl StreamEncoder for InProcessEncoder {
             .set_features(if on { Features::NONE } else { self.features });
         self.enc.features() == Features::NONE
     }
+
+    fn encode_plain_pages(&mut self, pages: &[(u64, &[u8])], out: &mut Vec<u8>) -> Result<()> {
+        let mut rest = pages;
+        while !rest.is_empty() {
+            let b = self.enc.encode_plain_pages(rest, &mut self.out)?;
+            out.extend_from_slice(&self.out[..b.written]);
+            rest = &rest[b.pages..];
+        }
+        Ok(())
+    }
 }

@@ -27,4 +27,14 @@ pub trait StreamEncoder {
     fn set_plain(&mut self, _on: bool) -> bool {
         false
     }
+    /// Encodes `pages` (pfn, content) as plain pages, a zero test and the page whole, in
+    /// bulk where the encoder can (`Encoder::encode_plain_pages`: one copy of each page
+    /// into its frame); as [`StreamEncoder::encode_page`] one by one where it cannot. For
+    /// an encoder whose plain pages are on ([`StreamEncoder::set_plain`]).
+    fn encode_plain_pages(&mut self, pages: &[(u64, &[u8])], out: &mut Vec<u8>) -> Result<()> {
+        for &(pfn, page) in pages {
+            self.encode_page(pfn, page, out)?;
+        }
+        Ok(())
+    }
 }

@@ -375,6 +375,25 @@ impl Chooser {
             || (self.pages % CHECK_PAGES == 0 && self.auto.would_explore_up())
     }
 
+    /// Pages that may go out before [`Chooser::count_page`] next asks for the clocks: a
+    /// batch of plain pages sent in bulk ends there, so the check comes on time.
+    pub fn pages_to_check(&self) -> u64 {
+        (WINDOW_PAGES - self.pages).min(CHECK_PAGES - self.pages % CHECK_PAGES)
+    }
+
+    /// `n` more pages went out in one batch of at most [`Chooser::pages_to_check`]: as
+    /// [`Chooser::page_sent`] after the last of them.
+    pub fn pages_sent(&mut self, n: u64) -> Option<Stage> {
+        let mut wanted = false;
+        for _ in 0..n {
+            wanted = self.count_page();
+        }
+        if !wanted {
+            return None;
+        }
+        self.check(self.started.elapsed(), thread_cpu_time())
+    }
+
     /// The clocks at a point [`Chooser::count_page`] asked for them. Closes the window when
     /// it is full, or early when the sender mostly waited so far ([`EARLY_LINK_BOUND`]);
     /// then returns the stage for what follows.
@@ -560,6 +579,34 @@ mod tests {
         let w = c.windows[1];
         assert_eq!(w.pages, WINDOW_PAGES);
         assert!((w.seconds - 0.1).abs() < 1e-9 && (w.cpu_seconds - 0.099).abs() < 1e-9);
+    }
+
+    #[test]
+    fn batches_up_to_the_next_check_end_windows_where_single_pages_would() {
+        let mut c = Chooser::default();
+        assert_eq!(c.pages_to_check(), CHECK_PAGES);
+        assert_eq!(c.pages_sent(CHECK_PAGES - 10), None);
+        assert_eq!(c.pages_to_check(), 10);
+        // batches of 64 pages, as the runner sends plain pages, cut at every check
+        let mut sent = CHECK_PAGES - 10;
+        while c.windows.len() < 3 {
+            let n = c.pages_to_check().min(64);
+            assert!((1..=CHECK_PAGES).contains(&n));
+            c.pages_sent(n);
+            sent += n;
+        }
+        // every window closed at a check (early, if this thread was descheduled long
+        // enough to look like waiting) or full, never past one
+        let mut closed = 0;
+        for w in &c.windows {
+            assert!(
+                w.pages % CHECK_PAGES == 0 && w.pages <= WINDOW_PAGES,
+                "{w:?}"
+            );
+            closed += w.pages;
+        }
+        assert_eq!(closed, sent);
+        assert_eq!(c.pages_to_check(), CHECK_PAGES);
     }
 
     #[test]
