@@ -5,8 +5,9 @@
 //! from where it stopped and passes its own checks of the files it wrote before. The fault
 //! case cuts the link mid-migration: the source guest runs on, the destination QEMU fails
 //! its incoming migration and exits, and a second attempt through the same destination end
-//! completes. The churn guest, which dirties more than the link carries, migrates only
-//! because Smart Stop decides when to stop it.
+//! completes; so does a new attempt after either tunnel end was killed outright. The churn
+//! guest, which dirties more than the link carries, migrates only because Smart Stop decides
+//! when to stop it.
 //!
 //! Where QEMU or the Debian packages cannot be had, each test prints `SKIPPED: <reason>` on
 //! stderr and passes.
@@ -425,6 +426,15 @@ impl EndProcess {
     fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+impl Drop for EndProcess {
+    /// An end still running when the test ends (a destination end keeps listening, and a
+    /// failed assertion leaves both) goes with it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -37,10 +37,11 @@ impl Encoder<'_> {
     /// `Config::max_frame_len()` holds another frame. A call may take no page (when the
     /// frame it had to flush filled `out`); the next one then takes some.
     ///
-    /// The pages may be guest memory a vCPU writes meanwhile: each is read once by the zero
-    /// test and once by the copy, nothing of it is kept, and the CRC covers the bytes as
-    /// copied. A page that changed between the two reads goes out as it was at one of them,
-    /// and the dirty log sends it again.
+    /// Nothing of a page is kept after its copy, so the two ends' state never depends on
+    /// the bytes read: unlike the page-by-page path, this one would need no private copy of
+    /// memory that changes meanwhile (a page changed between the zero test and the copy
+    /// would go out as it was at one of them, under a CRC of what was copied). Through this
+    /// `&[u8]` interface the pages must still not change during the call.
     pub fn encode_plain_pages(
         &mut self,
         pages: &[(u64, &[u8])],
