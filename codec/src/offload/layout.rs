@@ -31,7 +31,8 @@ pub mod ctrl {
     pub const OUT_HEAD: usize = 448;
     /// [`DeviceState`](super::super::DeviceState): device writes (Release).
     pub const DEVICE_STATE: usize = 512;
-    /// Why the device failed ([`FailCode`](super::super::FailCode)), valid in state FAILED.
+    /// Why the device failed ([`OffloadError::code`](super::super::OffloadError::code)), valid
+    /// in state FAILED.
     pub const DEVICE_ERROR: usize = 516;
     /// Incremented by the device on every poll (Relaxed): shows it is alive.
     pub const HEARTBEAT: usize = 520;
