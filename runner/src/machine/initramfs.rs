@@ -34,6 +34,43 @@ macro_rules! ticker {
 }
 pub(super) use ticker;
 
+/// The main loop of a workload that rewrites `$files` files `/dev/shm/<$name>k` in turn:
+/// READY, then each round checks the file it is about to overwrite (written `$files` rounds
+/// earlier) against the md5sum kept in the shell variable `sum<k>`, runs `$write` (which
+/// writes `$f` and leaves its md5sum in `s`), keeps that sum, and prints its heartbeat.
+macro_rules! rotating_files {
+    ($files:literal, $name:literal, $write:literal) => {
+        concat!(
+            "echo PAGEWIRE-GUEST-READY\ni=0\nwhile :; do\n  i=$((i+1))\n  k=$((i % ",
+            $files,
+            "))\n  f=/dev/shm/",
+            $name,
+            r#"$k
+  eval "want=\$sum$k"
+  if [ -n "$want" ]; then
+    got=$(md5sum < $f)
+    got=${got%% *}
+    if [ "$got" = "$want" ]; then
+      echo "PAGEWIRE-CHECK ok $i"
+    else
+      echo "PAGEWIRE-CHECK FAIL $i "#,
+            $name,
+            "$k from round $((i-",
+            $files,
+            r#")): md5 $got, written $want"
+    fi
+  fi
+"#,
+            $write,
+            r#"  eval "sum$k=${s%% *}"
+  echo "PAGEWIRE-HEARTBEAT $i"
+done
+"#
+        )
+    };
+}
+pub(super) use rotating_files;
+
 /// The md5sum of each file is taken from the bytes as they are written (through `tee`), not
 /// read back, and kept in a shell variable: both the file (page cache) and the sum (the
 /// shell's heap) live in guest memory, so a migration that damaged either shows as a FAIL.
@@ -46,27 +83,11 @@ mkdir -p /dev/shm
 mount -t tmpfs -o size=32m shm /dev/shm
 "#,
     ticker!(),
-    r#"echo PAGEWIRE-GUEST-READY
-i=0
-while :; do
-  i=$((i+1))
-  k=$((i % 8))
-  f=/dev/shm/w$k
-  eval "want=\$sum$k"
-  if [ -n "$want" ]; then
-    got=$(md5sum < $f)
-    got=${got%% *}
-    if [ "$got" = "$want" ]; then
-      echo "PAGEWIRE-CHECK ok $i"
-    else
-      echo "PAGEWIRE-CHECK FAIL $i w$k from round $((i-8)): md5 $got, written $want"
-    fi
-  fi
-  s=$(yes "pagewire-workload-$i" | head -c 1048576 | tee $f | md5sum)
-  eval "sum$k=${s%% *}"
-  echo "PAGEWIRE-HEARTBEAT $i"
-done
-"#
+    rotating_files!(
+        8,
+        "w",
+        "  s=$(yes \"pagewire-workload-$i\" | head -c 1048576 | tee $f | md5sum)\n"
+    )
 );
 
 /// The archive of the `heartbeat` workload: /init, /bin/busybox, the mount points and

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::initramfs::{ticker, INIT as HEARTBEAT_INIT};
+use super::initramfs::{rotating_files, ticker, INIT as HEARTBEAT_INIT};
 
 /// A guest workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -303,28 +303,11 @@ mount -t tmpfs -o size=32m shm /dev/shm
 echo "pagewire-memory: $(grep MemAvailable /proc/meminfo)"
 "#,
     ticker!(),
-    r#"echo PAGEWIRE-GUEST-READY
-i=0
-while :; do
-  i=$((i+1))
-  k=$((i % 4))
-  f=/dev/shm/c$k
-  eval "want=\$sum$k"
-  if [ -n "$want" ]; then
-    got=$(md5sum < $f)
-    got=${got%% *}
-    if [ "$got" = "$want" ]; then
-      echo "PAGEWIRE-CHECK ok $i"
-    else
-      echo "PAGEWIRE-CHECK FAIL $i c$k from round $((i-4)): md5 $got, written $want"
-    fi
-  fi
-  dd if=/dev/urandom of=$f bs=4194304 count=1 2> /dev/null
-  s=$(md5sum < $f)
-  eval "sum$k=${s%% *}"
-  echo "PAGEWIRE-HEARTBEAT $i"
-done
-"#
+    rotating_files!(
+        4,
+        "c",
+        "  dd if=/dev/urandom of=$f bs=4194304 count=1 2> /dev/null\n  s=$(md5sum < $f)\n"
+    )
 );
 
 /// The disk's `/init`. Each round writes 128 KiB (half text naming the round, half random)
