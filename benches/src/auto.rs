@@ -183,11 +183,7 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
                     b = &b[done.pages..];
                 }
             }
-            let mut wanted = false;
-            for _ in 0..take {
-                wanted = chooser.count_page();
-            }
-            if wanted {
+            if chooser.count_pages(take as u64) {
                 cpu += thread_cpu_time() - mark;
                 let wall = wall0 + w.wall(cpu, &link, bytes_per_s);
                 let before = chooser.stage();

@@ -382,13 +382,17 @@ impl Chooser {
     }
 
     /// `n` more pages went out in one batch of at most [`Chooser::pages_to_check`]: as
-    /// [`Chooser::page_sent`] after the last of them.
+    /// [`Chooser::count_page`] for the last of them (only the last can want the clocks).
+    pub fn count_pages(&mut self, n: u64) -> bool {
+        debug_assert!(n <= self.pages_to_check());
+        self.pages += n.saturating_sub(1);
+        n > 0 && self.count_page()
+    }
+
+    /// `n` more pages went out in one batch: as [`Chooser::page_sent`] after the last of
+    /// them.
     pub fn pages_sent(&mut self, n: u64) -> Option<Stage> {
-        let mut wanted = false;
-        for _ in 0..n {
-            wanted = self.count_page();
-        }
-        if !wanted {
+        if !self.count_pages(n) {
             return None;
         }
         self.check(self.started.elapsed(), thread_cpu_time())
