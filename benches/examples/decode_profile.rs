@@ -6,7 +6,8 @@
 //!
 //! `ROUNDS=N` (20): decodes of the whole stream. `FOCUS=1`: pass 0 keeps only the pages the
 //! later passes send again, so the later passes dominate a profile. `ONLY_FIRST=1`: decodes
-//! pass 0 alone. `PERF_CTL=FIFO PERF_ACK=FIFO2` with
+//! pass 0 alone. `COLD=1`: caches flushed before each pass's decode, as
+//! in the harness, where the pass's encoding runs in between. `PERF_CTL=FIFO PERF_ACK=FIFO2` with
 //! `perf record --control fifo:FIFO,FIFO2 -D -1`: perf samples the later passes only.
 
 use std::time::{Duration, Instant};
@@ -92,6 +93,8 @@ fn main() -> Result<()> {
             ack.read_exact(&mut b).expect("perf ack");
         }
     };
+    // COLD=1: 64 MiB written before each pass's decode, so that it starts with cold caches
+    let mut evict = std::env::var_os("COLD").map(|_| vec![0u8; 64 << 20]);
     let mut best = Duration::MAX;
     for _ in 0..rounds {
         let before = later;
@@ -105,6 +108,19 @@ fn main() -> Result<()> {
             let input = if i == 0 { &w[HEADER_LEN..] } else { &w[..] };
             if i == 1 {
                 tell(&mut perf_ctl, b"enable\n");
+            }
+            if let Some(evict) = evict.as_mut() {
+                // as in the harness, where the pass's encoding runs between two decodes
+                if i > 0 {
+                    tell(&mut perf_ctl, b"disable\n");
+                }
+                evict
+                    .iter_mut()
+                    .step_by(64)
+                    .for_each(|b| *b = b.wrapping_add(1));
+                if i > 0 {
+                    tell(&mut perf_ctl, b"enable\n");
+                }
             }
             let t = Instant::now();
             let used = dec

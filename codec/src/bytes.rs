@@ -90,17 +90,63 @@ pub fn is_zero(data: &[u8]) -> bool {
     chunks.remainder().iter().all(|&b| b == 0)
 }
 
-/// XORs `src` into `dst` (same length).
-#[inline]
+/// XORs `src` into `dst` (same length), a word at a time. From 8 bytes on, the last word
+/// overlaps the one before rather than leaving a byte-by-byte tail: it is computed from the
+/// bytes as they were before any store, so the overlapping bytes are written the same value
+/// twice, not XORed twice. A delta's runs of 9-100 bytes went 13 % faster than with bytes
+/// (`docs/PERFORMANCE.md`, *Decoding in place*).
+#[inline(always)]
 pub fn xor_into(dst: &mut [u8], src: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d ^= *s;
+    let n = dst.len();
+    assert_eq!(src.len(), n, "xor_into: lengths differ");
+    if n < 8 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d ^= *s;
+        }
+        return;
     }
+    let tail = word(dst, n - 8) ^ word(src, n - 8);
+    let mut i = 0;
+    while i + 8 < n {
+        let d = word(dst, i) ^ word(src, i);
+        dst[i..i + 8].copy_from_slice(&d.to_le_bytes());
+        i += 8;
+    }
+    dst[n - 8..].copy_from_slice(&tail.to_le_bytes());
+}
+
+/// The little-endian word at `s[i..i + 8]`.
+#[inline(always)]
+fn word(s: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[i..i + 8]);
+    u64::from_le_bytes(w)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xor_into_matches_xor_byte_by_byte_at_every_length() {
+        let src: [u8; 100] = core::array::from_fn(|i| (i * 37 + 11) as u8);
+        let base: [u8; 100] = core::array::from_fn(|i| (i * 101 + 3) as u8);
+        for n in 0..=100 {
+            for at in [0, 1, 7] {
+                let end = (at + n).min(100);
+                let mut dst = base;
+                xor_into(&mut dst[at..end], &src[..end - at]);
+                for i in 0..100 {
+                    let want = if (at..end).contains(&i) {
+                        base[i] ^ src[i - at]
+                    } else {
+                        base[i]
+                    };
+                    assert_eq!(dst[i], want, "length {n} at {at}, byte {i}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn mismatch_finds_every_position() {

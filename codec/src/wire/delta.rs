@@ -372,24 +372,44 @@ pub fn check(rle: &[u8], len: usize) -> Result<usize> {
 pub fn apply(rle: &[u8], dst: &mut [u8]) -> Result<usize> {
     let len = dst.len();
     walk(rle, len, |at, p, run| {
-        // most runs are a few bytes: one masked word where both sides have eight bytes
-        if run <= 8 && at + 8 <= len && p + 8 <= rle.len() {
-            let mask = u64::MAX >> (64 - 8 * run);
-            let x = word(rle, p) & mask;
-            let d = word(dst, at) ^ x;
-            dst[at..at + 8].copy_from_slice(&d.to_le_bytes());
+        // most runs are a few bytes: one masked 16-byte word where both sides have 16 bytes,
+        // without a branch on the run's length, which varies from run to run
+        if run <= 16 && at + 16 <= len && p + 16 <= rle.len() {
+            let mask = u128::MAX >> (128 - 8 * run);
+            let x = word128(rle, p) & mask;
+            let d = word128(dst, at) ^ x;
+            dst[at..at + 16].copy_from_slice(&d.to_le_bytes());
         } else {
             crate::bytes::xor_into(&mut dst[at..at + run], &rle[p..p + run]);
         }
     })
 }
 
-/// The little-endian word at `s[i..i + 8]`.
+/// The little-endian 16 bytes at `s[i..i + 16]`.
 #[inline(always)]
-fn word(s: &[u8], i: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&s[i..i + 8]);
-    u64::from_le_bytes(w)
+fn word128(s: &[u8], i: usize) -> u128 {
+    let mut w = [0u8; 16];
+    w.copy_from_slice(&s[i..i + 16]);
+    u128::from_le_bytes(w)
+}
+
+/// A run's `skip` and `code` at `*pos`. Most runs have both below 128, one byte each: read
+/// without going through `*pos` in memory, which the general path (not inlined) would make
+/// the walk do for every run.
+#[inline(always)]
+fn run_header(rle: &[u8], pos: &mut usize) -> Result<(u64, u64)> {
+    let p = *pos;
+    if let Some(&[skip, code]) = rle.get(p..p + 2) {
+        if (skip | code) < 0x80 {
+            *pos = p + 2;
+            return Ok((u64::from(skip), u64::from(code)));
+        }
+    }
+    let mut q = p;
+    let skip = varint::get(rle, &mut q)?;
+    let code = varint::get(rle, &mut q)?;
+    *pos = q;
+    Ok((skip, code))
 }
 
 /// Walks the runs of the delta at the start of `rle` for a target of `len` bytes, handing
@@ -401,8 +421,7 @@ fn walk(rle: &[u8], len: usize, mut f: impl FnMut(usize, usize, usize)) -> Resul
     let mut at = 0usize;
     let mut first = true;
     loop {
-        let skip = varint::get(rle, &mut p)?;
-        let code = varint::get(rle, &mut p)?;
+        let (skip, code) = run_header(rle, &mut p)?;
         let run = code >> 1;
         let last = code & 1 == 1;
         if run == 0 {
@@ -452,6 +471,24 @@ mod tests {
     fn unchanged_is_two_bytes() {
         let b = [5u8; 1024];
         assert_eq!(round_trip(&b, &b), 2);
+    }
+
+    #[test]
+    fn runs_of_every_length_apply_at_every_place_in_the_page() {
+        // the masked 16-byte path, its fallback near the end of the page or the delta, and
+        // word runs whose last word overlaps the one before; skips of one and two bytes
+        let base: [u8; 4096] = core::array::from_fn(|i| (i * 13 % 253) as u8);
+        for len in 1..=40 {
+            for at in (0..64).chain(200..203).chain(4096 - 64..=4096 - len) {
+                let mut new = base;
+                new[at..at + len].iter_mut().for_each(|b| *b = !*b);
+                // a second run far enough on that its skip takes two varint bytes
+                if at + len + 200 < 4096 {
+                    new[at + len + 199] ^= 0x33;
+                }
+                round_trip(&new, &base);
+            }
+        }
     }
 
     #[test]
