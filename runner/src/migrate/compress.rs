@@ -84,16 +84,23 @@ impl Compression {
 pub const WINDOW_PAGES: u64 = 4096;
 /// Pages between the checks inside a window (4 MiB): a window in which the sender already
 /// mostly waits for the link closes at one of them, so that a slow link climbs to fewer
-/// bytes after a few MiB instead of 16. Only a climb is taken early: the socket's and the
-/// shaper's buffers take the first MiB of a link without the sender waiting, which makes a
-/// short window look CPU-bound on any link, never link-bound (`docs/PERFORMANCE.md`,
-/// *Smaller first windows*).
+/// bytes after a few MiB instead of 16; and one in which its CPU is the bottleneck closes
+/// to step down once it has put out [`EARLY_DESCENT_BYTES`]. The socket's and the shaper's
+/// buffers take the first bytes of a link without the sender waiting, which makes a short
+/// window look CPU-bound on any link, never link-bound (`docs/PERFORMANCE.md`, *Smaller
+/// first windows*): hence the bytes a descent needs.
 pub const CHECK_PAGES: u64 = 1024;
 /// The waiting share at a check above which a window closes early. Stricter than
 /// [`LINK_BOUND`]: a stage up costs 2-4x the CPU per page (LZ4 to zstd 1), which fits only
 /// where the sender waits most of the time; at 1 Gbit/s early windows waited 54-74 %, and
 /// early climbs at 50 % there only swung between LZ4 and zstd 1.
 pub const EARLY_LINK_BOUND: f64 = 0.8;
+/// The bytes a window must have put out before a check may close it to step down: four
+/// times the 256 KiB the runner's connections let wait unsent (`net::SMALL_UNSENT`), more
+/// than that plus a 100 Mbit/s + 20 ms link's bandwidth-delay product. On a link that holds
+/// more on its way (1 Gbit/s + 20 ms: 2.5 MB) a descent can still be wrong; the next check
+/// then finds the sender waiting and climbs back to the stage that was faster.
+pub const EARLY_DESCENT_BYTES: u64 = 1 << 20;
 /// Below this headroom the sending CPU is the bottleneck: a step down the ladder.
 pub const CPU_BOUND: f64 = 0.25;
 /// Above this headroom the sender mostly waits for the link: a step up.
@@ -160,6 +167,8 @@ const START: usize = 2;
 pub struct Window {
     /// Pages sent in the window.
     pub pages: u64,
+    /// Bytes the encoder put out for them (before zstd, if any).
+    pub bytes: u64,
     /// Wall-clock seconds it took.
     pub seconds: f64,
     /// CPU seconds of the sending thread in it.
@@ -190,6 +199,17 @@ pub fn thread_cpu_time() -> Duration {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Why a window closes before it is full ([`AutoStage::early`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Early {
+    /// It goes on.
+    No,
+    /// To climb: the rule ([`AutoStage::next`]) decides on the window as on a full one.
+    Climb,
+    /// To step down, without keeping the window's rate ([`AutoStage::step_down_early`]).
+    StepDown,
 }
 
 /// The choice of stage per window, starting at LZ4. After each window: to a neighbouring
@@ -252,6 +272,43 @@ impl AutoStage {
         self.at + 1 < LADDER.len() && self.known_rate(self.at + 1, self.windows + 1).is_none()
     }
 
+    /// Whether a window so far (`pages` in `seconds`, `waiting` the share of them spent
+    /// waiting, `bytes` put out) is reason enough to close it at a check, before it is full:
+    /// to climb where the sender mostly waits ([`EARLY_LINK_BOUND`]) and the stage above is
+    /// untried or was faster; to step down where its CPU is the bottleneck ([`CPU_BOUND`])
+    /// past the buffers ([`EARLY_DESCENT_BYTES`]) and the stage below is untried or was
+    /// faster.
+    pub fn early(&self, pages: u64, seconds: f64, waiting: f64, bytes: u64) -> Early {
+        let now = self.windows + 1;
+        let rate = pages as f64 / seconds.max(1e-9);
+        let worth = |j: usize| {
+            self.known_rate(j, now)
+                .is_none_or(|r| r > rate * HYSTERESIS)
+        };
+        if waiting > EARLY_LINK_BOUND && self.at + 1 < LADDER.len() && worth(self.at + 1) {
+            Early::Climb
+        } else if waiting < CPU_BOUND
+            && bytes >= EARLY_DESCENT_BYTES
+            && self.at > self.lowest
+            && worth(self.at - 1)
+        {
+            Early::StepDown
+        } else {
+            Early::No
+        }
+    }
+
+    /// After a window closed early to step down ([`Early::StepDown`]): the stage below. The
+    /// window's rate is not kept. The buffers of a link took some of its bytes without the
+    /// sender waiting, so the rate may be the CPU's where the link's would be slower; kept,
+    /// it would call the sender back to this stage once the buffers are full (demos
+    /// unshaped swung between LZ4 and stored frames that way).
+    pub fn step_down_early(&mut self) -> Stage {
+        self.windows += 1;
+        self.at = self.at.saturating_sub(1).max(self.lowest);
+        self.stage()
+    }
+
     /// Pages per second last seen at stage `j`, unless forgotten by window `now`.
     fn known_rate(&self, j: usize, now: u64) -> Option<f64> {
         self.rate[j]
@@ -307,6 +364,8 @@ impl AutoStage {
 pub struct Chooser {
     auto: AutoStage,
     pages: u64,
+    /// Bytes put out in the open window ([`Chooser::bytes_out`]).
+    bytes: u64,
     /// Where the runner's clocks start ([`Chooser::page_sent`]).
     started: std::time::Instant,
     /// The clocks when the window opened: wall time, CPU time.
@@ -335,6 +394,7 @@ impl Chooser {
         Chooser {
             auto,
             pages: 0,
+            bytes: 0,
             started: std::time::Instant::now(),
             wall0: wall,
             cpu0: cpu,
@@ -366,13 +426,17 @@ impl Chooser {
         self.check(self.started.elapsed(), thread_cpu_time())
     }
 
+    /// The encoder put out `n` more bytes (before zstd): what lets a check close a window to
+    /// step down ([`EARLY_DESCENT_BYTES`]). Without it, windows close early only to climb.
+    pub fn bytes_out(&mut self, n: u64) {
+        self.bytes += n;
+    }
+
     /// One more page went out; true when the clocks are wanted ([`Chooser::check`]): after
-    /// [`WINDOW_PAGES`], and at a check every [`CHECK_PAGES`] while the stage above is still
-    /// to be tried.
+    /// [`WINDOW_PAGES`], and at a check every [`CHECK_PAGES`].
     pub fn count_page(&mut self) -> bool {
         self.pages += 1;
-        self.pages >= WINDOW_PAGES
-            || (self.pages % CHECK_PAGES == 0 && self.auto.would_explore_up())
+        self.pages >= WINDOW_PAGES || self.pages % CHECK_PAGES == 0
     }
 
     /// Pages that may go out before [`Chooser::count_page`] next asks for the clocks: a
@@ -399,12 +463,13 @@ impl Chooser {
     }
 
     /// The clocks at a point [`Chooser::count_page`] asked for them. Closes the window when
-    /// it is full, or early when the sender mostly waited so far ([`EARLY_LINK_BOUND`]);
-    /// then returns the stage for what follows.
+    /// it is full, or early where [`AutoStage::early`] says; then returns the stage
+    /// for what follows.
     pub fn check(&mut self, wall: Duration, cpu: Duration) -> Option<Stage> {
         let full = self.pages >= WINDOW_PAGES;
         let w = Window {
             pages: self.pages,
+            bytes: self.bytes,
             seconds: wall
                 .saturating_sub(self.wall0)
                 .saturating_sub(self.set_aside)
@@ -413,15 +478,22 @@ impl Chooser {
             stage: self.auto.stage(),
             stage_next: self.auto.stage(),
         };
-        if !full && w.waiting() <= EARLY_LINK_BOUND {
-            return None;
-        }
-        let next = self.auto.next(w.pages, w.seconds, w.cpu_seconds);
+        let early = match full {
+            true => Early::No,
+            false => match self.auto.early(w.pages, w.seconds, w.waiting(), w.bytes) {
+                Early::No => return None,
+                e => e,
+            },
+        };
+        let next = match early {
+            Early::StepDown => self.auto.step_down_early(),
+            Early::No | Early::Climb => self.auto.next(w.pages, w.seconds, w.cpu_seconds),
+        };
         self.windows.push(Window {
             stage_next: next,
             ..w
         });
-        (self.pages, self.wall0, self.cpu0) = (0, wall, cpu);
+        (self.pages, self.bytes, self.wall0, self.cpu0) = (0, 0, wall, cpu);
         self.set_aside = Duration::ZERO;
         Some(next)
     }
@@ -583,6 +655,41 @@ mod tests {
         let w = c.windows[1];
         assert_eq!(w.pages, WINDOW_PAGES);
         assert!((w.seconds - 0.1).abs() < 1e-9 && (w.cpu_seconds - 0.099).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_busy_window_steps_down_at_a_check_past_the_buffers_and_a_wrong_step_is_undone() {
+        let ms = Duration::from_millis;
+        let mut c = Chooser::starting_at(AutoStage::default(), ms(0), ms(0));
+        let pages_then_check = |c: &mut Chooser, bytes: u64, wall: u64, cpu: u64| {
+            for _ in 1..CHECK_PAGES {
+                assert!(!c.count_page());
+            }
+            c.bytes_out(bytes);
+            assert!(c.count_page());
+            c.check(ms(wall), ms(cpu))
+        };
+        // LZ4, the CPU busy all along: with 512 KiB out, the buffers may have taken it all
+        assert_eq!(pages_then_check(&mut c, 512 << 10, 10, 10), None);
+        // with 1 MiB out, one stage down
+        assert_eq!(
+            pages_then_check(&mut c, 512 << 10, 20, 20),
+            Some(Stage::Stored)
+        );
+        let w = c.windows[0];
+        assert_eq!(
+            (w.pages, w.bytes, w.stage, w.stage_next),
+            (2 * CHECK_PAGES, 1 << 20, Stage::Lz4, Stage::Stored)
+        );
+        // stored frames: now the sender waits (the buffers are full): back to LZ4 at the
+        // first check, LZ4's rate from a window that closed to step down not being kept
+        assert_eq!(c.auto.rate[LADDER.len() - 3], None);
+        assert_eq!(pages_then_check(&mut c, 2 << 20, 120, 22), Some(Stage::Lz4));
+        assert_eq!(c.windows[1].pages, CHECK_PAGES);
+        // LZ4 busy again, past the buffers: stored frames were slower, no early step down;
+        // and no early step up while busy
+        assert_eq!(pages_then_check(&mut c, 1 << 20, 130, 32), None);
+        assert_eq!(c.windows.len(), 2);
     }
 
     #[test]

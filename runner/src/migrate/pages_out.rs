@@ -190,11 +190,15 @@ impl<'l, W: Link + ?Sized> PagesOut<'l, W> {
             } else {
                 self.read_and_encode_plain(now, read)?;
             }
-            c.bytes += self.send_out("sending pages")?;
+            let bytes = self.send_out("sending pages")?;
+            c.bytes += bytes;
             let n = take as u64;
             c.lz4_pages += n * u64::from(self.enc.lz4());
             c.zstd_pages += n * u64::from(self.zstd_on());
             c.plain_pages += n * u64::from(self.plain);
+            if let Some(a) = self.auto.as_mut() {
+                a.bytes_out(bytes);
+            }
             if let Some(stage) = self.auto.as_mut().and_then(|a| a.pages_sent(n)) {
                 if let Some(w) = self.auto.as_ref().and_then(|a| a.windows.last()) {
                     if w.stage_next != w.stage {

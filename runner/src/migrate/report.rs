@@ -226,6 +226,7 @@ mod tests {
             auto_windows: vec![
                 Window {
                     pages: 4096,
+                    bytes: 7 << 20,
                     seconds: 1.0,
                     cpu_seconds: 0.1,
                     stage: Stage::Lz4,
@@ -233,6 +234,7 @@ mod tests {
                 },
                 Window {
                     pages: 4096,
+                    bytes: 7 << 20,
                     seconds: 1.0,
                     cpu_seconds: 0.2,
                     stage: Stage::Zstd(1),
