@@ -690,6 +690,21 @@ mod tests {
         // and no early step up while busy
         assert_eq!(pages_then_check(&mut c, 1 << 20, 130, 32), None);
         assert_eq!(c.windows.len(), 2);
+
+        // a full LZ4 window, busy (and under 1 MiB out: no early step): stored frames next,
+        // LZ4's rate kept (205k pages/s)
+        let mut d = Chooser::starting_at(AutoStage::default(), ms(0), ms(0));
+        for _ in 0..3 {
+            assert_eq!(pages_then_check(&mut d, 128 << 10, 10, 10), None);
+        }
+        assert_eq!(
+            pages_then_check(&mut d, 128 << 10, 20, 20),
+            Some(Stage::Stored)
+        );
+        assert_eq!(d.windows[0].pages, WINDOW_PAGES);
+        // stored frames wait for the link at 10k pages/s: LZ4, tried and faster, at once
+        assert_eq!(pages_then_check(&mut d, 3 << 20, 120, 22), Some(Stage::Lz4));
+        assert_eq!(d.windows[1].pages, CHECK_PAGES);
     }
 
     #[test]
