@@ -21,8 +21,9 @@ fn main() -> Result<()> {
     for _ in 0..3 {
         let r = pagewire_benches::auto::run(&set, rate, 1)?;
         println!(
-            "{:.3} GB/s of memory, {:.4} s modelled, {:.4} s CPU, {} raw bytes, {} on the link; {}",
+            "{:.3} GB/s of memory ({:.3} windowed), {:.4} s modelled, {:.4} s CPU, {} raw bytes, {} on the link; {}",
             r.gb_s,
+            r.windowed_gb_s,
             r.seconds,
             r.cpu_seconds,
             r.raw_bytes,

@@ -21,6 +21,19 @@ fn auto_climbs_on_a_slow_link_and_steps_down_on_a_fast_one() {
     );
     // modelled time is at least the link's time for the bytes sent
     assert!(slow.seconds >= slow.wire_bytes as f64 / 12.5e6, "{slow:?}");
+    // scored as the rows are: the longer of the CPU's time and the link's for every byte,
+    // which the windowed model (overlap within a window only) never beats
+    let link = slow.wire_bytes as f64 / 12.5e6;
+    assert_eq!(
+        slow.overlapped_seconds,
+        slow.cpu_seconds.max(link),
+        "{slow:?}"
+    );
+    assert!(
+        slow.overlapped_seconds <= slow.seconds * (1.0 + 1e-9),
+        "{slow:?}"
+    );
+    assert!(slow.windowed_gb_s <= slow.gb_s * (1.0 + 1e-9), "{slow:?}");
 
     // 100 Gbit/s: the encoder is the bottleneck, LZ4 goes
     let fast = auto::run(&set, 12.5e9, 1).unwrap();
@@ -36,6 +49,8 @@ fn auto_climbs_on_a_slow_link_and_steps_down_on_a_fast_one() {
         "{fast:?}"
     );
     assert!(fast.seconds >= fast.cpu_seconds, "{fast:?}");
+    // CPU-bound: both scores are the CPU's
+    assert_eq!(fast.overlapped_seconds, fast.cpu_seconds, "{fast:?}");
     // plain pages carry more bytes than zstd on the same pages
     assert!(fast.wire_bytes > slow.wire_bytes, "{fast:?} {slow:?}");
     assert!(slow.gb_s > 0.0 && fast.gb_s > slow.gb_s);
@@ -56,4 +71,10 @@ fn two_lanes_carry_every_page_each_on_half_the_link() {
     );
     // on a slow link lanes do not make the link faster: about the time of one lane
     assert!(two.seconds > 0.8 * one.seconds, "{two:?} {one:?}");
+    // scored as the rows are, the slowest lane: on its half of the link at least the
+    // time the lanes' bytes take on the whole link
+    assert!(
+        two.overlapped_seconds >= two.wire_bytes as f64 / 12.5e6 * (1.0 - 1e-9),
+        "{two:?}"
+    );
 }
