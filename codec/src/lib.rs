@@ -87,7 +87,7 @@ pub use config::{
 #[cfg(feature = "decoder")]
 pub use decoder::{page_pair_in, Decoder, DecoderStats, Destination, MemoryImage};
 #[cfg(feature = "encoder")]
-pub use encoder::{block_hash, Encoder, EncoderStats, Features, KindStats, PlainBatch};
+pub use encoder::{block_hash, CopyPages, Encoder, EncoderStats, Features, KindStats, PlainBatch};
 pub use error::{Error, Result};
 pub use wire::frame::FRAME_HEADER_LEN;
 pub use wire::header::{FORMAT_VERSION, HEADER_LEN, MAGIC};

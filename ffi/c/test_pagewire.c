@@ -1056,6 +1056,92 @@ static void test_pages_written_while_encoding(void) {
     free(ram);
 }
 
+/* Plain pages in bulk (the fast-link path) while a vCPU writes, mixed with page-by-page
+ * passes; after the stop-and-copy pass the destination equals the source. Zero pages go
+ * as ZERO records, the rest as PLAIN, none of them into the cache. */
+static void test_plain_pages_in_bulk(void) {
+    enum { PAGES = 64, PASSES = 400 };
+    pagewire_config cfg = small_config();
+    pagewire_sizes sz;
+    OK(pagewire_config_sizes(&cfg, &sz));
+    uint8_t *ram = calloc(PAGES, PAGE);
+    for (size_t pfn = 0; pfn < PAGES; pfn++)
+        fill_page(ram, PAGES, pfn);
+    pagewire_encoder *enc = NULL;
+    OK(pagewire_encoder_new(&cfg, &enc));
+    uint8_t *out = malloc(3 * sz.max_output);
+    bytes s = {0};
+    size_t n = 0, done = 0;
+    pagewire_page_in batch[PAGES];
+    for (size_t pfn = 0; pfn < PAGES; pfn++) {
+        batch[pfn].pfn = pfn;
+        batch[pfn].data = ram + pfn * PAGE;
+    }
+    /* refused before anything is encoded: a NULL page, an output below max_output */
+    batch[3].data = NULL;
+    CHECK_RC(pagewire_encoder_encode_plain_pages(enc, batch, PAGES, out, sz.max_output, &done,
+                                                 &n),
+             PAGEWIRE_NULL_ARGUMENT);
+    batch[3].data = ram + 3 * PAGE;
+    CHECK_RC(pagewire_encoder_encode_plain_pages(enc, batch, PAGES, out, sz.max_output - 1,
+                                                 &done, &n),
+             PAGEWIRE_OUTPUT_TOO_SMALL);
+    pagewire_encoder_stats st;
+    OK(pagewire_encoder_get_stats(enc, &st));
+    CHECK(st.bytes_out == 0);
+    /* pass 1 in bulk, before any vCPU runs: every page once */
+    for (size_t at = 0; at < PAGES; at += done) {
+        OK(pagewire_encoder_encode_plain_pages(enc, batch + at, PAGES - at, out,
+                                               3 * sz.max_output, &done, &n));
+        append(&s, out, n);
+    }
+    OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
+    append(&s, out, n);
+    OK(pagewire_encoder_get_stats(enc, &st));
+    CHECK(st.zero.pages + st.raw.pages == PAGES);
+    CHECK(st.zero.pages > 0 && st.raw.pages > 0);
+    CHECK(st.dup.pages == 0 && st.delta.pages == 0);
+    writer_arg w = {ram, PAGES, 0};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, vcpu_writer, &w) == 0);
+    for (int pass = 0; pass <= PASSES; pass++) {
+        if (pass == PASSES) { /* stop and copy: the vCPU is paused */
+            atomic_store(&w.stop, 1);
+            pthread_join(th, NULL);
+        }
+        for (size_t at = 0; at < PAGES; at += done) {
+            /* plain pages in bulk, every third pass page by page through the cache */
+            if (pass % 3 == 2)
+                OK(pagewire_encoder_encode_pages(enc, batch + at, PAGES - at, out,
+                                                 3 * sz.max_output, &done, &n));
+            else
+                OK(pagewire_encoder_encode_plain_pages(enc, batch + at, PAGES - at, out,
+                                                       3 * sz.max_output, &done, &n));
+            append(&s, out, n);
+        }
+        OK(pagewire_encoder_end_iteration(enc, out, sz.max_output, &n));
+        append(&s, out, n);
+    }
+    OK(pagewire_encoder_finish(enc, out, sz.max_output, &n));
+    append(&s, out, n);
+    OK(pagewire_encoder_free(enc));
+
+    uint8_t *got = calloc(PAGES, PAGE);
+    pagewire_ram_region r = {0, PAGES, got};
+    pagewire_decoder *dec = decoder_for(&s);
+    size_t consumed = 0;
+    pagewire_destination into_ram = to_ram(&r, 1, no_events);
+    OK(pagewire_decoder_decode(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
+                               &into_ram, &consumed, NULL));
+    OK(pagewire_decoder_check_complete(dec));
+    CHECK(memcmp(got, ram, (size_t)PAGES * PAGE) == 0);
+    OK(pagewire_decoder_close(dec));
+    free(got);
+    free(s.data);
+    free(out);
+    free(ram);
+}
+
 /* State in static memory, sized at compile time. */
 #define S_PAGES 64
 #define S_FRAME 16384
@@ -2058,6 +2144,7 @@ int main(void) {
         {"handles_are_checked", test_handles_are_checked},
         {"released_handles_are_refused", test_released_handles_are_refused},
         {"pages_written_while_encoding", test_pages_written_while_encoding},
+        {"plain_pages_in_bulk", test_plain_pages_in_bulk},
         {"static_storage", test_static_storage},
         {"policies_answer_as_in_rust", test_policies_answer_as_in_rust},
         {"synchronized_arrival", test_synchronized_arrival},

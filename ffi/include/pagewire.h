@@ -1131,6 +1131,28 @@ pagewire_result pagewire_encoder_encode_page(struct pagewire_encoder *enc, uint6
 pagewire_result pagewire_encoder_encode_pages(struct pagewire_encoder *enc, const struct pagewire_page_in *pages, size_t count, uint8_t *out, size_t out_len, size_t *pages_done, size_t *written);
 
 /**
+ * Encodes pages of a batch as plain pages, the fast path for links where compression
+ * would make the CPU the bottleneck: a ZERO record for a zero page, every other page whole
+ * as a PLAIN record (no cache lookup, no delta, no LZ4), in stored frames built and sealed
+ * in `out` itself. Each page is read once, by a copy straight into its record, and the copy
+ * is zero-tested, so pages may be guest memory that running vCPUs write meanwhile, as for
+ * `encode_page` (a page torn by a concurrent write goes out as copied and is sent again
+ * after its dirty bit). `out_len` must be at least `pagewire_sizes.max_output`; every
+ * further `pagewire_sizes.max_frame` of it holds another frame of pages, so a larger `out`
+ * takes more pages per call. Writes how many pages it took to `*pages_done` and the stream
+ * bytes written to the front of `out` to `*written`; a call may take no page when the
+ * frame it had to finish first filled `out`: send `out[0 .. *written]` and call again with
+ * the rest. The encoder's frame is sealed at the end of each call. Works with any LZ4
+ * setting, and mixes with `encode_page`'s records in one stream. Every `data` pointer is
+ * checked before anything is encoded: on `PAGEWIRE_NULL_ARGUMENT` nothing was.
+ *
+ * # Safety
+ * The pointer rules at the top of this header; each `pages[i].data` has page-size
+ * readable bytes.
+ */
+pagewire_result pagewire_encoder_encode_plain_pages(struct pagewire_encoder *enc, const struct pagewire_page_in *pages, size_t count, uint8_t *out, size_t out_len, size_t *pages_done, size_t *written);
+
+/**
  * Ends the current pre-copy iteration and flushes the frame, so that the destination has
  * every page of it once it has decoded these bytes. Writes to `out` as `encode_page` does.
  *

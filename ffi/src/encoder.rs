@@ -323,6 +323,90 @@ pub unsafe extern "C" fn pagewire_encoder_encode_pages(
     })
 }
 
+/// Guest pages of a `pagewire_encoder_encode_plain_pages` batch, each read once by a copy
+/// into its record.
+struct GuestPages<'a> {
+    list: &'a [pagewire_page_in],
+    page_size: usize,
+}
+
+impl pagewire::CopyPages for GuestPages<'_> {
+    fn count(&self) -> usize {
+        self.list.len()
+    }
+    fn pfn(&self, i: usize) -> u64 {
+        self.list[i].pfn
+    }
+    fn copy_page(&mut self, i: usize, dst: &mut [u8]) {
+        debug_assert_eq!(dst.len(), self.page_size);
+        // SAFETY: `data` is non-NULL (checked before the encoder runs) with `page_size`
+        // readable bytes (pointer rules); `dst` is the encoder's frame in `out`, which
+        // cannot overlap guest memory the caller reads from. vCPUs may write the page
+        // meanwhile: the copy takes whatever bytes are there, once, as
+        // `encode_guest_page` does.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.list[i].data, dst.as_mut_ptr(), self.page_size)
+        };
+    }
+}
+
+/// Encodes pages of a batch as plain pages, the fast path for links where compression
+/// would make the CPU the bottleneck: a ZERO record for a zero page, every other page whole
+/// as a PLAIN record (no cache lookup, no delta, no LZ4), in stored frames built and sealed
+/// in `out` itself. Each page is read once, by a copy straight into its record, and the copy
+/// is zero-tested, so pages may be guest memory that running vCPUs write meanwhile, as for
+/// `encode_page` (a page torn by a concurrent write goes out as copied and is sent again
+/// after its dirty bit). `out_len` must be at least `pagewire_sizes.max_output`; every
+/// further `pagewire_sizes.max_frame` of it holds another frame of pages, so a larger `out`
+/// takes more pages per call. Writes how many pages it took to `*pages_done` and the stream
+/// bytes written to the front of `out` to `*written`; a call may take no page when the
+/// frame it had to finish first filled `out`: send `out[0 .. *written]` and call again with
+/// the rest. The encoder's frame is sealed at the end of each call. Works with any LZ4
+/// setting, and mixes with `encode_page`'s records in one stream. Every `data` pointer is
+/// checked before anything is encoded: on `PAGEWIRE_NULL_ARGUMENT` nothing was.
+///
+/// # Safety
+/// The pointer rules at the top of this header; each `pages[i].data` has page-size
+/// readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagewire_encoder_encode_plain_pages(
+    enc: *mut pagewire_encoder,
+    pages: *const pagewire_page_in,
+    count: usize,
+    out: *mut u8,
+    out_len: usize,
+    pages_done: *mut usize,
+    written: *mut usize,
+) -> pagewire_result {
+    guard(|| {
+        // SAFETY: pointer rules: `count` entries at `pages`, `out_len` writable bytes at
+        // `out`; `pages_done` and `written` writable.
+        let (list, out, done_out, written_out) = unsafe {
+            (
+                items(pages, count, "pages")?,
+                bytes_mut(out, out_len, "out")?,
+                Out::new(pages_done, "pages_done")?,
+                Out::new(written, "written")?,
+            )
+        };
+        let work = |s: &mut EncoderSlot| -> Res {
+            if list.iter().any(|p| p.data.is_null()) {
+                return Err(Fail::null("pages[i].data"));
+            }
+            let mut guest = GuestPages {
+                list,
+                page_size: s.snapshot.len(),
+            };
+            let b = s.inner.encode_plain_pages_copied(&mut guest, out)?;
+            done_out.write(b.pages);
+            written_out.write(b.written);
+            Ok(())
+        };
+        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
+        unsafe { with_slot(slot(enc), "enc", work) }
+    })
+}
+
 /// Ends the current pre-copy iteration and flushes the frame, so that the destination has
 /// every page of it once it has decoded these bytes. Writes to `out` as `encode_page` does.
 ///

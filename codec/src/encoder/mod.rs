@@ -22,7 +22,7 @@ mod seal;
 mod stats;
 mod write;
 
-pub use plain::PlainBatch;
+pub use plain::{CopyPages, PlainBatch};
 pub use stats::{EncoderStats, KindStats};
 
 use crate::cache::PageCache;

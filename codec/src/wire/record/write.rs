@@ -85,6 +85,20 @@ impl<'a> BodyWriter<'a> {
         self.len += data.len();
     }
 
+    /// Appends `n` bytes for the caller to fill in place, and returns them.
+    #[inline]
+    pub fn fill(&mut self, n: usize) -> &mut [u8] {
+        let at = self.len;
+        self.len += n;
+        &mut self.buf[at..at + n]
+    }
+
+    /// Drops everything written from `len` on: a record begun and given up.
+    #[inline]
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Appends the packed kinds of a BLOCKS record.
     pub fn kinds(&mut self, kinds: &[BlockKind]) {
         for four in kinds.chunks(KINDS_PER_BYTE) {
