@@ -1,7 +1,8 @@
 //! Plain pages in bulk, built where the caller wants the stream: zero pages as ZERO records,
 //! every other page whole as a PLAIN record, in stored frames written straight into the
-//! caller's buffer. Each page is read by the zero test and copied once; the frame's CRC is
-//! taken over the buffer, where the frame still sits in the CPU cache. Page by page
+//! caller's buffer. Each page is read by the zero test and copied once (or, for memory that
+//! changes meanwhile, copied once and the copy zero-tested); the frame's CRC is taken over
+//! the buffer, where the frame still sits in the CPU cache. Page by page
 //! ([`Encoder::encode_page`]) the same records cost two copies: into the frame body in the
 //! encoder's storage, and the sealed frame out of it (`docs/PERFORMANCE.md`, *A raw path in
 //! the caller's buffer*).
