@@ -12,7 +12,15 @@ fn compare_round_trips_every_codec_and_reports_the_targets() {
     let out = Command::new(env!("CARGO_BIN_EXE_compare"))
         // six passes: QEMU's XBZRLE sends the first pass raw and caches pages from the
         // second, so its deltas start with the third
-        .args(["--synthetic-mib", "8", "--passes", "6", "--json"])
+        .args([
+            "--synthetic-mib",
+            "8",
+            "--passes",
+            "6",
+            "--zero-mib",
+            "16",
+            "--json",
+        ])
         .arg(&json)
         .output()
         .unwrap();

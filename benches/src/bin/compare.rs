@@ -38,6 +38,28 @@ struct Args {
     /// profiling one codec.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// MiB of zero pages for the zero-page rows and the read ceiling; twice the last-level
+    /// cache (at least 64 MiB) unless given, so that both read memory, not the cache.
+    #[arg(long, value_name = "MIB")]
+    zero_mib: Option<usize>,
+}
+
+/// The last-level cache's size in bytes, as Linux reports it for CPU 0, if it does.
+fn last_level_cache() -> Option<usize> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    (0..8)
+        .rev()
+        .filter_map(|i| std::fs::read_to_string(dir.join(format!("index{i}/size"))).ok())
+        .find_map(|s| {
+            let s = s.trim();
+            let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+            let n: usize = digits.parse().ok()?;
+            match unit {
+                "K" => Some(n << 10),
+                "M" => Some(n << 20),
+                _ => None,
+            }
+        })
 }
 
 #[derive(Serialize, Clone, Default)]
@@ -444,8 +466,12 @@ fn main() -> Result<()> {
         &rows,
     );
 
-    // zero pages alone, against the read ceiling on the same pages
-    let zero = PageSet::written_zeros(16384, ps);
+    // zero pages alone, against the read ceiling on the same pages, more of them than the
+    // last-level cache holds
+    let zero_mib = args
+        .zero_mib
+        .unwrap_or_else(|| ((2 * last_level_cache().unwrap_or(0)) >> 20).max(64));
+    let zero = PageSet::written_zeros((zero_mib << 20) / ps, ps);
     let pages = zero.pages_in(0..1);
     let read_gb_s = read_ceiling(&zero, args.repeat.max(3));
     let mut zero_rows = Vec::new();

@@ -479,9 +479,16 @@ mod tests {
         // word runs whose last word overlaps the one before; skips of one and two bytes
         let base: [u8; 4096] = core::array::from_fn(|i| (i * 13 % 253) as u8);
         // under miri, a sample: the lengths around 8 and 16, the places at the very ends
-        let (lens, edge) = if cfg!(miri) { (6..=18, 3) } else { (1..=40, 64) };
+        let (lens, edge) = if cfg!(miri) {
+            (6..=18, 3)
+        } else {
+            (1..=40, 64)
+        };
         for len in lens {
-            for at in (0..edge).chain(200..203).chain(4096 - edge.max(len)..=4096 - len) {
+            for at in (0..edge)
+                .chain(200..203)
+                .chain(4096 - edge.max(len)..=4096 - len)
+            {
                 let mut new = base;
                 new[at..at + len].iter_mut().for_each(|b| *b = !*b);
                 // a second run far enough on that its skip takes two varint bytes
