@@ -279,48 +279,77 @@ pub unsafe extern "C" fn pagewire_encoder_encode_pages(
     pages_done: *mut usize,
     written: *mut usize,
 ) -> pagewire_result {
-    guard(|| {
-        // SAFETY: pointer rules: `count` entries at `pages`, `out_len` writable bytes at
-        // `out`; `pages_done` and `written` writable.
-        let (list, out, done_out, written_out) = unsafe {
-            (
-                items(pages, count, "pages")?,
-                bytes_mut(out, out_len, "out")?,
-                Out::new(pages_done, "pages_done")?,
-                Out::new(written, "written")?,
-            )
-        };
-        let work = |s: &mut EncoderSlot| -> Res {
-            let need = s.inner.config().max_output_len();
-            if out.len() < need {
-                return Err(Error::OutputTooSmall {
-                    needed: need,
-                    given: out.len(),
-                }
-                .into());
+    let encode = |s: &mut EncoderSlot, list: &[pagewire_page_in], out: &mut [u8]| {
+        let need = s.inner.config().max_output_len();
+        if out.len() < need {
+            return Err(Error::OutputTooSmall {
+                needed: need,
+                given: out.len(),
             }
-            if list.iter().any(|p| p.data.is_null()) {
-                return Err(Fail::null("pages[i].data"));
+            .into());
+        }
+        no_null_page(list)?;
+        let (mut done, mut n) = (0, 0);
+        for p in list {
+            if out.len() - n < need {
+                break;
             }
-            let (mut done, mut n) = (0, 0);
-            for p in list {
-                if out.len() - n < need {
-                    break;
-                }
-                // Only the first page can fail (a finished encoder): the checks above rule
-                // out every other error, so no written bytes are lost.
-                // SAFETY: non-NULL (checked above); page-size readable bytes by the pointer
-                // rules.
-                n += unsafe { s.encode_guest_page(p.pfn, p.data, &mut out[n..])? };
-                done += 1;
-            }
-            done_out.write(done);
-            written_out.write(n);
-            Ok(())
-        };
-        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
-        unsafe { with_slot(slot(enc), "enc", work) }
-    })
+            // Only the first page can fail (a finished encoder): the checks above rule
+            // out every other error, so no written bytes are lost.
+            // SAFETY: non-NULL (checked above); page-size readable bytes by the pointer
+            // rules.
+            n += unsafe { s.encode_guest_page(p.pfn, p.data, &mut out[n..])? };
+            done += 1;
+        }
+        Ok((done, n))
+    };
+    // SAFETY: forwarded pointer rules.
+    guard(|| unsafe { encode_batch(enc, pages, count, out, out_len, pages_done, written, encode) })
+}
+
+/// What the two batch calls share, inside their panic boundary: their arguments checked,
+/// `encode` run on the encoder with the batch and `out`, and what it returns (pages taken,
+/// bytes written) stored.
+///
+/// # Safety
+/// The pointer rules at the top of the header, for the batch calls' arguments.
+#[allow(clippy::too_many_arguments)]
+unsafe fn encode_batch(
+    enc: *mut pagewire_encoder,
+    pages: *const pagewire_page_in,
+    count: usize,
+    out: *mut u8,
+    out_len: usize,
+    pages_done: *mut usize,
+    written: *mut usize,
+    encode: impl FnOnce(&mut EncoderSlot, &[pagewire_page_in], &mut [u8]) -> Res<(usize, usize)>,
+) -> Res {
+    // SAFETY: pointer rules: `count` entries at `pages`, `out_len` writable bytes at `out`;
+    // `pages_done` and `written` writable.
+    let (list, out, done_out, written_out) = unsafe {
+        (
+            items(pages, count, "pages")?,
+            bytes_mut(out, out_len, "out")?,
+            Out::new(pages_done, "pages_done")?,
+            Out::new(written, "written")?,
+        )
+    };
+    let work = |s: &mut EncoderSlot| -> Res {
+        let (done, n) = encode(s, list, out)?;
+        done_out.write(done);
+        written_out.write(n);
+        Ok(())
+    };
+    // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
+    unsafe { with_slot(slot(enc), "enc", work) }
+}
+
+/// Refuses a batch with a NULL `data` pointer, before any of it is encoded.
+fn no_null_page(list: &[pagewire_page_in]) -> Res {
+    match list.iter().any(|p| p.data.is_null()) {
+        true => Err(Fail::null("pages[i].data")),
+        false => Ok(()),
+    }
 }
 
 /// Guest pages of a `pagewire_encoder_encode_plain_pages` batch, each read once by a copy
@@ -378,33 +407,17 @@ pub unsafe extern "C" fn pagewire_encoder_encode_plain_pages(
     pages_done: *mut usize,
     written: *mut usize,
 ) -> pagewire_result {
-    guard(|| {
-        // SAFETY: pointer rules: `count` entries at `pages`, `out_len` writable bytes at
-        // `out`; `pages_done` and `written` writable.
-        let (list, out, done_out, written_out) = unsafe {
-            (
-                items(pages, count, "pages")?,
-                bytes_mut(out, out_len, "out")?,
-                Out::new(pages_done, "pages_done")?,
-                Out::new(written, "written")?,
-            )
+    let encode = |s: &mut EncoderSlot, list: &[pagewire_page_in], out: &mut [u8]| {
+        no_null_page(list)?;
+        let mut guest = GuestPages {
+            list,
+            page_size: s.snapshot.len(),
         };
-        let work = |s: &mut EncoderSlot| -> Res {
-            if list.iter().any(|p| p.data.is_null()) {
-                return Err(Fail::null("pages[i].data"));
-            }
-            let mut guest = GuestPages {
-                list,
-                page_size: s.snapshot.len(),
-            };
-            let b = s.inner.encode_plain_pages_copied(&mut guest, out)?;
-            done_out.write(b.pages);
-            written_out.write(b.written);
-            Ok(())
-        };
-        // SAFETY: pointer rules: `enc` is a live handle used by this thread alone.
-        unsafe { with_slot(slot(enc), "enc", work) }
-    })
+        let b = s.inner.encode_plain_pages_copied(&mut guest, out)?;
+        Ok((b.pages, b.written))
+    };
+    // SAFETY: forwarded pointer rules.
+    guard(|| unsafe { encode_batch(enc, pages, count, out, out_len, pages_done, written, encode) })
 }
 
 /// Ends the current pre-copy iteration and flushes the frame, so that the destination has
