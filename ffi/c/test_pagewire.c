@@ -997,6 +997,22 @@ static void *vcpu_writer(void *arg) {
     return NULL;
 }
 
+/* Decodes the whole stream `s` into fresh memory of `pages` pages, which must then equal
+ * `ram`, the source after its stop-and-copy pass. */
+static void check_rebuilds(const bytes *s, const uint8_t *ram, size_t pages) {
+    uint8_t *got = calloc(pages, PAGE);
+    pagewire_ram_region r = {0, pages, got};
+    pagewire_decoder *dec = decoder_for(s);
+    size_t consumed = 0;
+    pagewire_destination into_ram = to_ram(&r, 1, no_events);
+    OK(pagewire_decoder_decode(dec, s->data + PAGEWIRE_HEADER_LEN, s->len - PAGEWIRE_HEADER_LEN,
+                               &into_ram, &consumed, NULL));
+    OK(pagewire_decoder_check_complete(dec));
+    CHECK(memcmp(got, ram, pages * PAGE) == 0);
+    OK(pagewire_decoder_close(dec));
+    free(got);
+}
+
 /* Live migration encodes pages that vCPUs are writing. Whatever the encoder reads, both
  * ends' caches must stay in step, so that the last, quiescent pass restores RAM exactly. */
 static void test_pages_written_while_encoding(void) {
@@ -1040,17 +1056,7 @@ static void test_pages_written_while_encoding(void) {
     append(&s, out, n);
     OK(pagewire_encoder_free(enc));
 
-    uint8_t *got = calloc(PAGES, PAGE);
-    pagewire_ram_region r = {0, PAGES, got};
-    pagewire_decoder *dec = decoder_for(&s);
-    size_t consumed = 0;
-    pagewire_destination into_ram = to_ram(&r, 1, no_events);
-    OK(pagewire_decoder_decode(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
-                               &into_ram, &consumed, NULL));
-    OK(pagewire_decoder_check_complete(dec));
-    CHECK(memcmp(got, ram, (size_t)PAGES * PAGE) == 0);
-    OK(pagewire_decoder_close(dec));
-    free(got);
+    check_rebuilds(&s, ram, PAGES);
     free(s.data);
     free(out);
     free(ram);
@@ -1126,17 +1132,7 @@ static void test_plain_pages_in_bulk(void) {
     append(&s, out, n);
     OK(pagewire_encoder_free(enc));
 
-    uint8_t *got = calloc(PAGES, PAGE);
-    pagewire_ram_region r = {0, PAGES, got};
-    pagewire_decoder *dec = decoder_for(&s);
-    size_t consumed = 0;
-    pagewire_destination into_ram = to_ram(&r, 1, no_events);
-    OK(pagewire_decoder_decode(dec, s.data + PAGEWIRE_HEADER_LEN, s.len - PAGEWIRE_HEADER_LEN,
-                               &into_ram, &consumed, NULL));
-    OK(pagewire_decoder_check_complete(dec));
-    CHECK(memcmp(got, ram, (size_t)PAGES * PAGE) == 0);
-    OK(pagewire_decoder_close(dec));
-    free(got);
+    check_rebuilds(&s, ram, PAGES);
     free(s.data);
     free(out);
     free(ram);
