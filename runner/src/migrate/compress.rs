@@ -266,12 +266,6 @@ impl AutoStage {
         LADDER[self.at]
     }
 
-    /// Whether the next window would explore the stage above while link-bound: there is one,
-    /// and its rate is not known (never measured, or forgotten).
-    pub fn would_explore_up(&self) -> bool {
-        self.at + 1 < LADDER.len() && self.known_rate(self.at + 1, self.windows + 1).is_none()
-    }
-
     /// Whether a window so far (`pages` in `seconds`, `waiting` the share of them spent
     /// waiting, `bytes` put out) is reason enough to close it at a check, before it is full:
     /// to climb where the sender mostly waits ([`EARLY_LINK_BOUND`]) and the stage above is
@@ -478,16 +472,14 @@ impl Chooser {
             stage: self.auto.stage(),
             stage_next: self.auto.stage(),
         };
-        let early = match full {
-            true => Early::No,
-            false => match self.auto.early(w.pages, w.seconds, w.waiting(), w.bytes) {
+        let step_down = !full
+            && match self.auto.early(w.pages, w.seconds, w.waiting(), w.bytes) {
                 Early::No => return None,
-                e => e,
-            },
-        };
-        let next = match early {
-            Early::StepDown => self.auto.step_down_early(),
-            Early::No | Early::Climb => self.auto.next(w.pages, w.seconds, w.cpu_seconds),
+                e => e == Early::StepDown,
+            };
+        let next = match step_down {
+            true => self.auto.step_down_early(),
+            false => self.auto.next(w.pages, w.seconds, w.cpu_seconds),
         };
         self.windows.push(Window {
             stage_next: next,
