@@ -323,7 +323,8 @@ mod tests {
     use super::*;
     use crate::wire::frame::FRAME_HEADER_LEN;
 
-    const CFG: Config = Config {
+    /// A small encoder without LZ4, for the encoder's unit tests here and in its modules.
+    pub(super) const CFG: Config = Config {
         cache_pages: 8,
         frame_bytes: 16384,
         lz4: false,

@@ -187,16 +187,9 @@ impl Encoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoder::tests::CFG;
     use crate::encoder::Features;
     use crate::wire::header::HEADER_LEN;
-    use crate::Config;
-
-    const CFG: Config = Config {
-        cache_pages: 8,
-        frame_bytes: 16384,
-        lz4: false,
-        ..Config::DEFAULT
-    };
 
     /// Pages 0..n: every third zero, the rest distinct.
     fn page(k: usize) -> [u8; 4096] {
