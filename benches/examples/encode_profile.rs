@@ -43,7 +43,7 @@ fn main() -> Result<()> {
     let rounds: usize = std::env::var("ROUNDS").map_or(20, |r| r.parse().unwrap_or(20));
     let mut storage = touched(cfg.encoder_storage_len());
     let mut out = touched(cfg.max_output_len());
-    let mut wire = touched(set.mem_bytes + set.mem_bytes / 4);
+    let mut wire = touched(set.stream_room());
     let mut per_pass = vec![Duration::ZERO; set.passes.len()];
     let mut best = Duration::MAX;
     let mut wire_bytes = 0usize;

@@ -29,7 +29,7 @@ use pagewire_runner::migrate::{AutoStage, Stage};
 use pagewire_stream_zstd::{ZstdIn, ZstdOut};
 use serde::Serialize;
 
-use crate::codecs::touched;
+use crate::codecs::{touched, touched_empty};
 use crate::PageSet;
 
 /// What `auto` did over one link.
@@ -152,8 +152,7 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
     let mut zout = ZstdOut::new(None)?;
     let mut zin = ZstdIn::new()?;
     // as the other rows' output: mapped before it is measured, emptied after each pass
-    let mut link = touched(set.mem_bytes + set.mem_bytes / 4);
-    link.clear();
+    let mut link = touched_empty(set.stream_room());
     let mut stream_len = 0usize;
     let apply = |stage: Stage, enc: &mut Encoder, zout: &mut ZstdOut, link: &mut Vec<u8>| {
         enc.set_lz4(stage == Stage::Lz4);

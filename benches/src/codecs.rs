@@ -374,6 +374,14 @@ pub fn touched(len: usize) -> Vec<u8> {
     vec![0x5au8; len]
 }
 
+/// An empty buffer with `len` bytes of capacity already mapped ([`touched`]): for output
+/// appended while it is measured.
+pub fn touched_empty(len: usize) -> Vec<u8> {
+    let mut v = touched(len);
+    v.clear();
+    v
+}
+
 impl Pagewire {
     /// A pagewire row.
     pub fn new(label: &str, cfg: Config, features: Features, zstd: Option<i32>) -> Self {

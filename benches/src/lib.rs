@@ -42,6 +42,12 @@ impl PageSet {
             .collect()
     }
 
+    /// Bytes that hold any codec's stream of one pass of this set: its memory and a
+    /// quarter more.
+    pub fn stream_room(&self) -> usize {
+        self.mem_bytes + self.mem_bytes / 4
+    }
+
     /// Pages in passes `range`.
     pub fn pages_in(&self, passes: std::ops::Range<usize>) -> usize {
         self.passes[passes].iter().map(Vec::len).sum()

@@ -147,10 +147,9 @@ fn read_ceiling(set: &PageSet, repeat: usize) -> f64 {
 fn measure(codec: &mut dyn Codec, set: &PageSet, verify: bool) -> Result<Row> {
     let ps = set.page_size;
     let mut mem = vec![1u8; set.mem_bytes];
-    let mut wire = pagewire_benches::codecs::touched(set.mem_bytes + set.mem_bytes / 4);
-    wire.clear();
+    let mut wire = pagewire_benches::codecs::touched_empty(set.stream_room());
     // for codecs that build their stream in the caller's buffer
-    let mut out = pagewire_benches::codecs::touched(set.mem_bytes + set.mem_bytes / 4);
+    let mut out = pagewire_benches::codecs::touched(set.stream_room());
     let (mut enc_all, mut dec_all, mut enc_later, mut dec_later) = (
         Duration::ZERO,
         Duration::ZERO,
@@ -356,11 +355,7 @@ fn lanes(set: &PageSet, n: usize) -> Result<f64> {
     }
     // each lane's output mapped before it is measured, as the other rows' output is
     let mut wires: Vec<Vec<u8>> = (0..n)
-        .map(|_| {
-            let mut w = pagewire_benches::codecs::touched(set.mem_bytes + set.mem_bytes / 4);
-            w.clear();
-            w
-        })
+        .map(|_| pagewire_benches::codecs::touched_empty(set.stream_room()))
         .collect();
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
