@@ -196,10 +196,11 @@ impl<'l, W: Link + ?Sized> PagesOut<'l, W> {
             c.lz4_pages += n * u64::from(self.enc.lz4());
             c.zstd_pages += n * u64::from(self.zstd_on());
             c.plain_pages += n * u64::from(self.plain);
-            if let Some(a) = self.auto.as_mut() {
+            let closed = self.auto.as_mut().and_then(|a| {
                 a.bytes_out(bytes);
-            }
-            if let Some(stage) = self.auto.as_mut().and_then(|a| a.pages_sent(n)) {
+                a.pages_sent(n)
+            });
+            if let Some(stage) = closed {
                 if let Some(w) = self.auto.as_ref().and_then(|a| a.windows.last()) {
                     if w.stage_next != w.stage {
                         progress.stage_changed(w);
