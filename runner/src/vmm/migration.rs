@@ -88,8 +88,9 @@ impl GuestBuilder for Vmm {
 
     fn build(&self, mem_bytes: u64, vcpus: u32) -> Result<Vm> {
         let vm = Vm::new(mem_bytes as usize, vcpus as usize)?;
-        // the digest on the downtime path then reads never-written memory without faults
-        vm.memory().prefault_read();
+        // the digest on the downtime path then reads never-written memory without faults;
+        // in the background, so that the stream is read at once
+        vm.memory().prefault_read_in_background();
         Ok(vm)
     }
 }
