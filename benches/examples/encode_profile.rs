@@ -2,11 +2,14 @@
 //! mapped beforehand, so a profiler sees the encoder alone; prints the speed of pass 0, of
 //! the later passes and of all of them (mean over the rounds, and the best round).
 //!
-//!     cargo run --release -p pagewire-benches --example encode_profile -- DIR [all|none|cbr|delta] [no-lz4]
+//!     cargo run --release -p pagewire-benches --example encode_profile -- DIR [all|none|cbr|delta|bulk|raw] [no-lz4]
 //!
 //! `synthetic` for DIR is the built-in series, `zeros` the harness's 64 MiB of zero pages
 //! (written first). `none` is the encoder's fastest setting
-//! (zero pages, the rest PLAIN). `ROUNDS=N` (20): encodes of the whole series.
+//! (zero pages, the rest PLAIN). `bulk`: plain pages in bulk (`Encoder::encode_plain_pages`),
+//! built in the wire buffer, as the harness's plain-pages row; `raw`: no encoder, each page
+//! copied behind an 8-byte header, as the harness's raw row. `ROUNDS=N` (20): encodes of the
+//! whole series.
 
 use std::time::{Duration, Instant};
 
@@ -22,9 +25,10 @@ fn main() -> Result<()> {
         Some("zeros") => PageSet::written_zeros(16384, 4096),
         Some(dir) => PageSet::from_dir(dir.as_ref(), 8)?,
     };
-    let features = match args.get(1).map(String::as_str) {
+    let mode = args.get(1).map(String::as_str);
+    let features = match mode {
         Some("all") | None => Features::ALL,
-        Some("none") => Features::NONE,
+        Some("none" | "bulk" | "raw") => Features::NONE,
         Some("cbr") => Features {
             cbr: true,
             delta: false,
@@ -33,7 +37,7 @@ fn main() -> Result<()> {
             cbr: false,
             delta: true,
         },
-        Some(other) => bail!("unknown features {other:?}: all, none, cbr or delta"),
+        Some(other) => bail!("unknown setting {other:?}: all, none, cbr, delta, bulk or raw"),
     };
     let cfg = Config {
         page_size: set.page_size as u32,
@@ -44,6 +48,13 @@ fn main() -> Result<()> {
     let mut storage = touched(cfg.encoder_storage_len());
     let mut out = touched(cfg.max_output_len());
     let mut wire = touched(set.stream_room());
+    // `bulk` builds its stream here, in place, mapped beforehand as `wire` is
+    let mut built = touched(if mode == Some("bulk") {
+        set.stream_room()
+    } else {
+        0
+    });
+    let mut built_len = 0;
     let mut per_pass = vec![Duration::ZERO; set.passes.len()];
     let mut best = Duration::MAX;
     let mut wire_bytes = 0usize;
@@ -55,20 +66,46 @@ fn main() -> Result<()> {
         for (i, pass) in set.passes.iter().enumerate() {
             wire.clear();
             let t = Instant::now();
-            for &(pfn, off) in pass {
-                let n = enc.encode_page(pfn, set.page(off), &mut out)?;
-                wire.extend_from_slice(&out[..n]);
-            }
-            let n = enc.end_iteration(&mut out)?;
-            wire.extend_from_slice(&out[..n]);
-            if i + 1 == set.passes.len() {
-                let n = enc.finish(&mut out)?;
-                wire.extend_from_slice(&out[..n]);
+            match mode {
+                Some("raw") => {
+                    for &(pfn, off) in pass {
+                        wire.extend_from_slice(&pfn.to_le_bytes());
+                        wire.extend_from_slice(set.page(off));
+                    }
+                }
+                Some("bulk") => {
+                    let pages: Vec<(u64, &[u8])> = pass
+                        .iter()
+                        .map(|&(pfn, off)| (pfn, set.page(off)))
+                        .collect();
+                    let (mut rest, mut n) = (&pages[..], 0);
+                    while !rest.is_empty() {
+                        let b = enc.encode_plain_pages(rest, &mut built[n..])?;
+                        (rest, n) = (&rest[b.pages..], n + b.written);
+                    }
+                    n += enc.end_iteration(&mut built[n..])?;
+                    if i + 1 == set.passes.len() {
+                        n += enc.finish(&mut built[n..])?;
+                    }
+                    built_len = n;
+                }
+                _ => {
+                    for &(pfn, off) in pass {
+                        let n = enc.encode_page(pfn, set.page(off), &mut out)?;
+                        wire.extend_from_slice(&out[..n]);
+                    }
+                    let n = enc.end_iteration(&mut out)?;
+                    wire.extend_from_slice(&out[..n]);
+                    if i + 1 == set.passes.len() {
+                        let n = enc.finish(&mut out)?;
+                        wire.extend_from_slice(&out[..n]);
+                    }
+                }
             }
             let took = t.elapsed();
             per_pass[i] += took;
             round += took;
-            wire_bytes += wire.len();
+            wire_bytes += wire.len() + std::mem::take(&mut built_len);
         }
         best = best.min(round);
     }
