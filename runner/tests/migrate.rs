@@ -110,6 +110,26 @@ fn database_guest_migrates_through_zstd_with_fewer_bytes_on_the_link() {
     );
 }
 
+#[test]
+fn hot_set_guest_migrates_as_plain_pages_read_straight_into_their_frames() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let r = migrate(
+        Workload::HotSet,
+        1,
+        Codec::On,
+        PolicyKind::SmartStop,
+        Compression::Plain,
+    );
+    assert_eq!(r.compression, "plain");
+    // every page of every iteration and of the stop-and-copy went whole, none compressed
+    for row in &r.rows {
+        assert_eq!(row.plain_pages, row.pages_sent, "{row:?}");
+        assert_eq!(row.lz4_pages + row.zstd_pages, 0, "{row:?}");
+    }
+}
+
 /// A link that plays back a recorded stream and swallows the reply.
 struct Playback {
     input: std::io::Cursor<Vec<u8>>,

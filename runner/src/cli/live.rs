@@ -55,8 +55,9 @@ pub struct SourceArgs {
     #[arg(long, default_value = "on")]
     codec: String,
     /// auto (LZ4 on the frames, off while the sending CPU is the bottleneck, on while the
-    /// link is), lz4, none, or zstd[:LEVEL] (zstd over the whole stream, level 3 unless
-    /// given: fewest bytes, for slow links).
+    /// link is), lz4, none, plain (every page whole past the cache, a zero test its only
+    /// encoding: for links faster than any encoding pays on), or zstd[:LEVEL] (zstd over
+    /// the whole stream, level 3 unless given: fewest bytes, for slow links).
     #[arg(long, default_value = "auto")]
     compress: String,
     /// Codec cache in MiB (both ends; split among the lanes).

@@ -3,7 +3,7 @@
 use std::mem::ManuallyDrop;
 
 use anyhow::Result;
-use pagewire::{Config, Encoder, EncoderStats, Features};
+use pagewire::{Config, CopyPages, Encoder, EncoderStats, Features};
 
 use super::stream::StreamEncoder;
 use crate::buffer::zeroed;
@@ -105,13 +105,55 @@ impl StreamEncoder for InProcessEncoder {
         self.enc.features() == Features::NONE
     }
 
-    fn encode_plain_pages(&mut self, pages: &[(u64, &[u8])], out: &mut Vec<u8>) -> Result<()> {
-        let mut rest = pages;
+    fn send_plain_pages(
+        &mut self,
+        pfns: &[u64],
+        read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+        _page: &mut [u8],
+        send: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut rest = pfns;
         while !rest.is_empty() {
-            let b = self.enc.encode_plain_pages(rest, &mut self.out)?;
-            out.extend_from_slice(&self.out[..b.written]);
+            let mut pages = ReadInto {
+                pfns: rest,
+                read: &mut *read,
+                failed: None,
+            };
+            let b = self
+                .enc
+                .encode_plain_pages_copied(&mut pages, &mut self.out)?;
+            if let Some(e) = pages.failed {
+                return Err(e);
+            }
+            send(&self.out[..b.written])?;
             rest = &rest[b.pages..];
         }
         Ok(())
+    }
+}
+
+/// Pages read by the caller's `read` straight into their records; the first failed read is
+/// kept (the batch it spoiled is then not sent).
+struct ReadInto<'a> {
+    pfns: &'a [u64],
+    read: &'a mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+    failed: Option<anyhow::Error>,
+}
+
+impl CopyPages for ReadInto<'_> {
+    fn count(&self) -> usize {
+        self.pfns.len()
+    }
+
+    fn pfn(&self, i: usize) -> u64 {
+        self.pfns[i]
+    }
+
+    fn copy_page(&mut self, i: usize, dst: &mut [u8]) {
+        if self.failed.is_none() {
+            if let Err(e) = (self.read)(self.pfns[i], dst) {
+                self.failed = Some(e);
+            }
+        }
     }
 }

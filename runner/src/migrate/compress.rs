@@ -22,6 +22,11 @@ pub enum Compression {
     Lz4,
     /// Frames stored.
     None,
+    /// Every page whole past the cache (a zero test, then a PLAIN record: no content
+    /// lookup, no deltas), frames stored: `auto`'s lowest stage, for links faster than any
+    /// encoding pays on. Needs an encoder that can send plain pages (not the offload
+    /// firmware).
+    Plain,
     /// zstd at `level` over the whole stream, its window across frames; the frames
     /// themselves stored (`pagewire_stream_zstd`). For slow links.
     Zstd { level: i32 },
@@ -37,6 +42,7 @@ impl Compression {
             Compression::Auto => "auto",
             Compression::Lz4 => "lz4",
             Compression::None => "none",
+            Compression::Plain => "plain",
             Compression::Zstd { .. } => "zstd",
         }
     }
@@ -49,12 +55,13 @@ impl Compression {
         }
     }
 
-    /// Looks a setting up by name: auto, lz4, none, zstd or zstd:LEVEL.
+    /// Looks a setting up by name: auto, lz4, none, plain, zstd or zstd:LEVEL.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "auto" => Ok(Compression::Auto),
             "lz4" => Ok(Compression::Lz4),
             "none" => Ok(Compression::None),
+            "plain" => Ok(Compression::Plain),
             "zstd" => Ok(Compression::Zstd {
                 level: DEFAULT_ZSTD_LEVEL,
             }),
@@ -67,7 +74,9 @@ impl Compression {
                         level: pagewire_stream_zstd::check_level(level)?,
                     })
                 }
-                None => bail!("unknown compression {s:?}: use auto, lz4, none, zstd or zstd:LEVEL"),
+                None => bail!(
+                    "unknown compression {s:?}: use auto, lz4, none, plain, zstd or zstd:LEVEL"
+                ),
             },
         }
     }
@@ -497,7 +506,12 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for c in [Compression::Auto, Compression::Lz4, Compression::None] {
+        for c in [
+            Compression::Auto,
+            Compression::Lz4,
+            Compression::None,
+            Compression::Plain,
+        ] {
             assert_eq!(Compression::parse(c.name()).unwrap(), c);
         }
         let z = Compression::Zstd {

@@ -64,13 +64,11 @@ pub(super) struct PagesOut<'l, W: Link + ?Sized> {
     /// Pages go whole past the cache now (`auto`'s lowest stage).
     plain: bool,
     page: Vec<u8>,
-    /// Plain pages read for one bulk batch ([`PLAIN_BATCH`] pages).
-    batch: Vec<u8>,
 }
 
-/// Plain pages read and encoded at a time (at most: a batch also ends at `auto`'s next
-/// check): 64 pages, 256 KiB of 4 KiB pages, which stay in the CPU's cache from the read
-/// to the frame.
+/// Plain pages sent in one step (at most: a batch also ends at `auto`'s next check), each
+/// read straight into its frame: 64 pages, 256 KiB of 4 KiB pages, about four frames of
+/// the default 64 KiB, between two looks at the progress and `auto`'s clocks.
 const PLAIN_BATCH: usize = 64;
 
 impl<'l, W: Link + ?Sized> PagesOut<'l, W> {
@@ -85,7 +83,11 @@ impl<'l, W: Link + ?Sized> PagesOut<'l, W> {
         // LZ4 starts on wherever the stream allows it; `auto` may switch it per window, and
         // go down to plain pages where the encoder can send them
         let can_plain = enc.set_plain(true);
-        enc.set_plain(false);
+        let plain = compression == Compression::Plain;
+        if plain && !can_plain {
+            bail!("--compress plain needs an encoder that can send plain pages: use --encoder inprocess");
+        }
+        enc.set_plain(plain);
         let lowest = if can_plain {
             Stage::Plain
         } else {
@@ -109,9 +111,8 @@ impl<'l, W: Link + ?Sized> PagesOut<'l, W> {
             enc,
             out: Vec::with_capacity(cfg.max_output_len()),
             auto,
-            plain: false,
+            plain,
             page: vec![0u8; page_size],
-            batch: vec![0u8; PLAIN_BATCH * page_size],
         })
     }
 
@@ -184,13 +185,13 @@ impl<'l, W: Link + ?Sized> PagesOut<'l, W> {
             };
             let now;
             (now, rest) = rest.split_at(take);
-            if take == 1 {
+            let bytes = if take == 1 {
                 read(now[0], &mut self.page)?;
                 self.enc.encode_page(now[0], &self.page, &mut self.out)?;
+                self.send_out("sending pages")?
             } else {
-                self.read_and_encode_plain(now, read)?;
-            }
-            let bytes = self.send_out("sending pages")?;
+                self.send_plain(now, read, "sending pages")?
+            };
             c.bytes += bytes;
             let n = take as u64;
             c.lz4_pages += n * u64::from(self.enc.lz4());
@@ -218,23 +219,27 @@ impl<'l, W: Link + ?Sized> PagesOut<'l, W> {
         Ok(c)
     }
 
-    /// Reads `pfns` (at most [`PLAIN_BATCH`]) into the batch buffer and encodes them as
-    /// plain pages in bulk into `out`.
-    fn read_and_encode_plain(
+    /// Sends `pfns` as plain pages in bulk, each read by `read` straight into its frame and
+    /// the frames written from where they were built; returns the stream bytes.
+    fn send_plain(
         &mut self,
         pfns: &[u64],
         read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
-    ) -> Result<()> {
-        let ps = self.page.len();
-        for (&pfn, page) in pfns.iter().zip(self.batch.chunks_exact_mut(ps)) {
-            read(pfn, page)?;
-        }
-        let pages: Vec<(u64, &[u8])> = pfns
-            .iter()
-            .copied()
-            .zip(self.batch.chunks_exact(ps))
-            .collect();
-        self.enc.encode_plain_pages(&pages, &mut self.out)
+        what: &'static str,
+    ) -> Result<u64> {
+        let mut bytes = self.send_out(what)?;
+        let (w, zstd) = (&mut self.w, &mut self.zstd);
+        let mut send = |piece: &[u8]| -> Result<()> {
+            bytes += piece.len() as u64;
+            match zstd {
+                Some(z) => z.write(w, piece),
+                None => w.write_all(piece),
+            }
+            .context(what)
+        };
+        self.enc
+            .send_plain_pages(pfns, read, &mut self.page, &mut send)?;
+        Ok(bytes)
     }
 
     /// The last pages, while the guest is paused: no stage changes any more.
@@ -252,8 +257,7 @@ impl<'l, W: Link + ?Sized> PagesOut<'l, W> {
         };
         if self.plain {
             for now in pfns.chunks(PLAIN_BATCH) {
-                self.read_and_encode_plain(now, read)?;
-                c.bytes += self.send_out("sending the last pages")?;
+                c.bytes += self.send_plain(now, read, "sending the last pages")?;
             }
             return Ok(c);
         }
@@ -328,6 +332,18 @@ mod tests {
     /// `compression`; checks that the stream decodes to them. Returns what was counted,
     /// `auto`'s windows and the encoder's counters.
     fn send_plain(compression: Compression) -> (PageCounts, Vec<Window>, EncoderStats) {
+        let mut reads = 0;
+        let r = send_plain_counting(compression, &mut reads);
+        // each page read once, straight into its frame
+        assert_eq!(reads, N);
+        r
+    }
+
+    /// As [`send_plain`]; `reads` counts the calls of the page reader.
+    fn send_plain_counting(
+        compression: Compression,
+        reads: &mut usize,
+    ) -> (PageCounts, Vec<Window>, EncoderStats) {
         let mem: Vec<u8> = (0..N * PS)
             .map(|i| {
                 if (i / PS) % 5 == 0 {
@@ -352,6 +368,7 @@ mod tests {
         let mut read = |pfn: u64, page: &mut [u8]| {
             let at = pfn as usize * PS;
             page.copy_from_slice(&mem[at..at + PS]);
+            *reads += 1;
             Ok(())
         };
         let c = out.send_pages(&pfns, &mut read, &mut NoProgress).unwrap();
@@ -394,6 +411,33 @@ mod tests {
         assert_eq!(c.plain_pages, N as u64);
         assert_eq!(stats.zero.pages, N.div_ceil(5) as u64);
         assert_eq!(stats.raw.pages, (N - N.div_ceil(5)) as u64);
+    }
+
+    #[test]
+    fn a_page_that_cannot_be_read_fails_the_batch_and_sends_none_of_it() {
+        let cfg = Config::DEFAULT;
+        let (mut link, _peer) = UnixStream::pair().unwrap();
+        let enc = Box::new(InProcessEncoder::new(cfg).unwrap());
+        let mut out = PagesOut::new(&mut link, cfg, enc, Compression::None, PS).unwrap();
+        out.set_stage(Stage::Plain).unwrap();
+        let mut read = |pfn: u64, page: &mut [u8]| {
+            anyhow::ensure!(pfn != 40, "page {pfn} is gone");
+            page.fill(pfn as u8 | 1);
+            Ok(())
+        };
+        let pfns: Vec<u64> = (0..64).collect();
+        let e = out
+            .send_pages(&pfns, &mut read, &mut NoProgress)
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("page 40 is gone"), "{e:#}");
+        // the frames before the one page 40 was read into went out (15 pages each, pages
+        // 0-29); that frame did not
+        let sent = out.w.bytes as usize;
+        let frame = cfg.max_frame_len();
+        assert!(
+            sent > frame && sent <= pagewire::HEADER_LEN + 2 * frame,
+            "{sent} bytes of {frame}-byte frames"
+        );
     }
 
     #[test]

@@ -694,7 +694,7 @@ impl<'l, L: Link> Outgoing<'l, L> {
             lanes: self.lane_count(),
             lane_auto_windows: self.lane_windows,
             compression: match opts.compression {
-                Compression::Zstd { .. } => opts.compression.describe(),
+                Compression::Zstd { .. } | Compression::Plain => opts.compression.describe(),
                 c if self.lz4 => c.name().into(),
                 _ => Compression::None.name().into(),
             },
