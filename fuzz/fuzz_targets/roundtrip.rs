@@ -1,12 +1,15 @@
 //! Arbitrary page sequences (zero pages, copies, edits of earlier pages, moved blocks,
 //! random pages, iteration ends, blobs) through encoder and decoder, for arbitrary
-//! configurations and features: exactly the same pages come back, in both decoder modes,
-//! and decoding in place into guest memory leaves it equal to the source's memory.
+//! configurations and features: exactly the same pages come back, in both decoder modes, and
+//! from the same pages sent as plain pages in bulk; and decoding in place into guest memory
+//! leaves it equal to the source's memory.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pagewire::{DecodeMode, Decoder, MemoryImage};
-use pagewire_fuzz::{decode_all, encode, expected, steps, FuzzConfig, PageOp, Step};
+use pagewire_fuzz::{
+    decode_all, encode, encode_plain_in_bulk, expected, steps, FuzzConfig, PageOp, Step,
+};
 
 /// The pfns `steps` uses (0-36).
 const PAGES: usize = 37;
@@ -20,6 +23,10 @@ fuzz_target!(|input: (FuzzConfig, Vec<PageOp>)| {
     let (events, ok) = decode_all(&wire, usize::MAX);
     assert!(ok, "a valid stream must decode completely");
     assert_eq!(events, expected(&steps));
+    // the same pages as plain pages in bulk
+    let (plain, ok) = decode_all(&encode_plain_in_bulk(cfg, &steps), usize::MAX);
+    assert!(ok, "a valid bulk plain stream must decode completely");
+    assert_eq!(plain, events);
 
     // the source's memory: the last version of every page sent, zeros elsewhere
     let mut source = vec![0u8; PAGES * ps];

@@ -421,6 +421,40 @@ pub fn encode(cfg: Config, features: Features, steps: &[Step]) -> Vec<u8> {
     wire
 }
 
+/// Encodes steps into a finished stream as `auto`'s plain stage does: each run of pages
+/// between other steps in bulk (`Encoder::encode_plain_pages`), every page a ZERO or PLAIN
+/// record, whatever the features.
+pub fn encode_plain_in_bulk(cfg: Config, steps: &[Step]) -> Vec<u8> {
+    let mut mem = vec![0u8; cfg.encoder_storage_len()];
+    let mut out = vec![0u8; cfg.max_output_len()];
+    let mut enc = Encoder::new(cfg, &mut mem).expect("valid config");
+    let mut wire = Vec::new();
+    let mut batch: Vec<(u64, &[u8])> = Vec::new();
+    for s in steps.iter().map(Some).chain([None]) {
+        if let Some(Step::Page(pfn, p)) = s {
+            batch.push((*pfn, p));
+            continue;
+        }
+        let mut rest = &batch[..];
+        while !rest.is_empty() {
+            let b = enc
+                .encode_plain_pages(rest, &mut out)
+                .expect("the encoder only fails on its own contract");
+            wire.extend_from_slice(&out[..b.written]);
+            rest = &rest[b.pages..];
+        }
+        batch.clear();
+        let n = match s {
+            Some(Step::EndIteration) => enc.end_iteration(&mut out),
+            Some(Step::Blob(t, d)) => enc.append_blob(*t, d, &mut out),
+            _ => enc.finish(&mut out),
+        }
+        .expect("the encoder only fails on its own contract");
+        wire.extend_from_slice(&out[..n]);
+    }
+    wire
+}
+
 /// The events a correct decoder hands out for `steps`.
 pub fn expected(steps: &[Step]) -> Vec<Event> {
     let mut it = 0;
