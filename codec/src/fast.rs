@@ -38,6 +38,7 @@ pub fn diff_mask64(a: &[u8; 64], b: &[u8; 64]) -> u64 {
     }
 }
 
+#[cfg(feature = "xbzrle")]
 /// Work written once over 64-byte difference masks (bit `i` set where `a[i] != b[i]`), run
 /// by [`with_widest_masks`] or [`with_baseline_masks`] with the mask function they pick.
 pub trait WithMasks {
@@ -47,6 +48,7 @@ pub trait WithMasks {
     fn run(self, mask: impl Fn(&[u8; 64], &[u8; 64]) -> u64) -> Self::Output;
 }
 
+#[cfg(feature = "xbzrle")]
 /// Runs `work` with the widest difference masks this CPU has: AVX2 where CPUID says so
 /// (asked once), else [`diff_mask64`]'s.
 #[inline]
@@ -62,6 +64,7 @@ pub fn with_widest_masks<W: WithMasks>(work: W) -> W::Output {
     with_baseline_masks(work)
 }
 
+#[cfg(feature = "xbzrle")]
 /// Runs `work` with [`diff_mask64`]: the masks every CPU of the target can make without a
 /// run-time check (SSE2 on x86_64).
 #[inline]
@@ -124,9 +127,11 @@ mod x86 {
         r.ecx & (1 << 20) != 0
     }
 
+    #[cfg(feature = "xbzrle")]
     /// 0: not asked yet, 1: no usable AVX2, 2: AVX2.
     static AVX2: AtomicU8 = AtomicU8::new(0);
 
+    #[cfg(feature = "xbzrle")]
     #[inline]
     pub fn has_avx2() -> bool {
         match AVX2.load(Ordering::Relaxed) {
@@ -140,6 +145,7 @@ mod x86 {
         }
     }
 
+    #[cfg(feature = "xbzrle")]
     fn detect_avx2() -> bool {
         if cfg!(target_feature = "avx2") {
             return true;
@@ -167,6 +173,7 @@ mod x86 {
         xcr0 & 0b110 == 0b110 && leaf7.ebx & (1 << 5) != 0
     }
 
+    #[cfg(feature = "xbzrle")]
     /// XCR0, the register of the state components the OS saves.
     ///
     /// # Safety
@@ -176,6 +183,7 @@ mod x86 {
         core::arch::x86_64::_xgetbv(0)
     }
 
+    #[cfg(feature = "xbzrle")]
     /// [`super::with_widest_masks`] on a CPU with AVX2: `work` inlined here, compiled for
     /// AVX2, with [`diff_mask64_avx2`] as its mask.
     ///
@@ -194,6 +202,7 @@ mod x86 {
         })
     }
 
+    #[cfg(feature = "xbzrle")]
     /// [`super::diff_mask64`] with two 32-byte compares.
     ///
     /// # Safety
@@ -504,6 +513,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "xbzrle")]
     #[cfg(all(target_arch = "x86_64", not(feature = "safe")))]
     #[test]
     fn avx2_mask_agrees_with_the_portable_one() {
