@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use pagewire::{Config, Encoder, Features};
-use pagewire_benches::codecs::touched;
+use pagewire_benches::codecs::{encode_plain_pass, touched, Codec, Raw};
 use pagewire_benches::PageSet;
 
 fn main() -> Result<()> {
@@ -66,28 +66,11 @@ fn main() -> Result<()> {
         for (i, pass) in set.passes.iter().enumerate() {
             wire.clear();
             let t = Instant::now();
+            let last = i + 1 == set.passes.len();
             match mode {
-                Some("raw") => {
-                    for &(pfn, off) in pass {
-                        wire.extend_from_slice(&pfn.to_le_bytes());
-                        wire.extend_from_slice(set.page(off));
-                    }
-                }
+                Some("raw") => Raw(set.page_size).encode_pass(&set, pass, last, &mut wire)?,
                 Some("bulk") => {
-                    let pages: Vec<(u64, &[u8])> = pass
-                        .iter()
-                        .map(|&(pfn, off)| (pfn, set.page(off)))
-                        .collect();
-                    let (mut rest, mut n) = (&pages[..], 0);
-                    while !rest.is_empty() {
-                        let b = enc.encode_plain_pages(rest, &mut built[n..])?;
-                        (rest, n) = (&rest[b.pages..], n + b.written);
-                    }
-                    n += enc.end_iteration(&mut built[n..])?;
-                    if i + 1 == set.passes.len() {
-                        n += enc.finish(&mut built[n..])?;
-                    }
-                    built_len = n;
+                    built_len = encode_plain_pass(&mut enc, &set, pass, last, &mut built)?
                 }
                 _ => {
                     for &(pfn, off) in pass {
@@ -96,7 +79,7 @@ fn main() -> Result<()> {
                     }
                     let n = enc.end_iteration(&mut out)?;
                     wire.extend_from_slice(&out[..n]);
-                    if i + 1 == set.passes.len() {
+                    if last {
                         let n = enc.finish(&mut out)?;
                         wire.extend_from_slice(&out[..n]);
                     }

@@ -382,6 +382,32 @@ pub fn touched_empty(len: usize) -> Vec<u8> {
     v
 }
 
+/// Encodes `pass` of `set` as plain pages in bulk (`Encoder::encode_plain_pages`), its
+/// frames built straight in `out`, then ends the iteration and, if `last`, the stream;
+/// returns the bytes written.
+pub fn encode_plain_pass(
+    enc: &mut Encoder<'_>,
+    set: &PageSet,
+    pass: &[(u64, usize)],
+    last: bool,
+    out: &mut [u8],
+) -> Result<usize> {
+    let pages: Vec<(u64, &[u8])> = pass
+        .iter()
+        .map(|&(pfn, off)| (pfn, set.page(off)))
+        .collect();
+    let (mut rest, mut n) = (&pages[..], 0);
+    while !rest.is_empty() {
+        let b = enc.encode_plain_pages(rest, &mut out[n..])?;
+        (rest, n) = (&rest[b.pages..], n + b.written);
+    }
+    n += enc.end_iteration(&mut out[n..])?;
+    if last {
+        n += enc.finish(&mut out[n..])?;
+    }
+    Ok(n)
+}
+
 impl Pagewire {
     /// A pagewire row.
     pub fn new(label: &str, cfg: Config, features: Features, zstd: Option<i32>) -> Self {
@@ -459,22 +485,7 @@ impl Codec for Pagewire {
             return None;
         }
         let enc = self.enc.as_mut()?;
-        Some((|| {
-            let pages: Vec<(u64, &[u8])> = pass
-                .iter()
-                .map(|&(pfn, off)| (pfn, set.page(off)))
-                .collect();
-            let (mut rest, mut n) = (&pages[..], 0);
-            while !rest.is_empty() {
-                let b = enc.encode_plain_pages(rest, &mut out[n..])?;
-                (rest, n) = (&rest[b.pages..], n + b.written);
-            }
-            n += enc.end_iteration(&mut out[n..])?;
-            if last {
-                n += enc.finish(&mut out[n..])?;
-            }
-            Ok(n)
-        })())
+        Some(encode_plain_pass(enc, set, pass, last, out))
     }
     fn decode_pass(&mut self, wire: &[u8], mem: &mut [u8]) -> Result<()> {
         let unpacked;
