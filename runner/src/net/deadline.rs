@@ -197,12 +197,34 @@ fn set_socket_waits(
 pub trait Link: Read + Write + Send {
     /// Bounds every read and write from now on by `waits`.
     fn set_waits(&mut self, waits: Waits) -> io::Result<()>;
+
+    /// Bytes written and not yet taken by the far end, as far as this side can tell (the
+    /// kernel's send queue, a shaper's queue): what the link still has to carry. `None`
+    /// where it cannot be told. `auto` reads it to tell a link that keeps pace with the
+    /// sender from buffers that take its first bytes.
+    fn backlog(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The bytes in `fd`'s send queue not yet acknowledged by the peer (`TIOCOUTQ`: unsent and
+/// in flight), or `None` if the socket does not say.
+pub fn send_queue(fd: &impl std::os::fd::AsRawFd) -> Option<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one c_int into the valid, exclusively borrowed `n`; `fd` is an
+    // open socket for the duration of the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    (rc == 0).then(|| u64::try_from(n).unwrap_or(0))
 }
 
 impl Link for TimedTcp {
     fn set_waits(&mut self, waits: Waits) -> io::Result<()> {
         TimedTcp::set_waits(self, waits);
         Ok(())
+    }
+
+    fn backlog(&self) -> Option<u64> {
+        send_queue(self.tcp())
     }
 }
 
@@ -238,6 +260,10 @@ impl Link for TcpStream {
             |t| self.set_write_timeout(t),
         )
     }
+
+    fn backlog(&self) -> Option<u64> {
+        send_queue(self)
+    }
 }
 
 /// As for [`TcpStream`].
@@ -249,11 +275,19 @@ impl Link for UnixStream {
             |t| self.set_write_timeout(t),
         )
     }
+
+    fn backlog(&self) -> Option<u64> {
+        send_queue(self)
+    }
 }
 
 impl<L: Link + ?Sized> Link for Box<L> {
     fn set_waits(&mut self, waits: Waits) -> io::Result<()> {
         (**self).set_waits(waits)
+    }
+
+    fn backlog(&self) -> Option<u64> {
+        (**self).backlog()
     }
 }
 
@@ -261,17 +295,32 @@ impl<L: Link + ?Sized> Link for &mut L {
     fn set_waits(&mut self, waits: Waits) -> io::Result<()> {
         (**self).set_waits(waits)
     }
+
+    fn backlog(&self) -> Option<u64> {
+        (**self).backlog()
+    }
 }
 
+/// TLS writes its records through to the socket before a write returns, so the socket's
+/// backlog is the stream's.
 impl<S: Link> Link for rustls::StreamOwned<rustls::ServerConnection, S> {
     fn set_waits(&mut self, waits: Waits) -> io::Result<()> {
         self.sock.set_waits(waits)
     }
+
+    fn backlog(&self) -> Option<u64> {
+        self.sock.backlog()
+    }
 }
 
+/// As for the server's side.
 impl<S: Link> Link for rustls::StreamOwned<rustls::ClientConnection, S> {
     fn set_waits(&mut self, waits: Waits) -> io::Result<()> {
         self.sock.set_waits(waits)
+    }
+
+    fn backlog(&self) -> Option<u64> {
+        self.sock.backlog()
     }
 }
 
@@ -284,6 +333,41 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         (c, l.accept().unwrap().0)
+    }
+
+    #[test]
+    fn a_socket_tells_its_backlog_until_the_peer_takes_it() {
+        let (mut a, mut b) = pair();
+        assert_eq!(Link::backlog(&a), Some(0));
+        // the peer does not read: once its receive buffer is full, what is written waits
+        // in the sender's queue
+        a.set_nonblocking(true).unwrap();
+        let chunk = vec![3u8; 64 * 1024];
+        let mut written = 0u64;
+        loop {
+            match a.write(&chunk) {
+                Ok(n) => written += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let waiting = Link::backlog(&a).unwrap();
+        assert!(waiting > 0 && waiting <= written, "{waiting} of {written}");
+        // the peer reads everything: nothing is left to carry
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        let by = Instant::now() + Duration::from_secs(10);
+        while got < written && Instant::now() < by {
+            got += b.read(&mut buf).unwrap() as u64;
+        }
+        assert_eq!(got, written);
+        while Link::backlog(&a) != Some(0) && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(Link::backlog(&a), Some(0));
+        // the same through a box
+        let boxed: Box<dyn Link> = Box::new(a);
+        assert_eq!(boxed.backlog(), Some(0));
     }
 
     #[test]

@@ -362,6 +362,12 @@ impl Link for ShapedStream {
         self.read.set_waits(waits);
         Ok(())
     }
+
+    /// What waits in the shaper's queue (for the modelled link) and in the socket's.
+    fn backlog(&self) -> Option<u64> {
+        let queued = lock(&self.shared).bytes as u64;
+        Some(queued + super::deadline::send_queue(self.read.tcp())?)
+    }
 }
 
 impl Drop for ShapedStream {
@@ -468,6 +474,26 @@ mod tests {
         };
         assert_eq!(delay_only.queue_cap(1000), UNRATED_IN_FLIGHT + 1000);
         assert_eq!(Shape::default().queue_cap(1000), 1000);
+    }
+
+    #[test]
+    fn the_backlog_counts_what_the_shaped_link_has_not_carried() {
+        // 1 MB/s: 200 KB written at once take 0.2 s to cross
+        let (mut tx, mut rx, _) = pair(Shape {
+            rate: Some(1e6),
+            delay: Duration::from_millis(50),
+        });
+        assert_eq!(tx.backlog(), Some(0));
+        tx.write_all(&vec![5u8; 200_000]).unwrap();
+        let waiting = tx.backlog().unwrap();
+        assert!(waiting >= 150_000, "{waiting}");
+        let mut buf = vec![0u8; 200_000];
+        rx.read_exact(&mut buf).unwrap();
+        let by = Instant::now() + Duration::from_secs(10);
+        while tx.backlog() != Some(0) && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(tx.backlog(), Some(0));
     }
 
     #[test]
