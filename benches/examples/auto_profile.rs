@@ -4,6 +4,7 @@
 //!     cargo run --release -p pagewire-benches --example auto_profile -- DIR [BYTES_PER_S]
 //!
 //! `synthetic` for DIR is the built-in series; the link is 100 Gbit/s (12.5e9) unless given.
+//! `LANES=N` splits the pages among N lanes, as the harness's two-lane rows do.
 
 use anyhow::Result;
 use pagewire_benches::PageSet;
@@ -18,8 +19,12 @@ fn main() -> Result<()> {
         Some(s) => s.parse()?,
         None => 12.5e9,
     };
+    let lanes = match std::env::var("LANES") {
+        Ok(n) => n.parse()?,
+        Err(_) => 1,
+    };
     for _ in 0..3 {
-        let r = pagewire_benches::auto::run(&set, rate, 1)?;
+        let r = pagewire_benches::auto::run(&set, rate, lanes)?;
         println!(
             "{:.3} GB/s of memory ({:.3} windowed), {:.4} s modelled, {:.4} s CPU, {} raw bytes, {} on the link; {}",
             r.gb_s,

@@ -4,8 +4,10 @@
 //! encoder, fed the sending thread's measured CPU time. Only the link is a model: a
 //! window of `B` bytes occupies it for `B / rate` seconds, and the window lasts as long as
 //! the slower of the two (the sender waits for a full link, or the link for the sender; one
-//! window of buffering between them), at a check as far as it has come. Every pass is
-//! decoded and checked.
+//! window of buffering between them), at a check as far as it has come. By that clock the
+//! link has carried every byte it was given, so its backlog at a check is 0 (the runner's
+//! links tell theirs, `net::Link::backlog`): a window in which the sender was busy may step
+//! down at any check. Every pass is decoded and checked.
 //!
 //! Those windowed clocks drive the rule. The run is scored as the harness scores every other
 //! row, raw bytes over the longer of the sender's CPU time and the link's time for all its
@@ -216,7 +218,9 @@ fn run_passes(set: &PageSet, passes: &[Vec<(u64, usize)>], bytes_per_s: f64) -> 
                 cpu += thread_cpu_time() - mark;
                 let wall = wall0 + w.wall(cpu, &link, bytes_per_s);
                 let before = chooser.stage();
-                if let Some(next) = chooser.check(wall, cpu) {
+                // the model has no buffers: by the window's clock the link has taken every
+                // byte it was given, so the backlog is 0
+                if let Some(next) = chooser.check(wall, cpu, Some(0)) {
                     run.seconds += (wall - wall0).as_secs_f64();
                     run.cpu_seconds += (cpu - w.cpu0).as_secs_f64();
                     wall0 = wall;

@@ -119,8 +119,16 @@ impl MigrationProgress for Bar {
 
     fn stage_changed(&mut self, w: &Window) {
         if !self.quiet {
+            let on_its_way = match w.backlog_growth {
+                Some(g) => format!(
+                    "; of its {} KiB out, {} KiB more wait for the link",
+                    w.bytes >> 10,
+                    g.max(0) >> 10
+                ),
+                None => String::new(),
+            };
             self.bar.println(format!(
-                "compress auto: {} -> {} ({:.0} % of the last {} pages waiting for the link)",
+                "compress auto: {} -> {} ({:.0} % of the last {} pages waiting for the link{on_its_way})",
                 w.stage.name(),
                 w.stage_next.name(),
                 w.waiting() * 100.0,

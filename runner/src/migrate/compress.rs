@@ -104,12 +104,21 @@ pub const CHECK_PAGES: u64 = 1024;
 /// where the sender waits most of the time; at 1 Gbit/s early windows waited 54-74 %, and
 /// early climbs at 50 % there only swung between LZ4 and zstd 1.
 pub const EARLY_LINK_BOUND: f64 = 0.8;
-/// The bytes a window must have put out before a check may close it to step down: four
-/// times the 256 KiB the runner's connections let wait unsent (`net::SMALL_UNSENT`), more
-/// than that plus a 100 Mbit/s + 20 ms link's bandwidth-delay product. On a link that holds
-/// more on its way (1 Gbit/s + 20 ms: 2.5 MB) a descent can still be wrong; the next check
-/// then finds the sender waiting and climbs back to the stage that was faster.
+/// Over a link that cannot tell its backlog, the bytes a window must have put out before a
+/// check may close it to step down: four times the 256 KiB the runner's connections let
+/// wait unsent (`net::SMALL_UNSENT`), more than that plus a 100 Mbit/s + 20 ms link's
+/// bandwidth-delay product. On a link that holds more on its way (1 Gbit/s + 20 ms:
+/// 2.5 MB) a descent can still be wrong; the next check then finds the sender waiting and
+/// climbs back to the stage that was faster.
 pub const EARLY_DESCENT_BYTES: u64 = 1 << 20;
+/// Over a link that tells its backlog (`net::Link::backlog`: bytes written and not yet
+/// taken by the far end), the most it may have grown over a window, as a share of what the
+/// window put out, for the link to count as keeping pace with the sender: a window in
+/// which the sender was busy may then step down at any check, however few bytes it put
+/// out. Where the backlog grew by more, buffers took the bytes and may hide a slower link,
+/// however many bytes went out. Growth, not size: a fast link with a long round trip
+/// always holds a bandwidth-delay product in flight.
+pub const KEPT_PACE: f64 = 0.25;
 /// Below this headroom the sending CPU is the bottleneck: a step down the ladder.
 pub const CPU_BOUND: f64 = 0.25;
 /// Above this headroom the sender mostly waits for the link: a step up.
@@ -171,6 +180,11 @@ pub const LADDER: [Stage; 5] = [
 /// Where `auto` starts: LZ4, a middle ground that is right for 1 Gbit/s links.
 const START: usize = 2;
 
+/// Extra checks after the stream's first 64 and 256 pages, whatever window they fall in: a
+/// slow link makes the sender climb after 256 KiB or 1 MiB of pages instead of 4 MiB, and a
+/// link seen to keep pace ([`KEPT_PACE`]) lets a busy sender step down as soon.
+pub const FIRST_CHECKS: [u64; 2] = [64, 256];
+
 /// One measurement window and what the rule made of it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Window {
@@ -186,12 +200,26 @@ pub struct Window {
     pub stage: Stage,
     /// The stage chosen for what follows.
     pub stage_next: Stage,
+    /// How much the link's backlog (`net::Link::backlog`: bytes written that the link has
+    /// not yet carried) grew over the window, if the link could tell.
+    pub backlog_growth: Option<i64>,
 }
 
 impl Window {
     /// The share of its time the sender spent waiting (for the link, a full socket).
     pub fn waiting(&self) -> f64 {
         1.0 - (self.cpu_seconds / self.seconds.max(1e-9)).clamp(0.0, 1.0)
+    }
+
+    /// Whether the link is known to have carried what the window put out, so that a busy
+    /// sender in it was not merely filling buffers: the link's backlog grew by at most
+    /// [`KEPT_PACE`] of its bytes; or, over a link that cannot tell, it put out
+    /// [`EARLY_DESCENT_BYTES`].
+    pub fn past_buffers(&self) -> bool {
+        match self.backlog_growth {
+            Some(g) => self.bytes > 0 && g as f64 <= KEPT_PACE * self.bytes as f64,
+            None => self.bytes >= EARLY_DESCENT_BYTES,
+        }
     }
 }
 
@@ -276,12 +304,12 @@ impl AutoStage {
     }
 
     /// Whether a window so far (`pages` in `seconds`, `waiting` the share of them spent
-    /// waiting, `bytes` put out) is reason enough to close it at a check, before it is full:
-    /// to climb where the sender mostly waits ([`EARLY_LINK_BOUND`]) and the stage above is
-    /// untried or was faster; to step down where its CPU is the bottleneck ([`CPU_BOUND`])
-    /// past the buffers ([`EARLY_DESCENT_BYTES`]) and the stage below is untried or was
-    /// faster.
-    pub fn early(&self, pages: u64, seconds: f64, waiting: f64, bytes: u64) -> Early {
+    /// waiting) is reason enough to close it at a check, before it is full: to climb where
+    /// the sender mostly waits ([`EARLY_LINK_BOUND`]) and the stage above is untried or was
+    /// faster; to step down where its CPU is the bottleneck ([`CPU_BOUND`]), the link has
+    /// been seen to take what it put out (`past_buffers`: [`EARLY_DESCENT_BYTES`],
+    /// [`KEPT_PACE`]) and the stage below is untried or was faster.
+    pub fn early(&self, pages: u64, seconds: f64, waiting: f64, past_buffers: bool) -> Early {
         let now = self.windows + 1;
         let rate = pages as f64 / seconds.max(1e-9);
         let worth = |j: usize| {
@@ -290,10 +318,7 @@ impl AutoStage {
         };
         if waiting > EARLY_LINK_BOUND && self.at + 1 < LADDER.len() && worth(self.at + 1) {
             Early::Climb
-        } else if waiting < CPU_BOUND
-            && bytes >= EARLY_DESCENT_BYTES
-            && self.at > self.lowest
-            && worth(self.at - 1)
+        } else if waiting < CPU_BOUND && past_buffers && self.at > self.lowest && worth(self.at - 1)
         {
             Early::StepDown
         } else {
@@ -361,21 +386,25 @@ impl AutoStage {
 
 /// Feeds [`AutoStage`] a window at a time while pages go out, and keeps every window.
 ///
-/// The clocks are the caller's: [`Chooser::page_sent`] reads the wall clock and the calling
+/// The clocks are the caller's: [`Chooser::pages_sent`] reads the wall clock and the calling
 /// thread's CPU time, as a sender does; [`Chooser::count_page`] and [`Chooser::check`] take
 /// them as given, so that the comparison harness runs the same rule on a modelled link.
 pub struct Chooser {
     auto: AutoStage,
     pages: u64,
+    /// Pages counted since it started, across windows ([`FIRST_CHECKS`]).
+    counted: u64,
     /// Bytes put out in the open window ([`Chooser::bytes_out`]).
     bytes: u64,
-    /// Where the runner's clocks start ([`Chooser::page_sent`]).
+    /// Where the runner's clocks start ([`Chooser::pages_sent`]).
     started: std::time::Instant,
     /// The clocks when the window opened: wall time, CPU time.
     wall0: Duration,
     cpu0: Duration,
     /// Time of the window spent waiting for acknowledgements, left out of its seconds.
     set_aside: Duration,
+    /// The link's backlog when the window opened (none at the start).
+    backlog0: Option<u64>,
     /// Every window measured so far.
     pub windows: Vec<Window>,
 }
@@ -397,11 +426,13 @@ impl Chooser {
         Chooser {
             auto,
             pages: 0,
+            counted: 0,
             bytes: 0,
             started: std::time::Instant::now(),
             wall0: wall,
             cpu0: cpu,
             set_aside: Duration::ZERO,
+            backlog0: Some(0),
             windows: Vec::new(),
         }
     }
@@ -419,16 +450,6 @@ impl Chooser {
         self.set_aside += waited;
     }
 
-    /// One more page went out. When that closes a window, measures it on the wall clock and
-    /// the thread's CPU time and returns the stage for what follows (see
-    /// [`Chooser::check`]).
-    pub fn page_sent(&mut self) -> Option<Stage> {
-        if !self.count_page() {
-            return None;
-        }
-        self.check(self.started.elapsed(), thread_cpu_time())
-    }
-
     /// The encoder put out `n` more bytes (before zstd): what lets a check close a window to
     /// step down ([`EARLY_DESCENT_BYTES`]). Without it, windows close early only to climb.
     pub fn bytes_out(&mut self, n: u64) {
@@ -439,13 +460,20 @@ impl Chooser {
     /// [`WINDOW_PAGES`], and at a check every [`CHECK_PAGES`].
     pub fn count_page(&mut self) -> bool {
         self.pages += 1;
-        self.pages >= WINDOW_PAGES || self.pages % CHECK_PAGES == 0
+        self.counted += 1;
+        self.pages >= WINDOW_PAGES
+            || self.pages % CHECK_PAGES == 0
+            || FIRST_CHECKS.contains(&self.counted)
     }
 
     /// Pages that may go out before [`Chooser::count_page`] next asks for the clocks: a
     /// batch of plain pages sent in bulk ends there, so the check comes on time.
     pub fn pages_to_check(&self) -> u64 {
-        (WINDOW_PAGES - self.pages).min(CHECK_PAGES - self.pages % CHECK_PAGES)
+        let first = FIRST_CHECKS.iter().find(|&&c| c > self.counted);
+        let next = first.map_or(u64::MAX, |c| c - self.counted);
+        (WINDOW_PAGES - self.pages)
+            .min(CHECK_PAGES - self.pages % CHECK_PAGES)
+            .min(next)
     }
 
     /// `n` more pages went out in one batch of at most [`Chooser::pages_to_check`]: as
@@ -453,22 +481,27 @@ impl Chooser {
     pub fn count_pages(&mut self, n: u64) -> bool {
         debug_assert!(n <= self.pages_to_check());
         self.pages += n.saturating_sub(1);
+        self.counted += n.saturating_sub(1);
         n > 0 && self.count_page()
     }
 
-    /// `n` more pages went out in one batch: as [`Chooser::page_sent`] after the last of
-    /// them.
-    pub fn pages_sent(&mut self, n: u64) -> Option<Stage> {
+    /// `n` more pages went out in one batch. When that closes a window, measures it on the
+    /// wall clock and the thread's CPU time, with the link's `backlog` then, and returns the
+    /// stage for what follows (see [`Chooser::check`]).
+    pub fn pages_sent(&mut self, n: u64, backlog: impl FnOnce() -> Option<u64>) -> Option<Stage> {
         if !self.count_pages(n) {
             return None;
         }
-        self.check(self.started.elapsed(), thread_cpu_time())
+        self.check(self.started.elapsed(), thread_cpu_time(), backlog())
     }
 
-    /// The clocks at a point [`Chooser::count_page`] asked for them. Closes the window when
-    /// it is full, or early where [`AutoStage::early`] says; then returns the stage
-    /// for what follows.
-    pub fn check(&mut self, wall: Duration, cpu: Duration) -> Option<Stage> {
+    /// The clocks at a point [`Chooser::count_page`] asked for them, and the link's
+    /// `backlog` then (`net::Link::backlog`). Closes the window when it is full, or early
+    /// where [`AutoStage::early`] says; then returns the stage for what follows.
+    pub fn check(&mut self, wall: Duration, cpu: Duration, backlog: Option<u64>) -> Option<Stage> {
+        let growth = backlog
+            .zip(self.backlog0)
+            .map(|(now, then)| now as i64 - then as i64);
         let full = self.pages >= WINDOW_PAGES;
         let w = Window {
             pages: self.pages,
@@ -480,9 +513,13 @@ impl Chooser {
             cpu_seconds: cpu.saturating_sub(self.cpu0).as_secs_f64(),
             stage: self.auto.stage(),
             stage_next: self.auto.stage(),
+            backlog_growth: growth,
         };
         let step_down = !full
-            && match self.auto.early(w.pages, w.seconds, w.waiting(), w.bytes) {
+            && match self
+                .auto
+                .early(w.pages, w.seconds, w.waiting(), w.past_buffers())
+            {
                 Early::No => return None,
                 e => e == Early::StepDown,
             };
@@ -496,6 +533,7 @@ impl Chooser {
         });
         (self.pages, self.bytes, self.wall0, self.cpu0) = (0, 0, wall, cpu);
         self.set_aside = Duration::ZERO;
+        self.backlog0 = backlog;
         Some(next)
     }
 }
@@ -591,15 +629,27 @@ mod tests {
         assert_eq!(b.next(30_000, 0.3, 0.29), Z1);
     }
 
+    /// A chooser on given clocks, past its first checks ([`FIRST_CHECKS`]).
+    fn past_first_checks(auto: AutoStage, wall: Duration, cpu: Duration) -> Chooser {
+        let mut c = Chooser::starting_at(auto, wall, cpu);
+        c.counted = FIRST_CHECKS[FIRST_CHECKS.len() - 1];
+        c
+    }
+
+    /// Sends one page at a time on the runner's clocks, the link's backlog unknown.
+    fn page_sent(c: &mut Chooser) -> Option<Stage> {
+        c.pages_sent(1, || None)
+    }
+
     #[test]
     fn the_chooser_closes_a_window_every_window_pages() {
         // at the top of the ladder, so that no check closes a window early however the
-        // test thread is scheduled
+        // test thread is scheduled (no bytes out: no step down)
         let mut c = Chooser::default();
         c.auto.at = LADDER.len() - 1;
         let mut closed = 0;
         for _ in 0..3 * WINDOW_PAGES + 5 {
-            closed += usize::from(c.page_sent().is_some());
+            closed += usize::from(page_sent(&mut c).is_some());
         }
         assert_eq!(closed, 3);
         assert_eq!(c.windows.len(), 3);
@@ -612,40 +662,94 @@ mod tests {
     #[test]
     fn a_window_in_which_the_sender_waits_closes_at_a_check_to_climb() {
         let mut c = Chooser::default();
-        for _ in 1..CHECK_PAGES {
-            assert_eq!(c.page_sent(), None);
+        for _ in 1..FIRST_CHECKS[0] {
+            assert_eq!(page_sent(&mut c), None);
         }
-        // the sender waited for the link: the window closes at the check, one stage up
+        // the sender waited for the link: the window closes at the stream's first check,
+        // one stage up
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(c.page_sent(), Some(Z1));
+        assert_eq!(page_sent(&mut c), Some(Z1));
         assert_eq!(c.windows.len(), 1);
-        assert_eq!(c.windows[0].pages, CHECK_PAGES);
+        assert_eq!(c.windows[0].pages, FIRST_CHECKS[0]);
         assert!(c.windows[0].waiting() > EARLY_LINK_BOUND);
         // at the top of the ladder there is nothing to climb to: no early windows
         let mut top = Chooser::default();
         top.auto.at = LADDER.len() - 1;
-        for _ in 1..CHECK_PAGES {
-            top.page_sent();
+        for _ in 1..FIRST_CHECKS[0] {
+            page_sent(&mut top);
         }
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(top.page_sent(), None);
+        assert_eq!(page_sent(&mut top), None);
+    }
+
+    #[test]
+    fn the_first_checks_come_early_and_step_down_only_where_the_link_kept_pace() {
+        let ms = Duration::from_millis;
+        let mut c = Chooser::starting_at(AutoStage::default(), ms(0), ms(0));
+        assert_eq!(c.pages_to_check(), FIRST_CHECKS[0]);
+        assert!(c.count_pages(FIRST_CHECKS[0]));
+        // busy, 100 KiB out, 80 of them still on their way: buffers may be hiding a slow
+        // link, and 100 KiB is short of EARLY_DESCENT_BYTES
+        c.bytes_out(100 << 10);
+        assert_eq!(c.check(ms(2), ms(2), Some(80 << 10)), None);
+        // nor does a link that cannot tell its backlog let it step down
+        assert_eq!(c.check(ms(2), ms(2), None), None);
+        assert_eq!(c.pages_to_check(), FIRST_CHECKS[1] - FIRST_CHECKS[0]);
+        assert!(c.count_pages(FIRST_CHECKS[1] - FIRST_CHECKS[0]));
+        // busy, 300 KiB out and the link has taken all but 10: it keeps pace, one down
+        c.bytes_out(200 << 10);
+        assert_eq!(c.check(ms(4), ms(4), Some(10 << 10)), Some(Stage::Stored));
+        assert_eq!(c.windows[0].pages, FIRST_CHECKS[1]);
+        // the first checks are over: every CHECK_PAGES from here
+        assert_eq!(c.pages_to_check(), CHECK_PAGES);
+        assert!(!c.count_pages(CHECK_PAGES - 1));
+        assert!(c.count_page());
+    }
+
+    #[test]
+    fn a_growing_backlog_holds_a_busy_window_back_and_a_steady_one_does_not() {
+        let ms = Duration::from_millis;
+        let mut c = past_first_checks(AutoStage::default(), ms(0), ms(0));
+        let check_at = |c: &mut Chooser, bytes: u64, t: u64, backlog: u64| {
+            for _ in 1..CHECK_PAGES {
+                assert!(!c.count_page());
+            }
+            c.bytes_out(bytes);
+            assert!(c.count_page());
+            c.check(ms(t), ms(t), Some(backlog))
+        };
+        // busy, 2 MiB out per check, and half of it still waiting: buffers, however many
+        // bytes went out; the window goes on until it is full
+        for k in 1..WINDOW_PAGES / CHECK_PAGES {
+            assert_eq!(check_at(&mut c, 2 << 20, 10 * k, k << 20), None);
+        }
+        assert_eq!(check_at(&mut c, 2 << 20, 40, 4 << 20), Some(Stage::Stored));
+        assert_eq!(c.windows[0].backlog_growth, Some(4 << 20));
+        // busy, and the backlog stays about where it was (a long link's bytes in flight):
+        // the link keeps pace, one down at the first check
+        assert_eq!(
+            check_at(&mut c, 1 << 20, 50, (4 << 20) + (1 << 17)),
+            Some(Stage::Plain)
+        );
+        assert_eq!(c.windows[1].backlog_growth, Some(1 << 17));
+        assert_eq!(c.windows[1].pages, CHECK_PAGES);
     }
 
     #[test]
     fn on_given_clocks_a_check_closes_a_window_only_where_the_sender_waited() {
         let ms = Duration::from_millis;
-        let mut c = Chooser::starting_at(AutoStage::default(), ms(1000), ms(500));
+        let mut c = past_first_checks(AutoStage::default(), ms(1000), ms(500));
         for _ in 1..CHECK_PAGES {
             assert!(!c.count_page());
         }
         assert!(c.count_page());
         // busy three quarters of the time: the window goes on
-        assert_eq!(c.check(ms(1100), ms(575)), None);
+        assert_eq!(c.check(ms(1100), ms(575), None), None);
         for _ in 0..CHECK_PAGES {
             c.count_page();
         }
         // 80 ms busy of 600 since it opened: it closes at the check, one stage up
-        assert_eq!(c.check(ms(1600), ms(580)), Some(Z1));
+        assert_eq!(c.check(ms(1600), ms(580), None), Some(Z1));
         let w = c.windows[0];
         assert_eq!(
             (w.pages, w.stage, w.stage_next),
@@ -657,7 +761,7 @@ mod tests {
             c.count_page();
         }
         assert!(c.count_page());
-        assert_eq!(c.check(ms(1700), ms(679)), Some(Z1));
+        assert_eq!(c.check(ms(1700), ms(679), None), Some(Z1));
         let w = c.windows[1];
         assert_eq!(w.pages, WINDOW_PAGES);
         assert!((w.seconds - 0.1).abs() < 1e-9 && (w.cpu_seconds - 0.099).abs() < 1e-9);
@@ -666,14 +770,14 @@ mod tests {
     #[test]
     fn a_busy_window_steps_down_at_a_check_past_the_buffers_and_a_wrong_step_is_undone() {
         let ms = Duration::from_millis;
-        let mut c = Chooser::starting_at(AutoStage::default(), ms(0), ms(0));
+        let mut c = past_first_checks(AutoStage::default(), ms(0), ms(0));
         let pages_then_check = |c: &mut Chooser, bytes: u64, wall: u64, cpu: u64| {
             for _ in 1..CHECK_PAGES {
                 assert!(!c.count_page());
             }
             c.bytes_out(bytes);
             assert!(c.count_page());
-            c.check(ms(wall), ms(cpu))
+            c.check(ms(wall), ms(cpu), None)
         };
         // LZ4, the CPU busy all along: with 512 KiB out, the buffers may have taken it all
         assert_eq!(pages_then_check(&mut c, 512 << 10, 10, 10), None);
@@ -699,7 +803,7 @@ mod tests {
 
         // a full LZ4 window, busy (and under 1 MiB out: no early step): stored frames next,
         // LZ4's rate kept (205k pages/s)
-        let mut d = Chooser::starting_at(AutoStage::default(), ms(0), ms(0));
+        let mut d = past_first_checks(AutoStage::default(), ms(0), ms(0));
         for _ in 0..3 {
             assert_eq!(pages_then_check(&mut d, 128 << 10, 10, 10), None);
         }
@@ -716,29 +820,34 @@ mod tests {
     #[test]
     fn batches_up_to_the_next_check_end_windows_where_single_pages_would() {
         let mut c = Chooser::default();
-        assert_eq!(c.pages_to_check(), CHECK_PAGES);
-        assert_eq!(c.pages_sent(CHECK_PAGES - 10), None);
-        assert_eq!(c.pages_to_check(), 10);
-        // batches of 64 pages, as the runner sends plain pages, cut at every check
-        let mut sent = CHECK_PAGES - 10;
+        // batches of 64 pages, as the runner sends plain pages, cut at every check: the
+        // first checks, then every CHECK_PAGES of a window
+        let mut sent = 0;
+        let mut ends = Vec::new();
         while c.windows.len() < 3 {
             let n = c.pages_to_check().min(64);
             assert!((1..=CHECK_PAGES).contains(&n));
-            c.pages_sent(n);
+            if c.count_pages(n) {
+                ends.push(c.counted);
+                c.check(c.started.elapsed(), thread_cpu_time(), Some(u64::MAX));
+            }
             sent += n;
         }
+        assert_eq!(&ends[..2], &FIRST_CHECKS);
         // every window closed at a check (early, if this thread was descheduled long
         // enough to look like waiting) or full, never past one
         let mut closed = 0;
         for w in &c.windows {
+            let at_first = closed + w.pages;
             assert!(
-                w.pages % CHECK_PAGES == 0 && w.pages <= WINDOW_PAGES,
+                (w.pages % CHECK_PAGES == 0 || FIRST_CHECKS.contains(&at_first))
+                    && w.pages <= WINDOW_PAGES,
                 "{w:?}"
             );
             closed += w.pages;
         }
         assert_eq!(closed, sent);
-        assert_eq!(c.pages_to_check(), CHECK_PAGES);
+        assert_eq!(c.pages_to_check() % CHECK_PAGES, 0);
     }
 
     #[test]

@@ -231,6 +231,7 @@ mod tests {
                     cpu_seconds: 0.1,
                     stage: Stage::Lz4,
                     stage_next: Stage::Zstd(1),
+                    backlog_growth: None,
                 },
                 Window {
                     pages: 4096,
@@ -239,6 +240,7 @@ mod tests {
                     cpu_seconds: 0.2,
                     stage: Stage::Zstd(1),
                     stage_next: Stage::Zstd(1),
+                    backlog_growth: Some(1 << 20),
                 },
             ],
             iterations: 1,
