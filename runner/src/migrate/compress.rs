@@ -403,7 +403,7 @@ pub struct Chooser {
     cpu0: Duration,
     /// Time of the window spent waiting for acknowledgements, left out of its seconds.
     set_aside: Duration,
-    /// The link's backlog when the window opened (none at the start).
+    /// The link's backlog when the window opened (0 at the start: nothing written yet).
     backlog0: Option<u64>,
     /// Every window measured so far.
     pub windows: Vec<Window>,
