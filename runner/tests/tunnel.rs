@@ -788,11 +788,17 @@ fn smart_stop_ends_the_migration_of_a_guest_that_never_converges() {
     let last = passes.last().expect("a pass");
     assert_eq!(last["decision"], "stop-and-copy", "{sw}");
     assert_eq!(last["report"]["iteration"], stopped_after, "{sw}");
-    // after the first pass the guest dirtied about as much as each pass sent: the passes
-    // did not shrink, the shape Smart Stop stops on
+    // after the first pass the guest dirtied about as much as the passes sent: they did not
+    // shrink, the shape Smart Stop stops on. Taken over the passes together: the guest
+    // dirties a 4 MiB file at a time, so a short pass on a slow host may see one round
+    // where the pass before saw two (0.40 of its pages seen once); a guest that converged
+    // would dirty almost nothing in some pass
+    let (mut sent, mut dirtied) = (0.0, 0.0);
     for p in &passes[1..] {
-        let sent = p["report"]["pages_sent"].as_f64().unwrap();
-        let dirtied = p["report"]["pages_dirtied"].as_f64().unwrap();
-        assert!(dirtied > 0.7 * sent, "pass shrank: {p}");
+        let s = p["report"]["pages_sent"].as_f64().unwrap();
+        let d = p["report"]["pages_dirtied"].as_f64().unwrap();
+        assert!(d > 0.25 * s, "pass shrank: {p}");
+        (sent, dirtied) = (sent + s, dirtied + d);
     }
+    assert!(dirtied > 0.7 * sent, "passes shrank: {sw}");
 }
