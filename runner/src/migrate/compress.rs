@@ -706,17 +706,34 @@ mod tests {
         assert!(c.count_page());
     }
 
+    /// Counts a check's worth of pages (none asks for the clocks before the last), the
+    /// encoder's `bytes` out, and hands the check the clocks (`wall`, `cpu` in ms) and
+    /// the link's `backlog`.
+    fn pages_then_check(
+        c: &mut Chooser,
+        bytes: u64,
+        wall: u64,
+        cpu: u64,
+        backlog: Option<u64>,
+    ) -> Option<Stage> {
+        for _ in 1..CHECK_PAGES {
+            assert!(!c.count_page());
+        }
+        c.bytes_out(bytes);
+        assert!(c.count_page());
+        c.check(
+            Duration::from_millis(wall),
+            Duration::from_millis(cpu),
+            backlog,
+        )
+    }
+
     #[test]
     fn a_growing_backlog_holds_a_busy_window_back_and_a_steady_one_does_not() {
         let ms = Duration::from_millis;
         let mut c = past_first_checks(AutoStage::default(), ms(0), ms(0));
         let check_at = |c: &mut Chooser, bytes: u64, t: u64, backlog: u64| {
-            for _ in 1..CHECK_PAGES {
-                assert!(!c.count_page());
-            }
-            c.bytes_out(bytes);
-            assert!(c.count_page());
-            c.check(ms(t), ms(t), Some(backlog))
+            pages_then_check(c, bytes, t, t, Some(backlog))
         };
         // busy, 2 MiB out per check, and half of it still waiting: buffers, however many
         // bytes went out; the window goes on until it is full
@@ -772,12 +789,7 @@ mod tests {
         let ms = Duration::from_millis;
         let mut c = past_first_checks(AutoStage::default(), ms(0), ms(0));
         let pages_then_check = |c: &mut Chooser, bytes: u64, wall: u64, cpu: u64| {
-            for _ in 1..CHECK_PAGES {
-                assert!(!c.count_page());
-            }
-            c.bytes_out(bytes);
-            assert!(c.count_page());
-            c.check(ms(wall), ms(cpu), None)
+            pages_then_check(c, bytes, wall, cpu, None)
         };
         // LZ4, the CPU busy all along: with 512 KiB out, the buffers may have taken it all
         assert_eq!(pages_then_check(&mut c, 512 << 10, 10, 10), None);
